@@ -1,0 +1,135 @@
+//! Types shared by the kernel programs (`tunnel-ebpf`) and the daemon (`tunnel`): map names,
+//! `#[repr(C)]` keys and values, flags. Data only; all logic lives on either side.
+//!
+//! Byte order: addresses are kept exactly as the kernel hands them to BPF programs (network
+//! order, read as a native `u32` word), so neither side swaps them. Ports are host order
+//! everywhere in these types; the programs convert at the context boundary.
+#![no_std]
+
+/// Map: `Array<CaptureConfig, 1>`, written by the daemon at start.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// Maps: `LpmTrie<[u8; 4|16], u8>`, the capture destinations and exclusions per family.
+pub const MAP_DESTINATIONS_V4: &str = "DESTINATIONS_V4";
+pub const MAP_DESTINATIONS_V6: &str = "DESTINATIONS_V6";
+pub const MAP_EXCLUDES_V4: &str = "EXCLUDES_V4";
+pub const MAP_EXCLUDES_V6: &str = "EXCLUDES_V6";
+/// Map: `HashMap<u16, u8>`, destination ports to capture when [`FLAG_PORT_FILTER`] is set.
+pub const MAP_PORTS: &str = "PORTS";
+/// Map: `HashMap<u64, u8>`, cgroup ids whose connects are never captured (the daemon's own).
+pub const MAP_EXEMPT_CGROUPS: &str = "EXEMPT_CGROUPS";
+/// Map: `SkStorage<OriginalDst>`, the original destination attached to the application's
+/// socket; the kernel frees it with the socket.
+pub const MAP_ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
+/// Map: `LruHashMap<SocketTuple, OriginalDst>`, how the daemon finds the original destination
+/// of a connection it accepted. The daemon deletes an entry when it reads it; `sock_ops`
+/// deletes unread entries when the application's socket closes.
+pub const MAP_ORIGINAL_DST_BY_TUPLE: &str = "ORIGINAL_DST_BY_TUPLE";
+
+/// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
+pub const MAP_NAMES: [&str; 9] = [
+    MAP_CONFIG,
+    MAP_DESTINATIONS_V4,
+    MAP_DESTINATIONS_V6,
+    MAP_EXCLUDES_V4,
+    MAP_EXCLUDES_V6,
+    MAP_PORTS,
+    MAP_EXEMPT_CGROUPS,
+    MAP_ORIGINAL_DST_BY_SOCKET,
+    MAP_ORIGINAL_DST_BY_TUPLE,
+];
+
+/// Version of the map layout above. A daemon only reuses pinned maps of its own layout; a
+/// change to any type in this file must bump it.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
+/// Capacity of each destination/exclusion trie.
+pub const MAX_CIDRS: u32 = 1024;
+/// Capacity of the port filter.
+pub const MAX_PORTS: u32 = 1024;
+/// Capacity of the exempt-cgroup set.
+pub const MAX_EXEMPT_CGROUPS: u32 = 64;
+/// Capacity of the tuple map: connections established but not yet accepted by the daemon.
+pub const MAX_PENDING_CONNECTIONS: u32 = 65536;
+
+/// Program names, as the `#[...]` attributes in `tunnel-ebpf` name the functions.
+pub const PROGRAM_CONNECT4: &str = "connect4";
+pub const PROGRAM_CONNECT6: &str = "connect6";
+pub const PROGRAM_GETPEERNAME4: &str = "getpeername4";
+pub const PROGRAM_GETPEERNAME6: &str = "getpeername6";
+pub const PROGRAM_SOCK_OPS: &str = "sock_ops";
+
+/// `CaptureConfig::flags`: only destination ports in [`MAP_PORTS`] are captured.
+pub const FLAG_PORT_FILTER: u32 = 1;
+/// `CaptureConfig::flags`: the daemon has written the config; nothing is captured before.
+pub const FLAG_ENABLED: u32 = 2;
+
+/// Value stored in the tries and sets (presence is what counts).
+pub const PRESENT: u8 = 1;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Where captured connections are sent, and how capture is filtered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CaptureConfig {
+    /// IPv4 outbound listener, network order.
+    pub listener_v4_addr: u32,
+    /// IPv6 outbound listener, network order; all zero when IPv6 is not captured.
+    pub listener_v6_addr: [u32; 4],
+    pub listener_v4_port: u16,
+    pub listener_v6_port: u16,
+    pub flags: u32,
+}
+
+/// The destination an application dialled, and who dialled it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct OriginalDst {
+    /// Network order; IPv4 in word 0.
+    pub addr: [u32; 4],
+    /// cgroup v2 id of the calling process at connect time (identity is picked from it).
+    pub cgroup_id: u64,
+    /// Thread-group id (pid) of the calling process, for logs.
+    pub pid: u32,
+    pub port: u16,
+    /// [`AF_INET`] or [`AF_INET6`]. A v4-mapped IPv6 destination is stored as IPv4.
+    pub family: u16,
+}
+
+/// One TCP connection as the application's socket sees it: application side is `src`, the
+/// daemon's listener is `dst`. IPv4 (and v4-mapped IPv6) in word 0 of the address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct SocketTuple {
+    /// Network namespace cookie, so equal tuples in two namespaces never meet.
+    pub netns_cookie: u64,
+    pub src_addr: [u32; 4],
+    pub dst_addr: [u32; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub family: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` structs of integers with no implicit padding (sizes 32, 32, 48
+    // are multiples of their 8-byte alignment and every field boundary is naturally aligned).
+    unsafe impl aya::Pod for super::CaptureConfig {}
+    unsafe impl aya::Pod for super::OriginalDst {}
+    unsafe impl aya::Pod for super::SocketTuple {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<CaptureConfig>(), 4 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<OriginalDst>(), 16 + 8 + 4 + 2 + 2);
+        assert_eq!(size_of::<SocketTuple>(), 8 + 16 + 16 + 2 + 2 + 4);
+    }
+}

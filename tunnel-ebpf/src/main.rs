@@ -1,0 +1,27 @@
+//! Kernel side of transparent capture. Each hook is a small program that reads its decisions
+//! from maps the daemon fills (see `maps.rs`); nothing here knows about policy or TLS.
+//!
+//! | program        | hook                   | job                                               |
+//! |----------------|------------------------|---------------------------------------------------|
+//! | `connect4/6`   | cgroup `connect()`     | redirect captured TCP connects to the daemon      |
+//! | `sock_ops`     | cgroup TCP events      | publish the 4-tuple → original destination        |
+//! | `getpeername4/6` | cgroup `getpeername()` | show the application the address it dialled     |
+#![no_std]
+#![no_main]
+
+mod addr;
+mod connect;
+mod getpeername;
+mod maps;
+mod sock_ops;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier proves the programs cannot panic; this only satisfies `no_std`.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

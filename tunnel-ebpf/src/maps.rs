@@ -1,0 +1,42 @@
+//! The maps shared with the daemon. Names and value types come from `tunnel-common`; the
+//! daemon writes the config, tries and sets, and reads (then deletes) the tuple map.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, SkStorage},
+    macros::btf_map,
+};
+use tunnel_common::{
+    CaptureConfig, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_PORTS,
+    OriginalDst, SocketTuple,
+};
+
+#[btf_map]
+pub static CONFIG: Array<CaptureConfig, 1> = Array::new();
+
+#[btf_map]
+pub static DESTINATIONS_V4: LpmTrie<[u8; 4], u8, { MAX_CIDRS as usize }> = LpmTrie::new();
+#[btf_map]
+pub static DESTINATIONS_V6: LpmTrie<[u8; 16], u8, { MAX_CIDRS as usize }> = LpmTrie::new();
+#[btf_map]
+pub static EXCLUDES_V4: LpmTrie<[u8; 4], u8, { MAX_CIDRS as usize }> = LpmTrie::new();
+#[btf_map]
+pub static EXCLUDES_V6: LpmTrie<[u8; 16], u8, { MAX_CIDRS as usize }> = LpmTrie::new();
+
+#[btf_map]
+pub static PORTS: HashMap<u16, u8, { MAX_PORTS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static EXEMPT_CGROUPS: HashMap<u64, u8, { MAX_EXEMPT_CGROUPS as usize }> = HashMap::new();
+
+/// Lives and dies with the application's socket, so it needs no cleanup.
+#[btf_map]
+pub static ORIGINAL_DST_BY_SOCKET: SkStorage<OriginalDst> = SkStorage::new();
+
+/// LRU so that even entries nobody deletes (daemon gone, socket closed unseen) cannot grow
+/// the map without bound.
+#[btf_map]
+pub static ORIGINAL_DST_BY_TUPLE: LruHashMap<
+    SocketTuple,
+    OriginalDst,
+    { MAX_PENDING_CONNECTIONS as usize },
+> = LruHashMap::new();
