@@ -1,1 +1,6 @@
-fn main() {}
+use clap::Parser as _;
+use tunnel::cli::Cli;
+
+fn main() {
+    let _cli = Cli::parse();
+}

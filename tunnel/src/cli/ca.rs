@@ -1,0 +1,4 @@
+//! `tunnel ca ...` (being written).
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CaCommand {}
