@@ -13,6 +13,11 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = workspace.join("tunnel-ebpf");
     // aya-build watches the eBPF crate; the shared types it compiles in live next door.
     println!("cargo:rerun-if-changed={}", workspace.join("tunnel-common/src").display());
+    // aya-build forwards every stderr line of the inner cargo as a `cargo:warning`, which cargo
+    // then replays on each build; a quiet inner cargo leaves only real diagnostics.
+    // SAFETY: build scripts are single-threaded here; nothing reads the environment
+    // concurrently.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     let package = aya_build::Package {
         name: "tunnel-ebpf",
         root_dir: ebpf_dir.to_str().context("non-UTF-8 workspace path")?,
