@@ -9,10 +9,15 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = env!("CARGO_MANIFEST_DIR");
-    let workspace = Path::new(manifest_dir).parent().context("tunnel crate has no parent dir")?;
+    let workspace = Path::new(manifest_dir)
+        .parent()
+        .context("tunnel crate has no parent dir")?;
     let ebpf_dir = workspace.join("tunnel-ebpf");
     // aya-build watches the eBPF crate; the shared types it compiles in live next door.
-    println!("cargo:rerun-if-changed={}", workspace.join("tunnel-common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("tunnel-common/src").display()
+    );
     // aya-build forwards every stderr line of the inner cargo as a `cargo:warning`, which cargo
     // then replays on each build; a quiet inner cargo leaves only real diagnostics.
     // SAFETY: build scripts are single-threaded here; nothing reads the environment

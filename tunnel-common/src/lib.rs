@@ -17,6 +17,9 @@ pub const MAP_EXCLUDES_V6: &str = "EXCLUDES_V6";
 pub const MAP_PORTS: &str = "PORTS";
 /// Map: `HashMap<u64, u8>`, cgroup ids whose connects are never captured (the daemon's own).
 pub const MAP_EXEMPT_CGROUPS: &str = "EXEMPT_CGROUPS";
+/// Map: `HashMap<u64, u8>`, cgroup ids of the configured workloads. At connect time the
+/// deepest ancestor of the caller's cgroup found here is recorded as its workload.
+pub const MAP_WORKLOAD_CGROUPS: &str = "WORKLOAD_CGROUPS";
 /// Map: `SkStorage<OriginalDst>`, the original destination attached to the application's
 /// socket; the kernel frees it with the socket.
 pub const MAP_ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
@@ -26,7 +29,7 @@ pub const MAP_ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
 pub const MAP_ORIGINAL_DST_BY_TUPLE: &str = "ORIGINAL_DST_BY_TUPLE";
 
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
-pub const MAP_NAMES: [&str; 9] = [
+pub const MAP_NAMES: [&str; 10] = [
     MAP_CONFIG,
     MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6,
@@ -34,6 +37,7 @@ pub const MAP_NAMES: [&str; 9] = [
     MAP_EXCLUDES_V6,
     MAP_PORTS,
     MAP_EXEMPT_CGROUPS,
+    MAP_WORKLOAD_CGROUPS,
     MAP_ORIGINAL_DST_BY_SOCKET,
     MAP_ORIGINAL_DST_BY_TUPLE,
 ];
@@ -48,6 +52,10 @@ pub const MAX_CIDRS: u32 = 1024;
 pub const MAX_PORTS: u32 = 1024;
 /// Capacity of the exempt-cgroup set.
 pub const MAX_EXEMPT_CGROUPS: u32 = 64;
+/// Capacity of the workload-cgroup set.
+pub const MAX_WORKLOAD_CGROUPS: u32 = 4096;
+/// How deep below the cgroup v2 root a workload cgroup may be (the root is level 0).
+pub const MAX_CGROUP_DEPTH: u32 = 32;
 /// Capacity of the tuple map: connections established but not yet accepted by the daemon.
 pub const MAX_PENDING_CONNECTIONS: u32 = 65536;
 
@@ -88,8 +96,11 @@ pub struct CaptureConfig {
 pub struct OriginalDst {
     /// Network order; IPv4 in word 0.
     pub addr: [u32; 4],
-    /// cgroup v2 id of the calling process at connect time (identity is picked from it).
+    /// cgroup v2 id of the calling process at connect time.
     pub cgroup_id: u64,
+    /// The deepest ancestor-or-self of `cgroup_id` that is in [`MAP_WORKLOAD_CGROUPS`]
+    /// (longest cgroup path wins); 0 when the caller belongs to no workload.
+    pub workload_cgroup_id: u64,
     /// Thread-group id (pid) of the calling process, for logs.
     pub pid: u32,
     pub port: u16,
@@ -113,7 +124,7 @@ pub struct SocketTuple {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `repr(C)` structs of integers with no implicit padding (sizes 32, 32, 48
+    // SAFETY: plain `repr(C)` structs of integers with no implicit padding (sizes 32, 40, 48
     // are multiples of their 8-byte alignment and every field boundary is naturally aligned).
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::OriginalDst {}
@@ -129,7 +140,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<CaptureConfig>(), 4 + 16 + 2 + 2 + 4);
-        assert_eq!(size_of::<OriginalDst>(), 16 + 8 + 4 + 2 + 2);
+        assert_eq!(size_of::<OriginalDst>(), 16 + 8 + 8 + 4 + 2 + 2);
         assert_eq!(size_of::<SocketTuple>(), 8 + 16 + 16 + 2 + 2 + 4);
     }
 }

@@ -9,17 +9,23 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
     btf_maps::lpm_trie::Key,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+    },
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use tunnel_common::{AF_INET, AF_INET6, CaptureConfig, FLAG_ENABLED, FLAG_PORT_FILTER, OriginalDst};
+use tunnel_common::{
+    AF_INET, AF_INET6, CaptureConfig, FLAG_ENABLED, FLAG_PORT_FILTER, MAX_CGROUP_DEPTH, OriginalDst,
+};
 
 use crate::{
-    addr::{is_loopback_or_any_v4, is_loopback_or_any_v6, to_v4_mapped, v4_bytes, v4_mapped, v6_bytes},
+    addr::{
+        is_loopback_or_any_v4, is_loopback_or_any_v6, to_v4_mapped, v4_bytes, v4_mapped, v6_bytes,
+    },
     maps::{
         CONFIG, DESTINATIONS_V4, DESTINATIONS_V6, EXCLUDES_V4, EXCLUDES_V6, EXEMPT_CGROUPS,
-        ORIGINAL_DST_BY_SOCKET, PORTS,
+        ORIGINAL_DST_BY_SOCKET, PORTS, WORKLOAD_CGROUPS,
     },
 };
 
@@ -48,7 +54,9 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 }
 
 fn try_connect4(ctx: &SockAddrContext) -> Result<(), ()> {
-    let Some(config) = capturing_config(ctx) else { return Ok(()) };
+    let Some(config) = capturing_config(ctx) else {
+        return Ok(());
+    };
     let sa = ctx.sock_addr;
     // The verifier wants 4-byte context accesses here; volatile keeps LLVM from widening them.
     let dst = unsafe { read_volatile(addr_of!((*sa).user_ip4)) };
@@ -59,13 +67,18 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<(), ()> {
     record(ctx, [dst, 0, 0, 0], port, AF_INET)?;
     unsafe {
         write_volatile(addr_of_mut!((*sa).user_ip4), config.listener_v4_addr);
-        write_volatile(addr_of_mut!((*sa).user_port), u32::from(config.listener_v4_port.to_be()));
+        write_volatile(
+            addr_of_mut!((*sa).user_port),
+            u32::from(config.listener_v4_port.to_be()),
+        );
     }
     Ok(())
 }
 
 fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
-    let Some(config) = capturing_config(ctx) else { return Ok(()) };
+    let Some(config) = capturing_config(ctx) else {
+        return Ok(());
+    };
     let sa = ctx.sock_addr;
     let dst = read_ip6(ctx);
     let port = u16::from_be(unsafe { read_volatile(addr_of!((*sa).user_port)) } as u16);
@@ -79,7 +92,10 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
             return Ok(());
         }
         record(ctx, [v4, 0, 0, 0], port, AF_INET)?;
-        (to_v4_mapped(config.listener_v4_addr), config.listener_v4_port)
+        (
+            to_v4_mapped(config.listener_v4_addr),
+            config.listener_v4_port,
+        )
     } else {
         if !wants_v6(&dst, port) {
             return Ok(());
@@ -96,7 +112,10 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
         for (i, word) in listener.iter().enumerate() {
             write_volatile(addr_of_mut!((*sa).user_ip6[i]), *word);
         }
-        write_volatile(addr_of_mut!((*sa).user_port), u32::from(listener_port.to_be()));
+        write_volatile(
+            addr_of_mut!((*sa).user_port),
+            u32::from(listener_port.to_be()),
+        );
     }
     Ok(())
 }
@@ -104,8 +123,12 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
 /// The config if this is a TCP connect and capture is on.
 fn capturing_config(ctx: &SockAddrContext) -> Option<CaptureConfig> {
     let sa = ctx.sock_addr;
-    let (sock_type, protocol) =
-        unsafe { (read_volatile(addr_of!((*sa).type_)), read_volatile(addr_of!((*sa).protocol))) };
+    let (sock_type, protocol) = unsafe {
+        (
+            read_volatile(addr_of!((*sa).type_)),
+            read_volatile(addr_of!((*sa).protocol)),
+        )
+    };
     if sock_type != SOCK_STREAM || protocol != IPPROTO_TCP {
         return None;
     }
@@ -134,7 +157,9 @@ fn wants_v6(dst: &[u32; 4], port: u16) -> bool {
 
 fn port_selected(port: u16) -> bool {
     match CONFIG.get(0) {
-        Some(config) if config.flags & FLAG_PORT_FILTER != 0 => unsafe { PORTS.get(port).is_some() },
+        Some(config) if config.flags & FLAG_PORT_FILTER != 0 => unsafe {
+            PORTS.get(port).is_some()
+        },
         _ => true,
     }
 }
@@ -149,6 +174,7 @@ fn record(ctx: &SockAddrContext, addr: [u32; 4], port: u16, family: u16) -> Resu
     let value = OriginalDst {
         addr,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        workload_cgroup_id: workload_cgroup(),
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         port,
         family,
@@ -159,6 +185,22 @@ fn record(ctx: &SockAddrContext, addr: [u32; 4], port: u16, family: u16) -> Resu
     }
     unsafe { *slot = value };
     Ok(())
+}
+
+/// The deepest ancestor-or-self of the caller's cgroup that is a workload cgroup, or 0.
+/// Walking root → leaf and keeping the last hit is "longest cgroup path wins".
+fn workload_cgroup() -> u64 {
+    let mut found = 0;
+    for level in 0..MAX_CGROUP_DEPTH {
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if ancestor == 0 {
+            break; // deeper than the caller's own cgroup
+        }
+        if unsafe { WORKLOAD_CGROUPS.get(ancestor).is_some() } {
+            found = ancestor;
+        }
+    }
+    found
 }
 
 fn read_ip6(ctx: &SockAddrContext) -> [u32; 4] {

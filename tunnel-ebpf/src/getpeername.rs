@@ -20,7 +20,10 @@ pub fn getpeername4(ctx: SockAddrContext) -> i32 {
         let sa = ctx.sock_addr;
         unsafe {
             write_volatile(addr_of_mut!((*sa).user_ip4), original.addr[0]);
-            write_volatile(addr_of_mut!((*sa).user_port), u32::from(original.port.to_be()));
+            write_volatile(
+                addr_of_mut!((*sa).user_port),
+                u32::from(original.port.to_be()),
+            );
         }
     }
     DONE
@@ -30,13 +33,20 @@ pub fn getpeername4(ctx: SockAddrContext) -> i32 {
 pub fn getpeername6(ctx: SockAddrContext) -> i32 {
     if let Some(original) = original_dst(&ctx) {
         // An IPv4 destination on an IPv6 socket was dialled in its v4-mapped form.
-        let addr = if original.family == AF_INET { to_v4_mapped(original.addr[0]) } else { original.addr };
+        let addr = if original.family == AF_INET {
+            to_v4_mapped(original.addr[0])
+        } else {
+            original.addr
+        };
         let sa = ctx.sock_addr;
         unsafe {
             for (i, word) in addr.iter().enumerate() {
                 write_volatile(addr_of_mut!((*sa).user_ip6[i]), *word);
             }
-            write_volatile(addr_of_mut!((*sa).user_port), u32::from(original.port.to_be()));
+            write_volatile(
+                addr_of_mut!((*sa).user_port),
+                u32::from(original.port.to_be()),
+            );
         }
     }
     DONE
@@ -44,5 +54,9 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
 
 fn original_dst(ctx: &SockAddrContext) -> Option<OriginalDst> {
     let slot = unsafe { ORIGINAL_DST_BY_SOCKET.get_ptr_mut(ctx) };
-    if slot.is_null() { None } else { Some(unsafe { *slot }) }
+    if slot.is_null() {
+        None
+    } else {
+        Some(unsafe { *slot })
+    }
 }

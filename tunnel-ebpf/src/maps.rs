@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tunnel_common::{
     CaptureConfig, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_PORTS,
-    OriginalDst, SocketTuple,
+    MAX_WORKLOAD_CGROUPS, OriginalDst, SocketTuple,
 };
 
 #[btf_map]
@@ -27,6 +27,9 @@ pub static PORTS: HashMap<u16, u8, { MAX_PORTS as usize }> = HashMap::new();
 
 #[btf_map]
 pub static EXEMPT_CGROUPS: HashMap<u64, u8, { MAX_EXEMPT_CGROUPS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static WORKLOAD_CGROUPS: HashMap<u64, u8, { MAX_WORKLOAD_CGROUPS as usize }> = HashMap::new();
 
 /// Lives and dies with the application's socket, so it needs no cleanup.
 #[btf_map]

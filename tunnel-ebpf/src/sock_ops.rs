@@ -38,7 +38,9 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
 }
 
 fn on_established(ctx: &SockOpsContext) {
-    let Some(original) = original_dst(ctx) else { return };
+    let Some(original) = original_dst(ctx) else {
+        return;
+    };
     let tuple = tuple(ctx);
     if ORIGINAL_DST_BY_TUPLE.insert(&tuple, &original, 0).is_ok() {
         // Ask for state changes of this socket (only captured ones) to clean up at close.
@@ -56,10 +58,16 @@ fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
     if sk.is_null() {
         return None;
     }
-    let map = (&raw const ORIGINAL_DST_BY_SOCKET).cast_mut().cast::<c_void>();
+    let map = (&raw const ORIGINAL_DST_BY_SOCKET)
+        .cast_mut()
+        .cast::<c_void>();
     let slot = unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), 0) }
         .cast::<OriginalDst>();
-    if slot.is_null() { None } else { Some(unsafe { *slot }) }
+    if slot.is_null() {
+        None
+    } else {
+        Some(unsafe { *slot })
+    }
 }
 
 /// The connection as the application's socket sees it (local = application side). A
@@ -74,7 +82,12 @@ fn tuple(ctx: &SockOpsContext) -> SocketTuple {
     } else {
         ctx.remote_port() as u16
     });
-    let mut tuple = SocketTuple { netns_cookie, src_port, dst_port, ..SocketTuple::default() };
+    let mut tuple = SocketTuple {
+        netns_cookie,
+        src_port,
+        dst_port,
+        ..SocketTuple::default()
+    };
     if ctx.family() == AF_INET_SOCKET {
         tuple.family = u32::from(AF_INET);
         tuple.src_addr[0] = ctx.local_ip4();

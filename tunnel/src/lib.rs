@@ -4,4 +4,20 @@
 //! which carries them over HBONE (HTTP/2 CONNECT over mTLS) to the daemon on the destination
 //! host. See ARCHITECTURE.md for the map of modules, ports, programs and maps.
 
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod ca;
+pub mod cgroup;
 pub mod cli;
+pub mod config;
+pub mod drain;
+pub mod duration;
+pub mod ebpf;
+pub mod identity;
+pub mod kernel;
+pub mod mounts;
+pub mod policy;
+pub mod proxy;
+pub mod sys;
+pub mod tls;

@@ -1,6 +1,12 @@
-use clap::Parser as _;
-use tunnel::cli::Cli;
+use std::process::ExitCode;
 
-fn main() {
-    let _cli = Cli::parse();
+use clap::Parser as _;
+use tunnel::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Uninstall(args) => cli::uninstall::run(args),
+        Command::Ca(command) => cli::ca::run(command),
+    }
 }

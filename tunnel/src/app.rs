@@ -1,0 +1,189 @@
+//! The daemon's life: check the host, resolve the config against it (cgroups, certificates),
+//! bind every listener and attach every program (so a failure stops startup instead of
+//! half-running), serve, drain.
+
+mod wiring;
+
+use std::{collections::BTreeSet, future::Future, net::SocketAddr, time::Duration};
+
+use tracing::{info, warn};
+
+use crate::{
+    cgroup::{self, CgroupDir},
+    config::{Config, ConfigError, Located},
+    drain::{self, DrainOutcome},
+    ebpf::{Capture, CaptureSpec, EbpfError},
+    kernel::{self, Missing},
+    mounts::MountTable,
+    proxy::{
+        inbound::{Inbound, InboundError, InboundInputs},
+        outbound::{Outbound, OutboundError, OutboundInputs},
+    },
+};
+
+/// Why the daemon could not start; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("this host cannot run tunnel:\n{}", .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    Kernel(Vec<Missing>),
+    #[error("{0}")]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("failed to install capture: {0}")]
+    Ebpf(#[from] EbpfError),
+    #[error("{0}")]
+    Outbound(#[from] OutboundError),
+    #[error("{0}")]
+    Inbound(#[from] InboundError),
+    #[error("failed to build the TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl StartError {
+    /// sysexits(3): 64 for a bad config, 69 for a host that lacks what we need, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 64,
+            Self::Kernel(_) | Self::Cgroup(_) => 69,
+            Self::Ebpf(_) | Self::Outbound(_) | Self::Inbound(_) | Self::Tls(_) => 1,
+        }
+    }
+}
+
+/// A started daemon: listeners bound, capture installed, ready to serve.
+pub struct Daemon {
+    outbound: Outbound,
+    outbound_inputs: OutboundInputs,
+    inbound: Inbound,
+    inbound_inputs: InboundInputs,
+}
+
+impl Daemon {
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let mounts = MountTable::read().map_err(|e| {
+            StartError::Kernel(vec![Missing {
+                what: "mounts",
+                detail: e.to_string(),
+            }])
+        })?;
+        let missing = kernel::check(&mounts);
+        if !missing.is_empty() {
+            return Err(StartError::Kernel(missing));
+        }
+        let capture_cgroup = open_cgroup(&config, &config.capture.cgroup, &mounts)?;
+        let mut workload_cgroups = Vec::new();
+        for workload in &config.workloads {
+            if let Some(located) = &workload.cgroup {
+                workload_cgroups.push((
+                    workload.name.clone(),
+                    open_cgroup(&config, located, &mounts)?.id,
+                ));
+            }
+        }
+        let own = cgroup::own(&mounts)?;
+        refuse_shared_cgroup(&config, &own, &capture_cgroup)?;
+        let material = wiring::Material::load(&config)?;
+
+        let mut outbound_addrs = vec![SocketAddr::V4(config.listen.outbound)];
+        outbound_addrs.extend(config.listen.outbound_v6.map(SocketAddr::V6));
+        let outbound = Outbound::bind(&outbound_addrs).await?;
+        let inbound = Inbound::bind(config.listen.inbound).await?;
+
+        let spec = CaptureSpec {
+            cgroup: capture_cgroup,
+            bpf_dir: config.capture.bpf_dir.value.clone(),
+            listener_v4: config.listen.outbound,
+            listener_v6: config.listen.outbound_v6,
+            destinations: config.capture.destinations.clone(),
+            exclude: config.capture.exclude.clone(),
+            ports: config.capture.ports.clone(),
+            exempt_cgroups: BTreeSet::from([own.id]),
+            workload_cgroups: workload_cgroups.iter().map(|(_, id)| *id).collect(),
+        };
+        let capture = Capture::install(&spec)?;
+        if !capture.retired_generations().is_empty() {
+            info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
+        }
+        let outbound_inputs = wiring::outbound_inputs(
+            &config,
+            &material,
+            &workload_cgroups,
+            capture.into_original_dst(),
+        )?;
+        let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
+        info!(
+            outbound = ?outbound.addresses(),
+            inbound = %config.listen.inbound,
+            node = %config.node.spiffe_id,
+            workloads = config.workloads.len(),
+            capture_cgroup = %spec.cgroup.path.display(),
+            destinations = ?spec.destinations,
+            bpf_dir = %spec.bpf_dir.display(),
+            "tunnel ready"
+        );
+        Ok(Self {
+            outbound,
+            outbound_inputs,
+            inbound,
+            inbound_inputs,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains connections for up
+    /// to `drain_deadline`. Capture stays installed: captured connects are refused until the
+    /// next run takes over.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) {
+        let (trigger, watcher) = drain::channel();
+        let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
+        let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher));
+        shutdown.await;
+        info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
+        match trigger.drain(drain_deadline).await {
+            DrainOutcome::Complete => info!("drained"),
+            DrainOutcome::TimedOut => {
+                warn!("drain deadline passed; closing the remaining connections")
+            }
+        }
+        outbound.abort();
+        inbound.abort();
+    }
+}
+
+fn open_cgroup(
+    config: &Config,
+    located: &Located<std::path::PathBuf>,
+    mounts: &MountTable,
+) -> Result<CgroupDir, ConfigError> {
+    cgroup::open(&located.value, mounts).map_err(|e| config.error_at(&located.site, e.to_string()))
+}
+
+/// The daemon's own cgroup is exempt from capture; if it were the capture cgroup itself or a
+/// workload's, those processes would silently go out uncaptured.
+fn refuse_shared_cgroup(
+    config: &Config,
+    own: &CgroupDir,
+    capture: &CgroupDir,
+) -> Result<(), ConfigError> {
+    let shared_with = if own.id == capture.id {
+        Some("the capture cgroup".to_string())
+    } else {
+        config
+            .workloads
+            .iter()
+            .find(|w| w.cgroup.as_ref().is_some_and(|c| c.value == own.path))
+            .map(|w| format!("the cgroup of workload {:?}", w.name))
+    };
+    match shared_with {
+        None => Ok(()),
+        Some(what) => Err(config.error_at(
+            &config.capture.cgroup.site,
+            format!(
+                "the daemon runs in cgroup {}, which is {what}; the daemon's cgroup is exempt from capture, so \
+                 those processes would go out in plaintext. Run tunnel in a cgroup of its own (a systemd \
+                 service has one; by hand: mkdir CG/tunnel && echo $$ > CG/tunnel/cgroup.procs)",
+                own.path.display()
+            ),
+        )),
+    }
+}

@@ -1,0 +1,160 @@
+//! Turns the config and the loaded certificates into what each proxy needs.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use tracing::warn;
+
+use super::StartError;
+use crate::{
+    config::{Config, Located},
+    ebpf::OriginalDstTable,
+    identity::{Purpose, SpiffeId},
+    policy::Policy,
+    proxy::{
+        inbound::InboundInputs,
+        outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
+        pool::{Pool, PoolSettings},
+    },
+    tls::{self, Bundle, Credential},
+};
+
+/// Certificates and keys, loaded once at start.
+pub struct Material {
+    bundle: Bundle,
+    node: Credential,
+    workloads: HashMap<String, Credential>,
+}
+
+impl Material {
+    /// Unreadable or mismatched files stop startup, naming the config key. A certificate
+    /// that loads but that peers will refuse (expired, wrong identity...) is only warned
+    /// about: the daemon still presents it so the peer logs its side, and other workloads
+    /// keep working.
+    pub fn load(config: &Config) -> Result<Self, StartError> {
+        let bundle = Bundle::load(&config.trust_bundle.value)
+            .map_err(|e| config.error_at(&config.trust_bundle.site, e.to_string()))?;
+        let node = load_credential(config, &config.node.cert, &config.node.key)?;
+        for problem in node.problems(&config.node.spiffe_id, Purpose::ServerAuth) {
+            warn!(cert = %config.node.cert.value.display(), "node certificate: {problem}");
+        }
+        let mut workloads = HashMap::new();
+        for workload in &config.workloads {
+            let credential = load_credential(config, &workload.cert, &workload.key)?;
+            for problem in credential.problems(&workload.spiffe_id, Purpose::ClientAuth) {
+                warn!(workload = %workload.name, cert = %workload.cert.value.display(), "workload certificate: {problem}");
+            }
+            workloads.insert(workload.name.clone(), credential);
+        }
+        Ok(Self {
+            bundle,
+            node,
+            workloads,
+        })
+    }
+}
+
+fn load_credential(
+    config: &Config,
+    cert: &Located<std::path::PathBuf>,
+    key: &Located<std::path::PathBuf>,
+) -> Result<Credential, StartError> {
+    Credential::load(&cert.value, &key.value).map_err(|e| {
+        let site = match e {
+            tls::MaterialError::ReadKey { .. } | tls::MaterialError::UnsupportedKey { .. } => {
+                &key.site
+            }
+            _ => &cert.site,
+        };
+        StartError::Config(config.error_at(site, e.to_string()))
+    })
+}
+
+pub fn outbound_inputs(
+    config: &Config,
+    material: &Material,
+    workload_cgroups: &[(String, u64)],
+    original_dst: OriginalDstTable,
+) -> Result<OutboundInputs, StartError> {
+    let peers = PeerIdentities::new(
+        config
+            .peers
+            .iter()
+            .flat_map(|p| p.destinations.iter().map(|net| (*net, p.spiffe_id.clone())))
+            .collect(),
+    );
+    let expectations: BTreeSet<Option<SpiffeId>> = std::iter::once(None)
+        .chain(config.peers.iter().map(|p| Some(p.spiffe_id.clone())))
+        .collect();
+    let mut workloads = HashMap::new();
+    for (name, cgroup_id) in workload_cgroups {
+        let workload = config
+            .workload(name)
+            .expect("cgroups were resolved from configured workloads");
+        let credential = &material.workloads[name];
+        let mut tls_configs = HashMap::new();
+        for expected in &expectations {
+            let client = tls::client_config(
+                credential.key.clone(),
+                material.bundle.roots.clone(),
+                config.trust_domain.clone(),
+                expected.clone(),
+            )?;
+            tls_configs.insert(expected.clone(), client);
+        }
+        let outbound = OutboundWorkload {
+            name: name.as_str().into(),
+            spiffe_id: workload.spiffe_id.clone(),
+            tls: tls_configs,
+        };
+        workloads.insert(*cgroup_id, Arc::new(outbound));
+    }
+    let pool = Pool::new(PoolSettings {
+        max_streams_per_connection: config.outbound.max_streams_per_connection,
+        idle_timeout: config.outbound.idle_timeout,
+        connect_timeout: config.outbound.connect_timeout,
+    });
+    Ok(OutboundInputs {
+        original_dst: Arc::new(original_dst),
+        workloads,
+        peers,
+        peer_port: config.outbound.peer_port,
+        pool,
+    })
+}
+
+pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInputs, StartError> {
+    let server = tls::server_config(
+        material.node.key.clone(),
+        material.bundle.roots.clone(),
+        config.trust_domain.clone(),
+    )?;
+    let workloads_by_port = config
+        .workloads
+        .iter()
+        .flat_map(|w| {
+            w.ports
+                .iter()
+                .map(|port| (*port, Arc::<str>::from(w.name.as_str())))
+        })
+        .collect();
+    let mut own_ports = BTreeSet::from([
+        config.listen.outbound.port(),
+        config.listen.inbound.port(),
+        config.listen.admin.port(),
+    ]);
+    own_ports.extend(config.listen.outbound_v6.map(|a| a.port()));
+    Ok(InboundInputs {
+        tls: server,
+        policy: Policy::from_config(config),
+        workloads_by_port,
+        own_ports,
+        connect_timeout: config.outbound.connect_timeout,
+        max_streams: INBOUND_MAX_STREAMS,
+    })
+}
+
+/// Streams a peer may open on one connection; its own pool limit is usually lower.
+const INBOUND_MAX_STREAMS: u32 = 1000;

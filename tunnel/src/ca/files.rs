@@ -1,0 +1,141 @@
+//! Where a CA and an issued certificate live on disk, and writing them safely.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use super::CaError;
+use crate::identity::CertSummary;
+
+/// The files of a CA directory.
+#[derive(Clone, Debug)]
+pub struct CaFiles {
+    pub dir: PathBuf,
+    pub root_cert: PathBuf,
+    pub root_key: PathBuf,
+    pub intermediate_cert: PathBuf,
+    pub intermediate_key: PathBuf,
+    pub bundle: PathBuf,
+}
+
+/// The files of an issued certificate.
+#[derive(Clone, Debug)]
+pub struct IssuedFiles {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CaFiles {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.into(),
+            root_cert: dir.join("root.pem"),
+            root_key: dir.join("root.key"),
+            intermediate_cert: dir.join("intermediate.pem"),
+            intermediate_key: dir.join("intermediate.key"),
+            bundle: dir.join("bundle.pem"),
+        }
+    }
+
+    pub(super) fn prepare(&self, force: bool) -> Result<(), CaError> {
+        prepare(
+            &self.dir,
+            &[
+                &self.root_cert,
+                &self.root_key,
+                &self.intermediate_cert,
+                &self.intermediate_key,
+                &self.bundle,
+            ],
+            force,
+        )
+    }
+
+    pub(super) fn write_key(&self, path: &Path, pem: &str) -> Result<(), CaError> {
+        write_key_file(path, pem)
+    }
+
+    pub(super) fn write_public(&self, path: &Path, pem: &str) -> Result<(), CaError> {
+        write_public_file(path, pem)
+    }
+}
+
+impl IssuedFiles {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.into(),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
+    }
+
+    pub(super) fn prepare(&self, force: bool) -> Result<(), CaError> {
+        prepare(&self.dir, &[&self.cert, &self.key], force)
+    }
+}
+
+/// Creates the directory (0700) and refuses to clobber files unless forced.
+fn prepare(dir: &Path, files: &[&PathBuf], force: bool) -> Result<(), CaError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| CaError::Write {
+            path: dir.into(),
+            source,
+        })?;
+    for file in files {
+        if file.exists() {
+            if !force {
+                return Err(CaError::Exists {
+                    path: (*file).clone(),
+                });
+            }
+            fs::remove_file(file).map_err(|source| CaError::Write {
+                path: (*file).clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A private key: created with mode 0600, so it is never readable by others.
+pub(super) fn write_key_file(path: &Path, pem: &str) -> Result<(), CaError> {
+    write(path, pem, 0o600)
+}
+
+pub(super) fn write_public_file(path: &Path, pem: &str) -> Result<(), CaError> {
+    write(path, pem, 0o644)
+}
+
+fn write(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
+    let error = |source| CaError::Write {
+        path: path.into(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(contents.as_bytes()).map_err(error)
+}
+
+pub(super) fn read(path: &Path) -> Result<String, CaError> {
+    fs::read_to_string(path).map_err(|e| CaError::Read {
+        path: path.into(),
+        detail: e.to_string(),
+    })
+}
+
+pub(super) fn intermediate_summary(pem: &str) -> Result<CertSummary, String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())?;
+    CertSummary::parse(der.as_ref()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,119 @@
+//! cgroup v2 directories: where the hierarchy is mounted, what a configured path really is,
+//! the id the kernel programs see for it, and which cgroup this daemon runs in.
+
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::mounts::MountTable;
+
+/// A directory of the cgroup v2 hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupDir {
+    pub path: PathBuf,
+    /// What `bpf_get_current_cgroup_id()` returns for tasks in it: on cgroup v2 (kernfs) the
+    /// directory's inode number is the cgroup id.
+    pub id: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error(
+        "no cgroup v2 hierarchy is mounted (no cgroup2 line in /proc/self/mounts); tunnel \
+         captures by cgroup v2, mount it with `mount -t cgroup2 none /sys/fs/cgroup/unified` \
+         or boot with systemd.unified_cgroup_hierarchy=1"
+    )]
+    NoCgroup2,
+    #[error("{path} is not a cgroup v2 directory: it is on a {fstype} filesystem{hint}")]
+    NotCgroup2 {
+        path: PathBuf,
+        fstype: String,
+        hint: String,
+    },
+    #[error("cgroup {path} does not exist or is unreadable: {source}")]
+    Missing { path: PathBuf, source: io::Error },
+    #[error("cannot read this process's cgroup from /proc/self/cgroup: {0}")]
+    OwnCgroup(String),
+    #[error("failed to read /proc/self/mounts: {0}")]
+    Mounts(#[source] io::Error),
+}
+
+/// Where the cgroup v2 hierarchy is mounted (e.g. `/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_root(mounts: &MountTable) -> Result<PathBuf, CgroupError> {
+    mounts
+        .first_of_type("cgroup2")
+        .map(|m| m.target.clone())
+        .ok_or(CgroupError::NoCgroup2)
+}
+
+/// Opens a configured cgroup path, refusing anything that is not a cgroup v2 directory with
+/// a message that says what it is and where cgroup v2 lives instead.
+pub fn open(path: &Path, mounts: &MountTable) -> Result<CgroupDir, CgroupError> {
+    let metadata = fs::metadata(path).map_err(|source| CgroupError::Missing {
+        path: path.into(),
+        source,
+    })?;
+    let fstype = mounts
+        .containing(path)
+        .map_or("unknown", |m| m.fstype.as_str());
+    if fstype != "cgroup2" || !metadata.is_dir() {
+        let hint = match cgroup2_root(mounts) {
+            Ok(root) => format!("; the cgroup v2 hierarchy is mounted at {}", root.display()),
+            Err(_) => "; no cgroup v2 hierarchy is mounted on this host".to_string(),
+        };
+        return Err(CgroupError::NotCgroup2 {
+            path: path.into(),
+            fstype: fstype.into(),
+            hint,
+        });
+    }
+    Ok(CgroupDir {
+        path: path.into(),
+        id: metadata.ino(),
+    })
+}
+
+/// The cgroup v2 directory this process belongs to (the `0::` line of /proc/self/cgroup).
+pub fn own(mounts: &MountTable) -> Result<CgroupDir, CgroupError> {
+    let text = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| CgroupError::OwnCgroup(e.to_string()))?;
+    let relative = text
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or_else(|| CgroupError::OwnCgroup("no cgroup v2 (0::) entry".into()))?;
+    let root = cgroup2_root(mounts)?;
+    open(&root.join(relative.trim_start_matches('/')), mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounts() -> MountTable {
+        MountTable::read().expect("read /proc/self/mounts")
+    }
+
+    #[test]
+    fn own_cgroup_is_a_cgroup2_directory() {
+        let mounts = mounts();
+        if cgroup2_root(&mounts).is_err() {
+            return; // nothing to check on a host without cgroup v2; `tunnel run` refuses there
+        }
+        let own = own(&mounts).expect("own cgroup");
+        assert!(own.path.starts_with(cgroup2_root(&mounts).unwrap()));
+        assert_ne!(own.id, 0);
+    }
+
+    #[test]
+    fn refuses_a_path_that_is_not_cgroup2() {
+        let err = open(Path::new("/proc"), &mounts()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("/proc is not a cgroup v2 directory: it is on a proc filesystem"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! `tunnel run`: the daemon.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Args;
+use tracing::error;
+
+use crate::{
+    app::{Daemon, StartError},
+    config::Config,
+    duration,
+};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  tunnel run --config /etc/tunnel/tunnel.toml\n\n\
+Exit codes: 64 bad config, 69 host lacks a requirement (kernel, cgroup v2, privileges), 1 other startup failure."
+)]
+pub struct RunArgs {
+    /// The config file (TOML; see config/ for examples).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
+    /// RUST_LOG overrides it. Carried connections are logged at debug.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// How long open connections may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    super::init_logging(&args.log_level);
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "failed to start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let daemon = match Daemon::start(config).await {
+            Ok(daemon) => daemon,
+            Err(StartError::Config(e)) => {
+                eprintln!("{e}");
+                return ExitCode::from(64);
+            }
+            Err(e) => {
+                eprintln!("tunnel: {}", super::error_chain(&e));
+                return ExitCode::from(e.exit_code());
+            }
+        };
+        daemon.run(shutdown_signal(), args.drain_timeout).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM (systemd, kubelet) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text).map_err(|e| e.to_string())
+}

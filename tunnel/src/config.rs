@@ -1,0 +1,171 @@
+//! The daemon's configuration: read once at start, turned into typed values (addresses,
+//! CIDRs, SPIFFE IDs, durations), immutable afterwards. Parse, don't validate later: every
+//! rule is checked here, and every problem names the file, line and key.
+//!
+//! Relative paths in the file are relative to the file's directory.
+
+mod build;
+mod error;
+mod raw;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    net::{SocketAddr, SocketAddrV4, SocketAddrV6},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use error::{ConfigError, Located, Problem, Site};
+use ipnet::IpNet;
+pub use raw::{Action, Mode};
+
+use crate::identity::{SpiffeId, TrustDomain};
+
+/// Where pins live unless `capture.bpf_dir` says otherwise.
+pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/tunnel";
+pub const DEFAULT_OUTBOUND: &str = "127.0.0.1:15001";
+pub const DEFAULT_INBOUND: &str = "0.0.0.0:15008";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+/// The HBONE port of peer daemons.
+pub const DEFAULT_PEER_PORT: u16 = 15008;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_STREAMS: u32 = 100;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this came from (for messages about values found at startup).
+    pub file: PathBuf,
+    pub trust_domain: TrustDomain,
+    pub trust_bundle: Located<PathBuf>,
+    pub mode: Mode,
+    pub node: Node,
+    pub listen: Listen,
+    pub capture: Capture,
+    pub outbound: Outbound,
+    pub workloads: Vec<Workload>,
+    pub policies: Vec<Policy>,
+    pub peers: Vec<Peer>,
+}
+
+/// The daemon's own identity, presented by the inbound side.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub spiffe_id: SpiffeId,
+    pub cert: Located<PathBuf>,
+    pub key: Located<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Listen {
+    /// Where captured IPv4 connections are sent.
+    pub outbound: SocketAddrV4,
+    /// Where captured IPv6 connections are sent; set when an IPv6 destination is captured.
+    pub outbound_v6: Option<SocketAddrV6>,
+    /// HBONE from peer daemons.
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub cgroup: Located<PathBuf>,
+    pub destinations: Vec<IpNet>,
+    /// `None` captures every port.
+    pub ports: Option<BTreeSet<u16>>,
+    pub exclude: Vec<IpNet>,
+    pub bpf_dir: Located<PathBuf>,
+}
+
+/// How captured connections travel to peers.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    pub peer_port: u16,
+    pub connect_timeout: Duration,
+    /// A pooled connection with no stream for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_streams_per_connection: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub name: String,
+    pub spiffe_id: SpiffeId,
+    pub cert: Located<PathBuf>,
+    pub key: Located<PathBuf>,
+    /// Outbound: callers in this cgroup (or below) are this workload.
+    pub cgroup: Option<Located<PathBuf>>,
+    /// Inbound: connections to these local ports are for this workload.
+    pub ports: BTreeSet<u16>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub action: Action,
+    /// Name of a workload in `workloads`.
+    pub to: String,
+    pub from: Vec<PrincipalPattern>,
+    pub site: Site,
+}
+
+/// Who a policy rule is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrincipalPattern {
+    Exact(SpiffeId),
+    /// `spiffe://example.org/ns/prod/*`: every ID starting with the text before `*`.
+    Prefix(String),
+}
+
+impl PrincipalPattern {
+    pub fn matches(&self, id: &SpiffeId) -> bool {
+        match self {
+            Self::Exact(exact) => exact == id,
+            Self::Prefix(prefix) => id.to_string().starts_with(prefix.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for PrincipalPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(id) => write!(f, "{id}"),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
+/// The identity expected of the daemon serving some destinations.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub destinations: Vec<IpNet>,
+    pub spiffe_id: SpiffeId,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(path, format!("cannot read the config file: {e}"))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks config text; `file` names it in messages and anchors relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        build::build(text, file)
+    }
+
+    /// An error about a value found wrong at startup (unreadable file, not a cgroup v2
+    /// directory...), pointing at where the config set it.
+    pub fn error_at(&self, site: &Site, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(&self.file, site, message)
+    }
+
+    pub fn workload(&self, name: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,653 @@
+//! Raw → typed. Every rule lives here; problems are collected (not just the first) so one
+//! run of `tunnel run`/`check` shows everything wrong with a file.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6},
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde_path_to_error::Segment;
+
+use super::{
+    Capture, Config, ConfigError, DEFAULT_ADMIN, DEFAULT_BPF_DIR, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND, DEFAULT_MAX_STREAMS, DEFAULT_OUTBOUND,
+    DEFAULT_PEER_PORT, Listen, Located, Node, Outbound, Peer, Policy, PrincipalPattern, Problem,
+    Site, Workload,
+    error::{Locator, Step, render},
+    raw::{RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawWorkload},
+};
+use crate::{
+    duration,
+    identity::{SpiffeId, TrustDomain},
+};
+
+pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let locator = Locator::new(text);
+    let raw = deserialize(text, file, &locator)?;
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut checker = Checker {
+        locator,
+        base,
+        problems: Vec::new(),
+    };
+    let config = checker.config(raw, file);
+    match config {
+        Some(config) if checker.problems.is_empty() => Ok(config),
+        _ => Err(ConfigError {
+            file: file.into(),
+            problems: checker.problems,
+        }),
+    }
+}
+
+/// Structure and types, via serde: unknown keys, missing keys, a string where a number goes.
+fn deserialize(text: &str, file: &Path, locator: &Locator<'_>) -> Result<RawConfig, ConfigError> {
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| toml_error(file, locator, None, &e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path: Vec<Step> = e
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Map { key } => Some(Step::Key(key.clone())),
+                Segment::Seq { index } => Some(Step::Index(*index)),
+                Segment::Enum { .. } | Segment::Unknown => None,
+            })
+            .collect();
+        toml_error(file, locator, Some(&path), e.inner())
+    })
+}
+
+fn toml_error(
+    file: &Path,
+    locator: &Locator<'_>,
+    path: Option<&[Step]>,
+    e: &toml::de::Error,
+) -> ConfigError {
+    let line = match (e.span(), path) {
+        (Some(span), _) => Some(locator.line_at(span.start)),
+        (None, Some(path)) => locator.line_of(path),
+        (None, None) => None,
+    };
+    let key = path.filter(|p| !p.is_empty()).map(render);
+    ConfigError {
+        file: file.into(),
+        problems: vec![Problem {
+            line,
+            key,
+            message: e.message().trim().to_string(),
+        }],
+    }
+}
+
+/// A key path under construction: `at("workload").index(1).key("cert")`.
+#[derive(Clone, Debug)]
+struct KeyPath(Vec<Step>);
+
+fn at(key: &str) -> KeyPath {
+    KeyPath(vec![Step::Key(key.into())])
+}
+
+impl KeyPath {
+    fn key(&self, key: &str) -> KeyPath {
+        let mut steps = self.0.clone();
+        steps.push(Step::Key(key.into()));
+        KeyPath(steps)
+    }
+
+    fn index(&self, index: usize) -> KeyPath {
+        let mut steps = self.0.clone();
+        steps.push(Step::Index(index));
+        KeyPath(steps)
+    }
+}
+
+struct Checker<'a> {
+    locator: Locator<'a>,
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let line = self.locator.line_of(&path.0);
+        self.problems.push(Problem {
+            line,
+            key: Some(render(&path.0)),
+            message: message.into(),
+        });
+    }
+
+    fn site(&self, path: &KeyPath) -> Site {
+        Site {
+            key: render(&path.0),
+            line: self.locator.line_of(&path.0),
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, file: &Path) -> Option<Config> {
+        let trust_domain = match TrustDomain::from_str(&raw.trust_domain) {
+            Ok(td) => Some(td),
+            Err(e) => {
+                self.problem(&at("trust_domain"), e.to_string());
+                None
+            }
+        };
+        let trust_bundle = self.file_path(&at("trust_bundle"), &raw.trust_bundle);
+        let td = trust_domain.as_ref();
+        let node = self.node(&raw.node, td);
+        let capture = self.capture(&raw.capture);
+        let listen = self.listen(&raw.listen, capture.as_ref());
+        let outbound = self.outbound(&raw.outbound);
+        let workloads = self.workloads(&raw.workloads, td, capture.as_ref(), listen.as_ref());
+        let policies = self.policies(&raw.policies, td, &workloads);
+        let peers = self.peers(&raw.peers, td);
+        Some(Config {
+            file: file.into(),
+            trust_domain: trust_domain?,
+            trust_bundle: trust_bundle?,
+            mode: raw.mode,
+            node: node?,
+            listen: listen?,
+            capture: capture?,
+            outbound: outbound?,
+            workloads,
+            policies,
+            peers,
+        })
+    }
+
+    fn node(&mut self, raw: &super::raw::RawNode, td: Option<&TrustDomain>) -> Option<Node> {
+        let path = at("node");
+        let spiffe_id = self.spiffe_id(&path.key("spiffe_id"), &raw.spiffe_id, td);
+        let cert = self.file_path(&path.key("cert"), &raw.cert);
+        let key = self.file_path(&path.key("key"), &raw.key);
+        Some(Node {
+            spiffe_id: spiffe_id?,
+            cert: cert?,
+            key: key?,
+        })
+    }
+
+    fn listen(&mut self, raw: &RawListen, capture: Option<&Capture>) -> Option<Listen> {
+        let path = at("listen");
+        let outbound = self.socket_addr(
+            &path.key("outbound"),
+            raw.outbound.as_deref().unwrap_or(DEFAULT_OUTBOUND),
+        );
+        let inbound = self.socket_addr(
+            &path.key("inbound"),
+            raw.inbound.as_deref().unwrap_or(DEFAULT_INBOUND),
+        );
+        let admin = self.socket_addr(
+            &path.key("admin"),
+            raw.admin.as_deref().unwrap_or(DEFAULT_ADMIN),
+        );
+        let outbound = match outbound? {
+            SocketAddr::V4(v4) if !v4.ip().is_unspecified() => v4,
+            other => {
+                self.problem(
+                    &path.key("outbound"),
+                    format!("{other} must be a concrete IPv4 address (captured connects are rewritten to it), e.g. {DEFAULT_OUTBOUND}"),
+                );
+                return None;
+            }
+        };
+        let wants_v6 =
+            capture.is_some_and(|c| c.destinations.iter().any(|d| matches!(d, IpNet::V6(_))));
+        let outbound_v6 = match &raw.outbound_v6 {
+            Some(text) => match self.socket_addr(&path.key("outbound_v6"), text)? {
+                SocketAddr::V6(v6) if !v6.ip().is_unspecified() => Some(v6),
+                other => {
+                    self.problem(
+                        &path.key("outbound_v6"),
+                        format!("{other} must be a concrete IPv6 address, e.g. [::1]:15001"),
+                    );
+                    return None;
+                }
+            },
+            None if wants_v6 => Some(SocketAddrV6::new(
+                Ipv6Addr::LOCALHOST,
+                outbound.port(),
+                0,
+                0,
+            )),
+            None => None,
+        };
+        Some(Listen {
+            outbound,
+            outbound_v6,
+            inbound: inbound?,
+            admin: admin?,
+        })
+    }
+
+    fn capture(&mut self, raw: &RawCapture) -> Option<Capture> {
+        let path = at("capture");
+        let cgroup = self.absolute_path(&path.key("cgroup"), &raw.cgroup);
+        let destinations = self.cidrs(&path.key("destinations"), &raw.destinations);
+        if raw.destinations.is_empty() {
+            self.problem(
+                &path.key("destinations"),
+                "an empty list captures nothing; list the CIDRs whose hosts run a tunnel daemon",
+            );
+        }
+        let exclude = self.cidrs(&path.key("exclude"), &raw.exclude);
+        let ports = match &raw.ports {
+            None => Some(None),
+            Some(list) if list.is_empty() => {
+                self.problem(
+                    &path.key("ports"),
+                    "an empty list captures nothing; remove the key to capture every port",
+                );
+                None
+            }
+            Some(list) => self.ports(&path.key("ports"), list).map(Some),
+        };
+        let bpf_dir = self.absolute_path(
+            &path.key("bpf_dir"),
+            raw.bpf_dir.as_deref().unwrap_or(DEFAULT_BPF_DIR),
+        );
+        Some(Capture {
+            cgroup: cgroup?,
+            destinations: destinations?,
+            ports: ports?,
+            exclude: exclude?,
+            bpf_dir: bpf_dir?,
+        })
+    }
+
+    fn outbound(&mut self, raw: &RawOutbound) -> Option<Outbound> {
+        let path = at("outbound");
+        let peer_port = raw.peer_port.unwrap_or(DEFAULT_PEER_PORT);
+        if peer_port == 0 {
+            self.problem(&path.key("peer_port"), "port 0 is not a port");
+        }
+        let connect_timeout = self.duration(
+            &path.key("connect_timeout"),
+            raw.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let idle_timeout = self.duration(
+            &path.key("idle_timeout"),
+            raw.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+        );
+        let max_streams_per_connection = raw
+            .max_streams_per_connection
+            .unwrap_or(DEFAULT_MAX_STREAMS);
+        if max_streams_per_connection == 0 {
+            self.problem(
+                &path.key("max_streams_per_connection"),
+                "must be at least 1",
+            );
+        }
+        (peer_port != 0 && max_streams_per_connection != 0).then_some(())?;
+        Some(Outbound {
+            peer_port,
+            connect_timeout: connect_timeout?,
+            idle_timeout: idle_timeout?,
+            max_streams_per_connection,
+        })
+    }
+
+    fn workloads(
+        &mut self,
+        raw: &[RawWorkload],
+        td: Option<&TrustDomain>,
+        capture: Option<&Capture>,
+        listen: Option<&Listen>,
+    ) -> Vec<Workload> {
+        let mut workloads = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut port_owner: BTreeMap<u16, String> = BTreeMap::new();
+        let mut cgroup_owner: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let daemon_ports: BTreeSet<u16> = listen
+            .map(|l| {
+                [l.outbound.port(), l.inbound.port(), l.admin.port()]
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, raw) in raw.iter().enumerate() {
+            let path = at("workload").index(i);
+            let name_ok = self.workload_name(&path.key("name"), &raw.name, &mut names);
+            let spiffe_id = self.spiffe_id(&path.key("spiffe_id"), &raw.spiffe_id, td);
+            let cert = self.file_path(&path.key("cert"), &raw.cert);
+            let key = self.file_path(&path.key("key"), &raw.key);
+            let cgroup = raw.cgroup.as_deref().map(|c| {
+                self.workload_cgroup(
+                    &path.key("cgroup"),
+                    c,
+                    &raw.name,
+                    capture,
+                    &mut cgroup_owner,
+                )
+            });
+            let ports = self.ports(&path.key("ports"), &raw.ports);
+            if let Some(ports) = &ports {
+                for port in ports {
+                    if daemon_ports.contains(port) {
+                        self.problem(
+                            &path.key("ports"),
+                            format!("port {port} is one of the daemon's own listen ports"),
+                        );
+                    } else if let Some(owner) = port_owner.insert(*port, raw.name.clone()) {
+                        self.problem(
+                            &path.key("ports"),
+                            format!("port {port} already belongs to workload {owner:?}"),
+                        );
+                    }
+                }
+            }
+            if raw.cgroup.is_none() && raw.ports.is_empty() {
+                self.problem(&path, format!("workload {:?} needs `cgroup` (to call out), `ports` (to be called), or both", raw.name));
+            }
+            if let (true, Some(spiffe_id), Some(cert), Some(key), Some(ports)) =
+                (name_ok, spiffe_id, cert, key, ports)
+            {
+                let cgroup = match cgroup {
+                    Some(Some(c)) => Some(c),
+                    Some(None) => continue,
+                    None => None,
+                };
+                workloads.push(Workload {
+                    name: raw.name.clone(),
+                    spiffe_id,
+                    cert,
+                    key,
+                    cgroup,
+                    ports,
+                });
+            }
+        }
+        workloads
+    }
+
+    fn workload_name(&mut self, path: &KeyPath, name: &str, seen: &mut BTreeSet<String>) -> bool {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.problem(
+                path,
+                format!("{name:?} is not a valid name: use letters, digits, '-', '_' or '.'"),
+            );
+            return false;
+        }
+        if !seen.insert(name.to_string()) {
+            self.problem(path, format!("workload {name:?} is defined twice"));
+            return false;
+        }
+        true
+    }
+
+    fn workload_cgroup(
+        &mut self,
+        path: &KeyPath,
+        text: &str,
+        workload: &str,
+        capture: Option<&Capture>,
+        owners: &mut BTreeMap<PathBuf, String>,
+    ) -> Option<Located<PathBuf>> {
+        let cgroup = self.absolute_path(path, text)?;
+        if let Some(capture) = capture
+            && !cgroup.value.starts_with(&capture.cgroup.value)
+        {
+            self.problem(
+                path,
+                format!(
+                    "{} is outside capture.cgroup {}, so this workload's calls would never be captured",
+                    cgroup.value.display(),
+                    capture.cgroup.value.display()
+                ),
+            );
+            return None;
+        }
+        if let Some(owner) = owners.insert(cgroup.value.clone(), workload.to_string()) {
+            self.problem(
+                path,
+                format!(
+                    "{} is already the cgroup of workload {owner:?}",
+                    cgroup.value.display()
+                ),
+            );
+            return None;
+        }
+        Some(cgroup)
+    }
+
+    fn policies(
+        &mut self,
+        raw: &[RawPolicy],
+        td: Option<&TrustDomain>,
+        workloads: &[Workload],
+    ) -> Vec<Policy> {
+        let mut policies = Vec::new();
+        for (i, raw) in raw.iter().enumerate() {
+            let path = at("policy").index(i);
+            let known = workloads.iter().any(|w| w.name == raw.to);
+            if !known {
+                let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
+                self.problem(
+                    &path.key("to"),
+                    format!(
+                        "no workload named {:?} (workloads: {})",
+                        raw.to,
+                        names.join(", ")
+                    ),
+                );
+            }
+            if raw.from.is_empty() {
+                self.problem(&path.key("from"), "an empty list matches nobody");
+            }
+            let from: Vec<Option<PrincipalPattern>> = raw
+                .from
+                .iter()
+                .enumerate()
+                .map(|(j, text)| self.principal_pattern(&path.key("from").index(j), text, td))
+                .collect();
+            if known && !raw.from.is_empty() && from.iter().all(Option::is_some) {
+                policies.push(Policy {
+                    action: raw.action,
+                    to: raw.to.clone(),
+                    from: from.into_iter().flatten().collect(),
+                    site: self.site(&path),
+                });
+            }
+        }
+        policies
+    }
+
+    fn principal_pattern(
+        &mut self,
+        path: &KeyPath,
+        text: &str,
+        td: Option<&TrustDomain>,
+    ) -> Option<PrincipalPattern> {
+        if text == "*" {
+            return Some(PrincipalPattern::Prefix(String::new()));
+        }
+        match text.find('*') {
+            Some(star) if star + 1 != text.len() => {
+                self.problem(
+                    path,
+                    format!("{text:?}: '*' is only allowed at the end (a prefix match)"),
+                );
+                None
+            }
+            Some(_) => {
+                let prefix = &text[..text.len() - 1];
+                let required = td.map(|td| format!("spiffe://{td}/"));
+                if let Some(required) = required
+                    && !prefix.starts_with(&required)
+                {
+                    self.problem(path, format!("{text:?}: a prefix must start with {required} (only trust domain {} is trusted)", td.map(ToString::to_string).unwrap_or_default()));
+                    return None;
+                }
+                Some(PrincipalPattern::Prefix(prefix.to_string()))
+            }
+            None => self.spiffe_id(path, text, td).map(PrincipalPattern::Exact),
+        }
+    }
+
+    fn peers(&mut self, raw: &[RawPeer], td: Option<&TrustDomain>) -> Vec<Peer> {
+        let mut peers = Vec::new();
+        for (i, raw) in raw.iter().enumerate() {
+            let path = at("peer").index(i);
+            if raw.destinations.is_empty() {
+                self.problem(
+                    &path.key("destinations"),
+                    "an empty list applies to nothing",
+                );
+            }
+            let destinations = self.cidrs(&path.key("destinations"), &raw.destinations);
+            let spiffe_id = self.spiffe_id(&path.key("spiffe_id"), &raw.spiffe_id, td);
+            if let (Some(destinations), Some(spiffe_id)) = (destinations, spiffe_id) {
+                peers.push(Peer {
+                    destinations,
+                    spiffe_id,
+                });
+            }
+        }
+        peers
+    }
+
+    // ---- values ----
+
+    fn spiffe_id(
+        &mut self,
+        path: &KeyPath,
+        text: &str,
+        td: Option<&TrustDomain>,
+    ) -> Option<SpiffeId> {
+        let id = match SpiffeId::from_str(text) {
+            Ok(id) => id,
+            Err(e) => {
+                self.problem(path, e.to_string());
+                return None;
+            }
+        };
+        if let Some(td) = td
+            && !id.is_in(td)
+        {
+            self.problem(
+                path,
+                format!("{id} is outside the trust domain {td}; only {td} identities are trusted"),
+            );
+            return None;
+        }
+        Some(id)
+    }
+
+    fn file_path(&mut self, path: &KeyPath, text: &str) -> Option<Located<PathBuf>> {
+        if text.is_empty() {
+            self.problem(path, "the path is empty");
+            return None;
+        }
+        Some(Located {
+            value: self.base.join(text),
+            site: self.site(path),
+        })
+    }
+
+    fn absolute_path(&mut self, path: &KeyPath, text: &str) -> Option<Located<PathBuf>> {
+        if !Path::new(text).is_absolute() {
+            self.problem(path, format!("{text:?} must be an absolute path"));
+            return None;
+        }
+        Some(Located {
+            value: PathBuf::from(text),
+            site: self.site(path),
+        })
+    }
+
+    fn socket_addr(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
+        match SocketAddr::from_str(text) {
+            Ok(addr) if addr.port() == 0 => {
+                self.problem(path, format!("{text:?}: port 0 is not a port"));
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(path, format!("{text:?} is not an address with a port (e.g. 127.0.0.1:15001 or [::1]:15001)"));
+                None
+            }
+        }
+    }
+
+    fn cidrs(&mut self, path: &KeyPath, texts: &[String]) -> Option<Vec<IpNet>> {
+        let nets: Vec<Option<IpNet>> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| self.cidr(&path.index(i), text))
+            .collect();
+        nets.into_iter().collect()
+    }
+
+    fn cidr(&mut self, path: &KeyPath, text: &str) -> Option<IpNet> {
+        // A bare address is a single host.
+        if let Ok(ip) = IpAddr::from_str(text) {
+            return Some(IpNet::from(ip));
+        }
+        match IpNet::from_str(text) {
+            Ok(net) if net.trunc() != net => {
+                self.problem(
+                    path,
+                    format!(
+                        "{text:?} has host bits set; did you mean \"{}\"?",
+                        net.trunc()
+                    ),
+                );
+                None
+            }
+            Ok(net) => Some(net),
+            Err(_) => {
+                self.problem(
+                    path,
+                    format!("{text:?} is not a CIDR (e.g. 10.0.0.0/24 or fd00::/64)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn ports(&mut self, path: &KeyPath, ports: &[u16]) -> Option<BTreeSet<u16>> {
+        let mut set = BTreeSet::new();
+        for (i, port) in ports.iter().enumerate() {
+            if *port == 0 {
+                self.problem(&path.index(i), "port 0 is not a port");
+                return None;
+            }
+            set.insert(*port);
+        }
+        Some(set)
+    }
+
+    fn duration(
+        &mut self,
+        path: &KeyPath,
+        text: Option<&str>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match duration::parse(text) {
+            Ok(d) if d.is_zero() => {
+                self.problem(path, "must be longer than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(path, e.to_string());
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The file as written: serde structs that mirror the TOML, strings left unparsed so that
+//! `build` can report exactly which key holds a bad value. Unknown keys are refused.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub trust_domain: String,
+    pub trust_bundle: String,
+    #[serde(default)]
+    pub mode: Mode,
+    pub node: RawNode,
+    #[serde(default)]
+    pub listen: RawListen,
+    pub capture: RawCapture,
+    #[serde(default)]
+    pub outbound: RawOutbound,
+    #[serde(default, rename = "workload")]
+    pub workloads: Vec<RawWorkload>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<RawPolicy>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<RawPeer>,
+}
+
+/// How a workload with no `allow` rule is treated.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A workload admits only callers an `allow` rule names.
+    #[default]
+    Strict,
+    /// A workload without any `allow` rule admits every authenticated caller of the trust
+    /// domain (still mTLS; plaintext is never accepted).
+    Permissive,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub spiffe_id: String,
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub outbound: Option<String>,
+    pub outbound_v6: Option<String>,
+    pub inbound: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub cgroup: String,
+    pub destinations: Vec<String>,
+    pub ports: Option<Vec<u16>>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub bpf_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    pub peer_port: Option<u16>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_streams_per_connection: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    pub name: String,
+    pub spiffe_id: String,
+    pub cert: String,
+    pub key: String,
+    pub cgroup: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub action: Action,
+    pub to: String,
+    pub from: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub destinations: Vec<String>,
+    pub spiffe_id: String,
+}

@@ -1,0 +1,337 @@
+use std::path::Path;
+
+use super::*;
+
+/// The contract's example (shared/design.md), verbatim.
+/// The `ports` line of workload "orders" (the `[capture]` section has a commented one).
+const ORDERS_PORTS: &str = "ports = [8080]                                 #";
+
+const CONTRACT: &str = r#"
+trust_domain = "example.org"
+trust_bundle = "/etc/tunnel/ca/bundle.pem"     # one or more roots
+mode = "strict"                                # strict | permissive
+
+[node]                                         # the daemon's own identity (inbound side)
+spiffe_id = "spiffe://example.org/node/host-b"
+cert = "/etc/tunnel/node/cert.pem"             # leaf + chain
+key = "/etc/tunnel/node/key.pem"
+
+[listen]
+outbound = "127.0.0.1:15001"
+inbound = "0.0.0.0:15008"
+admin = "127.0.0.1:15000"
+
+[capture]
+cgroup = "/sys/fs/cgroup"                      # cgroup v2 dir whose processes are captured
+destinations = ["10.0.0.0/24"]                 # tunnelled destinations; each runs a daemon on 15008
+# ports = [8080]                               # only these destination ports (default: all)
+# exclude = ["10.0.0.9/32"]
+
+[[workload]]
+name = "frontend"
+spiffe_id = "spiffe://example.org/frontend"
+cert = "/etc/tunnel/frontend/cert.pem"
+key = "/etc/tunnel/frontend/key.pem"
+cgroup = "/sys/fs/cgroup/frontend"             # outbound: callers in this cgroup are this workload
+
+[[workload]]
+name = "orders"
+spiffe_id = "spiffe://example.org/orders"
+cert = "/etc/tunnel/orders/cert.pem"
+key = "/etc/tunnel/orders/key.pem"
+ports = [8080]                                 # inbound: connections to these local ports are for it
+
+[[policy]]
+action = "allow"                               # allow | deny; deny is evaluated first
+to = "orders"
+from = ["spiffe://example.org/frontend"]       # exact, or a trailing * prefix match
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/tunnel/tunnel.toml"))
+}
+
+/// The error text for `text` with `from` replaced by `to` in the contract example.
+fn error_after(from: &str, to: &str) -> String {
+    assert!(
+        CONTRACT.contains(from),
+        "test bug: {from:?} not in the example"
+    );
+    parse(&CONTRACT.replacen(from, to, 1))
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle present")
+        + 1
+}
+
+#[test]
+fn the_contract_example_parses() {
+    let config = parse(CONTRACT).unwrap();
+    assert_eq!(config.trust_domain.to_string(), "example.org");
+    assert_eq!(config.mode, Mode::Strict);
+    assert_eq!(config.listen.outbound.to_string(), "127.0.0.1:15001");
+    assert_eq!(config.listen.outbound_v6, None);
+    assert_eq!(
+        config.capture.destinations,
+        vec!["10.0.0.0/24".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(config.capture.ports, None);
+    assert_eq!(config.capture.bpf_dir.value, Path::new(DEFAULT_BPF_DIR));
+    assert_eq!(config.workloads.len(), 2);
+    assert_eq!(
+        config.workload("orders").unwrap().ports,
+        BTreeSet::from([8080])
+    );
+    assert_eq!(config.policies[0].to, "orders");
+    assert_eq!(config.outbound.peer_port, DEFAULT_PEER_PORT);
+    // Where a value came from survives, for errors found at startup.
+    assert_eq!(config.capture.cgroup.site.key, "capture.cgroup");
+    assert_eq!(
+        config.capture.cgroup.site.line,
+        Some(line_of(CONTRACT, "cgroup = \"/sys/fs/cgroup\""))
+    );
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_file() {
+    let text = CONTRACT.replace("\"/etc/tunnel/ca/bundle.pem\"", "\"ca/bundle.pem\"");
+    let config = Config::parse(&text, Path::new("/srv/conf/tunnel.toml")).unwrap();
+    assert_eq!(
+        config.trust_bundle.value,
+        Path::new("/srv/conf/ca/bundle.pem")
+    );
+}
+
+#[test]
+fn ipv6_destinations_get_an_ipv6_listener() {
+    let config =
+        parse(&CONTRACT.replace(r#"["10.0.0.0/24"]"#, r#"["10.0.0.0/24", "fd00::/64"]"#)).unwrap();
+    assert_eq!(
+        config.listen.outbound_v6.unwrap().to_string(),
+        "[::1]:15001"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let message = error_after("mode = \"strict\"", "mode = \"strict\"\nmodee = 1");
+    assert!(
+        message.starts_with("/etc/tunnel/tunnel.toml:5:"),
+        "{message}"
+    );
+    assert!(message.contains("unknown field `modee`"), "{message}");
+}
+
+#[test]
+fn a_typo_in_a_section_names_the_key() {
+    let message = error_after("inbound = \"0.0.0.0:15008\"", "inbund = \"0.0.0.0:15008\"");
+    assert!(message.contains(":13:"), "{message}");
+    assert!(message.contains("unknown field `inbund`"), "{message}");
+}
+
+#[test]
+fn wrong_types_are_refused() {
+    let message = error_after(ORDERS_PORTS, "ports = \"8080\" #");
+    assert!(
+        message.contains(&format!(":{}:", line_of(CONTRACT, ORDERS_PORTS))),
+        "{message}"
+    );
+    assert!(message.contains("workload[1].ports"), "{message}");
+}
+
+#[test]
+fn missing_sections_are_named() {
+    let without_node = CONTRACT.replace("[node]", "[nodes]");
+    let message = parse(&without_node).unwrap_err().to_string();
+    assert!(
+        message.contains("unknown field `nodes`") || message.contains("missing field `node`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_values_name_file_line_and_key() {
+    let cases = [
+        (
+            "\"10.0.0.0/24\"]",
+            "\"10.0.0.1/24\"]",
+            "capture.destinations[0]",
+            "host bits set; did you mean \"10.0.0.0/24\"?",
+        ),
+        (
+            "\"10.0.0.0/24\"]",
+            "\"10.0.0.0/33\"]",
+            "capture.destinations[0]",
+            "is not a CIDR",
+        ),
+        (
+            "outbound = \"127.0.0.1:15001\"",
+            "outbound = \"0.0.0.0:15001\"",
+            "listen.outbound",
+            "must be a concrete IPv4 address",
+        ),
+        (
+            "inbound = \"0.0.0.0:15008\"",
+            "inbound = \"0.0.0.0\"",
+            "listen.inbound",
+            "is not an address with a port",
+        ),
+        (
+            "mode = \"strict\"",
+            "mode = \"strickt\"",
+            "mode",
+            "unknown variant `strickt`",
+        ),
+        (
+            "action = \"allow\"",
+            "action = \"permit\"",
+            "policy[0].action",
+            "unknown variant `permit`",
+        ),
+        (
+            "to = \"orders\"",
+            "to = \"order\"",
+            "policy[0].to",
+            "no workload named \"order\" (workloads: frontend, orders)",
+        ),
+        (
+            "from = [\"spiffe://example.org/frontend\"]",
+            "from = [\"spiffe://example.org/*/x\"]",
+            "policy[0].from[0]",
+            "'*' is only allowed at the end",
+        ),
+        (
+            "from = [\"spiffe://example.org/frontend\"]",
+            "from = [\"spiffe://other.org/*\"]",
+            "policy[0].from[0]",
+            "a prefix must start with spiffe://example.org/",
+        ),
+        (
+            "spiffe_id = \"spiffe://example.org/orders\"",
+            "spiffe_id = \"spiffe://other.org/orders\"",
+            "workload[1].spiffe_id",
+            "outside the trust domain example.org",
+        ),
+        (
+            "spiffe_id = \"spiffe://example.org/orders\"",
+            "spiffe_id = \"http://example.org/orders\"",
+            "workload[1].spiffe_id",
+            "http://example.org/orders",
+        ),
+        (
+            "cgroup = \"/sys/fs/cgroup/frontend\"",
+            "cgroup = \"/elsewhere/frontend\"",
+            "workload[0].cgroup",
+            "outside capture.cgroup /sys/fs/cgroup",
+        ),
+        (
+            "cgroup = \"/sys/fs/cgroup/frontend\"",
+            "cgroup = \"frontend\"",
+            "workload[0].cgroup",
+            "must be an absolute path",
+        ),
+        (
+            ORDERS_PORTS,
+            "ports = [15008] #",
+            "workload[1].ports",
+            "daemon's own listen ports",
+        ),
+        (
+            ORDERS_PORTS,
+            "ports = [0] #",
+            "workload[1].ports[0]",
+            "port 0 is not a port",
+        ),
+        (
+            "name = \"orders\"",
+            "name = \"frontend\"",
+            "workload[1].name",
+            "defined twice",
+        ),
+        (
+            "trust_domain = \"example.org\"",
+            "trust_domain = \"Example.org\"",
+            "trust_domain",
+            "Example.org",
+        ),
+    ];
+    for (from, to, key, expected) in cases {
+        let message = error_after(from, to);
+        let line = line_of(CONTRACT, from);
+        let prefix = format!("/etc/tunnel/tunnel.toml:{line}: {key}: ");
+        assert!(
+            message
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(expected)),
+            "replacing {from:?} by {to:?}: expected a line starting {prefix:?} containing {expected:?}, got:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = CONTRACT
+        .replacen("\"10.0.0.0/24\"]", "\"10.0.0.1/24\"]", 1)
+        .replacen("to = \"orders\"", "to = \"order\"", 1);
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.problems.len(), 2, "{error}");
+}
+
+#[test]
+fn empty_lists_are_refused_with_a_hint() {
+    let message = error_after("# ports = [8080]", "ports = []");
+    assert!(
+        message.contains(
+            "capture.ports: an empty list captures nothing; remove the key to capture every port"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn outbound_settings_parse_durations() {
+    let config = parse(&format!(
+        "{CONTRACT}\n[outbound]\nidle_timeout = \"90s\"\nmax_streams_per_connection = 50\n"
+    ))
+    .unwrap();
+    assert_eq!(config.outbound.idle_timeout, Duration::from_secs(90));
+    assert_eq!(config.outbound.max_streams_per_connection, 50);
+    let message = parse(&format!(
+        "{CONTRACT}\n[outbound]\nconnect_timeout = \"5 seconds\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("outbound.connect_timeout: invalid duration \"5 seconds\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn prefix_patterns_match_by_prefix() {
+    let text = CONTRACT.replace(
+        "from = [\"spiffe://example.org/frontend\"]",
+        "from = [\"spiffe://example.org/ns/prod/*\"]",
+    );
+    let config = parse(&text).unwrap();
+    let pattern = &config.policies[0].from[0];
+    assert!(pattern.matches(&"spiffe://example.org/ns/prod/web".parse().unwrap()));
+    assert!(!pattern.matches(&"spiffe://example.org/ns/dev/web".parse().unwrap()));
+    assert_eq!(pattern.to_string(), "spiffe://example.org/ns/prod/*");
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let message = Config::load(Path::new("/nonexistent/tunnel.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with("/nonexistent/tunnel.toml: cannot read the config file:"),
+        "{message}"
+    );
+}

@@ -1,0 +1,219 @@
+//! The kernel side, from userspace: load the capture programs, fill their maps from config,
+//! attach them to the capture cgroup and pin everything under `bpf_dir`, so capture outlives
+//! the daemon. While no daemon listens, captured connects are refused (fail closed); the next
+//! `tunnel run` takes over the pinned state without a moment of uncaptured traffic, and
+//! `tunnel uninstall` removes it.
+//!
+//! Pin layout (see ARCHITECTURE.md):
+//! ```text
+//! <bpf_dir>/maps-v<layout>/<MAP>        maps, shared by successive runs of the same layout
+//! <bpf_dir>/links/<generation>/<prog>   one directory of cgroup links per run
+//! ```
+
+mod maps;
+mod original_dst;
+mod pins;
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io,
+    net::{SocketAddrV4, SocketAddrV6},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        CgroupAttachMode, Program, ProgramError,
+        links::{FdLink, LinkError},
+    },
+};
+use ipnet::IpNet;
+pub use original_dst::{OriginalDestination, OriginalDstTable};
+pub use pins::Uninstalled;
+use tunnel_common::{
+    MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
+    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS,
+};
+
+use crate::cgroup::CgroupDir;
+
+/// Every program, in attach order: the hooks that read what `connect4/6` record go first, so
+/// from the first captured connect on, each connection is published to the daemon and shows
+/// the application its original peer.
+const PROGRAMS: [&str; 5] = [
+    PROGRAM_SOCK_OPS,
+    PROGRAM_GETPEERNAME4,
+    PROGRAM_GETPEERNAME6,
+    PROGRAM_CONNECT4,
+    PROGRAM_CONNECT6,
+];
+
+/// The object `build.rs` compiled from `tunnel-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tunnel-ebpf"));
+
+/// Everything the programs need to know, resolved from config.
+#[derive(Clone, Debug)]
+pub struct CaptureSpec {
+    /// Processes in this cgroup (and below) are captured.
+    pub cgroup: CgroupDir,
+    pub bpf_dir: PathBuf,
+    pub listener_v4: SocketAddrV4,
+    /// Only needed when an IPv6 destination is captured.
+    pub listener_v6: Option<SocketAddrV6>,
+    pub destinations: Vec<IpNet>,
+    pub exclude: Vec<IpNet>,
+    /// `None` captures every port.
+    pub ports: Option<BTreeSet<u16>>,
+    /// Never captured: the daemon's own cgroup, so its upstream connects cannot loop.
+    pub exempt_cgroups: BTreeSet<u64>,
+    /// Cgroups of configured workloads (identity is picked from the deepest one).
+    pub workload_cgroups: BTreeSet<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "{path} is on a {fstype} filesystem, not bpffs; pins must live on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)"
+    )]
+    NotBpffs { path: PathBuf, fstype: String },
+    #[error("failed to mount bpffs at {path}: {source}")]
+    MountBpffs { path: PathBuf, source: io::Error },
+    #[error("failed to read /proc/self/mounts: {0}")]
+    Mounts(#[source] io::Error),
+    #[error("failed to create {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("failed to load the capture object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the capture object has no program {0}")]
+    MissingProgram(&'static str),
+    #[error("the capture object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("program {name}: {source}")]
+    Link {
+        name: &'static str,
+        source: LinkError,
+    },
+    #[error("failed to open the capture cgroup {path}: {source}")]
+    OpenCgroup { path: PathBuf, source: io::Error },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("failed to pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("failed to release the earlier run's link {path}: {detail}")]
+    Retire { path: PathBuf, detail: String },
+    #[error("failed to remove {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// Installed capture. Dropping it leaves capture in place (it is pinned); only
+/// [`uninstall`] removes it.
+pub struct Capture {
+    _ebpf: Ebpf,
+    original_dst: OriginalDstTable,
+    retired_generations: Vec<String>,
+}
+
+impl Capture {
+    /// Loads, configures, attaches and pins the programs, then retires any earlier run's
+    /// links. Order matters: the maps are synced and the new links attached before old links
+    /// go, so at every instant at least one set of programs captures.
+    pub fn install(spec: &CaptureSpec) -> Result<Self, EbpfError> {
+        let layout = pins::Layout::prepare(&spec.bpf_dir)?;
+        let installed = Self::install_in(&layout, spec);
+        if installed.is_err() {
+            // Leave the earlier run's capture (if any) exactly as it was.
+            layout.abandon();
+        }
+        installed
+    }
+
+    fn install_in(layout: &pins::Layout, spec: &CaptureSpec) -> Result<Self, EbpfError> {
+        let mut loader = EbpfLoader::new();
+        let map_pins: Vec<(&str, PathBuf)> = MAP_NAMES
+            .iter()
+            .map(|name| (*name, layout.map_pin(name)))
+            .collect();
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+        maps::sync(&mut ebpf, spec)?;
+
+        let cgroup = File::open(&spec.cgroup.path).map_err(|source| EbpfError::OpenCgroup {
+            path: spec.cgroup.path.clone(),
+            source,
+        })?;
+        for name in PROGRAMS {
+            let link = attach(&mut ebpf, name, &cgroup)?;
+            layout.pin_link(name, link)?;
+        }
+
+        let retired_generations = layout.retire_older_runs()?;
+        let map = ebpf
+            .take_map(MAP_ORIGINAL_DST_BY_TUPLE)
+            .ok_or(EbpfError::MissingMap(MAP_ORIGINAL_DST_BY_TUPLE))?;
+        let original_dst = OriginalDstTable::new(map)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            original_dst,
+            retired_generations,
+        })
+    }
+
+    /// Where accepted connections find their original destination. The rest of the loaded
+    /// object can go: programs and maps stay alive through their pins.
+    pub fn into_original_dst(self) -> OriginalDstTable {
+        self.original_dst
+    }
+
+    /// Generations of earlier runs whose links this install replaced.
+    pub fn retired_generations(&self) -> &[String] {
+        &self.retired_generations
+    }
+}
+
+/// Removes every pinned link and map under `bpf_dir`. Capture stops at once: captured
+/// processes connect directly again.
+pub fn uninstall(bpf_dir: &Path) -> Result<Uninstalled, EbpfError> {
+    pins::uninstall(bpf_dir)
+}
+
+/// Loads one program and attaches it to the cgroup, returning the link to pin.
+fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, EbpfError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingProgram(name))?;
+    let program_error = |source| EbpfError::Program { name, source };
+    let link_error = |source| EbpfError::Link { name, source };
+    // On kernels with bpf_link (5.7+, which we require) aya attaches through a link, and a
+    // cgroup link always coexists with other programs on the hook (Cilium's socket LB, an
+    // earlier run of ours during takeover); the kernel rejects BPF_F_ALLOW_MULTI in
+    // link_create flags, so `Single` (flags 0) is the right mode here.
+    let mode = CgroupAttachMode::Single;
+    match program {
+        Program::CgroupSockAddr(program) => {
+            program.load().map_err(program_error)?;
+            let id = program.attach(cgroup, mode).map_err(program_error)?;
+            FdLink::try_from(program.take_link(id).map_err(program_error)?).map_err(link_error)
+        }
+        Program::SockOps(program) => {
+            program.load().map_err(program_error)?;
+            let id = program.attach(cgroup, mode).map_err(program_error)?;
+            FdLink::try_from(program.take_link(id).map_err(program_error)?).map_err(link_error)
+        }
+        _ => Err(EbpfError::MissingProgram(name)),
+    }
+}

@@ -1,0 +1,120 @@
+//! Startup checks of what the kernel and this process must provide for capture, each with a
+//! precise statement of what is missing and how to get it.
+
+use std::{fmt, fs, path::Path};
+
+use aya::util::KernelVersion;
+
+use crate::{cgroup, mounts::MountTable};
+
+/// Oldest kernel with everything the programs use: `getpeername` hooks (5.8), bpf_link for
+/// cgroups (5.7), socket storage from cgroup sock_addr programs and the netns cookie in
+/// `sock_ops` (5.15).
+const MIN_KERNEL: (u8, u8) = (5, 15);
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// A requirement that is not met.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub what: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.detail)
+    }
+}
+
+/// Everything missing (empty when capture can start).
+pub fn check(mounts: &MountTable) -> Vec<Missing> {
+    let mut missing = Vec::new();
+    match KernelVersion::current() {
+        Ok(version)
+            if version.code() < KernelVersion::new(MIN_KERNEL.0, MIN_KERNEL.1, 0).code() =>
+        {
+            missing.push(Missing {
+                what: "kernel",
+                detail: format!(
+                    "{version:?} is older than {}.{}, which the capture programs need",
+                    MIN_KERNEL.0, MIN_KERNEL.1
+                ),
+            });
+        }
+        Ok(_) => {}
+        Err(e) => missing.push(Missing {
+            what: "kernel",
+            detail: format!("cannot read its version: {e}"),
+        }),
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing.push(Missing {
+            what: "BTF",
+            detail: "/sys/kernel/btf/vmlinux is absent; the kernel needs CONFIG_DEBUG_INFO_BTF=y \
+                     (socket storage maps are described with BTF)"
+                .into(),
+        });
+    }
+    if let Err(e) = cgroup::cgroup2_root(mounts) {
+        missing.push(Missing {
+            what: "cgroup v2",
+            detail: e.to_string(),
+        });
+    }
+    match effective_capabilities() {
+        Ok(caps) => {
+            let has = |cap: u32| caps & (1 << cap) != 0;
+            if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+                missing.push(Missing {
+                    what: "BPF",
+                    detail:
+                        "this process has neither CAP_BPF nor CAP_SYS_ADMIN, so it cannot load \
+                             programs; run as root or grant CAP_BPF CAP_NET_ADMIN CAP_PERFMON"
+                            .into(),
+                });
+            }
+            if !has(CAP_NET_ADMIN) && !has(CAP_SYS_ADMIN) {
+                missing.push(Missing {
+                    what: "CAP_NET_ADMIN",
+                    detail: "needed to attach cgroup socket programs".into(),
+                });
+            }
+        }
+        Err(detail) => missing.push(Missing {
+            what: "capabilities",
+            detail,
+        }),
+    }
+    missing
+}
+
+/// The `CapEff` mask of this process.
+fn effective_capabilities() -> Result<u64, String> {
+    let status =
+        fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .ok_or("no CapEff line in /proc/self/status")?;
+    u64::from_str_radix(hex.trim(), 16).map_err(|e| format!("bad CapEff {hex:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_capabilities() {
+        // Any process has a CapEff line; root has the full set.
+        let caps = effective_capabilities().unwrap();
+        if fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .contains("Uid:\t0\t")
+        {
+            assert_ne!(caps & (1 << CAP_NET_ADMIN), 0);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Who may call which workload. Per workload: any matching `deny` rule refuses; then, if the
+//! workload has `allow` rules, one of them must match; a workload without `allow` rules
+//! admits nobody in strict mode and every authenticated caller in permissive mode.
+
+use std::collections::HashMap;
+
+use crate::{
+    config::{Action, Config, Mode, PrincipalPattern},
+    identity::SpiffeId,
+};
+
+/// The compiled rules.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    mode: Mode,
+    rules: HashMap<String, WorkloadRules>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct WorkloadRules {
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    pattern: PrincipalPattern,
+    /// Where the rule is written, for logs: `policy[2] (line 41)`.
+    origin: String,
+}
+
+/// The outcome, with enough detail to say why in one log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow { because: String },
+    Deny { because: String },
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow { .. })
+    }
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Self {
+        let mut rules: HashMap<String, WorkloadRules> = HashMap::new();
+        for workload in &config.workloads {
+            rules.entry(workload.name.clone()).or_default();
+        }
+        for policy in &config.policies {
+            let origin = match policy.site.line {
+                Some(line) => format!("{} (line {line})", policy.site.key),
+                None => policy.site.key.clone(),
+            };
+            let entry = rules.entry(policy.to.clone()).or_default();
+            let list = match policy.action {
+                Action::Allow => &mut entry.allow,
+                Action::Deny => &mut entry.deny,
+            };
+            list.extend(policy.from.iter().map(|pattern| Rule {
+                pattern: pattern.clone(),
+                origin: origin.clone(),
+            }));
+        }
+        Self {
+            mode: config.mode,
+            rules,
+        }
+    }
+
+    pub fn evaluate(&self, caller: &SpiffeId, workload: &str) -> Decision {
+        let Some(rules) = self.rules.get(workload) else {
+            return Decision::Deny {
+                because: format!("no workload {workload:?}"),
+            };
+        };
+        if let Some(rule) = rules.deny.iter().find(|r| r.pattern.matches(caller)) {
+            return Decision::Deny {
+                because: format!("deny rule {} matches {}", rule.origin, rule.pattern),
+            };
+        }
+        if rules.allow.is_empty() {
+            return match self.mode {
+                Mode::Strict => Decision::Deny {
+                    because: format!(
+                        "workload {workload:?} has no allow rule (strict mode admits nobody)"
+                    ),
+                },
+                Mode::Permissive => Decision::Allow {
+                    because: "permissive mode (no allow rule for this workload)".into(),
+                },
+            };
+        }
+        match rules.allow.iter().find(|r| r.pattern.matches(caller)) {
+            Some(rule) => Decision::Allow {
+                because: format!("allow rule {} matches {}", rule.origin, rule.pattern),
+            },
+            None => Decision::Deny {
+                because: format!("no allow rule of workload {workload:?} matches {caller}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn policy(mode: &str, rules: &str) -> Policy {
+        let text = format!(
+            r#"
+trust_domain = "example.org"
+trust_bundle = "b.pem"
+mode = "{mode}"
+[node]
+spiffe_id = "spiffe://example.org/node/b"
+cert = "c.pem"
+key = "k.pem"
+[capture]
+cgroup = "/sys/fs/cgroup"
+destinations = ["10.0.0.0/24"]
+[[workload]]
+name = "orders"
+spiffe_id = "spiffe://example.org/orders"
+cert = "c.pem"
+key = "k.pem"
+ports = [8080]
+{rules}
+"#
+        );
+        Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
+    }
+
+    fn id(text: &str) -> SpiffeId {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn strict_mode_admits_nobody_without_an_allow_rule() {
+        let decision =
+            policy("strict", "").evaluate(&id("spiffe://example.org/frontend"), "orders");
+        assert!(!decision.is_allowed(), "{decision:?}");
+    }
+
+    #[test]
+    fn permissive_mode_admits_callers_without_rules() {
+        assert!(
+            policy("permissive", "")
+                .evaluate(&id("spiffe://example.org/frontend"), "orders")
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let rules = r#"
+[[policy]]
+action = "allow"
+to = "orders"
+from = ["spiffe://example.org/*"]
+[[policy]]
+action = "deny"
+to = "orders"
+from = ["spiffe://example.org/intruder"]
+"#;
+        let policy = policy("strict", rules);
+        assert!(
+            policy
+                .evaluate(&id("spiffe://example.org/frontend"), "orders")
+                .is_allowed()
+        );
+        let decision = policy.evaluate(&id("spiffe://example.org/intruder"), "orders");
+        assert!(
+            matches!(&decision, Decision::Deny { because } if because.contains("deny rule policy[1]")),
+            "{decision:?}"
+        );
+    }
+
+    #[test]
+    fn allow_rules_are_exact_or_prefix() {
+        let rules = r#"
+[[policy]]
+action = "allow"
+to = "orders"
+from = ["spiffe://example.org/frontend", "spiffe://example.org/batch/*"]
+"#;
+        let policy = policy("strict", rules);
+        assert!(
+            policy
+                .evaluate(&id("spiffe://example.org/frontend"), "orders")
+                .is_allowed()
+        );
+        assert!(
+            policy
+                .evaluate(&id("spiffe://example.org/batch/nightly"), "orders")
+                .is_allowed()
+        );
+        assert!(
+            !policy
+                .evaluate(&id("spiffe://example.org/frontend2"), "orders")
+                .is_allowed()
+        );
+    }
+}

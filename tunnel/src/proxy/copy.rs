@@ -1,0 +1,183 @@
+//! Moves bytes between a TCP socket and an HBONE stream (one HTTP/2 CONNECT stream), both
+//! ways at once, until both directions have ended.
+//!
+//! - Half-close is carried: EOF from the socket becomes END_STREAM, END_STREAM becomes a FIN
+//!   (`shutdown(SHUT_WR)`), and the other direction keeps flowing.
+//! - Aborts are carried: a reset or error on one side resets the other (RST_STREAM CANCEL
+//!   towards the peer, an abortive close towards the socket), so a broken connection never
+//!   looks like a clean end to either application.
+//! - Memory follows the flow: an idle connection holds no buffer; a read buffer is taken when
+//!   the socket becomes readable, starts at 16 KiB and doubles up to 256 KiB while reads keep
+//!   filling it, and is given back when the socket runs dry. Data goes to h2 without a copy.
+
+use std::{future::poll_fn, io, net::Shutdown, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use h2::{Reason, RecvStream, SendStream};
+use tokio::net::TcpStream;
+
+const INITIAL_READ: usize = 16 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// How the copy ended, for the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyEnd {
+    /// Both directions ended with EOF / END_STREAM.
+    Closed,
+    /// The local socket failed or was reset; the stream was reset towards the peer.
+    SocketReset,
+    /// The stream was reset or its connection broke; the local socket was reset.
+    StreamReset,
+}
+
+impl CopyEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::SocketReset => "socket_reset",
+            Self::StreamReset => "stream_reset",
+        }
+    }
+}
+
+/// Bytes moved: `to_stream` from the socket to the stream, `to_socket` the other way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    pub to_stream: u64,
+    pub to_socket: u64,
+}
+
+/// Runs both directions to completion.
+pub async fn bidirectional(
+    socket: &TcpStream,
+    mut send: SendStream<Bytes>,
+    mut recv: RecvStream,
+) -> (CopyStats, CopyEnd) {
+    let mut stats = CopyStats::default();
+    let end = {
+        let upstream = socket_to_stream(socket, &mut send, &mut stats.to_stream);
+        let downstream = stream_to_socket(&mut recv, socket, &mut stats.to_socket);
+        tokio::pin!(upstream, downstream);
+        let (mut upstream_done, mut downstream_done) = (false, false);
+        loop {
+            let result = tokio::select! {
+                result = &mut upstream, if !upstream_done => result.map(|()| upstream_done = true),
+                result = &mut downstream, if !downstream_done => result.map(|()| downstream_done = true),
+            };
+            match result {
+                Err(Failure::Socket) => break CopyEnd::SocketReset,
+                Err(Failure::Stream) => break CopyEnd::StreamReset,
+                Ok(()) if upstream_done && downstream_done => break CopyEnd::Closed,
+                Ok(()) => {}
+            }
+        }
+    };
+    match end {
+        CopyEnd::SocketReset => {
+            send.send_reset(Reason::CANCEL);
+            reset(socket);
+        }
+        CopyEnd::StreamReset => reset(socket),
+        CopyEnd::Closed => {}
+    }
+    (stats, end)
+}
+
+/// Which side failed.
+enum Failure {
+    Socket,
+    Stream,
+}
+
+async fn socket_to_stream(
+    socket: &TcpStream,
+    send: &mut SendStream<Bytes>,
+    moved: &mut u64,
+) -> Result<(), Failure> {
+    let mut read_size = INITIAL_READ;
+    let mut buf = BytesMut::new();
+    loop {
+        socket.readable().await.map_err(|_| Failure::Socket)?;
+        buf.reserve(read_size);
+        let n = match socket.try_read_buf(&mut buf) {
+            Ok(0) => {
+                // EOF: the application closed its write side. Carry it as END_STREAM.
+                send.send_data(Bytes::new(), true)
+                    .map_err(|_| Failure::Stream)?;
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(Failure::Socket),
+        };
+        *moved += n as u64;
+        // A read that filled what we asked for means more is waiting: read bigger next time.
+        let filled = n >= read_size;
+        if filled && read_size < MAX_READ {
+            read_size *= 2;
+        }
+        send_all(send, buf.split().freeze()).await?;
+        if !filled {
+            // Drained the socket; don't sit on spare capacity while it may go idle.
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// Hands `data` to h2 within the stream's flow-control window (h2 would buffer without
+/// bound otherwise).
+async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), Failure> {
+    send.reserve_capacity(data.len());
+    while !data.is_empty() {
+        let capacity = match send.capacity() {
+            0 => match poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(capacity)) => capacity,
+                Some(Err(_)) | None => return Err(Failure::Stream),
+            },
+            capacity => capacity,
+        };
+        let chunk = data.split_to(capacity.min(data.len()));
+        send.send_data(chunk, false).map_err(|_| Failure::Stream)?;
+    }
+    Ok(())
+}
+
+async fn stream_to_socket(
+    recv: &mut RecvStream,
+    socket: &TcpStream,
+    moved: &mut u64,
+) -> Result<(), Failure> {
+    loop {
+        match recv.data().await {
+            Some(Ok(data)) => {
+                write_all(socket, &data).await?;
+                *moved += data.len() as u64;
+                // Open the window only once the application took the bytes: back-pressure.
+                let _ = recv.flow_control().release_capacity(data.len());
+            }
+            Some(Err(_)) => return Err(Failure::Stream),
+            None => {
+                // END_STREAM: the peer's application closed its write side.
+                let _ = socket2::SockRef::from(socket).shutdown(Shutdown::Write);
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn write_all(socket: &TcpStream, mut data: &[u8]) -> Result<(), Failure> {
+    while !data.is_empty() {
+        socket.writable().await.map_err(|_| Failure::Socket)?;
+        match socket.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(Failure::Socket),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the socket's close abortive (RST): the application sees a reset, not a clean end.
+pub fn reset(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+}

@@ -1,0 +1,258 @@
+//! Outbound: accepts captured connections on the outbound listener(s), finds each one's
+//! original destination and calling workload from what the kernel programs recorded, and
+//! carries it as one HBONE stream to the daemon on the destination host.
+//!
+//! A caller that belongs to no workload is refused: nothing is ever sent anonymously. A
+//! tunnel that cannot be opened is reported to the application as a reset, never as a
+//! connection that worked.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use rustls::ClientConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use super::{
+    copy,
+    pool::{Pool, PoolKey},
+};
+use crate::{
+    drain::DrainWatcher,
+    ebpf::{OriginalDestination, OriginalDstTable},
+    identity::SpiffeId,
+    sys,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("failed to bind the outbound listener {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("failed to read the network namespace cookie of {addr}: {source}")]
+    NetnsCookie { addr: SocketAddr, source: io::Error },
+}
+
+/// A workload as the outbound side needs it: its identity and its TLS client configs, one
+/// per peer identity it may be asked to expect.
+pub struct OutboundWorkload {
+    pub name: Arc<str>,
+    pub spiffe_id: SpiffeId,
+    /// Keyed by the identity expected of the peer (`None`: any identity of the trust domain).
+    pub tls: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
+}
+
+/// `[[peer]]` entries: the identity expected of the daemon serving a destination.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentities {
+    entries: Vec<(IpNet, SpiffeId)>,
+}
+
+impl PeerIdentities {
+    pub fn new(entries: Vec<(IpNet, SpiffeId)>) -> Self {
+        Self { entries }
+    }
+
+    /// The most specific entry containing `ip`.
+    pub fn expected(&self, ip: IpAddr) -> Option<&SpiffeId> {
+        self.entries
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, id)| id)
+    }
+}
+
+/// What the outbound side needs besides its listeners.
+pub struct OutboundInputs {
+    pub original_dst: Arc<OriginalDstTable>,
+    /// Workload cgroup id → workload.
+    pub workloads: HashMap<u64, Arc<OutboundWorkload>>,
+    pub peers: PeerIdentities,
+    pub peer_port: u16,
+    pub pool: Pool,
+}
+
+/// The outbound proxy: binds in [`Outbound::bind`], serves in [`Outbound::run`].
+pub struct Outbound {
+    listeners: Vec<(TcpListener, u64)>,
+}
+
+impl Outbound {
+    /// Binds every address before anything is captured, so a captured connect always finds
+    /// a listener (or, with no daemon at all, a refusal).
+    pub async fn bind(addrs: &[SocketAddr]) -> Result<Self, OutboundError> {
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| OutboundError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            let cookie =
+                sys::netns_cookie(&listener).map_err(|source| OutboundError::NetnsCookie {
+                    addr: *addr,
+                    source,
+                })?;
+            listeners.push((listener, cookie));
+        }
+        Ok(Self { listeners })
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts until a drain is signalled; each connection then runs to its end (it holds a
+    /// watcher, so the drain waits for it).
+    pub async fn run(self, inputs: OutboundInputs, drain: DrainWatcher) {
+        let inputs = Arc::new(inputs);
+        let reaper = tokio::spawn(inputs.pool.clone().reap_idle());
+        let mut tasks = tokio::task::JoinSet::new();
+        for (listener, netns_cookie) in self.listeners {
+            tasks.spawn(accept_loop(
+                listener,
+                netns_cookie,
+                inputs.clone(),
+                drain.clone(),
+            ));
+        }
+        drop(drain);
+        while tasks.join_next().await.is_some() {}
+        reaper.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    netns_cookie: u64,
+    inputs: Arc<OutboundInputs>,
+    mut drain: DrainWatcher,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.signaled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "outbound accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or(peer);
+        match inputs.original_dst.lookup(netns_cookie, peer, local) {
+            Ok(Some(original)) => {
+                tokio::spawn(carry(stream, peer, original, inputs.clone(), drain.clone()));
+            }
+            Ok(None) => {
+                // Not captured by our programs: someone dialled the listener directly.
+                info!(%peer, "refused: connection was not captured (no original destination)");
+                copy::reset(&stream);
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "refused: original destination lookup failed");
+                copy::reset(&stream);
+            }
+        }
+    }
+}
+
+async fn carry(
+    app: TcpStream,
+    src: SocketAddr,
+    original: OriginalDestination,
+    inputs: Arc<OutboundInputs>,
+    _drain: DrainWatcher,
+) {
+    let started = Instant::now();
+    let dst = original.addr;
+    let Some(workload) = original
+        .workload_cgroup_id
+        .and_then(|id| inputs.workloads.get(&id))
+    else {
+        info!(
+            %src, %dst, pid = original.pid, cgroup_id = original.cgroup_id,
+            "refused: the caller belongs to no workload, and calls without an identity are not sent"
+        );
+        copy::reset(&app);
+        return;
+    };
+    let _ = app.set_nodelay(true);
+    let expected = inputs.peers.expected(dst.ip()).cloned();
+    let tls = workload
+        .tls
+        .get(&expected)
+        .expect("a TLS config exists for every configured peer identity");
+    let key = PoolKey {
+        workload: workload.name.clone(),
+        peer: SocketAddr::new(dst.ip(), inputs.peer_port),
+    };
+    let stream = match inputs.pool.open(&key, tls, dst).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            info!(%src, %dst, workload = %workload.name, src_identity = %workload.spiffe_id, pid = original.pid, error = %e, "refused: tunnel not opened");
+            copy::reset(&app);
+            return;
+        }
+    };
+    let (connection, peer_identity) = (stream.connection, stream.peer_identity.clone());
+    let (stats, end) = copy::bidirectional(&app, stream.send, stream.recv).await;
+    debug!(
+        direction = "outbound",
+        %src,
+        %dst,
+        pid = original.pid,
+        workload = %workload.name,
+        src_identity = %workload.spiffe_id,
+        dst_identity = %peer_identity.map(|id| id.to_string()).unwrap_or_default(),
+        hbone = %key.peer,
+        connection,
+        bytes_sent = stats.to_stream,
+        bytes_received = stats.to_socket,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = end.as_str(),
+        "connection carried"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_peer_entry_wins() {
+        let id = |s: &str| s.parse::<SpiffeId>().unwrap();
+        let peers = PeerIdentities::new(vec![
+            (
+                "10.0.0.0/24".parse().unwrap(),
+                id("spiffe://example.org/node/any"),
+            ),
+            (
+                "10.0.0.2/32".parse().unwrap(),
+                id("spiffe://example.org/node/b"),
+            ),
+        ]);
+        assert_eq!(
+            peers.expected("10.0.0.2".parse().unwrap()),
+            Some(&id("spiffe://example.org/node/b"))
+        );
+        assert_eq!(
+            peers.expected("10.0.0.3".parse().unwrap()),
+            Some(&id("spiffe://example.org/node/any"))
+        );
+        assert_eq!(peers.expected("10.9.0.3".parse().unwrap()), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! Every rustls configuration of the daemon is built here, and only here: aws-lc-rs, TLS 1.3
+//! only, AES-GCM, ALPN `h2`, session resumption off on both sides (a resumed session skips
+//! certificate verification, so a removed or expired identity would survive it), no SNI (the
+//! identity is the URI SAN, not a DNS name), and no early data.
+
+mod explain;
+mod material;
+mod provider;
+mod verify;
+
+use std::sync::Arc;
+
+pub use explain::{explain, rustls_error};
+pub use material::{Bundle, Credential, MaterialError};
+pub use provider::provider;
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    client::Resumption,
+    server::NoServerSessionStorage,
+    sign::{CertifiedKey, SingleCertAndKey},
+};
+pub use verify::{VerifyError, peer_identity};
+
+use crate::identity::{SpiffeId, TrustDomain};
+
+/// The only application protocol spoken on the tunnel port.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// The inbound side: presents the node's certificate, requires and verifies a client
+/// certificate (chain to the bundle, then the SPIFFE rules, then the trust domain).
+pub fn server_config(
+    node: Arc<CertifiedKey>,
+    roots: Arc<RootCertStore>,
+    trust_domain: TrustDomain,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let verifier = verify::SpiffeClientVerifier::new(roots, trust_domain)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(node)));
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// The outbound side, for one workload calling one peer: presents the workload's
+/// certificate; accepts a server that chains to the bundle, is an X.509-SVID of the trust
+/// domain and, when `expected` is set, is exactly that identity.
+pub fn client_config(
+    workload: Arc<CertifiedKey>,
+    roots: Arc<RootCertStore>,
+    trust_domain: TrustDomain,
+    expected: Option<SpiffeId>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let verifier = verify::SpiffeServerVerifier::new(roots, trust_domain, expected);
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        // A custom verifier is the documented way to check URI SANs: rustls only knows DNS
+        // and IP names. It verifies the chain itself first (see verify.rs).
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(workload)));
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = Resumption::disabled();
+    config.enable_sni = false;
+    config.enable_early_data = false;
+    Ok(Arc::new(config))
+}
