@@ -2,7 +2,7 @@
 //! bind every listener and attach every program (so a failure stops startup instead of
 //! half-running), serve, drain.
 
-mod wiring;
+pub(crate) mod wiring;
 
 use std::{collections::BTreeSet, future::Future, net::SocketAddr, time::Duration};
 
@@ -88,7 +88,9 @@ impl Daemon {
         let mut outbound_addrs = vec![SocketAddr::V4(config.listen.outbound)];
         outbound_addrs.extend(config.listen.outbound_v6.map(SocketAddr::V6));
         let outbound = Outbound::bind(&outbound_addrs).await?;
-        let inbound = Inbound::bind(config.listen.inbound).await?;
+        let mut inbound_addrs = vec![config.listen.inbound];
+        inbound_addrs.extend(config.listen.inbound_v6.map(SocketAddr::V6));
+        let inbound = Inbound::bind(&inbound_addrs)?;
 
         let spec = CaptureSpec {
             cgroup: capture_cgroup,
@@ -114,7 +116,7 @@ impl Daemon {
         let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
         info!(
             outbound = ?outbound.addresses(),
-            inbound = %config.listen.inbound,
+            inbound = ?inbound.addresses(),
             node = %config.node.spiffe_id,
             workloads = config.workloads.len(),
             capture_cgroup = %spec.cgroup.path.display(),

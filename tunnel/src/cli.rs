@@ -1,6 +1,7 @@
 //! The `tunnel` command line: one file per subcommand under `cli/`.
 
 pub mod ca;
+pub mod probe;
 pub mod run;
 pub mod uninstall;
 
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: capture outbound connections and carry them over mTLS.
     Run(run::RunArgs),
+    /// Open one tunnel to a peer as a workload and explain each step.
+    Probe(probe::ProbeArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).
     Uninstall(uninstall::UninstallArgs),
     /// Manage a built-in certificate authority (for labs, tests and small setups).

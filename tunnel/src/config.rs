@@ -65,6 +65,9 @@ pub struct Listen {
     pub outbound_v6: Option<SocketAddrV6>,
     /// HBONE from peer daemons.
     pub inbound: SocketAddr,
+    /// A second HBONE listener for IPv6 peers: `[::]:<port>` by default when `inbound` is
+    /// the IPv4 wildcard, so dual-stack hosts take both families.
+    pub inbound_v6: Option<SocketAddrV6>,
     pub admin: SocketAddr,
 }
 

@@ -54,6 +54,30 @@ impl Material {
             workloads,
         })
     }
+
+    /// What peers will object to in a workload's certificate.
+    pub fn workload_problems(&self, name: &str, id: &SpiffeId) -> Vec<String> {
+        self.workloads
+            .get(name)
+            .map(|c| c.problems(id, Purpose::ClientAuth))
+            .unwrap_or_default()
+    }
+
+    /// The TLS client config of a workload calling a peer expected to be `expected`.
+    pub fn client_config(
+        &self,
+        config: &Config,
+        workload: &str,
+        expected: Option<SpiffeId>,
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        let credential = &self.workloads[workload];
+        tls::client_config(
+            credential.key.clone(),
+            self.bundle.roots.clone(),
+            config.trust_domain.clone(),
+            expected,
+        )
+    }
 }
 
 fn load_credential(
@@ -93,16 +117,12 @@ pub fn outbound_inputs(
         let workload = config
             .workload(name)
             .expect("cgroups were resolved from configured workloads");
-        let credential = &material.workloads[name];
         let mut tls_configs = HashMap::new();
         for expected in &expectations {
-            let client = tls::client_config(
-                credential.key.clone(),
-                material.bundle.roots.clone(),
-                config.trust_domain.clone(),
+            tls_configs.insert(
                 expected.clone(),
-            )?;
-            tls_configs.insert(expected.clone(), client);
+                material.client_config(config, name, expected.clone())?,
+            );
         }
         let outbound = OutboundWorkload {
             name: name.as_str().into(),
@@ -146,6 +166,7 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
         config.listen.admin.port(),
     ]);
     own_ports.extend(config.listen.outbound_v6.map(|a| a.port()));
+    own_ports.extend(config.listen.inbound_v6.map(|a| a.port()));
     Ok(InboundInputs {
         tls: server,
         policy: Policy::from_config(config),

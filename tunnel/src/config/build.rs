@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
@@ -218,10 +218,29 @@ impl Checker<'_> {
             )),
             None => None,
         };
+        let inbound = inbound?;
+        let inbound_v6 =
+            match &raw.inbound_v6 {
+                Some(text) => match self.socket_addr(&path.key("inbound_v6"), text)? {
+                    SocketAddr::V6(v6) => Some(v6),
+                    other => {
+                        self.problem(
+                            &path.key("inbound_v6"),
+                            format!("{other} is not an IPv6 address"),
+                        );
+                        return None;
+                    }
+                },
+                None if inbound.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => Some(
+                    SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, inbound.port(), 0, 0),
+                ),
+                None => None,
+            };
         Some(Listen {
             outbound,
             outbound_v6,
-            inbound: inbound?,
+            inbound,
+            inbound_v6,
             admin: admin?,
         })
     }

@@ -50,6 +50,7 @@ pub struct RawListen {
     pub outbound: Option<String>,
     pub outbound_v6: Option<String>,
     pub inbound: Option<String>,
+    pub inbound_v6: Option<String>,
     pub admin: Option<String>,
 }
 

@@ -55,38 +55,67 @@ pub struct InboundInputs {
 }
 
 pub struct Inbound {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
 }
 
 impl Inbound {
-    pub async fn bind(addr: SocketAddr) -> Result<Self, InboundError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| InboundError::Bind { addr, source })?;
-        Ok(Self { listener })
+    /// Binds each address; an IPv6 one only takes IPv6 (IPV6_V6ONLY), so it can sit next to
+    /// an IPv4 wildcard on the same port.
+    pub fn bind(addrs: &[SocketAddr]) -> Result<Self, InboundError> {
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let bind_error = |source| InboundError::Bind {
+                addr: *addr,
+                source,
+            };
+            let domain = socket2::Domain::for_address(*addr);
+            let socket =
+                socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(bind_error)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(true).map_err(bind_error)?;
+            }
+            socket.set_reuse_address(true).map_err(bind_error)?;
+            socket.set_nonblocking(true).map_err(bind_error)?;
+            socket.bind(&(*addr).into()).map_err(bind_error)?;
+            socket.listen(1024).map_err(bind_error)?;
+            listeners.push(TcpListener::from_std(socket.into()).map_err(bind_error)?);
+        }
+        Ok(Self { listeners })
     }
 
-    pub fn address(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Accepts until a drain is signalled; open connections are told to finish (GOAWAY) and
     /// the drain waits for their streams.
-    pub async fn run(self, inputs: InboundInputs, mut drain: DrainWatcher) {
+    pub async fn run(self, inputs: InboundInputs, drain: DrainWatcher) {
         let inputs = Arc::new(inputs);
-        loop {
-            let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
-                () = drain.signaled() => return,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(serve_connection(tcp, peer, inputs.clone(), drain.clone()));
-                }
-                Err(e) => {
-                    warn!(error = %e, "inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            tasks.spawn(accept_loop(listener, inputs.clone(), drain.clone()));
+        }
+        drop(drain);
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inputs: Arc<InboundInputs>, mut drain: DrainWatcher) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.signaled() => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                tokio::spawn(serve_connection(tcp, peer, inputs.clone(), drain.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, "inbound accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

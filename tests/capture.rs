@@ -1,0 +1,368 @@
+//! Transparent capture, end to end: real processes in cgroups on test hosts, the real daemon
+//! on each host, traffic through the kernel programs (issue: transparent capture).
+
+mod support;
+
+use std::time::Duration;
+
+use support::{LONG, NETPROBE, Pair, SHORT, endpoint, start_daemon};
+
+/// A file served by `python3 -m http.server` on host B, and what curl on A gets for it.
+fn curl_through(pair: &Pair, url: &str) -> String {
+    let frontend = pair.a.workload_cgroup(&pair.testbed, "frontend");
+    let out = pair
+        .a
+        .host
+        .command("curl")
+        .args(["-sS", "-m", "10", url])
+        .in_cgroup(&frontend)
+        .output(SHORT);
+    assert!(
+        out.status.success(),
+        "curl {url} failed: {}\nhost A daemon:\n{}",
+        out.stderr,
+        pair.a.logs()
+    );
+    out.stdout
+}
+
+fn http_server_on_b(pair: &Pair) -> testbed::Proc {
+    let root = pair.testbed.dir().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "hello from orders\n").unwrap();
+    let server = pair
+        .b
+        .host
+        .command("python3")
+        .args(["-m", "http.server", "8080", "--bind", "::", "--directory"])
+        .arg(&root)
+        .spawn();
+    pair.b.host.wait_for_listener(8080, SHORT);
+    server
+}
+
+#[test]
+fn captured_clients_get_the_right_bytes_and_see_the_address_they_dialled() {
+    let mut pair = Pair::new("capture-basic", |a| a, |b| b);
+    pair.start();
+    let _server = http_server_on_b(&pair);
+
+    assert_eq!(
+        curl_through(&pair, "http://10.0.0.2:8080/hello.txt"),
+        "hello from orders\n"
+    );
+    pair.a.daemon().wait_for_line(
+        &[
+            "connection carried",
+            "dst=10.0.0.2:8080",
+            "workload=frontend",
+        ],
+        SHORT,
+    );
+
+    let out = pair.frontend(&["peer", "10.0.0.2", "8080"]);
+    assert_eq!(
+        endpoint(&out.stdout, "peer"),
+        "10.0.0.2:8080",
+        "getpeername must show the dialled address"
+    );
+    assert!(
+        endpoint(&out.stdout, "sock").starts_with("127.0.0.1:"),
+        "the connection went to the daemon: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn ipv6_and_v4_mapped_destinations_are_captured() {
+    let mut pair = Pair::new("capture-ipv6", |a| a, |b| b);
+    pair.start();
+    let _server = http_server_on_b(&pair);
+
+    assert_eq!(
+        curl_through(&pair, "http://[fd00::2]:8080/hello.txt"),
+        "hello from orders\n"
+    );
+    pair.a
+        .daemon()
+        .wait_for_line(&["connection carried", "dst=[fd00::2]:8080"], SHORT);
+    let out = pair.frontend(&["peer", "fd00::2", "8080"]);
+    assert_eq!(endpoint(&out.stdout, "peer"), "[fd00::2]:8080");
+    assert!(
+        endpoint(&out.stdout, "sock").starts_with("[::1]:"),
+        "{}",
+        out.stdout
+    );
+
+    // An IPv6 socket dialling an IPv4 destination in its v4-mapped form (Java's default).
+    let out = pair.frontend(&["peer", "::ffff:10.0.0.2", "8080"]);
+    assert_eq!(endpoint(&out.stdout, "peer"), "[::ffff:10.0.0.2]:8080");
+    assert!(
+        endpoint(&out.stdout, "sock").starts_with("[::ffff:127.0.0.1]:"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn only_selected_destinations_ports_and_cgroups_are_captured() {
+    let narrow = |a: String| {
+        a.replace(
+            r#"destinations = ["10.0.0.0/24", "fd00::/64"]"#,
+            r#"destinations = ["10.0.0.2/32", "fd00::/64"]
+ports = [8080]
+exclude = ["fd00::3/128"]"#,
+        )
+    };
+    let mut pair = Pair::new("capture-selection", narrow, |b| b);
+    let host_c = pair.testbed.add_host("host-c");
+    pair.start();
+    let _b8080 = pair.serve_on_b(&["serve-tagged", "8080", "9090"], 9090);
+    let mut c = host_c
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["serve-tagged", "8080"])
+        .spawn();
+    c.wait_for("listening", SHORT);
+    let mut a_local = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["serve-tagged", "8080"])
+        .spawn();
+    a_local.wait_for("listening", SHORT);
+
+    let not_captured = |args: &[&str], sock_prefix: &str| {
+        let out = pair.frontend(args);
+        let sock = endpoint(&out.stdout, "sock");
+        assert!(
+            sock.starts_with(sock_prefix),
+            "{args:?} should go out directly from {sock_prefix}, got {}",
+            out.stdout
+        );
+    };
+    not_captured(&["peer", "10.0.0.3", "8080"], "10.0.0.1:"); // outside destinations
+    not_captured(&["peer", "10.0.0.2", "9090"], "10.0.0.1:"); // port outside ports
+    not_captured(&["peer", "fd00::3", "8080"], "[fd00::1]:"); // excluded
+    not_captured(&["peer", "127.0.0.1", "8080"], "127.0.0.1:"); // loopback
+
+    // Still captured: in destinations, on a selected port.
+    let out = pair.frontend(&["peer", "10.0.0.2", "8080"]);
+    assert!(
+        endpoint(&out.stdout, "sock").starts_with("127.0.0.1:"),
+        "{}",
+        out.stdout
+    );
+
+    // A process outside the captured cgroup goes out directly, even to a captured destination.
+    let out = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["peer", "10.0.0.2", "8080"])
+        .output(SHORT);
+    assert!(
+        endpoint(&out.stdout, "sock").starts_with("10.0.0.1:"),
+        "{}",
+        out.stdout
+    );
+
+    let logs = pair.a.logs();
+    for dst in [
+        "dst=10.0.0.3:8080",
+        "dst=10.0.0.2:9090",
+        "dst=[fd00::3]:8080",
+        "dst=127.0.0.1:8080",
+    ] {
+        assert!(
+            !logs.contains(dst),
+            "the daemon must not have carried {dst}:\n{logs}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_connections_from_several_processes_never_mix_up() {
+    let ports = |b: String| b.replace("ports = [8080]", "ports = [8080, 8081, 8082, 8083]");
+    let mut pair = Pair::new("capture-fanout", |a| a, ports);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080", "8081", "8082", "8083"], 8083);
+    let frontend = pair.a.workload_cgroup(&pair.testbed, "frontend");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            pair.a
+                .host
+                .command("python3")
+                .arg(NETPROBE)
+                .args(["fan-out", "10.0.0.2", "8080,8081,8082,8083", "50"])
+                .in_cgroup(&frontend)
+                .spawn()
+        })
+        .collect();
+    for mut client in clients {
+        client.wait_timeout(LONG).expect("fan-out finishes");
+        assert_eq!(
+            client.stdout().trim(),
+            "ok=50 bad=0",
+            "stderr: {}",
+            client.stderr()
+        );
+    }
+}
+
+#[test]
+fn a_killed_daemon_fails_closed_and_the_next_one_takes_over() {
+    let mut pair = Pair::new("capture-failclosed", |a| a, |b| b);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    pair.a.daemon.take().expect("daemon").signal("KILL");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let capture = pair.a.host.capture(
+        "eth0",
+        "tcp port 8080",
+        pair.testbed.dir().join("failclosed.pcap"),
+    );
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    let packets = capture.stop();
+    assert!(
+        out.stdout.starts_with("outcome=refused"),
+        "a captured connect with no daemon must be refused: {}",
+        out.stdout
+    );
+    let ms: u64 = out
+        .stdout
+        .trim()
+        .rsplit("ms=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms < 1000, "refusal must be immediate, took {ms} ms");
+    assert_eq!(
+        packets.packet_count(),
+        0,
+        "nothing may leave for port 8080 while no daemon runs"
+    );
+
+    let restarted = start_daemon(&pair.testbed, &pair.a.host, "a", &pair.a.config);
+    restarted.wait_for_line(&["took over capture from an earlier run"], SHORT);
+    let out = pair.frontend(&["peer", "10.0.0.2", "8080"]);
+    assert!(
+        endpoint(&out.stdout, "sock").starts_with("127.0.0.1:"),
+        "capture works again: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn large_transfers_arrive_intact_and_half_close_is_carried() {
+    let ports = |b: String| b.replace("ports = [8080]", "ports = [8080, 8081]");
+    let mut pair = Pair::new("capture-bulk", |a| a, ports);
+    pair.start();
+    const SIZE: &str = "104857600";
+    let _sink = pair.serve_on_b(&["serve-sink", "8080"], 8080);
+    let _source = pair.serve_on_b(&["serve-source", "8081", SIZE], 8081);
+
+    // Upload, then shut down the write side and still read the server's reply.
+    let out = pair.frontend(&["upload", "10.0.0.2", "8080", SIZE]);
+    let sent = field(&out.stdout, "sent sha256=");
+    assert_eq!(
+        field(&out.stdout, "reply sha256="),
+        sent,
+        "upload corrupted or truncated: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("reply sha256={sent} bytes={SIZE}")),
+        "{}",
+        out.stdout
+    );
+
+    let out = pair.frontend(&["download", "10.0.0.2", "8081", SIZE]);
+    assert_eq!(
+        field(&out.stdout, "received sha256="),
+        field(&out.stdout, "expected sha256="),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("bytes={SIZE}")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn bad_config_files_are_refused_with_exit_code_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/host-a.toml"
+    ))
+    .unwrap();
+    let cases = [
+        (
+            base.replace("mode = \"strict\"", "mode = \"strickt\""),
+            "mode: unknown variant `strickt`",
+        ),
+        (
+            base.replace("[listen]", "[listen]\nport = 1"),
+            "unknown field `port`",
+        ),
+        (
+            base.replace("\"10.0.0.0/24\"", "\"10.0.0.1/24\""),
+            "capture.destinations[0]: \"10.0.0.1/24\" has host bits set",
+        ),
+        (
+            base.replace("cgroup = \"/sys/fs/cgroup/workloads\"", "cgroup = \"/tmp\""),
+            "workload[0].cgroup",
+        ),
+        (
+            base.replace("trust_domain = \"example.org\"", ""),
+            "missing field `trust_domain`",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(support::TUNNEL)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(&path.display().to_string()) && stderr.contains(expected),
+            "case {i}: expected {expected:?} in:\n{stderr}"
+        );
+    }
+    // A capture cgroup that is not cgroup v2 is refused at start, naming key and line.
+    let text = base.replace("/sys/fs/cgroup/workloads", "/tmp");
+    let path = dir.path().join("not-v2.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(support::TUNNEL)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("capture.cgroup: /tmp is not a cgroup v2 directory"),
+        "{stderr}"
+    );
+}
+
+/// The hex after `prefix` in a netprobe line.
+fn field<'a>(text: &'a str, prefix: &str) -> &'a str {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        + prefix.len();
+    &text[start..start + 64]
+}

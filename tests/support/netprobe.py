@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Clients and servers that end-to-end tests run inside test hosts.
+
+Each command prints one result line (or JSON) that the Rust tests parse.
+  serve-tagged PORT...        each connection first receives "port=PORT\n", then an echo
+  serve-sink PORT             reads until EOF, answers "sha256=<hex> bytes=<n>\n", closes
+  serve-source PORT BYTES     sends BYTES of deterministic data, then closes
+  peer HOST PORT              connects; prints getpeername and getsockname
+  upload HOST PORT BYTES      sends BYTES, shuts down its write side, prints the reply
+  download HOST PORT BYTES    prints sha256 and size of what it received
+  fan-out HOST PORTS N        N concurrent connections spread over PORTS; checks each one
+                              reached the port it dialled; prints "ok=<k> bad=<m>"
+  expect-refused HOST PORT    connects and reads; prints how it failed and how long it took
+  hold HOST PORT N SECONDS    opens N connections to a serve-tagged port, holds them open
+                              for SECONDS, prints "held=<k>"
+"""
+import hashlib, json, random, socket, sys, threading, time
+
+CHUNK = 1 << 16
+
+
+def pattern(n):
+    """Deterministic, hashable payload generator (no big allocation)."""
+    block = hashlib.sha256(b"tunnel-test-payload").digest() * (CHUNK // 32)
+    while n > 0:
+        piece = block[: min(n, len(block))]
+        n -= len(piece)
+        yield piece
+
+
+def connect(host, port, timeout=10):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, int(port)))
+    return s
+
+
+def listener(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", int(port)))
+    s.listen(1024)
+    return s
+
+
+def serve(ports, handler):
+    def loop(s, port):
+        while True:
+            conn, _ = s.accept()
+            threading.Thread(target=handler, args=(conn, port), daemon=True).start()
+    socks = [(listener(p), p) for p in ports]
+    for s, p in socks:
+        threading.Thread(target=loop, args=(s, p), daemon=True).start()
+    print("listening", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def tagged(conn, port):
+    with conn:
+        conn.sendall(f"port={port}\n".encode())
+        while data := conn.recv(CHUNK):
+            conn.sendall(data)
+
+
+def sink(conn, _port):
+    with conn:
+        h, n = hashlib.sha256(), 0
+        while data := conn.recv(CHUNK):
+            h.update(data)
+            n += len(data)
+        # The client has shut down its write side; the reply still reaches it (half-close).
+        time.sleep(0.2)
+        conn.sendall(f"sha256={h.hexdigest()} bytes={n}\n".encode())
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "serve-tagged":
+        serve(args, tagged)
+    elif cmd == "serve-sink":
+        serve(args, sink)
+    elif cmd == "serve-source":
+        size = int(args[1])
+        def source(conn, _port):
+            with conn:
+                for piece in pattern(size):
+                    conn.sendall(piece)
+        serve(args[:1], source)
+    elif cmd == "peer":
+        s = connect(args[0], args[1])
+        print(json.dumps({"peer": list(s.getpeername()[:2]), "sock": list(s.getsockname()[:2])}))
+    elif cmd == "upload":
+        s = connect(args[0], args[1], timeout=120)
+        h = hashlib.sha256()
+        for piece in pattern(int(args[2])):
+            h.update(piece)
+            s.sendall(piece)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while data := s.recv(CHUNK):
+            reply += data
+        print(f"sent sha256={h.hexdigest()} bytes={args[2]} reply {reply.decode().strip()}")
+    elif cmd == "download":
+        s = connect(args[0], args[1], timeout=120)
+        h, n = hashlib.sha256(), 0
+        while data := s.recv(CHUNK):
+            h.update(data)
+            n += len(data)
+        expected = hashlib.sha256()
+        for piece in pattern(int(args[2])):
+            expected.update(piece)
+        print(f"received sha256={h.hexdigest()} bytes={n} expected sha256={expected.hexdigest()}")
+    elif cmd == "fan-out":
+        host, ports, n = args[0], [int(p) for p in args[1].split(",")], int(args[2])
+        results = []
+        def one(i):
+            port = random.choice(ports)
+            try:
+                s = connect(host, port)
+                line = s.makefile().readline().strip()
+                s.sendall(f"{i}\n".encode())
+                echoed = s.makefile().readline().strip()
+                results.append(line == f"port={port}" and echoed == str(i))
+            except Exception as e:  # noqa: BLE001 - any failure counts as bad
+                print(f"connection {i} to {port}: {e}", file=sys.stderr)
+                results.append(False)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(f"ok={sum(results)} bad={len(results) - sum(results)}")
+    elif cmd == "expect-refused":
+        started = time.monotonic()
+        try:
+            s = connect(args[0], args[1], timeout=15)
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = s.recv(CHUNK)
+            outcome = f"data:{len(data)}" if data else "eof"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except ConnectionResetError:
+            outcome = "reset"
+        except OSError as e:
+            outcome = f"error:{e.errno}"
+        print(f"outcome={outcome} ms={int((time.monotonic() - started) * 1000)}")
+    elif cmd == "hold":
+        host, port, n, seconds = args[0], args[1], int(args[2]), float(args[3])
+        held = []
+        for _ in range(n):
+            s = connect(host, port)
+            if s.makefile().readline().startswith("port="):
+                held.append(s)
+        print(f"holding={len(held)}", flush=True)
+        time.sleep(seconds)
+        print(f"held={len(held)}", flush=True)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+//! `tunnel probe`: one HBONE connection to a peer daemon as a given workload, with each step
+//! and its outcome explained: TCP, mTLS (and who the peer is), then the CONNECT answer.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::Args;
+
+use crate::{
+    app::wiring::Material,
+    config::Config,
+    proxy::pool::{Pool, PoolKey, PoolSettings},
+};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  tunnel probe --config /etc/tunnel/tunnel.toml --as frontend 10.0.0.2:8080\n  \
+tunnel probe --config /etc/tunnel/tunnel.toml --as frontend --via 10.0.0.2:15008 10.0.0.3:8080\n\n\
+Exit codes: 0 the tunnel opened, 1 it did not (the reason is printed), 64 bad config."
+)]
+pub struct ProbeArgs {
+    /// The config of the daemon on this host (identities, bundle, peers).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The workload to call as (its certificate is presented).
+    #[arg(long = "as", value_name = "WORKLOAD")]
+    pub workload: String,
+    /// The tunnel endpoint to use instead of DESTINATION's own host (ip:15008).
+    #[arg(long)]
+    pub via: Option<SocketAddr>,
+    /// What an application would dial, ip:port.
+    pub destination: SocketAddr,
+}
+
+pub fn run(args: ProbeArgs) -> ExitCode {
+    super::init_logging("warn");
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    let Some(workload) = config.workload(&args.workload) else {
+        let names: Vec<&str> = config.workloads.iter().map(|w| w.name.as_str()).collect();
+        eprintln!(
+            "tunnel probe: no workload {:?} in {} (workloads: {})",
+            args.workload,
+            args.config.display(),
+            names.join(", ")
+        );
+        return ExitCode::from(64);
+    };
+    let material = match Material::load(&config) {
+        Ok(material) => material,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let peer = args.via.unwrap_or(SocketAddr::new(
+        args.destination.ip(),
+        config.outbound.peer_port,
+    ));
+    let expected = crate::proxy::outbound::PeerIdentities::new(
+        config
+            .peers
+            .iter()
+            .flat_map(|p| p.destinations.iter().map(|n| (*n, p.spiffe_id.clone())))
+            .collect(),
+    )
+    .expected(peer.ip())
+    .cloned();
+    println!(
+        "probe: {} ({}) -> {} via {peer}",
+        workload.name, workload.spiffe_id, args.destination
+    );
+    for problem in material.workload_problems(&workload.name, &workload.spiffe_id) {
+        println!("  warning: our certificate: {problem}");
+    }
+    match &expected {
+        Some(id) => println!("  expecting the peer to be {id} ([[peer]] entry)"),
+        None => println!(
+            "  expecting any peer identity of trust domain {}",
+            config.trust_domain
+        ),
+    }
+    let client = match material.client_config(&config, &workload.name, expected) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("tunnel probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pool = Pool::new(PoolSettings {
+        max_streams_per_connection: 1,
+        idle_timeout: config.outbound.idle_timeout,
+        connect_timeout: config.outbound.connect_timeout,
+    });
+    let key = PoolKey {
+        workload: workload.name.as_str().into(),
+        peer,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts");
+    match runtime.block_on(pool.open(&key, &client, args.destination)) {
+        Ok(stream) => {
+            let peer_id = stream
+                .peer_identity
+                .as_ref()
+                .map_or_else(|| "unknown".into(), ToString::to_string);
+            println!("  mTLS: ok (TLS 1.3), the peer is {peer_id}");
+            println!("  CONNECT {}: 200, the tunnel is open", args.destination);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("  failed: {e}");
+            println!("  the peer's log has its side of it (look for \"refused\")");
+            ExitCode::FAILURE
+        }
+    }
+}
