@@ -82,6 +82,20 @@ impl CapturedPackets {
             .count()
     }
 
+    /// How many captured packets do not match a tcpdump filter expression.
+    pub fn packets_not_matching(&self, filter: &str) -> usize {
+        let output = Command::new("tcpdump")
+            .args(["-nn", "-q", "-r"])
+            .arg(&self.file)
+            .arg(format!("not ({filter})"))
+            .output()
+            .expect("run tcpdump -r");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+
     /// Every TCP port seen, source or destination.
     pub fn tcp_ports(&self) -> BTreeSet<u16> {
         let output = Command::new("tcpdump")

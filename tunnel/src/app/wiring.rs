@@ -124,7 +124,9 @@ pub fn outbound_inputs(
                 material.client_config(config, name, expected.clone())?,
             );
         }
+        let certificate_problems = material.workload_problems(name, &workload.spiffe_id);
         let outbound = OutboundWorkload {
+            certificate_problems,
             name: name.as_str().into(),
             spiffe_id: workload.spiffe_id.clone(),
             tls: tls_configs,

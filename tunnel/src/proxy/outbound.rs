@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     copy,
-    pool::{Pool, PoolKey},
+    pool::{Pool, PoolError, PoolKey},
 };
 use crate::{
     drain::DrainWatcher,
@@ -45,6 +45,9 @@ pub struct OutboundWorkload {
     pub spiffe_id: SpiffeId,
     /// Keyed by the identity expected of the peer (`None`: any identity of the trust domain).
     pub tls: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
+    /// What is known to be wrong with its certificate (expired, wrong SAN...), said again
+    /// when a peer refuses it, so the caller's log explains the refusal too.
+    pub certificate_problems: Vec<String>,
 }
 
 /// `[[peer]]` entries: the identity expected of the daemon serving a destination.
@@ -203,7 +206,14 @@ async fn carry(
     let stream = match inputs.pool.open(&key, tls, dst).await {
         Ok(stream) => stream,
         Err(e) => {
-            info!(%src, %dst, workload = %workload.name, src_identity = %workload.spiffe_id, pid = original.pid, error = %e, "refused: tunnel not opened");
+            let our_certificate = match &e {
+                PoolError::Handshake { .. } => workload.certificate_problems.join("; "),
+                _ => String::new(),
+            };
+            info!(
+                %src, %dst, workload = %workload.name, src_identity = %workload.spiffe_id, pid = original.pid,
+                error = %e, our_certificate, "refused: tunnel not opened"
+            );
             copy::reset(&app);
             return;
         }

@@ -9,8 +9,9 @@ use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
+    pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -20,7 +21,10 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info};
 
@@ -99,6 +103,8 @@ struct Connection {
     closed: AtomicBool,
     idle_since: Mutex<Instant>,
     peer_identity: Option<SpiffeId>,
+    /// The TLS error that broke the connection, if one did (h2 reports only its text).
+    tls_failure: Arc<OnceLock<rustls::Error>>,
 }
 
 /// One stream's claim on a connection.
@@ -148,7 +154,7 @@ impl Pool {
     ) -> Result<HboneStream, PoolError> {
         let mut retried = false;
         loop {
-            let lease = self.lease(key, tls).await?;
+            let (lease, fresh) = self.lease(key, tls).await?;
             let connection = lease.0.clone();
             match connect_stream(&connection.sender, key.peer, destination).await {
                 Ok((send, recv)) => {
@@ -162,6 +168,15 @@ impl Pool {
                 }
                 Err(StreamFailure::ConnectionGone(reason)) => {
                     connection.closed.store(true, Ordering::Release);
+                    let reason = connection.tls_failure.get().map_or(reason, tls::explain);
+                    // A fresh connection failing here is the server refusing our certificate:
+                    // in TLS 1.3 its verdict arrives after the client side has finished.
+                    if fresh {
+                        return Err(PoolError::Handshake {
+                            peer: key.peer,
+                            reason,
+                        });
+                    }
                     if retried {
                         return Err(PoolError::Stream {
                             peer: key.peer,
@@ -212,16 +227,21 @@ impl Pool {
             .sum()
     }
 
-    async fn lease(&self, key: &PoolKey, tls: &Arc<ClientConfig>) -> Result<Lease, PoolError> {
+    /// A lease on a connection with room, and whether that connection was dialled for it.
+    async fn lease(
+        &self,
+        key: &PoolKey,
+        tls: &Arc<ClientConfig>,
+    ) -> Result<(Lease, bool), PoolError> {
         let max = self.inner.settings.max_streams_per_connection;
         let dialing = match self.lease_existing(key, max) {
-            Ok(lease) => return Ok(lease),
+            Ok(lease) => return Ok((lease, false)),
             Err(dialing) => dialing,
         };
         let _dialing = dialing.lock().await;
         // Someone may have dialled while we waited.
         if let Ok(lease) = self.lease_existing(key, max) {
-            return Ok(lease);
+            return Ok((lease, false));
         }
         let connection = self.dial(key, tls).await?;
         let lease = connection
@@ -233,7 +253,7 @@ impl Pool {
         let count = state.connections.len();
         drop(keys);
         debug!(peer = %key.peer, workload = %key.workload, connection = lease.0.id, connections_for_key = count, "new pooled connection");
-        Ok(lease)
+        Ok((lease, true))
     }
 
     /// A lease on an open connection with room, or the key's dial lock.
@@ -275,18 +295,19 @@ impl Pool {
                     reason: handshake_reason(&e),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
-            // In TLS 1.3 the client finishes before the server has judged its certificate;
-            // a refusal arrives as an alert while h2 reads the server's SETTINGS, here.
+            // In TLS 1.3 the client finishes before the server has judged its certificate; a
+            // refusal arrives later, inside h2, which keeps only its text: record it.
+            let (stream, tls_failure) = RecordTlsError::new(tls_stream);
             let (sender, connection) = hbone::client_builder(settings.max_streams_per_connection)
-                .handshake::<_, Bytes>(tls_stream)
+                .handshake::<_, Bytes>(stream)
                 .await
                 .map_err(|e| PoolError::Handshake {
                     peer,
                     reason: handshake_reason(&e),
                 })?;
-            Ok::<_, PoolError>((sender, connection, peer_identity))
+            Ok::<_, PoolError>((sender, connection, peer_identity, tls_failure))
         };
-        let (sender, driver, peer_identity) =
+        let (sender, driver, peer_identity, tls_failure) =
             tokio::time::timeout(settings.connect_timeout, handshake)
                 .await
                 .map_err(|_| PoolError::Timeout {
@@ -300,6 +321,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
             peer_identity,
+            tls_failure,
         });
         let watched = Arc::downgrade(&connection);
         let id = connection.id;
@@ -368,10 +390,105 @@ fn configure_peer_socket(tcp: &TcpStream) {
     let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
 }
 
-/// The TLS reason if there is one in the chain, else the error itself.
+/// The TLS reason if there is one in the chain (h2 keeps its I/O error apart from the
+/// source chain), else the error itself.
 fn handshake_reason(error: &(dyn std::error::Error + 'static)) -> String {
-    match tls::rustls_error(error) {
-        Some(tls_error) => tls::explain(tls_error),
-        None => error.to_string(),
+    let io = error
+        .downcast_ref::<h2::Error>()
+        .and_then(h2::Error::get_io);
+    let tls_error = tls::rustls_error(error).or_else(|| io.and_then(|io| tls::rustls_error(io)));
+    if let Some(tls_error) = tls_error {
+        return tls::explain(tls_error);
+    }
+    match io.map(io::Error::kind) {
+        // The server sent its alert and closed while we were still writing: we never got to
+        // read the alert, but the meaning is the same.
+        Some(io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof) => {
+            "the peer closed the connection during the handshake: it refused our certificate or our TLS \
+             parameters (its log says which)"
+                .into()
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// A stream that keeps the first rustls error passing through it. In TLS 1.3 the server
+/// judges our certificate after our side of the handshake is done, so its refusal surfaces
+/// inside h2, which keeps only the error's text; this keeps the error itself.
+struct RecordTlsError<S> {
+    inner: S,
+    failure: Arc<OnceLock<rustls::Error>>,
+}
+
+impl<S> RecordTlsError<S> {
+    fn new(inner: S) -> (Self, Arc<OnceLock<rustls::Error>>) {
+        let failure = Arc::new(OnceLock::new());
+        (
+            Self {
+                inner,
+                failure: failure.clone(),
+            },
+            failure,
+        )
+    }
+
+    fn record<T>(&self, result: std::task::Poll<io::Result<T>>) -> std::task::Poll<io::Result<T>> {
+        if let std::task::Poll::Ready(Err(e)) = &result
+            && let Some(tls_error) = tls::rustls_error(e)
+        {
+            let _ = self.failure.set(tls_error.clone());
+        }
+        result
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for RecordTlsError<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.record(result)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for RecordTlsError<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.record(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.record(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.record(result)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.record(result)
     }
 }

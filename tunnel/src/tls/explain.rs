@@ -61,7 +61,10 @@ fn certificate(error: &CertificateError) -> String {
         CertificateError::UnknownIssuer => {
             "the certificate was not issued by a CA in the trust bundle (unknown issuer)".into()
         }
-        CertificateError::BadSignature => "a signature in the certificate chain is invalid".into(),
+        CertificateError::BadSignature => "a signature in the certificate chain does not verify: the certificate \
+             was issued by another CA than the trust bundle's (one with the same name but a different key), or \
+             it was altered"
+            .into(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             format!(
                 "the certificate is not valid for this use: a caller needs the clientAuth EKU, a server serverAuth ({error:?})"

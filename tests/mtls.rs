@@ -1,0 +1,460 @@
+//! The mTLS tunnel, end to end: what crosses the wire, who may call whom, and every refusal
+//! as both the caller and the two daemons see it (issue: the mTLS tunnel).
+
+mod support;
+
+use std::{fs, time::Duration};
+
+use rcgen::ExtendedKeyUsagePurpose;
+use support::{LONG, NETPROBE, Pair, Pki, SHORT, Site, TUNNEL, host_certs, render_example, write};
+use tunnel::{ca::LeafSpec, identity::SpiffeId};
+
+const PAYLOAD_SIZE: &str = "104857600";
+
+#[test]
+fn plaintext_never_crosses_the_wire_and_connections_share_tunnels() {
+    let mut pair = Pair::new(
+        "mtls-wire",
+        |a| a,
+        |b| b.replace("ports = [8080]", "ports = [8080, 8081]"),
+    );
+    pair.start();
+    let _sink = pair.serve_on_b(&["serve-sink", "8080"], 8080);
+    let _tagged = pair.serve_on_b(&["serve-tagged", "8081"], 8081);
+
+    let capture = pair
+        .b
+        .host
+        .capture("eth0", "tcp", pair.testbed.dir().join("wire.pcap"));
+    let out = pair.frontend(&["upload", "10.0.0.2", "8080", PAYLOAD_SIZE]);
+    let packets = capture.stop();
+    assert!(
+        out.stdout
+            .contains(&format!("bytes={PAYLOAD_SIZE} reply sha256=")),
+        "{}",
+        out.stdout
+    );
+    let sent = &out.stdout[out.stdout.find("sent sha256=").unwrap() + 12..][..64];
+    assert!(
+        out.stdout.contains(&format!("reply sha256={sent}")),
+        "payload corrupted: {}",
+        out.stdout
+    );
+
+    // The payload is one 32-byte block repeated; any 64 bytes of it in clear would show.
+    let block = payload_block();
+    assert!(
+        packets.size() > 100_000_000,
+        "the capture saw the transfer ({} bytes)",
+        packets.size()
+    );
+    assert!(
+        !packets.contains(&block),
+        "plaintext payload found on the wire ({})",
+        packets.path().display()
+    );
+    assert_eq!(
+        packets.packets_not_matching("tcp port 15008"),
+        0,
+        "everything on the wire is the tunnel port"
+    );
+
+    // 120 concurrent application connections: two TLS connections (100 streams each at most).
+    let frontend = pair.a.workload_cgroup(&pair.testbed, "frontend");
+    let mut holders: Vec<_> = [60, 60]
+        .iter()
+        .map(|n| {
+            pair.a
+                .host
+                .command("python3")
+                .arg(NETPROBE)
+                .args(["hold", "10.0.0.2", "8081", &n.to_string(), "3"])
+                .in_cgroup(&frontend)
+                .spawn()
+        })
+        .collect();
+    for holder in &mut holders {
+        holder.wait_for("holding=60", LONG);
+    }
+    let tunnels = pair.a.host.established_to(15008);
+    assert_eq!(
+        tunnels, 2,
+        "120 application connections should ride on 2 pooled TLS connections"
+    );
+    for holder in &mut holders {
+        holder.wait_for("held=60", LONG);
+    }
+}
+
+fn payload_block() -> Vec<u8> {
+    // netprobe's pattern: sha256(b"tunnel-test-payload") repeated.
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import hashlib,sys; sys.stdout.buffer.write(hashlib.sha256(b'tunnel-test-payload').digest()*2)"])
+        .output()
+        .unwrap();
+    out.stdout
+}
+
+/// A workload on host A with a certificate that is wrong in one way, and the reason the
+/// inbound daemon must give for refusing it.
+struct BadCaller {
+    name: &'static str,
+    spec: fn(&SpiffeId) -> LeafSpec,
+    b_says: &'static str,
+}
+
+fn workload_spec(id: &SpiffeId) -> LeafSpec {
+    LeafSpec::workload(id, Duration::from_secs(3600))
+}
+
+#[test]
+fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
+    let bad_callers = [
+        BadCaller {
+            name: "expired",
+            spec: |id| {
+                let mut spec = workload_spec(id);
+                spec.not_before -= time::Duration::days(2);
+                spec.not_after = spec.not_before + time::Duration::days(1);
+                spec
+            },
+            b_says: "the certificate has expired",
+        },
+        BadCaller {
+            name: "no-client-auth",
+            spec: |id| LeafSpec {
+                extended_key_usages: vec![ExtendedKeyUsagePurpose::ServerAuth],
+                ..workload_spec(id)
+            },
+            b_says: "not valid for this use",
+        },
+        BadCaller {
+            name: "no-uri",
+            spec: |id| LeafSpec {
+                uris: vec![],
+                ..workload_spec(id)
+            },
+            b_says: "no URI SAN",
+        },
+        BadCaller {
+            name: "two-uris",
+            spec: |id| LeafSpec {
+                uris: vec![id.to_string(), "spiffe://example.org/second".into()],
+                ..workload_spec(id)
+            },
+            b_says: "2 URI SANs",
+        },
+        BadCaller {
+            name: "other-domain",
+            spec: |_| LeafSpec {
+                uris: vec!["spiffe://other.org/frontend".into()],
+                ..workload_spec(&"spiffe://other.org/frontend".parse().unwrap())
+            },
+            b_says: "spiffe://other.org/frontend is outside the trust domain example.org",
+        },
+    ];
+    let mut extra = String::new();
+    for bad in &bad_callers {
+        extra.push_str(&workload_block(bad.name));
+    }
+    extra.push_str(&workload_block("foreign-ca"));
+    extra.push_str(&workload_block("intruder"));
+    let mut pair = Pair::new("mtls-refusals", |a| format!("{a}{extra}"), |b| b);
+    for bad in &bad_callers {
+        let id: SpiffeId = format!("spiffe://example.org/{}", bad.name)
+            .parse()
+            .unwrap();
+        let issued = pair.pki.issue_spec(&(bad.spec)(&id), bad.name);
+        link_certs(&pair, bad.name, &issued);
+    }
+    let foreign = Pki::new(&pair.testbed.dir().join("foreign"));
+    link_certs(
+        &pair,
+        "foreign-ca",
+        &foreign.issue("foreign-ca", "foreign-ca"),
+    );
+    link_certs(&pair, "intruder", &pair.pki.issue("intruder", "intruder"));
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+
+    let mut cases: Vec<(&str, &str)> = bad_callers.iter().map(|b| (b.name, b.b_says)).collect();
+    // Its intermediate has the same name as ours, so webpki tries our key: a bad signature.
+    cases.push(("foreign-ca", "issued by another CA than the trust bundle's"));
+    cases.push((
+        "intruder",
+        "policy: no allow rule of workload \"orders\" matches spiffe://example.org/intruder",
+    ));
+    for (workload, b_says) in cases {
+        let out = pair.a.probe(
+            &pair.testbed,
+            workload,
+            &["expect-refused", "10.0.0.2", "8080"],
+        );
+        assert!(
+            out.stdout.starts_with("outcome=reset")
+                || out.stdout.starts_with("outcome=refused")
+                || out.stdout.starts_with("outcome=eof"),
+            "{workload}: the caller must see a refusal, got {}",
+            out.stdout
+        );
+        pair.a.daemon().wait_for_line(
+            &[
+                "refused: tunnel not opened",
+                &format!("workload={workload}"),
+            ],
+            SHORT,
+        );
+        pair.b.daemon().wait_for_line(&["refused", b_says], SHORT);
+    }
+
+    // A caller whose cgroup has no identity is refused on host A; nothing is sent.
+    let out = pair.a.probe(
+        &pair.testbed,
+        "other",
+        &["expect-refused", "10.0.0.2", "8080"],
+    );
+    assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
+    pair.a
+        .daemon()
+        .wait_for_line(&["refused: the caller belongs to no workload"], SHORT);
+}
+
+fn workload_block(name: &str) -> String {
+    format!(
+        "\n[[workload]]\nname = \"{name}\"\nspiffe_id = \"spiffe://example.org/{name}\"\n\
+         cert = \"/etc-bad/{name}/cert.pem\"\nkey = \"/etc-bad/{name}/key.pem\"\ncgroup = \"CGROUP/{name}\"\n"
+    )
+}
+
+/// Points a bad workload's config entry at its certificate and creates its cgroup.
+fn link_certs(pair: &Pair, name: &str, issued: &std::path::Path) {
+    let text = fs::read_to_string(&pair.a.config).unwrap();
+    let cgroup = pair.a.workload_cgroup(&pair.testbed, name);
+    let text = text
+        .replace(
+            &format!("/etc-bad/{name}/"),
+            &format!("{}/", issued.display()),
+        )
+        .replace(&format!("CGROUP/{name}"), &cgroup.display().to_string());
+    fs::write(&pair.a.config, text).unwrap();
+}
+
+#[test]
+fn the_inbound_side_is_not_an_open_proxy() {
+    let mut pair = Pair::new("mtls-open-proxy", |a| a, |b| b);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let probe = |destination: &str| {
+        pair.a
+            .host
+            .command(TUNNEL)
+            .args([
+                "probe",
+                "--as",
+                "frontend",
+                "--via",
+                "10.0.0.2:15008",
+                "--config",
+            ])
+            .arg(&pair.a.config)
+            .arg(destination)
+            .output(SHORT)
+    };
+    let ok = probe("10.0.0.2:8080");
+    assert!(
+        ok.status.success(),
+        "the allowed CONNECT works: {}{}",
+        ok.stdout,
+        ok.stderr
+    );
+    assert!(
+        ok.stdout
+            .contains("the peer is spiffe://example.org/node/host-b"),
+        "{}",
+        ok.stdout
+    );
+
+    for (destination, b_says) in [
+        ("10.0.0.1:8080", "10.0.0.1 is not an address of this host"),
+        ("10.0.0.2:9999", "port 9999 belongs to no workload"),
+        ("127.0.0.1:15000", "127.0.0.1 is not a deliverable address"),
+        (
+            "10.0.0.2:15008",
+            "port 15008 is one of the daemon's own ports",
+        ),
+    ] {
+        let out = probe(destination);
+        assert!(
+            !out.status.success(),
+            "CONNECT {destination} must be refused: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("refused CONNECT") && out.stdout.contains("HTTP 403"),
+            "{destination}: {}",
+            out.stdout
+        );
+        pair.b.daemon().wait_for_line(
+            &["refused CONNECT", &format!("dst={destination}"), b_says],
+            SHORT,
+        );
+    }
+}
+
+#[test]
+fn clients_without_a_certificate_or_tls_are_refused() {
+    let mut pair = Pair::new("mtls-no-cert", |a| a, |b| b);
+    pair.start();
+    // A plain TLS client without a certificate (from outside any captured cgroup).
+    let out = pair
+        .a
+        .host
+        .command("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            "10.0.0.2:15008",
+            "-alpn",
+            "h2",
+            "-CAfile",
+        ])
+        .arg(pair.pki.ca_dir().join("bundle.pem"))
+        .stdin_bytes(b"x".to_vec())
+        .output(SHORT);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("alert certificate required") || text.contains("alert number 116"),
+        "openssl should see the alert:\n{text}"
+    );
+    pair.b.daemon().wait_for_line(
+        &[
+            "refused: TLS handshake failed",
+            "the peer presented no certificate",
+        ],
+        SHORT,
+    );
+
+    // Plaintext to the tunnel port.
+    let out = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["expect-refused", "10.0.0.2", "15008"])
+        .output(SHORT);
+    assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
+    pair.b
+        .daemon()
+        .wait_for_line(&["refused: plaintext (not TLS) on the tunnel port"], SHORT);
+}
+
+#[test]
+fn a_peer_daemon_outage_is_a_fast_refusal_and_recovery_needs_no_restart() {
+    let mut pair = Pair::new("mtls-peer-down", |a| a, |b| b);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    assert!(
+        pair.frontend(&["peer", "10.0.0.2", "8080"])
+            .status
+            .success()
+    );
+
+    pair.b.daemon.take().expect("daemon").signal("KILL");
+    std::thread::sleep(Duration::from_millis(200));
+    let capture = pair.a.host.capture(
+        "eth0",
+        "tcp port 8080",
+        pair.testbed.dir().join("down.pcap"),
+    );
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    let packets = capture.stop();
+    assert!(
+        out.stdout.starts_with("outcome=reset") || out.stdout.starts_with("outcome=refused"),
+        "{}",
+        out.stdout
+    );
+    let ms: u64 = out
+        .stdout
+        .trim()
+        .rsplit("ms=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms < 2000, "the refusal must be quick, took {ms} ms");
+    assert_eq!(
+        packets.packet_count(),
+        0,
+        "no plaintext fallback to port 8080"
+    );
+    pair.a.daemon().wait_for_line(
+        &[
+            "refused: tunnel not opened",
+            "cannot reach the tunnel port 10.0.0.2:15008",
+        ],
+        SHORT,
+    );
+
+    pair.b.start(&pair.testbed);
+    let out = pair.frontend(&["fan-out", "10.0.0.2", "8080", "5"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "ok=5 bad=0",
+        "new connections work again: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn policy_admits_one_caller_and_keeps_another_out() {
+    let mut pair = Pair::new("mtls-three-hosts", |a| a, |b| b);
+    let host_c = pair.testbed.add_host("host-c");
+    let certs_c = host_certs(&pair.pki, &pair.testbed, "host-c", &["intruder"]);
+    let c_text = render_example("host-a.toml", &pair.testbed, "c", &certs_c)
+        .replace("node/host-a", "node/host-c")
+        .replace("\"frontend\"", "\"intruder\"")
+        .replace("/frontend", "/intruder");
+    let c_config = write(&pair.testbed.dir().join("host-c.toml"), &c_text);
+    pair.testbed.cgroup("c/workloads/intruder");
+    let mut c = Site {
+        host: host_c,
+        label: "c".into(),
+        config: c_config,
+        daemon: None,
+    };
+    pair.start();
+    c.start(&pair.testbed);
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+
+    let out = pair.frontend(&["fan-out", "10.0.0.2", "8080", "3"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "ok=3 bad=0",
+        "A's frontend is allowed: {}",
+        out.stderr
+    );
+    pair.b
+        .daemon()
+        .wait_for_line(&["allowed", "caller=spiffe://example.org/frontend"], SHORT);
+
+    let out = c.probe(
+        &pair.testbed,
+        "intruder",
+        &["expect-refused", "10.0.0.2", "8080"],
+    );
+    assert!(
+        !out.stdout.starts_with("outcome=data"),
+        "C's intruder must be kept out: {}",
+        out.stdout
+    );
+    pair.b.daemon().wait_for_line(
+        &[
+            "refused CONNECT",
+            "src_identity=spiffe://example.org/intruder",
+            "policy",
+        ],
+        SHORT,
+    );
+    c.daemon()
+        .wait_for_line(&["refused: tunnel not opened", "HTTP 403"], SHORT);
+}
