@@ -220,13 +220,25 @@ fn a_killed_daemon_fails_closed_and_the_next_one_takes_over() {
     pair.a.daemon.take().expect("daemon").signal("KILL");
     std::thread::sleep(Duration::from_millis(200));
 
-    let capture = pair.a.host.capture(
-        "eth0",
-        "tcp port 8080",
-        pair.testbed.dir().join("failclosed.pcap"),
-    );
+    let pcap = pair.testbed.dir().join("failclosed.pcap");
+    let capture = pair
+        .a
+        .host
+        .capture("eth0", "tcp port 8080 or tcp port 9999", pcap);
     let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    // Control: an uncaptured process's attempt on port 9999 must show, or the capture is blind.
+    let control =
+        pair.a
+            .host
+            .command("python3")
+            .arg(NETPROBE)
+            .args(["expect-refused", "10.0.0.2", "9999"]);
+    control.output(SHORT);
     let packets = capture.stop();
+    assert!(
+        packets.count_matching("tcp port 9999") > 0,
+        "the capture saw nothing: it is not working"
+    );
     assert!(
         out.stdout.starts_with("outcome=refused"),
         "a captured connect with no daemon must be refused: {}",
@@ -242,7 +254,7 @@ fn a_killed_daemon_fails_closed_and_the_next_one_takes_over() {
         .unwrap();
     assert!(ms < 1000, "refusal must be immediate, took {ms} ms");
     assert_eq!(
-        packets.packet_count(),
+        packets.count_matching("tcp port 8080"),
         0,
         "nothing may leave for port 8080 while no daemon runs"
     );

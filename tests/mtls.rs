@@ -311,7 +311,7 @@ fn clients_without_a_certificate_or_tls_are_refused() {
         .host
         .command("openssl")
         .args([
-            "s_client",
+            "s_client", "-ign_eof",
             "-connect",
             "10.0.0.2:15008",
             "-alpn",
@@ -361,11 +361,10 @@ fn a_peer_daemon_outage_is_a_fast_refusal_and_recovery_needs_no_restart() {
 
     pair.b.daemon.take().expect("daemon").signal("KILL");
     std::thread::sleep(Duration::from_millis(200));
-    let capture = pair.a.host.capture(
-        "eth0",
-        "tcp port 8080",
-        pair.testbed.dir().join("down.pcap"),
-    );
+    let capture = pair
+        .a
+        .host
+        .capture("eth0", "tcp", pair.testbed.dir().join("down.pcap"));
     let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
     let packets = capture.stop();
     assert!(
@@ -383,9 +382,14 @@ fn a_peer_daemon_outage_is_a_fast_refusal_and_recovery_needs_no_restart() {
         .unwrap();
     assert!(ms < 2000, "the refusal must be quick, took {ms} ms");
     assert_eq!(
-        packets.packet_count(),
+        packets.count_matching("tcp port 8080"),
         0,
         "no plaintext fallback to port 8080"
+    );
+    // The refused attempt on the tunnel port must show, or the capture is blind.
+    assert!(
+        packets.count_matching("tcp port 15008") > 0,
+        "the capture saw nothing: it is not working"
     );
     pair.a.daemon().wait_for_line(
         &[

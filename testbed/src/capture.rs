@@ -25,7 +25,18 @@ impl PacketCapture {
         crate::require_tool("tcpdump");
         let mut proc = host
             .command("tcpdump")
-            .args(["-i", interface, "-U", "-n", "-s", "0", "-w"])
+            // Immediate mode: otherwise libpcap hands packets over in blocks, and a block that
+            // is not full when we stop is lost ("N received by filter, 0 captured").
+            .args([
+                "-i",
+                interface,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-w",
+            ])
             .arg(&file)
             .args(filter.split_whitespace())
             .spawn();
@@ -71,11 +82,17 @@ impl CapturedPackets {
 
     /// How many packets the capture holds.
     pub fn packet_count(&self) -> usize {
-        let output = Command::new("tcpdump")
-            .args(["-nn", "-q", "-r"])
-            .arg(&self.file)
-            .output()
-            .expect("run tcpdump -r");
+        self.count_matching("")
+    }
+
+    /// How many captured packets match a tcpdump filter expression.
+    pub fn count_matching(&self, filter: &str) -> usize {
+        let mut command = Command::new("tcpdump");
+        command.args(["-nn", "-q", "-r"]).arg(&self.file);
+        if !filter.is_empty() {
+            command.args(filter.split_whitespace());
+        }
+        let output = command.output().expect("run tcpdump -r");
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -84,16 +101,7 @@ impl CapturedPackets {
 
     /// How many captured packets do not match a tcpdump filter expression.
     pub fn packets_not_matching(&self, filter: &str) -> usize {
-        let output = Command::new("tcpdump")
-            .args(["-nn", "-q", "-r"])
-            .arg(&self.file)
-            .arg(format!("not ({filter})"))
-            .output()
-            .expect("run tcpdump -r");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count()
+        self.count_matching(&format!("not ( {filter} )"))
     }
 
     /// Every TCP port seen, source or destination.

@@ -134,6 +134,19 @@ impl Drop for Testbed {
     }
 }
 
+/// An example config (from `config/`) made to run in this testbed: `/etc/tunnel/` becomes
+/// `certs`, `/sys/fs/cgroup` the cgroup subtree `label` of this testbed, and the pin dir a
+/// unique one.
+pub fn render_config(testbed: &Testbed, text: &str, label: &str, certs: &Path) -> String {
+    let cgroup_base = testbed.cgroup(label);
+    text.replace("/etc/tunnel/", &format!("{}/", certs.display()))
+        .replace(
+            "/sys/fs/bpf/tunnel",
+            &testbed.bpf_dir(label).display().to_string(),
+        )
+        .replace("/sys/fs/cgroup", &cgroup_base.display().to_string())
+}
+
 /// Where the cgroup v2 hierarchy is mounted (found in /proc/self/mounts).
 pub fn cgroup2_mount() -> PathBuf {
     let mounts = fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");

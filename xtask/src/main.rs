@@ -1,1 +1,116 @@
-fn main() {}
+//! `cargo xtask <task>`: what cargo cannot do alone. Each task installs what it needs first
+//! (a fresh machine has only Rust stable + nightly, gcc and Python), so these are the
+//! commands a newcomer runs.
+
+mod demo;
+mod setup;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (apt packages, rust-src, bpf-linker); idempotent.
+    Setup,
+    /// Build only the eBPF object (target/bpfel-unknown-none/release/tunnel-ebpf).
+    BuildEbpf,
+    /// Build and run the daemon: `cargo xtask run -- --config FILE`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the whole test suite (unit, in-process and end-to-end; needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then show transparent mTLS on two test hosts made of network namespaces.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::all(),
+        Task::BuildEbpf => build_ebpf(),
+        Task::Run { args } => {
+            setup::build_tools()?;
+            cargo(&["build", "--package", "tunnel"])?;
+            let status = Command::new(workspace().join("target/debug/tunnel"))
+                .arg("run")
+                .args(&args)
+                .status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup::all()?;
+            let mut test = vec!["test", "--workspace", "--exclude", "tunnel-ebpf"];
+            test.extend(args.iter().map(String::as_str));
+            cargo(&test)
+        }
+        Task::Demo => {
+            setup::all()?;
+            demo::run()
+        }
+    }
+}
+
+/// The eBPF object alone, with the flags `tunnel/build.rs` (aya-build) uses.
+fn build_ebpf() -> Result<()> {
+    setup::build_tools()?;
+    let status = Command::new("cargo")
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["--package", "tunnel-ebpf"])
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
+        .current_dir(workspace())
+        .status()?;
+    if !status.success() {
+        bail!("building the eBPF object failed");
+    }
+    println!(
+        "built {}",
+        workspace()
+            .join("target/bpfel-unknown-none/release/tunnel-ebpf")
+            .display()
+    );
+    Ok(())
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(args)
+        .current_dir(workspace())
+        .status()
+        .context("run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}

@@ -1,0 +1,124 @@
+//! Installs what the project needs, skipping what is already there: Debian packages, the
+//! nightly `rust-src` component (for `-Z build-std=core`), and `bpf-linker` built against
+//! LLVM 22 (shared/toolchain.md has the recipe and why each piece is needed).
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+/// LLVM that bpf-linker links against; matches nightly's LLVM major version.
+const LLVM: &str = "22";
+const BUILD_PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+/// What the end-to-end tests and the demo run inside test hosts.
+const TEST_PACKAGES: [&str; 6] = [
+    "iproute2",
+    "util-linux",
+    "curl",
+    "tcpdump",
+    "openssl",
+    "procps",
+];
+
+/// Everything for building and testing.
+pub fn all() -> Result<()> {
+    apt(&TEST_PACKAGES)?;
+    build_tools()
+}
+
+/// What `cargo build` of the daemon needs (its build script compiles the eBPF object).
+pub fn build_tools() -> Result<()> {
+    if !has_rust_src()? {
+        say("adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if !has_bpf_linker() {
+        apt(&BUILD_PACKAGES)?;
+        say("building bpf-linker against LLVM 22 (about two minutes, once)");
+        let prefix = format!("/usr/lib/llvm-{LLVM}");
+        let path = format!("{prefix}/bin:{}", std::env::var("PATH").unwrap_or_default());
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM}"),
+            ])
+            .env(format!("LLVM_SYS_{LLVM}1_PREFIX"), &prefix)
+            .env("PATH", path))?;
+    }
+    Ok(())
+}
+
+/// Installs the packages that are missing (one `apt-get update` first, only if needed).
+pub fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    say(&format!("installing {}", missing.join(" ")));
+    let sudo = if is_root() { None } else { Some("sudo") };
+    let apt_get = |args: &[&str]| {
+        let mut command = Command::new(sudo.unwrap_or("apt-get"));
+        if sudo.is_some() {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run(&mut apt_get(&["update", "-qq"]))?;
+    let mut install = apt_get(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing);
+    run(&mut install)
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn has_rust_src() -> Result<bool> {
+    let output = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("run rustup (is the nightly toolchain installed?)")?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src")))
+}
+
+fn has_bpf_linker() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn say(message: &str) {
+    eprintln!("xtask setup: {message}");
+}
