@@ -311,7 +311,8 @@ fn clients_without_a_certificate_or_tls_are_refused() {
         .host
         .command("openssl")
         .args([
-            "s_client", "-ign_eof",
+            "s_client",
+            "-ign_eof",
             "-connect",
             "10.0.0.2:15008",
             "-alpn",

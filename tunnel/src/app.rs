@@ -84,6 +84,15 @@ impl Daemon {
         let own = cgroup::own(&mounts)?;
         refuse_shared_cgroup(&config, &own, &capture_cgroup)?;
         let material = wiring::Material::load(&config)?;
+        match crate::sys::raise_open_files_limit() {
+            Ok(limit) if limit < 4096 => warn!(
+                limit,
+                "the open-files limit caps the daemon at about {} connections",
+                limit / 2
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
+        }
 
         let mut outbound_addrs = vec![SocketAddr::V4(config.listen.outbound)];
         outbound_addrs.extend(config.listen.outbound_v6.map(SocketAddr::V6));

@@ -35,6 +35,27 @@ pub fn netns_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
     Ok(cookie)
 }
 
+/// Sets IP_BIND_ADDRESS_NO_PORT: a later `bind(addr, 0)` fixes only the address and leaves
+/// the port to `connect()`, which can share ports across destinations (bind alone must pick
+/// a port unique for every destination, and gets slow as ports run short).
+pub fn set_bind_address_no_port(socket: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for the duration of the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Mounts a BPF filesystem at `target` (what `mount -t bpf bpf TARGET` does).
 pub fn mount_bpffs(target: &Path) -> io::Result<()> {
     let target = CString::new(target.as_os_str().as_bytes())
@@ -54,6 +75,29 @@ pub fn mount_bpffs(target: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Raises this process's soft limit on open files to its hard limit, returning the new soft
+/// limit: every carried connection holds one or two descriptors, and the usual soft default
+/// (1024) would cap the daemon at a few hundred connections.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit; raising the soft limit up to the hard one is
+        // always permitted.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 #[cfg(test)]

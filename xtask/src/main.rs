@@ -2,6 +2,7 @@
 //! (a fresh machine has only Rust stable + nightly, gcc and Python), so these are the
 //! commands a newcomer runs.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -36,6 +37,28 @@ enum Task {
     },
     /// Set up, then show transparent mTLS on two test hosts made of network namespaces.
     Demo,
+    /// Set up, then measure direct vs tunnel vs stunnel+nginx side by side (README).
+    Bench,
+    /// (bench helper) median connect() latency to ADDR over N tries.
+    #[command(hide = true)]
+    ProbeConnect {
+        target: std::net::SocketAddr,
+        count: usize,
+    },
+    /// (bench helper) HTTP/1.1 Connection: close loop; rate and connect-to-first-byte.
+    #[command(hide = true)]
+    ProbeFirstByte {
+        target: std::net::SocketAddr,
+        connections: usize,
+        seconds: u64,
+    },
+    /// (bench helper) hold N idle connections open.
+    #[command(hide = true)]
+    ProbeHold {
+        target: std::net::SocketAddr,
+        count: usize,
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -55,12 +78,24 @@ fn main() -> Result<()> {
             setup::all()?;
             let mut test = vec!["test", "--workspace", "--exclude", "tunnel-ebpf"];
             test.extend(args.iter().map(String::as_str));
-            cargo(&test)
+            test_with_total(&test)
         }
         Task::Demo => {
             setup::all()?;
             demo::run()
         }
+        Task::Bench => bench::run(),
+        Task::ProbeConnect { target, count } => bench::probes::connect_latency(target, count),
+        Task::ProbeFirstByte {
+            target,
+            connections,
+            seconds,
+        } => bench::probes::connect_to_first_byte(target, connections, seconds),
+        Task::ProbeHold {
+            target,
+            count,
+            seconds,
+        } => bench::probes::hold(target, count, seconds),
     }
 }
 
@@ -93,6 +128,44 @@ fn build_ebpf() -> Result<()> {
             .join("target/bpfel-unknown-none/release/tunnel-ebpf")
             .display()
     );
+    Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and ends with the total over every test binary
+/// ("N passed, M failed"), which one test binary's own summary line does not give.
+fn test_with_total(args: &[&str]) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = Command::new("cargo")
+        .args(args)
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("run cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                summary
+                    .split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            };
+            passed += count(" passed").unwrap_or(0);
+            failed += count(" failed").unwrap_or(0);
+        }
+    }
+    let status = child.wait()?;
+    println!("\ntests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed");
+    }
     Ok(())
 }
 

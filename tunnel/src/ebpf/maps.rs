@@ -36,10 +36,10 @@ enum Phase {
 
 /// The desired contents of every set-like map.
 struct Wanted {
-    destinations_v4: BTreeSet<(u32, [u8; 4])>,
-    destinations_v6: BTreeSet<(u32, [u8; 16])>,
-    exclude_v4: BTreeSet<(u32, [u8; 4])>,
-    exclude_v6: BTreeSet<(u32, [u8; 16])>,
+    destinations_v4: TrieKeys<4>,
+    destinations_v6: TrieKeys<16>,
+    exclude_v4: TrieKeys<4>,
+    exclude_v6: TrieKeys<16>,
     ports: BTreeSet<u16>,
     exempt_cgroups: BTreeSet<u64>,
     workload_cgroups: BTreeSet<u64>,
@@ -101,7 +101,7 @@ fn sync_set<K: Pod + Ord>(
 fn sync_trie<const N: usize>(
     ebpf: &mut Ebpf,
     name: &'static str,
-    wanted: &BTreeSet<(u32, [u8; N])>,
+    wanted: &TrieKeys<N>,
     phase: Phase,
 ) -> Result<(), EbpfError> {
     let map = ebpf.map_mut(name).ok_or(EbpfError::MissingMap(name))?;
@@ -152,8 +152,11 @@ fn write_config(ebpf: &mut Ebpf, spec: &CaptureSpec) -> Result<(), EbpfError> {
     array.set(0, config, 0).map_err(map_error(MAP_CONFIG))
 }
 
-/// Trie keys (prefix length, network address bytes) per family.
-fn trie_keys(nets: &[IpNet]) -> (BTreeSet<(u32, [u8; 4])>, BTreeSet<(u32, [u8; 16])>) {
+/// Trie keys: (prefix length, network address bytes).
+type TrieKeys<const N: usize> = BTreeSet<(u32, [u8; N])>;
+
+/// Trie keys per family.
+fn trie_keys(nets: &[IpNet]) -> (TrieKeys<4>, TrieKeys<16>) {
     let mut v4 = BTreeSet::new();
     let mut v6 = BTreeSet::new();
     for net in nets {

@@ -30,7 +30,7 @@ use crate::{
     drain::DrainWatcher,
     identity::{Purpose, SpiffeId},
     policy::{Decision, Policy},
-    tls,
+    sys, tls,
 };
 
 /// The first byte of every TLS connection: a handshake record.
@@ -334,6 +334,8 @@ async fn dial_local(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, Dia
         TcpSocket::new_v6()
     }
     .map_err(DialError::Failed)?;
+    // The address check stays exact; only the choice of port moves to connect().
+    let _ = sys::set_bind_address_no_port(&socket);
     match socket.bind(SocketAddr::new(dst.ip(), 0)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return Err(DialError::NotLocal),

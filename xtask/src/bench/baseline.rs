@@ -1,0 +1,161 @@
+//! The servers on host B and the stunnel+nginx baseline: the recipe teams use without a
+//! mesh (stunnel in front of the caller, nginx stream with `ssl_verify_client on` in front
+//! of the server), with TLS 1.3 and the same CA and ECDSA P-256 certificates as the tunnel.
+//! Both keep their default session handling (nginx issues TLS 1.3 tickets); the tunnel's
+//! resumption is off by design.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Result, bail};
+use testbed::{Host, Proc, Testbed};
+
+const READY: Duration = Duration::from_secs(15);
+
+/// Certificate directories laid out as the example configs expect (`/etc/tunnel/...`).
+pub struct Certs {
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+pub fn certificates(testbed: &Testbed, tunnel: &Path) -> Result<Certs> {
+    let root = testbed.dir().join("pki");
+    run(Command::new(tunnel)
+        .args(["ca", "init", "--trust-domain", "example.org", "--out"])
+        .arg(root.join("ca")))?;
+    let issue = |id: &str, out: PathBuf| {
+        run(Command::new(tunnel)
+            .args(["ca", "issue", "--ca"])
+            .arg(root.join("ca"))
+            .args([
+                "--spiffe-id",
+                &format!("spiffe://example.org/{id}"),
+                "--out",
+            ])
+            .arg(out))
+    };
+    let (a, b) = (root.join("a"), root.join("b"));
+    issue("node/host-a", a.join("node"))?;
+    issue("frontend", a.join("frontend"))?;
+    issue("node/host-b", b.join("node"))?;
+    issue("orders", b.join("orders"))?;
+    for dir in [&a, &b] {
+        fs::create_dir_all(dir.join("ca"))?;
+        fs::copy(root.join("ca/bundle.pem"), dir.join("ca/bundle.pem"))?;
+    }
+    Ok(Certs { a, b })
+}
+
+/// On B: nginx serving a small HTTP response on 10.0.0.2:8080 (the server of every path),
+/// nginx stream TLS terminators for the baseline on 8443 (→ 8080) and 8444 (→ 5201), and
+/// `iperf3 -s` on 10.0.0.2:5201.
+pub fn servers(testbed: &Testbed, b: &Host, certs: &Certs) -> Result<Vec<Proc>> {
+    let prefix = testbed.dir().join("nginx");
+    fs::create_dir_all(prefix.join("logs"))?;
+    let cert = certs.b.join("node/cert.pem");
+    let key = certs.b.join("node/key.pem");
+    let bundle = certs.b.join("ca/bundle.pem");
+    let config = format!(
+        r#"load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+user root;
+worker_processes 2;
+worker_rlimit_nofile 20000;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_header_timeout 300s;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 10.0.0.2:8080 backlog=4096;
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+stream {{
+    ssl_protocols TLSv1.3;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {bundle};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    server {{ listen 10.0.0.2:8443 ssl backlog=4096; proxy_pass 10.0.0.2:8080; }}
+    server {{ listen 10.0.0.2:8444 ssl; proxy_pass 10.0.0.2:5201; }}
+}}
+"#,
+        prefix = prefix.display(),
+        cert = cert.display(),
+        key = key.display(),
+        bundle = bundle.display()
+    );
+    let config_path = prefix.join("nginx.conf");
+    fs::write(&config_path, config)?;
+    let nginx = b
+        .command("nginx")
+        .args(["-p"])
+        .arg(&prefix)
+        .args(["-c"])
+        .arg(&config_path)
+        .in_cgroup(&testbed.cgroup("nginx"))
+        .spawn();
+    b.wait_for_listener(8443, READY);
+    b.wait_for_listener(8080, READY);
+    let iperf = b
+        .command("iperf3")
+        .args(["-s", "-B", "10.0.0.2", "-p", "5201"])
+        .in_cgroup(&testbed.cgroup("iperf3"))
+        .spawn();
+    b.wait_for_listener(5201, READY);
+    Ok(vec![nginx, iperf])
+}
+
+/// On A: the stunnel client, accepting plain TCP on 127.0.0.1:9080 (HTTP) and :9201
+/// (iperf3), connecting with TLS 1.3 and the frontend certificate to nginx on B.
+pub fn stunnel(testbed: &Testbed, a: &Host, certs: &Certs) -> Result<Proc> {
+    let cert = certs.a.join("frontend/cert.pem");
+    let key = certs.a.join("frontend/key.pem");
+    let bundle = certs.a.join("ca/bundle.pem");
+    let service = |name: &str, accept: u16, connect: u16| {
+        format!(
+            "[{name}]\nclient = yes\naccept = 127.0.0.1:{accept}\nconnect = 10.0.0.2:{connect}\ncert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\nsslVersionMin = TLSv1.3\n",
+            cert.display(),
+            key.display(),
+            bundle.display()
+        )
+    };
+    let config = format!(
+        "foreground = yes\npid =\ndebug = 3\n{}{}",
+        service("http", 9080, 8443),
+        service("iperf", 9201, 8444)
+    );
+    let path = testbed.dir().join("stunnel.conf");
+    fs::write(&path, config)?;
+    // Outside every captured cgroup: stunnel's own connection to B must not be tunnelled.
+    let proc = a
+        .command("stunnel4")
+        .arg(&path)
+        .in_cgroup(&testbed.cgroup("stunnel"))
+        .spawn();
+    a.wait_for_listener(9080, READY);
+    Ok(proc)
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!("{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}

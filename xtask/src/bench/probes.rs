@@ -1,0 +1,96 @@
+//! Small load generators the benchmark runs inside test hosts (as hidden `cargo xtask`
+//! subcommands), for what iperf3 and wrk do not measure.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+/// Median time of `count` sequential `connect()` calls, in microseconds.
+pub fn connect_latency(target: SocketAddr, count: usize) -> Result<()> {
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let stream = TcpStream::connect(target).with_context(|| format!("connect {target}"))?;
+        samples.push(started.elapsed());
+        drop(stream);
+    }
+    samples.sort();
+    println!(
+        "median_us={:.2}",
+        samples[samples.len() / 2].as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+/// New connections per second with `connections` concurrent loops of: connect, send one
+/// HTTP/1.1 request with `Connection: close`, read the first byte (the latency sample:
+/// connect to first byte), read to EOF.
+pub fn connect_to_first_byte(target: SocketAddr, connections: usize, seconds: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut samples = Vec::new();
+                let mut errors = 0usize;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    match one_request(target) {
+                        Ok(first_byte) => samples.push(first_byte.duration_since(started)),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (samples, errors)
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        let (mut s, e) = worker.join().expect("worker thread");
+        samples.append(&mut s);
+        errors += e;
+    }
+    samples.sort();
+    let quantile = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    println!(
+        "rate={:.1} p50_us={:.1} p99_us={:.1} errors={errors}",
+        samples.len() as f64 / seconds as f64,
+        quantile(0.5),
+        quantile(0.99)
+    );
+    Ok(())
+}
+
+fn one_request(target: SocketAddr) -> std::io::Result<Instant> {
+    let mut stream = TcpStream::connect(target)?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first)?;
+    let at = Instant::now();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest)?;
+    Ok(at)
+}
+
+/// Opens `count` connections, prints `holding=<n>`, keeps them open for `seconds`.
+pub fn hold(target: SocketAddr, count: usize, seconds: u64) -> Result<()> {
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        held.push(
+            TcpStream::connect(target).with_context(|| format!("connection {i} to {target}"))?,
+        );
+    }
+    println!("holding={}", held.len());
+    std::io::stdout().flush()?;
+    thread::sleep(Duration::from_secs(seconds));
+    Ok(())
+}
