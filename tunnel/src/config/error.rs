@@ -169,10 +169,7 @@ mod tests {
             Some(11)
         );
         // A missing key points at the deepest part that exists.
-        assert_eq!(
-            locator.line_of(&[key("capture"), key("ports")]).is_some(),
-            true
-        );
+        assert_eq!(locator.line_of(&[key("capture"), key("ports")]), Some(2));
     }
 
     #[test]
