@@ -210,6 +210,24 @@ fn concurrent_connections_from_several_processes_never_mix_up() {
             client.stderr()
         );
     }
+
+    // Every connection is closed: the kernel's tuple map holds nothing any more.
+    let pinned = pair
+        .testbed
+        .bpf_dir("a")
+        .join("maps-v1/ORIGINAL_DST_BY_TUPLE");
+    let started = std::time::Instant::now();
+    loop {
+        let entries = tuple_map_entries(&pinned);
+        if entries == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < SHORT,
+            "{entries} tuple map entries left after all connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -377,4 +395,14 @@ fn field<'a>(text: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {prefix} in {text}"))
         + prefix.len();
     &text[start..start + 64]
+}
+
+/// Entries in a pinned `ORIGINAL_DST_BY_TUPLE` map.
+fn tuple_map_entries(pin: &std::path::Path) -> usize {
+    use aya::maps::{HashMap, Map, MapData};
+    use tunnel_common::{OriginalDst, SocketTuple};
+    let data = MapData::from_pin(pin).unwrap_or_else(|e| panic!("open {}: {e}", pin.display()));
+    let map: HashMap<_, SocketTuple, OriginalDst> =
+        HashMap::try_from(Map::LruHashMap(data)).expect("an LRU hash map");
+    map.keys().count()
 }

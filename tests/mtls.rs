@@ -15,7 +15,7 @@ const PAYLOAD_SIZE: &str = "104857600";
 fn plaintext_never_crosses_the_wire_and_connections_share_tunnels() {
     let mut pair = Pair::new(
         "mtls-wire",
-        |a| a,
+        |a| format!("{a}\n[outbound]\nidle_timeout = \"1s\"\n"),
         |b| b.replace("ports = [8080]", "ports = [8080, 8081]"),
     );
     pair.start();
@@ -83,6 +83,18 @@ fn plaintext_never_crosses_the_wire_and_connections_share_tunnels() {
     );
     for holder in &mut holders {
         holder.wait_for("held=60", LONG);
+    }
+    for holder in &mut holders {
+        holder.wait_timeout(LONG).expect("holders exit");
+    }
+    // Pooled connections that carry nothing are closed after the idle timeout (1s here).
+    let started = std::time::Instant::now();
+    while pair.a.host.established_to(15008) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "idle pooled connections were not closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -462,4 +474,23 @@ fn policy_admits_one_caller_and_keeps_another_out() {
     );
     c.daemon()
         .wait_for_line(&["refused: tunnel not opened", "HTTP 403"], SHORT);
+}
+
+#[test]
+fn a_peer_with_another_identity_than_configured_is_refused() {
+    let expect_z = |a: String| {
+        a.replace(
+            "spiffe_id = \"spiffe://example.org/node/host-b\"",
+            "spiffe_id = \"spiffe://example.org/node/host-z\"",
+        )
+    };
+    let mut pair = Pair::new("mtls-peer-identity", expect_z, |b| b);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
+    pair.a.daemon().wait_for_line(
+        &["refused: tunnel not opened", "expected the peer to be spiffe://example.org/node/host-z, but it is spiffe://example.org/node/host-b"],
+        SHORT,
+    );
 }

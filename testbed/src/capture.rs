@@ -32,6 +32,10 @@ impl PacketCapture {
                 interface,
                 "--immediate-mode",
                 "-U",
+                // 256 MiB of kernel buffer (in KiB): immediate mode under a saturating
+                // transfer otherwise drops packets, and a dropped packet is unchecked wire.
+                "-B",
+                "262144",
                 "-n",
                 "-s",
                 "0",
@@ -50,6 +54,17 @@ impl PacketCapture {
         self.proc
             .wait_timeout(Duration::from_secs(10))
             .expect("tcpdump stops on SIGINT");
+        // tcpdump's last words: "N packets dropped by kernel". Every packet must be checked.
+        let report = self.proc.stderr();
+        let dropped = report
+            .lines()
+            .find_map(|l| l.trim().strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        assert_eq!(
+            dropped,
+            Some(0),
+            "the capture must see every packet; tcpdump said:\n{report}"
+        );
         let bytes =
             fs::read(&self.file).unwrap_or_else(|e| panic!("read {}: {e}", self.file.display()));
         CapturedPackets {

@@ -221,3 +221,6 @@ fn ca_params(
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
+
+#[cfg(test)]
+mod tests;

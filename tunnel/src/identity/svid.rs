@@ -69,10 +69,14 @@ pub fn svid_identity(leaf_der: &[u8], purpose: Purpose) -> Result<SpiffeId, Svid
         many => return Err(SvidError::MultipleUriSans(many.len())),
     };
     let id: SpiffeId = uri.parse()?;
+    // Checked before key usage so a CA certificate is named as such, whatever the order of
+    // its extensions.
+    if matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
+        return Err(SvidError::LeafIsCa);
+    }
     let mut eku_ok = false;
     for extension in cert.extensions() {
         match extension.parsed_extension() {
-            ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(SvidError::LeafIsCa),
             ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() || ku.crl_sign() => {
                 return Err(SvidError::ForbiddenKeyUsage);
             }

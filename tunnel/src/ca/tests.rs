@@ -1,0 +1,216 @@
+use std::{os::unix::fs::PermissionsExt as _, time::Duration};
+
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+use super::*;
+use crate::{
+    identity::{Purpose, SvidError, svid_identity},
+    tls,
+};
+
+fn new_ca(dir: &Path) -> files::CaFiles {
+    init(&InitOptions {
+        trust_domain: "example.org".parse().unwrap(),
+        out: dir.join("ca"),
+        force: false,
+        root_ttl: DEFAULT_ROOT_TTL,
+        intermediate_ttl: DEFAULT_INTERMEDIATE_TTL,
+    })
+    .unwrap()
+}
+
+fn issue_options(dir: &Path, id: &str, ttl: Duration) -> IssueOptions {
+    IssueOptions {
+        ca: dir.join("ca"),
+        spiffe_id: id.into(),
+        ttl,
+        out: dir.join("leaf"),
+        force: true,
+    }
+}
+
+fn leaf_der(path: &Path) -> CertificateDer<'static> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn issued_leaves_are_svids_that_chain_to_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca(dir.path());
+    let issued = issue(&issue_options(
+        dir.path(),
+        "spiffe://example.org/frontend",
+        DEFAULT_LEAF_TTL,
+    ))
+    .unwrap();
+
+    let leaf = leaf_der(&issued.cert);
+    for purpose in [Purpose::ClientAuth, Purpose::ServerAuth] {
+        assert_eq!(
+            svid_identity(leaf.as_ref(), purpose).unwrap().to_string(),
+            "spiffe://example.org/frontend"
+        );
+    }
+    // The chain verifies with the same verifier the inbound side uses.
+    let bundle = tls::Bundle::load(&ca.bundle).unwrap();
+    let credential = tls::Credential::load(&issued.cert, &issued.key).unwrap();
+    let chain = credential.key.cert.clone();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(bundle.roots, tls::provider())
+            .build()
+            .unwrap();
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], rustls_pki_types::UnixTime::now())
+        .expect("the leaf chains to the bundle");
+    assert!(
+        credential
+            .problems(
+                &"spiffe://example.org/frontend".parse().unwrap(),
+                Purpose::ClientAuth
+            )
+            .is_empty()
+    );
+}
+
+#[test]
+fn keys_are_private_and_directories_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca(dir.path());
+    let issued = issue(&issue_options(
+        dir.path(),
+        "spiffe://example.org/frontend",
+        DEFAULT_LEAF_TTL,
+    ))
+    .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ca.root_key), 0o600);
+    assert_eq!(mode(&ca.intermediate_key), 0o600);
+    assert_eq!(mode(&issued.key), 0o600);
+    assert_eq!(mode(&ca.dir), 0o700);
+}
+
+#[test]
+fn refusals_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    new_ca(dir.path());
+    let error = |id: &str, ttl: Duration| {
+        issue(&issue_options(dir.path(), id, ttl))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        error("spiffe://other.org/x", DEFAULT_LEAF_TTL)
+            .contains("not in the CA's trust domain example.org")
+    );
+    assert!(error("spiffe://example.org/", DEFAULT_LEAF_TTL).contains("needs a path"));
+    assert!(error("spiffe://example.org/x", Duration::ZERO).contains("never valid"));
+    assert!(
+        error(
+            "spiffe://example.org/x",
+            Duration::from_secs(10 * 365 * 86_400)
+        )
+        .contains("past the intermediate's expiry")
+    );
+    let again = init(&InitOptions {
+        trust_domain: "example.org".parse().unwrap(),
+        out: dir.path().join("ca"),
+        force: false,
+        root_ttl: DEFAULT_ROOT_TTL,
+        intermediate_ttl: DEFAULT_INTERMEDIATE_TTL,
+    });
+    assert!(
+        again
+            .unwrap_err()
+            .to_string()
+            .contains("already exists; pass --force")
+    );
+    let missing = issue(&IssueOptions {
+        ca: dir.path().join("nope"),
+        ..issue_options(dir.path(), "spiffe://example.org/x", DEFAULT_LEAF_TTL)
+    });
+    assert!(
+        missing
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read the CA file")
+    );
+}
+
+#[test]
+fn the_svid_rules_catch_each_broken_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    new_ca(dir.path());
+    let ca = Ca::load(&dir.path().join("ca")).unwrap();
+    let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
+    let check = |spec: LeafSpec, purpose: Purpose| -> Result<SpiffeId, SvidError> {
+        let issued = ca.issue(&spec, &dir.path().join("bad"), true).unwrap();
+        svid_identity(leaf_der(&issued.cert).as_ref(), purpose)
+    };
+    let base = LeafSpec::workload(&id, DEFAULT_LEAF_TTL);
+    assert!(matches!(
+        check(
+            LeafSpec {
+                uris: vec![],
+                ..base.clone()
+            },
+            Purpose::ClientAuth
+        ),
+        Err(SvidError::NoUriSan)
+    ));
+    let two = vec![id.to_string(), "spiffe://example.org/v".into()];
+    assert!(matches!(
+        check(
+            LeafSpec {
+                uris: two,
+                ..base.clone()
+            },
+            Purpose::ClientAuth
+        ),
+        Err(SvidError::MultipleUriSans(2))
+    ));
+    assert!(matches!(
+        check(
+            LeafSpec {
+                is_ca: true,
+                ..base.clone()
+            },
+            Purpose::ClientAuth
+        ),
+        Err(SvidError::LeafIsCa)
+    ));
+    let server_only = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let result = check(
+        LeafSpec {
+            extended_key_usages: server_only,
+            ..base.clone()
+        },
+        Purpose::ClientAuth,
+    );
+    assert!(matches!(
+        result,
+        Err(SvidError::MissingExtendedKeyUsage(Purpose::ClientAuth))
+    ));
+    let no_eku = check(
+        LeafSpec {
+            extended_key_usages: vec![],
+            ..base.clone()
+        },
+        Purpose::ServerAuth,
+    );
+    assert!(
+        matches!(
+            no_eku,
+            Err(SvidError::MissingExtendedKeyUsage(Purpose::ServerAuth))
+        ),
+        "a leaf without EKU is refused"
+    );
+    let http = vec!["https://example.org/w".into()];
+    assert!(matches!(
+        check(LeafSpec { uris: http, ..base }, Purpose::ClientAuth),
+        Err(SvidError::InvalidSpiffeId(_))
+    ));
+}
