@@ -6,8 +6,10 @@
 //! | tunnel | captured client on A, through both daemons |
 //! | stunnel+nginx | stunnel client on A → nginx stream (`ssl_verify_client on`) on B |
 //!
-//! Every figure is the median of [`RUNS`] runs. Results are printed as a table and written
-//! to `target/bench/latest.json`.
+//! Every figure is the median of [`Options::runs`] runs (3 unless told). Results are
+//! printed as a table and written to `target/bench/latest.json`. `--perf` also records a
+//! call-graph profile of both daemons during each tunnel measurement
+//! (`target/bench/perf-<measurement>.data`; read with `perf report -i FILE`).
 
 mod baseline;
 pub mod probes;
@@ -21,8 +23,19 @@ use testbed::{Host, Proc, Testbed};
 
 use crate::{cargo, setup, workspace};
 
-/// Runs of each measurement; the median is reported.
-pub const RUNS: usize = 3;
+/// What `cargo xtask bench` was asked for.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Options {
+    /// Runs of each measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Paths to measure besides `direct` (which every ratio needs): tunnel, stunnel+nginx.
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("tunnel"), String::from("stunnel+nginx")])]
+    pub paths: Vec<String>,
+    /// Record perf profiles of both daemons during the tunnel's measurements.
+    #[arg(long)]
+    pub perf: bool,
+}
 const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
 const IDLE_CONNECTIONS: usize = 10_000;
@@ -40,9 +53,12 @@ struct Path {
     proxies: Vec<PathBuf>,
 }
 
-pub fn run() -> Result<()> {
+pub fn run(options: &Options) -> Result<()> {
     setup::all()?;
     setup::apt(&BENCH_PACKAGES)?;
+    if options.perf {
+        setup::apt(&["linux-perf"])?;
+    }
     cargo(&["build", "--quiet", "--release", "--package", "tunnel"])?;
     cargo(&["build", "--quiet", "--release", "--package", "xtask"])?;
     let tunnel = workspace().join("target/release/tunnel");
@@ -86,38 +102,54 @@ pub fn run() -> Result<()> {
         },
     ];
 
+    let dir = workspace().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let profiler = options.perf.then(|| Profiler {
+        pids: [daemons[0].pid(), daemons[1].pid()],
+        dir: dir.clone(),
+    });
     let mut results = Vec::new();
-    for path in &paths {
-        eprintln!("bench: {} ...", path.name);
-        results.push(measure(&a, path, &xtask)?);
+    for path in paths
+        .iter()
+        .filter(|p| p.name == "direct" || options.paths.iter().any(|n| n == p.name))
+    {
+        let profiler = profiler.as_ref().filter(|_| path.name == "tunnel");
+        results.push(measure(&a, path, &xtask, options.runs, profiler)?);
     }
-    let extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss)?;
+    let extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?;
     let report = report::Report {
+        runs: options.runs,
         paths: results,
         tunnel: extra,
     };
     report.print();
-    let dir = workspace().join("target/bench");
-    fs::create_dir_all(&dir)?;
     fs::write(dir.join("latest.json"), report.json())?;
     eprintln!("bench: written to {}", dir.join("latest.json").display());
     Ok(())
 }
 
-fn measure(a: &Host, path: &Path, xtask: &std::path::Path) -> Result<report::PathResult> {
+fn measure(
+    a: &Host,
+    path: &Path,
+    xtask: &std::path::Path,
+    runs: usize,
+    profiler: Option<&Profiler>,
+) -> Result<report::PathResult> {
     let mut result = report::PathResult::new(path.name);
-    for _ in 0..RUNS {
+    for run in 1..=runs {
         let cpu_before: f64 = path
             .proxies
             .iter()
             .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
             .sum();
+        let profile = profiler.map(|p| p.record("throughput", run));
         let (gbps, bytes) = tools::iperf3(
             tools::tool(a, "iperf3", &path.cgroup),
             &path.iperf.0,
             path.iperf.1,
             IPERF_SECONDS,
         )?;
+        drop(profile);
         let cpu_after: f64 = path
             .proxies
             .iter()
@@ -129,21 +161,25 @@ fn measure(a: &Host, path: &Path, xtask: &std::path::Path) -> Result<report::Pat
                 .cpu_s_per_gb
                 .push((cpu_after - cpu_before) / (bytes as f64 / 1e9));
         }
+        let profile = profiler.map(|p| p.record("keepalive", run));
         let (rps, p50, p99) = tools::wrk(
             tools::tool(a, "wrk", &path.cgroup),
             &path.http,
             false,
             WRK_SECONDS,
         )?;
+        drop(profile);
         result.keepalive_rps.push(rps);
         result.keepalive_p50_us.push(p50);
         result.keepalive_p99_us.push(p99);
+        let profile = profiler.map(|p| p.record("newconn", run));
         let (conn_rps, _, _) = tools::wrk(
             tools::tool(a, "wrk", &path.cgroup),
             &path.http,
             true,
             WRK_SECONDS,
         )?;
+        drop(profile);
         result.new_conn_rps.push(conn_rps);
         let target = path
             .http
@@ -159,6 +195,7 @@ fn measure(a: &Host, path: &Path, xtask: &std::path::Path) -> Result<report::Pat
             report::field(&out.stdout, "p99_us=")
                 .with_context(|| format!("probe-first-byte: {}{}", out.stdout, out.stderr))?,
         );
+        eprintln!("bench: {} run {run}: {}", path.name, result.last_run());
     }
     Ok(result)
 }
@@ -170,6 +207,7 @@ fn tunnel_only(
     xtask: &std::path::Path,
     daemons: &[Proc; 2],
     idle_rss: [u64; 2],
+    runs: usize,
 ) -> Result<report::TunnelResult> {
     let frontend = testbed.cgroup("a/workloads/frontend");
     let plain = testbed.cgroup("clients");
@@ -177,7 +215,7 @@ fn tunnel_only(
         idle_rss_kib: idle_rss,
         ..Default::default()
     };
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         let captured = a
             .command(&xtask.display().to_string())
             .args([
@@ -187,21 +225,22 @@ fn tunnel_only(
             ])
             .in_cgroup(&frontend)
             .output(Duration::from_secs(60));
+        // The same loopback handshake without the hook: the probe's own listener.
         let uncaptured = a
             .command(&xtask.display().to_string())
-            .args([
-                "probe-connect",
-                "127.0.0.1:15001",
-                &CONNECT_SAMPLES.to_string(),
-            ])
+            .args(["probe-connect", "loopback", &CONNECT_SAMPLES.to_string()])
             .in_cgroup(&plain)
             .output(Duration::from_secs(60));
-        result.connect_captured_us.push(
-            report::field(&captured.stdout, "median_us=").context("probe-connect (captured)")?,
-        );
-        result.connect_plain_us.push(
-            report::field(&uncaptured.stdout, "median_us=").context("probe-connect (plain)")?,
-        );
+        let median = |out: &testbed::Output, what: &str| {
+            report::field(&out.stdout, "median_us=")
+                .with_context(|| format!("probe-connect ({what}): {}{}", out.stdout, out.stderr))
+        };
+        result
+            .connect_captured_us
+            .push(median(&captured, "captured")?);
+        result
+            .connect_plain_us
+            .push(median(&uncaptured, "not captured")?);
     }
     // Let connections from the runs above finish and pools idle out of the picture.
     std::thread::sleep(Duration::from_secs(2));
@@ -274,4 +313,38 @@ fn start_daemons(
     let daemon_b = start(b, "b", &config_b);
     let daemon_a = start(a, "a", &config_a);
     Ok([daemon_a, daemon_b])
+}
+
+/// Records perf profiles of both daemons.
+struct Profiler {
+    pids: [u32; 2],
+    dir: PathBuf,
+}
+
+/// A running `perf record`; stops (and writes its file) when dropped.
+struct Recording(std::process::Child);
+
+impl Profiler {
+    fn record(&self, measurement: &str, run: usize) -> Recording {
+        let file = self.dir.join(format!("perf-{measurement}-{run}.data"));
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-g", "-F", "999", "-o"])
+            .arg(&file)
+            .args(["-p", &format!("{},{}", self.pids[0], self.pids[1])])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("perf starts (linux-perf is installed by --perf)");
+        std::thread::sleep(Duration::from_millis(300));
+        Recording(child)
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        // SIGINT makes perf write out its file.
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }

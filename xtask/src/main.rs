@@ -38,13 +38,11 @@ enum Task {
     /// Set up, then show transparent mTLS on two test hosts made of network namespaces.
     Demo,
     /// Set up, then measure direct vs tunnel vs stunnel+nginx side by side (README).
-    Bench,
-    /// (bench helper) median connect() latency to ADDR over N tries.
+    Bench(bench::Options),
+    /// (bench helper) median connect() latency to ADDR (or to a listener of its own on
+    /// loopback: `loopback`) over N tries.
     #[command(hide = true)]
-    ProbeConnect {
-        target: std::net::SocketAddr,
-        count: usize,
-    },
+    ProbeConnect { target: String, count: usize },
     /// (bench helper) HTTP/1.1 Connection: close loop; rate and connect-to-first-byte.
     #[command(hide = true)]
     ProbeFirstByte {
@@ -84,8 +82,8 @@ fn main() -> Result<()> {
             setup::all()?;
             demo::run()
         }
-        Task::Bench => bench::run(),
-        Task::ProbeConnect { target, count } => bench::probes::connect_latency(target, count),
+        Task::Bench(options) => bench::run(&options),
+        Task::ProbeConnect { target, count } => bench::probes::connect_latency(&target, count),
         Task::ProbeFirstByte {
             target,
             connections,

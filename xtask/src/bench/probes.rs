@@ -10,8 +10,24 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-/// Median time of `count` sequential `connect()` calls, in microseconds.
-pub fn connect_latency(target: SocketAddr, count: usize) -> Result<()> {
+/// Median time of `count` sequential `connect()` calls, in microseconds. `target` is an
+/// address, or `loopback` for a listener of the probe's own on 127.0.0.1 (a connect that
+/// no hook touches, to compare with).
+pub fn connect_latency(target: &str, count: usize) -> Result<()> {
+    let target: SocketAddr = if target == "loopback" {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        thread::spawn(move || {
+            for connection in listener.incoming() {
+                drop(connection);
+            }
+        });
+        addr
+    } else {
+        target
+            .parse()
+            .with_context(|| format!("{target:?} is not ip:port or loopback"))?
+    };
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();

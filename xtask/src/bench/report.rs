@@ -26,6 +26,7 @@ pub struct TunnelResult {
 }
 
 pub struct Report {
+    pub runs: usize,
     pub paths: Vec<PathResult>,
     pub tunnel: TunnelResult,
 }
@@ -42,6 +43,20 @@ impl PathResult {
             first_byte_p99_us: vec![],
             cpu_s_per_gb: vec![],
         }
+    }
+
+    /// The latest run's figures, for progress lines.
+    pub fn last_run(&self) -> String {
+        let last = |v: &Vec<f64>| v.last().map_or("-".into(), |x| number(*x));
+        format!(
+            "{} Gbit/s, {} req/s (p50 {} µs, p99 {} µs), {} new conn/s, first byte p99 {} µs",
+            last(&self.throughput_gbps),
+            last(&self.keepalive_rps),
+            last(&self.keepalive_p50_us),
+            last(&self.keepalive_p99_us),
+            last(&self.new_conn_rps),
+            last(&self.first_byte_p99_us),
+        )
     }
 
     fn rows(&self) -> [(&'static str, &'static str, Option<f64>); 7] {
@@ -91,7 +106,7 @@ impl Report {
         let _ = writeln!(
             out,
             "\nmedian of {} runs each; ratio = value / direct\n",
-            super::RUNS
+            self.runs
         );
         let _ = write!(out, "| {:<28} | {:>9} |", "metric", "unit");
         for path in &self.paths {
@@ -164,7 +179,7 @@ impl Report {
 
     pub fn json(&self) -> String {
         let mut out = String::from("{\n  \"runs\": ");
-        let _ = write!(out, "{},\n  \"paths\": {{\n", super::RUNS);
+        let _ = write!(out, "{},\n  \"paths\": {{\n", self.runs);
         for (i, path) in self.paths.iter().enumerate() {
             let _ = write!(out, "    \"{}\": {{", path.name);
             let fields = [
