@@ -40,6 +40,8 @@ const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
 const IDLE_CONNECTIONS: usize = 10_000;
 const CONNECT_SAMPLES: usize = 2_000;
+/// Requests per second of the fixed-rate latency probe (ztunnel publishes its figures at 1k).
+const FIXED_RATE: u32 = 1_000;
 const BENCH_PACKAGES: [&str; 5] = ["iperf3", "wrk", "nginx", "libnginx-mod-stream", "stunnel4"];
 
 /// One way from a client on A to the servers on B.
@@ -135,13 +137,22 @@ fn measure(
     runs: usize,
     profiler: Option<&Profiler>,
 ) -> Result<report::PathResult> {
+    use report::Metric;
     let mut result = report::PathResult::new(path.name);
-    for run in 1..=runs {
-        let cpu_before: f64 = path
-            .proxies
+    let proxy_cpu = || -> f64 {
+        path.proxies
             .iter()
             .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
-            .sum();
+            .sum()
+    };
+    let has_proxies = !path.proxies.is_empty();
+    let target = path
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    for run in 1..=runs {
+        let cpu = proxy_cpu();
         let profile = profiler.map(|p| p.record("throughput", run));
         let (gbps, bytes) = tools::iperf3(
             tools::tool(a, "iperf3", &path.cgroup),
@@ -150,17 +161,12 @@ fn measure(
             IPERF_SECONDS,
         )?;
         drop(profile);
-        let cpu_after: f64 = path
-            .proxies
-            .iter()
-            .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
-            .sum();
-        result.throughput_gbps.push(gbps);
-        if !path.proxies.is_empty() {
-            result
-                .cpu_s_per_gb
-                .push((cpu_after - cpu_before) / (bytes as f64 / 1e9));
+        result.push(Metric::Throughput, gbps);
+        if has_proxies {
+            result.push(Metric::CpuPerGb, (proxy_cpu() - cpu) / (bytes as f64 / 1e9));
         }
+
+        let cpu = proxy_cpu();
         let profile = profiler.map(|p| p.record("keepalive", run));
         let (rps, p50, p99) = tools::wrk(
             tools::tool(a, "wrk", &path.cgroup),
@@ -169,9 +175,37 @@ fn measure(
             WRK_SECONDS,
         )?;
         drop(profile);
-        result.keepalive_rps.push(rps);
-        result.keepalive_p50_us.push(p50);
-        result.keepalive_p99_us.push(p99);
+        result.push(Metric::KeepaliveRps, rps);
+        result.push(Metric::KeepaliveP50, p50);
+        result.push(Metric::KeepaliveP99, p99);
+        if has_proxies {
+            let requests = rps * f64::from(WRK_SECONDS);
+            result.push(
+                Metric::CpuPer1kRequests,
+                (proxy_cpu() - cpu) * 1e3 / (requests / 1e3),
+            );
+        }
+
+        // Latency without saturation, as published for ztunnel: one request at a time at a
+        // fixed rate.
+        let out = a
+            .command(&xtask.display().to_string())
+            .args([
+                "probe-rate",
+                &target,
+                &FIXED_RATE.to_string(),
+                &WRK_SECONDS.to_string(),
+            ])
+            .in_cgroup(&path.cgroup)
+            .output(Duration::from_secs(60));
+        let field = |name: &str, probe: &str| {
+            report::field(&out.stdout, name)
+                .with_context(|| format!("{probe}: {}{}", out.stdout, out.stderr))
+        };
+        result.push(Metric::FixedRateP50, field("p50_us=", "probe-rate")?);
+        result.push(Metric::FixedRateP99, field("p99_us=", "probe-rate")?);
+
+        let cpu = proxy_cpu();
         let profile = profiler.map(|p| p.record("newconn", run));
         let (conn_rps, _, _) = tools::wrk(
             tools::tool(a, "wrk", &path.cgroup),
@@ -180,21 +214,23 @@ fn measure(
             WRK_SECONDS,
         )?;
         drop(profile);
-        result.new_conn_rps.push(conn_rps);
-        let target = path
-            .http
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        result.push(Metric::NewConnRps, conn_rps);
+        if has_proxies {
+            let connections = conn_rps * f64::from(WRK_SECONDS);
+            result.push(
+                Metric::CpuPer1kConnections,
+                (proxy_cpu() - cpu) * 1e3 / (connections / 1e3),
+            );
+        }
+
         let out = a
             .command(&xtask.display().to_string())
             .args(["probe-first-byte", &target, "16", &WRK_SECONDS.to_string()])
             .in_cgroup(&path.cgroup)
             .output(Duration::from_secs(60));
-        result.first_byte_p99_us.push(
-            report::field(&out.stdout, "p99_us=")
-                .with_context(|| format!("probe-first-byte: {}{}", out.stdout, out.stderr))?,
-        );
+        let p99 = report::field(&out.stdout, "p99_us=")
+            .with_context(|| format!("probe-first-byte: {}{}", out.stdout, out.stderr))?;
+        result.push(Metric::FirstByteP99, p99);
         eprintln!("bench: {} run {run}: {}", path.name, result.last_run());
     }
     Ok(result)

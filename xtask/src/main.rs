@@ -50,6 +50,13 @@ enum Task {
         connections: usize,
         seconds: u64,
     },
+    /// (bench helper) keep-alive requests one at a time at RATE/s; p50/p90/p99 latency.
+    #[command(hide = true)]
+    ProbeRate {
+        target: std::net::SocketAddr,
+        rate: u32,
+        seconds: u64,
+    },
     /// (bench helper) hold N idle connections open.
     #[command(hide = true)]
     ProbeHold {
@@ -89,6 +96,11 @@ fn main() -> Result<()> {
             connections,
             seconds,
         } => bench::probes::connect_to_first_byte(target, connections, seconds),
+        Task::ProbeRate {
+            target,
+            rate,
+            seconds,
+        } => bench::probes::fixed_rate(target, rate, seconds),
         Task::ProbeHold {
             target,
             count,

@@ -15,10 +15,12 @@ use serde_path_to_error::Segment;
 use super::{
     Capture, Config, ConfigError, DEFAULT_ADMIN, DEFAULT_BPF_DIR, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND, DEFAULT_MAX_STREAMS, DEFAULT_OUTBOUND,
-    DEFAULT_PEER_PORT, Listen, Located, Node, Outbound, Peer, Policy, PrincipalPattern, Problem,
-    Site, Workload,
+    DEFAULT_PEER_PORT, DEFAULT_WORKER_THREADS, Listen, Located, MAX_WORKER_THREADS, Node, Outbound,
+    Peer, Policy, PrincipalPattern, Problem, Runtime, Site, Workload,
     error::{Locator, Step, render},
-    raw::{RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawWorkload},
+    raw::{
+        RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawRuntime, RawWorkload,
+    },
 };
 use crate::{
     duration,
@@ -143,6 +145,7 @@ impl Checker<'_> {
         let capture = self.capture(&raw.capture);
         let listen = self.listen(&raw.listen, capture.as_ref());
         let outbound = self.outbound(&raw.outbound);
+        let runtime = self.runtime(&raw.runtime);
         let workloads = self.workloads(&raw.workloads, td, capture.as_ref(), listen.as_ref());
         let policies = self.policies(&raw.policies, td, &workloads);
         let peers = self.peers(&raw.peers, td);
@@ -155,6 +158,7 @@ impl Checker<'_> {
             listen: listen?,
             capture: capture?,
             outbound: outbound?,
+            runtime: runtime?,
             workloads,
             policies,
             peers,
@@ -312,6 +316,16 @@ impl Checker<'_> {
             idle_timeout: idle_timeout?,
             max_streams_per_connection,
         })
+    }
+
+    fn runtime(&mut self, raw: &RawRuntime) -> Option<Runtime> {
+        let worker_threads = raw.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS);
+        if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
+            let key = at("runtime").key("worker_threads");
+            self.problem(&key, format!("must be from 1 to {MAX_WORKER_THREADS}"));
+            return None;
+        }
+        Some(Runtime { worker_threads })
     }
 
     fn workloads(

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub capture: RawCapture,
     #[serde(default)]
     pub outbound: RawOutbound,
+    #[serde(default)]
+    pub runtime: RawRuntime,
     #[serde(default, rename = "workload")]
     pub workloads: Vec<RawWorkload>,
     #[serde(default, rename = "policy")]
@@ -72,6 +74,12 @@ pub struct RawOutbound {
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_streams_per_connection: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -313,6 +313,20 @@ fn outbound_settings_parse_durations() {
 }
 
 #[test]
+fn runtime_threads_default_to_one_and_are_bounded() {
+    assert_eq!(parse(CONTRACT).unwrap().runtime.worker_threads, 1);
+    let config = parse(&format!("{CONTRACT}\n[runtime]\nworker_threads = 4\n")).unwrap();
+    assert_eq!(config.runtime.worker_threads, 4);
+    let message = parse(&format!("{CONTRACT}\n[runtime]\nworker_threads = 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("runtime.worker_threads: must be from 1 to 256"),
+        "{message}"
+    );
+}
+
+#[test]
 fn prefix_patterns_match_by_prefix() {
     let text = CONTRACT.replace(
         "from = [\"spiffe://example.org/frontend\"]",

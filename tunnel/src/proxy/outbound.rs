@@ -203,7 +203,9 @@ async fn carry(
         workload: workload.name.clone(),
         peer: SocketAddr::new(dst.ip(), inputs.peer_port),
     };
-    let stream = match inputs.pool.open(&key, tls, dst).await {
+    // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
+    // otherwise stay inside every connection's task for its whole life.
+    let stream = match Box::pin(inputs.pool.open(&key, tls, dst)).await {
         Ok(stream) => stream,
         Err(e) => {
             let our_certificate = match &e {

@@ -110,3 +110,59 @@ pub fn hold(target: SocketAddr, count: usize, seconds: u64) -> Result<()> {
     thread::sleep(Duration::from_secs(seconds));
     Ok(())
 }
+
+/// Latency of keep-alive HTTP/1.1 requests on one connection, one at a time, paced at
+/// `rate` per second for `seconds`: the added latency of a path when nothing is saturated.
+pub fn fixed_rate(target: SocketAddr, rate: u32, seconds: u64) -> Result<()> {
+    let mut stream = TcpStream::connect(target).with_context(|| format!("connect {target}"))?;
+    stream.set_nodelay(true)?;
+    let interval = Duration::from_secs(1) / rate;
+    let total = rate as usize * seconds as usize;
+    let mut samples = Vec::with_capacity(total);
+    let mut response = Vec::with_capacity(4096);
+    let mut next = Instant::now();
+    for _ in 0..total {
+        let now = Instant::now();
+        if next > now {
+            thread::sleep(next - now);
+        }
+        next += interval;
+        let started = Instant::now();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+        read_response(&mut stream, &mut response)?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let quantile = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "p50_us={:.1} p90_us={:.1} p99_us={:.1}",
+        quantile(0.5).as_secs_f64() * 1e6,
+        quantile(0.9).as_secs_f64() * 1e6,
+        quantile(0.99).as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "the server closed the connection mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .context("a response without Content-Length")?
+            .trim()
+            .parse()?;
+        if buf.len() >= end + 4 + length {
+            return Ok(());
+        }
+    }
+}

@@ -2,16 +2,104 @@
 
 use std::fmt::Write as _;
 
+/// One row of the side-by-side table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Throughput,
+    KeepaliveRps,
+    KeepaliveP50,
+    KeepaliveP99,
+    FixedRateP50,
+    FixedRateP99,
+    NewConnRps,
+    FirstByteP99,
+    CpuPerGb,
+    CpuPer1kRequests,
+    CpuPer1kConnections,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 11] = [
+        Metric::Throughput,
+        Metric::KeepaliveRps,
+        Metric::KeepaliveP50,
+        Metric::KeepaliveP99,
+        Metric::FixedRateP50,
+        Metric::FixedRateP99,
+        Metric::NewConnRps,
+        Metric::FirstByteP99,
+        Metric::CpuPerGb,
+        Metric::CpuPer1kRequests,
+        Metric::CpuPer1kConnections,
+    ];
+
+    /// (JSON key, table label, unit)
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Metric::Throughput => ("throughput_gbps", "one-stream throughput", "Gbit/s"),
+            Metric::KeepaliveRps => ("keepalive_rps", "keep-alive requests/s", "req/s"),
+            Metric::KeepaliveP50 => ("keepalive_p50_us", "keep-alive p50 (saturated)", "µs"),
+            Metric::KeepaliveP99 => ("keepalive_p99_us", "keep-alive p99 (saturated)", "µs"),
+            Metric::FixedRateP50 => ("fixed_rate_p50_us", "p50 at 1000 req/s", "µs"),
+            Metric::FixedRateP99 => ("fixed_rate_p99_us", "p99 at 1000 req/s", "µs"),
+            Metric::NewConnRps => ("new_conn_rps", "new connections/s", "conn/s"),
+            Metric::FirstByteP99 => ("first_byte_p99_us", "p99 connect-to-first-byte", "µs"),
+            Metric::CpuPerGb => ("cpu_s_per_gb", "proxy CPU per GB carried", "CPU-s/GB"),
+            Metric::CpuPer1kRequests => {
+                ("cpu_ms_per_1k_req", "proxy CPU per 1k requests", "CPU-ms")
+            }
+            Metric::CpuPer1kConnections => {
+                ("cpu_ms_per_1k_conn", "proxy CPU per 1k new conns", "CPU-ms")
+            }
+        }
+    }
+}
+
+/// Every run's figures for one path.
 #[derive(Debug)]
 pub struct PathResult {
     pub name: &'static str,
-    pub throughput_gbps: Vec<f64>,
-    pub keepalive_rps: Vec<f64>,
-    pub keepalive_p50_us: Vec<f64>,
-    pub keepalive_p99_us: Vec<f64>,
-    pub new_conn_rps: Vec<f64>,
-    pub first_byte_p99_us: Vec<f64>,
-    pub cpu_s_per_gb: Vec<f64>,
+    values: Vec<(Metric, Vec<f64>)>,
+}
+
+impl PathResult {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            values: Metric::ALL.iter().map(|m| (*m, Vec::new())).collect(),
+        }
+    }
+
+    pub fn push(&mut self, metric: Metric, value: f64) {
+        if let Some((_, values)) = self.values.iter_mut().find(|(m, _)| *m == metric) {
+            values.push(value);
+        }
+    }
+
+    fn runs(&self, metric: Metric) -> &[f64] {
+        self.values
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map_or(&[], |(_, v)| v.as_slice())
+    }
+
+    pub fn median(&self, metric: Metric) -> Option<f64> {
+        median(self.runs(metric))
+    }
+
+    /// The latest run's figures, for progress lines.
+    pub fn last_run(&self) -> String {
+        self.values
+            .iter()
+            .filter_map(|(metric, values)| {
+                let (_, label, unit) = metric.describe();
+                values
+                    .last()
+                    .map(|v| format!("{label} {} {unit}", number(*v)))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -29,71 +117,6 @@ pub struct Report {
     pub runs: usize,
     pub paths: Vec<PathResult>,
     pub tunnel: TunnelResult,
-}
-
-impl PathResult {
-    pub fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            throughput_gbps: vec![],
-            keepalive_rps: vec![],
-            keepalive_p50_us: vec![],
-            keepalive_p99_us: vec![],
-            new_conn_rps: vec![],
-            first_byte_p99_us: vec![],
-            cpu_s_per_gb: vec![],
-        }
-    }
-
-    /// The latest run's figures, for progress lines.
-    pub fn last_run(&self) -> String {
-        let last = |v: &Vec<f64>| v.last().map_or("-".into(), |x| number(*x));
-        format!(
-            "{} Gbit/s, {} req/s (p50 {} µs, p99 {} µs), {} new conn/s, first byte p99 {} µs",
-            last(&self.throughput_gbps),
-            last(&self.keepalive_rps),
-            last(&self.keepalive_p50_us),
-            last(&self.keepalive_p99_us),
-            last(&self.new_conn_rps),
-            last(&self.first_byte_p99_us),
-        )
-    }
-
-    fn rows(&self) -> [(&'static str, &'static str, Option<f64>); 7] {
-        [
-            (
-                "one-stream throughput",
-                "Gbit/s",
-                median(&self.throughput_gbps),
-            ),
-            (
-                "keep-alive requests/s",
-                "req/s",
-                median(&self.keepalive_rps),
-            ),
-            (
-                "keep-alive p50 latency",
-                "µs",
-                median(&self.keepalive_p50_us),
-            ),
-            (
-                "keep-alive p99 latency",
-                "µs",
-                median(&self.keepalive_p99_us),
-            ),
-            ("new connections/s", "conn/s", median(&self.new_conn_rps)),
-            (
-                "p99 connect-to-first-byte",
-                "µs",
-                median(&self.first_byte_p99_us),
-            ),
-            (
-                "proxy CPU per GB carried",
-                "CPU-s/GB",
-                median(&self.cpu_s_per_gb),
-            ),
-        ]
-    }
 }
 
 impl Report {
@@ -120,14 +143,13 @@ impl Report {
             "-".repeat(11),
             "------------------------|".repeat(self.paths.len())
         );
-        let direct = self.paths.first().map(PathResult::rows);
-        for row in 0..7 {
-            let (label, unit, _) = self.paths[0].rows()[row];
+        let direct = self.paths.iter().find(|p| p.name == "direct");
+        for metric in Metric::ALL {
+            let (_, label, unit) = metric.describe();
             let _ = write!(out, "| {label:<28} | {unit:>9} |");
             for path in &self.paths {
-                let value = path.rows()[row].2;
-                let base = direct.as_ref().and_then(|d| d[row].2);
-                let cell = match (value, base) {
+                let base = direct.and_then(|d| d.median(metric));
+                let cell = match (path.median(metric), base) {
                     (Some(v), Some(b)) if b > 0.0 && path.name != "direct" => {
                         format!("{} ({:.2}x)", number(v), v / b)
                     }
@@ -182,16 +204,9 @@ impl Report {
         let _ = write!(out, "{},\n  \"paths\": {{\n", self.runs);
         for (i, path) in self.paths.iter().enumerate() {
             let _ = write!(out, "    \"{}\": {{", path.name);
-            let fields = [
-                ("throughput_gbps", &path.throughput_gbps),
-                ("keepalive_rps", &path.keepalive_rps),
-                ("keepalive_p50_us", &path.keepalive_p50_us),
-                ("keepalive_p99_us", &path.keepalive_p99_us),
-                ("new_conn_rps", &path.new_conn_rps),
-                ("first_byte_p99_us", &path.first_byte_p99_us),
-                ("cpu_s_per_gb", &path.cpu_s_per_gb),
-            ];
-            for (j, (key, values)) in fields.iter().enumerate() {
+            for (j, metric) in Metric::ALL.iter().enumerate() {
+                let (key, _, _) = metric.describe();
+                let values = path.runs(*metric);
                 let _ = write!(
                     out,
                     "{}\"{key}\": {{\"median\": {}, \"runs\": {:?}}}",
