@@ -165,7 +165,7 @@ impl Report {
             (t.rss_after_kib[i] as f64 - t.rss_before_kib[i] as f64)
                 / t.idle_connections.max(1) as f64
         };
-        let _ = writeln!(out, "\ntunnel only");
+        let _ = writeln!(out, "\ntunnel only:\n\n| measure | value |\n|---|---|");
         let _ = writeln!(
             out,
             "| daemon idle RSS (A / B)                 | {} KiB / {} KiB |",
