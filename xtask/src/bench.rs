@@ -56,6 +56,13 @@ struct Path {
 }
 
 pub fn run(options: &Options) -> Result<()> {
+    if let Some(unknown) = options
+        .paths
+        .iter()
+        .find(|p| !["direct", "tunnel", "stunnel+nginx"].contains(&p.as_str()))
+    {
+        anyhow::bail!("--paths: unknown path {unknown:?} (known: tunnel, stunnel+nginx)");
+    }
     setup::all()?;
     setup::apt(&BENCH_PACKAGES)?;
     if options.perf {
