@@ -216,18 +216,15 @@ fn concurrent_connections_from_several_processes_never_mix_up() {
         .testbed
         .bpf_dir("a")
         .join("maps-v1/ORIGINAL_DST_BY_TUPLE");
-    let started = std::time::Instant::now();
-    loop {
-        let entries = tuple_map_entries(&pinned);
-        if entries == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < SHORT,
-            "{entries} tuple map entries left after all connections closed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    testbed::wait_until(
+        SHORT,
+        Duration::from_millis(100),
+        || tuple_map_entries(&pinned) == 0,
+        || {
+            let entries = tuple_map_entries(&pinned);
+            format!("{entries} tuple map entries left after all connections closed")
+        },
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{PacketCapture, process::HostCommand, run};
@@ -95,22 +95,16 @@ impl Host {
 
     /// Waits until something listens on `port` (TCP) in this host.
     pub fn wait_for_listener(&self, port: u16, timeout: Duration) {
-        let started = Instant::now();
-        loop {
+        let listening = || {
             let out = self
                 .command("ss")
                 .args(["-Hltn", &format!("sport = :{port}")])
                 .output(Duration::from_secs(5));
-            if !out.stdout.trim().is_empty() {
-                return;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "nothing listens on port {port} in host {} after {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            !out.stdout.trim().is_empty()
+        };
+        crate::wait_until(timeout, Duration::from_millis(20), listening, || {
+            format!("nothing listens on port {port} in host {}", self.name)
+        });
     }
 
     /// Established TCP connections to `port` in this host (e.g. pooled tunnel connections).

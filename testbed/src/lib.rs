@@ -148,6 +148,25 @@ pub fn render_config(testbed: &Testbed, text: &str, label: &str, certs: &Path) -
 }
 
 /// Where the cgroup v2 hierarchy is mounted (found in /proc/self/mounts).
+/// Polls `done` every `period` until it holds; panics with `what` (and the time waited)
+/// once `timeout` has passed.
+pub fn wait_until(
+    timeout: std::time::Duration,
+    period: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "{} (waited {timeout:?})",
+            what()
+        );
+        std::thread::sleep(period);
+    }
+}
+
 pub fn cgroup2_mount() -> PathBuf {
     let mounts = fs::read_to_string("/proc/self/mounts").expect("read /proc/self/mounts");
     mounts

@@ -152,12 +152,15 @@ fn measure(
             .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
             .sum()
     };
+    // CPU milliseconds the proxies spent per 1000 of `count` since `cpu_before`.
+    let cpu_ms_per_1k = |cpu_before: f64, count: f64| (proxy_cpu() - cpu_before) * 1e6 / count;
     let has_proxies = !path.proxies.is_empty();
     let target = path
         .http
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
+    let seconds = WRK_SECONDS.to_string();
     for run in 1..=runs {
         let cpu = proxy_cpu();
         let profile = profiler.map(|p| p.record("throughput", run));
@@ -187,30 +190,20 @@ fn measure(
         result.push(Metric::KeepaliveP99, p99);
         if has_proxies {
             let requests = rps * f64::from(WRK_SECONDS);
-            result.push(
-                Metric::CpuPer1kRequests,
-                (proxy_cpu() - cpu) * 1e3 / (requests / 1e3),
-            );
+            result.push(Metric::CpuPer1kRequests, cpu_ms_per_1k(cpu, requests));
         }
 
         // Latency without saturation, as published for ztunnel: one request at a time at a
         // fixed rate.
-        let out = a
-            .command(&xtask.display().to_string())
-            .args([
-                "probe-rate",
-                &target,
-                &FIXED_RATE.to_string(),
-                &WRK_SECONDS.to_string(),
-            ])
-            .in_cgroup(&path.cgroup)
-            .output(Duration::from_secs(60));
-        let field = |name: &str, probe: &str| {
-            report::field(&out.stdout, name)
-                .with_context(|| format!("{probe}: {}{}", out.stdout, out.stderr))
-        };
-        result.push(Metric::FixedRateP50, field("p50_us=", "probe-rate")?);
-        result.push(Metric::FixedRateP99, field("p99_us=", "probe-rate")?);
+        let rate = FIXED_RATE.to_string();
+        let fixed = Probe::run(
+            a,
+            xtask,
+            &path.cgroup,
+            &["probe-rate", &target, &rate, &seconds],
+        );
+        result.push(Metric::FixedRateP50, fixed.field("p50_us=")?);
+        result.push(Metric::FixedRateP99, fixed.field("p99_us=")?);
 
         let cpu = proxy_cpu();
         let profile = profiler.map(|p| p.record("newconn", run));
@@ -224,20 +217,12 @@ fn measure(
         result.push(Metric::NewConnRps, conn_rps);
         if has_proxies {
             let connections = conn_rps * f64::from(WRK_SECONDS);
-            result.push(
-                Metric::CpuPer1kConnections,
-                (proxy_cpu() - cpu) * 1e3 / (connections / 1e3),
-            );
+            result.push(Metric::CpuPer1kConnections, cpu_ms_per_1k(cpu, connections));
         }
 
-        let out = a
-            .command(&xtask.display().to_string())
-            .args(["probe-first-byte", &target, "16", &WRK_SECONDS.to_string()])
-            .in_cgroup(&path.cgroup)
-            .output(Duration::from_secs(60));
-        let p99 = report::field(&out.stdout, "p99_us=")
-            .with_context(|| format!("probe-first-byte: {}{}", out.stdout, out.stderr))?;
-        result.push(Metric::FirstByteP99, p99);
+        let args = ["probe-first-byte", &target, "16", &seconds];
+        let first_byte = Probe::run(a, xtask, &path.cgroup, &args);
+        result.push(Metric::FirstByteP99, first_byte.field("p99_us=")?);
         eprintln!("bench: {} run {run}: {}", path.name, result.last_run());
     }
     Ok(result)
@@ -258,32 +243,18 @@ fn tunnel_only(
         idle_rss_kib: idle_rss,
         ..Default::default()
     };
+    let samples = CONNECT_SAMPLES.to_string();
     for _ in 0..runs {
-        let captured = a
-            .command(&xtask.display().to_string())
-            .args([
-                "probe-connect",
-                "10.0.0.2:8080",
-                &CONNECT_SAMPLES.to_string(),
-            ])
-            .in_cgroup(&frontend)
-            .output(Duration::from_secs(60));
+        let args = ["probe-connect", "10.0.0.2:8080", &samples];
+        let captured = Probe::run(a, xtask, &frontend, &args);
         // The same loopback handshake without the hook: the probe's own listener.
-        let uncaptured = a
-            .command(&xtask.display().to_string())
-            .args(["probe-connect", "loopback", &CONNECT_SAMPLES.to_string()])
-            .in_cgroup(&plain)
-            .output(Duration::from_secs(60));
-        let median = |out: &testbed::Output, what: &str| {
-            report::field(&out.stdout, "median_us=")
-                .with_context(|| format!("probe-connect ({what}): {}{}", out.stdout, out.stderr))
-        };
+        let uncaptured = Probe::run(a, xtask, &plain, &["probe-connect", "loopback", &samples]);
         result
             .connect_captured_us
-            .push(median(&captured, "captured")?);
+            .push(captured.field("median_us=")?);
         result
             .connect_plain_us
-            .push(median(&uncaptured, "not captured")?);
+            .push(uncaptured.field("median_us=")?);
     }
     // Let connections from the runs above finish and pools idle out of the picture.
     std::thread::sleep(Duration::from_secs(2));
@@ -356,6 +327,36 @@ fn start_daemons(
     let daemon_b = start(b, "b", &config_b);
     let daemon_a = start(a, "a", &config_a);
     Ok([daemon_a, daemon_b])
+}
+
+/// A finished run of one of the hidden `cargo xtask probe-*` helpers in a test host.
+struct Probe {
+    what: String,
+    out: testbed::Output,
+}
+
+impl Probe {
+    fn run(a: &Host, xtask: &std::path::Path, cgroup: &std::path::Path, args: &[&str]) -> Self {
+        let out = a
+            .command(&xtask.display().to_string())
+            .args(args)
+            .in_cgroup(cgroup)
+            .output(Duration::from_secs(60));
+        Self {
+            what: format!("{} in {}", args.join(" "), cgroup.display()),
+            out,
+        }
+    }
+
+    /// The number the probe printed after `name` (e.g. `p99_us=`).
+    fn field(&self, name: &str) -> Result<f64> {
+        report::field(&self.out.stdout, name).with_context(|| {
+            format!(
+                "{}: no {name}: {}{}",
+                self.what, self.out.stdout, self.out.stderr
+            )
+        })
+    }
 }
 
 /// Records perf profiles of both daemons.

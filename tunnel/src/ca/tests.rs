@@ -8,14 +8,27 @@ use crate::{
     tls,
 };
 
-fn new_ca(dir: &Path) -> files::CaFiles {
-    init(&InitOptions {
+fn init_options(dir: &Path) -> InitOptions {
+    InitOptions {
         trust_domain: "example.org".parse().unwrap(),
         out: dir.join("ca"),
         force: false,
         root_ttl: DEFAULT_ROOT_TTL,
         intermediate_ttl: DEFAULT_INTERMEDIATE_TTL,
-    })
+    }
+}
+
+fn new_ca(dir: &Path) -> files::CaFiles {
+    init(&init_options(dir)).unwrap()
+}
+
+/// The CA in `dir` issues the frontend's SVID with the default lifetime.
+fn issue_frontend(dir: &Path) -> files::IssuedFiles {
+    issue(&issue_options(
+        dir,
+        "spiffe://example.org/frontend",
+        DEFAULT_LEAF_TTL,
+    ))
     .unwrap()
 }
 
@@ -41,12 +54,7 @@ fn leaf_der(path: &Path) -> CertificateDer<'static> {
 fn issued_leaves_are_svids_that_chain_to_the_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let ca = new_ca(dir.path());
-    let issued = issue(&issue_options(
-        dir.path(),
-        "spiffe://example.org/frontend",
-        DEFAULT_LEAF_TTL,
-    ))
-    .unwrap();
+    let issued = issue_frontend(dir.path());
 
     let leaf = leaf_der(&issued.cert);
     for purpose in [Purpose::ClientAuth, Purpose::ServerAuth] {
@@ -80,12 +88,7 @@ fn issued_leaves_are_svids_that_chain_to_the_bundle() {
 fn keys_are_private_and_directories_closed() {
     let dir = tempfile::tempdir().unwrap();
     let ca = new_ca(dir.path());
-    let issued = issue(&issue_options(
-        dir.path(),
-        "spiffe://example.org/frontend",
-        DEFAULT_LEAF_TTL,
-    ))
-    .unwrap();
+    let issued = issue_frontend(dir.path());
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&ca.root_key), 0o600);
     assert_eq!(mode(&ca.intermediate_key), 0o600);
@@ -115,13 +118,7 @@ fn refusals_say_what_is_wrong() {
         )
         .contains("past the intermediate's expiry")
     );
-    let again = init(&InitOptions {
-        trust_domain: "example.org".parse().unwrap(),
-        out: dir.path().join("ca"),
-        force: false,
-        root_ttl: DEFAULT_ROOT_TTL,
-        intermediate_ttl: DEFAULT_INTERMEDIATE_TTL,
-    });
+    let again = init(&init_options(dir.path()));
     assert!(
         again
             .unwrap_err()

@@ -36,10 +36,7 @@ pub fn connect_latency(target: &str, count: usize) -> Result<()> {
         drop(stream);
     }
     samples.sort();
-    println!(
-        "median_us={:.2}",
-        samples[samples.len() / 2].as_secs_f64() * 1e6
-    );
+    println!("median_us={:.2}", quantile_us(&samples, 0.5));
     Ok(())
 }
 
@@ -72,16 +69,11 @@ pub fn connect_to_first_byte(target: SocketAddr, connections: usize, seconds: u6
         errors += e;
     }
     samples.sort();
-    let quantile = |q: f64| {
-        samples
-            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
     println!(
         "rate={:.1} p50_us={:.1} p99_us={:.1} errors={errors}",
         samples.len() as f64 / seconds as f64,
-        quantile(0.5),
-        quantile(0.99)
+        quantile_us(&samples, 0.5),
+        quantile_us(&samples, 0.99)
     );
     Ok(())
 }
@@ -133,12 +125,11 @@ pub fn fixed_rate(target: SocketAddr, rate: u32, seconds: u64) -> Result<()> {
         samples.push(started.elapsed());
     }
     samples.sort();
-    let quantile = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     println!(
         "p50_us={:.1} p90_us={:.1} p99_us={:.1}",
-        quantile(0.5).as_secs_f64() * 1e6,
-        quantile(0.9).as_secs_f64() * 1e6,
-        quantile(0.99).as_secs_f64() * 1e6
+        quantile_us(&samples, 0.5),
+        quantile_us(&samples, 0.9),
+        quantile_us(&samples, 0.99)
     );
     Ok(())
 }
@@ -165,4 +156,10 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The `q` quantile of sorted samples in microseconds (0 when there are none).
+fn quantile_us(sorted: &[Duration], q: f64) -> f64 {
+    let index = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-/// One row of the side-by-side table.
+/// One row of the side-by-side table, in table order (also the index into
+/// [`PathResult`]'s runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
     Throughput,
@@ -59,28 +60,24 @@ impl Metric {
 #[derive(Debug)]
 pub struct PathResult {
     pub name: &'static str,
-    values: Vec<(Metric, Vec<f64>)>,
+    /// Indexed by `Metric as usize`.
+    values: [Vec<f64>; Metric::ALL.len()],
 }
 
 impl PathResult {
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
-            values: Metric::ALL.iter().map(|m| (*m, Vec::new())).collect(),
+            values: Default::default(),
         }
     }
 
     pub fn push(&mut self, metric: Metric, value: f64) {
-        if let Some((_, values)) = self.values.iter_mut().find(|(m, _)| *m == metric) {
-            values.push(value);
-        }
+        self.values[metric as usize].push(value);
     }
 
     fn runs(&self, metric: Metric) -> &[f64] {
-        self.values
-            .iter()
-            .find(|(m, _)| *m == metric)
-            .map_or(&[], |(_, v)| v.as_slice())
+        &self.values[metric as usize]
     }
 
     pub fn median(&self, metric: Metric) -> Option<f64> {
@@ -89,11 +86,11 @@ impl PathResult {
 
     /// The latest run's figures, for progress lines.
     pub fn last_run(&self) -> String {
-        self.values
+        Metric::ALL
             .iter()
-            .filter_map(|(metric, values)| {
+            .filter_map(|metric| {
                 let (_, label, unit) = metric.describe();
-                values
+                self.runs(*metric)
                     .last()
                     .map(|v| format!("{label} {} {unit}", number(*v)))
             })
@@ -253,4 +250,16 @@ fn number(value: f64) -> String {
 pub fn field(text: &str, prefix: &str) -> Option<f64> {
     let start = text.find(prefix)? + prefix.len();
     text[start..].split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_listed_in_declaration_order() {
+        for (index, metric) in Metric::ALL.iter().enumerate() {
+            assert_eq!(*metric as usize, index, "{metric:?}");
+        }
+    }
 }
