@@ -9,7 +9,10 @@
 //! Every figure is the median of [`Options::runs`] runs (3 unless told). Results are
 //! printed as a table and written to `target/bench/latest.json`. `--perf` also records a
 //! call-graph profile of both daemons during each tunnel measurement
-//! (`target/bench/perf-<measurement>.data`; read with `perf report -i FILE`).
+//! (`target/bench/perf-<measurement>.data`; read with `perf report -i FILE`); `--syscalls`
+//! writes each daemon's system-call counts instead (`target/bench/syscalls-<measurement>-
+//! <run>-<a|b>.txt`, from `perf trace -s`). Both slow the daemons down: read their figures
+//! as a profile, not as a result.
 
 mod baseline;
 pub mod probes;
@@ -35,6 +38,13 @@ pub struct Options {
     /// Record perf profiles of both daemons during the tunnel's measurements.
     #[arg(long)]
     pub perf: bool,
+    /// Count each daemon's system calls during the tunnel's measurements.
+    #[arg(long)]
+    pub syscalls: bool,
+    /// Benchmark this tunnel binary instead of building the workspace's (to compare two
+    /// builds on the same machine, alternating: run-to-run noise here is ±15%).
+    #[arg(long, value_name = "PATH")]
+    pub daemon: Option<PathBuf>,
 }
 const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
@@ -65,12 +75,18 @@ pub fn run(options: &Options) -> Result<()> {
     }
     setup::all()?;
     setup::apt(&BENCH_PACKAGES)?;
-    if options.perf {
+    if options.perf || options.syscalls {
         setup::apt(&["linux-perf"])?;
     }
-    cargo(&["build", "--quiet", "--release", "--package", "tunnel"])?;
+    let tunnel = match &options.daemon {
+        Some(path) => fs::canonicalize(path)
+            .with_context(|| format!("--daemon {}: no such binary", path.display()))?,
+        None => {
+            cargo(&["build", "--quiet", "--release", "--package", "tunnel"])?;
+            workspace().join("target/release/tunnel")
+        }
+    };
     cargo(&["build", "--quiet", "--release", "--package", "xtask"])?;
-    let tunnel = workspace().join("target/release/tunnel");
     let xtask = workspace().join("target/release/xtask");
 
     let mut testbed = Testbed::new("bench");
@@ -113,9 +129,10 @@ pub fn run(options: &Options) -> Result<()> {
 
     let dir = workspace().join("target/bench");
     fs::create_dir_all(&dir)?;
-    let profiler = options.perf.then(|| Profiler {
+    let profiler = (options.perf || options.syscalls).then(|| Profiler {
         pids: [daemons[0].pid(), daemons[1].pid()],
         dir: dir.clone(),
+        syscalls: options.syscalls,
     });
     let mut results = Vec::new();
     for path in paths
@@ -359,36 +376,56 @@ impl Probe {
     }
 }
 
-/// Records perf profiles of both daemons.
+/// Records perf profiles (or system-call counts) of both daemons.
 struct Profiler {
     pids: [u32; 2],
     dir: PathBuf,
+    /// `perf trace -s` per daemon instead of one `perf record` of both.
+    syscalls: bool,
 }
 
-/// A running `perf record`; stops (and writes its file) when dropped.
-struct Recording(std::process::Child);
+/// Running `perf` processes; they stop (and write their files) when dropped.
+struct Recording(Vec<std::process::Child>);
 
 impl Profiler {
     fn record(&self, measurement: &str, run: usize) -> Recording {
-        let file = self.dir.join(format!("perf-{measurement}-{run}.data"));
-        let child = std::process::Command::new("perf")
-            .args(["record", "-q", "-g", "-F", "999", "-o"])
-            .arg(&file)
-            .args(["-p", &format!("{},{}", self.pids[0], self.pids[1])])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("perf starts (linux-perf is installed by --perf)");
+        let perf = |args: &[&str], pids: &str| {
+            std::process::Command::new("perf")
+                .args(args)
+                .args(["-p", pids])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("perf starts (linux-perf is installed by --perf and --syscalls)")
+        };
+        let children = if self.syscalls {
+            self.pids
+                .iter()
+                .zip(["a", "b"])
+                .map(|(pid, host)| {
+                    let file = self.dir.join(format!("syscalls-{measurement}-{run}-{host}.txt"));
+                    perf(&["trace", "-s", "-o", &file.to_string_lossy()], &pid.to_string())
+                })
+                .collect()
+        } else {
+            let file = self.dir.join(format!("perf-{measurement}-{run}.data"));
+            let pids = format!("{},{}", self.pids[0], self.pids[1]);
+            vec![perf(&["record", "-q", "-g", "-F", "999", "-o", &file.to_string_lossy()], &pids)]
+        };
         std::thread::sleep(Duration::from_millis(300));
-        Recording(child)
+        Recording(children)
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
         // SIGINT makes perf write out its file.
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
+        for child in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
     }
 }
