@@ -104,7 +104,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime starts");
-    match runtime.block_on(pool.open(&key, &client, args.destination)) {
+    match runtime.block_on(pool.open(&key, &client, args.destination, bytes::Bytes::new())) {
         Ok(stream) => {
             let peer_id = stream
                 .peer_identity

@@ -9,12 +9,28 @@
 //! - Memory follows the flow: an idle connection holds no buffer; a read buffer is taken when
 //!   the socket becomes readable, starts at 16 KiB and doubles up to 256 KiB while reads keep
 //!   filling it, and is given back when the socket runs dry. Data goes to h2 without a copy.
+//! - One system call per read or write where possible: reads and writes go through tokio's
+//!   `AsyncRead`/`AsyncWrite`, which take a short read (or write) as proof the socket is
+//!   drained (or full). Its `try_read`/`try_write` do not, and cost an extra call that fails
+//!   with EAGAIN after every read — one per request/response exchange.
 
-use std::{future::poll_fn, io, net::Shutdown, time::Duration};
+use std::{
+    future::{Future, poll_fn},
+    net::Shutdown,
+    pin::pin,
+    task::Poll,
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        TcpStream,
+        tcp::{ReadHalf, WriteHalf},
+    },
+};
 
 const INITIAL_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
@@ -49,14 +65,15 @@ pub struct CopyStats {
 
 /// Runs both directions to completion.
 pub async fn bidirectional(
-    socket: &TcpStream,
+    socket: &mut TcpStream,
     mut send: SendStream<Bytes>,
     mut recv: RecvStream,
 ) -> (CopyStats, CopyEnd) {
     let mut stats = CopyStats::default();
     let end = {
-        let upstream = socket_to_stream(socket, &mut send, &mut stats.to_stream);
-        let downstream = stream_to_socket(&mut recv, socket, &mut stats.to_socket);
+        let (reader, writer) = socket.split();
+        let upstream = socket_to_stream(reader, &mut send, &mut stats.to_stream);
+        let downstream = stream_to_socket(&mut recv, writer, &mut stats.to_socket);
         tokio::pin!(upstream, downstream);
         let (mut upstream_done, mut downstream_done) = (false, false);
         loop {
@@ -90,25 +107,34 @@ enum Failure {
 }
 
 async fn socket_to_stream(
-    socket: &TcpStream,
+    mut reader: ReadHalf<'_>,
     send: &mut SendStream<Bytes>,
     moved: &mut u64,
 ) -> Result<(), Failure> {
     let mut read_size = INITIAL_READ;
     let mut buf = BytesMut::new();
     loop {
-        socket.readable().await.map_err(|_| Failure::Socket)?;
+        reader.as_ref().readable().await.map_err(|_| Failure::Socket)?;
         buf.reserve(read_size);
-        let n = match socket.try_read_buf(&mut buf) {
-            Ok(0) => {
+        // One attempt: readiness may be stale (the last read drained the socket exactly).
+        let polled = {
+            let mut read = pin!(reader.read_buf(&mut buf));
+            poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        let n = match polled {
+            Poll::Pending => {
+                // tokio cleared the stale readiness; wait again without holding the buffer.
+                buf = BytesMut::new();
+                continue;
+            }
+            Poll::Ready(Ok(0)) => {
                 // EOF: the application closed its write side. Carry it as END_STREAM.
                 send.send_data(Bytes::new(), true)
                     .map_err(|_| Failure::Stream)?;
                 return Ok(());
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Err(Failure::Socket),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(_)) => return Err(Failure::Socket),
         };
         *moved += n as u64;
         // A read that filled what we asked for means more is waiting: read bigger next time.
@@ -144,13 +170,13 @@ async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), F
 
 async fn stream_to_socket(
     recv: &mut RecvStream,
-    socket: &TcpStream,
+    mut writer: WriteHalf<'_>,
     moved: &mut u64,
 ) -> Result<(), Failure> {
     loop {
         match recv.data().await {
             Some(Ok(data)) => {
-                write_all(socket, &data).await?;
+                writer.write_all(&data).await.map_err(|_| Failure::Socket)?;
                 *moved += data.len() as u64;
                 // Open the window only once the application took the bytes: back-pressure.
                 let _ = recv.flow_control().release_capacity(data.len());
@@ -158,23 +184,11 @@ async fn stream_to_socket(
             Some(Err(_)) => return Err(Failure::Stream),
             None => {
                 // END_STREAM: the peer's application closed its write side.
-                let _ = socket2::SockRef::from(socket).shutdown(Shutdown::Write);
+                let _ = socket2::SockRef::from(writer.as_ref()).shutdown(Shutdown::Write);
                 return Ok(());
             }
         }
     }
-}
-
-async fn write_all(socket: &TcpStream, mut data: &[u8]) -> Result<(), Failure> {
-    while !data.is_empty() {
-        socket.writable().await.map_err(|_| Failure::Socket)?;
-        match socket.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(Failure::Socket),
-        }
-    }
-    Ok(())
 }
 
 /// Makes the socket's close abortive (RST): the application sees a reset, not a clean end.

@@ -249,7 +249,7 @@ async fn serve_stream(
             );
         }
     }
-    let target = match dial_local(dst, inputs.connect_timeout).await {
+    let mut target = match dial_local(dst, inputs.connect_timeout).await {
         Ok(target) => target,
         Err(DialError::NotLocal) => {
             let why = format!("{} is not an address of this host", dst.ip());
@@ -281,7 +281,7 @@ async fn serve_stream(
             return;
         }
     };
-    let (stats, end) = copy::bidirectional(&target, send, request.into_body()).await;
+    let (stats, end) = copy::bidirectional(&mut target, send, request.into_body()).await;
     debug!(
         direction = "inbound",
         src = %peer,

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
 use rustls::ClientConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +30,9 @@ use crate::{
     identity::SpiffeId,
     sys,
 };
+
+/// The most read from an application before its tunnel is open (one HTTP request's head).
+const EARLY_READ: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
@@ -141,6 +145,12 @@ async fn accept_loop(
     inputs: Arc<OutboundInputs>,
     mut drain: DrainWatcher,
 ) {
+    // A listener on one address gives every accepted socket that address: no need to ask
+    // the kernel (getsockname) per connection.
+    let listener_addr = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -155,7 +165,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let local = stream.local_addr().unwrap_or(peer);
+        let local = listener_addr.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
         match inputs.original_dst.lookup(netns_cookie, peer, local) {
             Ok(Some(original)) => {
                 tokio::spawn(carry(stream, peer, original, inputs.clone(), drain.clone()));
@@ -174,7 +184,7 @@ async fn accept_loop(
 }
 
 async fn carry(
-    app: TcpStream,
+    mut app: TcpStream,
     src: SocketAddr,
     original: OriginalDestination,
     inputs: Arc<OutboundInputs>,
@@ -203,9 +213,18 @@ async fn carry(
         workload: workload.name.clone(),
         peer: SocketAddr::new(dst.ip(), inputs.peer_port),
     };
+    let early = match queued_bytes(&app) {
+        Ok(early) => early,
+        Err(e) => {
+            debug!(%src, %dst, workload = %workload.name, error = %e, "application connection failed before its tunnel opened");
+            copy::reset(&app);
+            return;
+        }
+    };
+    let early_len = early.len() as u64;
     // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
     // otherwise stay inside every connection's task for its whole life.
-    let stream = match Box::pin(inputs.pool.open(&key, tls, dst)).await {
+    let stream = match Box::pin(inputs.pool.open(&key, tls, dst, early)).await {
         Ok(stream) => stream,
         Err(e) => {
             let our_certificate = match &e {
@@ -221,7 +240,8 @@ async fn carry(
         }
     };
     let (connection, peer_identity) = (stream.connection, stream.peer_identity.clone());
-    let (stats, end) = copy::bidirectional(&app, stream.send, stream.recv).await;
+    let (mut stats, end) = copy::bidirectional(&mut app, stream.send, stream.recv).await;
+    stats.to_stream += early_len;
     debug!(
         direction = "outbound",
         %src,
@@ -238,6 +258,24 @@ async fn carry(
         end = end.as_str(),
         "connection carried"
     );
+}
+
+/// What the application has already sent (client-speaks-first protocols usually have by
+/// the time the connection is accepted), read without waiting; empty if nothing is queued.
+/// Read past tokio, whose readiness for a just-accepted socket is not known until its next
+/// poll of epoll and would report nothing.
+fn queued_bytes(app: &TcpStream) -> io::Result<Bytes> {
+    use std::io::Read as _;
+    let mut buf = BytesMut::zeroed(EARLY_READ);
+    let socket = socket2::SockRef::from(app);
+    match (&*socket).read(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf.freeze())
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -143,20 +143,23 @@ impl Pool {
         }
     }
 
-    /// Opens a CONNECT stream to `destination` through the peer of `key`. A pooled
+    /// Opens a CONNECT stream to `destination` through the peer of `key`, sending `early`
+    /// (the application's first bytes, possibly none) right behind the request instead of
+    /// after the answer: the peer can deliver them as soon as it has connected. A pooled
     /// connection that turns out to be dead is discarded and the open retried once on a
-    /// fresh one, so a peer restart costs the application nothing.
+    /// fresh one (with `early` again), so a peer restart costs the application nothing.
     pub async fn open(
         &self,
         key: &PoolKey,
         tls: &Arc<ClientConfig>,
         destination: SocketAddr,
+        early: Bytes,
     ) -> Result<HboneStream, PoolError> {
         let mut retried = false;
         loop {
             let (lease, fresh) = self.lease(key, tls).await?;
             let connection = lease.0.clone();
-            match connect_stream(&connection.sender, key.peer, destination).await {
+            match connect_stream(&connection.sender, key.peer, destination, early.clone()).await {
                 Ok((send, recv)) => {
                     return Ok(HboneStream {
                         send,
@@ -351,6 +354,7 @@ async fn connect_stream(
     sender: &SendRequest<Bytes>,
     peer: SocketAddr,
     destination: SocketAddr,
+    early: Bytes,
 ) -> Result<(SendStream<Bytes>, RecvStream), StreamFailure> {
     let gone = |e: h2::Error| {
         if e.is_io() || e.is_go_away() {
@@ -363,9 +367,13 @@ async fn connect_stream(
         }
     };
     let mut sender = sender.clone().ready().await.map_err(gone)?;
-    let (response, send) = sender
+    let (response, mut send) = sender
         .send_request(hbone::connect_request(destination), false)
         .map_err(gone)?;
+    if !early.is_empty() {
+        // Small (one read) and far inside the stream's window: h2 sends it with the request.
+        send.send_data(early, false).map_err(gone)?;
+    }
     let response = response.await.map_err(gone)?;
     if response.status() != http::StatusCode::OK {
         return Err(StreamFailure::Refused(PoolError::Refused {
