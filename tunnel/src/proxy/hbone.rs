@@ -16,6 +16,10 @@ pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 pub const MAX_FRAME: u32 = 1024 * 1024;
 /// Largest amount h2 buffers per stream before asking for back-pressure.
 pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// How many encrypted bytes rustls holds before they must be written to the socket. Its
+/// default, 64 KiB, makes one system call per 64 KiB of a bulk transfer; a larger batch
+/// carries one h2 DATA frame in a handful of writes. Only a busy connection fills it.
+pub const TLS_WRITE_BATCH: usize = 256 * 1024;
 /// TLS + HTTP/2 handshakes must finish within this on the inbound side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -147,7 +147,7 @@ async fn serve_connection(
         TlsAcceptor::from(inputs.tls.clone()).accept(tcp),
     )
     .await;
-    let tls_stream = match accepted {
+    let mut tls_stream = match accepted {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let reason = tls::rustls_error(&e).map_or_else(|| e.to_string(), tls::explain);
@@ -164,6 +164,10 @@ async fn serve_connection(
         warn!(%peer, "refused: verified client certificate has no readable identity");
         return;
     };
+    tls_stream
+        .get_mut()
+        .1
+        .set_buffer_limit(Some(hbone::TLS_WRITE_BATCH));
     let handshake = hbone::server_builder(inputs.max_streams).handshake::<_, Bytes>(tls_stream);
     let mut connection = match tokio::time::timeout(hbone::HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(connection)) => connection,

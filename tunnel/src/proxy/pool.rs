@@ -290,7 +290,7 @@ impl Pool {
                 .map_err(|source| PoolError::Connect { peer, source })?;
             configure_peer_socket(&tcp);
             let server_name = ServerName::IpAddress(peer.ip().into());
-            let tls_stream = TlsConnector::from(tls.clone())
+            let mut tls_stream = TlsConnector::from(tls.clone())
                 .connect(server_name, tcp)
                 .await
                 .map_err(|e| PoolError::Handshake {
@@ -298,6 +298,10 @@ impl Pool {
                     reason: handshake_reason(&e),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
+            tls_stream
+                .get_mut()
+                .1
+                .set_buffer_limit(Some(hbone::TLS_WRITE_BATCH));
             // In TLS 1.3 the client finishes before the server has judged its certificate; a
             // refusal arrives later, inside h2, which keeps only its text: record it.
             let (stream, tls_failure) = RecordTlsError::new(tls_stream);
