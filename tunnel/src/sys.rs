@@ -56,6 +56,25 @@ pub fn set_bind_address_no_port(socket: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads what is queued on a stream socket into `buf`'s spare capacity, without waiting
+/// (`MSG_DONTWAIT`) and without zeroing the capacity first; returns the bytes read (0 at EOF).
+pub fn recv_queued(socket: &impl AsRawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is valid for writes of `spare.len()` bytes for the whole call.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// Mounts a BPF filesystem at `target` (what `mount -t bpf bpf TARGET` does).
 pub fn mount_bpffs(target: &Path) -> io::Result<()> {
     let target = CString::new(target.as_os_str().as_bytes())

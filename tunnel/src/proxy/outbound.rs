@@ -265,14 +265,10 @@ async fn carry(
 /// Read past tokio, whose readiness for a just-accepted socket is not known until its next
 /// poll of epoll and would report nothing.
 fn queued_bytes(app: &TcpStream) -> io::Result<Bytes> {
-    use std::io::Read as _;
-    let mut buf = BytesMut::zeroed(EARLY_READ);
-    let socket = socket2::SockRef::from(app);
-    match (&*socket).read(&mut buf) {
-        Ok(n) => {
-            buf.truncate(n);
-            Ok(buf.freeze())
-        }
+    let mut buf = BytesMut::with_capacity(EARLY_READ);
+    match sys::recv_queued(app, &mut buf) {
+        Ok(0) => Ok(Bytes::new()),
+        Ok(_) => Ok(buf.freeze()),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
         Err(e) => Err(e),
     }
