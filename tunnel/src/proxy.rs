@@ -7,3 +7,4 @@ pub mod hbone;
 pub mod inbound;
 pub mod outbound;
 pub mod pool;
+mod record_tls_error;

@@ -114,7 +114,11 @@ async fn socket_to_stream(
     let mut read_size = INITIAL_READ;
     let mut buf = BytesMut::new();
     loop {
-        reader.as_ref().readable().await.map_err(|_| Failure::Socket)?;
+        reader
+            .as_ref()
+            .readable()
+            .await
+            .map_err(|_| Failure::Socket)?;
         buf.reserve(read_size);
         // One attempt: readiness may be stale (the last read drained the socket exactly).
         let polled = {

@@ -9,7 +9,6 @@ use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
@@ -21,14 +20,11 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info};
 
-use super::hbone;
+use super::{hbone, record_tls_error::RecordTlsError};
 use crate::{
     identity::{Purpose, SpiffeId},
     tls,
@@ -421,86 +417,5 @@ fn handshake_reason(error: &(dyn std::error::Error + 'static)) -> String {
                 .into()
         }
         _ => error.to_string(),
-    }
-}
-
-/// A stream that keeps the first rustls error passing through it. In TLS 1.3 the server
-/// judges our certificate after our side of the handshake is done, so its refusal surfaces
-/// inside h2, which keeps only the error's text; this keeps the error itself.
-struct RecordTlsError<S> {
-    inner: S,
-    failure: Arc<OnceLock<rustls::Error>>,
-}
-
-impl<S> RecordTlsError<S> {
-    fn new(inner: S) -> (Self, Arc<OnceLock<rustls::Error>>) {
-        let failure = Arc::new(OnceLock::new());
-        (
-            Self {
-                inner,
-                failure: failure.clone(),
-            },
-            failure,
-        )
-    }
-
-    fn record<T>(&self, result: std::task::Poll<io::Result<T>>) -> std::task::Poll<io::Result<T>> {
-        if let std::task::Poll::Ready(Err(e)) = &result
-            && let Some(tls_error) = tls::rustls_error(e)
-        {
-            let _ = self.failure.set(tls_error.clone());
-        }
-        result
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for RecordTlsError<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.record(result)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for RecordTlsError<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.record(result)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.record(result)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_flush(cx);
-        self.record(result)
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.record(result)
     }
 }
