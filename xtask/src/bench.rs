@@ -402,14 +402,30 @@ impl Profiler {
                 .iter()
                 .zip(["a", "b"])
                 .map(|(pid, host)| {
-                    let file = self.dir.join(format!("syscalls-{measurement}-{run}-{host}.txt"));
-                    perf(&["trace", "-s", "-o", &file.to_string_lossy()], &pid.to_string())
+                    let file = self
+                        .dir
+                        .join(format!("syscalls-{measurement}-{run}-{host}.txt"));
+                    perf(
+                        &["trace", "-s", "-o", &file.to_string_lossy()],
+                        &pid.to_string(),
+                    )
                 })
                 .collect()
         } else {
             let file = self.dir.join(format!("perf-{measurement}-{run}.data"));
             let pids = format!("{},{}", self.pids[0], self.pids[1]);
-            vec![perf(&["record", "-q", "-g", "-F", "999", "-o", &file.to_string_lossy()], &pids)]
+            vec![perf(
+                &[
+                    "record",
+                    "-q",
+                    "-g",
+                    "-F",
+                    "999",
+                    "-o",
+                    &file.to_string_lossy(),
+                ],
+                &pids,
+            )]
         };
         std::thread::sleep(Duration::from_millis(300));
         Recording(children)
