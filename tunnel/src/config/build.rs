@@ -6,7 +6,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
     path::{Path, PathBuf},
     str::FromStr,
-    time::Duration,
 };
 
 use ipnet::IpNet;
@@ -22,10 +21,9 @@ use super::{
         RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawRuntime, RawWorkload,
     },
 };
-use crate::{
-    duration,
-    identity::{SpiffeId, TrustDomain},
-};
+use crate::identity::TrustDomain;
+
+mod values;
 
 pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let locator = Locator::new(text);
@@ -549,138 +547,5 @@ impl Checker<'_> {
             }
         }
         peers
-    }
-
-    // ---- values ----
-
-    fn spiffe_id(
-        &mut self,
-        path: &KeyPath,
-        text: &str,
-        td: Option<&TrustDomain>,
-    ) -> Option<SpiffeId> {
-        let id = match SpiffeId::from_str(text) {
-            Ok(id) => id,
-            Err(e) => {
-                self.problem(path, e.to_string());
-                return None;
-            }
-        };
-        if let Some(td) = td
-            && !id.is_in(td)
-        {
-            self.problem(
-                path,
-                format!("{id} is outside the trust domain {td}; only {td} identities are trusted"),
-            );
-            return None;
-        }
-        Some(id)
-    }
-
-    fn file_path(&mut self, path: &KeyPath, text: &str) -> Option<Located<PathBuf>> {
-        if text.is_empty() {
-            self.problem(path, "the path is empty");
-            return None;
-        }
-        Some(Located {
-            value: self.base.join(text),
-            site: self.site(path),
-        })
-    }
-
-    fn absolute_path(&mut self, path: &KeyPath, text: &str) -> Option<Located<PathBuf>> {
-        if !Path::new(text).is_absolute() {
-            self.problem(path, format!("{text:?} must be an absolute path"));
-            return None;
-        }
-        Some(Located {
-            value: PathBuf::from(text),
-            site: self.site(path),
-        })
-    }
-
-    fn socket_addr(&mut self, path: &KeyPath, text: &str) -> Option<SocketAddr> {
-        match SocketAddr::from_str(text) {
-            Ok(addr) if addr.port() == 0 => {
-                self.problem(path, format!("{text:?}: port 0 is not a port"));
-                None
-            }
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                self.problem(path, format!("{text:?} is not an address with a port (e.g. 127.0.0.1:15001 or [::1]:15001)"));
-                None
-            }
-        }
-    }
-
-    fn cidrs(&mut self, path: &KeyPath, texts: &[String]) -> Option<Vec<IpNet>> {
-        let nets: Vec<Option<IpNet>> = texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| self.cidr(&path.index(i), text))
-            .collect();
-        nets.into_iter().collect()
-    }
-
-    fn cidr(&mut self, path: &KeyPath, text: &str) -> Option<IpNet> {
-        // A bare address is a single host.
-        if let Ok(ip) = IpAddr::from_str(text) {
-            return Some(IpNet::from(ip));
-        }
-        match IpNet::from_str(text) {
-            Ok(net) if net.trunc() != net => {
-                self.problem(
-                    path,
-                    format!(
-                        "{text:?} has host bits set; did you mean \"{}\"?",
-                        net.trunc()
-                    ),
-                );
-                None
-            }
-            Ok(net) => Some(net),
-            Err(_) => {
-                self.problem(
-                    path,
-                    format!("{text:?} is not a CIDR (e.g. 10.0.0.0/24 or fd00::/64)"),
-                );
-                None
-            }
-        }
-    }
-
-    fn ports(&mut self, path: &KeyPath, ports: &[u16]) -> Option<BTreeSet<u16>> {
-        let mut set = BTreeSet::new();
-        for (i, port) in ports.iter().enumerate() {
-            if *port == 0 {
-                self.problem(&path.index(i), "port 0 is not a port");
-                return None;
-            }
-            set.insert(*port);
-        }
-        Some(set)
-    }
-
-    fn duration(
-        &mut self,
-        path: &KeyPath,
-        text: Option<&str>,
-        default: Duration,
-    ) -> Option<Duration> {
-        let Some(text) = text else {
-            return Some(default);
-        };
-        match duration::parse(text) {
-            Ok(d) if d.is_zero() => {
-                self.problem(path, "must be longer than zero");
-                None
-            }
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.problem(path, e.to_string());
-                None
-            }
-        }
     }
 }
