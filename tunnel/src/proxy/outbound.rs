@@ -276,7 +276,71 @@ fn queued_bytes(app: &TcpStream) -> io::Result<Bytes> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
+
+    /// A connected pair on loopback: (the application's end, the accepted end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        (client, accepted)
+    }
+
+    /// Waits until the accepted end has something to read (data or EOF), without reading.
+    async fn until_readable(socket: &TcpStream) {
+        let mut byte = [0u8; 1];
+        let _ = socket.peek(&mut byte).await;
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_takes_what_was_sent_and_never_waits() {
+        let (mut app, accepted) = pair().await;
+        assert!(
+            queued_bytes(&accepted).unwrap().is_empty(),
+            "nothing sent yet: empty, at once"
+        );
+        app.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        until_readable(&accepted).await;
+        assert_eq!(
+            &queued_bytes(&accepted).unwrap()[..],
+            b"GET / HTTP/1.1\r\n\r\n"
+        );
+        assert!(queued_bytes(&accepted).unwrap().is_empty(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_leaves_eof_for_the_copy_loop() {
+        let (mut app, mut accepted) = pair().await;
+        app.write_all(b"bye").await.unwrap();
+        app.shutdown().await.unwrap();
+        until_readable(&accepted).await;
+        assert_eq!(&queued_bytes(&accepted).unwrap()[..], b"bye");
+        // The half-close must still be seen by the copy loop, to become END_STREAM.
+        let mut rest = Vec::new();
+        assert_eq!(accepted.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_reads_at_most_one_early_read() {
+        let (mut app, mut accepted) = pair().await;
+        let sent = vec![7u8; EARLY_READ * 2];
+        app.write_all(&sent).await.unwrap();
+        app.shutdown().await.unwrap();
+        until_readable(&accepted).await;
+        let early = queued_bytes(&accepted).unwrap();
+        assert!(!early.is_empty() && early.len() <= EARLY_READ);
+        let mut rest = Vec::new();
+        accepted.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            early.len() + rest.len(),
+            sent.len(),
+            "nothing lost or repeated"
+        );
+    }
 
     #[test]
     fn the_most_specific_peer_entry_wins() {
