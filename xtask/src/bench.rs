@@ -6,7 +6,10 @@
 //! | tunnel | captured client on A, through both daemons |
 //! | stunnel+nginx | stunnel client on A → nginx stream (`ssl_verify_client on`) on B |
 //!
-//! Every figure is the median of [`Options::runs`] runs (3 unless told). Results are
+//! Every figure is the median of [`Options::runs`] runs (3 unless told). Within a run each
+//! measurement goes through every path before the next measurement starts, and a ratio to
+//! direct is the median of each run's own ratio, so slow drifts in the machine's load
+//! (these VMs share their host) fall on both sides of a ratio. Results are
 //! printed as a table and written to `target/bench/latest.json`. `--perf` also records a
 //! call-graph profile of both daemons during each tunnel measurement
 //! (`target/bench/perf-<measurement>.data`; read with `perf report -i FILE`); `--syscalls`
@@ -134,13 +137,19 @@ pub fn run(options: &Options) -> Result<()> {
         dir: dir.clone(),
         syscalls: options.syscalls,
     });
-    let mut results = Vec::new();
-    for path in paths
+    let paths: Vec<&Path> = paths
         .iter()
         .filter(|p| p.name == "direct" || options.paths.iter().any(|n| n == p.name))
-    {
-        let profiler = profiler.as_ref().filter(|_| path.name == "tunnel");
-        results.push(measure(&a, path, &xtask, options.runs, profiler)?);
+        .collect();
+    let mut results: Vec<report::PathResult> = paths
+        .iter()
+        .map(|p| report::PathResult::new(p.name))
+        .collect();
+    for run in 1..=options.runs {
+        measure_run(&a, &paths, &mut results, &xtask, run, profiler.as_ref())?;
+        for result in &results {
+            eprintln!("bench: {} run {run}: {}", result.name, result.last_run());
+        }
     }
     let extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?;
     let report = report::Report {
@@ -154,33 +163,22 @@ pub fn run(options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn measure(
+/// One run of every measurement. Each measurement goes through all paths before the next
+/// starts, so a path and its direct baseline are measured seconds apart: the machine's
+/// load drifts over minutes, and each run's ratio to direct should not see that drift.
+fn measure_run(
     a: &Host,
-    path: &Path,
+    paths: &[&Path],
+    results: &mut [report::PathResult],
     xtask: &std::path::Path,
-    runs: usize,
+    run: usize,
     profiler: Option<&Profiler>,
-) -> Result<report::PathResult> {
+) -> Result<()> {
     use report::Metric;
-    let mut result = report::PathResult::new(path.name);
-    let proxy_cpu = || -> f64 {
-        path.proxies
-            .iter()
-            .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
-            .sum()
-    };
-    // CPU milliseconds the proxies spent per 1000 of `count` since `cpu_before`.
-    let cpu_ms_per_1k = |cpu_before: f64, count: f64| (proxy_cpu() - cpu_before) * 1e6 / count;
-    let has_proxies = !path.proxies.is_empty();
-    let target = path
-        .http
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
     let seconds = WRK_SECONDS.to_string();
-    for run in 1..=runs {
-        let cpu = proxy_cpu();
-        let profile = profiler.map(|p| p.record("throughput", run));
+    for (path, result) in paths.iter().zip(results.iter_mut()) {
+        let meter = ProxyCpu::new(path);
+        let profile = profiler_for(profiler, path).map(|p| p.record("throughput", run));
         let (gbps, bytes) = tools::iperf3(
             tools::tool(a, "iperf3", &path.cgroup),
             &path.iperf.0,
@@ -189,12 +187,13 @@ fn measure(
         )?;
         drop(profile);
         result.push(Metric::Throughput, gbps);
-        if has_proxies {
-            result.push(Metric::CpuPerGb, (proxy_cpu() - cpu) / (bytes as f64 / 1e9));
+        if let Some(cpu) = meter.since_start() {
+            result.push(Metric::CpuPerGb, cpu / (bytes as f64 / 1e9));
         }
-
-        let cpu = proxy_cpu();
-        let profile = profiler.map(|p| p.record("keepalive", run));
+    }
+    for (path, result) in paths.iter().zip(results.iter_mut()) {
+        let meter = ProxyCpu::new(path);
+        let profile = profiler_for(profiler, path).map(|p| p.record("keepalive", run));
         let (rps, p50, p99) = tools::wrk(
             tools::tool(a, "wrk", &path.cgroup),
             &path.http,
@@ -205,25 +204,24 @@ fn measure(
         result.push(Metric::KeepaliveRps, rps);
         result.push(Metric::KeepaliveP50, p50);
         result.push(Metric::KeepaliveP99, p99);
-        if has_proxies {
+        if let Some(cpu) = meter.since_start() {
             let requests = rps * f64::from(WRK_SECONDS);
-            result.push(Metric::CpuPer1kRequests, cpu_ms_per_1k(cpu, requests));
+            result.push(Metric::CpuPer1kRequests, cpu * 1e6 / requests);
         }
-
-        // Latency without saturation, as published for ztunnel: one request at a time at a
-        // fixed rate.
-        let rate = FIXED_RATE.to_string();
-        let fixed = Probe::run(
-            a,
-            xtask,
-            &path.cgroup,
-            &["probe-rate", &target, &rate, &seconds],
-        );
+    }
+    // Latency without saturation, as published for ztunnel: one request at a time at a
+    // fixed rate.
+    let rate = FIXED_RATE.to_string();
+    for (path, result) in paths.iter().zip(results.iter_mut()) {
+        let target = path.target();
+        let args = ["probe-rate", &target, &rate, &seconds];
+        let fixed = Probe::run(a, xtask, &path.cgroup, &args);
         result.push(Metric::FixedRateP50, fixed.field("p50_us=")?);
         result.push(Metric::FixedRateP99, fixed.field("p99_us=")?);
-
-        let cpu = proxy_cpu();
-        let profile = profiler.map(|p| p.record("newconn", run));
+    }
+    for (path, result) in paths.iter().zip(results.iter_mut()) {
+        let meter = ProxyCpu::new(path);
+        let profile = profiler_for(profiler, path).map(|p| p.record("newconn", run));
         let (conn_rps, _, _) = tools::wrk(
             tools::tool(a, "wrk", &path.cgroup),
             &path.http,
@@ -232,17 +230,61 @@ fn measure(
         )?;
         drop(profile);
         result.push(Metric::NewConnRps, conn_rps);
-        if has_proxies {
+        if let Some(cpu) = meter.since_start() {
             let connections = conn_rps * f64::from(WRK_SECONDS);
-            result.push(Metric::CpuPer1kConnections, cpu_ms_per_1k(cpu, connections));
+            result.push(Metric::CpuPer1kConnections, cpu * 1e6 / connections);
         }
-
+    }
+    for (path, result) in paths.iter().zip(results.iter_mut()) {
+        let target = path.target();
         let args = ["probe-first-byte", &target, "16", &seconds];
         let first_byte = Probe::run(a, xtask, &path.cgroup, &args);
         result.push(Metric::FirstByteP99, first_byte.field("p99_us=")?);
-        eprintln!("bench: {} run {run}: {}", path.name, result.last_run());
     }
-    Ok(result)
+    Ok(())
+}
+
+/// Profiles are taken of the daemons only, so only on the tunnel's path.
+fn profiler_for<'a>(profiler: Option<&'a Profiler>, path: &Path) -> Option<&'a Profiler> {
+    profiler.filter(|_| path.name == "tunnel")
+}
+
+impl Path {
+    /// `host:port` of the HTTP server, as the probes take it.
+    fn target(&self) -> String {
+        self.http
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// CPU seconds the proxies of a path spent since it was made (`None` for a path without
+/// proxies).
+struct ProxyCpu<'a> {
+    proxies: &'a [PathBuf],
+    start: f64,
+}
+
+impl<'a> ProxyCpu<'a> {
+    fn new(path: &'a Path) -> Self {
+        let proxies = path.proxies.as_slice();
+        Self {
+            proxies,
+            start: Self::total(proxies),
+        }
+    }
+
+    fn total(proxies: &[PathBuf]) -> f64 {
+        proxies
+            .iter()
+            .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
+            .sum()
+    }
+
+    fn since_start(&self) -> Option<f64> {
+        (!self.proxies.is_empty()).then(|| Self::total(self.proxies) - self.start)
+    }
 }
 
 /// What only the tunnel has: idle connections' memory, idle RSS, the connect() hook cost.

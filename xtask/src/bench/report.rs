@@ -84,6 +84,20 @@ impl PathResult {
         median(self.runs(metric))
     }
 
+    /// The median of each run's value over the same run's value on `base`. Runs are paired
+    /// because the two were measured seconds apart; a ratio of medians would mix runs taken
+    /// minutes apart, under whatever else the machine was doing then.
+    pub fn paired_ratio(&self, base: &PathResult, metric: Metric) -> Option<f64> {
+        let ratios: Vec<f64> = self
+            .runs(metric)
+            .iter()
+            .zip(base.runs(metric))
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(v, b)| v / b)
+            .collect();
+        median(&ratios)
+    }
+
     /// The latest run's figures, for progress lines.
     pub fn last_run(&self) -> String {
         Metric::ALL
@@ -125,7 +139,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nmedian of {} runs each; ratio = value / direct\n",
+            "\nmedian of {} runs each; (ratio) = median over runs of value / that run's direct value\n",
             self.runs
         );
         let _ = write!(out, "| {:<28} | {:>9} |", "metric", "unit");
@@ -145,12 +159,12 @@ impl Report {
             let (_, label, unit) = metric.describe();
             let _ = write!(out, "| {label:<28} | {unit:>9} |");
             for path in &self.paths {
-                let base = direct.and_then(|d| d.median(metric));
-                let cell = match (path.median(metric), base) {
-                    (Some(v), Some(b)) if b > 0.0 && path.name != "direct" => {
-                        format!("{} ({:.2}x)", number(v), v / b)
-                    }
-                    (Some(v), _) => number(v),
+                let ratio = direct
+                    .filter(|d| d.name != path.name)
+                    .and_then(|d| path.paired_ratio(d, metric));
+                let cell = match (path.median(metric), ratio) {
+                    (Some(v), Some(r)) => format!("{} ({r:.2}x)", number(v)),
+                    (Some(v), None) => number(v),
                     (None, _) => "-".into(),
                 };
                 let _ = write!(out, " {cell:>22} |");
@@ -199,16 +213,22 @@ impl Report {
     pub fn json(&self) -> String {
         let mut out = String::from("{\n  \"runs\": ");
         let _ = write!(out, "{},\n  \"paths\": {{\n", self.runs);
+        let direct = self.paths.iter().find(|p| p.name == "direct");
+        let json_number = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
         for (i, path) in self.paths.iter().enumerate() {
             let _ = write!(out, "    \"{}\": {{", path.name);
             for (j, metric) in Metric::ALL.iter().enumerate() {
                 let (key, _, _) = metric.describe();
                 let values = path.runs(*metric);
+                let ratio = direct
+                    .filter(|d| d.name != path.name)
+                    .and_then(|d| path.paired_ratio(d, *metric));
                 let _ = write!(
                     out,
-                    "{}\"{key}\": {{\"median\": {}, \"runs\": {:?}}}",
+                    "{}\"{key}\": {{\"median\": {}, \"ratio_to_direct\": {}, \"runs\": {:?}}}",
                     if j > 0 { ", " } else { "" },
-                    median(values).map_or("null".into(), |m| format!("{m:.3}")),
+                    json_number(median(values)),
+                    json_number(ratio),
                     values
                 );
             }
@@ -255,6 +275,19 @@ pub fn field(text: &str, prefix: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_pair_each_run_with_its_own_baseline() {
+        let mut direct = PathResult::new("direct");
+        let mut tunnel = PathResult::new("tunnel");
+        for (d, t) in [(1.0, 2.0), (1.0, 4.0), (3.0, 6.0)] {
+            direct.push(Metric::Throughput, d);
+            tunnel.push(Metric::Throughput, t);
+        }
+        // Per run: 2, 4, 2 → 2. The ratio of medians (4 / 1) would say 4.
+        assert_eq!(tunnel.paired_ratio(&direct, Metric::Throughput), Some(2.0));
+        assert_eq!(tunnel.paired_ratio(&direct, Metric::CpuPerGb), None);
+    }
 
     #[test]
     fn metrics_are_listed_in_declaration_order() {
