@@ -19,9 +19,14 @@ pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// How many encrypted bytes rustls holds before they must be written to the socket. Its
 /// default, 64 KiB, makes one system call per 64 KiB of a bulk transfer; a larger batch
 /// carries one h2 DATA frame in a handful of writes. Only a busy connection fills it.
-pub const TLS_WRITE_BATCH: usize = 256 * 1024;
+const TLS_WRITE_BATCH: usize = 256 * 1024;
 /// TLS + HTTP/2 handshakes must finish within this on the inbound side.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lets a TLS connection that carries HBONE batch [`TLS_WRITE_BATCH`] bytes per write.
+pub fn batch_tls_writes<Data>(connection: &mut rustls::ConnectionCommon<Data>) {
+    connection.set_buffer_limit(Some(TLS_WRITE_BATCH));
+}
 
 /// Applies the shared settings to a client builder.
 pub fn client_builder(max_streams: u32) -> h2::client::Builder {

@@ -164,10 +164,7 @@ async fn serve_connection(
         warn!(%peer, "refused: verified client certificate has no readable identity");
         return;
     };
-    tls_stream
-        .get_mut()
-        .1
-        .set_buffer_limit(Some(hbone::TLS_WRITE_BATCH));
+    hbone::batch_tls_writes(tls_stream.get_mut().1);
     let handshake = hbone::server_builder(inputs.max_streams).handshake::<_, Bytes>(tls_stream);
     let mut connection = match tokio::time::timeout(hbone::HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(connection)) => connection,

@@ -294,10 +294,7 @@ impl Pool {
                     reason: handshake_reason(&e),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
-            tls_stream
-                .get_mut()
-                .1
-                .set_buffer_limit(Some(hbone::TLS_WRITE_BATCH));
+            hbone::batch_tls_writes(tls_stream.get_mut().1);
             // In TLS 1.3 the client finishes before the server has judged its certificate; a
             // refusal arrives later, inside h2, which keeps only its text: record it.
             let (stream, tls_failure) = RecordTlsError::new(tls_stream);
