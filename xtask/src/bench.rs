@@ -19,6 +19,7 @@
 
 mod baseline;
 pub mod probes;
+mod profiler;
 mod report;
 mod tools;
 
@@ -28,6 +29,7 @@ use anyhow::{Context as _, Result};
 use testbed::{Host, Proc, Testbed};
 
 use crate::{cargo, setup, workspace};
+use profiler::Profiler;
 
 /// What `cargo xtask bench` was asked for.
 #[derive(Clone, Debug, clap::Args)]
@@ -177,34 +179,32 @@ fn measure_run(
     use report::Metric;
     let seconds = WRK_SECONDS.to_string();
     for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let meter = ProxyCpu::new(path);
-        let profile = profiler_for(profiler, path).map(|p| p.record("throughput", run));
-        let (gbps, bytes) = tools::iperf3(
-            tools::tool(a, "iperf3", &path.cgroup),
-            &path.iperf.0,
-            path.iperf.1,
-            IPERF_SECONDS,
-        )?;
-        drop(profile);
+        let ((gbps, bytes), cpu) = under_load(path, profiler, "throughput", run, || {
+            tools::iperf3(
+                tools::tool(a, "iperf3", &path.cgroup),
+                &path.iperf.0,
+                path.iperf.1,
+                IPERF_SECONDS,
+            )
+        })?;
         result.push(Metric::Throughput, gbps);
-        if let Some(cpu) = meter.since_start() {
+        if let Some(cpu) = cpu {
             result.push(Metric::CpuPerGb, cpu / (bytes as f64 / 1e9));
         }
     }
     for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let meter = ProxyCpu::new(path);
-        let profile = profiler_for(profiler, path).map(|p| p.record("keepalive", run));
-        let (rps, p50, p99) = tools::wrk(
-            tools::tool(a, "wrk", &path.cgroup),
-            &path.http,
-            false,
-            WRK_SECONDS,
-        )?;
-        drop(profile);
+        let ((rps, p50, p99), cpu) = under_load(path, profiler, "keepalive", run, || {
+            tools::wrk(
+                tools::tool(a, "wrk", &path.cgroup),
+                &path.http,
+                false,
+                WRK_SECONDS,
+            )
+        })?;
         result.push(Metric::KeepaliveRps, rps);
         result.push(Metric::KeepaliveP50, p50);
         result.push(Metric::KeepaliveP99, p99);
-        if let Some(cpu) = meter.since_start() {
+        if let Some(cpu) = cpu {
             let requests = rps * f64::from(WRK_SECONDS);
             result.push(Metric::CpuPer1kRequests, cpu * 1e6 / requests);
         }
@@ -220,17 +220,16 @@ fn measure_run(
         result.push(Metric::FixedRateP99, fixed.field("p99_us=")?);
     }
     for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let meter = ProxyCpu::new(path);
-        let profile = profiler_for(profiler, path).map(|p| p.record("newconn", run));
-        let (conn_rps, _, _) = tools::wrk(
-            tools::tool(a, "wrk", &path.cgroup),
-            &path.http,
-            true,
-            WRK_SECONDS,
-        )?;
-        drop(profile);
+        let ((conn_rps, _, _), cpu) = under_load(path, profiler, "newconn", run, || {
+            tools::wrk(
+                tools::tool(a, "wrk", &path.cgroup),
+                &path.http,
+                true,
+                WRK_SECONDS,
+            )
+        })?;
         result.push(Metric::NewConnRps, conn_rps);
-        if let Some(cpu) = meter.since_start() {
+        if let Some(cpu) = cpu {
             let connections = conn_rps * f64::from(WRK_SECONDS);
             result.push(Metric::CpuPer1kConnections, cpu * 1e6 / connections);
         }
@@ -244,9 +243,30 @@ fn measure_run(
     Ok(())
 }
 
-/// Profiles are taken of the daemons only, so only on the tunnel's path.
-fn profiler_for<'a>(profiler: Option<&'a Profiler>, path: &Path) -> Option<&'a Profiler> {
-    profiler.filter(|_| path.name == "tunnel")
+/// Runs one load on a path, profiling the daemons if asked (tunnel path only), and returns
+/// its result with the CPU seconds the path's proxies spent meanwhile (`None` for a path
+/// without proxies).
+fn under_load<T>(
+    path: &Path,
+    profiler: Option<&Profiler>,
+    measurement: &str,
+    run: usize,
+    load: impl FnOnce() -> Result<T>,
+) -> Result<(T, Option<f64>)> {
+    let proxy_cpu = || -> f64 {
+        path.proxies
+            .iter()
+            .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
+            .sum()
+    };
+    let before = proxy_cpu();
+    let profile = profiler
+        .filter(|_| path.name == "tunnel")
+        .map(|p| p.record(measurement, run));
+    let result = load()?;
+    drop(profile);
+    let cpu = (!path.proxies.is_empty()).then(|| proxy_cpu() - before);
+    Ok((result, cpu))
 }
 
 impl Path {
@@ -256,34 +276,6 @@ impl Path {
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string()
-    }
-}
-
-/// CPU seconds the proxies of a path spent since it was made (`None` for a path without
-/// proxies).
-struct ProxyCpu<'a> {
-    proxies: &'a [PathBuf],
-    start: f64,
-}
-
-impl<'a> ProxyCpu<'a> {
-    fn new(path: &'a Path) -> Self {
-        let proxies = path.proxies.as_slice();
-        Self {
-            proxies,
-            start: Self::total(proxies),
-        }
-    }
-
-    fn total(proxies: &[PathBuf]) -> f64 {
-        proxies
-            .iter()
-            .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
-            .sum()
-    }
-
-    fn since_start(&self) -> Option<f64> {
-        (!self.proxies.is_empty()).then(|| Self::total(self.proxies) - self.start)
     }
 }
 
@@ -415,75 +407,5 @@ impl Probe {
                 self.what, self.out.stdout, self.out.stderr
             )
         })
-    }
-}
-
-/// Records perf profiles (or system-call counts) of both daemons.
-struct Profiler {
-    pids: [u32; 2],
-    dir: PathBuf,
-    /// `perf trace -s` per daemon instead of one `perf record` of both.
-    syscalls: bool,
-}
-
-/// Running `perf` processes; they stop (and write their files) when dropped.
-struct Recording(Vec<std::process::Child>);
-
-impl Profiler {
-    fn record(&self, measurement: &str, run: usize) -> Recording {
-        let perf = |args: &[&str], pids: &str| {
-            std::process::Command::new("perf")
-                .args(args)
-                .args(["-p", pids])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("perf starts (linux-perf is installed by --perf and --syscalls)")
-        };
-        let children = if self.syscalls {
-            self.pids
-                .iter()
-                .zip(["a", "b"])
-                .map(|(pid, host)| {
-                    let file = self
-                        .dir
-                        .join(format!("syscalls-{measurement}-{run}-{host}.txt"));
-                    perf(
-                        &["trace", "-s", "-o", &file.to_string_lossy()],
-                        &pid.to_string(),
-                    )
-                })
-                .collect()
-        } else {
-            let file = self.dir.join(format!("perf-{measurement}-{run}.data"));
-            let pids = format!("{},{}", self.pids[0], self.pids[1]);
-            vec![perf(
-                &[
-                    "record",
-                    "-q",
-                    "-g",
-                    "-F",
-                    "999",
-                    "-o",
-                    &file.to_string_lossy(),
-                ],
-                &pids,
-            )]
-        };
-        std::thread::sleep(Duration::from_millis(300));
-        Recording(children)
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        // SIGINT makes perf write out its file.
-        for child in &mut self.0 {
-            let _ = std::process::Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
     }
 }

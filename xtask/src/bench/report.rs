@@ -131,6 +131,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// `path`'s paired ratio to the direct path (none for direct itself).
+    fn ratio_to_direct(&self, path: &PathResult, metric: Metric) -> Option<f64> {
+        self.paths
+            .iter()
+            .find(|p| p.name == "direct" && p.name != path.name)
+            .and_then(|direct| path.paired_ratio(direct, metric))
+    }
+
     pub fn print(&self) {
         print!("{}", self.table());
     }
@@ -154,14 +162,11 @@ impl Report {
             "-".repeat(11),
             "------------------------|".repeat(self.paths.len())
         );
-        let direct = self.paths.iter().find(|p| p.name == "direct");
         for metric in Metric::ALL {
             let (_, label, unit) = metric.describe();
             let _ = write!(out, "| {label:<28} | {unit:>9} |");
             for path in &self.paths {
-                let ratio = direct
-                    .filter(|d| d.name != path.name)
-                    .and_then(|d| path.paired_ratio(d, metric));
+                let ratio = self.ratio_to_direct(path, metric);
                 let cell = match (path.median(metric), ratio) {
                     (Some(v), Some(r)) => format!("{} ({r:.2}x)", number(v)),
                     (Some(v), None) => number(v),
@@ -213,16 +218,13 @@ impl Report {
     pub fn json(&self) -> String {
         let mut out = String::from("{\n  \"runs\": ");
         let _ = write!(out, "{},\n  \"paths\": {{\n", self.runs);
-        let direct = self.paths.iter().find(|p| p.name == "direct");
         let json_number = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
         for (i, path) in self.paths.iter().enumerate() {
             let _ = write!(out, "    \"{}\": {{", path.name);
             for (j, metric) in Metric::ALL.iter().enumerate() {
                 let (key, _, _) = metric.describe();
                 let values = path.runs(*metric);
-                let ratio = direct
-                    .filter(|d| d.name != path.name)
-                    .and_then(|d| path.paired_ratio(d, *metric));
+                let ratio = self.ratio_to_direct(path, *metric);
                 let _ = write!(
                     out,
                     "{}\"{key}\": {{\"median\": {}, \"ratio_to_direct\": {}, \"runs\": {:?}}}",
