@@ -16,7 +16,7 @@ use crate::{
     kernel::{self, Missing},
     mounts::MountTable,
     proxy::{
-        inbound::{Inbound, InboundError, InboundInputs},
+        inbound::{Inbound, InboundError, InboundInputs, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
     },
 };
@@ -71,6 +71,7 @@ impl Daemon {
         if !missing.is_empty() {
             return Err(StartError::Kernel(missing));
         }
+        refuse_nonlocal_bind()?;
         let capture_cgroup = open_cgroup(&config, &config.capture.cgroup, &mounts)?;
         let mut workload_cgroups = Vec::new();
         for workload in &config.workloads {
@@ -96,10 +97,10 @@ impl Daemon {
 
         let mut outbound_addrs = vec![SocketAddr::V4(config.listen.outbound)];
         outbound_addrs.extend(config.listen.outbound_v6.map(SocketAddr::V6));
-        let outbound = Outbound::bind(&outbound_addrs).await?;
+        let outbound = Outbound::bind(&outbound_addrs, config.listen.backlog)?;
         let mut inbound_addrs = vec![config.listen.inbound];
         inbound_addrs.extend(config.listen.inbound_v6.map(SocketAddr::V6));
-        let inbound = Inbound::bind(&inbound_addrs)?;
+        let inbound = Inbound::bind(&inbound_addrs, config.listen.backlog)?;
 
         let spec = CaptureSpec {
             cgroup: capture_cgroup,
@@ -159,6 +160,28 @@ impl Daemon {
         outbound.abort();
         inbound.abort();
     }
+}
+
+/// The inbound side proves locality by binding; with non-local binds allowed that proof
+/// would pass for any address (see `proxy::inbound::nonlocal_bind`).
+fn refuse_nonlocal_bind() -> Result<(), StartError> {
+    let set = nonlocal_bind::set_sysctls().map_err(|e| {
+        StartError::Kernel(vec![Missing {
+            what: "readable net.ipv4/ipv6.ip_nonlocal_bind",
+            detail: e.to_string(),
+        }])
+    })?;
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(StartError::Kernel(vec![Missing {
+        what: "non-local binds disabled",
+        detail: format!(
+            "{} set: the daemon proves a CONNECT's destination is this host's by binding to it, which \
+             these sysctls make succeed for any address. Set them to 0 in the daemon's network namespace",
+            set.join(" and ")
+        ),
+    }]))
 }
 
 fn open_cgroup(

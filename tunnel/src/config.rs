@@ -32,6 +32,10 @@ pub const DEFAULT_PEER_PORT: u16 = 15008;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_STREAMS: u32 = 100;
+/// Accept queue of every listener (the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// PING period on tunnel connections, and how long one may go unanswered.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// One thread: on the 2-core benchmark it halves the CPU per request of a work-stealing
 /// pool (no cross-thread wakeups between a stream and its connection) and raises
 /// throughput; see README, Performance.
@@ -49,6 +53,7 @@ pub struct Config {
     pub listen: Listen,
     pub capture: Capture,
     pub outbound: Outbound,
+    pub inbound: Inbound,
     pub runtime: Runtime,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
@@ -75,6 +80,8 @@ pub struct Listen {
     /// the IPv4 wildcard, so dual-stack hosts take both families.
     pub inbound_v6: Option<SocketAddrV6>,
     pub admin: SocketAddr,
+    /// Accept queue length of every listener.
+    pub backlog: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +102,36 @@ pub struct Outbound {
     /// A pooled connection with no stream for this long is closed.
     pub idle_timeout: Duration,
     pub max_streams_per_connection: u32,
+    /// PING period on pooled connections, and how long one may go unanswered.
+    pub keepalive: Duration,
+}
+
+/// Caps on what peers can make the inbound side hold (see ARCHITECTURE.md for the memory
+/// bound they give).
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_address: usize,
+    pub max_handshakes: usize,
+    pub max_connections_per_peer: usize,
+    pub max_streams_per_connection: u32,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keepalive: Duration,
+}
+
+impl Inbound {
+    pub const DEFAULT: Self = Self {
+        max_unauthenticated: 1024,
+        max_unauthenticated_per_address: 128,
+        max_handshakes: 16,
+        max_connections_per_peer: 8,
+        max_streams_per_connection: DEFAULT_MAX_STREAMS,
+        handshake_timeout: Duration::from_secs(10),
+        // Longer than the pool's default idle timeout, so the caller's side closes first.
+        idle_timeout: Duration::from_secs(600),
+        keepalive: DEFAULT_KEEPALIVE,
+    };
 }
 
 /// How the daemon runs its work.

@@ -2,9 +2,30 @@
 //! as one HBONE stream over a pooled mTLS connection; inbound serves HBONE from peer daemons
 //! and delivers to local workloads.
 
+pub mod admission;
 pub mod copy;
 pub mod hbone;
 pub mod inbound;
 pub mod outbound;
 pub mod pool;
 mod record_tls_error;
+
+/// A listening socket with an explicit backlog: a burst of connects larger than the
+/// backlog overflows the accept queue, and each overflowed SYN waits a second for its
+/// retransmission. An IPv6 address takes only IPv6 (IPV6_V6ONLY), so it can sit next to an
+/// IPv4 wildcard on the same port.
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    tokio::net::TcpListener::from_std(socket.into())
+}

@@ -3,18 +3,20 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
+    time::Duration,
 };
 
 use tracing::warn;
 
 use super::StartError;
 use crate::{
-    config::{Config, Located},
+    config::{self, Config, Located},
     ebpf::OriginalDstTable,
     identity::{Purpose, SpiffeId},
     policy::Policy,
     proxy::{
-        inbound::InboundInputs,
+        admission::Refusals,
+        inbound::{InboundInputs, InboundLimits, nonlocal_bind::NonlocalBind},
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
         pool::{Pool, PoolSettings},
     },
@@ -137,6 +139,8 @@ pub fn outbound_inputs(
         max_streams_per_connection: config.outbound.max_streams_per_connection,
         idle_timeout: config.outbound.idle_timeout,
         connect_timeout: config.outbound.connect_timeout,
+        keepalive_interval: config.outbound.keepalive,
+        keepalive_timeout: config.outbound.keepalive,
     });
     Ok(OutboundInputs {
         original_dst: Arc::new(original_dst),
@@ -144,6 +148,7 @@ pub fn outbound_inputs(
         peers,
         peer_port: config.outbound.peer_port,
         pool,
+        destinations: config.capture.destinations.clone(),
     })
 }
 
@@ -175,9 +180,27 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
         workloads_by_port,
         own_ports,
         connect_timeout: config.outbound.connect_timeout,
-        max_streams: INBOUND_MAX_STREAMS,
+        limits: inbound_limits(&config.inbound),
+        refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
+        nonlocal_bind: NonlocalBind::default(),
+        #[cfg(test)]
+        deliver_to_loopback: false,
     })
 }
 
-/// Streams a peer may open on one connection; its own pool limit is usually lower.
-const INBOUND_MAX_STREAMS: u32 = 1000;
+/// At most one log line per kind of refused connection per interval (each is counted).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+fn inbound_limits(config: &config::Inbound) -> InboundLimits {
+    InboundLimits {
+        max_unauthenticated: config.max_unauthenticated,
+        max_unauthenticated_per_address: config.max_unauthenticated_per_address,
+        max_handshakes: config.max_handshakes,
+        max_connections_per_peer: config.max_connections_per_peer,
+        max_streams_per_connection: config.max_streams_per_connection,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+        keepalive_interval: config.keepalive,
+        keepalive_timeout: config.keepalive,
+    }
+}

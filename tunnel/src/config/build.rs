@@ -12,10 +12,11 @@ use ipnet::IpNet;
 use serde_path_to_error::Segment;
 
 use super::{
-    Capture, Config, ConfigError, DEFAULT_ADMIN, DEFAULT_BPF_DIR, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND, DEFAULT_MAX_STREAMS, DEFAULT_OUTBOUND,
-    DEFAULT_PEER_PORT, DEFAULT_WORKER_THREADS, Listen, Located, MAX_WORKER_THREADS, Node, Outbound,
-    Peer, Policy, PrincipalPattern, Problem, Runtime, Site, Workload,
+    Capture, Config, ConfigError, DEFAULT_ADMIN, DEFAULT_BACKLOG, DEFAULT_BPF_DIR,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND, DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_STREAMS, DEFAULT_OUTBOUND, DEFAULT_PEER_PORT, DEFAULT_WORKER_THREADS, Listen,
+    Located, MAX_WORKER_THREADS, Node, Outbound, Peer, Policy, PrincipalPattern, Problem, Runtime,
+    Site, Workload,
     error::{Locator, Step, render},
     raw::{
         RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawRuntime, RawWorkload,
@@ -23,6 +24,7 @@ use super::{
 };
 use crate::identity::TrustDomain;
 
+mod limits;
 mod values;
 
 pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
@@ -143,6 +145,7 @@ impl Checker<'_> {
         let capture = self.capture(&raw.capture);
         let listen = self.listen(&raw.listen, capture.as_ref());
         let outbound = self.outbound(&raw.outbound);
+        let inbound = self.inbound(&raw.inbound);
         let runtime = self.runtime(&raw.runtime);
         let workloads = self.workloads(&raw.workloads, td, capture.as_ref(), listen.as_ref());
         let policies = self.policies(&raw.policies, td, &workloads);
@@ -156,6 +159,7 @@ impl Checker<'_> {
             listen: listen?,
             capture: capture?,
             outbound: outbound?,
+            inbound: inbound?,
             runtime: runtime?,
             workloads,
             policies,
@@ -238,12 +242,14 @@ impl Checker<'_> {
                 ),
                 None => None,
             };
+        let backlog = self.at_least_one(&path.key("backlog"), raw.backlog, DEFAULT_BACKLOG);
         Some(Listen {
             outbound,
             outbound_v6,
             inbound,
             inbound_v6,
             admin: admin?,
+            backlog: backlog?,
         })
     }
 
@@ -307,12 +313,18 @@ impl Checker<'_> {
                 "must be at least 1",
             );
         }
+        let keepalive = self.duration(
+            &path.key("keepalive"),
+            raw.keepalive.as_deref(),
+            DEFAULT_KEEPALIVE,
+        );
         (peer_port != 0 && max_streams_per_connection != 0).then_some(())?;
         Some(Outbound {
             peer_port,
             connect_timeout: connect_timeout?,
             idle_timeout: idle_timeout?,
             max_streams_per_connection,
+            keepalive: keepalive?,
         })
     }
 

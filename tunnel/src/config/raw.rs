@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub outbound: RawOutbound,
     #[serde(default)]
+    pub inbound: RawInbound,
+    #[serde(default)]
     pub runtime: RawRuntime,
     #[serde(default, rename = "workload")]
     pub workloads: Vec<RawWorkload>,
@@ -54,6 +56,7 @@ pub struct RawListen {
     pub inbound: Option<String>,
     pub inbound_v6: Option<String>,
     pub admin: Option<String>,
+    pub backlog: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +77,20 @@ pub struct RawOutbound {
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_streams_per_connection: Option<u32>,
+    pub keepalive: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInbound {
+    pub max_unauthenticated: Option<usize>,
+    pub max_unauthenticated_per_address: Option<usize>,
+    pub max_handshakes: Option<usize>,
+    pub max_connections_per_peer: Option<usize>,
+    pub max_streams_per_connection: Option<u32>,
+    pub handshake_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub keepalive: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

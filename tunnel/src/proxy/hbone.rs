@@ -4,7 +4,6 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 
 /// One stream's receive window: enough for a single stream to fill a fast link (the
@@ -14,14 +13,24 @@ pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Largest DATA frame we accept; big frames mean fewer frame headers and wakeups per MiB.
 pub const MAX_FRAME: u32 = 1024 * 1024;
-/// Largest amount h2 buffers per stream before asking for back-pressure.
-pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// Largest amount h2 buffers per stream before asking for back-pressure. The copy loop
+/// reads at most this much at a time (`copy::MAX_READ`), so one read is in h2 while the next
+/// is taken. It is a per-stream cost a peer can make us pay by never reading, so it is
+/// kept small: streams × this is the send side of a connection's memory bound.
+pub const MAX_SEND_BUFFER: usize = 256 * 1024;
+/// Largest header block accepted (HPACK-decoded). A CONNECT needs a few hundred bytes; a
+/// larger block is answered 431 by h2, and CONTINUATION frames past it are refused, so a
+/// peer cannot make us buffer headers without bound.
+pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// How many encrypted bytes rustls holds before they must be written to the socket. Its
 /// default, 64 KiB, makes one system call per 64 KiB of a bulk transfer; a larger batch
 /// carries one h2 DATA frame in a handful of writes. Only a busy connection fills it.
 const TLS_WRITE_BATCH: usize = 256 * 1024;
-/// TLS + HTTP/2 handshakes must finish within this on the inbound side.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an HTTP/2 PING checks that the peer still answers, on both sides.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a PING may go unanswered before its connection is declared dead and closed.
+/// Generous: a busy peer answers after the data queued before the PING.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Lets a TLS connection that carries HBONE batch [`TLS_WRITE_BATCH`] bytes per write.
 pub fn batch_tls_writes<Data>(connection: &mut rustls::ConnectionCommon<Data>) {
@@ -32,6 +41,7 @@ pub fn batch_tls_writes<Data>(connection: &mut rustls::ConnectionCommon<Data>) {
 pub fn client_builder(max_streams: u32) -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
+        .max_header_list_size(MAX_HEADER_LIST)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
@@ -45,6 +55,7 @@ pub fn client_builder(max_streams: u32) -> h2::client::Builder {
 pub fn server_builder(max_streams: u32) -> h2::server::Builder {
     let mut builder = h2::server::Builder::new();
     builder
+        .max_header_list_size(MAX_HEADER_LIST)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
@@ -67,7 +78,10 @@ pub fn requested_destination<B>(request: &Request<B>) -> Result<SocketAddr, (Sta
     if request.method() != Method::CONNECT {
         return Err((
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {} (only CONNECT is served)", request.method()),
+            format!(
+                "method {} (only CONNECT is served)",
+                shortened(request.method().as_str())
+            ),
         ));
     }
     let authority = request
@@ -78,9 +92,24 @@ pub fn requested_destination<B>(request: &Request<B>) -> Result<SocketAddr, (Sta
     authority.parse().map_err(|_| {
         (
             StatusCode::BAD_REQUEST,
-            format!("authority {authority:?} is not an ip:port"),
+            format!("authority {:?} is not an ip:port", shortened(&authority)),
         )
     })
+}
+
+/// Most of a peer-supplied value that goes into a log line: a peer must not be able to
+/// write megabytes into our log (or a terminal's escape sequences: the callers log with
+/// `{:?}` or as a field, which escapes).
+pub fn shortened(value: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 256;
+    if value.len() <= SHOWN {
+        return value.into();
+    }
+    let mut end = SHOWN;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &value[..end], value.len()).into()
 }
 
 /// An empty response with a status.
@@ -91,8 +120,36 @@ pub fn response(status: StatusCode) -> http::Response<()> {
         .expect("status-only response is valid")
 }
 
-/// Marker for the body type both ends send.
-pub type Body = Bytes;
+/// TCP settings for tunnel connections, on both sides: no Nagle delay, and dead-peer
+/// detection that does not wait for the kernel's two-hour keepalive default. Keepalive
+/// probes an idle connection after 10 s (3 probes, 5 s apart); `TCP_USER_TIMEOUT` closes
+/// one whose sent data stays unacknowledged for 30 s (a partition during a transfer), so
+/// neither side holds a half-dead connection and its buffers for long.
+pub fn configure_tunnel_socket(tcp: &tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+}
+
+/// Sends a PING every `interval` and resolves when one goes unanswered for `timeout`: the
+/// peer is gone or wedged although TCP may not know yet. Runs beside the connection's own
+/// polling (h2 answers PONGs only while the connection is driven); if the connection ends
+/// first, the PING fails and this resolves too, which the caller's select ignores.
+pub async fn unanswered_ping(mut pings: h2::PingPong, interval: Duration, timeout: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -104,6 +161,22 @@ mod tests {
             let addr: SocketAddr = addr.parse().unwrap();
             assert_eq!(requested_destination(&connect_request(addr)).unwrap(), addr);
         }
+    }
+
+    #[test]
+    fn long_peer_values_are_shortened_for_logs() {
+        assert_eq!(shortened("10.0.0.2:80"), "10.0.0.2:80");
+        let long = "é".repeat(10_000);
+        let shown = shortened(&long);
+        assert!(shown.len() < 400, "{} bytes shown", shown.len());
+        assert!(shown.ends_with("(20000 bytes in all)"));
+        let bad = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("{}:80", "a".repeat(50_000)))
+            .body(())
+            .unwrap();
+        let (_, why) = requested_destination(&bad).unwrap_err();
+        assert!(why.len() < 400, "the refusal reason is {} bytes", why.len());
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct OutboundInputs {
     pub peers: PeerIdentities,
     pub peer_port: u16,
     pub pool: Pool,
+    /// The captured destination ranges, to tell their network and broadcast addresses.
+    pub destinations: Vec<IpNet>,
 }
 
 /// The outbound proxy: binds in [`Outbound::bind`], serves in [`Outbound::run`].
@@ -93,15 +95,13 @@ pub struct Outbound {
 impl Outbound {
     /// Binds every address before anything is captured, so a captured connect always finds
     /// a listener (or, with no daemon at all, a refusal).
-    pub async fn bind(addrs: &[SocketAddr]) -> Result<Self, OutboundError> {
+    pub fn bind(addrs: &[SocketAddr], backlog: u32) -> Result<Self, OutboundError> {
         let mut listeners = Vec::new();
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| OutboundError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
+            let listener = super::listen(*addr, backlog).map_err(|source| OutboundError::Bind {
+                addr: *addr,
+                source,
+            })?;
             let cookie =
                 sys::netns_cookie(&listener).map_err(|source| OutboundError::NetnsCookie {
                     addr: *addr,
@@ -159,13 +159,21 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "outbound accept failed");
+                // EMFILE and friends: this host is out of a resource; back off instead of
+                // spinning on a listener that stays readable.
+                warn!(error = %e, "outbound accept failed: this host is out of file descriptors or memory");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let local = listener_addr.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
+        let local = match listener_addr.map_or_else(|| stream.local_addr(), Ok) {
+            Ok(local) => local,
+            Err(e) => {
+                warn!(%peer, error = %e, "refused: cannot read the accepted connection's local address");
+                copy::reset(&stream);
+                continue;
+            }
+        };
         match inputs.original_dst.lookup(netns_cookie, peer, local) {
             Ok(Some(original)) => {
                 tokio::spawn(carry(stream, peer, original, inputs.clone(), drain.clone()));
@@ -203,6 +211,11 @@ async fn carry(
         copy::reset(&app);
         return;
     };
+    if let Some(why) = names_no_host(dst.ip(), &inputs.destinations) {
+        info!(%src, %dst, workload = %workload.name, pid = original.pid, "refused: {why}; nothing is dialled");
+        copy::reset(&app);
+        return;
+    }
     let _ = app.set_nodelay(true);
     let expected = inputs.peers.expected(dst.ip()).cloned();
     let tls = workload
@@ -258,6 +271,32 @@ async fn carry(
         end = end.as_str(),
         "connection carried"
     );
+}
+
+/// Why a destination names no single host (so no peer daemon can serve it), if it does
+/// not: a broadcast or multicast address, or the network or broadcast address of a
+/// captured IPv4 subnet (the kernel lets a process connect() to those).
+fn names_no_host(ip: IpAddr, destinations: &[IpNet]) -> Option<String> {
+    let ip = ip.to_canonical();
+    if ip.is_multicast() || ip.is_unspecified() {
+        return Some(format!("{ip} is a multicast or unspecified address"));
+    }
+    if let IpAddr::V4(v4) = ip {
+        if v4.is_broadcast() {
+            return Some(format!("{ip} is the broadcast address"));
+        }
+        let subnet = destinations.iter().find(|net| {
+            net.contains(&ip)
+                && net.prefix_len() <= 30
+                && (net.network() == ip || net.broadcast() == ip)
+        });
+        if let Some(net) = subnet {
+            return Some(format!(
+                "{ip} is the network or broadcast address of the captured subnet {net}"
+            ));
+        }
+    }
+    None
 }
 
 /// What the application has already sent (client-speaks-first protocols usually have by
@@ -340,6 +379,29 @@ mod tests {
             sent.len(),
             "nothing lost or repeated"
         );
+    }
+
+    #[test]
+    fn broadcast_and_network_addresses_name_no_host() {
+        let captured: Vec<IpNet> = vec![
+            "10.240.0.0/24".parse().unwrap(),
+            "10.9.9.9/32".parse().unwrap(),
+        ];
+        for ip in [
+            "10.240.0.255",
+            "10.240.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+        ] {
+            assert!(
+                names_no_host(ip.parse().unwrap(), &captured).is_some(),
+                "{ip} names no host"
+            );
+        }
+        for ip in ["10.240.0.1", "10.240.0.254", "10.9.9.9", "fd00::1"] {
+            assert_eq!(names_no_host(ip.parse().unwrap(), &captured), None, "{ip}");
+        }
     }
 
     #[test]

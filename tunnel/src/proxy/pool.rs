@@ -1,9 +1,15 @@
 //! Pooled HBONE connections. Key: (source workload, peer daemon address); never two
 //! identities on one TLS connection. A key holds one or more connections: a new one is
-//! dialled when all are at the stream limit. Dials for a key happen one at a time, so a
-//! burst of new application connections shares the first handshake instead of racing to
-//! make many. A connection that dies is dropped from the pool as soon as its driver task
-//! sees it end; one that idles past the timeout is closed by [`Pool::reap_idle`].
+//! dialled when all are at the stream limit.
+//!
+//! Dials for a key are shared: one dial is in flight at a time, every caller that needs a
+//! connection waits for it and gets its result, and a failure is remembered for
+//! [`NEGATIVE_CACHE`], so a burst of connections to an unreachable peer fails together
+//! within the connect timeout instead of one after another. A connection that dies is
+//! dropped from the pool as soon as its driver task sees it end; one that stops answering
+//! PINGs is closed; one that idles past the timeout is closed by [`Pool::reap_idle`]; a
+//! stream that gets no answer within the connect timeout marks its connection dead and is
+//! retried once on a fresh one.
 
 use std::{
     collections::HashMap,
@@ -15,6 +21,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+use tokio::sync::watch;
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
@@ -37,17 +45,27 @@ pub struct PoolKey {
     pub peer: SocketAddr,
 }
 
+/// How long a failed dial's error is given to new callers without dialling again.
+pub const NEGATIVE_CACHE: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Copy, Debug)]
 pub struct PoolSettings {
     pub max_streams_per_connection: u32,
     pub idle_timeout: Duration,
+    /// Bounds a dial (TCP, TLS, HTTP/2) and the answer to each CONNECT.
     pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Cloned for every caller that waited on the same dial.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("cannot reach the tunnel port {peer}: {source}")]
-    Connect { peer: SocketAddr, source: io::Error },
+    Connect {
+        peer: SocketAddr,
+        source: Arc<io::Error>,
+    },
     #[error(
         "connecting to {peer} timed out after {timeout:?}; is the peer up, and does a firewall let the tunnel port through?"
     )]
@@ -62,6 +80,16 @@ pub enum PoolError {
     },
     #[error("the tunnel to {peer} broke while opening a stream: {reason}")]
     Stream { peer: SocketAddr, reason: String },
+    #[error(
+        "the peer {peer} did not answer CONNECT {destination} within {timeout:?}, on a fresh connection too"
+    )]
+    Unanswered {
+        peer: SocketAddr,
+        destination: SocketAddr,
+        timeout: Duration,
+    },
+    #[error("the dial to {peer} was abandoned")]
+    Abandoned { peer: SocketAddr },
 }
 
 /// An open CONNECT stream, counted against its connection until dropped.
@@ -88,9 +116,14 @@ struct Inner {
 #[derive(Default)]
 struct KeyState {
     connections: Vec<Arc<Connection>>,
-    /// Held while dialling, so concurrent callers wait for that dial rather than race.
-    dialing: Arc<tokio::sync::Mutex<()>>,
+    /// The dial in flight, whose outcome every caller that found no room waits for.
+    dial: Option<watch::Receiver<Option<DialOutcome>>>,
+    /// The last dial's failure and when it happened (see [`NEGATIVE_CACHE`]).
+    failed: Option<(Instant, PoolError)>,
 }
+
+/// What waiters learn of a dial: the connection is in the pool, or why there is none.
+type DialOutcome = Result<(), PoolError>;
 
 struct Connection {
     id: u64,
@@ -142,8 +175,9 @@ impl Pool {
     /// Opens a CONNECT stream to `destination` through the peer of `key`, sending `early`
     /// (the application's first bytes, possibly none) right behind the request instead of
     /// after the answer: the peer can deliver them as soon as it has connected. A pooled
-    /// connection that turns out to be dead is discarded and the open retried once on a
-    /// fresh one (with `early` again), so a peer restart costs the application nothing.
+    /// connection that turns out to be dead (or silent) is discarded and the open retried
+    /// once on a fresh one (with `early` again), so a peer restart costs the application
+    /// nothing.
     pub async fn open(
         &self,
         key: &PoolKey,
@@ -151,11 +185,18 @@ impl Pool {
         destination: SocketAddr,
         early: Bytes,
     ) -> Result<HboneStream, PoolError> {
+        let timeout = self.inner.settings.connect_timeout;
         let mut retried = false;
         loop {
             let (lease, fresh) = self.lease(key, tls).await?;
             let connection = lease.0.clone();
-            match connect_stream(&connection.sender, key.peer, destination, early.clone()).await {
+            let opened = tokio::time::timeout(
+                timeout,
+                connect_stream(&connection.sender, key.peer, destination, early.clone()),
+            )
+            .await
+            .unwrap_or(Err(StreamFailure::Unanswered));
+            let reason = match opened {
                 Ok((send, recv)) => {
                     return Ok(HboneStream {
                         send,
@@ -164,6 +205,20 @@ impl Pool {
                         peer_identity: connection.peer_identity.clone(),
                         _lease: lease,
                     });
+                }
+                Err(StreamFailure::Refused(error)) => return Err(error),
+                Err(StreamFailure::Unanswered) => {
+                    // Silent: the peer or the path is gone without TCP noticing yet. New
+                    // streams go elsewhere; the ones on it end when its PINGs go unanswered.
+                    connection.closed.store(true, Ordering::Release);
+                    if fresh || retried {
+                        return Err(PoolError::Unanswered {
+                            peer: key.peer,
+                            destination,
+                            timeout,
+                        });
+                    }
+                    format!("no answer to CONNECT within {timeout:?}")
                 }
                 Err(StreamFailure::ConnectionGone(reason)) => {
                     connection.closed.store(true, Ordering::Release);
@@ -182,11 +237,11 @@ impl Pool {
                             reason,
                         });
                     }
-                    debug!(peer = %key.peer, connection = connection.id, %reason, "pooled connection is gone; retrying on a new one");
-                    retried = true;
+                    reason
                 }
-                Err(StreamFailure::Refused(error)) => return Err(error),
-            }
+            };
+            debug!(peer = %key.peer, connection = connection.id, %reason, "pooled connection is gone; retrying on a new one");
+            retried = true;
         }
     }
 
@@ -206,71 +261,91 @@ impl Pool {
                     }
                     !idle && !c.closed.load(Ordering::Acquire)
                 });
+                if state
+                    .failed
+                    .as_ref()
+                    .is_some_and(|(at, _)| at.elapsed() >= NEGATIVE_CACHE)
+                {
+                    state.failed = None;
+                }
             }
             keys.retain(|_, state| {
-                !state.connections.is_empty() || Arc::strong_count(&state.dialing) > 1
+                !state.connections.is_empty() || state.dial.is_some() || state.failed.is_some()
             });
         }
     }
 
-    /// Pooled connections per key, for logs and tests.
-    pub fn connection_count(&self) -> usize {
-        let keys = self.inner.keys.lock().expect("pool lock poisoned");
-        keys.values()
-            .map(|s| {
-                s.connections
-                    .iter()
-                    .filter(|c| !c.closed.load(Ordering::Acquire))
-                    .count()
-            })
-            .sum()
-    }
-
-    /// A lease on a connection with room, and whether that connection was dialled for it.
+    /// A lease on a connection with room, and whether that connection was dialled while
+    /// this caller waited (its first stream tells whether the peer accepted our certificate).
     async fn lease(
         &self,
         key: &PoolKey,
         tls: &Arc<ClientConfig>,
     ) -> Result<(Lease, bool), PoolError> {
         let max = self.inner.settings.max_streams_per_connection;
-        let dialing = match self.lease_existing(key, max) {
-            Ok(lease) => return Ok((lease, false)),
-            Err(dialing) => dialing,
-        };
-        let _dialing = dialing.lock().await;
-        // Someone may have dialled while we waited.
-        if let Ok(lease) = self.lease_existing(key, max) {
-            return Ok((lease, false));
+        let mut waited = false;
+        loop {
+            let mut dial = {
+                let mut keys = self.inner.keys.lock().expect("pool lock poisoned");
+                let state = keys.entry(key.clone()).or_default();
+                state
+                    .connections
+                    .retain(|c| !c.closed.load(Ordering::Acquire));
+                if let Some(lease) = state.connections.iter().find_map(|c| c.try_lease(max)) {
+                    return Ok((lease, waited));
+                }
+                match &state.failed {
+                    Some((at, error)) if at.elapsed() < NEGATIVE_CACHE => return Err(error.clone()),
+                    _ => state.failed = None,
+                }
+                match &state.dial {
+                    Some(dial) => dial.clone(),
+                    None => {
+                        let dial = self.start_dial(key, tls);
+                        state.dial = Some(dial.clone());
+                        dial
+                    }
+                }
+            };
+            waited = true;
+            let outcome = match dial.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome.clone().expect("waited for an outcome"),
+                Err(_) => Err(PoolError::Abandoned { peer: key.peer }),
+            };
+            // Dialled: lease from it (or, if waiters already filled it, dial the next one).
+            outcome?;
         }
-        let connection = self.dial(key, tls).await?;
-        let lease = connection
-            .try_lease(max)
-            .expect("a fresh connection has room for a stream");
-        let mut keys = self.inner.keys.lock().expect("pool lock poisoned");
-        let state = keys.entry(key.clone()).or_default();
-        state.connections.push(connection);
-        let count = state.connections.len();
-        drop(keys);
-        debug!(peer = %key.peer, workload = %key.workload, connection = lease.0.id, connections_for_key = count, "new pooled connection");
-        Ok((lease, true))
     }
 
-    /// A lease on an open connection with room, or the key's dial lock.
-    fn lease_existing(
+    /// Dials in a task of its own, so the dial survives the caller that started it giving
+    /// up, and publishes the outcome to every waiter.
+    fn start_dial(
         &self,
         key: &PoolKey,
-        max: u32,
-    ) -> Result<Lease, Arc<tokio::sync::Mutex<()>>> {
-        let mut keys = self.inner.keys.lock().expect("pool lock poisoned");
-        let state = keys.entry(key.clone()).or_default();
-        state
-            .connections
-            .retain(|c| !c.closed.load(Ordering::Acquire));
-        state
-            .connections
-            .iter()
-            .find_map(|c| c.try_lease(max))
-            .ok_or_else(|| state.dialing.clone())
+        tls: &Arc<ClientConfig>,
+    ) -> watch::Receiver<Option<DialOutcome>> {
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let (pool, key, tls) = (self.clone(), key.clone(), tls.clone());
+        tokio::spawn(async move {
+            let dialled = pool.dial(&key, &tls).await;
+            let mut keys = pool.inner.keys.lock().expect("pool lock poisoned");
+            let state = keys.entry(key.clone()).or_default();
+            state.dial = None;
+            let outcome = match dialled {
+                Ok(connection) => {
+                    debug!(peer = %key.peer, workload = %key.workload, connection = connection.id, connections_for_key = state.connections.len() + 1, "new pooled connection");
+                    state.connections.push(connection);
+                    Ok(())
+                }
+                Err(error) => {
+                    state.failed = Some((Instant::now(), error.clone()));
+                    Err(error)
+                }
+            };
+            drop(keys);
+            outcome_tx.send_replace(Some(outcome));
+        });
+        outcome_rx
     }
 
     async fn dial(
@@ -283,8 +358,11 @@ impl Pool {
         let handshake = async {
             let tcp = TcpStream::connect(peer)
                 .await
-                .map_err(|source| PoolError::Connect { peer, source })?;
-            configure_peer_socket(&tcp);
+                .map_err(|source| PoolError::Connect {
+                    peer,
+                    source: Arc::new(source),
+                })?;
+            hbone::configure_tunnel_socket(&tcp);
             let server_name = ServerName::IpAddress(peer.ip().into());
             let mut tls_stream = TlsConnector::from(tls.clone())
                 .connect(server_name, tcp)
@@ -307,7 +385,7 @@ impl Pool {
                 })?;
             Ok::<_, PoolError>((sender, connection, peer_identity, tls_failure))
         };
-        let (sender, driver, peer_identity, tls_failure) =
+        let (sender, mut driver, peer_identity, tls_failure) =
             tokio::time::timeout(settings.connect_timeout, handshake)
                 .await
                 .map_err(|_| PoolError::Timeout {
@@ -323,17 +401,32 @@ impl Pool {
             peer_identity,
             tls_failure,
         });
+        let pings = driver
+            .ping_pong()
+            .expect("a new connection still has its PingPong");
         let watched = Arc::downgrade(&connection);
         let id = connection.id;
         tokio::spawn(async move {
-            let result = driver.await;
+            let unanswered = hbone::unanswered_ping(
+                pings,
+                settings.keepalive_interval,
+                settings.keepalive_timeout,
+            );
+            // Returning drops the connection (and its socket): its streams end with an error.
+            let result = tokio::select! {
+                result = &mut driver => Some(result),
+                () = unanswered => None,
+            };
             if let Some(connection) = watched.upgrade() {
                 connection.closed.store(true, Ordering::Release);
             }
             match result {
-                Ok(()) => debug!(%peer, connection = id, "pooled connection closed"),
-                Err(e) => {
+                Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
+                Some(Err(e)) => {
                     info!(%peer, connection = id, reason = %handshake_reason(&e), "pooled connection to peer broke")
+                }
+                None => {
+                    info!(%peer, connection = id, timeout = ?settings.keepalive_timeout, "pooled connection closed: the peer stopped answering PINGs")
                 }
             }
         });
@@ -344,6 +437,8 @@ impl Pool {
 enum StreamFailure {
     /// The connection died under us (GOAWAY, I/O error): worth one retry.
     ConnectionGone(String),
+    /// No answer within the connect timeout: the connection is silent; worth one retry.
+    Unanswered,
     Refused(PoolError),
 }
 
@@ -380,19 +475,6 @@ async fn connect_stream(
         }));
     }
     Ok((send, response.into_body()))
-}
-
-/// TCP settings for connections to peers: no Nagle delay, and dead-peer detection that does
-/// not wait for the kernel's two-hour keepalive default.
-fn configure_peer_socket(tcp: &TcpStream) {
-    let _ = tcp.set_nodelay(true);
-    let socket = socket2::SockRef::from(tcp);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(5))
-        .with_retries(3);
-    let _ = socket.set_tcp_keepalive(&keepalive);
-    let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
 }
 
 /// The TLS reason if there is one in the chain (h2 keeps its I/O error apart from the

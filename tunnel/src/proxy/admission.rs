@@ -1,0 +1,231 @@
+//! Caps on what an outsider can make the daemon hold, as types: a slot is taken before the
+//! resource and frees itself when dropped, so no exit path can leak one. And refusal
+//! accounting: every refusal is counted, but logged at most once per interval per kind, so
+//! a flood cannot drown the log (or fill the disk) with one line per attempt.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// At most `limit` holders per key (source address, peer identity...).
+pub struct KeyedLimit<K: Eq + Hash + Clone> {
+    limit: usize,
+    holders: Mutex<HashMap<K, usize>>,
+}
+
+/// One holder's place under a [`KeyedLimit`]; released on drop.
+pub struct KeyedSlot<K: Eq + Hash + Clone> {
+    owner: Arc<KeyedLimit<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> KeyedLimit<K> {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            holders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for `key`, or `None` when `key` already holds `limit`.
+    pub fn try_acquire(self: &Arc<Self>, key: K) -> Option<KeyedSlot<K>> {
+        let mut holders = self.holders.lock().expect("keyed limit lock poisoned");
+        let held = holders.entry(key.clone()).or_insert(0);
+        if *held >= self.limit {
+            return None;
+        }
+        *held += 1;
+        Some(KeyedSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+
+    /// How many slots `key` holds now.
+    pub fn held(&self, key: &K) -> usize {
+        let holders = self.holders.lock().expect("keyed limit lock poisoned");
+        holders.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for KeyedSlot<K> {
+    fn drop(&mut self) {
+        let mut holders = self
+            .owner
+            .holders
+            .lock()
+            .expect("keyed limit lock poisoned");
+        if let Some(held) = holders.get_mut(&self.key) {
+            *held -= 1;
+            if *held == 0 {
+                // Keys come from outsiders (addresses): keep only those holding something.
+                holders.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Why the inbound side turned a connection away before serving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many connections (from everyone) have not finished their handshakes.
+    Unauthenticated,
+    /// Too many connections from one source address have not finished their handshakes.
+    UnauthenticatedFromAddress,
+    /// Not TLS on the tunnel port.
+    NotTls,
+    /// No (complete) handshake within the handshake timeout.
+    HandshakeTimeout,
+    /// TLS or HTTP/2 handshake failed (certificate refused, protocol error...).
+    HandshakeFailed,
+    /// One caller identity from one address already holds its share of connections.
+    ConnectionsPerPeer,
+}
+
+impl Refusal {
+    const ALL: [Self; 6] = [
+        Self::Unauthenticated,
+        Self::UnauthenticatedFromAddress,
+        Self::NotTls,
+        Self::HandshakeTimeout,
+        Self::HandshakeFailed,
+        Self::ConnectionsPerPeer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "too_many_unauthenticated",
+            Self::UnauthenticatedFromAddress => "too_many_unauthenticated_from_address",
+            Self::NotTls => "not_tls",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::ConnectionsPerPeer => "too_many_connections_for_peer",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("ALL lists every refusal")
+    }
+}
+
+/// Counts refusals by kind and decides which ones get a log line.
+pub struct Refusals {
+    interval: Duration,
+    kinds: [RateLimited; Refusal::ALL.len()],
+}
+
+/// What to say about a refusal that may be logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogNow {
+    /// Refusals of the same kind since the last line, not logged themselves.
+    pub suppressed: u64,
+}
+
+#[derive(Default)]
+struct RateLimited {
+    total: AtomicU64,
+    /// When the last line was logged, and how many were counted without a line since.
+    window: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Refusals {
+    /// At most one line per kind per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            kinds: Default::default(),
+        }
+    }
+
+    /// Counts one refusal; `Some` when it should be logged (with how many were not).
+    pub fn record(&self, refusal: Refusal) -> Option<LogNow> {
+        let kind = &self.kinds[refusal.index()];
+        kind.total.fetch_add(1, Ordering::Relaxed);
+        let mut window = kind.window.lock().expect("refusal log lock poisoned");
+        let now = Instant::now();
+        match window.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                window.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = std::mem::take(&mut window.1);
+                window.0 = Some(now);
+                Some(LogNow { suppressed })
+            }
+        }
+    }
+
+    /// Refusals of this kind so far.
+    pub fn count(&self, refusal: Refusal) -> u64 {
+        self.kinds[refusal.index()].total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyed_limit_refuses_past_its_limit_and_frees_on_drop() {
+        let limit = KeyedLimit::new(2);
+        let a1 = limit.try_acquire("a").unwrap();
+        let _a2 = limit.try_acquire("a").unwrap();
+        assert!(limit.try_acquire("a").is_none(), "third holder of a");
+        let _b = limit.try_acquire("b").expect("keys are counted apart");
+        drop(a1);
+        assert_eq!(limit.held(&"a"), 1);
+        assert!(limit.try_acquire("a").is_some());
+    }
+
+    #[test]
+    fn keys_holding_nothing_are_forgotten() {
+        let limit = KeyedLimit::new(1);
+        for i in 0..1000 {
+            drop(limit.try_acquire(i).unwrap());
+        }
+        assert!(limit.holders.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_are_all_counted_but_logged_once_per_interval() {
+        let refusals = Refusals::new(Duration::from_secs(3600));
+        assert_eq!(
+            refusals.record(Refusal::NotTls),
+            Some(LogNow { suppressed: 0 })
+        );
+        for _ in 0..999 {
+            assert_eq!(refusals.record(Refusal::NotTls), None);
+        }
+        assert_eq!(
+            refusals.record(Refusal::HandshakeFailed),
+            Some(LogNow { suppressed: 0 }),
+            "kinds are limited apart"
+        );
+        assert_eq!(refusals.count(Refusal::NotTls), 1000);
+    }
+
+    #[test]
+    fn the_next_line_after_the_interval_says_how_many_were_not_logged() {
+        let refusals = Refusals::new(Duration::ZERO);
+        assert!(refusals.record(Refusal::NotTls).is_some());
+        let refusals = Refusals::new(Duration::from_millis(20));
+        refusals.record(Refusal::NotTls);
+        refusals.record(Refusal::NotTls);
+        refusals.record(Refusal::NotTls);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            refusals.record(Refusal::NotTls),
+            Some(LogNow { suppressed: 2 })
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! One peer's TLS connection: admission through the handshakes, then HTTP/2 served until
+//! the peer closes, the connection idles out, a PING goes unanswered, or a drain ends it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use tokio::{
+    net::TcpStream,
+    time::{Instant, sleep_until, timeout_at},
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
+
+use super::{Shared, Unauthenticated, stream};
+use crate::{
+    drain::DrainWatcher,
+    identity::Purpose,
+    proxy::{admission::Refusal, copy, hbone},
+    tls,
+};
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+pub(super) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    unauthenticated: Unauthenticated,
+    shared: Arc<Shared>,
+    mut drain: DrainWatcher,
+) {
+    let limits = shared.inputs.limits;
+    hbone::configure_tunnel_socket(&tcp);
+    // One deadline for every step before the connection is served: a slow peer cannot
+    // stretch it by being slow in each step in turn.
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let timed_out = || shared.log_refusal(Refusal::HandshakeTimeout, peer, "");
+
+    let mut first = [0u8; 1];
+    match timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) => {
+            copy::reset(&tcp);
+            return shared.log_refusal(Refusal::NotTls, peer, "");
+        }
+        Ok(_) => return, // closed before saying anything
+        Err(_) => return timed_out(),
+    }
+    let Ok(Ok(handshake_permit)) =
+        timeout_at(deadline, shared.handshakes.clone().acquire_owned()).await
+    else {
+        return timed_out();
+    };
+    let acceptor = TlsAcceptor::from(shared.inputs.tls.clone());
+    let mut tls_stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let reason = tls::rustls_error(&e).map_or_else(|| e.to_string(), tls::explain);
+            return shared.log_refusal(Refusal::HandshakeFailed, peer, &format!("TLS: {reason}"));
+        }
+        Err(_) => return timed_out(),
+    };
+    drop(handshake_permit);
+    let Some(caller) = tls::peer_identity(tls_stream.get_ref().1, Purpose::ClientAuth) else {
+        // The verifier accepted it, so this cannot happen; refuse rather than assume.
+        return shared.log_refusal(
+            Refusal::HandshakeFailed,
+            peer,
+            "verified client certificate has no readable identity",
+        );
+    };
+    let Some(_peer_slot) = shared
+        .connections_by_peer
+        .try_acquire((caller.clone(), peer.ip()))
+    else {
+        // Closing without a word: the caller's pool sees the connection end and reports it.
+        return shared.log_refusal(Refusal::ConnectionsPerPeer, peer, &caller.to_string());
+    };
+    hbone::batch_tls_writes(tls_stream.get_mut().1);
+    let handshake =
+        hbone::server_builder(limits.max_streams_per_connection).handshake::<_, Bytes>(tls_stream);
+    let mut connection = match timeout_at(deadline, handshake).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
+            let reason = format!("HTTP/2 from {caller}: {e}");
+            return shared.log_refusal(Refusal::HandshakeFailed, peer, &reason);
+        }
+        Err(_) => return timed_out(),
+    };
+    drop(unauthenticated);
+    debug!(%peer, %caller, "tunnel connection accepted");
+
+    let caller = Arc::new(caller);
+    let pings = connection
+        .ping_pong()
+        .expect("a new connection still has its PingPong");
+    let unanswered =
+        hbone::unanswered_ping(pings, limits.keepalive_interval, limits.keepalive_timeout);
+    tokio::pin!(unanswered);
+    // A pool dials because it has a stream to open, so the first one is due at once: a
+    // connection that opens none within the handshake timeout is closed as idle (this also
+    // bounds a header block that never ends).
+    let mut idle_deadline = Instant::now() + limits.handshake_timeout;
+    let mut closing = false;
+    loop {
+        let next = tokio::select! {
+            next = connection.accept() => next,
+            () = &mut unanswered => {
+                debug!(%peer, %caller, timeout = ?limits.keepalive_timeout, "closing tunnel connection: PING unanswered");
+                return;
+            }
+            () = sleep_until(idle_deadline) => {
+                if closing {
+                    // GOAWAY was sent an idle period ago and the peer still holds on.
+                    debug!(%peer, %caller, "closing tunnel connection: still open after GOAWAY");
+                    return;
+                }
+                if connection.has_streams() {
+                    idle_deadline = Instant::now() + limits.idle_timeout;
+                } else {
+                    debug!(%peer, %caller, idle_timeout = ?limits.idle_timeout, "closing idle tunnel connection");
+                    connection.graceful_shutdown();
+                    closing = true;
+                    idle_deadline = Instant::now() + limits.keepalive_timeout;
+                }
+                continue;
+            }
+            () = drain.signaled(), if !closing => {
+                // Ask the peer to stop opening streams; keep serving the open ones.
+                connection.graceful_shutdown();
+                closing = true;
+                idle_deadline = far_future();
+                continue;
+            }
+        };
+        match next {
+            Some(Ok((request, respond))) => {
+                if !closing {
+                    idle_deadline = Instant::now() + limits.idle_timeout;
+                }
+                tokio::spawn(stream::serve(
+                    request,
+                    respond,
+                    peer,
+                    caller.clone(),
+                    shared.clone(),
+                    drain.clone(),
+                ));
+            }
+            Some(Err(e)) => {
+                debug!(%peer, caller = %caller, error = %e, "tunnel connection ended with an error");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// A deadline that does not come (tokio's sleep needs one).
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}

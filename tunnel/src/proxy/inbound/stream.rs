@@ -1,0 +1,200 @@
+//! One CONNECT stream: where it may go, whether policy lets the caller go there, and the
+//! delivery. Every refusal goes through one place ([`Refused`]) that answers the peer and
+//! logs the reason, with peer-supplied text shortened.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{Request, StatusCode};
+use tokio::net::{TcpSocket, TcpStream};
+use tracing::{debug, info};
+
+use super::Shared;
+use crate::{
+    drain::DrainWatcher,
+    identity::SpiffeId,
+    policy::Decision,
+    proxy::{copy, hbone},
+    sys,
+};
+
+/// A refusal: the status the peer gets and the reason our log gives.
+struct Refused {
+    status: StatusCode,
+    why: String,
+}
+
+impl Refused {
+    fn forbidden(why: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            why: why.into(),
+        }
+    }
+}
+
+pub(super) async fn serve(
+    request: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    caller: Arc<SpiffeId>,
+    shared: Arc<Shared>,
+    _drain: DrainWatcher,
+) {
+    let started = Instant::now();
+    let dst = hbone::requested_destination(&request).ok();
+    let (mut target, workload) = match admit(&request, &caller, &shared).await {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let dst = dst.map(|d| d.to_string()).unwrap_or_default();
+            info!(
+                src = %peer, src_identity = %caller, %dst, status = refused.status.as_u16(),
+                reason = %refused.why, "refused CONNECT"
+            );
+            let _ = respond.send_response(hbone::response(refused.status), true);
+            return;
+        }
+    };
+    let dst = dst.expect("an admitted request names its destination");
+    let send = match respond.send_response(hbone::response(StatusCode::OK), false) {
+        Ok(send) => send,
+        Err(e) => {
+            debug!(%peer, %caller, %dst, error = %e, "stream gone before it was answered");
+            return;
+        }
+    };
+    let (stats, end) = copy::bidirectional(&mut target, send, request.into_body()).await;
+    debug!(
+        direction = "inbound",
+        src = %peer,
+        %dst,
+        src_identity = %caller,
+        %workload,
+        bytes_received = stats.to_socket,
+        bytes_sent = stats.to_stream,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = end.as_str(),
+        "connection carried"
+    );
+}
+
+/// The checks, in order, then the dial: the connected target and its workload.
+async fn admit(
+    request: &Request<h2::RecvStream>,
+    caller: &SpiffeId,
+    shared: &Shared,
+) -> Result<(TcpStream, Arc<str>), Refused> {
+    let inputs = &shared.inputs;
+    let dst = hbone::requested_destination(request).map_err(|(status, why)| Refused {
+        status,
+        why: hbone::shortened(&why).into_owned(),
+    })?;
+    let workload = deliverable(shared, dst).map_err(Refused::forbidden)?;
+    if let Decision::Deny { because } = inputs.policy.evaluate(caller, &workload) {
+        return Err(Refused::forbidden(format!("policy: {because}")));
+    }
+    if inputs.nonlocal_bind.allowed() {
+        return Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            why: "non-local binds are enabled on this host (net.ipv4/ipv6.ip_nonlocal_bind), so \
+                  locality cannot be proven; nothing is delivered until they are disabled"
+                .into(),
+        });
+    }
+    match dial_local(dst, inputs.connect_timeout).await {
+        Ok(target) => Ok((target, workload)),
+        Err(DialError::NotLocal) => Err(Refused::forbidden(format!(
+            "{} is not an address of this host",
+            dst.ip()
+        ))),
+        Err(DialError::LocalResources(e)) => Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            why: format!("this host is out of resources to connect to {workload}: {e}"),
+        }),
+        Err(DialError::Failed(e)) => Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            why: format!("workload {workload} did not accept the connection: {e}"),
+        }),
+    }
+}
+
+/// The workload a destination is for, if the daemon may deliver there at all.
+fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, String> {
+    let inputs = &shared.inputs;
+    let ip = dst.ip().to_canonical();
+    #[cfg(test)]
+    let loopback_refused = ip.is_loopback() && !inputs.deliver_to_loopback;
+    #[cfg(not(test))]
+    let loopback_refused = ip.is_loopback();
+    if loopback_refused || ip.is_unspecified() || ip.is_multicast() || is_broadcast(ip) {
+        return Err(format!("{ip} is not a deliverable address"));
+    }
+    if inputs.own_ports.contains(&dst.port()) {
+        return Err(format!(
+            "port {} is one of the daemon's own ports",
+            dst.port()
+        ));
+    }
+    inputs
+        .workloads_by_port
+        .get(&dst.port())
+        .cloned()
+        .ok_or_else(|| format!("port {} belongs to no workload", dst.port()))
+}
+
+fn is_broadcast(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+enum DialError {
+    NotLocal,
+    /// This host ran out of something (file descriptors, memory, ports): not the
+    /// workload's doing, and said so.
+    LocalResources(io::Error),
+    Failed(io::Error),
+}
+
+impl DialError {
+    fn local(error: io::Error) -> Self {
+        match error.raw_os_error() {
+            Some(
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL,
+            ) => Self::LocalResources(error),
+            _ => Self::Failed(error),
+        }
+    }
+}
+
+/// Connects to a destination of this host. Binding the source to the destination address
+/// first proves the address is local (the kernel refuses with EADDRNOTAVAIL otherwise,
+/// unless non-local binds are allowed, which `nonlocal_bind` keeps the daemon from running
+/// with), so a CONNECT can never make the daemon dial another machine.
+async fn dial_local(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, DialError> {
+    let socket = if dst.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(DialError::local)?;
+    // The address check stays exact; only the choice of port moves to connect().
+    let _ = sys::set_bind_address_no_port(&socket);
+    match socket.bind(SocketAddr::new(dst.ip(), 0)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return Err(DialError::NotLocal),
+        Err(e) => return Err(DialError::local(e)),
+    }
+    let stream = tokio::time::timeout(timeout, socket.connect(dst))
+        .await
+        .map_err(|_| {
+            DialError::Failed(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        })?
+        .map_err(DialError::local)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
