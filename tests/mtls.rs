@@ -339,7 +339,7 @@ fn clients_without_a_certificate_or_tls_are_refused() {
     );
     pair.b.daemon().wait_for_line(
         &[
-            "refused: TLS handshake failed",
+            "refused tunnel connection", "refusal=\"handshake_failed\"",
             "the peer presented no certificate",
         ],
         SHORT,
@@ -356,7 +356,7 @@ fn clients_without_a_certificate_or_tls_are_refused() {
     assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
     pair.b
         .daemon()
-        .wait_for_line(&["refused: plaintext (not TLS) on the tunnel port"], SHORT);
+        .wait_for_line(&["refused tunnel connection", "plaintext (not TLS) on the tunnel port"], SHORT);
 }
 
 #[test]

@@ -72,7 +72,7 @@ impl<K: Eq + Hash + Clone> Drop for KeyedSlot<K> {
 }
 
 /// Why the inbound side turned a connection away before serving it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// Too many connections (from everyone) have not finished their handshakes.
     Unauthenticated,
@@ -117,57 +117,71 @@ impl Refusal {
     }
 }
 
-/// Counts refusals by kind and decides which ones get a log line.
+/// Counts refusals by kind, and decides which get a log line: identical ones (same kind,
+/// same reason) at most once per interval, with the count of those left out, so a flood
+/// cannot drown the log while distinct problems still show at once.
 pub struct Refusals {
     interval: Duration,
-    kinds: [RateLimited; Refusal::ALL.len()],
+    totals: [AtomicU64; Refusal::ALL.len()],
+    /// (kind, reason) → when its last line was logged, and how many were counted since.
+    windows: Mutex<HashMap<(Refusal, String), (Instant, u64)>>,
 }
+
+/// Distinct reasons remembered at once; past this (reasons can carry peer-supplied text,
+/// such as an identity), new reasons share one window per kind.
+const MAX_REASONS: usize = 256;
 
 /// What to say about a refusal that may be logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogNow {
-    /// Refusals of the same kind since the last line, not logged themselves.
+    /// Identical refusals since the last line, not logged themselves.
     pub suppressed: u64,
 }
 
-#[derive(Default)]
-struct RateLimited {
-    total: AtomicU64,
-    /// When the last line was logged, and how many were counted without a line since.
-    window: Mutex<(Option<Instant>, u64)>,
-}
-
 impl Refusals {
-    /// At most one line per kind per `interval`.
+    /// At most one line per kind and reason per `interval`.
     pub fn new(interval: Duration) -> Self {
         Self {
             interval,
-            kinds: Default::default(),
+            totals: Default::default(),
+            windows: Mutex::new(HashMap::new()),
         }
     }
 
     /// Counts one refusal; `Some` when it should be logged (with how many were not).
-    pub fn record(&self, refusal: Refusal) -> Option<LogNow> {
-        let kind = &self.kinds[refusal.index()];
-        kind.total.fetch_add(1, Ordering::Relaxed);
-        let mut window = kind.window.lock().expect("refusal log lock poisoned");
+    pub fn record(&self, refusal: Refusal, reason: &str) -> Option<LogNow> {
+        self.totals[refusal.index()].fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        match window.0 {
-            Some(last) if now.duration_since(last) < self.interval => {
-                window.1 += 1;
+        let mut windows = self.windows.lock().expect("refusal log lock poisoned");
+        if windows.len() >= MAX_REASONS {
+            windows.retain(|_, (last, _)| now.duration_since(*last) < self.interval);
+        }
+        let reason = if windows.len() >= MAX_REASONS {
+            String::new()
+        } else {
+            reason.to_string()
+        };
+        match windows.get_mut(&(refusal, reason.clone())) {
+            Some((last, suppressed)) if now.duration_since(*last) < self.interval => {
+                *suppressed += 1;
                 None
             }
-            _ => {
-                let suppressed = std::mem::take(&mut window.1);
-                window.0 = Some(now);
-                Some(LogNow { suppressed })
+            Some((last, suppressed)) => {
+                *last = now;
+                Some(LogNow {
+                    suppressed: std::mem::take(suppressed),
+                })
+            }
+            None => {
+                windows.insert((refusal, reason), (now, 0));
+                Some(LogNow { suppressed: 0 })
             }
         }
     }
 
     /// Refusals of this kind so far.
     pub fn count(&self, refusal: Refusal) -> u64 {
-        self.kinds[refusal.index()].total.load(Ordering::Relaxed)
+        self.totals[refusal.index()].load(Ordering::Relaxed)
     }
 }
 
@@ -200,32 +214,52 @@ mod tests {
     fn refusals_are_all_counted_but_logged_once_per_interval() {
         let refusals = Refusals::new(Duration::from_secs(3600));
         assert_eq!(
-            refusals.record(Refusal::NotTls),
+            refusals.record(Refusal::NotTls, ""),
             Some(LogNow { suppressed: 0 })
         );
         for _ in 0..999 {
-            assert_eq!(refusals.record(Refusal::NotTls), None);
+            assert_eq!(refusals.record(Refusal::NotTls, ""), None);
         }
         assert_eq!(
-            refusals.record(Refusal::HandshakeFailed),
+            refusals.record(Refusal::HandshakeFailed, "expired"),
             Some(LogNow { suppressed: 0 }),
             "kinds are limited apart"
         );
+        assert_eq!(
+            refusals.record(Refusal::HandshakeFailed, "no clientAuth"),
+            Some(LogNow { suppressed: 0 }),
+            "and distinct reasons too"
+        );
+        assert_eq!(refusals.record(Refusal::HandshakeFailed, "expired"), None);
         assert_eq!(refusals.count(Refusal::NotTls), 1000);
     }
 
     #[test]
     fn the_next_line_after_the_interval_says_how_many_were_not_logged() {
         let refusals = Refusals::new(Duration::ZERO);
-        assert!(refusals.record(Refusal::NotTls).is_some());
+        assert!(refusals.record(Refusal::NotTls, "").is_some());
         let refusals = Refusals::new(Duration::from_millis(20));
-        refusals.record(Refusal::NotTls);
-        refusals.record(Refusal::NotTls);
-        refusals.record(Refusal::NotTls);
+        refusals.record(Refusal::NotTls, "");
+        refusals.record(Refusal::NotTls, "");
+        refusals.record(Refusal::NotTls, "");
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(
-            refusals.record(Refusal::NotTls),
+            refusals.record(Refusal::NotTls, ""),
             Some(LogNow { suppressed: 2 })
         );
+    }
+
+    #[test]
+    fn a_flood_of_distinct_reasons_cannot_grow_the_table_or_the_log() {
+        let refusals = Refusals::new(Duration::from_secs(3600));
+        let logged = (0..10_000)
+            .filter(|i| {
+                refusals
+                    .record(Refusal::HandshakeFailed, &format!("identity {i}"))
+                    .is_some()
+            })
+            .count();
+        assert!(refusals.windows.lock().unwrap().len() <= MAX_REASONS + 1);
+        assert!(logged <= MAX_REASONS + 1, "{logged} lines");
     }
 }

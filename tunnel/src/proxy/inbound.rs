@@ -208,7 +208,7 @@ fn admit(shared: &Shared, source: IpAddr) -> Result<Unauthenticated, Refusal> {
 impl Shared {
     /// Counts a refusal and logs it unless one of its kind was logged in the last interval.
     fn log_refusal(&self, refusal: Refusal, peer: SocketAddr, reason: &str) {
-        if let Some(now) = self.inputs.refusals.record(refusal) {
+        if let Some(now) = self.inputs.refusals.record(refusal, reason) {
             let limits = &self.inputs.limits;
             let detail = match refusal {
                 Refusal::Unauthenticated => format!(

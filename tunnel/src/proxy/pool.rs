@@ -4,7 +4,7 @@
 //!
 //! Dials for a key are shared: one dial is in flight at a time, every caller that needs a
 //! connection waits for it and gets its result, and a failure is remembered for
-//! [`NEGATIVE_CACHE`], so a burst of connections to an unreachable peer fails together
+//! [`NEGATIVE_CACHE`] when it was slow to come (a timeout), so a burst of connections to an unreachable peer fails together
 //! within the connect timeout instead of one after another. A connection that dies is
 //! dropped from the pool as soon as its driver task sees it end; one that stops answering
 //! PINGs is closed; one that idles past the timeout is closed by [`Pool::reap_idle`]; a
@@ -45,7 +45,8 @@ pub struct PoolKey {
     pub peer: SocketAddr,
 }
 
-/// How long a failed dial's error is given to new callers without dialling again.
+/// How long a slow dial failure (timeout, unreachable host) is given to new callers
+/// without dialling again.
 pub const NEGATIVE_CACHE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +91,22 @@ pub enum PoolError {
     },
     #[error("the dial to {peer} was abandoned")]
     Abandoned { peer: SocketAddr },
+}
+
+impl PoolError {
+    /// A failure that took long to learn (a timeout, an unreachable host): the ones worth
+    /// remembering, since each new attempt would cost as long again. A quick refusal (the
+    /// peer daemon restarting) is retried at once, so recovery is not delayed.
+    fn is_slow(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Connect { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// An open CONNECT stream, counted against its connection until dropped.
@@ -338,7 +355,9 @@ impl Pool {
                     Ok(())
                 }
                 Err(error) => {
-                    state.failed = Some((Instant::now(), error.clone()));
+                    if error.is_slow() {
+                        state.failed = Some((Instant::now(), error.clone()));
+                    }
                     Err(error)
                 }
             };

@@ -96,8 +96,13 @@ async fn admit(
         why: hbone::shortened(&why).into_owned(),
     })?;
     let workload = deliverable(shared, dst).map_err(Refused::forbidden)?;
-    if let Decision::Deny { because } = inputs.policy.evaluate(caller, &workload) {
-        return Err(Refused::forbidden(format!("policy: {because}")));
+    match inputs.policy.evaluate(caller, &workload) {
+        Decision::Allow { because } => {
+            debug!(%caller, %dst, %workload, %because, "allowed");
+        }
+        Decision::Deny { because } => {
+            return Err(Refused::forbidden(format!("policy: {because}")));
+        }
     }
     if inputs.nonlocal_bind.allowed() {
         return Err(Refused {

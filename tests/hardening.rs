@@ -1,0 +1,327 @@
+//! The daemon under abuse and a bad network, end to end: each test pushes past one of the
+//! caps of the inbound side or the pool and measures what held (the peer daemon's memory
+//! and file descriptors from /proc, legitimate calls' success, times to failure). Figures
+//! are printed; the bounds asserted are generous multiples of what the design allows.
+
+mod support;
+
+use std::{
+    fs,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::{LONG, NETPROBE, Pair, Proc, SHORT};
+
+const H2ATTACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/h2attack.py");
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status");
+    kib / 1024.0
+}
+
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc fd")
+        .count()
+}
+
+/// The certificate files of workload `frontend` on host A, for the attack scripts.
+fn frontend_credentials(pair: &Pair) -> [String; 3] {
+    let dir = pair.testbed.dir().join("etc-host-a");
+    [
+        dir.join("frontend/cert.pem"),
+        dir.join("frontend/key.pem"),
+        dir.join("ca/bundle.pem"),
+    ]
+    .map(|p: PathBuf| p.display().to_string())
+}
+
+/// Runs an h2attack command on host A, outside any workload (uncaptured), and returns its
+/// JSON line.
+fn attack(pair: &Pair, args: &[&str]) -> String {
+    let out = pair
+        .a
+        .host
+        .command("python3")
+        .arg(H2ATTACK)
+        .args(args)
+        .output(LONG);
+    assert!(out.status.success(), "h2attack {args:?} failed: {}", out.stderr);
+    out.stdout.trim().to_string()
+}
+
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let start = json.find(&format!("\"{key}\": "))? + key.len() + 4;
+    let rest = &json[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+fn inbound_limits(extra: &str) -> impl Fn(String) -> String {
+    let extra = extra.to_string();
+    move |config: String| format!("{config}\n[inbound]\n{extra}\n")
+}
+
+#[test]
+fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
+    let mut pair = Pair::new(
+        "hardening-memory",
+        |a| a,
+        inbound_limits("handshake_timeout = \"3s\""),
+    );
+    pair.start();
+    let _source = pair.serve_on_b(&["serve-source", "8080", "1000000000"], 8080);
+    let pid = pair.b.daemon().pid();
+    let [cert, key, ca] = frontend_credentials(&pair);
+    let creds = [cert.as_str(), key.as_str(), ca.as_str()];
+
+    // A header block that never ends, on 40 connections at once.
+    let before = rss_mib(pid);
+    let mut args = vec!["continuation", "10.0.0.2", "15008"];
+    args.extend(creds);
+    args.extend(["40", "8"]);
+    let result = attack(&pair, &args);
+    let grown = rss_mib(pid) - before;
+    println!("CONTINUATION flood, 40 connections for up to 8 s: {result}; daemon RSS +{grown:.1} MiB");
+    assert_eq!(json_number(&result, "closed"), Some(40.0), "every connection closed: {result}");
+    let slowest = json_number(&result, "max_close_s").expect("close times");
+    assert!(slowest <= 5.0, "closed within the 3 s handshake timeout (+2 s): {result}");
+    assert!(grown < 64.0, "RSS grew {grown:.1} MiB");
+
+    // One CONNECT with a 16 MB header: refused at the 16 KiB limit, and not logged whole.
+    let log_before = pair.b.logs().len();
+    let mut args = vec!["big-header", "10.0.0.2", "15008"];
+    args.extend(creds);
+    args.extend(["10.0.0.2:8080", "16000000"]);
+    let result = attack(&pair, &args);
+    let log_grown = pair.b.logs().len() - log_before;
+    println!("16 MB header: {result}; daemon log +{log_grown} bytes");
+    assert!(
+        result.contains("\"status_431\": true")
+            || result.contains("\"reset\"")
+            || result.contains("\"goaway\""),
+        "the oversized CONNECT is refused: {result}"
+    );
+    assert!(log_grown < 64 * 1024, "log grew {log_grown} bytes");
+
+    // 1,000 streams with a 2 GiB window to a fast server, never read: measured while the
+    // attacker holds them.
+    let before = rss_mib(pid);
+    let mut never_read = pair
+        .a
+        .host
+        .command("python3")
+        .arg(H2ATTACK)
+        .arg("never-read")
+        .args(["10.0.0.2", "15008"])
+        .args(creds)
+        .args(["10.0.0.2:8080", "1000", "8"])
+        .spawn();
+    thread::sleep(Duration::from_secs(5));
+    let served = pair.b.host.established_to(8080);
+    let grown = rss_mib(pid) - before;
+    never_read.wait_timeout(LONG).expect("the attacker finishes");
+    println!(
+        "1000 streams never read, 2 GiB window: {served} delivered at once (cap 100); daemon RSS +{grown:.1} MiB \
+         (bound: 100 streams x 512 KiB + 16 MiB)"
+    );
+    assert!((50..=100).contains(&served), "the streams were served, up to the cap: {served}");
+    assert!(grown < 150.0, "RSS grew {grown:.1} MiB");
+
+    // Still serving legitimate callers.
+    let out = pair.frontend(&["download", "10.0.0.2", "8080", "1000000"]);
+    assert!(out.stdout.contains("bytes=1000000"), "legitimate call after the attacks: {out:?}");
+}
+
+#[test]
+fn floods_before_tls_leave_legitimate_calls_working() {
+    let mut pair = Pair::new(
+        "hardening-pretls",
+        |a| a,
+        inbound_limits(
+            "max_unauthenticated = 200\nmax_unauthenticated_per_address = 50\nhandshake_timeout = \"2s\"",
+        ),
+    );
+    let attacker = pair.testbed.add_host("host-c");
+    pair.start();
+    let _sink = pair.serve_on_b(&["serve-sink", "8080"], 8080);
+    let pid = pair.b.daemon().pid();
+    let fds_before = open_fds(pid);
+
+    let flood = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            attacker
+                .command("python3")
+                .args([H2ATTACK, "no-tls", "10.0.0.2", "15008", "2000", "4"])
+                .output(LONG)
+        });
+        thread::sleep(Duration::from_secs(1));
+        let mut succeeded = 0;
+        let mut peak_fds = 0;
+        for _ in 0..20 {
+            let out = pair.frontend(&["upload", "10.0.0.2", "8080", "10000"]);
+            succeeded += usize::from(out.stdout.contains("bytes=10000"));
+            peak_fds = peak_fds.max(open_fds(pid));
+        }
+        (flood.join().expect("flood thread"), succeeded, peak_fds)
+    });
+    let (flood, succeeded, peak_fds) = flood;
+    println!(
+        "2000 connections that never start TLS from one address: {}; legitimate calls {succeeded}/20; \
+         daemon fds {fds_before} before, {peak_fds} at peak",
+        flood.stdout.trim()
+    );
+    assert_eq!(succeeded, 20, "every legitimate call succeeded");
+    assert!(peak_fds < fds_before + 100, "fds held: {peak_fds}");
+    let logs = pair.b.logs();
+    let refusal_lines = logs
+        .lines()
+        .filter(|l| l.contains("too_many_unauthenticated_from_address"))
+        .count();
+    println!("refusal log lines: {refusal_lines}");
+    assert!(refusal_lines >= 1, "the refusals are logged");
+    assert!(refusal_lines <= 10, "and rate-limited: {refusal_lines} lines");
+}
+
+#[test]
+fn a_partition_strands_nothing_on_the_receiving_side() {
+    let keepalive = |config: String| format!("{config}\n[outbound]\nkeepalive = \"2s\"\n");
+    let mut pair = Pair::new(
+        "hardening-partition",
+        keepalive,
+        inbound_limits("keepalive = \"2s\""),
+    );
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let held = thread::scope(|scope| {
+        let held = scope.spawn(|| pair.frontend(&["hold", "10.0.0.2", "8080", "5", "20"]));
+        testbed::wait_until(SHORT, Duration::from_millis(100), || pair.b.host.established_to(8080) >= 5, || {
+            "the held connections reach B".into()
+        });
+        let started = Instant::now();
+        pair.a.host.command("ip").args(["link", "set", "eth0", "down"]).output(SHORT);
+        testbed::wait_until(LONG, Duration::from_millis(200), || {
+            pair.b.host.established_to(8080) == 0 && established_on(&pair.b.host, 15008) == 0
+        }, || "B closes the tunnel and delivery sockets".into());
+        let cleared = started.elapsed();
+        pair.a.host.command("ip").args(["link", "set", "eth0", "up"]).output(SHORT);
+        (held.join().expect("hold thread"), cleared)
+    });
+    let (held, cleared) = held;
+    println!("partition: B closed the tunnel and delivery sockets {cleared:?} after the link went down; hold: {}", held.stdout.trim());
+    assert!(cleared < Duration::from_secs(15), "took {cleared:?}");
+    // The network is back: new calls work without a restart.
+    testbed::wait_until(LONG, Duration::from_millis(500), || {
+        pair.frontend(&["peer", "10.0.0.2", "8080"]).status.success()
+    }, || "calls work again after the partition".into());
+}
+
+/// Established TCP connections whose local port is `port`.
+fn established_on(host: &support::Host, port: u16) -> usize {
+    let out = host
+        .command("ss")
+        .args(["-Htn", "state", "established", &format!("sport = :{port}")])
+        .output(Duration::from_secs(5));
+    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+#[test]
+fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
+    let timeout = |config: String| format!("{config}\n[outbound]\nconnect_timeout = \"2s\"\n");
+    let mut pair = Pair::new("hardening-unreachable", timeout, |b| b);
+    pair.start();
+    let backlog = pair
+        .a
+        .host
+        .command("ss")
+        .args(["-Hltn", "sport = :15001"])
+        .output(SHORT);
+    println!("outbound listener: {}", backlog.stdout.trim());
+    assert!(
+        backlog.stdout.split_whitespace().nth(2) == Some("4096"),
+        "outbound backlog 4096: {}",
+        backlog.stdout
+    );
+    // 10.0.0.77 is inside the captured range, and no host answers there.
+    let started = Instant::now();
+    let callers: Vec<Proc> = (0..10)
+        .map(|_| {
+            pair.a
+                .host
+                .command("python3")
+                .args([NETPROBE, "expect-refused", "10.0.0.77", "8080"])
+                .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+                .spawn()
+        })
+        .collect();
+    // Each caller's own measure: from its connect to the reset it got.
+    let mut ends = Vec::new();
+    for mut caller in callers {
+        caller.wait_timeout(LONG).expect("the caller finishes");
+        let out = caller.stdout();
+        let ms: u64 = out
+            .trim()
+            .rsplit("ms=")
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no ms= in {out:?}"));
+        assert!(out.starts_with("outcome=reset"), "{out}");
+        ends.push(Duration::from_millis(ms));
+    }
+    let (first, last) = (ends.iter().min().unwrap(), ends.iter().max().unwrap());
+    println!(
+        "10 parallel connects to an unreachable peer: each failed after {first:?} to {last:?} (all done {:?} after the first started)",
+        started.elapsed()
+    );
+    assert!(*last < Duration::from_secs(3), "all failed within the 2 s connect timeout (+1 s): {ends:?}");
+    let dials = pair.a.logs().matches("refused: tunnel not opened").count();
+    assert_eq!(dials, 10, "each caller refused with a reason");
+}
+
+#[test]
+fn non_local_binds_keep_the_daemon_from_delivering() {
+    let mut pair = Pair::new("hardening-nonlocal", |a| a, |b| b);
+    let sysctl = |host: &support::Host, value: &str| {
+        let out = host
+            .command("sysctl")
+            .args(["-w", &format!("net.ipv4.ip_nonlocal_bind={value}")])
+            .output(SHORT);
+        assert!(out.status.success(), "sysctl: {}", out.stderr);
+    };
+    sysctl(&pair.b.host, "1");
+    let out = pair
+        .b
+        .host
+        .command(support::TUNNEL)
+        .args(["run", "--config"])
+        .arg(&pair.b.config)
+        .in_cgroup(&pair.testbed.cgroup("b/daemon"))
+        .output(SHORT);
+    println!("start with ip_nonlocal_bind=1: {:?} {}", out.status.code(), out.stderr.trim());
+    assert_eq!(out.status.code(), Some(69), "refused to start: {}", out.stderr);
+    assert!(out.stderr.contains("net.ipv4.ip_nonlocal_bind"), "{}", out.stderr);
+
+    sysctl(&pair.b.host, "0");
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    assert!(pair.frontend(&["peer", "10.0.0.2", "8080"]).status.success());
+    sysctl(&pair.b.host, "1");
+    testbed::wait_until(SHORT, Duration::from_millis(200), || {
+        pair.b.logs().contains("non-local binds were enabled")
+    }, || "the daemon notices the sysctl".into());
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    println!("call with ip_nonlocal_bind=1 at runtime: {}", out.stdout.trim());
+    assert!(
+        pair.b.logs().contains("locality cannot be proven"),
+        "the CONNECT is refused with the reason"
+    );
+    sysctl(&pair.b.host, "0");
+}
