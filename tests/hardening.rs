@@ -192,6 +192,75 @@ fn floods_before_tls_leave_legitimate_calls_working() {
 }
 
 #[test]
+fn a_handshake_flood_leaves_established_callers_served() {
+    let mut pair = Pair::new("hardening-handshakes", |a| a, |b| b);
+    let attacker = pair.testbed.add_host("host-c");
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let pid = pair.b.daemon().pid();
+    let [cert, key, ca] = frontend_credentials(&pair);
+    let quiet = pair.frontend(&["latency", "10.0.0.2", "8080", "50"]);
+    // The daemons run at debug level in tests; count what an operator at info would see.
+    let info_lines = || {
+        pair.b
+            .logs()
+            .lines()
+            .filter(|l| !l.contains(" DEBUG ") && !l.contains(" TRACE "))
+            .count()
+    };
+    let log_before = info_lines();
+    let (flood, loaded) = thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            attacker
+                .command("python3")
+                .args([H2ATTACK, "handshakes", "10.0.0.2", "15008", &cert, &key, &ca, "20", "6"])
+                .output(LONG)
+        });
+        thread::sleep(Duration::from_secs(1));
+        let loaded = pair.frontend(&["latency", "10.0.0.2", "8080", "50"]);
+        (flood.join().expect("flood thread"), loaded)
+    });
+    let log_lines = info_lines() - log_before;
+    println!(
+        "handshake flood from 20 processes: {}; legitimate new connections: quiet {}, under the flood {}; \
+         daemon log +{log_lines} lines at info, RSS {:.1} MiB",
+        flood.stdout.trim(),
+        quiet.stdout.trim(),
+        loaded.stdout.trim(),
+        rss_mib(pid)
+    );
+    assert!(flood.stdout.contains("\"handshakes\""), "the flood ran: {}", flood.stderr);
+    assert!(loaded.stdout.starts_with("ok=50 "), "every legitimate call succeeded: {}", loaded.stdout);
+    assert!(log_lines < 100, "the flood did not flood the log: {log_lines} lines");
+}
+
+#[test]
+fn a_burst_of_captured_connects_fits_the_accept_queue() {
+    let mut pair = Pair::new("hardening-burst", |a| a, |b| b);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let overflows = || listen_overflows(&pair.a.host);
+    let before = overflows();
+    let out = pair.frontend(&["fan-out", "10.0.0.2", "8080", "2000"]);
+    let overflowed = overflows() - before;
+    println!("2000 simultaneous captured connects: {}; listen overflows on host A: {overflowed}", out.stdout.trim());
+    assert_eq!(out.stdout.trim(), "ok=2000 bad=0", "{}", out.stderr);
+    assert_eq!(overflowed, 0, "the outbound listener's accept queue overflowed");
+}
+
+/// TcpExt ListenOverflows of a host's network namespace.
+fn listen_overflows(host: &support::Host) -> u64 {
+    let out = host.command("cat").arg("/proc/net/netstat").output(SHORT);
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (names, values) = (lines[0].split_whitespace(), lines[1].split_whitespace());
+    names
+        .zip(values)
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .expect("ListenOverflows in /proc/net/netstat")
+}
+
+#[test]
 fn a_partition_strands_nothing_on_the_receiving_side() {
     let keepalive = |config: String| format!("{config}\n[outbound]\nkeepalive = \"2s\"\n");
     let mut pair = Pair::new(

@@ -12,6 +12,9 @@ well-behaved peer never would. Each prints one JSON line that the Rust tests par
   never-read HOST PORT CERT KEY CA DEST STREAMS SECONDS
       one connection advertising a 2 GiB window, opening STREAMS CONNECTs to DEST, then
       never reading a byte for SECONDS
+  handshakes HOST PORT CERT KEY CA PROCS SECONDS
+      PROCS processes doing full mTLS handshakes in a loop (connect, handshake, close) for
+      SECONDS; reports how many completed and how many failed
   no-tls HOST PORT CONNS SECONDS
       CONNS TCP connections that never send anything, held for SECONDS; reports how many
       the server reset or closed at once and how many it closed later
@@ -169,6 +172,31 @@ def never_read(host, port, cert, key, ca, dest, streams, seconds):
     print(json.dumps({"requested": opened}), flush=True)
 
 
+def handshakes(host, port, cert, key, ca, procs, seconds):
+    import multiprocessing
+
+    def loop(counts):
+        done = failed = 0
+        deadline = time.time() + float(seconds)
+        while time.time() < deadline:
+            try:
+                tls_connect(host, port, cert, key, ca, timeout=5).close()
+                done += 1
+            except (OSError, ssl.SSLError):
+                failed += 1
+        counts.put((done, failed))
+
+    counts = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=loop, args=(counts,)) for _ in range(int(procs))]
+    for w in workers:
+        w.start()
+    results = [counts.get() for _ in workers]
+    for w in workers:
+        w.join()
+    print(json.dumps({"handshakes": sum(r[0] for r in results), "failed": sum(r[1] for r in results)}),
+          flush=True)
+
+
 def no_tls(host, port, conns, seconds):
     socks, refused = [], 0
     for _ in range(int(conns)):
@@ -198,7 +226,7 @@ def gone(s):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"continuation": continuation, "big-header": big_header, "never-read": never_read,
-     "no-tls": no_tls}[cmd](*args)
+     "no-tls": no_tls, "handshakes": handshakes}[cmd](*args)
 
 
 if __name__ == "__main__":

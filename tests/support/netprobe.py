@@ -13,6 +13,8 @@ Each command prints one result line (or JSON) that the Rust tests parse.
   expect-refused HOST PORT    connects and reads; prints how it failed and how long it took
   hold HOST PORT N SECONDS    opens N connections to a serve-tagged port, holds them open
                               for SECONDS, prints "held=<k>"
+  latency HOST PORT N         N new connections in turn to a serve-tagged port, each timed
+                              from connect to its tag line; prints "ok=<k> p50_ms=.. p90_ms=.."
 """
 import hashlib, json, random, socket, sys, threading, time
 
@@ -157,6 +159,21 @@ def main():
         print(f"holding={len(held)}", flush=True)
         time.sleep(seconds)
         print(f"held={len(held)}", flush=True)
+    elif cmd == "latency":
+        host, port, n = args[0], args[1], int(args[2])
+        times = []
+        for _ in range(n):
+            started = time.monotonic()
+            try:
+                s = connect(host, port)
+                if s.makefile().readline().startswith("port="):
+                    times.append((time.monotonic() - started) * 1000)
+                s.close()
+            except OSError as e:
+                print(f"latency: {e}", file=sys.stderr)
+        times.sort()
+        pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 1) if times else None
+        print(f"ok={len(times)} p50_ms={pick(0.5)} p90_ms={pick(0.9)}")
     else:
         sys.exit(f"unknown command {cmd}")
 

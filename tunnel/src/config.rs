@@ -124,8 +124,8 @@ impl Inbound {
     pub const DEFAULT: Self = Self {
         max_unauthenticated: 1024,
         max_unauthenticated_per_address: 128,
-        max_handshakes: 16,
-        max_connections_per_peer: 8,
+        max_handshakes: 4,
+        max_connections_per_peer: 32,
         max_streams_per_connection: DEFAULT_MAX_STREAMS,
         handshake_timeout: Duration::from_secs(10),
         // Longer than the pool's default idle timeout, so the caller's side closes first.
