@@ -262,7 +262,9 @@ fn listen_overflows(host: &support::Host) -> u64 {
 
 #[test]
 fn a_partition_strands_nothing_on_the_receiving_side() {
-    let keepalive = |config: String| format!("{config}\n[outbound]\nkeepalive = \"2s\"\n");
+    let keepalive = |config: String| {
+        format!("{config}\n[outbound]\nkeepalive = \"2s\"\nconnect_timeout = \"2s\"\n")
+    };
     let mut pair = Pair::new(
         "hardening-partition",
         keepalive,
@@ -277,6 +279,12 @@ fn a_partition_strands_nothing_on_the_receiving_side() {
         });
         let started = Instant::now();
         pair.a.host.command("ip").args(["link", "set", "eth0", "down"]).output(SHORT);
+        // A new connect during the partition: its stream on the silent pooled connection
+        // gets no answer within connect_timeout, the retry's dial times out too.
+        let new_call = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+        println!("a new connect during the partition: {}", new_call.stdout.trim());
+        let ms: u64 = new_call.stdout.trim().rsplit("ms=").next().and_then(|m| m.parse().ok()).expect("ms=");
+        assert!(ms < 5_000, "failed within 2 x connect_timeout (+1 s): {}", new_call.stdout);
         testbed::wait_until(LONG, Duration::from_millis(200), || {
             pair.b.host.established_to(8080) == 0 && established_on(&pair.b.host, 15008) == 0
         }, || "B closes the tunnel and delivery sockets".into());
