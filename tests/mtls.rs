@@ -162,6 +162,14 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
             },
             b_says: "spiffe://other.org/frontend is outside the trust domain example.org",
         },
+        BadCaller {
+            name: "ca-as-leaf",
+            spec: |id| LeafSpec {
+                is_ca: true,
+                ..workload_spec(id)
+            },
+            b_says: "the certificate is a CA certificate (basicConstraints cA=true), not a leaf",
+        },
     ];
     let mut extra = String::new();
     for bad in &bad_callers {
