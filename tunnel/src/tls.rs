@@ -3,6 +3,7 @@
 //! certificate verification, so a removed or expired identity would survive it), no SNI (the
 //! identity is the URI SAN, not a DNS name), and no early data.
 
+mod connection_error;
 mod explain;
 mod material;
 mod provider;
@@ -12,6 +13,7 @@ mod verify;
 
 use std::sync::Arc;
 
+pub use connection_error::{Phase, describe_connection_error};
 pub use explain::{explain, rustls_error};
 pub use material::{Bundle, Credential, MaterialError};
 pub use provider::provider;
