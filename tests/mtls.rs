@@ -162,6 +162,14 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
             },
             b_says: "spiffe://other.org/frontend is outside the trust domain example.org",
         },
+        BadCaller {
+            name: "ca-as-leaf",
+            spec: |id| LeafSpec {
+                is_ca: true,
+                ..workload_spec(id)
+            },
+            b_says: "the certificate is a CA certificate (basicConstraints cA=true), not a leaf",
+        },
     ];
     let mut extra = String::new();
     for bad in &bad_callers {
@@ -490,5 +498,89 @@ fn a_peer_with_another_identity_than_configured_is_refused() {
     pair.a.daemon().wait_for_line(
         &["refused: tunnel not opened", "expected the peer to be spiffe://example.org/node/host-z, but it is spiffe://example.org/node/host-b"],
         SHORT,
+    );
+}
+
+#[test]
+fn a_peer_presenting_a_workload_certificate_is_refused_without_any_peer_entry() {
+    // No [[peer]] entry on A: only the default rule (a node identity) protects it.
+    let without_peer_entries = |a: String| {
+        let cut = a
+            .find("[[peer]]")
+            .expect("the example has a [[peer]] entry");
+        a[..cut].to_string()
+    };
+    let mut pair = Pair::new("mtls-workload-as-peer", without_peer_entries, |b| b);
+    // B's daemon presents the certificate of a workload, `batch`, instead of a node's.
+    let batch = pair.pki.issue("batch", "batch");
+    let text = fs::read_to_string(&pair.b.config).unwrap();
+    let text: Vec<String> = text
+        .lines()
+        .map(|line| match line {
+            l if l.starts_with("spiffe_id = \"spiffe://example.org/node/") => {
+                "spiffe_id = \"spiffe://example.org/batch\"".into()
+            }
+            l if l.starts_with("cert = ") && l.ends_with("/node/cert.pem\"") => {
+                format!("cert = \"{}\"", batch.join("cert.pem").display())
+            }
+            l if l.starts_with("key = ") && l.ends_with("/node/key.pem\"") => {
+                format!("key = \"{}\"", batch.join("key.pem").display())
+            }
+            l => l.into(),
+        })
+        .collect();
+    fs::write(&pair.b.config, text.join("\n")).unwrap();
+    pair.start();
+    pair.b.daemon().wait_for_line(
+        &[
+            "node identity spiffe://example.org/batch does not match [outbound] peer_identity \
+             spiffe://example.org/node/*",
+            "will refuse this daemon",
+        ],
+        SHORT,
+    );
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    assert!(
+        out.stdout.starts_with("outcome=reset")
+            || out.stdout.starts_with("outcome=refused")
+            || out.stdout.starts_with("outcome=eof"),
+        "the caller must see a refusal, got {}",
+        out.stdout
+    );
+    let reason = "expected a node identity matching spiffe://example.org/node/*, but the peer \
+                  presented spiffe://example.org/batch";
+    pair.a
+        .daemon()
+        .wait_for_line(&["refused: tunnel not opened", reason], SHORT);
+    pair.b.daemon().wait_for_line(
+        &["refused tunnel connection", "refusal=\"handshake_failed\""],
+        SHORT,
+    );
+
+    // `tunnel probe` holds the peer to the same rule.
+    let probe = pair
+        .a
+        .host
+        .command(TUNNEL)
+        .args(["probe", "--as", "frontend", "--config"])
+        .arg(&pair.a.config)
+        .arg("10.0.0.2:8080")
+        .output(SHORT);
+    assert!(!probe.status.success(), "{}", probe.stdout);
+    assert!(
+        probe.stdout.contains(
+            "expecting the peer to present a node identity matching spiffe://example.org/node/*"
+        ) && probe.stdout.contains(reason),
+        "{}",
+        probe.stdout
+    );
+
+    // Nothing reached B's workload: no tunnel connection was ever accepted.
+    let b_logs = pair.b.logs();
+    assert!(
+        !b_logs.contains("tunnel connection accepted") && !b_logs.contains("allowed"),
+        "{b_logs}"
     );
 }

@@ -20,7 +20,7 @@ pub use error::{ConfigError, Located, Problem, Site};
 use ipnet::IpNet;
 pub use raw::{Action, Mode};
 
-use crate::identity::{SpiffeId, TrustDomain};
+use crate::identity::{IdPattern, SpiffeId, TrustDomain};
 
 /// Where pins live unless `capture.bpf_dir` says otherwise.
 pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/tunnel";
@@ -97,6 +97,9 @@ pub struct Capture {
 /// How captured connections travel to peers.
 #[derive(Clone, Debug)]
 pub struct Outbound {
+    /// What a peer daemon must present when no `[[peer]]` entry pins its identity: a node
+    /// identity, `spiffe://<trust_domain>/node/*` unless configured.
+    pub peer_identity: IdPattern,
     pub peer_port: u16,
     pub connect_timeout: Duration,
     /// A pooled connection with no stream for this long is closed.

@@ -1,10 +1,12 @@
 //! Workload identity: SPIFFE IDs (`spiffe://<trust-domain>/<path>`) and the X.509-SVID rules a
 //! leaf certificate must meet, checked after webpki has verified its chain.
 
+mod pattern;
 mod svid;
 
 use std::{fmt, str::FromStr};
 
+pub use pattern::IdPattern;
 pub use svid::{CertSummary, Purpose, SvidError, svid_identity, timestamp};
 
 /// Longest SPIFFE ID implementations must accept (SPIFFE-ID.md §2.3).

@@ -3,13 +3,17 @@
 //! certificate verification, so a removed or expired identity would survive it), no SNI (the
 //! identity is the URI SAN, not a DNS name), and no early data.
 
+mod connection_error;
 mod explain;
 mod material;
 mod provider;
+#[cfg(test)]
+mod test_pki;
 mod verify;
 
 use std::sync::Arc;
 
+pub use connection_error::{Phase, describe_connection_error};
 pub use explain::{explain, rustls_error};
 pub use material::{Bundle, Credential, MaterialError};
 pub use provider::provider;
@@ -19,9 +23,9 @@ use rustls::{
     server::NoServerSessionStorage,
     sign::{CertifiedKey, SingleCertAndKey},
 };
-pub use verify::{VerifyError, peer_identity};
+pub use verify::{PeerExpectation, VerifyError, peer_identity};
 
-use crate::identity::{SpiffeId, TrustDomain};
+use crate::identity::TrustDomain;
 
 /// The only application protocol spoken on the tunnel port.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -47,12 +51,12 @@ pub fn server_config(
 
 /// The outbound side, for one workload calling one peer: presents the workload's
 /// certificate; accepts a server that chains to the bundle, is an X.509-SVID of the trust
-/// domain and, when `expected` is set, is exactly that identity.
+/// domain and is what `expected` asks for (a node identity, or exactly the pinned one).
 pub fn client_config(
     workload: Arc<CertifiedKey>,
     roots: Arc<RootCertStore>,
     trust_domain: TrustDomain,
-    expected: Option<SpiffeId>,
+    expected: PeerExpectation,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let verifier = verify::SpiffeServerVerifier::new(roots, trust_domain, expected);
     let mut config = ClientConfig::builder_with_provider(provider())

@@ -20,7 +20,7 @@ use crate::{
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
         pool::{Pool, PoolSettings},
     },
-    tls::{self, Bundle, Credential},
+    tls::{self, Bundle, Credential, PeerExpectation},
 };
 
 /// Certificates and keys, loaded once at start.
@@ -41,6 +41,14 @@ impl Material {
         let node = load_credential(config, &config.node.cert, &config.node.key)?;
         for problem in node.problems(&config.node.spiffe_id, Purpose::ServerAuth) {
             warn!(cert = %config.node.cert.value.display(), "node certificate: {problem}");
+        }
+        let pattern = &config.outbound.peer_identity;
+        if !pattern.matches(&config.node.spiffe_id) {
+            // Peers usually share this setting, so they will refuse this daemon's certificate.
+            warn!(
+                "node identity {} does not match [outbound] peer_identity {pattern}: peers configured like this host will refuse this daemon",
+                config.node.spiffe_id
+            );
         }
         let mut workloads = HashMap::new();
         for workload in &config.workloads {
@@ -70,7 +78,7 @@ impl Material {
         &self,
         config: &Config,
         workload: &str,
-        expected: Option<SpiffeId>,
+        expected: PeerExpectation,
     ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let credential = &self.workloads[workload];
         tls::client_config(
@@ -98,19 +106,34 @@ fn load_credential(
     })
 }
 
+/// The `[[peer]]` entries by destination.
+pub fn peer_identities(config: &Config) -> PeerIdentities {
+    PeerIdentities::new(
+        config
+            .peers
+            .iter()
+            .flat_map(|p| p.destinations.iter().map(|net| (*net, p.spiffe_id.clone())))
+            .collect(),
+    )
+}
+
+/// What the daemon serving a destination must present: the identity a `[[peer]]` entry pins
+/// for it (the most specific entry wins), else a node identity matching `[outbound]
+/// peer_identity`. The daemon and `tunnel probe` both decide here.
+pub fn peer_expectation(config: &Config, pinned: Option<&SpiffeId>) -> PeerExpectation {
+    match pinned {
+        Some(id) => PeerExpectation::Pinned(id.clone()),
+        None => PeerExpectation::Node(config.outbound.peer_identity.clone()),
+    }
+}
+
 pub fn outbound_inputs(
     config: &Config,
     material: &Material,
     workload_cgroups: &[(String, u64)],
     original_dst: OriginalDstTable,
 ) -> Result<OutboundInputs, StartError> {
-    let peers = PeerIdentities::new(
-        config
-            .peers
-            .iter()
-            .flat_map(|p| p.destinations.iter().map(|net| (*net, p.spiffe_id.clone())))
-            .collect(),
-    );
+    let peers = peer_identities(config);
     let expectations: BTreeSet<Option<SpiffeId>> = std::iter::once(None)
         .chain(config.peers.iter().map(|p| Some(p.spiffe_id.clone())))
         .collect();
@@ -123,7 +146,11 @@ pub fn outbound_inputs(
         for expected in &expectations {
             tls_configs.insert(
                 expected.clone(),
-                material.client_config(config, name, expected.clone())?,
+                material.client_config(
+                    config,
+                    name,
+                    peer_expectation(config, expected.as_ref()),
+                )?,
             );
         }
         let certificate_problems = material.workload_problems(name, &workload.spiffe_id);

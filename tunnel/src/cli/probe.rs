@@ -6,9 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::Args;
 
 use crate::{
-    app::wiring::Material,
+    app::wiring::{self, Material},
     config::Config,
     proxy::pool::{Pool, PoolKey, PoolSettings},
+    tls::PeerExpectation,
 };
 
 #[derive(Debug, Args)]
@@ -61,15 +62,11 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         args.destination.ip(),
         config.outbound.peer_port,
     ));
-    let expected = crate::proxy::outbound::PeerIdentities::new(
-        config
-            .peers
-            .iter()
-            .flat_map(|p| p.destinations.iter().map(|n| (*n, p.spiffe_id.clone())))
-            .collect(),
-    )
-    .expected(peer.ip())
-    .cloned();
+    // The daemon's own rule, so the probe expects of the peer exactly what the daemon would.
+    let expected = wiring::peer_expectation(
+        &config,
+        wiring::peer_identities(&config).expected(peer.ip()),
+    );
     println!(
         "probe: {} ({}) -> {} via {peer}",
         workload.name, workload.spiffe_id, args.destination
@@ -78,10 +75,9 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         println!("  warning: our certificate: {problem}");
     }
     match &expected {
-        Some(id) => println!("  expecting the peer to be {id} ([[peer]] entry)"),
-        None => println!(
-            "  expecting any peer identity of trust domain {}",
-            config.trust_domain
+        PeerExpectation::Pinned(id) => println!("  expecting the peer to be {id} ([[peer]] entry)"),
+        PeerExpectation::Node(pattern) => println!(
+            "  expecting the peer to present a node identity matching {pattern} ([outbound] peer_identity)"
         ),
     }
     let client = match material.client_config(&config, &workload.name, expected) {

@@ -144,12 +144,15 @@ impl Checker<'_> {
         let node = self.node(&raw.node, td);
         let capture = self.capture(&raw.capture);
         let listen = self.listen(&raw.listen, capture.as_ref());
-        let outbound = self.outbound(&raw.outbound);
+        let outbound = self.outbound(&raw.outbound, td);
         let inbound = self.inbound(&raw.inbound);
         let runtime = self.runtime(&raw.runtime);
         let workloads = self.workloads(&raw.workloads, td, capture.as_ref(), listen.as_ref());
         let policies = self.policies(&raw.policies, td, &workloads);
         let peers = self.peers(&raw.peers, td);
+        if let Some(outbound) = &outbound {
+            self.peer_identity_excludes_workloads(outbound, &workloads);
+        }
         Some(Config {
             file: file.into(),
             trust_domain: trust_domain?,
@@ -288,8 +291,10 @@ impl Checker<'_> {
         })
     }
 
-    fn outbound(&mut self, raw: &RawOutbound) -> Option<Outbound> {
+    fn outbound(&mut self, raw: &RawOutbound, td: Option<&TrustDomain>) -> Option<Outbound> {
         let path = at("outbound");
+        let peer_identity =
+            self.peer_identity(&path.key("peer_identity"), raw.peer_identity.as_deref(), td);
         let peer_port = raw.peer_port.unwrap_or(DEFAULT_PEER_PORT);
         if peer_port == 0 {
             self.problem(&path.key("peer_port"), "port 0 is not a port");
@@ -320,6 +325,7 @@ impl Checker<'_> {
         );
         (peer_port != 0 && max_streams_per_connection != 0).then_some(())?;
         Some(Outbound {
+            peer_identity: peer_identity?,
             peer_port,
             connect_timeout: connect_timeout?,
             idle_timeout: idle_timeout?,
@@ -559,5 +565,21 @@ impl Checker<'_> {
             }
         }
         peers
+    }
+
+    /// A pattern that admits one of our own workloads' identities would let that workload's
+    /// certificate (held by an application, not a daemon) stand in for a peer daemon.
+    fn peer_identity_excludes_workloads(&mut self, outbound: &Outbound, workloads: &[Workload]) {
+        let pattern = &outbound.peer_identity;
+        for workload in workloads.iter().filter(|w| pattern.matches(&w.spiffe_id)) {
+            self.problem(
+                &at("outbound").key("peer_identity"),
+                format!(
+                    "{pattern} matches {}, the identity of workload {:?}: peer daemons must \
+                     present node identities, never a workload's",
+                    workload.spiffe_id, workload.name
+                ),
+            );
+        }
     }
 }

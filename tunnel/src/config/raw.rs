@@ -73,6 +73,7 @@ pub struct RawCapture {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutbound {
+    pub peer_identity: Option<String>,
     pub peer_port: Option<u16>,
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,

@@ -340,6 +340,53 @@ fn prefix_patterns_match_by_prefix() {
 }
 
 #[test]
+fn peer_daemons_must_be_nodes_unless_configured_otherwise() {
+    let config = parse(CONTRACT).unwrap();
+    assert_eq!(
+        config.outbound.peer_identity.to_string(),
+        "spiffe://example.org/node/*"
+    );
+    let config = parse(&format!(
+        "{CONTRACT}\n[outbound]\npeer_identity = \"spiffe://example.org/node/gateway\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.outbound.peer_identity.to_string(),
+        "spiffe://example.org/node/gateway"
+    );
+
+    for (value, expected) in [
+        (
+            "spiffe://other.org/node/*",
+            "a prefix must start with spiffe://example.org/",
+        ),
+        (
+            "spiffe://other.org/node/a",
+            "outside the trust domain example.org",
+        ),
+        ("spiffe://example.org/*/node", "found '*'"),
+        ("spiffe://example.org/node//*", "empty path segment"),
+        ("node/*", "a prefix must start with spiffe://example.org/"),
+        (
+            "spiffe://example.org/*",
+            "matches spiffe://example.org/frontend, the identity of workload \"frontend\": \
+             peer daemons must present node identities, never a workload's",
+        ),
+    ] {
+        let text = format!("{CONTRACT}\n[outbound]\npeer_identity = \"{value}\"\n");
+        let message = parse(&text).unwrap_err().to_string();
+        let line = line_of(&text, "peer_identity =");
+        let prefix = format!("/etc/tunnel/tunnel.toml:{line}: outbound.peer_identity: ");
+        assert!(
+            message
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(expected)),
+            "{value}: expected a line starting {prefix:?} containing {expected:?}, got:\n{message}"
+        );
+    }
+}
+
+#[test]
 fn an_unreadable_file_is_named() {
     let message = Config::load(Path::new("/nonexistent/tunnel.toml"))
         .unwrap_err()

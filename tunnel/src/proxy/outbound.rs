@@ -47,7 +47,8 @@ pub enum OutboundError {
 pub struct OutboundWorkload {
     pub name: Arc<str>,
     pub spiffe_id: SpiffeId,
-    /// Keyed by the identity expected of the peer (`None`: any identity of the trust domain).
+    /// Keyed by the `[[peer]]` identity pinned for the peer (`None`: none is, so the peer
+    /// must present a node identity matching `[outbound] peer_identity`).
     pub tls: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
     /// What is known to be wrong with its certificate (expired, wrong SAN...), said again
     /// when a peer refuses it, so the caller's log explains the refusal too.

@@ -23,7 +23,7 @@ use rustls::{
 };
 
 use super::provider;
-use crate::identity::{self, Purpose, SpiffeId, SvidError, TrustDomain};
+use crate::identity::{self, IdPattern, Purpose, SpiffeId, SvidError, TrustDomain};
 
 /// Why a certificate that chains correctly is still refused. Carried inside
 /// `CertificateError::Other` so the handshake fails with it; `explain` digs it out for logs.
@@ -41,6 +41,41 @@ pub enum VerifyError {
         expected: SpiffeId,
         actual: SpiffeId,
     },
+    #[error(
+        "expected a node identity matching {pattern}, but the peer presented {actual} (a workload's \
+         certificate? if it is a node, [outbound] peer_identity must cover it)"
+    )]
+    NotANode {
+        pattern: IdPattern,
+        actual: SpiffeId,
+    },
+}
+
+/// Whom the outbound side accepts as the daemon serving a destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerExpectation {
+    /// No `[[peer]]` entry: any node identity matching the pattern (`[outbound]
+    /// peer_identity`). A workload's certificate chains to the same bundle, so without this
+    /// a host holding any workload's key could stand in for a peer daemon.
+    Node(IdPattern),
+    /// A `[[peer]]` entry pins exactly this identity.
+    Pinned(SpiffeId),
+}
+
+impl PeerExpectation {
+    fn check(&self, actual: SpiffeId) -> Result<(), VerifyError> {
+        match self {
+            Self::Node(pattern) if !pattern.matches(&actual) => Err(VerifyError::NotANode {
+                pattern: pattern.clone(),
+                actual,
+            }),
+            Self::Pinned(expected) if expected != &actual => Err(VerifyError::UnexpectedPeer {
+                expected: expected.clone(),
+                actual,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn refuse(error: VerifyError) -> Error {
@@ -131,14 +166,14 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
     trust_domain: TrustDomain,
-    expected: Option<SpiffeId>,
+    expected: PeerExpectation,
 }
 
 impl SpiffeServerVerifier {
     pub fn new(
         roots: Arc<RootCertStore>,
         trust_domain: TrustDomain,
-        expected: Option<SpiffeId>,
+        expected: PeerExpectation,
     ) -> Self {
         Self {
             roots,
@@ -174,14 +209,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
                 trust_domain: self.trust_domain.clone(),
             }));
         }
-        if let Some(expected) = &self.expected
-            && expected != &id
-        {
-            return Err(refuse(VerifyError::UnexpectedPeer {
-                expected: expected.clone(),
-                actual: id,
-            }));
-        }
+        self.expected.check(id).map_err(refuse)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -217,5 +245,135 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::tls::test_pki::{Pki, td};
+
+    /// What the outbound verifier says of a server presenting `chain`.
+    fn verify_chain(
+        pki: &Pki,
+        expected: PeerExpectation,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), Error> {
+        let verifier = SpiffeServerVerifier::new(pki.bundle.roots.clone(), td(), expected);
+        let server_name = ServerName::IpAddress(Ipv4Addr::new(10, 0, 0, 2).into());
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    /// What the outbound verifier says of a server presenting an SVID for `uri`.
+    fn verify(pki: &Pki, expected: PeerExpectation, uri: &str) -> Result<(), Error> {
+        verify_chain(pki, expected, &pki.chain(uri))
+    }
+
+    fn nodes() -> PeerExpectation {
+        PeerExpectation::Node(IdPattern::nodes_of(&td()))
+    }
+
+    fn pinned(id: &str) -> PeerExpectation {
+        PeerExpectation::Pinned(id.parse().unwrap())
+    }
+
+    /// The SPIFFE rule a refusal came from (none: webpki refused the chain itself).
+    fn verify_error(error: &Error) -> Option<&VerifyError> {
+        match error {
+            Error::InvalidCertificate(CertificateError::Other(other)) => other.0.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_node_identity_is_accepted_by_default() {
+        let pki = Pki::new();
+        verify(&pki, nodes(), "spiffe://example.org/node/host-b")
+            .expect("a node certificate of the trust domain");
+    }
+
+    #[test]
+    fn a_workload_certificate_is_refused_where_a_node_is_expected() {
+        let pki = Pki::new();
+        let error = verify(&pki, nodes(), "spiffe://example.org/batch").unwrap_err();
+        let reason = verify_error(&error).expect("refused by the identity rule");
+        assert!(matches!(reason, VerifyError::NotANode { .. }), "{reason:?}");
+        assert!(
+            reason.to_string().starts_with(
+                "expected a node identity matching spiffe://example.org/node/*, but the peer \
+                 presented spiffe://example.org/batch (a workload's certificate?"
+            ),
+            "{reason}"
+        );
+        // A prefix is not a name: node-ish paths outside node/ are refused too.
+        let error = verify(&pki, nodes(), "spiffe://example.org/nodes/host-b").unwrap_err();
+        assert!(matches!(
+            verify_error(&error),
+            Some(VerifyError::NotANode { .. })
+        ));
+    }
+
+    #[test]
+    fn a_configured_exact_pattern_admits_only_that_identity() {
+        let pki = Pki::new();
+        let gateway = IdPattern::parse("spiffe://example.org/node/gateway", &td()).unwrap();
+        let expected = PeerExpectation::Node(gateway);
+        verify(&pki, expected.clone(), "spiffe://example.org/node/gateway").unwrap();
+        let error = verify(&pki, expected, "spiffe://example.org/node/host-b").unwrap_err();
+        assert!(matches!(
+            verify_error(&error),
+            Some(VerifyError::NotANode { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pinned_identity_must_be_presented_exactly() {
+        let pki = Pki::new();
+        let host_b = "spiffe://example.org/node/host-b";
+        verify(&pki, pinned(host_b), host_b).unwrap();
+        for other in [
+            "spiffe://example.org/node/host-c",
+            "spiffe://example.org/batch",
+        ] {
+            let error = verify(&pki, pinned(host_b), other).unwrap_err();
+            let reason = verify_error(&error).expect("refused by the identity rule");
+            assert_eq!(
+                reason.to_string(),
+                format!("expected the peer to be {host_b}, but it is {other}")
+            );
+        }
+    }
+
+    #[test]
+    fn another_trust_domain_is_refused_whatever_its_path() {
+        let pki = Pki::new();
+        for expected in [nodes(), pinned("spiffe://example.org/node/host-b")] {
+            let error = verify(&pki, expected, "spiffe://other.org/node/host-b").unwrap_err();
+            let reason = verify_error(&error).expect("refused by the identity rule");
+            assert!(
+                matches!(reason, VerifyError::ForeignTrustDomain { .. }),
+                "{reason:?}"
+            );
+            assert_eq!(
+                reason.to_string(),
+                "spiffe://other.org/node/host-b is outside the trust domain example.org"
+            );
+        }
+    }
+
+    #[test]
+    fn the_chain_is_checked_before_any_identity_rule() {
+        let pki = Pki::new();
+        let foreign = Pki::new();
+        let chain = foreign.chain("spiffe://example.org/node/host-b");
+        let error = verify_chain(&pki, nodes(), &chain).unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidCertificate(_)) && verify_error(&error).is_none(),
+            "webpki refuses a certificate of another CA: {error:?}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::{Checker, KeyPath};
 use crate::{
     config::Located,
     duration,
-    identity::{SpiffeId, TrustDomain},
+    identity::{IdPattern, SpiffeId, TrustDomain},
 };
 
 impl Checker<'_> {
@@ -42,6 +42,27 @@ impl Checker<'_> {
             return None;
         }
         Some(id)
+    }
+
+    /// `[outbound] peer_identity`: an ID or ID prefix inside the trust domain; the trust
+    /// domain's nodes unless set. `None` without a trust domain (reported already).
+    pub(super) fn peer_identity(
+        &mut self,
+        path: &KeyPath,
+        text: Option<&str>,
+        td: Option<&TrustDomain>,
+    ) -> Option<IdPattern> {
+        let td = td?;
+        let Some(text) = text else {
+            return Some(IdPattern::nodes_of(td));
+        };
+        match IdPattern::parse(text, td) {
+            Ok(pattern) => Some(pattern),
+            Err(e) => {
+                self.problem(path, format!("{text:?}: {}", e.reason));
+                None
+            }
+        }
     }
 
     pub(super) fn file_path(&mut self, path: &KeyPath, text: &str) -> Option<Located<PathBuf>> {
