@@ -54,7 +54,11 @@ fn attack(pair: &Pair, args: &[&str]) -> String {
         .arg(H2ATTACK)
         .args(args)
         .output(LONG);
-    assert!(out.status.success(), "h2attack {args:?} failed: {}", out.stderr);
+    assert!(
+        out.status.success(),
+        "h2attack {args:?} failed: {}",
+        out.stderr
+    );
     out.stdout.trim().to_string()
 }
 
@@ -90,10 +94,19 @@ fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
     args.extend(["40", "8"]);
     let result = attack(&pair, &args);
     let grown = rss_mib(pid) - before;
-    println!("CONTINUATION flood, 40 connections for up to 8 s: {result}; daemon RSS +{grown:.1} MiB");
-    assert_eq!(json_number(&result, "closed"), Some(40.0), "every connection closed: {result}");
+    println!(
+        "CONTINUATION flood, 40 connections for up to 8 s: {result}; daemon RSS +{grown:.1} MiB"
+    );
+    assert_eq!(
+        json_number(&result, "closed"),
+        Some(40.0),
+        "every connection closed: {result}"
+    );
     let slowest = json_number(&result, "max_close_s").expect("close times");
-    assert!(slowest <= 5.0, "closed within the 3 s handshake timeout (+2 s): {result}");
+    assert!(
+        slowest <= 5.0,
+        "closed within the 3 s handshake timeout (+2 s): {result}"
+    );
     assert!(grown < 64.0, "RSS grew {grown:.1} MiB");
 
     // One CONNECT with a 16 MB header: refused at the 16 KiB limit, and not logged whole.
@@ -128,17 +141,25 @@ fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
     thread::sleep(Duration::from_secs(5));
     let served = pair.b.host.established_to(8080);
     let grown = rss_mib(pid) - before;
-    never_read.wait_timeout(LONG).expect("the attacker finishes");
+    never_read
+        .wait_timeout(LONG)
+        .expect("the attacker finishes");
     println!(
         "1000 streams never read, 2 GiB window: {served} delivered at once (cap 100); daemon RSS +{grown:.1} MiB \
          (bound: 100 streams x 512 KiB + 16 MiB)"
     );
-    assert!((50..=100).contains(&served), "the streams were served, up to the cap: {served}");
+    assert!(
+        (50..=100).contains(&served),
+        "the streams were served, up to the cap: {served}"
+    );
     assert!(grown < 150.0, "RSS grew {grown:.1} MiB");
 
     // Still serving legitimate callers.
     let out = pair.frontend(&["download", "10.0.0.2", "8080", "1000000"]);
-    assert!(out.stdout.contains("bytes=1000000"), "legitimate call after the attacks: {out:?}");
+    assert!(
+        out.stdout.contains("bytes=1000000"),
+        "legitimate call after the attacks: {out:?}"
+    );
 }
 
 #[test]
@@ -188,7 +209,10 @@ fn floods_before_tls_leave_legitimate_calls_working() {
         .count();
     println!("refusal log lines: {refusal_lines}");
     assert!(refusal_lines >= 1, "the refusals are logged");
-    assert!(refusal_lines <= 10, "and rate-limited: {refusal_lines} lines");
+    assert!(
+        refusal_lines <= 10,
+        "and rate-limited: {refusal_lines} lines"
+    );
 }
 
 #[test]
@@ -213,7 +237,17 @@ fn a_handshake_flood_leaves_established_callers_served() {
         let flood = scope.spawn(|| {
             attacker
                 .command("python3")
-                .args([H2ATTACK, "handshakes", "10.0.0.2", "15008", &cert, &key, &ca, "20", "6"])
+                .args([
+                    H2ATTACK,
+                    "handshakes",
+                    "10.0.0.2",
+                    "15008",
+                    &cert,
+                    &key,
+                    &ca,
+                    "20",
+                    "6",
+                ])
                 .output(LONG)
         });
         thread::sleep(Duration::from_secs(1));
@@ -229,9 +263,20 @@ fn a_handshake_flood_leaves_established_callers_served() {
         loaded.stdout.trim(),
         rss_mib(pid)
     );
-    assert!(flood.stdout.contains("\"handshakes\""), "the flood ran: {}", flood.stderr);
-    assert!(loaded.stdout.starts_with("ok=50 "), "every legitimate call succeeded: {}", loaded.stdout);
-    assert!(log_lines < 100, "the flood did not flood the log: {log_lines} lines");
+    assert!(
+        flood.stdout.contains("\"handshakes\""),
+        "the flood ran: {}",
+        flood.stderr
+    );
+    assert!(
+        loaded.stdout.starts_with("ok=50 "),
+        "every legitimate call succeeded: {}",
+        loaded.stdout
+    );
+    assert!(
+        log_lines < 100,
+        "the flood did not flood the log: {log_lines} lines"
+    );
 }
 
 #[test]
@@ -243,15 +288,25 @@ fn a_burst_of_captured_connects_fits_the_accept_queue() {
     let before = overflows();
     let out = pair.frontend(&["fan-out", "10.0.0.2", "8080", "2000"]);
     let overflowed = overflows() - before;
-    println!("2000 simultaneous captured connects: {}; listen overflows on host A: {overflowed}", out.stdout.trim());
+    println!(
+        "2000 simultaneous captured connects: {}; listen overflows on host A: {overflowed}",
+        out.stdout.trim()
+    );
     assert_eq!(out.stdout.trim(), "ok=2000 bad=0", "{}", out.stderr);
-    assert_eq!(overflowed, 0, "the outbound listener's accept queue overflowed");
+    assert_eq!(
+        overflowed, 0,
+        "the outbound listener's accept queue overflowed"
+    );
 }
 
 /// TcpExt ListenOverflows of a host's network namespace.
 fn listen_overflows(host: &support::Host) -> u64 {
     let out = host.command("cat").arg("/proc/net/netstat").output(SHORT);
-    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
     let (names, values) = (lines[0].split_whitespace(), lines[1].split_whitespace());
     names
         .zip(values)
@@ -274,31 +329,68 @@ fn a_partition_strands_nothing_on_the_receiving_side() {
     let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
     let held = thread::scope(|scope| {
         let held = scope.spawn(|| pair.frontend(&["hold", "10.0.0.2", "8080", "5", "20"]));
-        testbed::wait_until(SHORT, Duration::from_millis(100), || pair.b.host.established_to(8080) >= 5, || {
-            "the held connections reach B".into()
-        });
+        testbed::wait_until(
+            SHORT,
+            Duration::from_millis(100),
+            || pair.b.host.established_to(8080) >= 5,
+            || "the held connections reach B".into(),
+        );
         let started = Instant::now();
-        pair.a.host.command("ip").args(["link", "set", "eth0", "down"]).output(SHORT);
+        pair.a
+            .host
+            .command("ip")
+            .args(["link", "set", "eth0", "down"])
+            .output(SHORT);
         // A new connect during the partition: its stream on the silent pooled connection
         // gets no answer within connect_timeout, the retry's dial times out too.
         let new_call = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
-        println!("a new connect during the partition: {}", new_call.stdout.trim());
-        let ms: u64 = new_call.stdout.trim().rsplit("ms=").next().and_then(|m| m.parse().ok()).expect("ms=");
-        assert!(ms < 5_000, "failed within 2 x connect_timeout (+1 s): {}", new_call.stdout);
-        testbed::wait_until(LONG, Duration::from_millis(200), || {
-            pair.b.host.established_to(8080) == 0 && established_on(&pair.b.host, 15008) == 0
-        }, || "B closes the tunnel and delivery sockets".into());
+        println!(
+            "a new connect during the partition: {}",
+            new_call.stdout.trim()
+        );
+        let ms: u64 = new_call
+            .stdout
+            .trim()
+            .rsplit("ms=")
+            .next()
+            .and_then(|m| m.parse().ok())
+            .expect("ms=");
+        assert!(
+            ms < 5_000,
+            "failed within 2 x connect_timeout (+1 s): {}",
+            new_call.stdout
+        );
+        testbed::wait_until(
+            LONG,
+            Duration::from_millis(200),
+            || pair.b.host.established_to(8080) == 0 && established_on(&pair.b.host, 15008) == 0,
+            || "B closes the tunnel and delivery sockets".into(),
+        );
         let cleared = started.elapsed();
-        pair.a.host.command("ip").args(["link", "set", "eth0", "up"]).output(SHORT);
+        pair.a
+            .host
+            .command("ip")
+            .args(["link", "set", "eth0", "up"])
+            .output(SHORT);
         (held.join().expect("hold thread"), cleared)
     });
     let (held, cleared) = held;
-    println!("partition: B closed the tunnel and delivery sockets {cleared:?} after the link went down; hold: {}", held.stdout.trim());
+    println!(
+        "partition: B closed the tunnel and delivery sockets {cleared:?} after the link went down; hold: {}",
+        held.stdout.trim()
+    );
     assert!(cleared < Duration::from_secs(15), "took {cleared:?}");
     // The network is back: new calls work without a restart.
-    testbed::wait_until(LONG, Duration::from_millis(500), || {
-        pair.frontend(&["peer", "10.0.0.2", "8080"]).status.success()
-    }, || "calls work again after the partition".into());
+    testbed::wait_until(
+        LONG,
+        Duration::from_millis(500),
+        || {
+            pair.frontend(&["peer", "10.0.0.2", "8080"])
+                .status
+                .success()
+        },
+        || "calls work again after the partition".into(),
+    );
 }
 
 /// Established TCP connections whose local port is `port`.
@@ -358,7 +450,10 @@ fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
         "10 parallel connects to an unreachable peer: each failed after {first:?} to {last:?} (all done {:?} after the first started)",
         started.elapsed()
     );
-    assert!(*last < Duration::from_secs(3), "all failed within the 2 s connect timeout (+1 s): {ends:?}");
+    assert!(
+        *last < Duration::from_secs(3),
+        "all failed within the 2 s connect timeout (+1 s): {ends:?}"
+    );
     let dials = pair.a.logs().matches("refused: tunnel not opened").count();
     assert_eq!(dials, 10, "each caller refused with a reason");
 }
@@ -382,20 +477,43 @@ fn non_local_binds_keep_the_daemon_from_delivering() {
         .arg(&pair.b.config)
         .in_cgroup(&pair.testbed.cgroup("b/daemon"))
         .output(SHORT);
-    println!("start with ip_nonlocal_bind=1: {:?} {}", out.status.code(), out.stderr.trim());
-    assert_eq!(out.status.code(), Some(69), "refused to start: {}", out.stderr);
-    assert!(out.stderr.contains("net.ipv4.ip_nonlocal_bind"), "{}", out.stderr);
+    println!(
+        "start with ip_nonlocal_bind=1: {:?} {}",
+        out.status.code(),
+        out.stderr.trim()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "refused to start: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("net.ipv4.ip_nonlocal_bind"),
+        "{}",
+        out.stderr
+    );
 
     sysctl(&pair.b.host, "0");
     pair.start();
     let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
-    assert!(pair.frontend(&["peer", "10.0.0.2", "8080"]).status.success());
+    assert!(
+        pair.frontend(&["peer", "10.0.0.2", "8080"])
+            .status
+            .success()
+    );
     sysctl(&pair.b.host, "1");
-    testbed::wait_until(SHORT, Duration::from_millis(200), || {
-        pair.b.logs().contains("non-local binds were enabled")
-    }, || "the daemon notices the sysctl".into());
+    testbed::wait_until(
+        SHORT,
+        Duration::from_millis(200),
+        || pair.b.logs().contains("non-local binds were enabled"),
+        || "the daemon notices the sysctl".into(),
+    );
     let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
-    println!("call with ip_nonlocal_bind=1 at runtime: {}", out.stdout.trim());
+    println!(
+        "call with ip_nonlocal_bind=1 at runtime: {}",
+        out.stdout.trim()
+    );
     assert!(
         pair.b.logs().contains("locality cannot be proven"),
         "the CONNECT is refused with the reason"

@@ -347,7 +347,8 @@ fn clients_without_a_certificate_or_tls_are_refused() {
     );
     pair.b.daemon().wait_for_line(
         &[
-            "refused tunnel connection", "refusal=\"handshake_failed\"",
+            "refused tunnel connection",
+            "refusal=\"handshake_failed\"",
             "the peer presented no certificate",
         ],
         SHORT,
@@ -362,9 +363,13 @@ fn clients_without_a_certificate_or_tls_are_refused() {
         .args(["expect-refused", "10.0.0.2", "15008"])
         .output(SHORT);
     assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
-    pair.b
-        .daemon()
-        .wait_for_line(&["refused tunnel connection", "plaintext (not TLS) on the tunnel port"], SHORT);
+    pair.b.daemon().wait_for_line(
+        &[
+            "refused tunnel connection",
+            "plaintext (not TLS) on the tunnel port",
+        ],
+        SHORT,
+    );
 }
 
 #[test]

@@ -35,7 +35,7 @@ use tracing::{debug, info};
 use super::{hbone, record_tls_error::RecordTlsError};
 use crate::{
     identity::{Purpose, SpiffeId},
-    tls,
+    tls::{self, Phase},
 };
 
 /// A pool key: who calls, and which daemon carries it.
@@ -209,7 +209,17 @@ impl Pool {
             let connection = lease.0.clone();
             let opened = tokio::time::timeout(
                 timeout,
-                connect_stream(&connection.sender, key.peer, destination, early.clone()),
+                connect_stream(
+                    &connection.sender,
+                    key.peer,
+                    destination,
+                    early.clone(),
+                    if fresh {
+                        Phase::Handshake
+                    } else {
+                        Phase::Established
+                    },
+                ),
             )
             .await
             .unwrap_or(Err(StreamFailure::Unanswered));
@@ -388,7 +398,7 @@ impl Pool {
                 .await
                 .map_err(|e| PoolError::Handshake {
                     peer,
-                    reason: handshake_reason(&e),
+                    reason: tls::describe_connection_error(&e, Phase::Handshake),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
             hbone::batch_tls_writes(tls_stream.get_mut().1);
@@ -400,7 +410,7 @@ impl Pool {
                 .await
                 .map_err(|e| PoolError::Handshake {
                     peer,
-                    reason: handshake_reason(&e),
+                    reason: tls::describe_connection_error(&e, Phase::Handshake),
                 })?;
             Ok::<_, PoolError>((sender, connection, peer_identity, tls_failure))
         };
@@ -442,7 +452,7 @@ impl Pool {
             match result {
                 Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
                 Some(Err(e)) => {
-                    info!(%peer, connection = id, reason = %handshake_reason(&e), "pooled connection to peer broke")
+                    info!(%peer, connection = id, reason = %tls::describe_connection_error(&e, Phase::Established), "pooled connection to peer broke")
                 }
                 None => {
                     info!(%peer, connection = id, timeout = ?settings.keepalive_timeout, "pooled connection closed: the peer stopped answering PINGs")
@@ -461,20 +471,21 @@ enum StreamFailure {
     Refused(PoolError),
 }
 
+/// Opens one stream; `phase` says how to word a connection that ends under it (on a fresh
+/// connection that is the server refusing our certificate, see [`Pool::open`]).
 async fn connect_stream(
     sender: &SendRequest<Bytes>,
     peer: SocketAddr,
     destination: SocketAddr,
     early: Bytes,
+    phase: Phase,
 ) -> Result<(SendStream<Bytes>, RecvStream), StreamFailure> {
     let gone = |e: h2::Error| {
+        let reason = tls::describe_connection_error(&e, phase);
         if e.is_io() || e.is_go_away() {
-            StreamFailure::ConnectionGone(handshake_reason(&e))
+            StreamFailure::ConnectionGone(reason)
         } else {
-            StreamFailure::Refused(PoolError::Stream {
-                peer,
-                reason: handshake_reason(&e),
-            })
+            StreamFailure::Refused(PoolError::Stream { peer, reason })
         }
     };
     let mut sender = sender.clone().ready().await.map_err(gone)?;
@@ -494,26 +505,4 @@ async fn connect_stream(
         }));
     }
     Ok((send, response.into_body()))
-}
-
-/// The TLS reason if there is one in the chain (h2 keeps its I/O error apart from the
-/// source chain), else the error itself.
-fn handshake_reason(error: &(dyn std::error::Error + 'static)) -> String {
-    let io = error
-        .downcast_ref::<h2::Error>()
-        .and_then(h2::Error::get_io);
-    let tls_error = tls::rustls_error(error).or_else(|| io.and_then(|io| tls::rustls_error(io)));
-    if let Some(tls_error) = tls_error {
-        return tls::explain(tls_error);
-    }
-    match io.map(io::Error::kind) {
-        // The server sent its alert and closed while we were still writing: we never got to
-        // read the alert, but the meaning is the same.
-        Some(io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof) => {
-            "the peer closed the connection during the handshake: it refused our certificate or our TLS \
-             parameters (its log says which)"
-                .into()
-        }
-        _ => error.to_string(),
-    }
 }

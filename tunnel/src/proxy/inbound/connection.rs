@@ -16,7 +16,7 @@ use crate::{
     drain::DrainWatcher,
     identity::Purpose,
     proxy::{admission::Refusal, copy, hbone},
-    tls,
+    tls::{self, Phase},
 };
 
 /// The first byte of every TLS connection: a handshake record.
@@ -55,7 +55,7 @@ pub(super) async fn serve(
     let mut tls_stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            let reason = tls::rustls_error(&e).map_or_else(|| e.to_string(), tls::explain);
+            let reason = tls::describe_connection_error(&e, Phase::Handshake);
             return shared.log_refusal(Refusal::HandshakeFailed, peer, &format!("TLS: {reason}"));
         }
         Err(_) => return timed_out(),
