@@ -142,6 +142,11 @@ impl<'a> Locator<'a> {
         span.map(|span| self.line_at(span.start))
     }
 
+    /// The document being located in.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
     pub fn line_at(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
             .matches('\n')
