@@ -4,15 +4,15 @@
 
 pub(crate) mod wiring;
 
-use std::{collections::BTreeSet, future::Future, net::SocketAddr, time::Duration};
+use std::{collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use tracing::{info, warn};
 
 use crate::{
     cgroup::{self, CgroupDir},
-    config::{Config, ConfigError, Located},
+    config::{Config, ConfigError, Located, Problem},
     drain::{self, DrainOutcome},
-    ebpf::{Capture, CaptureSpec, EbpfError},
+    ebpf::{self, Capture, CaptureSpec, EbpfError},
     kernel::{self, Missing},
     mounts::MountTable,
     proxy::{
@@ -71,19 +71,17 @@ impl Daemon {
         if !missing.is_empty() {
             return Err(StartError::Kernel(missing));
         }
-        let capture_cgroup = open_cgroup(&config, &config.capture.cgroup, &mounts)?;
-        let mut workload_cgroups = Vec::new();
+        let own = cgroup::own(&mounts)?;
+        let Resolved {
+            capture_cgroup,
+            workload_cgroups,
+            material,
+        } = resolve(&config, &mounts, &own)?;
         for workload in &config.workloads {
-            if let Some(located) = &workload.cgroup {
-                workload_cgroups.push((
-                    workload.name.clone(),
-                    open_cgroup(&config, located, &mounts)?.id,
-                ));
+            for problem in material.workload_problems(&workload.name, &workload.spiffe_id) {
+                warn!(workload = %workload.name, cert = %workload.cert.value.display(), "workload certificate: {problem}");
             }
         }
-        let own = cgroup::own(&mounts)?;
-        refuse_shared_cgroup(&config, &own, &capture_cgroup)?;
-        let material = wiring::Material::load(&config)?;
         match crate::sys::raise_open_files_limit() {
             Ok(limit) if limit < 4096 => warn!(
                 limit,
@@ -161,21 +159,62 @@ impl Daemon {
     }
 }
 
-fn open_cgroup(
-    config: &Config,
-    located: &Located<std::path::PathBuf>,
-    mounts: &MountTable,
-) -> Result<CgroupDir, ConfigError> {
-    cgroup::open(&located.value, mounts).map_err(|e| config.error_at(&located.site, e.to_string()))
+/// What the config names on this host, checked against it.
+struct Resolved {
+    capture_cgroup: CgroupDir,
+    /// Workload name and cgroup id, for workloads that call out.
+    workload_cgroups: Vec<(String, u64)>,
+    material: wiring::Material,
+}
+
+/// Resolves every path of the config on this host (cgroups, the pin directory, certificates
+/// and keys) and judges what it finds, reporting every problem at once, each at its key, before
+/// anything is bound or attached.
+fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Resolved, ConfigError> {
+    let mut problems = Vec::new();
+    let mut open_cgroup = |located: &Located<PathBuf>| {
+        cgroup::open(&located.value, mounts)
+            .map_err(|e| problems.push(Problem::at(&located.site, e.to_string())))
+            .ok()
+    };
+    let capture_cgroup = open_cgroup(&config.capture.cgroup);
+    let mut workload_cgroups = Vec::new();
+    for workload in &config.workloads {
+        if let Some(dir) = workload.cgroup.as_ref().and_then(&mut open_cgroup) {
+            workload_cgroups.push((workload.name.clone(), dir.id));
+        }
+    }
+    if let Some(capture) = &capture_cgroup {
+        problems.extend(shared_cgroup(config, own, capture));
+    }
+    if let Err(e) = ebpf::check_bpf_dir(&config.capture.bpf_dir.value, mounts) {
+        problems.push(Problem::at(&config.capture.bpf_dir.site, e.to_string()));
+    }
+    let material = match wiring::Material::load(config) {
+        Ok(material) => {
+            problems.extend(material.refusals(config));
+            Some(material)
+        }
+        Err(e) => {
+            problems.extend(e.problems);
+            None
+        }
+    };
+    // In the order of the file, as the operator reads it.
+    problems.sort_by_key(|p| p.line);
+    match (capture_cgroup, material) {
+        (Some(capture_cgroup), Some(material)) if problems.is_empty() => Ok(Resolved {
+            capture_cgroup,
+            workload_cgroups,
+            material,
+        }),
+        _ => Err(ConfigError::new(&config.file, problems)),
+    }
 }
 
 /// The daemon's own cgroup is exempt from capture; if it were the capture cgroup itself or a
 /// workload's, those processes would silently go out uncaptured.
-fn refuse_shared_cgroup(
-    config: &Config,
-    own: &CgroupDir,
-    capture: &CgroupDir,
-) -> Result<(), ConfigError> {
+fn shared_cgroup(config: &Config, own: &CgroupDir, capture: &CgroupDir) -> Option<Problem> {
     let shared_with = if own.id == capture.id {
         Some("the capture cgroup".to_string())
     } else {
@@ -184,17 +223,14 @@ fn refuse_shared_cgroup(
             .iter()
             .find(|w| w.cgroup.as_ref().is_some_and(|c| c.value == own.path))
             .map(|w| format!("the cgroup of workload {:?}", w.name))
-    };
-    match shared_with {
-        None => Ok(()),
-        Some(what) => Err(config.error_at(
-            &config.capture.cgroup.site,
-            format!(
-                "the daemon runs in cgroup {}, which is {what}; the daemon's cgroup is exempt from capture, so \
-                 those processes would go out in plaintext. Run tunnel in a cgroup of its own (a systemd \
-                 service has one; by hand: mkdir CG/tunnel && echo $$ > CG/tunnel/cgroup.procs)",
-                own.path.display()
-            ),
-        )),
-    }
+    }?;
+    Some(Problem::at(
+        &config.capture.cgroup.site,
+        format!(
+            "the daemon runs in cgroup {}, which is {shared_with}; the daemon's cgroup is exempt from capture, so \
+             those processes would go out in plaintext. Run tunnel in a cgroup of its own (a systemd \
+             service has one; by hand: mkdir CG/tunnel && echo $$ > CG/tunnel/cgroup.procs)",
+            own.path.display()
+        ),
+    ))
 }

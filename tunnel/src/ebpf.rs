@@ -31,7 +31,7 @@ use aya::{
 };
 use ipnet::IpNet;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
-pub use pins::Uninstalled;
+pub use pins::{Uninstalled, check_bpf_dir};
 use tunnel_common::{
     MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
     PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS,

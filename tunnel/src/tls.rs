@@ -11,7 +11,7 @@ mod verify;
 use std::sync::Arc;
 
 pub use explain::{explain, rustls_error};
-pub use material::{Bundle, Credential, MaterialError};
+pub use material::{Bundle, CertificateProblem, Credential, MaterialError};
 pub use provider::provider;
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,

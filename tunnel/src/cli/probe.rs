@@ -54,7 +54,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         Ok(material) => material,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(e.exit_code());
+            return ExitCode::from(64);
         }
     };
     let peer = args.via.unwrap_or(SocketAddr::new(

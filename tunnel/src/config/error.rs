@@ -38,16 +38,27 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl Problem {
+    /// A problem with the value the config set at `site`.
+    pub fn at(site: &Site, message: impl Into<String>) -> Self {
+        Self {
+            line: site.line,
+            key: Some(site.key.clone()),
+            message: message.into(),
+        }
+    }
+}
+
 impl ConfigError {
-    pub fn at(file: &Path, site: &Site, message: impl Into<String>) -> Self {
+    pub fn new(file: &Path, problems: Vec<Problem>) -> Self {
         Self {
             file: file.into(),
-            problems: vec![Problem {
-                line: site.line,
-                key: Some(site.key.clone()),
-                message: message.into(),
-            }],
+            problems,
         }
+    }
+
+    pub fn at(file: &Path, site: &Site, message: impl Into<String>) -> Self {
+        Self::new(file, vec![Problem::at(site, message)])
     }
 
     pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {

@@ -153,28 +153,48 @@ fn remove_maps(dir: &Path) -> Result<usize, EbpfError> {
     Ok(count)
 }
 
-fn ensure_bpffs(bpf_dir: &Path) -> Result<(), EbpfError> {
-    let mounts = MountTable::read().map_err(EbpfError::Mounts)?;
+/// How `bpf_dir` gets onto bpffs.
+enum Bpffs {
+    /// It is on bpffs already.
+    Mounted,
+    /// Nothing is mounted at /sys/fs/bpf and `bpf_dir` is below it: mount bpffs there.
+    MountRoot,
+}
+
+/// Whether pins can live in `bpf_dir`, without changing anything: the start checks this
+/// with the config, before it binds or attaches anything.
+pub fn check_bpf_dir(bpf_dir: &Path, mounts: &MountTable) -> Result<(), EbpfError> {
+    bpffs(bpf_dir, mounts).map(drop)
+}
+
+fn bpffs(bpf_dir: &Path, mounts: &MountTable) -> Result<Bpffs, EbpfError> {
     let fstype = mounts
         .containing(bpf_dir)
         .map_or("unknown", |m| m.fstype.as_str());
     if fstype == "bpf" {
-        return Ok(());
+        return Ok(Bpffs::Mounted);
     }
     let root = Path::new(BPFFS_ROOT);
     let root_unmounted = mounts.containing(root).is_none_or(|m| m.target != root);
     if bpf_dir.starts_with(root) && root_unmounted && root.is_dir() {
-        sys::mount_bpffs(root).map_err(|source| EbpfError::MountBpffs {
-            path: root.into(),
-            source,
-        })?;
-        tracing::info!(path = BPFFS_ROOT, "mounted bpffs");
-        return Ok(());
+        return Ok(Bpffs::MountRoot);
     }
     Err(EbpfError::NotBpffs {
         path: bpf_dir.into(),
         fstype: fstype.into(),
     })
+}
+
+fn ensure_bpffs(bpf_dir: &Path) -> Result<(), EbpfError> {
+    let mounts = MountTable::read().map_err(EbpfError::Mounts)?;
+    if let Bpffs::MountRoot = bpffs(bpf_dir, &mounts)? {
+        sys::mount_bpffs(Path::new(BPFFS_ROOT)).map_err(|source| EbpfError::MountBpffs {
+            path: BPFFS_ROOT.into(),
+            source,
+        })?;
+        tracing::info!(path = BPFFS_ROOT, "mounted bpffs");
+    }
+    Ok(())
 }
 
 /// Unique per run and sortable: seconds since the epoch, then the pid.
@@ -200,4 +220,28 @@ fn remove_dir(dir: &Path) -> Result<(), EbpfError> {
         path: dir.into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTS: &str = "\
+sysfs /sys sysfs rw 0 0
+bpf /sys/fs/bpf bpf rw 0 0
+tmpfs /tmp tmpfs rw 0 0
+";
+
+    #[test]
+    fn pins_must_live_on_bpffs() {
+        let mounts = MountTable::parse(MOUNTS);
+        check_bpf_dir(Path::new("/sys/fs/bpf/tunnel"), &mounts).unwrap();
+        let message = check_bpf_dir(Path::new("/tmp/pins"), &mounts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("/tmp/pins is on a tmpfs filesystem, not bpffs"),
+            "{message}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! chain and the matching key) for the node and each workload.
 
 use std::{
+    fmt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -10,7 +11,7 @@ use rustls::{RootCertStore, sign::CertifiedKey};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::provider;
-use crate::identity::{self, CertSummary, Purpose, SpiffeId};
+use crate::identity::{self, CertSummary, Purpose, SpiffeId, SvidError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialError {
@@ -102,9 +103,10 @@ impl Credential {
         })
     }
 
-    /// What a peer will object to, as sentences for the log: the daemon still presents the
-    /// certificate (so the peer logs its side too), but says here why it will likely fail.
-    pub fn problems(&self, expected: &SpiffeId, purpose: Purpose) -> Vec<String> {
+    /// What a peer will object to in the leaf when it is presented as `expected` in the role
+    /// `purpose`, most fundamental first. Startup refuses some of these and only warns about
+    /// others (`app::wiring`); at run time they are said again when a peer refuses.
+    pub fn problems(&self, expected: &SpiffeId, purpose: Purpose) -> Vec<CertificateProblem> {
         let mut problems = Vec::new();
         let leaf_der = self
             .key
@@ -112,16 +114,42 @@ impl Credential {
             .map(|c| c.as_ref().to_vec())
             .unwrap_or_default();
         match identity::svid_identity(&leaf_der, purpose) {
-            Ok(id) if &id != expected => {
-                problems.push(format!("the certificate is for {id}, not {expected}"))
-            }
+            Ok(id) if &id != expected => problems.push(CertificateProblem::OtherIdentity {
+                found: id,
+                expected: expected.clone(),
+            }),
             Ok(_) => {}
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.push(CertificateProblem::NotSvid(e)),
         }
         if let Some(problem) = self.leaf.validity_problem() {
-            problems.push(problem);
+            problems.push(CertificateProblem::Validity(problem));
         }
         problems
+    }
+}
+
+/// Something a peer will object to in a certificate that loaded.
+#[derive(Debug)]
+pub enum CertificateProblem {
+    /// It breaks an X.509-SVID rule for its role (a CA certificate, no extended key usage for
+    /// the role, not exactly one SPIFFE ID...): no peer accepts it, ever.
+    NotSvid(SvidError),
+    /// A good X.509-SVID, of another identity than configured.
+    OtherIdentity { found: SpiffeId, expected: SpiffeId },
+    /// Outside its validity period now, in words: peers refuse it until it is replaced (or,
+    /// if not yet valid, until its time comes).
+    Validity(String),
+}
+
+impl fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotSvid(e) => write!(f, "{e}"),
+            Self::OtherIdentity { found, expected } => {
+                write!(f, "the certificate is for {found}, not {expected}")
+            }
+            Self::Validity(text) => f.write_str(text),
+        }
     }
 }
 
