@@ -185,7 +185,7 @@ fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Reso
         }
     }
     if let Some(capture) = &capture_cgroup {
-        problems.extend(shared_cgroup(config, own, capture));
+        problems.extend(shared_cgroup(config, own, capture, &workload_cgroups));
     }
     if let Err(e) = ebpf::check_bpf_dir(&config.capture.bpf_dir.value, mounts) {
         problems.push(Problem::at(&config.capture.bpf_dir.site, e.to_string()));
@@ -213,17 +213,21 @@ fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Reso
 }
 
 /// The daemon's own cgroup is exempt from capture; if it were the capture cgroup itself or a
-/// workload's, those processes would silently go out uncaptured.
-fn shared_cgroup(config: &Config, own: &CgroupDir, capture: &CgroupDir) -> Option<Problem> {
+/// workload's, those processes would silently go out uncaptured. Compared by cgroup id, as
+/// the kernel programs see them: two paths can name one cgroup (a symlink, another mount of
+/// the hierarchy, a trailing `/.`).
+fn shared_cgroup(
+    config: &Config,
+    own: &CgroupDir,
+    capture: &CgroupDir,
+    workload_cgroups: &[(String, u64)],
+) -> Option<Problem> {
     let shared_with = if own.id == capture.id {
-        Some("the capture cgroup".to_string())
+        "the capture cgroup".to_string()
     } else {
-        config
-            .workloads
-            .iter()
-            .find(|w| w.cgroup.as_ref().is_some_and(|c| c.value == own.path))
-            .map(|w| format!("the cgroup of workload {:?}", w.name))
-    }?;
+        let (name, _) = workload_cgroups.iter().find(|(_, id)| *id == own.id)?;
+        format!("the cgroup of workload {name:?}")
+    };
     Some(Problem::at(
         &config.capture.cgroup.site,
         format!(
@@ -233,4 +237,58 @@ fn shared_cgroup(config: &Config, own: &CgroupDir, capture: &CgroupDir) -> Optio
             own.path.display()
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+trust_domain = "example.org"
+trust_bundle = "bundle.pem"
+[node]
+spiffe_id = "spiffe://example.org/node/a"
+cert = "node.pem"
+key = "node.key"
+[capture]
+cgroup = "/sys/fs/cgroup/workloads"
+destinations = ["10.0.0.0/24"]
+[[workload]]
+name = "frontend"
+spiffe_id = "spiffe://example.org/frontend"
+cert = "frontend.pem"
+key = "frontend.key"
+cgroup = "/sys/fs/cgroup/workloads/frontend"
+"#;
+
+    fn dir(path: &str, id: u64) -> CgroupDir {
+        CgroupDir {
+            path: path.into(),
+            id,
+        }
+    }
+
+    #[test]
+    fn the_daemon_may_not_share_a_cgroup_it_exempts() {
+        let config = Config::parse(CONFIG, Path::new("/etc/tunnel/tunnel.toml")).unwrap();
+        let capture = dir("/sys/fs/cgroup/workloads", 10);
+        let workloads = [("frontend".to_string(), 11)];
+        let refused =
+            |own: &CgroupDir| shared_cgroup(&config, own, &capture, &workloads).map(|p| p.message);
+        assert_eq!(refused(&dir("/sys/fs/cgroup/tunnel", 12)), None);
+        let message = refused(&dir("/sys/fs/cgroup/workloads", 10)).unwrap();
+        assert!(message.contains("which is the capture cgroup"), "{message}");
+        // Another path to the workload's cgroup (here: the hierarchy mounted elsewhere) is
+        // the same cgroup.
+        let message = refused(&dir("/mnt/cgroup2/workloads/frontend", 11)).unwrap();
+        assert!(
+            message.starts_with(
+                "the daemon runs in cgroup /mnt/cgroup2/workloads/frontend, which is the cgroup \
+                 of workload \"frontend\""
+            ),
+            "{message}"
+        );
+    }
 }

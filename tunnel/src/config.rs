@@ -77,6 +77,18 @@ pub struct Listen {
     pub admin: SocketAddr,
 }
 
+impl Listen {
+    /// Every port the daemon binds (or reserves: admin): never a workload's port, and never
+    /// a destination the inbound side delivers to.
+    pub fn own_ports(&self) -> BTreeSet<u16> {
+        let mut ports =
+            BTreeSet::from([self.outbound.port(), self.inbound.port(), self.admin.port()]);
+        ports.extend(self.outbound_v6.map(|a| a.port()));
+        ports.extend(self.inbound_v6.map(|a| a.port()));
+        ports
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Capture {
     pub cgroup: Located<PathBuf>,

@@ -211,18 +211,11 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
                 .map(|port| (*port, Arc::<str>::from(w.name.as_str())))
         })
         .collect();
-    let mut own_ports = BTreeSet::from([
-        config.listen.outbound.port(),
-        config.listen.inbound.port(),
-        config.listen.admin.port(),
-    ]);
-    own_ports.extend(config.listen.outbound_v6.map(|a| a.port()));
-    own_ports.extend(config.listen.inbound_v6.map(|a| a.port()));
     Ok(InboundInputs {
         tls: server,
         policy: Policy::from_config(config),
         workloads_by_port,
-        own_ports,
+        own_ports: config.listen.own_ports(),
         connect_timeout: config.outbound.connect_timeout,
         max_streams: INBOUND_MAX_STREAMS,
     })

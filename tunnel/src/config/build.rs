@@ -427,13 +427,7 @@ impl Checker<'_> {
         let mut port_owner: BTreeMap<u16, String> = BTreeMap::new();
         let mut cgroup_owner: BTreeMap<PathBuf, String> = BTreeMap::new();
         let mut id_owner: BTreeMap<SpiffeId, String> = BTreeMap::new();
-        let daemon_ports: BTreeSet<u16> = listen
-            .map(|l| {
-                [l.outbound.port(), l.inbound.port(), l.admin.port()]
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let daemon_ports = listen.map(Listen::own_ports).unwrap_or_default();
         for (i, raw) in raw.iter().enumerate() {
             let path = at("workload").index(i);
             let name_ok = self.workload_name(&path.key("name"), &raw.name, &mut names);

@@ -453,3 +453,24 @@ fn a_key_written_twice_is_named() {
         );
     }
 }
+
+#[test]
+fn the_daemons_own_ports_include_the_ipv6_listeners() {
+    let with_v6 = CONTRACT.replace(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\noutbound_v6 = \"[::1]:15002\"\ninbound_v6 = \"[::]:15009\"",
+    );
+    let config = parse(&with_v6).unwrap();
+    assert_eq!(
+        config.listen.own_ports(),
+        BTreeSet::from([15000, 15001, 15002, 15008, 15009])
+    );
+    // So no workload may take one of them.
+    let message = parse(&with_v6.replace(ORDERS_PORTS, "ports = [15009] #"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("workload[1].ports: port 15009 is one of the daemon's own listen ports"),
+        "{message}"
+    );
+}
