@@ -13,6 +13,7 @@ use crate::{
     config::{Config, ConfigError, Located, Problem},
     drain::{self, DrainOutcome},
     ebpf::{self, Capture, CaptureSpec, EbpfError},
+    errors,
     kernel::{self, Missing},
     mounts::MountTable,
     proxy::{
@@ -24,20 +25,35 @@ use crate::{
 /// Why the daemon could not start; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("this host cannot run tunnel:\n{}", .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
     Kernel(Vec<Missing>),
-    #[error("{0}")]
+    #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
-    #[error("failed to install capture: {0}")]
+    #[error("failed to install capture")]
     Ebpf(#[from] EbpfError),
+    /// A leaf, not a source: the proxy's errors print their cause and also return it from
+    /// `source()`, so their message alone says everything once (see `errors`).
     #[error("{0}")]
-    Outbound(#[from] OutboundError),
+    Outbound(OutboundError),
+    /// A leaf, as `Outbound` is.
     #[error("{0}")]
-    Inbound(#[from] InboundError),
-    #[error("failed to build the TLS configuration: {0}")]
+    Inbound(InboundError),
+    #[error("failed to build the TLS configuration")]
     Tls(#[from] rustls::Error),
+}
+
+impl From<OutboundError> for StartError {
+    fn from(error: OutboundError) -> Self {
+        Self::Outbound(error)
+    }
+}
+
+impl From<InboundError> for StartError {
+    fn from(error: InboundError) -> Self {
+        Self::Inbound(error)
+    }
 }
 
 impl StartError {
@@ -174,7 +190,7 @@ fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Reso
     let mut problems = Vec::new();
     let mut open_cgroup = |located: &Located<PathBuf>| {
         cgroup::open(&located.value, mounts)
-            .map_err(|e| problems.push(Problem::at(&located.site, e.to_string())))
+            .map_err(|e| problems.push(Problem::at(&located.site, errors::chain(&e))))
             .ok()
     };
     let capture_cgroup = open_cgroup(&config.capture.cgroup);
@@ -188,7 +204,7 @@ fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Reso
         problems.extend(shared_cgroup(config, own, capture, &workload_cgroups));
     }
     if let Err(e) = ebpf::check_bpf_dir(&config.capture.bpf_dir.value, mounts) {
-        problems.push(Problem::at(&config.capture.bpf_dir.site, e.to_string()));
+        problems.push(Problem::at(&config.capture.bpf_dir.site, errors::chain(&e)));
     }
     let material = match wiring::Material::load(config) {
         Ok(material) => {

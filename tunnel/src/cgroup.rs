@@ -32,7 +32,7 @@ pub enum CgroupError {
         fstype: String,
         hint: String,
     },
-    #[error("cgroup {path} does not exist or is unreadable: {source}")]
+    #[error("cgroup {path} does not exist or is unreadable")]
     Missing { path: PathBuf, source: io::Error },
     #[error("cannot read this process's cgroup from /proc/self/cgroup: {0}")]
     OwnCgroup(String),

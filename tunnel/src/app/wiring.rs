@@ -10,6 +10,7 @@ use super::StartError;
 use crate::{
     config::{Config, ConfigError, Located, Problem},
     ebpf::OriginalDstTable,
+    errors,
     identity::{Purpose, SpiffeId},
     policy::Policy,
     proxy::{
@@ -36,7 +37,7 @@ impl Material {
     pub fn load(config: &Config) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let bundle = Bundle::load(&config.trust_bundle.value)
-            .map_err(|e| problems.push(Problem::at(&config.trust_bundle.site, e.to_string())))
+            .map_err(|e| problems.push(Problem::at(&config.trust_bundle.site, errors::chain(&e))))
             .ok();
         let node = load_credential(&config.node.cert, &config.node.key, &mut problems);
         let mut workloads = HashMap::new();
@@ -140,7 +141,7 @@ fn load_credential(
                 }
                 _ => &cert.site,
             };
-            problems.push(Problem::at(site, e.to_string()));
+            problems.push(Problem::at(site, errors::chain(&e)));
         })
         .ok()
 }

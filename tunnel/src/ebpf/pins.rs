@@ -11,7 +11,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use tunnel_common::MAP_LAYOUT_VERSION;
 
 use super::EbpfError;
-use crate::{mounts::MountTable, sys};
+use crate::{errors, mounts::MountTable, sys};
 
 /// Where bpffs is conventionally mounted; the only place we mount it ourselves.
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -91,7 +91,10 @@ impl Layout {
     /// Undoes a failed install: detaches whatever this run attached so far.
     pub fn abandon(&self) {
         if let Err(e) = remove_links(&self.generation_dir()) {
-            tracing::warn!(error = %e, "could not remove the links of a failed install");
+            tracing::warn!(
+                error = %errors::chain(&e),
+                "could not remove the links of a failed install"
+            );
         }
     }
 
@@ -129,12 +132,14 @@ fn remove_links(generation_dir: &Path) -> Result<usize, EbpfError> {
     let mut count = 0;
     for entry in read_dir(generation_dir)? {
         let path = entry.path();
-        let retire_error = |detail: String| EbpfError::Retire {
+        let link = PinnedLink::from_pin(&path).map_err(|source| EbpfError::Retire {
             path: path.clone(),
-            detail,
-        };
-        let link = PinnedLink::from_pin(&path).map_err(|e| retire_error(e.to_string()))?;
-        let link: FdLink = link.unpin().map_err(|e| retire_error(e.to_string()))?;
+            source,
+        })?;
+        let link: FdLink = link.unpin().map_err(|source| EbpfError::Remove {
+            path: path.clone(),
+            source,
+        })?;
         drop(link);
         count += 1;
     }

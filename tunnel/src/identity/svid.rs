@@ -41,8 +41,10 @@ pub enum SvidError {
     NoUriSan,
     #[error("the certificate has {0} URI SANs (an X.509-SVID has exactly one)")]
     MultipleUriSans(usize),
+    /// The `IdError` is part of the message (a leaf, see `errors`): this error is logged
+    /// and explained as one sentence.
     #[error("its URI SAN is not a workload SPIFFE ID: {0}")]
-    InvalidSpiffeId(#[from] IdError),
+    InvalidSpiffeId(IdError),
     #[error(
         "the certificate is a CA certificate (basicConstraints cA=true); a workload leaf must not be"
     )]
@@ -68,7 +70,7 @@ pub fn svid_identity(leaf_der: &[u8], purpose: Purpose) -> Result<SpiffeId, Svid
         [uri] => uri,
         many => return Err(SvidError::MultipleUriSans(many.len())),
     };
-    let id: SpiffeId = uri.parse()?;
+    let id: SpiffeId = uri.parse().map_err(SvidError::InvalidSpiffeId)?;
     // Checked before key usage so a CA certificate is named as such, whatever the order of
     // its extensions.
     if matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {

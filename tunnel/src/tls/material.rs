@@ -21,11 +21,11 @@ pub enum MaterialError {
     NoCertificates { path: PathBuf },
     #[error("cannot read a private key from {path}: {detail}")]
     ReadKey { path: PathBuf, detail: String },
-    #[error("the key in {key} is not usable for TLS: {source}")]
+    #[error("the key in {key} is not usable for TLS")]
     UnsupportedKey { key: PathBuf, source: rustls::Error },
     #[error("the key in {key} does not belong to the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("{path}: certificate {index} is not a usable trust anchor: {source}")]
+    #[error("{path}: certificate {index} is not a usable trust anchor")]
     BadRoot {
         path: PathBuf,
         index: usize,
