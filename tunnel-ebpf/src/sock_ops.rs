@@ -1,6 +1,6 @@
 //! `sock_ops`: when a captured connection is established, publish its 4-tuple → original
 //! destination, so the daemon can find the destination of the socket it accepts; when the
-//! socket closes, withdraw what the daemon did not take.
+//! socket closes, delete the entry (the daemon only reads them).
 //!
 //! Ordering: `ACTIVE_ESTABLISHED` runs on the client while it processes the SYN-ACK, before
 //! its final ACK is sent, so the entry exists before the daemon's `accept()` can return.
@@ -49,7 +49,8 @@ fn on_established(ctx: &SockOpsContext) {
 }
 
 fn on_close(ctx: &SockOpsContext) {
-    // Usually gone already (the daemon deletes what it reads); then this is a no-op.
+    // The only place entries go (the daemon only reads them); a missing one (evicted by the
+    // LRU) is no error.
     let _ = ORIGINAL_DST_BY_TUPLE.remove(&tuple(ctx));
 }
 

@@ -36,8 +36,6 @@ pub enum CgroupError {
     Missing { path: PathBuf, source: io::Error },
     #[error("cannot read this process's cgroup from /proc/self/cgroup: {0}")]
     OwnCgroup(String),
-    #[error("failed to read /proc/self/mounts: {0}")]
-    Mounts(#[source] io::Error),
 }
 
 /// Where the cgroup v2 hierarchy is mounted (e.g. `/sys/fs/cgroup`, or

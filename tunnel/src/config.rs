@@ -185,12 +185,6 @@ impl Config {
         build::build(text, file)
     }
 
-    /// An error about a value found wrong at startup (unreadable file, not a cgroup v2
-    /// directory...), pointing at where the config set it.
-    pub fn error_at(&self, site: &Site, message: impl Into<String>) -> ConfigError {
-        ConfigError::at(&self.file, site, message)
-    }
-
     pub fn workload(&self, name: &str) -> Option<&Workload> {
         self.workloads.iter().find(|w| w.name == name)
     }

@@ -19,7 +19,7 @@ use rustls::{
     server::NoServerSessionStorage,
     sign::{CertifiedKey, SingleCertAndKey},
 };
-pub use verify::{VerifyError, peer_identity};
+pub use verify::peer_identity;
 
 use crate::identity::{SpiffeId, TrustDomain};
 

@@ -57,10 +57,6 @@ impl ConfigError {
         }
     }
 
-    pub fn at(file: &Path, site: &Site, message: impl Into<String>) -> Self {
-        Self::new(file, vec![Problem::at(site, message)])
-    }
-
     pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
         Self {
             file: file.into(),

@@ -2,10 +2,11 @@ use std::path::Path;
 
 use super::*;
 
-/// The contract's example (shared/design.md), verbatim.
 /// The `ports` line of workload "orders" (the `[capture]` section has a commented one).
 const ORDERS_PORTS: &str = "ports = [8080]                                 #";
 
+/// The example config of the user-facing contract, verbatim: the keys and layout every
+/// release must keep accepting.
 const CONTRACT: &str = r#"
 trust_domain = "example.org"
 trust_bundle = "/etc/tunnel/ca/bundle.pem"     # one or more roots

@@ -111,12 +111,9 @@ fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
         .collect()
 }
 
-/// What a certificate says, for diagnostics.
+/// What a certificate says that the daemon and the CA look at: its validity and its URIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertSummary {
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
@@ -128,9 +125,6 @@ impl CertSummary {
         let (_, cert) =
             X509Certificate::from_der(der).map_err(|e| SvidError::Unparseable(e.to_string()))?;
         Ok(Self {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            serial: cert.raw_serial_as_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             uris: uri_sans(&cert),

@@ -37,16 +37,13 @@ pub enum MaterialError {
 #[derive(Clone, Debug)]
 pub struct Bundle {
     pub roots: Arc<RootCertStore>,
-    pub summaries: Vec<CertSummary>,
 }
 
 impl Bundle {
     pub fn load(path: &Path) -> Result<Self, MaterialError> {
         let certs = read_certificates(path)?;
         let mut roots = RootCertStore::empty();
-        let mut summaries = Vec::new();
         for (index, cert) in certs.into_iter().enumerate() {
-            summaries.extend(CertSummary::parse(cert.as_ref()).ok());
             roots.add(cert).map_err(|source| MaterialError::BadRoot {
                 path: path.into(),
                 index,
@@ -55,7 +52,6 @@ impl Bundle {
         }
         Ok(Self {
             roots: Arc::new(roots),
-            summaries,
         })
     }
 }
@@ -65,7 +61,6 @@ impl Bundle {
 pub struct Credential {
     pub key: Arc<CertifiedKey>,
     pub leaf: CertSummary,
-    pub cert_path: PathBuf,
 }
 
 impl Credential {
@@ -99,7 +94,6 @@ impl Credential {
         Ok(Self {
             key: Arc::new(certified),
             leaf,
-            cert_path: cert_path.into(),
         })
     }
 
