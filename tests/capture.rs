@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::{LONG, NETPROBE, Pair, SHORT, endpoint, start_daemon};
+use tunnel::ca::LeafSpec;
 
 /// A file served by `python3 -m http.server` on host B, and what curl on A gets for it.
 fn curl_through(pair: &Pair, url: &str) -> String {
@@ -331,6 +332,22 @@ fn bad_config_files_are_refused_with_exit_code_64() {
         "/../config/host-a.toml"
     ))
     .unwrap();
+    let refused = |name: &str, text: &str| -> String {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(support::TUNNEL)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(64), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "{name}: the file is named:\n{stderr}"
+        );
+        stderr
+    };
     let cases = [
         (
             base.replace("mode = \"strict\"", "mode = \"strickt\""),
@@ -352,36 +369,68 @@ fn bad_config_files_are_refused_with_exit_code_64() {
             base.replace("trust_domain = \"example.org\"", ""),
             "missing field `trust_domain`",
         ),
+        (
+            base.replace("mode = \"strict\"", "mode = \"strict\"\nmode = \"strict\""),
+            "mode: `mode` is set twice",
+        ),
+        (
+            base.replace("0.0.0.0:15008", "0.0.0.0:15001"),
+            "listen.inbound: port 15001 is also the port of listen.outbound",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
-        let path = dir.path().join(format!("bad-{i}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(support::TUNNEL)
-            .args(["run", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "case {i}: {stderr}");
+        let stderr = refused(&format!("bad-{i}"), text);
         assert!(
-            stderr.contains(&path.display().to_string()) && stderr.contains(expected),
+            stderr.contains(expected),
             "case {i}: expected {expected:?} in:\n{stderr}"
         );
     }
-    // A capture cgroup that is not cgroup v2 is refused at start, naming key and line.
-    let text = base.replace("/sys/fs/cgroup/workloads", "/tmp");
-    let path = dir.path().join("not-v2.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(support::TUNNEL)
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+
+    // What the config names is checked on the host, every problem at once: a capture cgroup
+    // that is not cgroup v2, pins off bpffs, certificates peers would refuse.
+    let pki = support::Pki::new(dir.path());
+    let certs = |node: &LeafSpec, frontend: &LeafSpec| {
+        pki.issue_spec(node, "node");
+        pki.issue_spec(frontend, "frontend");
+        base.replace("/etc/tunnel/", &format!("{}/", dir.path().display()))
+    };
+    let id = |path: &str| format!("spiffe://example.org/{path}").parse().unwrap();
+    let good = |path: &str| LeafSpec::workload(&id(path), SHORT * 100);
+    let mut expired = good("node/host-a");
+    expired.not_before -= time::Duration::days(2);
+    expired.not_after = expired.not_before + time::Duration::days(1);
+    let node_cert = dir.path().join("node/cert.pem").display().to_string();
+    let frontend_cert = dir.path().join("frontend/cert.pem").display().to_string();
+
+    let stderr = refused("expired-node", &certs(&expired, &good("frontend")));
     assert!(
-        stderr.contains("capture.cgroup: /tmp is not a cgroup v2 directory"),
+        stderr.contains(&format!("node.cert: {node_cert}: the certificate expired ")),
         "{stderr}"
+    );
+    let stderr = refused("other-id", &certs(&good("node/host-a"), &good("backend")));
+    assert!(
+        stderr.contains(&format!(
+            "workload[0].cert: {frontend_cert}: the certificate is for spiffe://example.org/backend, \
+             but workload \"frontend\" is spiffe://example.org/frontend"
+        )),
+        "{stderr}"
+    );
+    let text = certs(&good("node/host-a"), &good("frontend"))
+        .replace("/sys/fs/cgroup/workloads", "/tmp")
+        .replace("/sys/fs/bpf/tunnel", "/tmp/pins");
+    let stderr = refused("host", &text);
+    let bpf_dir = stderr
+        .lines()
+        .find(|l| l.contains("capture.bpf_dir: /tmp/pins is on a "))
+        .unwrap_or_default();
+    assert!(
+        stderr.contains("capture.cgroup: /tmp is not a cgroup v2 directory")
+            && bpf_dir.contains("filesystem, not bpffs"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(".cert:"),
+        "the certificates are fine:\n{stderr}"
     );
 }
 

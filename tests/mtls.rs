@@ -110,6 +110,11 @@ fn payload_block() -> Vec<u8> {
 struct BadCaller {
     name: &'static str,
     spec: fn(&SpiffeId) -> LeafSpec,
+    /// What host A itself finds wrong when the mistake is one no peer would ever accept: the
+    /// daemon refuses to start with such a workload and says this; `tunnel probe` warns it and
+    /// still presents the certificate. `None`: the daemon starts (the certificate merely
+    /// lapsed), and says why when the peer refuses.
+    a_refuses: Option<&'static str>,
     b_says: &'static str,
 }
 
@@ -128,6 +133,7 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
                 spec.not_after = spec.not_before + time::Duration::days(1);
                 spec
             },
+            a_refuses: None,
             b_says: "the certificate has expired",
         },
         BadCaller {
@@ -136,6 +142,7 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
                 extended_key_usages: vec![ExtendedKeyUsagePurpose::ServerAuth],
                 ..workload_spec(id)
             },
+            a_refuses: Some("the certificate has no clientAuth extended key usage"),
             b_says: "not valid for this use",
         },
         BadCaller {
@@ -144,6 +151,7 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
                 uris: vec![],
                 ..workload_spec(id)
             },
+            a_refuses: Some("the certificate has no URI SAN"),
             b_says: "no URI SAN",
         },
         BadCaller {
@@ -152,6 +160,7 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
                 uris: vec![id.to_string(), "spiffe://example.org/second".into()],
                 ..workload_spec(id)
             },
+            a_refuses: Some("the certificate has 2 URI SANs"),
             b_says: "2 URI SANs",
         },
         BadCaller {
@@ -160,6 +169,7 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
                 uris: vec!["spiffe://other.org/frontend".into()],
                 ..workload_spec(&"spiffe://other.org/frontend".parse().unwrap())
             },
+            a_refuses: Some("the certificate is for spiffe://other.org/frontend"),
             b_says: "spiffe://other.org/frontend is outside the trust domain example.org",
         },
         BadCaller {
@@ -168,34 +178,77 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
                 is_ca: true,
                 ..workload_spec(id)
             },
+            a_refuses: Some("the certificate is a CA certificate (basicConstraints cA=true)"),
             b_says: "the certificate is a CA certificate (basicConstraints cA=true), not a leaf",
         },
     ];
+    let (refused, started): (Vec<&BadCaller>, Vec<&BadCaller>) =
+        bad_callers.iter().partition(|b| b.a_refuses.is_some());
     let mut extra = String::new();
-    for bad in &bad_callers {
+    for bad in &started {
         extra.push_str(&workload_block(bad.name));
     }
     extra.push_str(&workload_block("foreign-ca"));
     extra.push_str(&workload_block("intruder"));
     let mut pair = Pair::new("mtls-refusals", |a| format!("{a}{extra}"), |b| b);
+    let a_config = pair.a.config.clone();
     for bad in &bad_callers {
         let id: SpiffeId = format!("spiffe://example.org/{}", bad.name)
             .parse()
             .unwrap();
-        let issued = pair.pki.issue_spec(&(bad.spec)(&id), bad.name);
-        link_certs(&pair, bad.name, &issued);
+        pair.pki.issue_spec(&(bad.spec)(&id), bad.name);
+    }
+    for bad in &started {
+        link_certs(&pair, &a_config, bad.name, &pair.pki.dir.join(bad.name));
     }
     let foreign = Pki::new(&pair.testbed.dir().join("foreign"));
     link_certs(
         &pair,
+        &a_config,
         "foreign-ca",
         &foreign.issue("foreign-ca", "foreign-ca"),
     );
-    link_certs(&pair, "intruder", &pair.pki.issue("intruder", "intruder"));
+    let intruder = pair.pki.issue("intruder", "intruder");
+    link_certs(&pair, &a_config, "intruder", &intruder);
+
+    // Host A's config with the other bad callers too: the daemon will not start with it.
+    let mut text = fs::read_to_string(&a_config).unwrap();
+    for bad in &refused {
+        text.push_str(&workload_block(bad.name));
+    }
+    let refused_config = write(&pair.testbed.dir().join("host-a-refused.toml"), &text);
+    for bad in &refused {
+        link_certs(
+            &pair,
+            &refused_config,
+            bad.name,
+            &pair.pki.dir.join(bad.name),
+        );
+    }
+    let out = pair
+        .a
+        .host
+        .command(TUNNEL)
+        .args(["run", "--config"])
+        .arg(&refused_config)
+        .in_cgroup(&pair.testbed.cgroup("a/refused"))
+        .output(SHORT);
+    assert_eq!(out.status.code(), Some(64), "{}", out.stderr);
+    for bad in &refused {
+        let cert = pair.pki.dir.join(bad.name).join("cert.pem");
+        let says = format!("].cert: {}: {}", cert.display(), bad.a_refuses.unwrap());
+        assert!(
+            out.stderr.lines().any(|l| l.contains(&says)),
+            "{}: expected {says:?} in:\n{}",
+            bad.name,
+            out.stderr
+        );
+    }
+
     pair.start();
     let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
 
-    let mut cases: Vec<(&str, &str)> = bad_callers.iter().map(|b| (b.name, b.b_says)).collect();
+    let mut cases: Vec<(&str, &str)> = started.iter().map(|b| (b.name, b.b_says)).collect();
     // Its intermediate has the same name as ours, so webpki tries our key: a bad signature.
     cases.push(("foreign-ca", "issued by another CA than the trust bundle's"));
     cases.push((
@@ -225,6 +278,31 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
         pair.b.daemon().wait_for_line(&["refused", b_says], SHORT);
     }
 
+    // The certificates the daemon refused to start with, presented anyway by `tunnel probe`:
+    // it warns what is wrong, and the peer refuses them for the same reason.
+    for bad in &refused {
+        let out = pair
+            .a
+            .host
+            .command(TUNNEL)
+            .args(["probe", "--config"])
+            .arg(&refused_config)
+            .args(["--as", bad.name, "10.0.0.2:8080"])
+            .output(SHORT);
+        assert!(!out.status.success(), "{}: {}", bad.name, out.stdout);
+        let warning = format!("warning: our certificate: {}", bad.a_refuses.unwrap());
+        assert!(
+            out.stdout.contains(&warning) && out.stdout.contains("failed: mTLS handshake"),
+            "{}: expected {warning:?} and a failed handshake in:\n{}{}",
+            bad.name,
+            out.stdout,
+            out.stderr
+        );
+        pair.b
+            .daemon()
+            .wait_for_line(&["refused", bad.b_says], SHORT);
+    }
+
     // A caller whose cgroup has no identity is refused on host A; nothing is sent.
     let out = pair.a.probe(
         &pair.testbed,
@@ -244,9 +322,9 @@ fn workload_block(name: &str) -> String {
     )
 }
 
-/// Points a bad workload's config entry at its certificate and creates its cgroup.
-fn link_certs(pair: &Pair, name: &str, issued: &std::path::Path) {
-    let text = fs::read_to_string(&pair.a.config).unwrap();
+/// Points a bad workload's entry in `config` at its certificate and creates its cgroup.
+fn link_certs(pair: &Pair, config: &std::path::Path, name: &str, issued: &std::path::Path) {
+    let text = fs::read_to_string(config).unwrap();
     let cgroup = pair.a.workload_cgroup(&pair.testbed, name);
     let text = text
         .replace(
@@ -254,7 +332,7 @@ fn link_certs(pair: &Pair, name: &str, issued: &std::path::Path) {
             &format!("{}/", issued.display()),
         )
         .replace(&format!("CGROUP/{name}"), &cgroup.display().to_string());
-    fs::write(&pair.a.config, text).unwrap();
+    fs::write(config, text).unwrap();
 }
 
 #[test]

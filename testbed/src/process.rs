@@ -11,6 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{
+    errno::Errno,
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
 static NEXT_LOG: AtomicU32 = AtomicU32::new(0);
 
 pub struct HostCommand {
@@ -160,9 +166,17 @@ impl Proc {
         self.child.id()
     }
 
-    /// Sends a signal by name (`TERM`, `KILL`, `INT`).
+    /// Sends a signal by name (`TERM`, `KILL`, `INT`). A process that has exited already is
+    /// no error: tests signal daemons that may have died of what they test.
     pub fn signal(&self, signal: &str) {
-        crate::quiet("kill", &[&format!("-{signal}"), &self.pid().to_string()]);
+        let signal: Signal = format!("SIG{signal}")
+            .parse()
+            .unwrap_or_else(|_| panic!("{signal} is not a signal name"));
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pids fit in i32"));
+        match kill(pid, signal) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => panic!("kill -{signal} {pid} ({}): {e}", self.description),
+        }
     }
 
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {

@@ -24,8 +24,9 @@ pub const MAP_WORKLOAD_CGROUPS: &str = "WORKLOAD_CGROUPS";
 /// socket; the kernel frees it with the socket.
 pub const MAP_ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
 /// Map: `LruHashMap<SocketTuple, OriginalDst>`, how the daemon finds the original destination
-/// of a connection it accepted. The daemon deletes an entry when it reads it; `sock_ops`
-/// deletes unread entries when the application's socket closes.
+/// of a connection it accepted. `sock_ops` inserts an entry when a captured connection is
+/// established and deletes it when the application's socket closes; the daemon only reads
+/// it, once per accepted connection.
 pub const MAP_ORIGINAL_DST_BY_TUPLE: &str = "ORIGINAL_DST_BY_TUPLE";
 
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
@@ -56,8 +57,10 @@ pub const MAX_EXEMPT_CGROUPS: u32 = 64;
 pub const MAX_WORKLOAD_CGROUPS: u32 = 4096;
 /// How deep below the cgroup v2 root a workload cgroup may be (the root is level 0).
 pub const MAX_CGROUP_DEPTH: u32 = 32;
-/// Capacity of the tuple map: connections established but not yet accepted by the daemon.
-pub const MAX_PENDING_CONNECTIONS: u32 = 65536;
+/// Capacity of the tuple map: captured connections open at once (an entry lives from
+/// establishment to close). Beyond it the LRU map drops the least recently used entries,
+/// those of connections the daemon accepted long ago and will not look up again.
+pub const MAX_TRACKED_CONNECTIONS: u32 = 65536;
 
 /// Program names, as the `#[...]` attributes in `tunnel-ebpf` name the functions.
 pub const PROGRAM_CONNECT4: &str = "connect4";

@@ -59,12 +59,17 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<(), ()> {
     };
     let sa = ctx.sock_addr;
     // The verifier wants 4-byte context accesses here; volatile keeps LLVM from widening them.
+    // SAFETY: `sa` is the `bpf_sock_addr` context the kernel passed to this program, valid
+    // for the whole run; the verifier checks each access to it (field, offset, size).
     let dst = unsafe { read_volatile(addr_of!((*sa).user_ip4)) };
+    // SAFETY: as above.
     let port = u16::from_be(unsafe { read_volatile(addr_of!((*sa).user_port)) } as u16);
     if is_loopback_or_any_v4(dst) || !wants_v4(dst, port) {
         return Ok(());
     }
     record(ctx, [dst, 0, 0, 0], port, AF_INET)?;
+    // SAFETY: the same context; `connect4` programs may write `user_ip4` and `user_port`,
+    // which is how the connect is sent elsewhere.
     unsafe {
         write_volatile(addr_of_mut!((*sa).user_ip4), config.listener_v4_addr);
         write_volatile(
@@ -81,6 +86,7 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
     };
     let sa = ctx.sock_addr;
     let dst = read_ip6(ctx);
+    // SAFETY: `sa` is this program's `bpf_sock_addr` context; the verifier checks the access.
     let port = u16::from_be(unsafe { read_volatile(addr_of!((*sa).user_port)) } as u16);
     if is_loopback_or_any_v6(&dst) {
         return Ok(());
@@ -108,6 +114,8 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
         record(ctx, dst, port, AF_INET6)?;
         (config.listener_v6_addr, config.listener_v6_port)
     };
+    // SAFETY: `sa` is this program's context; `connect6` programs may write `user_ip6` and
+    // `user_port`, in 4-byte words as here.
     unsafe {
         for (i, word) in listener.iter().enumerate() {
             write_volatile(addr_of_mut!((*sa).user_ip6[i]), *word);
@@ -123,6 +131,8 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<(), ()> {
 /// The config if this is a TCP connect and capture is on.
 fn capturing_config(ctx: &SockAddrContext) -> Option<CaptureConfig> {
     let sa = ctx.sock_addr;
+    // SAFETY: `sa` is this program's `bpf_sock_addr` context; `type` and `protocol` are
+    // readable from every sock_addr hook, and the verifier checks the accesses.
     let (sock_type, protocol) = unsafe {
         (
             read_volatile(addr_of!((*sa).type_)),
@@ -157,6 +167,8 @@ fn wants_v6(dst: &[u32; 4], port: u16) -> bool {
 
 fn port_selected(port: u16) -> bool {
     match CONFIG.get(0) {
+        // SAFETY: `get` is unsafe because another CPU may change or delete the value while
+        // the returned reference lives; only the key's presence is used here.
         Some(config) if config.flags & FLAG_PORT_FILTER != 0 => unsafe {
             PORTS.get(port).is_some()
         },
@@ -165,7 +177,9 @@ fn port_selected(port: u16) -> bool {
 }
 
 fn caller_exempt() -> bool {
+    // SAFETY: a helper without arguments, available to cgroup sock_addr programs.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: only the key's presence is used, never the value another CPU might change.
     unsafe { EXEMPT_CGROUPS.get(cgroup).is_some() }
 }
 
@@ -173,16 +187,21 @@ fn caller_exempt() -> bool {
 fn record(ctx: &SockAddrContext, addr: [u32; 4], port: u16, family: u16) -> Result<(), ()> {
     let value = OriginalDst {
         addr,
+        // SAFETY: a helper without arguments, available to cgroup sock_addr programs.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         workload_cgroup_id: workload_cgroup(),
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         port,
         family,
     };
+    // SAFETY: `ctx` is this program's context, whose socket the storage is attached to; the
+    // pointer returned is checked for null before use.
     let slot = unsafe { ORIGINAL_DST_BY_SOCKET.get_or_insert_ptr_mut(ctx, None) };
     if slot.is_null() {
         return Err(());
     }
+    // SAFETY: `slot` is non-null and points to this socket's storage, an `OriginalDst` (the
+    // map's BTF says so), which the kernel keeps for the socket's life.
     unsafe { *slot = value };
     Ok(())
 }
@@ -192,10 +211,12 @@ fn record(ctx: &SockAddrContext, addr: [u32; 4], port: u16, family: u16) -> Resu
 fn workload_cgroup() -> u64 {
     let mut found = 0;
     for level in 0..MAX_CGROUP_DEPTH {
+        // SAFETY: the helper takes a plain level and returns 0 beyond the caller's depth.
         let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
         if ancestor == 0 {
             break; // deeper than the caller's own cgroup
         }
+        // SAFETY: only the key's presence is used, never the value another CPU might change.
         if unsafe { WORKLOAD_CGROUPS.get(ancestor).is_some() } {
             found = ancestor;
         }
@@ -207,6 +228,8 @@ fn read_ip6(ctx: &SockAddrContext) -> [u32; 4] {
     let sa = ctx.sock_addr;
     let mut out = [0u32; 4];
     for (i, word) in out.iter_mut().enumerate() {
+        // SAFETY: `sa` is this program's context; `user_ip6` is read in 4-byte words, as the
+        // verifier requires.
         *word = unsafe { read_volatile(addr_of!((*sa).user_ip6[i])) };
     }
     out

@@ -18,6 +18,8 @@ pub fn getpeername4(ctx: SockAddrContext) -> i32 {
         && original.family == AF_INET
     {
         let sa = ctx.sock_addr;
+        // SAFETY: `sa` is this program's `bpf_sock_addr` context; `getpeername4` programs may
+        // write `user_ip4` and `user_port`, and the verifier checks the accesses.
         unsafe {
             write_volatile(addr_of_mut!((*sa).user_ip4), original.addr[0]);
             write_volatile(
@@ -39,6 +41,8 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
             original.addr
         };
         let sa = ctx.sock_addr;
+        // SAFETY: `sa` is this program's context; `getpeername6` programs may write
+        // `user_ip6` (in 4-byte words, as here) and `user_port`.
         unsafe {
             for (i, word) in addr.iter().enumerate() {
                 write_volatile(addr_of_mut!((*sa).user_ip6[i]), *word);
@@ -53,10 +57,13 @@ pub fn getpeername6(ctx: SockAddrContext) -> i32 {
 }
 
 fn original_dst(ctx: &SockAddrContext) -> Option<OriginalDst> {
+    // SAFETY: `ctx` is this program's context, whose socket the storage belongs to; the
+    // pointer is checked for null before use.
     let slot = unsafe { ORIGINAL_DST_BY_SOCKET.get_ptr_mut(ctx) };
     if slot.is_null() {
         None
     } else {
+        // SAFETY: `slot` is non-null and points to this socket's `OriginalDst` storage.
         Some(unsafe { *slot })
     }
 }

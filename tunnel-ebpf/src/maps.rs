@@ -1,12 +1,13 @@
 //! The maps shared with the daemon. Names and value types come from `tunnel-common`; the
-//! daemon writes the config, tries and sets, and reads (then deletes) the tuple map.
+//! daemon writes the config, tries and sets, and only reads the tuple map (`sock_ops` adds
+//! and removes its entries).
 
 use aya_ebpf::{
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, SkStorage},
     macros::btf_map,
 };
 use tunnel_common::{
-    CaptureConfig, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_PENDING_CONNECTIONS, MAX_PORTS,
+    CaptureConfig, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_PORTS, MAX_TRACKED_CONNECTIONS,
     MAX_WORKLOAD_CGROUPS, OriginalDst, SocketTuple,
 };
 
@@ -35,11 +36,13 @@ pub static WORKLOAD_CGROUPS: HashMap<u64, u8, { MAX_WORKLOAD_CGROUPS as usize }>
 #[btf_map]
 pub static ORIGINAL_DST_BY_SOCKET: SkStorage<OriginalDst> = SkStorage::new();
 
-/// LRU so that even entries nobody deletes (daemon gone, socket closed unseen) cannot grow
-/// the map without bound.
+/// `sock_ops` deletes an entry when its socket closes. LRU so that an entry whose close goes
+/// unseen (the socket's state callbacks could not be enabled) cannot stay for good, and a
+/// full map drops old entries instead of refusing new ones: the least recently used go
+/// first, and the daemon uses an entry only once, when it accepts the connection.
 #[btf_map]
 pub static ORIGINAL_DST_BY_TUPLE: LruHashMap<
     SocketTuple,
     OriginalDst,
-    { MAX_PENDING_CONNECTIONS as usize },
+    { MAX_TRACKED_CONNECTIONS as usize },
 > = LruHashMap::new();

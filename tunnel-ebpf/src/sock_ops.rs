@@ -1,6 +1,6 @@
 //! `sock_ops`: when a captured connection is established, publish its 4-tuple → original
 //! destination, so the daemon can find the destination of the socket it accepts; when the
-//! socket closes, withdraw what the daemon did not take.
+//! socket closes, delete the entry (the daemon only reads them).
 //!
 //! Ordering: `ACTIVE_ESTABLISHED` runs on the client while it processes the SYN-ACK, before
 //! its final ACK is sent, so the entry exists before the daemon's `accept()` can return.
@@ -49,11 +49,14 @@ fn on_established(ctx: &SockOpsContext) {
 }
 
 fn on_close(ctx: &SockOpsContext) {
-    // Usually gone already (the daemon deletes what it reads); then this is a no-op.
+    // The only place entries go (the daemon only reads them); a missing one (evicted by the
+    // LRU) is no error.
     let _ = ORIGINAL_DST_BY_TUPLE.remove(&tuple(ctx));
 }
 
 fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
+    // SAFETY: `ctx.ops` is the `bpf_sock_ops` context the kernel passed to this program; the
+    // verifier lets it read `sk`, typed as a socket pointer that may be null (checked below).
     let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     if sk.is_null() {
         return None;
@@ -61,11 +64,15 @@ fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
     let map = (&raw const ORIGINAL_DST_BY_SOCKET)
         .cast_mut()
         .cast::<c_void>();
+    // SAFETY: `map` is the socket storage map, `sk` a non-null socket from the context; with
+    // flags 0 nothing is created, so no initial value is needed; the result is checked for
+    // null before use.
     let slot = unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), 0) }
         .cast::<OriginalDst>();
     if slot.is_null() {
         None
     } else {
+        // SAFETY: `slot` is non-null and points to this socket's `OriginalDst` storage.
         Some(unsafe { *slot })
     }
 }
@@ -73,6 +80,7 @@ fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
 /// The connection as the application's socket sees it (local = application side). A
 /// v4-mapped IPv6 socket is keyed as IPv4, which is how the daemon's IPv4 listener sees it.
 fn tuple(ctx: &SockOpsContext) -> SocketTuple {
+    // SAFETY: the helper is given this program's own context, as sock_ops programs must.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.ops.cast()) };
     // local_port is host order; remote_port is network order in the upper 16 bits on
     // little-endian (kernel: sock_ops_convert_ctx_access).

@@ -4,15 +4,16 @@
 
 pub(crate) mod wiring;
 
-use std::{collections::BTreeSet, future::Future, net::SocketAddr, time::Duration};
+use std::{collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use tracing::{info, warn};
 
 use crate::{
     cgroup::{self, CgroupDir},
-    config::{Config, ConfigError, Located},
+    config::{Config, ConfigError, Located, Problem},
     drain::{self, DrainOutcome},
-    ebpf::{Capture, CaptureSpec, EbpfError},
+    ebpf::{self, Capture, CaptureSpec, EbpfError},
+    errors,
     kernel::{self, Missing},
     mounts::MountTable,
     proxy::{
@@ -24,20 +25,35 @@ use crate::{
 /// Why the daemon could not start; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("this host cannot run tunnel:\n{}", .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
     Kernel(Vec<Missing>),
-    #[error("{0}")]
+    #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
-    #[error("failed to install capture: {0}")]
+    #[error("failed to install capture")]
     Ebpf(#[from] EbpfError),
+    /// A leaf, not a source: the proxy's errors print their cause and also return it from
+    /// `source()`, so their message alone says everything once (see `errors`).
     #[error("{0}")]
-    Outbound(#[from] OutboundError),
+    Outbound(OutboundError),
+    /// A leaf, as `Outbound` is.
     #[error("{0}")]
-    Inbound(#[from] InboundError),
-    #[error("failed to build the TLS configuration: {0}")]
+    Inbound(InboundError),
+    #[error("failed to build the TLS configuration")]
     Tls(#[from] rustls::Error),
+}
+
+impl From<OutboundError> for StartError {
+    fn from(error: OutboundError) -> Self {
+        Self::Outbound(error)
+    }
+}
+
+impl From<InboundError> for StartError {
+    fn from(error: InboundError) -> Self {
+        Self::Inbound(error)
+    }
 }
 
 impl StartError {
@@ -72,19 +88,25 @@ impl Daemon {
             return Err(StartError::Kernel(missing));
         }
         refuse_nonlocal_bind()?;
-        let capture_cgroup = open_cgroup(&config, &config.capture.cgroup, &mounts)?;
-        let mut workload_cgroups = Vec::new();
+        let own = cgroup::own(&mounts)?;
+        let Resolved {
+            capture_cgroup,
+            workload_cgroups,
+            material,
+        } = resolve(&config, &mounts, &own)?;
+        let pattern = &config.outbound.peer_identity;
+        if !pattern.matches(&config.node.spiffe_id) {
+            // Peers usually share this setting, so they will refuse this daemon's certificate.
+            warn!(
+                "node identity {} does not match [outbound] peer_identity {pattern}: peers configured like this host will refuse this daemon",
+                config.node.spiffe_id
+            );
+        }
         for workload in &config.workloads {
-            if let Some(located) = &workload.cgroup {
-                workload_cgroups.push((
-                    workload.name.clone(),
-                    open_cgroup(&config, located, &mounts)?.id,
-                ));
+            for problem in material.workload_problems(&workload.name, &workload.spiffe_id) {
+                warn!(workload = %workload.name, cert = %workload.cert.value.display(), "workload certificate: {problem}");
             }
         }
-        let own = cgroup::own(&mounts)?;
-        refuse_shared_cgroup(&config, &own, &capture_cgroup)?;
-        let material = wiring::Material::load(&config)?;
         match crate::sys::raise_open_files_limit() {
             Ok(limit) if limit < 4096 => warn!(
                 limit,
@@ -184,40 +206,136 @@ fn refuse_nonlocal_bind() -> Result<(), StartError> {
     }]))
 }
 
-fn open_cgroup(
-    config: &Config,
-    located: &Located<std::path::PathBuf>,
-    mounts: &MountTable,
-) -> Result<CgroupDir, ConfigError> {
-    cgroup::open(&located.value, mounts).map_err(|e| config.error_at(&located.site, e.to_string()))
+/// What the config names on this host, checked against it.
+struct Resolved {
+    capture_cgroup: CgroupDir,
+    /// Workload name and cgroup id, for workloads that call out.
+    workload_cgroups: Vec<(String, u64)>,
+    material: wiring::Material,
+}
+
+/// Resolves every path of the config on this host (cgroups, the pin directory, certificates
+/// and keys) and judges what it finds, reporting every problem at once, each at its key, before
+/// anything is bound or attached.
+fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Resolved, ConfigError> {
+    let mut problems = Vec::new();
+    let mut open_cgroup = |located: &Located<PathBuf>| {
+        cgroup::open(&located.value, mounts)
+            .map_err(|e| problems.push(Problem::at(&located.site, errors::chain(&e))))
+            .ok()
+    };
+    let capture_cgroup = open_cgroup(&config.capture.cgroup);
+    let mut workload_cgroups = Vec::new();
+    for workload in &config.workloads {
+        if let Some(dir) = workload.cgroup.as_ref().and_then(&mut open_cgroup) {
+            workload_cgroups.push((workload.name.clone(), dir.id));
+        }
+    }
+    if let Some(capture) = &capture_cgroup {
+        problems.extend(shared_cgroup(config, own, capture, &workload_cgroups));
+    }
+    if let Err(e) = ebpf::check_bpf_dir(&config.capture.bpf_dir.value, mounts) {
+        problems.push(Problem::at(&config.capture.bpf_dir.site, errors::chain(&e)));
+    }
+    let material = match wiring::Material::load(config) {
+        Ok(material) => {
+            problems.extend(material.refusals(config));
+            Some(material)
+        }
+        Err(e) => {
+            problems.extend(e.problems);
+            None
+        }
+    };
+    // In the order of the file, as the operator reads it.
+    problems.sort_by_key(|p| p.line);
+    match (capture_cgroup, material) {
+        (Some(capture_cgroup), Some(material)) if problems.is_empty() => Ok(Resolved {
+            capture_cgroup,
+            workload_cgroups,
+            material,
+        }),
+        _ => Err(ConfigError::new(&config.file, problems)),
+    }
 }
 
 /// The daemon's own cgroup is exempt from capture; if it were the capture cgroup itself or a
-/// workload's, those processes would silently go out uncaptured.
-fn refuse_shared_cgroup(
+/// workload's, those processes would silently go out uncaptured. Compared by cgroup id, as
+/// the kernel programs see them: two paths can name one cgroup (a symlink, another mount of
+/// the hierarchy, a trailing `/.`).
+fn shared_cgroup(
     config: &Config,
     own: &CgroupDir,
     capture: &CgroupDir,
-) -> Result<(), ConfigError> {
+    workload_cgroups: &[(String, u64)],
+) -> Option<Problem> {
     let shared_with = if own.id == capture.id {
-        Some("the capture cgroup".to_string())
+        "the capture cgroup".to_string()
     } else {
-        config
-            .workloads
-            .iter()
-            .find(|w| w.cgroup.as_ref().is_some_and(|c| c.value == own.path))
-            .map(|w| format!("the cgroup of workload {:?}", w.name))
+        let (name, _) = workload_cgroups.iter().find(|(_, id)| *id == own.id)?;
+        format!("the cgroup of workload {name:?}")
     };
-    match shared_with {
-        None => Ok(()),
-        Some(what) => Err(config.error_at(
-            &config.capture.cgroup.site,
-            format!(
-                "the daemon runs in cgroup {}, which is {what}; the daemon's cgroup is exempt from capture, so \
-                 those processes would go out in plaintext. Run tunnel in a cgroup of its own (a systemd \
-                 service has one; by hand: mkdir CG/tunnel && echo $$ > CG/tunnel/cgroup.procs)",
-                own.path.display()
+    Some(Problem::at(
+        &config.capture.cgroup.site,
+        format!(
+            "the daemon runs in cgroup {}, which is {shared_with}; the daemon's cgroup is exempt from capture, so \
+             those processes would go out in plaintext. Run tunnel in a cgroup of its own (a systemd \
+             service has one; by hand: mkdir CG/tunnel && echo $$ > CG/tunnel/cgroup.procs)",
+            own.path.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+trust_domain = "example.org"
+trust_bundle = "bundle.pem"
+[node]
+spiffe_id = "spiffe://example.org/node/a"
+cert = "node.pem"
+key = "node.key"
+[capture]
+cgroup = "/sys/fs/cgroup/workloads"
+destinations = ["10.0.0.0/24"]
+[[workload]]
+name = "frontend"
+spiffe_id = "spiffe://example.org/frontend"
+cert = "frontend.pem"
+key = "frontend.key"
+cgroup = "/sys/fs/cgroup/workloads/frontend"
+"#;
+
+    fn dir(path: &str, id: u64) -> CgroupDir {
+        CgroupDir {
+            path: path.into(),
+            id,
+        }
+    }
+
+    #[test]
+    fn the_daemon_may_not_share_a_cgroup_it_exempts() {
+        let config = Config::parse(CONFIG, Path::new("/etc/tunnel/tunnel.toml")).unwrap();
+        let capture = dir("/sys/fs/cgroup/workloads", 10);
+        let workloads = [("frontend".to_string(), 11)];
+        let refused =
+            |own: &CgroupDir| shared_cgroup(&config, own, &capture, &workloads).map(|p| p.message);
+        assert_eq!(refused(&dir("/sys/fs/cgroup/tunnel", 12)), None);
+        let message = refused(&dir("/sys/fs/cgroup/workloads", 10)).unwrap();
+        assert!(message.contains("which is the capture cgroup"), "{message}");
+        // Another path to the workload's cgroup (here: the hierarchy mounted elsewhere) is
+        // the same cgroup.
+        let message = refused(&dir("/mnt/cgroup2/workloads/frontend", 11)).unwrap();
+        assert!(
+            message.starts_with(
+                "the daemon runs in cgroup /mnt/cgroup2/workloads/frontend, which is the cgroup \
+                 of workload \"frontend\""
             ),
-        )),
+            "{message}"
+        );
     }
 }

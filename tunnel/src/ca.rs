@@ -31,11 +31,11 @@ pub const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("{0}")]
+    #[error(transparent)]
     Id(#[from] IdError),
     #[error("{path} already exists; pass --force to replace it")]
     Exists { path: PathBuf },
-    #[error("failed to write {path}: {source}")]
+    #[error("failed to write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -54,7 +54,7 @@ pub enum CaError {
         "a TTL of {ttl} reaches past the intermediate's expiry ({expiry}); issue a shorter one or rotate the CA"
     )]
     TtlPastIssuer { ttl: String, expiry: String },
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
 }
 

@@ -46,19 +46,3 @@ pub fn init_logging(level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
-
-/// An error with its sources, `outer: inner: innermost`, for one-line messages.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Many wrappers already print their source; don't say it twice.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}

@@ -84,6 +84,18 @@ pub struct Listen {
     pub backlog: u32,
 }
 
+impl Listen {
+    /// Every port the daemon binds (or reserves: admin): never a workload's port, and never
+    /// a destination the inbound side delivers to.
+    pub fn own_ports(&self) -> BTreeSet<u16> {
+        let mut ports =
+            BTreeSet::from([self.outbound.port(), self.inbound.port(), self.admin.port()]);
+        ports.extend(self.outbound_v6.map(|a| a.port()));
+        ports.extend(self.inbound_v6.map(|a| a.port()));
+        ports
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Capture {
     pub cgroup: Located<PathBuf>,
@@ -211,12 +223,6 @@ impl Config {
     /// Checks config text; `file` names it in messages and anchors relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         build::build(text, file)
-    }
-
-    /// An error about a value found wrong at startup (unreadable file, not a cgroup v2
-    /// directory...), pointing at where the config set it.
-    pub fn error_at(&self, site: &Site, message: impl Into<String>) -> ConfigError {
-        ConfigError::at(&self.file, site, message)
     }
 
     pub fn workload(&self, name: &str) -> Option<&Workload> {

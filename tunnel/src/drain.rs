@@ -58,10 +58,6 @@ impl DrainWatcher {
         // An error means the trigger is gone, which is as final as a signal.
         let _ = self.signal.wait_for(|draining| *draining).await;
     }
-
-    pub fn is_draining(&self) -> bool {
-        *self.signal.borrow()
-    }
 }
 
 #[cfg(test)]

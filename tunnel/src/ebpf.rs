@@ -10,6 +10,7 @@
 //! <bpf_dir>/links/<generation>/<prog>   one directory of cgroup links per run
 //! ```
 
+mod aya_error;
 mod maps;
 mod original_dst;
 mod pins;
@@ -29,9 +30,10 @@ use aya::{
         links::{FdLink, LinkError},
     },
 };
+pub use aya_error::AyaError;
 use ipnet::IpNet;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
-pub use pins::Uninstalled;
+pub use pins::{Uninstalled, check_bpf_dir};
 use tunnel_common::{
     MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
     PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS,
@@ -78,43 +80,44 @@ pub enum EbpfError {
         "{path} is on a {fstype} filesystem, not bpffs; pins must live on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)"
     )]
     NotBpffs { path: PathBuf, fstype: String },
-    #[error("failed to mount bpffs at {path}: {source}")]
+    #[error("failed to mount bpffs at {path}")]
     MountBpffs { path: PathBuf, source: io::Error },
-    #[error("failed to read /proc/self/mounts: {0}")]
+    #[error("failed to read /proc/self/mounts")]
     Mounts(#[source] io::Error),
-    #[error("failed to create {path}: {source}")]
+    #[error("failed to create {path}")]
     CreateDir { path: PathBuf, source: io::Error },
-    #[error("failed to load the capture object: {0}")]
-    Load(#[source] aya::EbpfError),
+    #[error("failed to load the capture object")]
+    Load(#[source] AyaError),
     #[error("the capture object has no program {0}")]
     MissingProgram(&'static str),
     #[error("the capture object has no map {0}")]
     MissingMap(&'static str),
-    #[error("program {name}: {source}")]
+    #[error("failed to {step} program {name}")]
     Program {
+        step: &'static str,
         name: &'static str,
-        source: ProgramError,
+        source: AyaError,
     },
-    #[error("program {name}: {source}")]
+    #[error("the link of program {name} cannot be pinned")]
     Link {
         name: &'static str,
         source: LinkError,
     },
-    #[error("failed to open the capture cgroup {path}: {source}")]
+    #[error("failed to open the capture cgroup {path}")]
     OpenCgroup { path: PathBuf, source: io::Error },
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         name: &'static str,
         source: aya::maps::MapError,
     },
-    #[error("failed to pin {path}: {source}")]
+    #[error("failed to pin {path}")]
     Pin {
         path: PathBuf,
         source: aya::pin::PinError,
     },
-    #[error("failed to release the earlier run's link {path}: {detail}")]
-    Retire { path: PathBuf, detail: String },
-    #[error("failed to remove {path}: {source}")]
+    #[error("failed to open the earlier run's link {path}")]
+    Retire { path: PathBuf, source: LinkError },
+    #[error("failed to remove {path}")]
     Remove { path: PathBuf, source: io::Error },
 }
 
@@ -149,7 +152,7 @@ impl Capture {
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).map_err(EbpfError::Load)?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| EbpfError::Load(e.into()))?;
         maps::sync(&mut ebpf, spec)?;
 
         let cgroup = File::open(&spec.cgroup.path).map_err(|source| EbpfError::OpenCgroup {
@@ -196,7 +199,13 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, 
     let program = ebpf
         .program_mut(name)
         .ok_or(EbpfError::MissingProgram(name))?;
-    let program_error = |source| EbpfError::Program { name, source };
+    let program_error = |step| {
+        move |e: ProgramError| EbpfError::Program {
+            step,
+            name,
+            source: e.into(),
+        }
+    };
     let link_error = |source| EbpfError::Link { name, source };
     // On kernels with bpf_link (5.7+, which we require) aya attaches through a link, and a
     // cgroup link always coexists with other programs on the hook (Cilium's socket LB, an
@@ -205,14 +214,24 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, 
     let mode = CgroupAttachMode::Single;
     match program {
         Program::CgroupSockAddr(program) => {
-            program.load().map_err(program_error)?;
-            let id = program.attach(cgroup, mode).map_err(program_error)?;
-            FdLink::try_from(program.take_link(id).map_err(program_error)?).map_err(link_error)
+            program.load().map_err(program_error("load"))?;
+            let id = program
+                .attach(cgroup, mode)
+                .map_err(program_error("attach"))?;
+            let link = program
+                .take_link(id)
+                .map_err(program_error("take the link of"))?;
+            FdLink::try_from(link).map_err(link_error)
         }
         Program::SockOps(program) => {
-            program.load().map_err(program_error)?;
-            let id = program.attach(cgroup, mode).map_err(program_error)?;
-            FdLink::try_from(program.take_link(id).map_err(program_error)?).map_err(link_error)
+            program.load().map_err(program_error("load"))?;
+            let id = program
+                .attach(cgroup, mode)
+                .map_err(program_error("attach"))?;
+            let link = program
+                .take_link(id)
+                .map_err(program_error("take the link of"))?;
+            FdLink::try_from(link).map_err(link_error)
         }
         _ => Err(EbpfError::MissingProgram(name)),
     }

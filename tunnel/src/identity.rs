@@ -133,10 +133,6 @@ impl SpiffeId {
         &self.trust_domain
     }
 
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
     pub fn is_in(&self, trust_domain: &TrustDomain) -> bool {
         &self.trust_domain == trust_domain
     }
@@ -174,7 +170,6 @@ mod tests {
         }
         let id: SpiffeId = "spiffe://example.org/ns/prod".parse().unwrap();
         assert_eq!(id.trust_domain().to_string(), "example.org");
-        assert_eq!(id.path(), "/ns/prod");
     }
 
     #[test]

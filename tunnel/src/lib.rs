@@ -14,6 +14,7 @@ pub mod config;
 pub mod drain;
 pub mod duration;
 pub mod ebpf;
+pub mod errors;
 pub mod identity;
 pub mod kernel;
 pub mod mounts;

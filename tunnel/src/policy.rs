@@ -36,12 +36,6 @@ pub enum Decision {
     Deny { because: String },
 }
 
-impl Decision {
-    pub fn is_allowed(&self) -> bool {
-        matches!(self, Self::Allow { .. })
-    }
-}
-
 impl Policy {
     pub fn from_config(config: &Config) -> Self {
         let mut rules: HashMap<String, WorkloadRules> = HashMap::new();
@@ -134,6 +128,10 @@ ports = [8080]
         Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
     }
 
+    fn allowed(decision: &Decision) -> bool {
+        matches!(decision, Decision::Allow { .. })
+    }
+
     fn id(text: &str) -> SpiffeId {
         text.parse().unwrap()
     }
@@ -142,16 +140,14 @@ ports = [8080]
     fn strict_mode_admits_nobody_without_an_allow_rule() {
         let decision =
             policy("strict", "").evaluate(&id("spiffe://example.org/frontend"), "orders");
-        assert!(!decision.is_allowed(), "{decision:?}");
+        assert!(!allowed(&decision), "{decision:?}");
     }
 
     #[test]
     fn permissive_mode_admits_callers_without_rules() {
-        assert!(
-            policy("permissive", "")
-                .evaluate(&id("spiffe://example.org/frontend"), "orders")
-                .is_allowed()
-        );
+        assert!(allowed(
+            &policy("permissive", "").evaluate(&id("spiffe://example.org/frontend"), "orders")
+        ));
     }
 
     #[test]
@@ -167,11 +163,9 @@ to = "orders"
 from = ["spiffe://example.org/intruder"]
 "#;
         let policy = policy("strict", rules);
-        assert!(
-            policy
-                .evaluate(&id("spiffe://example.org/frontend"), "orders")
-                .is_allowed()
-        );
+        assert!(allowed(
+            &policy.evaluate(&id("spiffe://example.org/frontend"), "orders")
+        ));
         let decision = policy.evaluate(&id("spiffe://example.org/intruder"), "orders");
         assert!(
             matches!(&decision, Decision::Deny { because } if because.contains("deny rule policy[1]")),
@@ -188,20 +182,14 @@ to = "orders"
 from = ["spiffe://example.org/frontend", "spiffe://example.org/batch/*"]
 "#;
         let policy = policy("strict", rules);
-        assert!(
-            policy
-                .evaluate(&id("spiffe://example.org/frontend"), "orders")
-                .is_allowed()
-        );
-        assert!(
-            policy
-                .evaluate(&id("spiffe://example.org/batch/nightly"), "orders")
-                .is_allowed()
-        );
-        assert!(
-            !policy
-                .evaluate(&id("spiffe://example.org/frontend2"), "orders")
-                .is_allowed()
-        );
+        assert!(allowed(
+            &policy.evaluate(&id("spiffe://example.org/frontend"), "orders")
+        ));
+        assert!(allowed(
+            &policy.evaluate(&id("spiffe://example.org/batch/nightly"), "orders")
+        ));
+        assert!(!allowed(
+            &policy.evaluate(&id("spiffe://example.org/frontend2"), "orders")
+        ));
     }
 }

@@ -1,16 +1,29 @@
-//! Raw syscalls and socket options that std, socket2 and aya do not wrap. This is the only
-//! module of `tunnel` that contains `unsafe`; each block states why it is sound.
-#![expect(unsafe_code, reason = "thin wrappers over libc calls, audited here")]
+//! System calls that std and tokio do not make for us, through nix and socket2 where they
+//! wrap them. What neither offers is done here with `unsafe`, each block saying why it is
+//! sound: reading `SO_NETNS_COOKIE`, and marking the bytes `recv` wrote into a buffer's
+//! spare capacity as initialised. This is the only module of `tunnel` with `unsafe`.
+#![expect(
+    unsafe_code,
+    reason = "two calls nix and socket2 do not wrap, audited here"
+)]
 
 use std::{
-    ffi::CString,
     io,
     mem::size_of,
-    os::{fd::AsRawFd, unix::ffi::OsStrExt as _},
+    os::fd::{AsFd, AsRawFd},
     path::Path,
 };
 
-/// `SO_NETNS_COOKIE` (Linux 5.14, asm-generic value; libc does not export it yet).
+use nix::{
+    mount::MsFlags,
+    sys::{
+        resource::{Resource, getrlimit, setrlimit},
+        socket::{setsockopt, sockopt::IpBindAddressNoPort},
+    },
+};
+
+/// `SO_NETNS_COOKIE` (Linux 5.14, asm-generic value): libc does not export it yet, nor do
+/// nix or socket2 wrap it.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
 /// The cookie of the network namespace a socket lives in: the same value the kernel
@@ -38,61 +51,30 @@ pub fn netns_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
 /// Sets IP_BIND_ADDRESS_NO_PORT: a later `bind(addr, 0)` fixes only the address and leaves
 /// the port to `connect()`, which can share ports across destinations (bind alone must pick
 /// a port unique for every destination, and gets slow as ports run short).
-pub fn set_bind_address_no_port(socket: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a valid c_int for the duration of the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+pub fn set_bind_address_no_port(socket: &impl AsFd) -> io::Result<()> {
+    Ok(setsockopt(socket, IpBindAddressNoPort, &true)?)
 }
 
 /// Reads what is queued on a stream socket into `buf`'s spare capacity, without waiting
 /// (`MSG_DONTWAIT`) and without zeroing the capacity first; returns the bytes read (0 at EOF).
-pub fn recv_queued(socket: &impl AsRawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: `spare` is valid for writes of `spare.len()` bytes for the whole call.
-    let n = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+pub fn recv_queued(socket: &impl AsFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let n = socket2::SockRef::from(socket)
+        .recv_with_flags(buf.spare_capacity_mut(), libc::MSG_DONTWAIT)?;
+    // SAFETY: `recv` initialised the first `n` bytes of the spare capacity (it returns at
+    // most the length it was given).
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
 
 /// Mounts a BPF filesystem at `target` (what `mount -t bpf bpf TARGET` does).
 pub fn mount_bpffs(target: &Path) -> io::Result<()> {
-    let target = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; `data`
-    // may be null for bpffs.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::mount::mount(
+        Some("bpf"),
+        target,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )?;
     Ok(())
 }
 
@@ -100,23 +82,12 @@ pub fn mount_bpffs(target: &Path) -> io::Result<()> {
 /// limit: every carried connection holds one or two descriptors, and the usual soft default
 /// (1024) would cap the daemon at a few hundred connections.
 pub fn raise_open_files_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        return Ok(hard);
     }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: `limit` is a valid rlimit; raising the soft limit up to the hard one is
-        // always permitted.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(limit.rlim_cur)
+    Ok(soft)
 }
 
 #[cfg(test)]
@@ -132,5 +103,40 @@ mod tests {
         let cookie = netns_cookie(&a).unwrap();
         assert_ne!(cookie, 0);
         assert_eq!(cookie, netns_cookie(&b).unwrap());
+    }
+
+    #[test]
+    fn reads_what_is_queued_without_waiting() {
+        use std::io::Write as _;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut buf = bytes::BytesMut::with_capacity(64);
+        let error = recv_queued(&server, &mut buf).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        client.write_all(b"hello").unwrap();
+        // Loopback delivers at once, but give the kernel a moment on a loaded machine.
+        let mut n = 0;
+        for _ in 0..100 {
+            match recv_queued(&server, &mut buf) {
+                Ok(read) => {
+                    n = read;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(n, 5);
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn the_open_files_limit_ends_at_the_hard_limit() {
+        let raised = raise_open_files_limit().unwrap();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!((raised, soft), (hard, hard));
     }
 }

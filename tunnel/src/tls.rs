@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use connection_error::{Phase, describe_connection_error};
 pub use explain::{explain, rustls_error};
-pub use material::{Bundle, Credential, MaterialError};
+pub use material::{Bundle, CertificateProblem, Credential, MaterialError};
 pub use provider::provider;
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,

@@ -1,6 +1,9 @@
 //! Installs what the project needs, skipping what is already there: Debian packages, the
-//! nightly `rust-src` component (for `-Z build-std=core`), and `bpf-linker` built against
-//! LLVM 22 (shared/toolchain.md has the recipe and why each piece is needed).
+//! nightly `rust-src` component (`bpfel-unknown-none` has no prebuilt `core`, so the eBPF
+//! crate builds it with `-Z build-std=core`), and `bpf-linker` built against LLVM 22: it
+//! links the LLVM bitcode nightly's rustc emits, so its LLVM must have the same major
+//! version, and building it against the system's LLVM needs that LLVM's development
+//! packages (with Polly and zstd, which Debian's LLVM libraries link to).
 
 use std::process::Command;
 

@@ -2,16 +2,16 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    path::PathBuf,
     sync::Arc,
     time::Duration,
 };
 
-use tracing::warn;
-
 use super::StartError;
 use crate::{
-    config::{self, Config, Located},
+    config::{self, Config, ConfigError, Located, Problem},
     ebpf::OriginalDstTable,
+    errors,
     identity::{Purpose, SpiffeId},
     policy::Policy,
     proxy::{
@@ -20,7 +20,7 @@ use crate::{
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
         pool::{Pool, PoolSettings},
     },
-    tls::{self, Bundle, Credential, PeerExpectation},
+    tls::{self, Bundle, CertificateProblem, Credential, PeerExpectation},
 };
 
 /// Certificates and keys, loaded once at start.
@@ -31,38 +31,58 @@ pub struct Material {
 }
 
 impl Material {
-    /// Unreadable or mismatched files stop startup, naming the config key. A certificate
-    /// that loads but that peers will refuse (expired, wrong identity...) is only warned
-    /// about: the daemon still presents it so the peer logs its side, and other workloads
-    /// keep working.
-    pub fn load(config: &Config) -> Result<Self, StartError> {
+    /// Reads the bundle and every certificate and key. A file that cannot be used at all
+    /// (unreadable, no certificate, a key that does not belong to its certificate) is a
+    /// problem at the key that names it, and every one is reported at once. What the
+    /// certificates say is judged apart ([`Material::refusals`]), so that `tunnel probe` can
+    /// still present a certificate the daemon would not start with and show how peers react.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
         let bundle = Bundle::load(&config.trust_bundle.value)
-            .map_err(|e| config.error_at(&config.trust_bundle.site, e.to_string()))?;
-        let node = load_credential(config, &config.node.cert, &config.node.key)?;
-        for problem in node.problems(&config.node.spiffe_id, Purpose::ServerAuth) {
-            warn!(cert = %config.node.cert.value.display(), "node certificate: {problem}");
-        }
-        let pattern = &config.outbound.peer_identity;
-        if !pattern.matches(&config.node.spiffe_id) {
-            // Peers usually share this setting, so they will refuse this daemon's certificate.
-            warn!(
-                "node identity {} does not match [outbound] peer_identity {pattern}: peers configured like this host will refuse this daemon",
-                config.node.spiffe_id
-            );
-        }
+            .map_err(|e| problems.push(Problem::at(&config.trust_bundle.site, errors::chain(&e))))
+            .ok();
+        let node = load_credential(&config.node.cert, &config.node.key, &mut problems);
         let mut workloads = HashMap::new();
         for workload in &config.workloads {
-            let credential = load_credential(config, &workload.cert, &workload.key)?;
-            for problem in credential.problems(&workload.spiffe_id, Purpose::ClientAuth) {
-                warn!(workload = %workload.name, cert = %workload.cert.value.display(), "workload certificate: {problem}");
+            if let Some(credential) = load_credential(&workload.cert, &workload.key, &mut problems)
+            {
+                workloads.insert(workload.name.clone(), credential);
             }
-            workloads.insert(workload.name.clone(), credential);
         }
-        Ok(Self {
-            bundle,
-            node,
-            workloads,
-        })
+        match (bundle, node) {
+            (Some(bundle), Some(node)) if problems.is_empty() => Ok(Self {
+                bundle,
+                node,
+                workloads,
+            }),
+            _ => Err(ConfigError::new(&config.file, problems)),
+        }
+    }
+
+    /// The certificates the daemon must not start with, each at the key that names its file:
+    /// one that breaks the X.509-SVID rules for its role (a CA certificate, a node certificate
+    /// without serverAuth, a workload's without clientAuth...) or is for another identity than
+    /// configured, which no peer will ever accept; and a node certificate outside its
+    /// validity, which makes every peer refuse every tunnel to this host. A workload
+    /// certificate outside its validity is only warned about ([`Material::workload_problems`]):
+    /// the other workloads and the inbound side keep working, and the outbound side says why
+    /// that workload's calls are refused.
+    pub fn refusals(&self, config: &Config) -> Vec<Problem> {
+        let mut refusals = Vec::new();
+        let node = &config.node;
+        for problem in self.node.problems(&node.spiffe_id, Purpose::ServerAuth) {
+            refusals.push(refusal(&node.cert, &problem, "the node"));
+        }
+        for workload in &config.workloads {
+            let who = format!("workload {:?}", workload.name);
+            let credential = &self.workloads[&workload.name];
+            for problem in credential.problems(&workload.spiffe_id, Purpose::ClientAuth) {
+                if !matches!(problem, CertificateProblem::Validity(_)) {
+                    refusals.push(refusal(&workload.cert, &problem, &who));
+                }
+            }
+        }
+        refusals
     }
 
     /// What peers will object to in a workload's certificate.
@@ -71,6 +91,9 @@ impl Material {
             .get(name)
             .map(|c| c.problems(id, Purpose::ClientAuth))
             .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// The TLS client config of a workload calling a peer expected to be `expected`.
@@ -90,20 +113,39 @@ impl Material {
     }
 }
 
+/// A certificate problem that stops startup, said at the key of the certificate's file.
+fn refusal(cert: &Located<PathBuf>, problem: &CertificateProblem, who: &str) -> Problem {
+    let path = cert.value.display();
+    let message = match problem {
+        CertificateProblem::OtherIdentity { found, expected } => {
+            format!("{path}: the certificate is for {found}, but {who} is {expected}")
+        }
+        // Only the node's validity stops startup.
+        CertificateProblem::Validity(text) => {
+            format!("{path}: {text}; peers refuse it, so no tunnel to this host can open")
+        }
+        CertificateProblem::NotSvid(e) => format!("{path}: {e}"),
+    };
+    Problem::at(&cert.site, message)
+}
+
+/// Loads one credential, or records why not at the key of the file at fault.
 fn load_credential(
-    config: &Config,
-    cert: &Located<std::path::PathBuf>,
-    key: &Located<std::path::PathBuf>,
-) -> Result<Credential, StartError> {
-    Credential::load(&cert.value, &key.value).map_err(|e| {
-        let site = match e {
-            tls::MaterialError::ReadKey { .. } | tls::MaterialError::UnsupportedKey { .. } => {
-                &key.site
-            }
-            _ => &cert.site,
-        };
-        StartError::Config(config.error_at(site, e.to_string()))
-    })
+    cert: &Located<PathBuf>,
+    key: &Located<PathBuf>,
+    problems: &mut Vec<Problem>,
+) -> Option<Credential> {
+    Credential::load(&cert.value, &key.value)
+        .map_err(|e| {
+            let site = match e {
+                tls::MaterialError::ReadKey { .. } | tls::MaterialError::UnsupportedKey { .. } => {
+                    &key.site
+                }
+                _ => &cert.site,
+            };
+            problems.push(Problem::at(site, errors::chain(&e)));
+        })
+        .ok()
 }
 
 /// The `[[peer]]` entries by destination.
@@ -194,18 +236,11 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
                 .map(|port| (*port, Arc::<str>::from(w.name.as_str())))
         })
         .collect();
-    let mut own_ports = BTreeSet::from([
-        config.listen.outbound.port(),
-        config.listen.inbound.port(),
-        config.listen.admin.port(),
-    ]);
-    own_ports.extend(config.listen.outbound_v6.map(|a| a.port()));
-    own_ports.extend(config.listen.inbound_v6.map(|a| a.port()));
     Ok(InboundInputs {
         tls: server,
         policy: Policy::from_config(config),
         workloads_by_port,
-        own_ports,
+        own_ports: config.listen.own_ports(),
         connect_timeout: config.outbound.connect_timeout,
         limits: inbound_limits(&config.inbound),
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
@@ -231,3 +266,6 @@ fn inbound_limits(config: &config::Inbound) -> InboundLimits {
         keepalive_timeout: config.keepalive,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use crate::{
     ca::{self, InitOptions, IssueOptions},
-    duration,
+    duration, errors,
     identity::TrustDomain,
 };
 
@@ -101,7 +101,7 @@ pub fn run(command: CaCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tunnel ca: {e}");
+            eprintln!("tunnel ca: {}", errors::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -55,7 +55,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         Ok(material) => material,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(e.exit_code());
+            return ExitCode::from(64);
         }
     };
     let peer = args.via.unwrap_or(SocketAddr::new(
@@ -112,6 +112,8 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             println!("  CONNECT {}: 200, the tunnel is open", args.destination);
             ExitCode::SUCCESS
         }
+        // A pool error's message carries its cause (see proxy/pool.rs): its Display alone
+        // says everything, once.
         Err(e) => {
             println!("  failed: {e}");
             println!("  the peer's log has its side of it (look for \"refused\")");

@@ -8,7 +8,7 @@ use tracing::error;
 use crate::{
     app::{Daemon, StartError},
     config::Config,
-    duration,
+    duration, errors,
 };
 
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ pub fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(64);
             }
             Err(e) => {
-                eprintln!("tunnel: {}", super::error_chain(&e));
+                eprintln!("tunnel: {}", errors::chain(&e));
                 return ExitCode::from(e.exit_code());
             }
         };

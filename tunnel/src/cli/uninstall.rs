@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Args;
 
-use crate::{config::Config, ebpf};
+use crate::{config::Config, ebpf, errors};
 
 #[derive(Debug, Args)]
 #[command(
@@ -48,7 +48,7 @@ pub fn run(args: UninstallArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tunnel uninstall: {e}");
+            eprintln!("tunnel uninstall: {}", errors::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -22,7 +22,7 @@ use super::{
         RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawRuntime, RawWorkload,
     },
 };
-use crate::identity::TrustDomain;
+use crate::identity::{SpiffeId, TrustDomain};
 
 mod limits;
 mod values;
@@ -75,15 +75,57 @@ fn toml_error(
         (None, Some(path)) => locator.line_of(path),
         (None, None) => None,
     };
-    let key = path.filter(|p| !p.is_empty()).map(render);
+    let mut key = path.filter(|p| !p.is_empty()).map(render);
+    let mut message = e.message().trim().to_string();
+    // toml says only "duplicate key", pointing at the second one: name it.
+    if let (Some(span), "duplicate key") = (e.span(), message.as_str()) {
+        key = Some(duplicate_key_path(locator.text(), span.start));
+        message = format!("`{}` is set twice", &locator.text()[span]);
+    }
     ConfigError {
         file: file.into(),
-        problems: vec![Problem {
-            line,
-            key,
-            message: e.message().trim().to_string(),
-        }],
+        problems: vec![Problem { line, key, message }],
     }
+}
+
+/// The path of a key written a second time at `offset`, as a reader finds it: the table
+/// header above it (an array of tables with its index) and the key as written there,
+/// `workload[1].name`. A table header written twice is its own path.
+fn duplicate_key_path(text: &str, offset: usize) -> String {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default().trim();
+    if let Some((name, _)) = table_header(line) {
+        return name.to_string();
+    }
+    let key = line.split('=').next().unwrap_or_default().trim();
+    let mut table = None;
+    let mut arrays: BTreeMap<&str, usize> = BTreeMap::new();
+    for header in text[..line_start]
+        .lines()
+        .filter_map(|l| table_header(l.trim()))
+    {
+        table = Some(match header {
+            (name, true) => {
+                let count = arrays.entry(name).or_default();
+                *count += 1;
+                format!("{name}[{}]", *count - 1)
+            }
+            (name, false) => name.to_string(),
+        });
+    }
+    match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    }
+}
+
+/// `[name]` → (name, false), `[[name]]` → (name, true); comments after it are ignored.
+fn table_header(line: &str) -> Option<(&str, bool)> {
+    if let Some(rest) = line.strip_prefix("[[") {
+        return Some((rest.split("]]").next()?.trim(), true));
+    }
+    let rest = line.strip_prefix('[')?;
+    Some((rest.split(']').next()?.trim(), false))
 }
 
 /// A key path under construction: `at("workload").index(1).key("cert")`.
@@ -246,14 +288,61 @@ impl Checker<'_> {
                 None => None,
             };
         let backlog = self.at_least_one(&path.key("backlog"), raw.backlog, DEFAULT_BACKLOG);
-        Some(Listen {
+        let listen = Listen {
             outbound,
             outbound_v6,
             inbound,
             inbound_v6,
             admin: admin?,
             backlog: backlog?,
-        })
+        };
+        self.listener_ports_clash(raw, &listen);
+        Some(listen)
+    }
+
+    /// Outbound, inbound and admin each need a port of their own: two listeners on one port
+    /// cannot both bind (and a port shared with the reserved admin port would make it
+    /// ambiguous). The IPv4 and IPv6 listeners of one role share a port by design. Each
+    /// clash is reported once, at a key the file sets.
+    fn listener_ports_clash(&mut self, raw: &RawListen, listen: &Listen) {
+        let written = |key: &str| match key {
+            "outbound" => raw.outbound.is_some(),
+            "outbound_v6" => raw.outbound_v6.is_some(),
+            "inbound" => raw.inbound.is_some(),
+            "inbound_v6" => raw.inbound_v6.is_some(),
+            _ => raw.admin.is_some(),
+        };
+        let role = |key: &'static str| key.trim_end_matches("_v6");
+        let ports: Vec<(&'static str, u16)> = [
+            ("outbound", Some(listen.outbound.port())),
+            ("outbound_v6", listen.outbound_v6.map(|a| a.port())),
+            ("inbound", Some(listen.inbound.port())),
+            ("inbound_v6", listen.inbound_v6.map(|a| a.port())),
+            ("admin", Some(listen.admin.port())),
+        ]
+        .into_iter()
+        .filter_map(|(key, port)| Some((key, port?)))
+        .collect();
+        let mut reported = BTreeSet::new();
+        for (i, &(first, port)) in ports.iter().enumerate() {
+            for &(second, _) in ports[i + 1..].iter().filter(|(_, p)| *p == port) {
+                if role(first) == role(second) || !reported.insert((role(first), role(second))) {
+                    continue;
+                }
+                let (key, other) = if written(second) || !written(first) {
+                    (second, first)
+                } else {
+                    (first, second)
+                };
+                self.problem(
+                    &at("listen").key(key),
+                    format!(
+                        "port {port} is also the port of listen.{other}; the outbound, inbound and \
+                         admin listeners each need a port of their own"
+                    ),
+                );
+            }
+        }
     }
 
     fn capture(&mut self, raw: &RawCapture) -> Option<Capture> {
@@ -355,17 +444,28 @@ impl Checker<'_> {
         let mut names = BTreeSet::new();
         let mut port_owner: BTreeMap<u16, String> = BTreeMap::new();
         let mut cgroup_owner: BTreeMap<PathBuf, String> = BTreeMap::new();
-        let daemon_ports: BTreeSet<u16> = listen
-            .map(|l| {
-                [l.outbound.port(), l.inbound.port(), l.admin.port()]
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut id_owner: BTreeMap<SpiffeId, String> = BTreeMap::new();
+        let daemon_ports = listen.map(Listen::own_ports).unwrap_or_default();
         for (i, raw) in raw.iter().enumerate() {
             let path = at("workload").index(i);
             let name_ok = self.workload_name(&path.key("name"), &raw.name, &mut names);
             let spiffe_id = self.spiffe_id(&path.key("spiffe_id"), &raw.spiffe_id, td);
+            // Peers tell callers apart by identity alone (policy, logs): two workloads with
+            // one identity would be one caller to every peer.
+            if let Some(id) = &spiffe_id
+                && let Some(owner) = id_owner.get(id)
+            {
+                self.problem(
+                    &path.key("spiffe_id"),
+                    format!(
+                        "workload {:?} has the same spiffe_id as workload {owner:?} ({id}); \
+                         peers tell callers apart by identity, so each workload needs its own",
+                        raw.name
+                    ),
+                );
+            } else if let Some(id) = &spiffe_id {
+                id_owner.insert(id.clone(), raw.name.clone());
+            }
             let cert = self.file_path(&path.key("cert"), &raw.cert);
             let key = self.file_path(&path.key("key"), &raw.key);
             let cgroup = raw.cgroup.as_deref().map(|c| {

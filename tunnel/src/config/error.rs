@@ -38,15 +38,22 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+impl Problem {
+    /// A problem with the value the config set at `site`.
+    pub fn at(site: &Site, message: impl Into<String>) -> Self {
+        Self {
+            line: site.line,
+            key: Some(site.key.clone()),
+            message: message.into(),
+        }
+    }
+}
+
 impl ConfigError {
-    pub fn at(file: &Path, site: &Site, message: impl Into<String>) -> Self {
+    pub fn new(file: &Path, problems: Vec<Problem>) -> Self {
         Self {
             file: file.into(),
-            problems: vec![Problem {
-                line: site.line,
-                key: Some(site.key.clone()),
-                message: message.into(),
-            }],
+            problems,
         }
     }
 
@@ -140,6 +147,11 @@ impl<'a> Locator<'a> {
             };
         }
         span.map(|span| self.line_at(span.start))
+    }
+
+    /// The document being located in.
+    pub fn text(&self) -> &'a str {
+        self.text
     }
 
     pub fn line_at(&self, offset: usize) -> usize {

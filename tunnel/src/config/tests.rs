@@ -2,10 +2,11 @@ use std::path::Path;
 
 use super::*;
 
-/// The contract's example (shared/design.md), verbatim.
 /// The `ports` line of workload "orders" (the `[capture]` section has a commented one).
 const ORDERS_PORTS: &str = "ports = [8080]                                 #";
 
+/// The example config of the user-facing contract, verbatim: the keys and layout every
+/// release must keep accepting.
 const CONTRACT: &str = r#"
 trust_domain = "example.org"
 trust_bundle = "/etc/tunnel/ca/bundle.pem"     # one or more roots
@@ -393,6 +394,131 @@ fn an_unreadable_file_is_named() {
         .to_string();
     assert!(
         message.starts_with("/nonexistent/tunnel.toml: cannot read the config file:"),
+        "{message}"
+    );
+}
+
+#[test]
+fn two_workloads_with_one_identity_are_refused_naming_both() {
+    let message = error_after(
+        "spiffe_id = \"spiffe://example.org/orders\"",
+        "spiffe_id = \"spiffe://example.org/frontend\"",
+    );
+    let line = line_of(CONTRACT, "spiffe_id = \"spiffe://example.org/orders\"");
+    assert!(
+        message.contains(&format!(
+            "tunnel.toml:{line}: workload[1].spiffe_id: workload \"orders\" has the same spiffe_id \
+             as workload \"frontend\" (spiffe://example.org/frontend)"
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn listeners_sharing_a_port_are_refused() {
+    let line = line_of(CONTRACT, "inbound = \"0.0.0.0:15008\"");
+    let message = error_after("inbound = \"0.0.0.0:15008\"", "inbound = \"0.0.0.0:15001\"");
+    assert!(
+        message.contains(&format!(
+            "tunnel.toml:{line}: listen.inbound: port 15001 is also the port of listen.outbound"
+        )),
+        "{message}"
+    );
+    // Once per clash, although the IPv6 inbound listener (by default on the same port) clashes
+    // too.
+    assert_eq!(message.lines().count(), 1, "{message}");
+
+    // The clash is reported at the key the file sets, whichever comes first.
+    let text = CONTRACT
+        .replace("admin = \"127.0.0.1:15000\"\n", "")
+        .replace(
+            "outbound = \"127.0.0.1:15001\"",
+            "outbound = \"127.0.0.1:15000\"",
+        );
+    let message = parse(&text).unwrap_err().to_string();
+    assert!(
+        message.contains("listen.outbound: port 15000 is also the port of listen.admin"),
+        "{message}"
+    );
+
+    // An explicit IPv6 listener is checked like the others.
+    let message = parse(&CONTRACT.replace(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\ninbound_v6 = \"[::]:15001\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("listen.inbound_v6: port 15001 is also the port of listen.outbound"),
+        "{message}"
+    );
+
+    // The IPv4 and IPv6 listeners of one role share their port by design.
+    let config = parse(&CONTRACT.replace(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\ninbound_v6 = \"[::]:15008\"\noutbound_v6 = \"[::1]:15001\"",
+    ))
+    .unwrap();
+    assert_eq!(config.listen.inbound_v6.unwrap().port(), 15008);
+}
+
+#[test]
+fn a_key_written_twice_is_named() {
+    // toml itself says only "duplicate key"; the line is the second one's.
+    let cases = [
+        (
+            "mode = \"strict\"",
+            "mode = \"strict\"\nmode = \"permissive\"",
+            1,
+            "mode: `mode` is set twice",
+        ),
+        (
+            "inbound = \"0.0.0.0:15008\"",
+            "inbound = \"0.0.0.0:15008\"\ninbound = \"0.0.0.0:15009\"",
+            1,
+            "listen.inbound: `inbound` is set twice",
+        ),
+        (
+            "name = \"orders\"",
+            "name = \"orders\"\nname = \"orders2\"",
+            1,
+            "workload[1].name: `name` is set twice",
+        ),
+        (
+            "[capture]",
+            "[listen]\n[capture]",
+            0,
+            "listen: `listen` is set twice",
+        ),
+    ];
+    for (from, to, below, expected) in cases {
+        let message = error_after(from, to);
+        let line = line_of(CONTRACT, from) + below;
+        assert_eq!(
+            message,
+            format!("/etc/tunnel/tunnel.toml:{line}: {expected}"),
+            "replacing {from:?} by {to:?}"
+        );
+    }
+}
+
+#[test]
+fn the_daemons_own_ports_include_the_ipv6_listeners() {
+    let with_v6 = CONTRACT.replace(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\noutbound_v6 = \"[::1]:15002\"\ninbound_v6 = \"[::]:15009\"",
+    );
+    let config = parse(&with_v6).unwrap();
+    assert_eq!(
+        config.listen.own_ports(),
+        BTreeSet::from([15000, 15001, 15002, 15008, 15009])
+    );
+    // So no workload may take one of them.
+    let message = parse(&with_v6.replace(ORDERS_PORTS, "ports = [15009] #"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("workload[1].ports: port 15009 is one of the daemon's own listen ports"),
         "{message}"
     );
 }

@@ -11,7 +11,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use tunnel_common::MAP_LAYOUT_VERSION;
 
 use super::EbpfError;
-use crate::{mounts::MountTable, sys};
+use crate::{errors, mounts::MountTable, sys};
 
 /// Where bpffs is conventionally mounted; the only place we mount it ourselves.
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -91,7 +91,10 @@ impl Layout {
     /// Undoes a failed install: detaches whatever this run attached so far.
     pub fn abandon(&self) {
         if let Err(e) = remove_links(&self.generation_dir()) {
-            tracing::warn!(error = %e, "could not remove the links of a failed install");
+            tracing::warn!(
+                error = %errors::chain(&e),
+                "could not remove the links of a failed install"
+            );
         }
     }
 
@@ -129,12 +132,14 @@ fn remove_links(generation_dir: &Path) -> Result<usize, EbpfError> {
     let mut count = 0;
     for entry in read_dir(generation_dir)? {
         let path = entry.path();
-        let retire_error = |detail: String| EbpfError::Retire {
+        let link = PinnedLink::from_pin(&path).map_err(|source| EbpfError::Retire {
             path: path.clone(),
-            detail,
-        };
-        let link = PinnedLink::from_pin(&path).map_err(|e| retire_error(e.to_string()))?;
-        let link: FdLink = link.unpin().map_err(|e| retire_error(e.to_string()))?;
+            source,
+        })?;
+        let link: FdLink = link.unpin().map_err(|source| EbpfError::Remove {
+            path: path.clone(),
+            source,
+        })?;
         drop(link);
         count += 1;
     }
@@ -153,28 +158,48 @@ fn remove_maps(dir: &Path) -> Result<usize, EbpfError> {
     Ok(count)
 }
 
-fn ensure_bpffs(bpf_dir: &Path) -> Result<(), EbpfError> {
-    let mounts = MountTable::read().map_err(EbpfError::Mounts)?;
+/// How `bpf_dir` gets onto bpffs.
+enum Bpffs {
+    /// It is on bpffs already.
+    Mounted,
+    /// Nothing is mounted at /sys/fs/bpf and `bpf_dir` is below it: mount bpffs there.
+    MountRoot,
+}
+
+/// Whether pins can live in `bpf_dir`, without changing anything: the start checks this
+/// with the config, before it binds or attaches anything.
+pub fn check_bpf_dir(bpf_dir: &Path, mounts: &MountTable) -> Result<(), EbpfError> {
+    bpffs(bpf_dir, mounts).map(drop)
+}
+
+fn bpffs(bpf_dir: &Path, mounts: &MountTable) -> Result<Bpffs, EbpfError> {
     let fstype = mounts
         .containing(bpf_dir)
         .map_or("unknown", |m| m.fstype.as_str());
     if fstype == "bpf" {
-        return Ok(());
+        return Ok(Bpffs::Mounted);
     }
     let root = Path::new(BPFFS_ROOT);
     let root_unmounted = mounts.containing(root).is_none_or(|m| m.target != root);
     if bpf_dir.starts_with(root) && root_unmounted && root.is_dir() {
-        sys::mount_bpffs(root).map_err(|source| EbpfError::MountBpffs {
-            path: root.into(),
-            source,
-        })?;
-        tracing::info!(path = BPFFS_ROOT, "mounted bpffs");
-        return Ok(());
+        return Ok(Bpffs::MountRoot);
     }
     Err(EbpfError::NotBpffs {
         path: bpf_dir.into(),
         fstype: fstype.into(),
     })
+}
+
+fn ensure_bpffs(bpf_dir: &Path) -> Result<(), EbpfError> {
+    let mounts = MountTable::read().map_err(EbpfError::Mounts)?;
+    if let Bpffs::MountRoot = bpffs(bpf_dir, &mounts)? {
+        sys::mount_bpffs(Path::new(BPFFS_ROOT)).map_err(|source| EbpfError::MountBpffs {
+            path: BPFFS_ROOT.into(),
+            source,
+        })?;
+        tracing::info!(path = BPFFS_ROOT, "mounted bpffs");
+    }
+    Ok(())
 }
 
 /// Unique per run and sortable: seconds since the epoch, then the pid.
@@ -200,4 +225,28 @@ fn remove_dir(dir: &Path) -> Result<(), EbpfError> {
         path: dir.into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTS: &str = "\
+sysfs /sys sysfs rw 0 0
+bpf /sys/fs/bpf bpf rw 0 0
+tmpfs /tmp tmpfs rw 0 0
+";
+
+    #[test]
+    fn pins_must_live_on_bpffs() {
+        let mounts = MountTable::parse(MOUNTS);
+        check_bpf_dir(Path::new("/sys/fs/bpf/tunnel"), &mounts).unwrap();
+        let message = check_bpf_dir(Path::new("/tmp/pins"), &mounts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("/tmp/pins is on a tmpfs filesystem, not bpffs"),
+            "{message}"
+        );
+    }
 }

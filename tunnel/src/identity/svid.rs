@@ -41,8 +41,10 @@ pub enum SvidError {
     NoUriSan,
     #[error("the certificate has {0} URI SANs (an X.509-SVID has exactly one)")]
     MultipleUriSans(usize),
+    /// The `IdError` is part of the message (a leaf, see `errors`): this error is logged
+    /// and explained as one sentence.
     #[error("its URI SAN is not a workload SPIFFE ID: {0}")]
-    InvalidSpiffeId(#[from] IdError),
+    InvalidSpiffeId(IdError),
     #[error(
         "the certificate is a CA certificate (basicConstraints cA=true); a workload leaf must not be"
     )]
@@ -68,7 +70,7 @@ pub fn svid_identity(leaf_der: &[u8], purpose: Purpose) -> Result<SpiffeId, Svid
         [uri] => uri,
         many => return Err(SvidError::MultipleUriSans(many.len())),
     };
-    let id: SpiffeId = uri.parse()?;
+    let id: SpiffeId = uri.parse().map_err(SvidError::InvalidSpiffeId)?;
     // Checked before key usage so a CA certificate is named as such, whatever the order of
     // its extensions.
     if matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
@@ -109,12 +111,9 @@ fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
         .collect()
 }
 
-/// What a certificate says, for diagnostics.
+/// What a certificate says that the daemon and the CA look at: its validity and its URIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertSummary {
-    pub subject: String,
-    pub issuer: String,
-    pub serial: String,
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
@@ -126,9 +125,6 @@ impl CertSummary {
         let (_, cert) =
             X509Certificate::from_der(der).map_err(|e| SvidError::Unparseable(e.to_string()))?;
         Ok(Self {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            serial: cert.raw_serial_as_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             uris: uri_sans(&cert),

@@ -2,6 +2,7 @@
 //! chain and the matching key) for the node and each workload.
 
 use std::{
+    fmt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -10,7 +11,7 @@ use rustls::{RootCertStore, sign::CertifiedKey};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::provider;
-use crate::identity::{self, CertSummary, Purpose, SpiffeId};
+use crate::identity::{self, CertSummary, Purpose, SpiffeId, SvidError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialError {
@@ -20,11 +21,11 @@ pub enum MaterialError {
     NoCertificates { path: PathBuf },
     #[error("cannot read a private key from {path}: {detail}")]
     ReadKey { path: PathBuf, detail: String },
-    #[error("the key in {key} is not usable for TLS: {source}")]
+    #[error("the key in {key} is not usable for TLS")]
     UnsupportedKey { key: PathBuf, source: rustls::Error },
     #[error("the key in {key} does not belong to the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("{path}: certificate {index} is not a usable trust anchor: {source}")]
+    #[error("{path}: certificate {index} is not a usable trust anchor")]
     BadRoot {
         path: PathBuf,
         index: usize,
@@ -36,16 +37,13 @@ pub enum MaterialError {
 #[derive(Clone, Debug)]
 pub struct Bundle {
     pub roots: Arc<RootCertStore>,
-    pub summaries: Vec<CertSummary>,
 }
 
 impl Bundle {
     pub fn load(path: &Path) -> Result<Self, MaterialError> {
         let certs = read_certificates(path)?;
         let mut roots = RootCertStore::empty();
-        let mut summaries = Vec::new();
         for (index, cert) in certs.into_iter().enumerate() {
-            summaries.extend(CertSummary::parse(cert.as_ref()).ok());
             roots.add(cert).map_err(|source| MaterialError::BadRoot {
                 path: path.into(),
                 index,
@@ -54,7 +52,6 @@ impl Bundle {
         }
         Ok(Self {
             roots: Arc::new(roots),
-            summaries,
         })
     }
 }
@@ -64,7 +61,6 @@ impl Bundle {
 pub struct Credential {
     pub key: Arc<CertifiedKey>,
     pub leaf: CertSummary,
-    pub cert_path: PathBuf,
 }
 
 impl Credential {
@@ -98,13 +94,13 @@ impl Credential {
         Ok(Self {
             key: Arc::new(certified),
             leaf,
-            cert_path: cert_path.into(),
         })
     }
 
-    /// What a peer will object to, as sentences for the log: the daemon still presents the
-    /// certificate (so the peer logs its side too), but says here why it will likely fail.
-    pub fn problems(&self, expected: &SpiffeId, purpose: Purpose) -> Vec<String> {
+    /// What a peer will object to in the leaf when it is presented as `expected` in the role
+    /// `purpose`, most fundamental first. Startup refuses some of these and only warns about
+    /// others (`app::wiring`); at run time they are said again when a peer refuses.
+    pub fn problems(&self, expected: &SpiffeId, purpose: Purpose) -> Vec<CertificateProblem> {
         let mut problems = Vec::new();
         let leaf_der = self
             .key
@@ -112,16 +108,42 @@ impl Credential {
             .map(|c| c.as_ref().to_vec())
             .unwrap_or_default();
         match identity::svid_identity(&leaf_der, purpose) {
-            Ok(id) if &id != expected => {
-                problems.push(format!("the certificate is for {id}, not {expected}"))
-            }
+            Ok(id) if &id != expected => problems.push(CertificateProblem::OtherIdentity {
+                found: id,
+                expected: expected.clone(),
+            }),
             Ok(_) => {}
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.push(CertificateProblem::NotSvid(e)),
         }
         if let Some(problem) = self.leaf.validity_problem() {
-            problems.push(problem);
+            problems.push(CertificateProblem::Validity(problem));
         }
         problems
+    }
+}
+
+/// Something a peer will object to in a certificate that loaded.
+#[derive(Debug)]
+pub enum CertificateProblem {
+    /// It breaks an X.509-SVID rule for its role (a CA certificate, no extended key usage for
+    /// the role, not exactly one SPIFFE ID...): no peer accepts it, ever.
+    NotSvid(SvidError),
+    /// A good X.509-SVID, of another identity than configured.
+    OtherIdentity { found: SpiffeId, expected: SpiffeId },
+    /// Outside its validity period now, in words: peers refuse it until it is replaced (or,
+    /// if not yet valid, until its time comes).
+    Validity(String),
+}
+
+impl fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotSvid(e) => write!(f, "{e}"),
+            Self::OtherIdentity { found, expected } => {
+                write!(f, "the certificate is for {found}, not {expected}")
+            }
+            Self::Validity(text) => f.write_str(text),
+        }
     }
 }
 

@@ -1,0 +1,247 @@
+use rcgen::ExtendedKeyUsagePurpose;
+use tempfile::TempDir;
+
+use super::*;
+use crate::{
+    ca::{self, Ca, InitOptions, LeafSpec},
+    config::Config,
+};
+
+const NODE_ID: &str = "spiffe://example.org/node/a";
+const FRONTEND_ID: &str = "spiffe://example.org/frontend";
+
+const CONFIG: &str = r#"
+trust_domain = "example.org"
+trust_bundle = "ca/bundle.pem"
+
+[node]
+spiffe_id = "spiffe://example.org/node/a"
+cert = "node/cert.pem"
+key = "node/key.pem"
+
+[capture]
+cgroup = "/sys/fs/cgroup"
+destinations = ["10.0.0.0/24"]
+
+[[workload]]
+name = "frontend"
+spiffe_id = "spiffe://example.org/frontend"
+cert = "frontend/cert.pem"
+key = "frontend/key.pem"
+cgroup = "/sys/fs/cgroup/frontend"
+"#;
+
+/// A CA in a temp dir, a config beside it, and good certificates for the node and the
+/// workload, each of which a test may replace with a broken one.
+struct Fixture {
+    dir: TempDir,
+    ca: Ca,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        ca::init(&InitOptions {
+            trust_domain: "example.org".parse().unwrap(),
+            out: dir.path().join("ca"),
+            force: false,
+            root_ttl: ca::DEFAULT_ROOT_TTL,
+            intermediate_ttl: ca::DEFAULT_INTERMEDIATE_TTL,
+        })
+        .unwrap();
+        let fixture = Self {
+            ca: Ca::load(&dir.path().join("ca")).unwrap(),
+            dir,
+        };
+        fixture.issue("node", &good(NODE_ID));
+        fixture.issue("frontend", &good(FRONTEND_ID));
+        fixture
+    }
+
+    /// Writes `<dir>/<name>/cert.pem` and `key.pem` as `spec` says.
+    fn issue(&self, name: &str, spec: &LeafSpec) {
+        self.ca
+            .issue(spec, &self.dir.path().join(name), true)
+            .unwrap();
+    }
+
+    fn config(&self) -> Config {
+        Config::parse(CONFIG, &self.dir.path().join("tunnel.toml")).unwrap()
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The refusals as `tunnel run` prints them.
+    fn refusals(&self) -> String {
+        let config = self.config();
+        let material = Material::load(&config).unwrap();
+        ConfigError::new(&config.file, material.refusals(&config)).to_string()
+    }
+}
+
+fn good(id: &str) -> LeafSpec {
+    LeafSpec::workload(&id.parse().unwrap(), ca::DEFAULT_LEAF_TTL)
+}
+
+/// Valid from two days ago until yesterday.
+fn expired(id: &str) -> LeafSpec {
+    let mut spec = good(id);
+    spec.not_before -= time::Duration::days(2);
+    spec.not_after = spec.not_before + time::Duration::days(1);
+    spec
+}
+
+fn line_of(needle: &str) -> usize {
+    CONFIG.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn good_certificates_pass() {
+    let fixture = Fixture::new();
+    let config = fixture.config();
+    let material = Material::load(&config).unwrap();
+    assert!(material.refusals(&config).is_empty());
+    assert!(
+        material
+            .workload_problems("frontend", &FRONTEND_ID.parse().unwrap())
+            .is_empty()
+    );
+}
+
+#[test]
+fn each_unusable_certificate_stops_startup_at_its_key() {
+    let node_only_client = LeafSpec {
+        extended_key_usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
+        ..good(NODE_ID)
+    };
+    let frontend_only_server = LeafSpec {
+        extended_key_usages: vec![ExtendedKeyUsagePurpose::ServerAuth],
+        ..good(FRONTEND_ID)
+    };
+    let mut not_yet_valid = good(NODE_ID);
+    not_yet_valid.not_before += time::Duration::days(1);
+    not_yet_valid.not_after += time::Duration::days(1);
+    let cases = [
+        ("node", expired(NODE_ID), "the certificate expired "),
+        (
+            "node",
+            not_yet_valid,
+            "the certificate is not valid for another",
+        ),
+        (
+            "node",
+            LeafSpec {
+                is_ca: true,
+                ..good(NODE_ID)
+            },
+            "the certificate is a CA certificate",
+        ),
+        (
+            "node",
+            node_only_client,
+            "the certificate has no serverAuth extended key usage",
+        ),
+        (
+            "node",
+            good("spiffe://example.org/node/b"),
+            "the certificate is for spiffe://example.org/node/b, but the node is \
+             spiffe://example.org/node/a",
+        ),
+        (
+            "frontend",
+            LeafSpec {
+                is_ca: true,
+                ..good(FRONTEND_ID)
+            },
+            "the certificate is a CA certificate",
+        ),
+        (
+            "frontend",
+            good("spiffe://example.org/backend"),
+            "the certificate is for spiffe://example.org/backend, but workload \"frontend\" is \
+             spiffe://example.org/frontend",
+        ),
+        (
+            "frontend",
+            frontend_only_server,
+            "the certificate has no clientAuth extended key usage",
+        ),
+    ];
+    for (name, spec, expected) in cases {
+        let fixture = Fixture::new();
+        fixture.issue(name, &spec);
+        let (key, line) = match name {
+            "node" => ("node.cert", line_of("cert = \"node/cert.pem\"")),
+            _ => ("workload[0].cert", line_of("cert = \"frontend/cert.pem\"")),
+        };
+        let prefix = format!(
+            "{}:{line}: {key}: {}: {expected}",
+            fixture.path("tunnel.toml"),
+            fixture.path(&format!("{name}/cert.pem"))
+        );
+        let message = fixture.refusals();
+        assert!(
+            message.starts_with(&prefix) && message.lines().count() == 1,
+            "{name} with {spec:?}: expected {prefix:?}, got:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn an_expired_node_certificate_says_what_it_breaks() {
+    let fixture = Fixture::new();
+    fixture.issue("node", &expired(NODE_ID));
+    let message = fixture.refusals();
+    assert!(
+        message.ends_with("; peers refuse it, so no tunnel to this host can open"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_expired_workload_certificate_is_only_warned_about() {
+    let fixture = Fixture::new();
+    fixture.issue("frontend", &expired(FRONTEND_ID));
+    let config = fixture.config();
+    let material = Material::load(&config).unwrap();
+    assert!(material.refusals(&config).is_empty());
+    let problems = material.workload_problems("frontend", &FRONTEND_ID.parse().unwrap());
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("the certificate expired "),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn every_unreadable_file_is_named_at_once() {
+    let fixture = Fixture::new();
+    std::fs::remove_file(fixture.dir.path().join("node/key.pem")).unwrap();
+    std::fs::write(fixture.dir.path().join("frontend/cert.pem"), "not PEM").unwrap();
+    let config = fixture.config();
+    let message = match Material::load(&config) {
+        Ok(_) => panic!("the material must not load"),
+        Err(e) => e.to_string(),
+    };
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines.len(), 2, "{message}");
+    let file = fixture.path("tunnel.toml");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{file}:{}: node.key: cannot read a private key from {}",
+            line_of("key = \"node/key.pem\""),
+            fixture.path("node/key.pem")
+        )),
+        "{message}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{file}:{}: workload[0].cert: {} holds no PEM certificate",
+            line_of("cert = \"frontend/cert.pem\""),
+            fixture.path("frontend/cert.pem")
+        )),
+        "{message}"
+    );
+}
