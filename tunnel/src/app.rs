@@ -33,27 +33,12 @@ pub enum StartError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error("failed to install capture")]
     Ebpf(#[from] EbpfError),
-    /// A leaf, not a source: the proxy's errors print their cause and also return it from
-    /// `source()`, so their message alone says everything once (see `errors`).
-    #[error("{0}")]
-    Outbound(OutboundError),
-    /// A leaf, as `Outbound` is.
-    #[error("{0}")]
-    Inbound(InboundError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+    #[error(transparent)]
+    Inbound(#[from] InboundError),
     #[error("failed to build the TLS configuration")]
     Tls(#[from] rustls::Error),
-}
-
-impl From<OutboundError> for StartError {
-    fn from(error: OutboundError) -> Self {
-        Self::Outbound(error)
-    }
-}
-
-impl From<InboundError> for StartError {
-    fn from(error: InboundError) -> Self {
-        Self::Inbound(error)
-    }
 }
 
 impl StartError {

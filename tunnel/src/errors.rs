@@ -8,8 +8,7 @@
 //!   ("failed to mount bpffs at /sys/fs/bpf") and leaves the cause to `source()`.
 //!
 //! Errors of other crates that print their cause and also return it from `source()` are
-//! adapted where they enter (`ebpf::AyaError`) or held as leaves (the proxy errors in
-//! `app::StartError`).
+//! adapted where they enter (`ebpf::AyaError`).
 
 use std::error::Error;
 

@@ -112,10 +112,8 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             println!("  CONNECT {}: 200, the tunnel is open", args.destination);
             ExitCode::SUCCESS
         }
-        // A pool error's message carries its cause (see proxy/pool.rs): its Display alone
-        // says everything, once.
         Err(e) => {
-            println!("  failed: {e}");
+            println!("  failed: {}", crate::errors::chain(&e));
             println!("  the peer's log has its side of it (look for \"refused\")");
             ExitCode::FAILURE
         }

@@ -42,7 +42,7 @@ use crate::{drain::DrainWatcher, identity::SpiffeId, policy::Policy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
-    #[error("failed to bind the inbound listener {addr}: {source}")]
+    #[error("failed to bind the inbound listener {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
 }
 

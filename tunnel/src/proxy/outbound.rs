@@ -27,6 +27,7 @@ use super::{
 use crate::{
     drain::DrainWatcher,
     ebpf::{OriginalDestination, OriginalDstTable},
+    errors,
     identity::SpiffeId,
     sys,
 };
@@ -36,9 +37,9 @@ const EARLY_READ: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
-    #[error("failed to bind the outbound listener {addr}: {source}")]
+    #[error("failed to bind the outbound listener {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("failed to read the network namespace cookie of {addr}: {source}")]
+    #[error("failed to read the network namespace cookie of {addr}")]
     NetnsCookie { addr: SocketAddr, source: io::Error },
 }
 
@@ -185,7 +186,7 @@ async fn accept_loop(
                 copy::reset(&stream);
             }
             Err(e) => {
-                warn!(%peer, error = %e, "refused: original destination lookup failed");
+                warn!(%peer, error = %errors::chain(&e), "refused: original destination lookup failed");
                 copy::reset(&stream);
             }
         }
@@ -247,7 +248,7 @@ async fn carry(
             };
             info!(
                 %src, %dst, workload = %workload.name, src_identity = %workload.spiffe_id, pid = original.pid,
-                error = %e, our_certificate, "refused: tunnel not opened"
+                error = %errors::chain(&e), our_certificate, "refused: tunnel not opened"
             );
             copy::reset(&app);
             return;

@@ -62,7 +62,7 @@ pub struct PoolSettings {
 /// Cloned for every caller that waited on the same dial.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("cannot reach the tunnel port {peer}: {source}")]
+    #[error("cannot reach the tunnel port {peer}")]
     Connect {
         peer: SocketAddr,
         source: Arc<io::Error>,

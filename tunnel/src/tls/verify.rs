@@ -2,8 +2,8 @@
 //! chain to the bundle (signatures, validity, EKU, revocation later), and only then applies
 //! the SPIFFE rules and the trust domain on top: never the other way round, and never by
 //! reinterpreting a name-mismatch error from a verifier that checks both at once (which is
-//! why `WebPkiServerVerifier` is not used: telling its name error apart from a chain error
-//! is how SPIFFE verifiers have failed open, see shared/reference/security-anchors.md §1.4).
+//! why `WebPkiServerVerifier` is not used: SPIFFE verifiers built on it have failed open by
+//! mistaking a chain error for the expected name error and accepting the certificate).
 
 use std::sync::Arc;
 
@@ -29,8 +29,9 @@ use crate::identity::{self, IdPattern, Purpose, SpiffeId, SvidError, TrustDomain
 /// `CertificateError::Other` so the handshake fails with it; `explain` digs it out for logs.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// A leaf (the `SvidError` is part of the message, not a source).
     #[error("not an X.509-SVID: {0}")]
-    NotSvid(#[from] SvidError),
+    NotSvid(SvidError),
     #[error("{id} is outside the trust domain {trust_domain}")]
     ForeignTrustDomain {
         id: SpiffeId,
@@ -75,6 +76,12 @@ impl PeerExpectation {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+impl From<SvidError> for VerifyError {
+    fn from(error: SvidError) -> Self {
+        Self::NotSvid(error)
     }
 }
 
