@@ -29,3 +29,6 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::ne
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     tokio::net::TcpListener::from_std(socket.into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! The pool: connection reuse and its limit, a peer going away, idle reaping, shared dials,
+//! the negative cache, and a pooled connection that goes silent.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::kit::{Daemon, Kit, Logs, Relay, Silent, echo_round_trip, limits, pool_settings};
+use crate::proxy::pool::{NEGATIVE_CACHE, Pool, PoolError, PoolSettings};
+
+#[tokio::test]
+async fn streams_share_one_connection_until_its_stream_limit() {
+    let kit = Kit::new().await;
+    let daemon = Daemon::start(kit.inputs(limits()));
+    let pool = Pool::new(PoolSettings {
+        max_streams_per_connection: 2,
+        ..pool_settings()
+    });
+
+    let mut first = kit.open(&pool, daemon.addr).await.expect("first open");
+    let mut second = kit.open(&pool, daemon.addr).await.expect("second open");
+    let mut third = kit.open(&pool, daemon.addr).await.expect("third open");
+    println!(
+        "connections of streams 1, 2, 3: {}, {}, {} (max 2 streams per connection)",
+        first.connection, second.connection, third.connection
+    );
+    assert_eq!(
+        first.connection, second.connection,
+        "the second stream reuses the first stream's connection"
+    );
+    assert_ne!(
+        third.connection, first.connection,
+        "the third stream is past the limit of 2 and gets a new connection"
+    );
+    for stream in [&mut first, &mut second, &mut third] {
+        echo_round_trip(&mut stream.send, &mut stream.recv).await;
+    }
+
+    // A stream that ends gives its place back.
+    let full = first.connection;
+    drop(first);
+    let fourth = kit.open(&pool, daemon.addr).await.expect("fourth open");
+    assert_eq!(
+        fourth.connection, full,
+        "a freed place on the first connection is used before anything new"
+    );
+    assert_eq!(kit.orders.accepted(), 4, "each stream was delivered once");
+}
+
+#[tokio::test]
+async fn a_peer_that_drains_and_restarts_costs_an_open_one_retry_on_a_fresh_connection() {
+    let logs = Logs::capture();
+    let kit = Kit::new().await;
+    let mut daemon = Daemon::start(kit.inputs(limits()));
+    let pool = Pool::new(pool_settings());
+
+    // A long-lived stream keeps the old connection open (and in the pool) after the GOAWAY.
+    let mut long_lived = kit.open(&pool, daemon.addr).await.expect("first open");
+    daemon.drain().await;
+    let restarted = Daemon::start_at(daemon.addr, kit.inputs(limits()));
+    // Loopback delivers the GOAWAY in microseconds; this leaves room for a loaded machine.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let mut after = kit
+        .open(&pool, restarted.addr)
+        .await
+        .expect("an open after the peer's GOAWAY succeeds");
+    let took = started.elapsed();
+    println!(
+        "open after GOAWAY: {took:?}, on connection {} (the drained one was {})",
+        after.connection, long_lived.connection
+    );
+    assert_ne!(
+        after.connection, long_lived.connection,
+        "the open is carried by a fresh connection"
+    );
+    logs.wait_for(
+        "pooled connection is gone; retrying on a new one",
+        Duration::from_secs(1),
+    )
+    .await;
+    echo_round_trip(&mut after.send, &mut after.recv).await;
+    // A drain only stops new streams: the open one is still served.
+    echo_round_trip(&mut long_lived.send, &mut long_lived.recv).await;
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_idle_timeout_is_reaped_and_the_next_open_dials_anew() {
+    let logs = Logs::capture();
+    let kit = Kit::new().await;
+    let daemon = Daemon::start(kit.inputs(limits()));
+    let idle_timeout = Duration::from_millis(200);
+    let pool = Pool::new(PoolSettings {
+        idle_timeout,
+        ..pool_settings()
+    });
+    tokio::spawn(pool.clone().reap_idle());
+
+    let first = kit.open(&pool, daemon.addr).await.expect("first open");
+    let id = first.connection;
+    drop(first);
+    let again = kit.open(&pool, daemon.addr).await.expect("an open at once");
+    assert_eq!(again.connection, id, "not idle yet: reused");
+    drop(again);
+    let ended = Instant::now();
+
+    // The reaper runs every max(timeout / 4, 100 ms): gone by timeout + one period.
+    tokio::time::sleep(idle_timeout + Duration::from_millis(150)).await;
+    let later = kit
+        .open(&pool, daemon.addr)
+        .await
+        .expect("open after idling");
+    println!(
+        "after {:?} idle (idle timeout {idle_timeout:?}): connection {} then {}",
+        ended.elapsed(),
+        id,
+        later.connection
+    );
+    assert_ne!(
+        later.connection, id,
+        "the idle connection was reaped and a new one dialled"
+    );
+    // Reaped means closed, not just forgotten by the pool while its socket stays open.
+    logs.wait_for(
+        &format!(
+            "pooled connection closed peer={} connection={id}",
+            daemon.addr
+        ),
+        Duration::from_secs(1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_opens_to_a_silent_peer_share_one_dial_and_fail_together_within_the_connect_timeout()
+ {
+    let kit = Kit::new().await;
+    let silent = Silent::start().await;
+    let connect_timeout = Duration::from_millis(500);
+    let pool = Pool::new(PoolSettings {
+        connect_timeout,
+        ..pool_settings()
+    });
+
+    let started = Instant::now();
+    let mut opens = JoinSet::new();
+    for _ in 0..10 {
+        let (pool, key, tls, dst) = (
+            pool.clone(),
+            kit.key(silent.addr),
+            kit.frontend.clone(),
+            kit.orders.addr,
+        );
+        opens.spawn(async move {
+            let result = pool.open(&key, &tls, dst, bytes::Bytes::new()).await;
+            (started.elapsed(), result.err())
+        });
+    }
+    let mut times = Vec::new();
+    while let Some(joined) = opens.join_next().await {
+        let (took, error) = joined.expect("an open task");
+        assert!(
+            matches!(error, Some(PoolError::Timeout { .. })),
+            "each open fails with the connect timeout, got {error:?}"
+        );
+        times.push(took);
+    }
+    let (fastest, slowest) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    println!(
+        "10 opens to a silent peer failed after {fastest:?} .. {slowest:?} (spread {:?}; connect timeout {connect_timeout:?}); connections that reached it: {}",
+        *slowest - *fastest,
+        silent.accepted()
+    );
+    assert!(
+        *slowest < connect_timeout * 2,
+        "every open gave up within twice the connect timeout (slowest {slowest:?})"
+    );
+    assert!(
+        *fastest >= connect_timeout - Duration::from_millis(50),
+        "none gave up before the timeout (fastest {fastest:?})"
+    );
+    assert_eq!(silent.accepted(), 1, "one dial, shared by the ten opens");
+}
+
+#[tokio::test]
+async fn a_failed_dial_is_remembered_for_the_negative_cache_period_then_dialled_again() {
+    let kit = Kit::new().await;
+    let silent = Silent::start().await;
+    let connect_timeout = Duration::from_millis(300);
+    let pool = Pool::new(PoolSettings {
+        connect_timeout,
+        ..pool_settings()
+    });
+    let open = || kit.open(&pool, silent.addr);
+
+    let first = open().await.err().expect("the first open fails");
+    let failed_at = Instant::now();
+    assert!(matches!(first, PoolError::Timeout { .. }), "{first:?}");
+
+    let started = Instant::now();
+    let cached = open().await.err().expect("an open right after fails too");
+    let at_once = started.elapsed();
+    assert!(at_once < Duration::from_millis(100), "took {at_once:?}");
+    assert_eq!(
+        cached.to_string(),
+        first.to_string(),
+        "it is the dial's own error"
+    );
+    assert_eq!(silent.accepted(), 1, "without a new dial");
+
+    // Still remembered shortly before the period ends...
+    tokio::time::sleep_until((failed_at + NEGATIVE_CACHE - Duration::from_millis(250)).into())
+        .await;
+    let started = Instant::now();
+    open().await.err().expect("still failing from the cache");
+    let late = started.elapsed();
+    assert!(late < Duration::from_millis(100), "took {late:?}");
+    assert_eq!(silent.accepted(), 1, "still no new dial");
+
+    // ...and dialled again after it.
+    tokio::time::sleep_until((failed_at + NEGATIVE_CACHE + Duration::from_millis(50)).into()).await;
+    let started = Instant::now();
+    open().await.err().expect("the peer is still silent");
+    let redial = started.elapsed();
+    println!(
+        "cached failures returned in {at_once:?} and {late:?}; after the {NEGATIVE_CACHE:?} period a new dial took {redial:?}"
+    );
+    assert!(
+        redial >= connect_timeout - Duration::from_millis(50),
+        "took {redial:?}"
+    );
+    assert_eq!(silent.accepted(), 2, "one new dial after the period");
+}
+
+#[tokio::test]
+async fn an_open_on_a_pooled_connection_that_went_silent_is_retried_within_the_connect_timeout() {
+    let kit = Kit::new().await;
+    let daemon = Daemon::start(kit.inputs(limits()));
+    let relay = Relay::start(daemon.addr).await;
+    let connect_timeout = Duration::from_millis(300);
+    let pool = Pool::new(PoolSettings {
+        connect_timeout,
+        ..pool_settings()
+    });
+
+    let first = kit.open(&pool, relay.addr).await.expect("first open");
+    let silent_id = first.connection;
+    drop(first);
+
+    // The pooled connection goes silent; the path to the peer still works for new ones.
+    relay.freeze_open();
+    let started = Instant::now();
+    let mut retried = kit
+        .open(&pool, relay.addr)
+        .await
+        .expect("the open is retried on a fresh connection");
+    let took = started.elapsed();
+    echo_round_trip(&mut retried.send, &mut retried.recv).await;
+    assert_ne!(
+        retried.connection, silent_id,
+        "not on the silent connection"
+    );
+
+    // Now nothing gets through at all: the open gives up, bounded.
+    relay.freeze_all();
+    let started = Instant::now();
+    let error = kit
+        .open(&pool, relay.addr)
+        .await
+        .err()
+        .expect("nothing gets through");
+    let gave_up = started.elapsed();
+    println!(
+        "silent pooled connection: retried and carried after {took:?}; with the peer silent to new connections too, gave up after {gave_up:?} ({error}); connect timeout {connect_timeout:?}"
+    );
+    assert!(
+        took >= connect_timeout && took < connect_timeout + Duration::from_millis(500),
+        "the retry came after one connect timeout, took {took:?}"
+    );
+    assert!(
+        gave_up < connect_timeout * 2 + Duration::from_millis(500),
+        "an unanswered CONNECT, then one timed-out dial: {gave_up:?}"
+    );
+}
