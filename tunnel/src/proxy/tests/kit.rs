@@ -16,20 +16,22 @@ use std::{
 use bytes::Bytes;
 pub use clients::{Ended, H2Client, connect_from, echo_round_trip, request, wait_end};
 pub use logs::Logs;
-use rustls::ClientConfig;
+use rustls::{ClientConfig, ServerConfig, sign::CertifiedKey};
 pub use servers::{Echo, Relay, Silent};
 use tokio::task::JoinHandle;
 
 use crate::{
     app::wiring::{self, Material},
-    ca::{self, InitOptions, IssueOptions},
+    ca::{self, Ca, InitOptions, IssueOptions, LeafSpec},
     config::Config,
     drain::{self, DrainTrigger},
+    identity::SpiffeId,
     proxy::{
         admission::Refusals,
         inbound::{Inbound, InboundInputs, InboundLimits},
         pool::{HboneStream, Pool, PoolError, PoolKey, PoolSettings},
     },
+    tls::{self, Bundle, Credential},
 };
 
 pub const TRUST_DOMAIN: &str = "example.org";
@@ -41,6 +43,7 @@ pub const FRONTEND: &str = "spiffe://example.org/frontend";
 /// A CA made by `tunnel ca init` in a temporary directory, and certificates it issues.
 pub struct Pki {
     dir: tempfile::TempDir,
+    pub bundle: Bundle,
 }
 
 impl Pki {
@@ -54,7 +57,9 @@ impl Pki {
             intermediate_ttl: ca::DEFAULT_INTERMEDIATE_TTL,
         })
         .expect("create the test CA");
-        Self { dir }
+        let bundle =
+            Bundle::load(&dir.path().join("ca/bundle.pem")).expect("load the test CA's bundle");
+        Self { dir, bundle }
     }
 
     pub fn dir(&self) -> &Path {
@@ -74,20 +79,53 @@ impl Pki {
         .unwrap_or_else(|e| panic!("issue a certificate for {id}: {e}"));
         out
     }
+
+    /// A certificate the CA issues for `id`, loaded.
+    pub fn issue(&self, id: &str) -> Arc<CertifiedKey> {
+        let name = id.rsplit('/').next().unwrap_or("leaf").to_string();
+        let out = self.issue_files(id, &format!("issued-{name}"));
+        load(&out)
+    }
+
+    /// A certificate made as `spec` says (deliberately broken ones included), signed by the
+    /// CA's intermediate.
+    pub fn issue_spec(&self, spec: &LeafSpec, name: &str) -> Arc<CertifiedKey> {
+        let out = self.dir.path().join(name);
+        Ca::load(&self.dir.path().join("ca"))
+            .expect("load the test CA")
+            .issue(spec, &out, true)
+            .unwrap_or_else(|e| panic!("issue {name}: {e}"));
+        load(&out)
+    }
+
+    pub fn server_config(&self, node: &Arc<CertifiedKey>) -> Arc<ServerConfig> {
+        tls::server_config(
+            node.clone(),
+            self.bundle.roots.clone(),
+            TRUST_DOMAIN.parse().unwrap(),
+        )
+        .expect("build the inbound TLS config")
+    }
+}
+
+fn load(dir: &Path) -> Arc<CertifiedKey> {
+    Credential::load(&dir.join("cert.pem"), &dir.join("key.pem"))
+        .expect("load an issued certificate")
+        .key
 }
 
 /// A node as the daemon would run it: its config (from a CA in a temporary directory) and
 /// the workload servers behind it. `orders` echoes and admits `frontend`; `billing` echoes
 /// and admits only `spiffe://example.org/batch/*`.
 pub struct Kit {
-    /// Holds the CA's directory, where the config's certificates are.
-    _pki: Pki,
+    pub pki: Pki,
     pub config: Config,
     material: Material,
     pub orders: Echo,
     pub billing: Echo,
     /// The frontend's TLS client config (expects a node identity, as without `[[peer]]`).
     pub frontend: Arc<ClientConfig>,
+    pub frontend_key: Arc<CertifiedKey>,
 }
 
 impl Kit {
@@ -165,13 +203,15 @@ from = ["spiffe://example.org/batch/*"]
         let frontend = material
             .client_config(&config, "frontend", wiring::peer_expectation(&config, None))
             .expect("the frontend's TLS config");
+        let frontend_key = load(&pki.dir().join("frontend"));
         Self {
-            _pki: pki,
+            pki,
             config,
             material,
             orders,
             billing,
             frontend,
+            frontend_key,
         }
     }
 
@@ -185,6 +225,24 @@ from = ["spiffe://example.org/batch/*"]
         inputs.refusals = Arc::new(Refusals::new(Duration::ZERO));
         inputs.limits = limits;
         inputs
+    }
+
+    /// A caller's TLS config presenting `certificate`, expecting the peer the daemon would:
+    /// `pinned` as a `[[peer]]` entry pins it, else a node identity (`[outbound]
+    /// peer_identity`).
+    pub fn client_config(
+        &self,
+        certificate: &Arc<CertifiedKey>,
+        pinned: Option<&str>,
+    ) -> Arc<ClientConfig> {
+        let pinned = pinned.map(|id| id.parse::<SpiffeId>().unwrap());
+        tls::client_config(
+            certificate.clone(),
+            self.pki.bundle.roots.clone(),
+            TRUST_DOMAIN.parse().unwrap(),
+            wiring::peer_expectation(&self.config, pinned.as_ref()),
+        )
+        .expect("build the outbound TLS config")
     }
 
     /// The pool key of `frontend` calling through the daemon at `peer`.
