@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::kit::{Daemon, Kit, Logs, Relay, Silent, echo_round_trip, limits, pool_settings};
-use crate::proxy::pool::{NEGATIVE_CACHE, Pool, PoolError, PoolSettings};
+use crate::proxy::{
+    inbound::InboundLimits,
+    pool::{NEGATIVE_CACHE, Pool, PoolError, PoolSettings},
+};
 
 #[tokio::test]
 async fn streams_share_one_connection_until_its_stream_limit() {
@@ -45,6 +48,47 @@ async fn streams_share_one_connection_until_its_stream_limit() {
         "a freed place on the first connection is used before anything new"
     );
     assert_eq!(kit.orders.accepted(), 4, "each stream was delivered once");
+}
+
+#[tokio::test]
+async fn a_peer_that_allows_fewer_streams_per_connection_than_the_pool_gets_a_new_connection_at_once()
+ {
+    let kit = Kit::new().await;
+    // Operators lower the inbound limit to bound memory (ARCHITECTURE.md); callers keep 100.
+    let daemon = Daemon::start(kit.inputs(InboundLimits {
+        max_streams_per_connection: 2,
+        ..limits()
+    }));
+    let pool = Pool::new(pool_settings());
+    let mut first = kit.open(&pool, daemon.addr).await.expect("first open");
+    let second = kit.open(&pool, daemon.addr).await.expect("second open");
+
+    let started = Instant::now();
+    let mut third = kit.open(&pool, daemon.addr).await.expect("third open");
+    let took = started.elapsed();
+    println!(
+        "third stream with the peer's limit at 2: {took:?}, on connection {} (the first two on {})",
+        third.connection, first.connection
+    );
+    // h2 never sends past the peer's SETTINGS_MAX_CONCURRENT_STREAMS: it holds the request
+    // back, where it would wait out the connect timeout and be taken for a silent peer.
+    assert!(
+        took < Duration::from_millis(500),
+        "the third stream did not wait for the connect timeout ({:?}): {took:?}",
+        pool_settings().connect_timeout
+    );
+    assert_eq!(second.connection, first.connection);
+    assert_ne!(third.connection, first.connection, "a new connection");
+    echo_round_trip(&mut third.send, &mut third.recv).await;
+    echo_round_trip(&mut first.send, &mut first.recv).await;
+
+    // The first connection is still good, and used again once it has room.
+    drop(second);
+    let fourth = kit.open(&pool, daemon.addr).await.expect("fourth open");
+    assert_eq!(
+        fourth.connection, first.connection,
+        "the first connection is not abandoned"
+    );
 }
 
 #[tokio::test]
