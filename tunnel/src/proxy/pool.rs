@@ -169,6 +169,11 @@ impl Connection {
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
+        // The peer may allow fewer streams than we would put on a connection (its
+        // SETTINGS_MAX_CONCURRENT_STREAMS). h2 holds a request past that back until a stream
+        // ends, where it would wait out the connect timeout and be taken for silence.
+        let peer_max = u32::try_from(self.sender.current_max_send_streams()).unwrap_or(u32::MAX);
+        let max = max.min(peer_max);
         self.streams
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
