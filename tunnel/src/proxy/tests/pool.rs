@@ -92,6 +92,51 @@ async fn a_peer_that_allows_fewer_streams_per_connection_than_the_pool_gets_a_ne
 }
 
 #[tokio::test]
+async fn a_burst_on_a_new_connection_stays_within_the_peers_stream_limit() {
+    let kit = Kit::new().await;
+    let daemon = Daemon::start(kit.inputs(InboundLimits {
+        max_streams_per_connection: 2,
+        ..limits()
+    }));
+    let pool = Pool::new(pool_settings());
+
+    // Ten opens wait on the first dial; the peer's limit is not known until its SETTINGS.
+    let started = Instant::now();
+    let mut opens = JoinSet::new();
+    for _ in 0..10 {
+        let (pool, key, tls, dst) = (
+            pool.clone(),
+            kit.key(daemon.addr),
+            kit.frontend.clone(),
+            kit.orders.addr,
+        );
+        opens.spawn(async move { pool.open(&key, &tls, dst, bytes::Bytes::new()).await });
+    }
+    let mut streams = Vec::new();
+    while let Some(joined) = opens.join_next().await {
+        match joined.expect("an open task") {
+            Ok(stream) => streams.push(stream),
+            Err(e) => panic!("an open of the burst failed: {e}"),
+        }
+    }
+    let took = started.elapsed();
+    let mut per_connection = std::collections::BTreeMap::new();
+    for stream in &streams {
+        *per_connection.entry(stream.connection).or_insert(0) += 1;
+    }
+    println!(
+        "10 concurrent opens, peer limit 2: all open after {took:?}, streams per connection {per_connection:?}"
+    );
+    assert!(
+        per_connection.values().all(|n| *n <= 2),
+        "{per_connection:?}"
+    );
+    for stream in &mut streams {
+        echo_round_trip(&mut stream.send, &mut stream.recv).await;
+    }
+}
+
+#[tokio::test]
 async fn a_peer_that_drains_and_restarts_costs_an_open_one_retry_on_a_fresh_connection() {
     let logs = Logs::capture();
     let kit = Kit::new().await;
