@@ -410,16 +410,38 @@ impl Pool {
             // In TLS 1.3 the client finishes before the server has judged its certificate; a
             // refusal arrives later, inside h2, which keeps only its text: record it.
             let (stream, tls_failure) = RecordTlsError::new(tls_stream);
-            let (sender, connection) = hbone::client_builder(settings.max_streams_per_connection)
-                .handshake::<_, Bytes>(stream)
-                .await
-                .map_err(|e| PoolError::Handshake {
-                    peer,
-                    reason: tls::describe_connection_error(&e, Phase::Handshake),
-                })?;
-            Ok::<_, PoolError>((sender, connection, peer_identity, tls_failure))
+            let (sender, mut connection) =
+                hbone::client_builder(settings.max_streams_per_connection)
+                    .handshake::<_, Bytes>(stream)
+                    .await
+                    .map_err(|e| PoolError::Handshake {
+                        peer,
+                        reason: tls::describe_connection_error(&e, Phase::Handshake),
+                    })?;
+            // The peer's SETTINGS, its stream limit among them, come before its answer to a
+            // PING. Until they are applied h2 knows no limit, and the callers waiting on this
+            // dial would send streams past it, which the peer refuses (REFUSED_STREAM).
+            let mut pings = connection
+                .ping_pong()
+                .expect("a new connection still has its PingPong");
+            let failed = tokio::select! {
+                pong = pings.ping(h2::Ping::opaque()) => pong.err().map(Some),
+                ended = &mut connection => Some(ended.err()),
+            };
+            if let Some(error) = failed {
+                let reason = match (tls_failure.get(), error) {
+                    (Some(tls_error), _) => tls::explain(tls_error),
+                    (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
+                    (None, None) => {
+                        "the peer closed the connection before answering HTTP/2 (its log says why)"
+                            .into()
+                    }
+                };
+                return Err(PoolError::Handshake { peer, reason });
+            }
+            Ok::<_, PoolError>((sender, connection, pings, peer_identity, tls_failure))
         };
-        let (sender, mut driver, peer_identity, tls_failure) =
+        let (sender, mut driver, pings, peer_identity, tls_failure) =
             tokio::time::timeout(settings.connect_timeout, handshake)
                 .await
                 .map_err(|_| PoolError::Timeout {
@@ -435,9 +457,6 @@ impl Pool {
             peer_identity,
             tls_failure,
         });
-        let pings = driver
-            .ping_pong()
-            .expect("a new connection still has its PingPong");
         let watched = Arc::downgrade(&connection);
         let id = connection.id;
         tokio::spawn(async move {
