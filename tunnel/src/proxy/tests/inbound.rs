@@ -15,7 +15,10 @@ use super::kit::{
     Daemon, Echo, Ended, H2Client, Kit, Logs, Relay, add_workload_port, connect_from,
     echo_round_trip, limits, pool_settings, request, wait_end,
 };
-use crate::proxy::{admission::Refusal, inbound::InboundLimits, pool::Pool};
+use crate::{
+    errors,
+    proxy::{admission::Refusal, inbound::InboundLimits, pool::Pool},
+};
 
 #[tokio::test]
 async fn every_refused_connect_gets_its_status_and_reason_and_nothing_is_delivered() {
@@ -218,8 +221,9 @@ async fn connections_that_never_speak_are_capped_per_address_and_in_all_then_clo
         closed_after.push(connected.elapsed());
     }
     println!(
-        "extra connections reset within {slowest_reset:?} of connecting; a pool open while full failed with: {refused}; \
-         held ones closed after {closed_after:?} (handshake timeout {handshake_timeout:?})"
+        "extra connections reset within {slowest_reset:?} of connecting; a pool open while full failed with: {}; \
+         held ones closed after {closed_after:?} (handshake timeout {handshake_timeout:?})",
+        errors::chain(&refused)
     );
     assert!(
         slowest_reset < Duration::from_millis(200),
@@ -262,8 +266,9 @@ async fn one_identity_from_one_address_gets_at_most_max_connections_per_peer() {
         .err()
         .expect("a second connection of the same identity is refused");
     println!(
-        "second connection refused after {:?}: {refused}",
-        started.elapsed()
+        "second connection refused after {:?}: {}",
+        started.elapsed(),
+        errors::chain(&refused)
     );
     assert_eq!(daemon.refusals.count(Refusal::ConnectionsPerPeer), 1);
     echo_round_trip(&mut held.send, &mut held.recv).await;
@@ -276,10 +281,10 @@ async fn one_identity_from_one_address_gets_at_most_max_connections_per_peer() {
         match kit.open(&second, daemon.addr).await {
             Ok(stream) => break stream,
             Err(e) if started.elapsed() < Duration::from_secs(2) => {
-                println!("not yet: {e}");
+                println!("not yet: {}", errors::chain(&e));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => panic!("the place was not freed: {e}"),
+            Err(e) => panic!("the place was not freed: {}", errors::chain(&e)),
         }
     };
     println!(

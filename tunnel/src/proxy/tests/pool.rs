@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::kit::{Daemon, Kit, Logs, Relay, Silent, echo_round_trip, limits, pool_settings};
-use crate::proxy::{
-    inbound::InboundLimits,
-    pool::{NEGATIVE_CACHE, Pool, PoolError, PoolSettings},
+use crate::{
+    errors,
+    proxy::{
+        inbound::InboundLimits,
+        pool::{NEGATIVE_CACHE, Pool, PoolError, PoolSettings},
+    },
 };
 
 #[tokio::test]
@@ -361,7 +364,8 @@ async fn an_open_on_a_pooled_connection_that_went_silent_is_retried_within_the_c
         .expect("nothing gets through");
     let gave_up = started.elapsed();
     println!(
-        "silent pooled connection: retried and carried after {took:?}; with the peer silent to new connections too, gave up after {gave_up:?} ({error}); connect timeout {connect_timeout:?}"
+        "silent pooled connection: retried and carried after {took:?}; with the peer silent to new connections too, gave up after {gave_up:?} ({}); connect timeout {connect_timeout:?}",
+        errors::chain(&error)
     );
     assert!(
         took >= connect_timeout && took < connect_timeout + Duration::from_millis(500),

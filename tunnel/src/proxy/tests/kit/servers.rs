@@ -107,6 +107,9 @@ impl Relay {
                 let Ok(upstream) = TcpStream::connect(to).await else {
                     continue;
                 };
+                // As the daemon's own sockets: a small frame (a PING) must not wait for an ACK.
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
                 let (frozen_tx, frozen) = watch::channel(shared.freeze_new.load(Ordering::SeqCst));
                 shared.connections.lock().unwrap().push(frozen_tx);
                 let (client_read, client_write) = client.into_split();
