@@ -425,7 +425,17 @@ impl Pool {
                 .ping_pong()
                 .expect("a new connection still has its PingPong");
             let failed = tokio::select! {
-                pong = pings.ping(h2::Ping::opaque()) => pong.err().map(Some),
+                pong = pings.ping(h2::Ping::opaque()) => match pong {
+                    Ok(_) => None,
+                    // The PING fails when the connection ends; the connection's own error says
+                    // why (a GOAWAY's reason, a TLS alert), so ask it, briefly.
+                    Err(ping_error) => Some(
+                        match tokio::time::timeout(Duration::from_millis(100), &mut connection).await {
+                            Ok(Err(ended)) => Some(ended),
+                            _ => Some(ping_error),
+                        },
+                    ),
+                },
                 ended = &mut connection => Some(ended.err()),
             };
             if let Some(error) = failed {

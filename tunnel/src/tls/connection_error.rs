@@ -144,6 +144,11 @@ fn describe_h2(error: &h2::Error) -> String {
             "the peer closed the connection on purpose (GOAWAY: it is shutting down or the \
              connection was idle)"
                 .into()
+        } else if reason == h2::Reason::ENHANCE_YOUR_CALM {
+            "the peer is limiting us (GOAWAY ENHANCE_YOUR_CALM): this identity holds as many \
+             connections from this host as the peer allows ([inbound] max_connections_per_peer), \
+             or it sent something excessive; the peer's log says which"
+                .into()
         } else {
             format!("the peer ended the connection with an HTTP/2 error: {reason} (GOAWAY {name})")
         }

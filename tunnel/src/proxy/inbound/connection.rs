@@ -19,6 +19,9 @@ use crate::{
     tls::{self, Phase},
 };
 
+/// How long a connection refused after its handshake stays open once its GOAWAY is sent.
+const GOAWAY_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -69,13 +72,6 @@ pub(super) async fn serve(
             "verified client certificate has no readable identity",
         );
     };
-    let Some(_peer_slot) = shared
-        .connections_by_peer
-        .try_acquire((caller.clone(), peer.ip()))
-    else {
-        // Closing without a word: the caller's pool sees the connection end and reports it.
-        return shared.log_refusal(Refusal::ConnectionsPerPeer, peer, &caller.to_string());
-    };
     hbone::batch_tls_writes(tls_stream.get_mut().1);
     let handshake =
         hbone::server_builder(limits.max_streams_per_connection).handshake::<_, Bytes>(tls_stream);
@@ -86,6 +82,23 @@ pub(super) async fn serve(
             return shared.log_refusal(Refusal::HandshakeFailed, peer, &reason);
         }
         Err(_) => return timed_out(),
+    };
+    let Some(_peer_slot) = shared
+        .connections_by_peer
+        .try_acquire((caller.clone(), peer.ip()))
+    else {
+        shared.log_refusal(Refusal::ConnectionsPerPeer, peer, &caller.to_string());
+        // Say why in HTTP/2 terms, so the caller's log names a limit rather than guessing at
+        // a refused certificate. Once the GOAWAY is out, hold the socket a moment before
+        // closing: closing at once, with the caller's SETTINGS ack unread, sends a reset that
+        // can destroy the GOAWAY before the caller reads it.
+        connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+        let _ = timeout_at(deadline, async {
+            while connection.accept().await.is_some() {}
+        })
+        .await;
+        tokio::time::sleep_until(deadline.min(Instant::now() + GOAWAY_LINGER)).await;
+        return;
     };
     drop(unauthenticated);
     debug!(%peer, %caller, "tunnel connection accepted");

@@ -271,6 +271,11 @@ async fn one_identity_from_one_address_gets_at_most_max_connections_per_peer() {
         errors::chain(&refused)
     );
     assert_eq!(daemon.refusals.count(Refusal::ConnectionsPerPeer), 1);
+    assert!(
+        errors::chain(&refused).contains("max_connections_per_peer"),
+        "the caller is told it hit a limit, not that its certificate was refused: {}",
+        errors::chain(&refused)
+    );
     echo_round_trip(&mut held.send, &mut held.recv).await;
 
     // Once the first connection is gone, its place is free.
