@@ -9,14 +9,14 @@ use std::{
 
 use super::StartError;
 use crate::{
-    config::{self, Config, ConfigError, Located, Problem},
+    config::{Config, ConfigError, Located, Problem},
     ebpf::OriginalDstTable,
     errors,
     identity::{Purpose, SpiffeId},
     policy::Policy,
     proxy::{
         admission::Refusals,
-        inbound::{InboundInputs, InboundLimits, nonlocal_bind::NonlocalBind},
+        inbound::{InboundInputs, nonlocal_bind::NonlocalBind},
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
         pool::{Pool, PoolSettings},
     },
@@ -208,8 +208,7 @@ pub fn outbound_inputs(
         max_streams_per_connection: config.outbound.max_streams_per_connection,
         idle_timeout: config.outbound.idle_timeout,
         connect_timeout: config.outbound.connect_timeout,
-        keepalive_interval: config.outbound.keepalive,
-        keepalive_timeout: config.outbound.keepalive,
+        keepalive: config.outbound.keepalive,
     });
     Ok(OutboundInputs {
         original_dst: Arc::new(original_dst),
@@ -242,7 +241,7 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
         workloads_by_port,
         own_ports: config.listen.own_ports(),
         connect_timeout: config.outbound.connect_timeout,
-        limits: inbound_limits(&config.inbound),
+        limits: config.inbound,
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
         nonlocal_bind: NonlocalBind::default(),
         #[cfg(test)]
@@ -252,20 +251,6 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
 
 /// At most one log line per kind of refused connection per interval (each is counted).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-fn inbound_limits(config: &config::Inbound) -> InboundLimits {
-    InboundLimits {
-        max_unauthenticated: config.max_unauthenticated,
-        max_unauthenticated_per_address: config.max_unauthenticated_per_address,
-        max_handshakes: config.max_handshakes,
-        max_connections_per_peer: config.max_connections_per_peer,
-        max_streams_per_connection: config.max_streams_per_connection,
-        handshake_timeout: config.handshake_timeout,
-        idle_timeout: config.idle_timeout,
-        keepalive_interval: config.keepalive,
-        keepalive_timeout: config.keepalive,
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -91,8 +91,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         max_streams_per_connection: 1,
         idle_timeout: config.outbound.idle_timeout,
         connect_timeout: config.outbound.connect_timeout,
-        keepalive_interval: config.outbound.keepalive,
-        keepalive_timeout: config.outbound.keepalive,
+        keepalive: config.outbound.keepalive,
     });
     let key = PoolKey {
         workload: workload.name.as_str().into(),

@@ -26,11 +26,6 @@ pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// default, 64 KiB, makes one system call per 64 KiB of a bulk transfer; a larger batch
 /// carries one h2 DATA frame in a handful of writes. Only a busy connection fills it.
 const TLS_WRITE_BATCH: usize = 256 * 1024;
-/// How often an HTTP/2 PING checks that the peer still answers, on both sides.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a PING may go unanswered before its connection is declared dead and closed.
-/// Generous: a busy peer answers after the data queued before the PING.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Lets a TLS connection that carries HBONE batch [`TLS_WRITE_BATCH`] bytes per write.
 pub fn batch_tls_writes<Data>(connection: &mut rustls::ConnectionCommon<Data>) {
@@ -136,14 +131,14 @@ pub fn configure_tunnel_socket(tcp: &tokio::net::TcpStream) {
     let _ = socket.set_tcp_user_timeout(Some(Duration::from_secs(30)));
 }
 
-/// Sends a PING every `interval` and resolves when one goes unanswered for `timeout`: the
+/// Sends a PING every `keepalive` and resolves when one goes unanswered for as long: the
 /// peer is gone or wedged although TCP may not know yet. Runs beside the connection's own
 /// polling (h2 answers PONGs only while the connection is driven); if the connection ends
-/// first, the PING fails and this resolves too, which the caller's select ignores.
-pub async fn unanswered_ping(mut pings: h2::PingPong, interval: Duration, timeout: Duration) {
+/// first, the PING fails and this never resolves, which the caller's select ignores.
+pub async fn unanswered_ping(mut pings: h2::PingPong, keepalive: Duration) {
     loop {
-        tokio::time::sleep(interval).await;
-        match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
+        tokio::time::sleep(keepalive).await;
+        match tokio::time::timeout(keepalive, pings.ping(h2::Ping::opaque())).await {
             Ok(Ok(_pong)) => {}
             Ok(Err(_)) => return std::future::pending().await,
             Err(_) => return,

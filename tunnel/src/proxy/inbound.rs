@@ -67,29 +67,8 @@ pub struct InboundInputs {
     pub deliver_to_loopback: bool,
 }
 
-/// The caps on what peers can make the inbound side hold.
-#[derive(Clone, Copy, Debug)]
-pub struct InboundLimits {
-    /// Connections that have not finished the TLS and HTTP/2 handshakes, from everyone.
-    pub max_unauthenticated: usize,
-    /// The same, from one source address: one flooding host cannot take every slot.
-    pub max_unauthenticated_per_address: usize,
-    /// TLS handshakes computed at once; the rest wait (within the handshake timeout), so a
-    /// handshake flood cannot starve established connections of the CPU.
-    pub max_handshakes: usize,
-    /// Authenticated connections per (caller identity, source address). A peer daemon's
-    /// pool needs one per 100 concurrent streams of a workload.
-    pub max_connections_per_peer: usize,
-    /// Streams a peer may have open on one connection (h2 SETTINGS_MAX_CONCURRENT_STREAMS).
-    pub max_streams_per_connection: u32,
-    /// TCP accept to a served HTTP/2 connection, and from there to the first stream.
-    pub handshake_timeout: Duration,
-    /// A connection with no stream for this long is closed (GOAWAY).
-    pub idle_timeout: Duration,
-    /// PING period and how long a PING may go unanswered.
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
-}
+/// The caps on what peers can make the inbound side hold: the `[inbound]` config table.
+pub use crate::config::Inbound as InboundLimits;
 
 pub struct Inbound {
     listeners: Vec<TcpListener>,

@@ -55,8 +55,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Bounds a dial (TCP, TLS, HTTP/2) and the answer to each CONNECT.
     pub connect_timeout: Duration,
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
+    /// PING period on pooled connections, and how long a PING may go unanswered.
+    pub keepalive: Duration,
 }
 
 /// Cloned for every caller that waited on the same dial.
@@ -470,11 +470,7 @@ impl Pool {
         let watched = Arc::downgrade(&connection);
         let id = connection.id;
         tokio::spawn(async move {
-            let unanswered = hbone::unanswered_ping(
-                pings,
-                settings.keepalive_interval,
-                settings.keepalive_timeout,
-            );
+            let unanswered = hbone::unanswered_ping(pings, settings.keepalive);
             // Returning drops the connection (and its socket): its streams end with an error.
             let result = tokio::select! {
                 result = &mut driver => Some(result),
@@ -489,7 +485,7 @@ impl Pool {
                     info!(%peer, connection = id, reason = %tls::describe_connection_error(&e, Phase::Established), "pooled connection to peer broke")
                 }
                 None => {
-                    info!(%peer, connection = id, timeout = ?settings.keepalive_timeout, "pooled connection closed: the peer stopped answering PINGs")
+                    info!(%peer, connection = id, timeout = ?settings.keepalive, "pooled connection closed: the peer stopped answering PINGs")
                 }
             }
         });

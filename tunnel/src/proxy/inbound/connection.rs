@@ -107,8 +107,7 @@ pub(super) async fn serve(
     let pings = connection
         .ping_pong()
         .expect("a new connection still has its PingPong");
-    let unanswered =
-        hbone::unanswered_ping(pings, limits.keepalive_interval, limits.keepalive_timeout);
+    let unanswered = hbone::unanswered_ping(pings, limits.keepalive);
     tokio::pin!(unanswered);
     // A pool dials because it has a stream to open, so the first one is due at once: a
     // connection that opens none within the handshake timeout is closed as idle (this also
@@ -119,7 +118,7 @@ pub(super) async fn serve(
         let next = tokio::select! {
             next = connection.accept() => next,
             () = &mut unanswered => {
-                debug!(%peer, %caller, timeout = ?limits.keepalive_timeout, "closing tunnel connection: PING unanswered");
+                debug!(%peer, %caller, timeout = ?limits.keepalive, "closing tunnel connection: PING unanswered");
                 return;
             }
             () = sleep_until(idle_deadline) => {
@@ -134,7 +133,7 @@ pub(super) async fn serve(
                     debug!(%peer, %caller, idle_timeout = ?limits.idle_timeout, "closing idle tunnel connection");
                     connection.graceful_shutdown();
                     closing = true;
-                    idle_deadline = Instant::now() + limits.keepalive_timeout;
+                    idle_deadline = Instant::now() + limits.keepalive;
                 }
                 continue;
             }

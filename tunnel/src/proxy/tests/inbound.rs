@@ -421,8 +421,7 @@ async fn a_caller_that_stops_reading_is_closed_when_its_pings_go_unanswered() {
     let kit = Kit::new().await;
     let (interval, timeout) = (Duration::from_millis(200), Duration::from_millis(200));
     let daemon = Daemon::start(kit.inputs(InboundLimits {
-        keepalive_interval: interval,
-        keepalive_timeout: timeout,
+        keepalive: interval,
         ..limits()
     }));
     let relay = Relay::start(daemon.addr).await;

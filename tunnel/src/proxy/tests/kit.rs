@@ -276,8 +276,7 @@ pub fn limits() -> InboundLimits {
         max_streams_per_connection: 100,
         handshake_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(30),
-        keepalive_interval: Duration::from_secs(30),
-        keepalive_timeout: Duration::from_secs(30),
+        keepalive: Duration::from_secs(30),
     }
 }
 
@@ -287,8 +286,7 @@ pub fn pool_settings() -> PoolSettings {
         max_streams_per_connection: 100,
         idle_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(2),
-        keepalive_interval: Duration::from_secs(30),
-        keepalive_timeout: Duration::from_secs(30),
+        keepalive: Duration::from_secs(30),
     }
 }
 
