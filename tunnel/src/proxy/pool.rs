@@ -81,9 +81,7 @@ pub enum PoolError {
     },
     #[error("the tunnel to {peer} broke while opening a stream: {reason}")]
     Stream { peer: SocketAddr, reason: String },
-    #[error(
-        "the peer {peer} did not answer CONNECT {destination} within {timeout:?}, on a fresh connection too"
-    )]
+    #[error("the peer {peer} did not answer CONNECT {destination} within {timeout:?}")]
     Unanswered {
         peer: SocketAddr,
         destination: SocketAddr,
