@@ -160,7 +160,8 @@ pub fn run(options: &Options) -> Result<()> {
         tunnel: extra,
     };
     report.print();
-    fs::write(dir.join("latest.json"), report.json())?;
+    let json = report.json().context("write the report as JSON")?;
+    fs::write(dir.join("latest.json"), json)?;
     eprintln!("bench: written to {}", dir.join("latest.json").display());
     Ok(())
 }

@@ -22,7 +22,8 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (apt packages, rust-src, bpf-linker); idempotent.
     Setup,
-    /// Build only the eBPF object (target/bpfel-unknown-none/release/tunnel-ebpf).
+    /// Build only the eBPF object (target/bpfel-unknown-none/release/tunnel-ebpf on a
+    /// little-endian host).
     BuildEbpf,
     /// Build and run the daemon: `cargo xtask run -- --config FILE`.
     Run {
@@ -109,9 +110,18 @@ fn main() -> Result<()> {
     }
 }
 
-/// The eBPF object alone, with the flags `tunnel/build.rs` (aya-build) uses.
+/// The eBPF object alone, with the flags `tunnel/build.rs` (aya-build) uses, for the machine
+/// this runs on (which is the machine it is built for: xtask does not cross-compile).
 fn build_ebpf() -> Result<()> {
     setup::build_tools()?;
+    let arch = bpf_target_arch(std::env::consts::ARCH)?;
+    // aya-build picks the BPF target by the endianness of the target it builds the loader
+    // for; so does this, for the host's.
+    let target = if cfg!(target_endian = "big") {
+        "bpfeb-unknown-none"
+    } else {
+        "bpfel-unknown-none"
+    };
     let status = Command::new("cargo")
         .args([
             "+nightly",
@@ -120,12 +130,12 @@ fn build_ebpf() -> Result<()> {
             "-Z",
             "build-std=core",
             "--target",
-            "bpfel-unknown-none",
+            target,
         ])
         .args(["--package", "tunnel-ebpf"])
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
         )
         .current_dir(workspace())
         .status()?;
@@ -135,10 +145,35 @@ fn build_ebpf() -> Result<()> {
     println!(
         "built {}",
         workspace()
-            .join("target/bpfel-unknown-none/release/tunnel-ebpf")
+            .join(format!("target/{target}/release/tunnel-ebpf"))
             .display()
     );
     Ok(())
+}
+
+/// The `bpf_target_arch` cfg aya-ebpf wants for a Rust `target_arch`: it picks aya-ebpf's
+/// kernel bindings for that architecture (e.g. the `pt_regs` register layout its argument
+/// readers use), and a kernel program built for another architecture reads the wrong
+/// fields. aya-build, which `cargo build` runs through `tunnel/build.rs`, derives it the same
+/// way from the target the daemon is built for (the Rust name, except that any `riscv64*`
+/// is `riscv64`); this also refuses an architecture aya-ebpf has no bindings for, instead of
+/// letting the eBPF crate fail to compile on a missing module.
+fn bpf_target_arch(arch: &str) -> Result<&'static str> {
+    Ok(match arch {
+        "x86_64" => "x86_64",
+        "aarch64" => "aarch64",
+        "arm" => "arm",
+        "loongarch64" => "loongarch64",
+        "mips" => "mips",
+        "mips64" => "mips64",
+        "powerpc64" => "powerpc64",
+        "s390x" => "s390x",
+        riscv if riscv.starts_with("riscv64") => "riscv64",
+        other => bail!(
+            "build-ebpf: no eBPF build for host architecture {other:?} (aya-ebpf supports \
+             x86_64, aarch64, arm, loongarch64, mips, mips64, powerpc64, riscv64, s390x)"
+        ),
+    })
 }
 
 /// Runs `cargo test`, echoing its output, and ends with the total over every test binary
@@ -196,4 +231,18 @@ pub fn workspace() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_target_arch_follows_aya_names() {
+        assert_eq!(bpf_target_arch("x86_64").unwrap(), "x86_64");
+        assert_eq!(bpf_target_arch("aarch64").unwrap(), "aarch64");
+        assert_eq!(bpf_target_arch("riscv64").unwrap(), "riscv64");
+        let error = bpf_target_arch("x86").unwrap_err().to_string();
+        assert!(error.contains("\"x86\""), "{error}");
+    }
 }

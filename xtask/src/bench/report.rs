@@ -113,7 +113,7 @@ impl PathResult {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct TunnelResult {
     /// Daemon A, daemon B.
     pub idle_rss_kib: [u64; 2],
@@ -215,39 +215,72 @@ impl Report {
         out
     }
 
-    pub fn json(&self) -> String {
-        let mut out = String::from("{\n  \"runs\": ");
-        let _ = write!(out, "{},\n  \"paths\": {{\n", self.runs);
-        let json_number = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
-        for (i, path) in self.paths.iter().enumerate() {
-            let _ = write!(out, "    \"{}\": {{", path.name);
-            for (j, metric) in Metric::ALL.iter().enumerate() {
-                let (key, _, _) = metric.describe();
-                let values = path.runs(*metric);
-                let ratio = self.ratio_to_direct(path, *metric);
-                let _ = write!(
-                    out,
-                    "{}\"{key}\": {{\"median\": {}, \"ratio_to_direct\": {}, \"runs\": {:?}}}",
-                    if j > 0 { ", " } else { "" },
-                    json_number(median(values)),
-                    json_number(ratio),
-                    values
-                );
-            }
-            let _ = writeln!(out, "}}{}", if i + 1 < self.paths.len() { "," } else { "" });
-        }
-        let t = &self.tunnel;
-        let _ = write!(
-            out,
-            "  }},\n  \"tunnel\": {{\"idle_rss_kib\": {:?}, \"idle_connections\": {}, \"rss_before_kib\": {:?}, \"rss_after_kib\": {:?}, \"connect_captured_us\": {:?}, \"connect_plain_us\": {:?}}}\n}}\n",
-            t.idle_rss_kib,
-            t.idle_connections,
-            t.rss_before_kib,
-            t.rss_after_kib,
-            t.connect_captured_us,
-            t.connect_plain_us
+    /// The report as JSON: every path's medians, ratios and runs, and the tunnel-only
+    /// figures. Paths and metrics keep the table's order (a JSON object's order carries no
+    /// meaning, but a reader comparing two files by eye expects it).
+    pub fn json(&self) -> serde_json::Result<String> {
+        let paths = OrderedMap(
+            self.paths
+                .iter()
+                .map(|path| (path.name, PathJson { report: self, path }))
+                .collect(),
         );
-        out
+        let mut out = serde_json::to_string_pretty(&ReportJson {
+            runs: self.runs,
+            paths,
+            tunnel: &self.tunnel,
+        })?;
+        out.push('\n');
+        Ok(out)
+    }
+}
+
+/// A struct rather than `json!`, which would build a sorted map and lose the order.
+#[derive(serde::Serialize)]
+struct ReportJson<'a> {
+    runs: usize,
+    paths: OrderedMap<&'static str, PathJson<'a>>,
+    tunnel: &'a TunnelResult,
+}
+
+/// Serializes as a JSON object with its entries in this order (serde_json's own map sorts
+/// its keys unless built with `preserve_order`).
+struct OrderedMap<K, V>(Vec<(K, V)>);
+
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for OrderedMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// One path's figures: `{"<metric key>": {"median", "ratio_to_direct", "runs"}, ...}`.
+struct PathJson<'a> {
+    report: &'a Report,
+    path: &'a PathResult,
+}
+
+/// `median` and `ratio_to_direct` are rounded to 3 decimals (more would be noise); `runs`
+/// are as measured. A missing figure is `null`.
+#[derive(serde::Serialize)]
+struct MetricJson<'a> {
+    median: Option<f64>,
+    ratio_to_direct: Option<f64>,
+    runs: &'a [f64],
+}
+
+impl serde::Serialize for PathJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        serializer.collect_map(Metric::ALL.iter().map(|metric| {
+            let (key, _, _) = metric.describe();
+            let runs = self.path.runs(*metric);
+            let figures = MetricJson {
+                median: median(runs).map(round),
+                ratio_to_direct: self.report.ratio_to_direct(self.path, *metric).map(round),
+                runs,
+            };
+            (key, figures)
+        }))
     }
 }
 
@@ -289,6 +322,30 @@ mod tests {
         // Per run: 2, 4, 2 → 2. The ratio of medians (4 / 1) would say 4.
         assert_eq!(tunnel.paired_ratio(&direct, Metric::Throughput), Some(2.0));
         assert_eq!(tunnel.paired_ratio(&direct, Metric::CpuPerGb), None);
+    }
+
+    #[test]
+    fn json_keeps_table_order_and_writes_missing_figures_as_null() {
+        let mut direct = PathResult::new("direct");
+        let mut tunnel = PathResult::new("tunnel");
+        direct.push(Metric::Throughput, 3.0);
+        tunnel.push(Metric::Throughput, 1.0);
+        let report = Report {
+            runs: 1,
+            paths: vec![tunnel, direct],
+            tunnel: TunnelResult::default(),
+        };
+        let text = report.json().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let throughput = &json["paths"]["tunnel"]["throughput_gbps"];
+        assert_eq!(throughput["median"], 1.0);
+        assert_eq!(throughput["ratio_to_direct"], 0.333);
+        assert_eq!(throughput["runs"], serde_json::json!([1.0]));
+        assert!(json["paths"]["tunnel"]["cpu_s_per_gb"]["median"].is_null());
+        assert_eq!(json["tunnel"]["idle_connections"], 0);
+        // Paths as given (not sorted), metrics in table order.
+        assert!(text.find("\"tunnel\": {").unwrap() < text.find("\"direct\": {").unwrap());
+        assert!(text.find("throughput_gbps").unwrap() < text.find("keepalive_rps").unwrap());
     }
 
     #[test]

@@ -27,14 +27,53 @@ pub fn iperf3(command: HostCommand, target: &str, port: u16, seconds: u32) -> Re
             out.stderr
         );
     }
-    let received = out
-        .stdout
-        .find("\"sum_received\"")
-        .context("iperf3 JSON without sum_received")?;
-    let tail = &out.stdout[received..];
-    let bps = json_number(tail, "bits_per_second")?;
-    let bytes = json_number(tail, "bytes")? as u64;
-    Ok((bps / 1e9, bytes))
+    let received = parse_iperf3(&out.stdout)
+        .with_context(|| format!("iperf3 -J to {target}:{port}: unexpected output"))?;
+    Ok((received.bits_per_second / 1e9, received.bytes))
+}
+
+/// The part of `iperf3 -J`'s report the bench reads.
+#[derive(Debug, serde::Deserialize)]
+struct Iperf3Report {
+    /// Set, with `end` left empty, when iperf3 gave up (e.g. connection refused); iperf3
+    /// usually exits non-zero then too, but not always.
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    end: Iperf3End,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Iperf3End {
+    /// What the server received over the whole test: unlike the sender's sum, it leaves out
+    /// what was still buffered or in flight when the sender stopped. Optional here only so
+    /// that its absence gets its own error message, after `error`.
+    #[serde(default)]
+    sum_received: Option<Iperf3Sum>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Iperf3Sum {
+    bytes: u64,
+    bits_per_second: f64,
+}
+
+/// `end.sum_received` of `iperf3 -J` output. A parse error names the JSON path of what was
+/// missing or malformed (e.g. "at end.sum_received: missing field `bytes`").
+fn parse_iperf3(json: &str) -> Result<Iperf3Sum> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let report: Iperf3Report =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            anyhow::anyhow!("at {path}: {}", error.into_inner())
+        })?;
+    if let Some(error) = report.error {
+        bail!("iperf3 reported an error: {error}");
+    }
+    report
+        .end
+        .sum_received
+        .context("no end.sum_received in the report")
 }
 
 /// wrk: requests/s, p50 and p99 latency in microseconds.
@@ -113,20 +152,6 @@ pub fn cgroup_cpu_seconds(cgroup: &std::path::Path) -> Result<f64> {
     Ok(total)
 }
 
-fn json_number(text: &str, key: &str) -> Result<f64> {
-    let at = text
-        .find(&format!("\"{key}\""))
-        .with_context(|| format!("no {key}"))?;
-    let value = text[at..].split(':').nth(1).context("value")?;
-    Ok(value
-        .trim()
-        .split([',', '\n', '}'])
-        .next()
-        .context("number")?
-        .trim()
-        .parse()?)
-}
-
 fn duration_us(text: &str) -> Result<f64> {
     let (number, factor) = if let Some(n) = text.strip_suffix("us") {
         (n, 1.0)
@@ -143,4 +168,40 @@ fn duration_us(text: &str) -> Result<f64> {
 /// A command for a tool in a host, in a cgroup.
 pub fn tool(host: &Host, program: &str, cgroup: &std::path::Path) -> HostCommand {
     host.command(program).in_cgroup(cgroup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iperf3_report_gives_what_the_server_received() {
+        // Trimmed from a real `iperf3 -c ... -J`: the sender's sum comes first and must not
+        // be taken for the receiver's.
+        let json = r#"{"start": {"version": "iperf 3.12"}, "intervals": [],
+            "end": {"sum_sent": {"start": 0, "end": 10.0, "bytes": 9000, "bits_per_second": 7200.5},
+                    "sum_received": {"start": 0, "end": 10.0, "bytes": 8000, "bits_per_second": 6400.25}}}"#;
+        let sum = parse_iperf3(json).unwrap();
+        assert_eq!(sum.bytes, 8000);
+        assert_eq!(sum.bits_per_second, 6400.25);
+    }
+
+    #[test]
+    fn iperf3_errors_name_what_was_missing() {
+        let missing = r#"{"end": {"sum_received": {"bits_per_second": 1.0}}}"#;
+        let error = format!("{:#}", parse_iperf3(missing).unwrap_err());
+        assert!(
+            error.contains("end.sum_received") && error.contains("bytes"),
+            "{error}"
+        );
+
+        let failed = r#"{"start": {}, "intervals": [], "end": {}, "error": "unable to connect"}"#;
+        let error = format!("{:#}", parse_iperf3(failed).unwrap_err());
+        assert!(error.contains("unable to connect"), "{error}");
+
+        let error = format!("{:#}", parse_iperf3(r#"{"end": {}}"#).unwrap_err());
+        assert!(error.contains("no end.sum_received"), "{error}");
+
+        assert!(parse_iperf3("iperf3: error - unable to connect").is_err());
+    }
 }
