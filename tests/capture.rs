@@ -213,10 +213,10 @@ fn concurrent_connections_from_several_processes_never_mix_up() {
     }
 
     // Every connection is closed: the kernel's tuple map holds nothing any more.
-    let pinned = pair
-        .testbed
-        .bpf_dir("a")
-        .join("maps-v1/ORIGINAL_DST_BY_TUPLE");
+    let pinned = pair.testbed.bpf_dir("a").join(format!(
+        "maps-v{}/ORIGINAL_DST_BY_TUPLE",
+        tunnel_common::MAP_LAYOUT_VERSION
+    ));
     testbed::wait_until(
         SHORT,
         Duration::from_millis(100),

@@ -2,7 +2,8 @@
 """Clients and servers that end-to-end tests run inside test hosts.
 
 Each command prints one result line (or JSON) that the Rust tests parse.
-  serve-tagged PORT...        each connection first receives "port=PORT\n", then an echo
+  serve-tagged PORT...        each connection first receives "port=PORT\n", then an echo;
+                              prints "accepted from ADDR" per connection
   serve-sink PORT             reads until EOF, answers "sha256=<hex> bytes=<n>\n", closes
   serve-source PORT BYTES     sends BYTES of deterministic data, then closes
   peer HOST PORT              connects; prints getpeername and getsockname
@@ -61,6 +62,8 @@ def serve(ports, handler):
 
 
 def tagged(conn, port):
+    # The access log: which address each connection came from.
+    print(f"accepted from {conn.getpeername()[0]}", flush=True)
     with conn:
         conn.sendall(f"port={port}\n".encode())
         while data := conn.recv(CHUNK):

@@ -29,8 +29,18 @@ pub const MAP_ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
 /// it, once per accepted connection.
 pub const MAP_ORIGINAL_DST_BY_TUPLE: &str = "ORIGINAL_DST_BY_TUPLE";
 
+/// Map: `HashMap<u16, u8>`, local ports owned by workloads. Connections from other hosts to
+/// these ports are steered to the daemon's inbound-plaintext listener (`steer_inbound`).
+pub const MAP_STEER_PORTS: &str = "STEER_PORTS";
+/// Map: `SockMap`, the daemon's inbound-plaintext listeners at [`PLAINTEXT_LISTENER_V4`]
+/// and [`PLAINTEXT_LISTENER_V6`]. The kernel removes a socket when it closes, so with no
+/// daemon the slots are empty and steered connections are refused.
+pub const MAP_PLAINTEXT_LISTENERS: &str = "PLAINTEXT_LISTENERS";
+pub const PLAINTEXT_LISTENER_V4: u32 = 0;
+pub const PLAINTEXT_LISTENER_V6: u32 = 1;
+
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
-pub const MAP_NAMES: [&str; 10] = [
+pub const MAP_NAMES: [&str; 12] = [
     MAP_CONFIG,
     MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6,
@@ -41,15 +51,17 @@ pub const MAP_NAMES: [&str; 10] = [
     MAP_WORKLOAD_CGROUPS,
     MAP_ORIGINAL_DST_BY_SOCKET,
     MAP_ORIGINAL_DST_BY_TUPLE,
+    MAP_STEER_PORTS,
+    MAP_PLAINTEXT_LISTENERS,
 ];
 
 /// Version of the map layout above. A daemon only reuses pinned maps of its own layout; a
 /// change to any type in this file must bump it.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// Capacity of each destination/exclusion trie.
 pub const MAX_CIDRS: u32 = 1024;
-/// Capacity of the port filter.
+/// Capacity of the port filter, and of the steered-port set.
 pub const MAX_PORTS: u32 = 1024;
 /// Capacity of the exempt-cgroup set.
 pub const MAX_EXEMPT_CGROUPS: u32 = 64;
@@ -68,6 +80,8 @@ pub const PROGRAM_CONNECT6: &str = "connect6";
 pub const PROGRAM_GETPEERNAME4: &str = "getpeername4";
 pub const PROGRAM_GETPEERNAME6: &str = "getpeername6";
 pub const PROGRAM_SOCK_OPS: &str = "sock_ops";
+/// The `sk_lookup` program, attached to the daemon's network namespace (not a cgroup).
+pub const PROGRAM_STEER_INBOUND: &str = "steer_inbound";
 
 /// `CaptureConfig::flags`: only destination ports in [`MAP_PORTS`] are captured.
 pub const FLAG_PORT_FILTER: u32 = 1;

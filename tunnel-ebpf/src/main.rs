@@ -6,6 +6,7 @@
 //! | `connect4/6`   | cgroup `connect()`     | redirect captured TCP connects to the daemon      |
 //! | `sock_ops`     | cgroup TCP events      | publish the 4-tuple → original destination        |
 //! | `getpeername4/6` | cgroup `getpeername()` | show the application the address it dialled     |
+//! | `steer_inbound` | netns `sk_lookup`      | steer other hosts' plaintext to the daemon        |
 #![no_std]
 #![no_main]
 
@@ -14,6 +15,7 @@ mod connect;
 mod getpeername;
 mod maps;
 mod sock_ops;
+mod steer;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -3,7 +3,7 @@
 //! and removes its entries).
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, SkStorage},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, SkStorage, SockMap},
     macros::btf_map,
 };
 use tunnel_common::{
@@ -46,3 +46,12 @@ pub static ORIGINAL_DST_BY_TUPLE: LruHashMap<
     OriginalDst,
     { MAX_TRACKED_CONNECTIONS as usize },
 > = LruHashMap::new();
+
+/// Local ports of workloads: connections from other hosts to them are steered.
+#[btf_map]
+pub static STEER_PORTS: HashMap<u16, u8, { MAX_PORTS as usize }> = HashMap::new();
+
+/// The daemon's inbound-plaintext listeners (IPv4 at 0, IPv6 at 1); emptied by the kernel
+/// when they close.
+#[btf_map]
+pub static PLAINTEXT_LISTENERS: SockMap<2> = SockMap::new();

@@ -19,6 +19,7 @@ use crate::{
     proxy::{
         inbound::{Inbound, InboundError, InboundInputs, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
+        plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
 };
 
@@ -37,6 +38,8 @@ pub enum StartError {
     Outbound(#[from] OutboundError),
     #[error(transparent)]
     Inbound(#[from] InboundError),
+    #[error(transparent)]
+    Plaintext(#[from] PlaintextError),
     #[error("failed to build the TLS configuration")]
     Tls(#[from] rustls::Error),
 }
@@ -47,7 +50,11 @@ impl StartError {
         match self {
             Self::Config(_) => 64,
             Self::Kernel(_) | Self::Cgroup(_) => 69,
-            Self::Ebpf(_) | Self::Outbound(_) | Self::Inbound(_) | Self::Tls(_) => 1,
+            Self::Ebpf(_)
+            | Self::Outbound(_)
+            | Self::Inbound(_)
+            | Self::Plaintext(_)
+            | Self::Tls(_) => 1,
         }
     }
 }
@@ -58,6 +65,8 @@ pub struct Daemon {
     outbound_inputs: OutboundInputs,
     inbound: Inbound,
     inbound_inputs: InboundInputs,
+    plaintext: Plaintext,
+    plaintext_inputs: PlaintextInputs,
 }
 
 impl Daemon {
@@ -108,6 +117,11 @@ impl Daemon {
         let mut inbound_addrs = vec![config.listen.inbound];
         inbound_addrs.extend(config.listen.inbound_v6.map(SocketAddr::V6));
         let inbound = Inbound::bind(&inbound_addrs, config.listen.backlog)?;
+        let plaintext = Plaintext::bind(
+            config.listen.inbound_plaintext,
+            config.listen.inbound_plaintext_v6,
+            config.listen.backlog,
+        )?;
 
         let spec = CaptureSpec {
             cgroup: capture_cgroup,
@@ -119,8 +133,13 @@ impl Daemon {
             ports: config.capture.ports.clone(),
             exempt_cgroups: BTreeSet::from([own.id]),
             workload_cgroups: workload_cgroups.iter().map(|(_, id)| *id).collect(),
+            steer_ports: config
+                .workloads
+                .iter()
+                .flat_map(|w| w.ports.iter().copied())
+                .collect(),
         };
-        let capture = Capture::install(&spec)?;
+        let capture = Capture::install(&spec, &plaintext.sockets())?;
         if !capture.retired_generations().is_empty() {
             info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
         }
@@ -131,9 +150,12 @@ impl Daemon {
             capture.into_original_dst(),
         )?;
         let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
+        let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
         info!(
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),
+            inbound_plaintext = ?plaintext.addresses(),
+            steered_ports = ?spec.steer_ports,
             node = %config.node.spiffe_id,
             workloads = config.workloads.len(),
             capture_cgroup = %spec.cgroup.path.display(),
@@ -146,6 +168,8 @@ impl Daemon {
             outbound_inputs,
             inbound,
             inbound_inputs,
+            plaintext,
+            plaintext_inputs,
         })
     }
 
@@ -155,7 +179,8 @@ impl Daemon {
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) {
         let (trigger, watcher) = drain::channel();
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
-        let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher));
+        let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher.clone()));
+        let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
         shutdown.await;
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
@@ -166,6 +191,7 @@ impl Daemon {
         }
         outbound.abort();
         inbound.abort();
+        plaintext.abort();
     }
 }
 

@@ -27,6 +27,8 @@ pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/tunnel";
 pub const DEFAULT_OUTBOUND: &str = "127.0.0.1:15001";
 pub const DEFAULT_INBOUND: &str = "0.0.0.0:15008";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+/// Where other hosts' plaintext connections to workload ports are steered.
+pub const DEFAULT_INBOUND_PLAINTEXT: &str = "0.0.0.0:15006";
 /// The HBONE port of peer daemons.
 pub const DEFAULT_PEER_PORT: u16 = 15008;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +81,10 @@ pub struct Listen {
     /// A second HBONE listener for IPv6 peers: `[::]:<port>` by default when `inbound` is
     /// the IPv4 wildcard, so dual-stack hosts take both families.
     pub inbound_v6: Option<SocketAddrV6>,
+    /// Plaintext from other hosts to workload ports, steered here by `steer_inbound`.
+    pub inbound_plaintext: SocketAddr,
+    /// Its IPv6 twin: `[::]:<port>` by default when `inbound_plaintext` is the IPv4 wildcard.
+    pub inbound_plaintext_v6: Option<SocketAddrV6>,
     pub admin: SocketAddr,
     /// Accept queue length of every listener.
     pub backlog: u32,
@@ -92,6 +98,8 @@ impl Listen {
             BTreeSet::from([self.outbound.port(), self.inbound.port(), self.admin.port()]);
         ports.extend(self.outbound_v6.map(|a| a.port()));
         ports.extend(self.inbound_v6.map(|a| a.port()));
+        ports.insert(self.inbound_plaintext.port());
+        ports.extend(self.inbound_plaintext_v6.map(|a| a.port()));
         ports
     }
 }
@@ -177,6 +185,8 @@ pub struct Workload {
     pub cgroup: Option<Located<PathBuf>>,
     /// Inbound: connections to these local ports are for this workload.
     pub ports: BTreeSet<u16>,
+    /// This workload's mode (the global `mode` unless it sets its own).
+    pub mode: Mode,
 }
 
 #[derive(Clone, Debug)]

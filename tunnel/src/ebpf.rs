@@ -20,6 +20,7 @@ use std::{
     fs::File,
     io,
     net::{SocketAddrV4, SocketAddrV6},
+    os::fd::BorrowedFd,
     path::{Path, PathBuf},
 };
 
@@ -36,7 +37,7 @@ pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
 use tunnel_common::{
     MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
-    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS,
+    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_STEER_INBOUND,
 };
 
 use crate::cgroup::CgroupDir;
@@ -72,7 +73,13 @@ pub struct CaptureSpec {
     pub exempt_cgroups: BTreeSet<u64>,
     /// Cgroups of configured workloads (identity is picked from the deepest one).
     pub workload_cgroups: BTreeSet<u64>,
+    /// Local ports owned by workloads: other hosts' connections to them are steered to the
+    /// inbound-plaintext listener.
+    pub steer_ports: BTreeSet<u16>,
 }
+
+/// The daemon's network namespace, where `steer_inbound` is attached.
+const OWN_NETNS: &str = "/proc/self/ns/net";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
@@ -105,6 +112,8 @@ pub enum EbpfError {
     },
     #[error("failed to open the capture cgroup {path}")]
     OpenCgroup { path: PathBuf, source: io::Error },
+    #[error("failed to open the daemon's network namespace {path}")]
+    OpenNetns { path: PathBuf, source: io::Error },
     #[error("map {name}")]
     Map {
         name: &'static str,
@@ -133,9 +142,14 @@ impl Capture {
     /// Loads, configures, attaches and pins the programs, then retires any earlier run's
     /// links. Order matters: the maps are synced and the new links attached before old links
     /// go, so at every instant at least one set of programs captures.
-    pub fn install(spec: &CaptureSpec) -> Result<Self, EbpfError> {
+    /// `plaintext_listeners` are the inbound-plaintext listening sockets with their slots
+    /// (`tunnel_common::PLAINTEXT_LISTENER_V4/V6`).
+    pub fn install(
+        spec: &CaptureSpec,
+        plaintext_listeners: &[(u32, BorrowedFd<'_>)],
+    ) -> Result<Self, EbpfError> {
         let layout = pins::Layout::prepare(&spec.bpf_dir)?;
-        let installed = Self::install_in(&layout, spec);
+        let installed = Self::install_in(&layout, spec, plaintext_listeners);
         if installed.is_err() {
             // Leave the earlier run's capture (if any) exactly as it was.
             layout.abandon();
@@ -143,7 +157,11 @@ impl Capture {
         installed
     }
 
-    fn install_in(layout: &pins::Layout, spec: &CaptureSpec) -> Result<Self, EbpfError> {
+    fn install_in(
+        layout: &pins::Layout,
+        spec: &CaptureSpec,
+        plaintext_listeners: &[(u32, BorrowedFd<'_>)],
+    ) -> Result<Self, EbpfError> {
         let mut loader = EbpfLoader::new();
         let map_pins: Vec<(&str, PathBuf)> = MAP_NAMES
             .iter()
@@ -154,6 +172,9 @@ impl Capture {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| EbpfError::Load(e.into()))?;
         maps::sync(&mut ebpf, spec)?;
+        // The listeners go in before the steering program attaches, so it never finds an
+        // empty slot while this daemon runs.
+        maps::set_plaintext_listeners(&mut ebpf, plaintext_listeners)?;
 
         let cgroup = File::open(&spec.cgroup.path).map_err(|source| EbpfError::OpenCgroup {
             path: spec.cgroup.path.clone(),
@@ -163,6 +184,12 @@ impl Capture {
             let link = attach(&mut ebpf, name, &cgroup)?;
             layout.pin_link(name, link)?;
         }
+        let netns = File::open(OWN_NETNS).map_err(|source| EbpfError::OpenNetns {
+            path: OWN_NETNS.into(),
+            source,
+        })?;
+        let link = attach(&mut ebpf, PROGRAM_STEER_INBOUND, &netns)?;
+        layout.pin_link(PROGRAM_STEER_INBOUND, link)?;
 
         let retired_generations = layout.retire_older_runs()?;
         let map = ebpf
@@ -194,8 +221,9 @@ pub fn uninstall(bpf_dir: &Path) -> Result<Uninstalled, EbpfError> {
     pins::uninstall(bpf_dir)
 }
 
-/// Loads one program and attaches it to the cgroup, returning the link to pin.
-fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, EbpfError> {
+/// Loads one program and attaches it to its target (the capture cgroup, or the network
+/// namespace for `sk_lookup`), returning the link to pin.
+fn attach(ebpf: &mut Ebpf, name: &'static str, target: &File) -> Result<FdLink, EbpfError> {
     let program = ebpf
         .program_mut(name)
         .ok_or(EbpfError::MissingProgram(name))?;
@@ -216,7 +244,7 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, 
         Program::CgroupSockAddr(program) => {
             program.load().map_err(program_error("load"))?;
             let id = program
-                .attach(cgroup, mode)
+                .attach(target, mode)
                 .map_err(program_error("attach"))?;
             let link = program
                 .take_link(id)
@@ -226,12 +254,22 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<FdLink, 
         Program::SockOps(program) => {
             program.load().map_err(program_error("load"))?;
             let id = program
-                .attach(cgroup, mode)
+                .attach(target, mode)
                 .map_err(program_error("attach"))?;
             let link = program
                 .take_link(id)
                 .map_err(program_error("take the link of"))?;
             FdLink::try_from(link).map_err(link_error)
+        }
+        // sk_lookup (Linux 5.9) runs for every incoming connection of the namespace; several
+        // programs may be attached at once (an earlier run's during takeover).
+        Program::SkLookup(program) => {
+            program.load().map_err(program_error("load"))?;
+            let id = program.attach(target).map_err(program_error("attach"))?;
+            let link = program
+                .take_link(id)
+                .map_err(program_error("take the link of"))?;
+            Ok(FdLink::from(link))
         }
         _ => Err(EbpfError::MissingProgram(name)),
     }

@@ -1,6 +1,7 @@
 //! Who may call which workload. Per workload: any matching `deny` rule refuses; then, if the
 //! workload has `allow` rules, one of them must match; a workload without `allow` rules
-//! admits nobody in strict mode and every authenticated caller in permissive mode.
+//! follows its mode: nobody in strict mode, every authenticated caller in permissive mode,
+//! and in audit mode every authenticated caller, each one logged as strict would refuse it.
 
 use std::collections::HashMap;
 
@@ -12,12 +13,13 @@ use crate::{
 /// The compiled rules.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    mode: Mode,
     rules: HashMap<String, WorkloadRules>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct WorkloadRules {
+    /// The workload's own mode (the global one unless it sets its own).
+    mode: Mode,
     allow: Vec<Rule>,
     deny: Vec<Rule>,
 }
@@ -32,15 +34,23 @@ struct Rule {
 /// The outcome, with enough detail to say why in one log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Allow { because: String },
-    Deny { because: String },
+    Allow {
+        because: String,
+    },
+    /// Allowed in audit mode, where strict mode would refuse for `because`.
+    Audit {
+        because: String,
+    },
+    Deny {
+        because: String,
+    },
 }
 
 impl Policy {
     pub fn from_config(config: &Config) -> Self {
         let mut rules: HashMap<String, WorkloadRules> = HashMap::new();
         for workload in &config.workloads {
-            rules.entry(workload.name.clone()).or_default();
+            rules.entry(workload.name.clone()).or_default().mode = workload.mode;
         }
         for policy in &config.policies {
             let origin = match policy.site.line {
@@ -57,10 +67,7 @@ impl Policy {
                 origin: origin.clone(),
             }));
         }
-        Self {
-            mode: config.mode,
-            rules,
-        }
+        Self { rules }
     }
 
     pub fn evaluate(&self, caller: &SpiffeId, workload: &str) -> Decision {
@@ -75,14 +82,17 @@ impl Policy {
             };
         }
         if rules.allow.is_empty() {
-            return match self.mode {
+            let strict_refusal =
+                format!("workload {workload:?} has no allow rule (strict mode admits nobody)");
+            return match rules.mode {
                 Mode::Strict => Decision::Deny {
-                    because: format!(
-                        "workload {workload:?} has no allow rule (strict mode admits nobody)"
-                    ),
+                    because: strict_refusal,
                 },
                 Mode::Permissive => Decision::Allow {
                     because: "permissive mode (no allow rule for this workload)".into(),
+                },
+                Mode::Audit => Decision::Audit {
+                    because: strict_refusal,
                 },
             };
         }
@@ -147,6 +157,64 @@ ports = [8080]
     fn permissive_mode_admits_callers_without_rules() {
         assert!(allowed(
             &policy("permissive", "").evaluate(&id("spiffe://example.org/frontend"), "orders")
+        ));
+    }
+
+    #[test]
+    fn audit_mode_admits_callers_without_rules_and_says_strict_would_refuse() {
+        let decision = policy("audit", "").evaluate(&id("spiffe://example.org/frontend"), "orders");
+        assert!(
+            matches!(&decision, Decision::Audit { because } if because.contains("strict mode admits nobody")),
+            "{decision:?}"
+        );
+        // An allow rule that does not match still denies: audit changes only the no-rule case.
+        let rules = r#"
+[[policy]]
+action = "allow"
+to = "orders"
+from = ["spiffe://example.org/frontend"]
+"#;
+        let decision = policy("audit", rules).evaluate(&id("spiffe://example.org/batch"), "orders");
+        assert!(matches!(decision, Decision::Deny { .. }), "{decision:?}");
+    }
+
+    #[test]
+    fn a_workload_mode_overrides_the_global_one() {
+        let inherited = policy("permissive", "").rules.get("orders").map(|r| r.mode);
+        assert_eq!(
+            inherited,
+            Some(Mode::Permissive),
+            "a workload without its own mode takes the global one"
+        );
+        let text_mode = |global: &str, own: &str| {
+            let text = format!(
+                r#"
+trust_domain = "example.org"
+trust_bundle = "b.pem"
+mode = "{global}"
+[node]
+spiffe_id = "spiffe://example.org/node/b"
+cert = "c.pem"
+key = "k.pem"
+[capture]
+cgroup = "/sys/fs/cgroup"
+destinations = ["10.0.0.0/24"]
+[[workload]]
+name = "orders"
+spiffe_id = "spiffe://example.org/orders"
+cert = "c.pem"
+key = "k.pem"
+ports = [8080]
+mode = "{own}"
+"#
+            );
+            Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
+                .evaluate(&id("spiffe://example.org/frontend"), "orders")
+        };
+        assert!(allowed(&text_mode("strict", "permissive")));
+        assert!(matches!(
+            text_mode("permissive", "strict"),
+            Decision::Deny { .. }
         ));
     }
 

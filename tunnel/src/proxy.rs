@@ -4,9 +4,11 @@
 
 pub mod admission;
 pub mod copy;
+mod deliver;
 pub mod hbone;
 pub mod inbound;
 pub mod outbound;
+pub mod plaintext;
 pub mod pool;
 mod record_tls_error;
 

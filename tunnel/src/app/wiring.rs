@@ -18,6 +18,7 @@ use crate::{
         admission::Refusals,
         inbound::{InboundInputs, nonlocal_bind::NonlocalBind},
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
+        plaintext::{PlaintextInputs, PlaintextWorkload},
         pool::{Pool, PoolSettings},
     },
     tls::{self, Bundle, CertificateProblem, Credential, PeerExpectation},
@@ -251,6 +252,27 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
 
 /// At most one log line per kind of refused connection per interval (each is counted).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The plaintext listener's view of the workloads: each port's workload and its mode. It
+/// shares the inbound side's refusal counters.
+pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextInputs {
+    let workloads_by_port = config
+        .workloads
+        .iter()
+        .flat_map(|w| {
+            let workload = PlaintextWorkload {
+                name: w.name.as_str().into(),
+                mode: w.mode,
+            };
+            w.ports.iter().map(move |port| (*port, workload.clone()))
+        })
+        .collect();
+    PlaintextInputs {
+        workloads_by_port,
+        connect_timeout: config.outbound.connect_timeout,
+        refusals: inbound.refusals.clone(),
+    }
+}
 
 #[cfg(test)]
 mod tests;

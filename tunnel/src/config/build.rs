@@ -13,10 +13,10 @@ use serde_path_to_error::Segment;
 
 use super::{
     Capture, Config, ConfigError, DEFAULT_ADMIN, DEFAULT_BACKLOG, DEFAULT_BPF_DIR,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND, DEFAULT_KEEPALIVE,
-    DEFAULT_MAX_STREAMS, DEFAULT_OUTBOUND, DEFAULT_PEER_PORT, DEFAULT_WORKER_THREADS, Listen,
-    Located, MAX_WORKER_THREADS, Node, Outbound, Peer, Policy, PrincipalPattern, Problem, Runtime,
-    Site, Workload,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_INBOUND, DEFAULT_INBOUND_PLAINTEXT,
+    DEFAULT_KEEPALIVE, DEFAULT_MAX_STREAMS, DEFAULT_OUTBOUND, DEFAULT_PEER_PORT,
+    DEFAULT_WORKER_THREADS, Listen, Located, MAX_WORKER_THREADS, Mode, Node, Outbound, Peer,
+    Policy, PrincipalPattern, Problem, Runtime, Site, Workload,
     error::{Locator, Step, render},
     raw::{
         RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawRuntime, RawWorkload,
@@ -189,7 +189,13 @@ impl Checker<'_> {
         let outbound = self.outbound(&raw.outbound, td);
         let inbound = self.inbound(&raw.inbound);
         let runtime = self.runtime(&raw.runtime);
-        let workloads = self.workloads(&raw.workloads, td, capture.as_ref(), listen.as_ref());
+        let workloads = self.workloads(
+            &raw.workloads,
+            td,
+            capture.as_ref(),
+            listen.as_ref(),
+            raw.mode,
+        );
         let policies = self.policies(&raw.policies, td, &workloads);
         let peers = self.peers(&raw.peers, td);
         if let Some(outbound) = &outbound {
@@ -287,12 +293,36 @@ impl Checker<'_> {
                 ),
                 None => None,
             };
+        let inbound_plaintext = self.socket_addr(
+            &path.key("inbound_plaintext"),
+            raw.inbound_plaintext
+                .as_deref()
+                .unwrap_or(DEFAULT_INBOUND_PLAINTEXT),
+        )?;
+        let inbound_plaintext_v6 = match &raw.inbound_plaintext_v6 {
+            Some(text) => match self.socket_addr(&path.key("inbound_plaintext_v6"), text)? {
+                SocketAddr::V6(v6) => Some(v6),
+                other => {
+                    self.problem(
+                        &path.key("inbound_plaintext_v6"),
+                        format!("{other} is not an IPv6 address"),
+                    );
+                    return None;
+                }
+            },
+            None if inbound_plaintext.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => Some(
+                SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, inbound_plaintext.port(), 0, 0),
+            ),
+            None => None,
+        };
         let backlog = self.at_least_one(&path.key("backlog"), raw.backlog, DEFAULT_BACKLOG);
         let listen = Listen {
             outbound,
             outbound_v6,
             inbound,
             inbound_v6,
+            inbound_plaintext,
+            inbound_plaintext_v6,
             admin: admin?,
             backlog: backlog?,
         };
@@ -310,6 +340,8 @@ impl Checker<'_> {
             "outbound_v6" => raw.outbound_v6.is_some(),
             "inbound" => raw.inbound.is_some(),
             "inbound_v6" => raw.inbound_v6.is_some(),
+            "inbound_plaintext" => raw.inbound_plaintext.is_some(),
+            "inbound_plaintext_v6" => raw.inbound_plaintext_v6.is_some(),
             _ => raw.admin.is_some(),
         };
         let role = |key: &'static str| key.trim_end_matches("_v6");
@@ -318,6 +350,11 @@ impl Checker<'_> {
             ("outbound_v6", listen.outbound_v6.map(|a| a.port())),
             ("inbound", Some(listen.inbound.port())),
             ("inbound_v6", listen.inbound_v6.map(|a| a.port())),
+            ("inbound_plaintext", Some(listen.inbound_plaintext.port())),
+            (
+                "inbound_plaintext_v6",
+                listen.inbound_plaintext_v6.map(|a| a.port()),
+            ),
             ("admin", Some(listen.admin.port())),
         ]
         .into_iter()
@@ -337,8 +374,8 @@ impl Checker<'_> {
                 self.problem(
                     &at("listen").key(key),
                     format!(
-                        "port {port} is also the port of listen.{other}; the outbound, inbound and \
-                         admin listeners each need a port of their own"
+                        "port {port} is also the port of listen.{other}; the outbound, inbound, \
+                         inbound-plaintext and admin listeners each need a port of their own"
                     ),
                 );
             }
@@ -439,6 +476,7 @@ impl Checker<'_> {
         td: Option<&TrustDomain>,
         capture: Option<&Capture>,
         listen: Option<&Listen>,
+        global_mode: Mode,
     ) -> Vec<Workload> {
         let mut workloads = Vec::new();
         let mut names = BTreeSet::new();
@@ -511,6 +549,7 @@ impl Checker<'_> {
                     key,
                     cgroup,
                     ports,
+                    mode: raw.mode.unwrap_or(global_mode),
                 });
             }
         }

@@ -28,16 +28,32 @@ pub struct RawConfig {
     pub peers: Vec<RawPeer>,
 }
 
-/// How a workload with no `allow` rule is treated.
+/// How a workload treats plaintext from other hosts, and callers when it has no `allow`
+/// rule: the migration path is permissive → audit (read what strict would refuse) → strict.
+/// Tunnelled (HBONE) traffic is authenticated in every mode.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// A workload admits only callers an `allow` rule names.
+    /// Plaintext from other hosts is refused; a workload admits only callers an `allow`
+    /// rule names.
     #[default]
     Strict,
-    /// A workload without any `allow` rule admits every authenticated caller of the trust
-    /// domain (still mTLS; plaintext is never accepted).
+    /// Plaintext from other hosts passes to the workload, logged with the caller's address;
+    /// a workload without any `allow` rule admits every authenticated caller of the trust
+    /// domain.
     Permissive,
+    /// As permissive, and each thing strict would refuse is logged as such.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Permissive => "permissive",
+            Self::Audit => "audit",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +71,8 @@ pub struct RawListen {
     pub outbound_v6: Option<String>,
     pub inbound: Option<String>,
     pub inbound_v6: Option<String>,
+    pub inbound_plaintext: Option<String>,
+    pub inbound_plaintext_v6: Option<String>,
     pub admin: Option<String>,
     pub backlog: Option<u32>,
 }
@@ -110,6 +128,8 @@ pub struct RawWorkload {
     pub cgroup: Option<String>,
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// Overrides the global `mode` for this workload.
+    pub mode: Option<Mode>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

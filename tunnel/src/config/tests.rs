@@ -503,7 +503,7 @@ fn a_key_written_twice_is_named() {
 }
 
 #[test]
-fn the_daemons_own_ports_include_the_ipv6_listeners() {
+fn the_daemons_own_ports_include_the_ipv6_and_plaintext_listeners() {
     let with_v6 = CONTRACT.replace(
         "admin = \"127.0.0.1:15000\"",
         "admin = \"127.0.0.1:15000\"\noutbound_v6 = \"[::1]:15002\"\ninbound_v6 = \"[::]:15009\"",
@@ -511,7 +511,7 @@ fn the_daemons_own_ports_include_the_ipv6_listeners() {
     let config = parse(&with_v6).unwrap();
     assert_eq!(
         config.listen.own_ports(),
-        BTreeSet::from([15000, 15001, 15002, 15008, 15009])
+        BTreeSet::from([15000, 15001, 15002, 15006, 15008, 15009])
     );
     // So no workload may take one of them.
     let message = parse(&with_v6.replace(ORDERS_PORTS, "ports = [15009] #"))

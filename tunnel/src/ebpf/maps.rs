@@ -3,20 +3,20 @@
 //! every new entry is added, then the config word is switched, then stale entries go. In
 //! between, capture is the union of old and new, never less than both agree on.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, os::fd::BorrowedFd};
 
 use aya::{
     Ebpf, Pod,
     maps::{
-        Array, HashMap, MapData,
+        Array, HashMap, MapData, SockMap,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use ipnet::IpNet;
 use tunnel_common::{
     CaptureConfig, FLAG_ENABLED, FLAG_PORT_FILTER, MAP_CONFIG, MAP_DESTINATIONS_V4,
-    MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6, MAP_EXEMPT_CGROUPS, MAP_PORTS,
-    MAP_WORKLOAD_CGROUPS, PRESENT,
+    MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6, MAP_EXEMPT_CGROUPS,
+    MAP_PLAINTEXT_LISTENERS, MAP_PORTS, MAP_STEER_PORTS, MAP_WORKLOAD_CGROUPS, PRESENT,
 };
 
 use super::{CaptureSpec, EbpfError};
@@ -43,6 +43,7 @@ struct Wanted {
     ports: BTreeSet<u16>,
     exempt_cgroups: BTreeSet<u64>,
     workload_cgroups: BTreeSet<u64>,
+    steer_ports: BTreeSet<u16>,
 }
 
 impl Wanted {
@@ -57,6 +58,7 @@ impl Wanted {
             ports: spec.ports.clone().unwrap_or_default(),
             exempt_cgroups: spec.exempt_cgroups.clone(),
             workload_cgroups: spec.workload_cgroups.clone(),
+            steer_ports: spec.steer_ports.clone(),
         }
     }
 
@@ -67,7 +69,8 @@ impl Wanted {
         sync_trie(ebpf, MAP_EXCLUDES_V6, &self.exclude_v6, phase)?;
         sync_set(ebpf, MAP_PORTS, &self.ports, phase)?;
         sync_set(ebpf, MAP_EXEMPT_CGROUPS, &self.exempt_cgroups, phase)?;
-        sync_set(ebpf, MAP_WORKLOAD_CGROUPS, &self.workload_cgroups, phase)
+        sync_set(ebpf, MAP_WORKLOAD_CGROUPS, &self.workload_cgroups, phase)?;
+        sync_set(ebpf, MAP_STEER_PORTS, &self.steer_ports, phase)
     }
 }
 
@@ -125,6 +128,21 @@ fn sync_trie<const N: usize>(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Puts the daemon's inbound-plaintext listeners in the slots `steer_inbound` redirects to,
+/// replacing an earlier run's (whose sockets are closed, so their slots are empty anyway).
+pub fn set_plaintext_listeners(
+    ebpf: &mut Ebpf,
+    listeners: &[(u32, BorrowedFd<'_>)],
+) -> Result<(), EbpfError> {
+    let name = MAP_PLAINTEXT_LISTENERS;
+    let map = ebpf.map_mut(name).ok_or(EbpfError::MissingMap(name))?;
+    let mut sockets: SockMap<&mut MapData> = SockMap::try_from(map).map_err(map_error(name))?;
+    for (slot, socket) in listeners {
+        sockets.set(*slot, socket, 0).map_err(map_error(name))?;
     }
     Ok(())
 }

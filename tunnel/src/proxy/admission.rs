@@ -86,16 +86,19 @@ pub enum Refusal {
     HandshakeFailed,
     /// One caller identity from one address already holds its share of connections.
     ConnectionsPerPeer,
+    /// Plaintext from another host to a workload port in strict mode.
+    Plaintext,
 }
 
 impl Refusal {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Unauthenticated,
         Self::UnauthenticatedFromAddress,
         Self::NotTls,
         Self::HandshakeTimeout,
         Self::HandshakeFailed,
         Self::ConnectionsPerPeer,
+        Self::Plaintext,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +109,7 @@ impl Refusal {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HandshakeFailed => "handshake_failed",
             Self::ConnectionsPerPeer => "too_many_connections_for_peer",
+            Self::Plaintext => "plaintext",
         }
     }
 

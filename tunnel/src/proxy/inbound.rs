@@ -209,6 +209,7 @@ impl Shared {
                     peer.ip()
                 ),
                 Refusal::NotTls => "plaintext (not TLS) on the tunnel port".into(),
+                Refusal::Plaintext => "plaintext to a workload port".into(),
                 Refusal::HandshakeFailed => "handshake failed".into(),
             };
             let reason = if reason.is_empty() {

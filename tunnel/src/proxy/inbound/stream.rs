@@ -3,16 +3,15 @@
 //! logs the reason, with peer-supplied text shortened.
 
 use std::{
-    io,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use http::{Request, StatusCode};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::Shared;
@@ -20,8 +19,11 @@ use crate::{
     drain::DrainWatcher,
     identity::SpiffeId,
     policy::Decision,
-    proxy::{copy, hbone},
-    sys,
+    proxy::{
+        copy,
+        deliver::{DialError, dial_local},
+        hbone,
+    },
 };
 
 /// A refusal: the status the peer gets and the reason our log gives.
@@ -100,6 +102,9 @@ async fn admit(
         Decision::Allow { because } => {
             debug!(%caller, %dst, %workload, %because, "allowed");
         }
+        Decision::Audit { because } => {
+            info!(%caller, %dst, %workload, strict_would_refuse = %because, "audit: allowed, strict mode would refuse");
+        }
         Decision::Deny { because } => {
             return Err(Refused::forbidden(format!("policy: {because}")));
         }
@@ -155,51 +160,4 @@ fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, String> {
 
 fn is_broadcast(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
-}
-
-enum DialError {
-    NotLocal,
-    /// This host ran out of something (file descriptors, memory, ports): not the
-    /// workload's doing, and said so.
-    LocalResources(io::Error),
-    Failed(io::Error),
-}
-
-impl DialError {
-    fn local(error: io::Error) -> Self {
-        match error.raw_os_error() {
-            Some(
-                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL,
-            ) => Self::LocalResources(error),
-            _ => Self::Failed(error),
-        }
-    }
-}
-
-/// Connects to a destination of this host. Binding the source to the destination address
-/// first proves the address is local (the kernel refuses with EADDRNOTAVAIL otherwise,
-/// unless non-local binds are allowed, which `nonlocal_bind` keeps the daemon from running
-/// with), so a CONNECT can never make the daemon dial another machine.
-async fn dial_local(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, DialError> {
-    let socket = if dst.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(DialError::local)?;
-    // The address check stays exact; only the choice of port moves to connect().
-    let _ = sys::set_bind_address_no_port(&socket);
-    match socket.bind(SocketAddr::new(dst.ip(), 0)) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return Err(DialError::NotLocal),
-        Err(e) => return Err(DialError::local(e)),
-    }
-    let stream = tokio::time::timeout(timeout, socket.connect(dst))
-        .await
-        .map_err(|_| {
-            DialError::Failed(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-        })?
-        .map_err(DialError::local)?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }

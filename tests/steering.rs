@@ -1,0 +1,155 @@
+//! The workload's port is not a side door: plaintext from other hosts to a workload's port is
+//! steered to the daemon (`steer_inbound`, sk_lookup) and refused in strict mode, passed and
+//! labelled in permissive mode, passed and reported in audit mode; local callers are never
+//! steered, and with no daemon the steered connections are refused. Host C runs no daemon.
+
+mod support;
+
+use support::{NETPROBE, Pair, SHORT};
+
+/// The addresses the workload's server accepted connections from (its access log).
+fn accepted_from(server: &support::Proc) -> Vec<String> {
+    server
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("accepted from "))
+        .map(|ip| ip.trim_start_matches("::ffff:").to_string())
+        .collect()
+}
+
+fn plain(host: &support::Host, args: &[&str]) -> String {
+    host.command("python3")
+        .arg(NETPROBE)
+        .args(args)
+        .output(SHORT)
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn strict_mode_refuses_plaintext_from_other_hosts_and_never_steers_local_callers() {
+    let mut pair = Pair::new("steer-strict", |a| a, |b| b);
+    let c = pair.testbed.add_host("host-c");
+    pair.start();
+    let server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+
+    let from_c = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
+    let from_a_uncaptured = plain(&pair.a.host, &["expect-refused", "10.0.0.2", "8080"]);
+    println!("plaintext from C: {from_c}; from an uncaptured process on A: {from_a_uncaptured}");
+    for outcome in [&from_c, &from_a_uncaptured] {
+        assert!(
+            outcome.starts_with("outcome=reset"),
+            "refused with a reset: {outcome}"
+        );
+    }
+    assert!(
+        pair.frontend(&["peer", "10.0.0.2", "8080"])
+            .status
+            .success(),
+        "tunnelled call"
+    );
+    for local in ["127.0.0.1", "10.0.0.2"] {
+        let out = pair
+            .b
+            .host
+            .command("python3")
+            .arg(NETPROBE)
+            .args(["peer", local, "8080"])
+            .output(SHORT);
+        assert!(
+            out.status.success(),
+            "local caller on B to {local}: {}",
+            out.stderr
+        );
+    }
+    let seen = accepted_from(&server);
+    println!("the workload accepted connections from {seen:?}");
+    assert!(
+        seen.iter().all(|ip| ip == "10.0.0.2" || ip == "127.0.0.1"),
+        "only the daemon's deliveries and local callers reach the workload: {seen:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        3,
+        "the tunnelled call and both local calls: {seen:?}"
+    );
+    let logs = pair.b.logs();
+    assert!(
+        logs.lines().any(
+            |l| l.contains("refused plaintext from another host") && l.contains("src=10.0.0.3")
+        ),
+        "B logs the refusal with the caller's address:\n{logs}"
+    );
+
+    // No daemon: steered connections are refused, never delivered in plaintext.
+    pair.b.daemon.take().expect("daemon").signal("KILL");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let outcome = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
+    println!("plaintext from C with B's daemon killed: {outcome}");
+    assert!(
+        !outcome.starts_with("outcome=data"),
+        "nothing delivered: {outcome}"
+    );
+    assert!(
+        !accepted_from(&server).iter().any(|ip| ip == "10.0.0.3"),
+        "the workload never saw host C"
+    );
+
+    // The next daemon takes the steering over: refused (reset) and logged again.
+    pair.b.start(&pair.testbed);
+    let outcome = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
+    println!("plaintext from C after B's daemon restarted: {outcome}");
+    assert!(outcome.starts_with("outcome=reset"), "{outcome}");
+    pair.b.daemon().wait_for_line(
+        &["refused plaintext from another host", "src=10.0.0.3"],
+        SHORT,
+    );
+    assert!(!accepted_from(&server).iter().any(|ip| ip == "10.0.0.3"));
+}
+
+#[test]
+fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refuse() {
+    for mode in ["permissive", "audit"] {
+        let with_mode = move |b: String| {
+            b.replace(
+                "ports = [8080]",
+                &format!("ports = [8080]\nmode = \"{mode}\""),
+            )
+        };
+        let mut pair = Pair::new(&format!("steer-{mode}"), |a| a, with_mode);
+        let c = pair.testbed.add_host("host-c");
+        pair.start();
+        let server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+        let out = c
+            .command("python3")
+            .arg(NETPROBE)
+            .args(["peer", "10.0.0.2", "8080"])
+            .output(SHORT);
+        assert!(
+            out.status.success(),
+            "{mode}: plaintext from C passes: {}",
+            out.stderr
+        );
+        assert!(
+            pair.frontend(&["peer", "10.0.0.2", "8080"])
+                .status
+                .success(),
+            "{mode}: tunnelled call"
+        );
+        let seen = accepted_from(&server);
+        assert!(
+            seen.iter().any(|ip| ip == "10.0.0.2"),
+            "{mode}: delivered by the daemon: {seen:?}"
+        );
+        let wanted = match mode {
+            "permissive" => "plaintext connection passed to the workload (not authenticated)",
+            _ => "audit: plaintext connection passed to the workload, strict mode would refuse it",
+        };
+        let line = pair
+            .b
+            .daemon()
+            .wait_for_line(&[wanted, "src=10.0.0.3"], SHORT);
+        println!("{mode}: {}", line.trim());
+    }
+}

@@ -1,0 +1,216 @@
+//! Inbound plaintext: connections from other hosts to a workload's port, steered here by the
+//! `steer_inbound` kernel program instead of reaching the workload. The accepted socket's
+//! local address is the destination the caller dialled. What happens next is the workload's
+//! mode: `strict` refuses (reset, counted, logged), `permissive` passes the connection to
+//! the workload and logs it as plaintext with the caller's address, `audit` does the same
+//! and says that strict would have refused it.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{SocketAddr, SocketAddrV6},
+    os::fd::{AsFd as _, BorrowedFd},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+use tunnel_common::{PLAINTEXT_LISTENER_V4, PLAINTEXT_LISTENER_V6};
+
+use super::{
+    admission::{Refusal, Refusals},
+    copy,
+    deliver::dial_local,
+};
+use crate::{config::Mode, drain::DrainWatcher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaintextError {
+    #[error("failed to bind the inbound-plaintext listener {addr}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// A workload as the plaintext listener needs it.
+#[derive(Clone, Debug)]
+pub struct PlaintextWorkload {
+    pub name: Arc<str>,
+    pub mode: Mode,
+}
+
+pub struct PlaintextInputs {
+    /// Local port → the workload that owns it.
+    pub workloads_by_port: HashMap<u16, PlaintextWorkload>,
+    pub connect_timeout: Duration,
+    pub refusals: Arc<Refusals>,
+}
+
+/// The listeners `steer_inbound` hands connections to, with their slots in its socket map.
+pub struct Plaintext {
+    listeners: Vec<(TcpListener, u32)>,
+}
+
+impl Plaintext {
+    pub fn bind(
+        v4: SocketAddr,
+        v6: Option<SocketAddrV6>,
+        backlog: u32,
+    ) -> Result<Self, PlaintextError> {
+        let mut listeners = Vec::new();
+        let slot = |addr: &SocketAddr| {
+            if addr.is_ipv4() {
+                PLAINTEXT_LISTENER_V4
+            } else {
+                PLAINTEXT_LISTENER_V6
+            }
+        };
+        for addr in std::iter::once(v4).chain(v6.map(SocketAddr::V6)) {
+            let listener = super::listen(addr, backlog)
+                .map_err(|source| PlaintextError::Bind { addr, source })?;
+            listeners.push((listener, slot(&addr)));
+        }
+        Ok(Self { listeners })
+    }
+
+    /// The listening sockets and their slots, for the kernel program's socket map.
+    pub fn sockets(&self) -> Vec<(u32, BorrowedFd<'_>)> {
+        self.listeners
+            .iter()
+            .map(|(listener, slot)| (*slot, listener.as_fd()))
+            .collect()
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts until a drain is signalled; passed connections run to their end.
+    pub async fn run(self, inputs: PlaintextInputs, drain: DrainWatcher) {
+        let inputs = Arc::new(inputs);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (listener, _) in self.listeners {
+            tasks.spawn(accept_loop(listener, inputs.clone(), drain.clone()));
+        }
+        drop(drain);
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inputs: Arc<PlaintextInputs>, mut drain: DrainWatcher) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.signaled() => return,
+        };
+        match accepted {
+            // Steering keeps the addresses: the local one is what the caller dialled.
+            Ok((stream, caller)) => match stream.local_addr() {
+                Ok(dst) => handle(stream, caller, dst, &inputs, &drain),
+                Err(e) => {
+                    warn!(%caller, error = %e, "refused plaintext: cannot read its destination");
+                    copy::reset(&stream);
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "inbound-plaintext accept failed: this host is out of file descriptors or memory");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn handle(
+    stream: TcpStream,
+    caller: SocketAddr,
+    dst: SocketAddr,
+    inputs: &Arc<PlaintextInputs>,
+    drain: &DrainWatcher,
+) {
+    let Some(workload) = inputs.workloads_by_port.get(&dst.port()) else {
+        // Steered, but no workload owns the port any more (config changed): refuse.
+        copy::reset(&stream);
+        return log_refused(inputs, caller, dst, "no workload owns this port");
+    };
+    match workload.mode {
+        Mode::Strict => {
+            copy::reset(&stream);
+            log_refused(
+                inputs,
+                caller,
+                dst,
+                &format!("workload {} is in strict mode", workload.name),
+            );
+        }
+        Mode::Permissive => {
+            info!(src = %caller, %dst, workload = %workload.name, mode = "permissive", "plaintext connection passed to the workload (not authenticated)");
+            tokio::spawn(pass(
+                stream,
+                caller,
+                dst,
+                workload.clone(),
+                inputs.clone(),
+                drain.clone(),
+            ));
+        }
+        Mode::Audit => {
+            info!(
+                src = %caller, %dst, workload = %workload.name, mode = "audit",
+                strict_would_refuse = "plaintext from another host",
+                "audit: plaintext connection passed to the workload, strict mode would refuse it"
+            );
+            tokio::spawn(pass(
+                stream,
+                caller,
+                dst,
+                workload.clone(),
+                inputs.clone(),
+                drain.clone(),
+            ));
+        }
+    }
+}
+
+fn log_refused(inputs: &PlaintextInputs, caller: SocketAddr, dst: SocketAddr, why: &str) {
+    if let Some(now) = inputs.refusals.record(Refusal::Plaintext, why) {
+        info!(
+            src = %caller, %dst, reason = why, suppressed_since_last = now.suppressed,
+            "refused plaintext from another host to a workload port"
+        );
+    }
+}
+
+/// Delivers a permitted plaintext connection to its workload, both ways, until both end.
+async fn pass(
+    mut stream: TcpStream,
+    caller: SocketAddr,
+    dst: SocketAddr,
+    workload: PlaintextWorkload,
+    inputs: Arc<PlaintextInputs>,
+    _drain: DrainWatcher,
+) {
+    let started = Instant::now();
+    let _ = stream.set_nodelay(true);
+    let mut target = match dial_local(dst, inputs.connect_timeout).await {
+        Ok(target) => target,
+        Err(e) => {
+            info!(src = %caller, %dst, workload = %workload.name, reason = %e, "plaintext connection not delivered");
+            copy::reset(&stream);
+            return;
+        }
+    };
+    let result = tokio::io::copy_bidirectional(&mut stream, &mut target).await;
+    let (sent, received) = result.unwrap_or_default();
+    debug!(
+        direction = "inbound_plaintext",
+        src = %caller,
+        %dst,
+        workload = %workload.name,
+        bytes_received = sent,
+        bytes_sent = received,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "plaintext connection carried"
+    );
+}
