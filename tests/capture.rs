@@ -115,7 +115,11 @@ ports = [8080]
 exclude = ["fd00::3/128"]"#,
         )
     };
-    let mut pair = Pair::new("capture-selection", narrow, |b| b);
+    // B passes plaintext (permissive): this test is about what A captures, and an uncaptured
+    // process's plaintext must be able to arrive to show that it went out directly.
+    let permissive =
+        |b: String| b.replace("ports = [8080]", "ports = [8080]\nmode = \"permissive\"");
+    let mut pair = Pair::new("capture-selection", narrow, permissive);
     let host_c = pair.testbed.add_host("host-c");
     pair.start();
     let _b8080 = pair.serve_on_b(&["serve-tagged", "8080", "9090"], 9090);
