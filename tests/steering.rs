@@ -121,7 +121,7 @@ fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refu
         let mut pair = Pair::new(&format!("steer-{mode}"), |a| a, with_mode);
         let c = pair.testbed.add_host("host-c");
         pair.start();
-        let server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+        let server = pair.serve_on_b(&["serve-tagged", "8080", "9090"], 9090);
         // A round trip (the tag line and an echo), so a connection reset after its
         // handshake cannot pass for a delivered one.
         let out = c
@@ -155,5 +155,22 @@ fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refu
             .daemon()
             .wait_for_line(&[wanted, "src=10.0.0.3"], SHORT);
         println!("{mode}: {}", line.trim());
+        if mode == "permissive" {
+            // What steering costs a plaintext connection: the same server on a port no
+            // workload owns (not steered) against the workload's port (steered and passed).
+            let latency = |port: &str| {
+                let out = c
+                    .command("python3")
+                    .arg(NETPROBE)
+                    .args(["latency", "10.0.0.2", port, "200"])
+                    .output(SHORT);
+                out.stdout.trim().to_string()
+            };
+            let (direct, steered) = (latency("9090"), latency("8080"));
+            println!(
+                "new plaintext connections from C: not steered {direct}; steered and passed {steered}"
+            );
+            assert!(steered.starts_with("ok=200 "), "{steered}");
+        }
     }
 }

@@ -112,8 +112,8 @@ pub fn run(options: &Options) -> Result<()> {
         Path {
             name: "direct",
             cgroup: plain.clone(),
-            http: "http://10.0.0.2:8080/".into(),
-            iperf: ("10.0.0.2".into(), 5201),
+            http: format!("http://10.0.0.2:{}/", baseline::DIRECT_HTTP_PORT),
+            iperf: ("10.0.0.2".into(), baseline::DIRECT_IPERF_PORT),
             proxies: vec![],
         },
         Path {

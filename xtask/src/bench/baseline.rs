@@ -66,7 +66,12 @@ pub fn certificates(testbed: &Testbed, tunnel: &Path) -> Result<Certs> {
 
 /// On B: nginx serving a small HTTP response on 10.0.0.2:8080 (the server of every path),
 /// nginx stream TLS terminators for the baseline on 8443 (→ 8080) and 8444 (→ 5201), and
-/// `iperf3 -s` on 10.0.0.2:5201.
+/// `iperf3 -s` on 10.0.0.2:5201; the same HTTP server on [`DIRECT_HTTP_PORT`] and a second
+/// `iperf3 -s` on [`DIRECT_IPERF_PORT`] for the direct path.
+/// Ports of the direct path's servers on B: owned by no workload, so never steered.
+pub const DIRECT_HTTP_PORT: u16 = 8081;
+pub const DIRECT_IPERF_PORT: u16 = 5202;
+
 pub fn servers(testbed: &Testbed, b: &Host, certs: &Certs) -> Result<Vec<Proc>> {
     let prefix = testbed.dir().join("nginx");
     fs::create_dir_all(prefix.join("logs"))?;
@@ -95,6 +100,9 @@ http {{
     scgi_temp_path {prefix}/scgi;
     server {{
         listen 10.0.0.2:8080 backlog=4096;
+        # The direct path's port: no workload owns it, so B's daemon does not steer it
+        # (plaintext from another host to a workload port is refused in strict mode).
+        listen 10.0.0.2:{DIRECT_HTTP_PORT} backlog=4096;
         location / {{ return 200 "ok\n"; }}
     }}
 }}
@@ -138,7 +146,13 @@ stream {{
         .in_cgroup(&testbed.cgroup("iperf3"))
         .spawn();
     b.wait_for_listener(5201, READY);
-    Ok(vec![nginx, iperf])
+    let direct_iperf = b
+        .command("iperf3")
+        .args(["-s", "-B", "10.0.0.2", "-p", &DIRECT_IPERF_PORT.to_string()])
+        .in_cgroup(&testbed.cgroup("iperf3"))
+        .spawn();
+    b.wait_for_listener(DIRECT_IPERF_PORT, READY);
+    Ok(vec![nginx, iperf, direct_iperf])
 }
 
 /// On A: the stunnel client, accepting plain TCP on 127.0.0.1:9080 (HTTP) and :9201
