@@ -192,9 +192,19 @@ pub struct Workload {
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub action: Action,
-    /// Name of a workload in `workloads`.
-    pub to: String,
-    pub from: Vec<PrincipalPattern>,
+    /// Name of a workload in `workloads`; `None`: every workload.
+    pub to: Option<String>,
+    /// Callers it is about (`None`: any), and callers it is not about.
+    pub from: Option<Vec<PrincipalPattern>>,
+    pub not_from: Vec<PrincipalPattern>,
+    /// Source addresses (the caller's daemon for tunnelled connections) it is about.
+    pub from_ips: Option<Vec<IpNet>>,
+    pub not_from_ips: Vec<IpNet>,
+    /// Destination ports it is about.
+    pub ports: Option<BTreeSet<u16>>,
+    pub not_ports: BTreeSet<u16>,
+    /// Evaluated and logged, never enforced.
+    pub dry_run: bool,
     pub site: Site,
 }
 

@@ -1,34 +1,65 @@
-//! Who may call which workload. Per workload: any matching `deny` rule refuses; then, if the
-//! workload has `allow` rules, one of them must match; a workload without `allow` rules
-//! follows its mode: nobody in strict mode, every authenticated caller in permissive mode,
-//! and in audit mode every authenticated caller, each one logged as strict would refuse it.
+//! Who may call which workload: L4 authorization in the shape of Istio's (ztunnel's).
+//!
+//! A rule matches a connection when every condition it sets holds: `to` (the workload),
+//! `from` / `not_from` (the caller's SPIFFE ID: exact, or a `prefix*`), `from_ips` /
+//! `not_from_ips` (the source address: for a tunnelled connection, the caller's daemon),
+//! `ports` / `not_ports` (the destination port). A rule that sets nothing matches
+//! everything. Then, for a workload:
+//!
+//! 1. any matching `deny` rule denies;
+//! 2. a workload that no `allow` rule names follows its mode: nobody in strict mode, every
+//!    authenticated caller in permissive mode, and in audit mode every authenticated caller,
+//!    each one logged as strict would refuse it;
+//! 3. any matching `allow` rule allows;
+//! 4. otherwise the connection is denied.
+//!
+//! `audit` rules change nothing: a match is logged with the rule. `dry_run` rules are
+//! evaluated and logged ("would deny", "would allow") but never enforced.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+use tracing::info;
 
 use crate::{
-    config::{Action, Config, Mode, PrincipalPattern},
+    config::{self, Action, Config, Mode, PrincipalPattern},
     identity::SpiffeId,
 };
 
 /// The compiled rules.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    rules: HashMap<String, WorkloadRules>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct WorkloadRules {
-    /// The workload's own mode (the global one unless it sets its own).
-    mode: Mode,
-    allow: Vec<Rule>,
-    deny: Vec<Rule>,
+    rules: Vec<Rule>,
+    /// Each workload's mode (the global one unless it sets its own).
+    modes: HashMap<String, Mode>,
 }
 
 #[derive(Clone, Debug)]
 struct Rule {
-    pattern: PrincipalPattern,
+    action: Action,
+    to: Option<String>,
+    from: Option<Vec<PrincipalPattern>>,
+    not_from: Vec<PrincipalPattern>,
+    from_ips: Option<Vec<IpNet>>,
+    not_from_ips: Vec<IpNet>,
+    ports: Option<BTreeSet<u16>>,
+    not_ports: BTreeSet<u16>,
+    dry_run: bool,
     /// Where the rule is written, for logs: `policy[2] (line 41)`.
     origin: String,
+}
+
+/// What a decision is about.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub caller: &'a SpiffeId,
+    /// The connection's source address (for a tunnelled connection, the caller's daemon).
+    pub source: IpAddr,
+    pub workload: &'a str,
+    pub port: u16,
 }
 
 /// The outcome, with enough detail to say why in one log line.
@@ -46,45 +77,92 @@ pub enum Decision {
     },
 }
 
-impl Policy {
-    pub fn from_config(config: &Config) -> Self {
-        let mut rules: HashMap<String, WorkloadRules> = HashMap::new();
-        for workload in &config.workloads {
-            rules.entry(workload.name.clone()).or_default().mode = workload.mode;
-        }
-        for policy in &config.policies {
-            let origin = match policy.site.line {
+impl Rule {
+    fn from_config(policy: &config::Policy) -> Self {
+        Self {
+            action: policy.action,
+            to: policy.to.clone(),
+            from: policy.from.clone(),
+            not_from: policy.not_from.clone(),
+            from_ips: policy.from_ips.clone(),
+            not_from_ips: policy.not_from_ips.clone(),
+            ports: policy.ports.clone(),
+            not_ports: policy.not_ports.clone(),
+            dry_run: policy.dry_run,
+            origin: match policy.site.line {
                 Some(line) => format!("{} (line {line})", policy.site.key),
                 None => policy.site.key.clone(),
-            };
-            let entry = rules.entry(policy.to.clone()).or_default();
-            let list = match policy.action {
-                Action::Allow => &mut entry.allow,
-                Action::Deny => &mut entry.deny,
-            };
-            list.extend(policy.from.iter().map(|pattern| Rule {
-                pattern: pattern.clone(),
-                origin: origin.clone(),
-            }));
+            },
         }
-        Self { rules }
     }
 
-    pub fn evaluate(&self, caller: &SpiffeId, workload: &str) -> Decision {
-        let Some(rules) = self.rules.get(workload) else {
+    /// Whether the rule is about this workload at all.
+    fn applies_to(&self, workload: &str) -> bool {
+        self.to.as_deref().is_none_or(|to| to == workload)
+    }
+
+    fn matches(&self, request: &Request<'_>) -> bool {
+        let source = request.source.to_canonical();
+        self.applies_to(request.workload)
+            && self
+                .from
+                .as_ref()
+                .is_none_or(|from| from.iter().any(|p| p.matches(request.caller)))
+            && !self.not_from.iter().any(|p| p.matches(request.caller))
+            && self
+                .from_ips
+                .as_ref()
+                .is_none_or(|nets| nets.iter().any(|n| n.contains(&source)))
+            && !self.not_from_ips.iter().any(|n| n.contains(&source))
+            && self
+                .ports
+                .as_ref()
+                .is_none_or(|ports| ports.contains(&request.port))
+            && !self.not_ports.contains(&request.port)
+    }
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            rules: config.policies.iter().map(Rule::from_config).collect(),
+            modes: config
+                .workloads
+                .iter()
+                .map(|w| (w.name.clone(), w.mode))
+                .collect(),
+        }
+    }
+
+    pub fn evaluate(&self, request: &Request<'_>) -> Decision {
+        let Some(mode) = self.modes.get(request.workload) else {
             return Decision::Deny {
-                because: format!("no workload {workload:?}"),
+                because: format!("no workload {:?}", request.workload),
             };
         };
-        if let Some(rule) = rules.deny.iter().find(|r| r.pattern.matches(caller)) {
+        let matching: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(request)).collect();
+        self.log_observers(request, &matching);
+        let enforced = |action: Action| {
+            matching
+                .iter()
+                .find(|r| r.action == action && !r.dry_run)
+                .copied()
+        };
+        if let Some(rule) = enforced(Action::Deny) {
             return Decision::Deny {
-                because: format!("deny rule {} matches {}", rule.origin, rule.pattern),
+                because: format!("deny rule {}", rule.origin),
             };
         }
-        if rules.allow.is_empty() {
-            let strict_refusal =
-                format!("workload {workload:?} has no allow rule (strict mode admits nobody)");
-            return match rules.mode {
+        let has_allow_rules = self
+            .rules
+            .iter()
+            .any(|r| r.action == Action::Allow && !r.dry_run && r.applies_to(request.workload));
+        if !has_allow_rules {
+            let strict_refusal = format!(
+                "workload {:?} has no allow rule (strict mode admits nobody)",
+                request.workload
+            );
+            return match mode {
                 Mode::Strict => Decision::Deny {
                     because: strict_refusal,
                 },
@@ -96,13 +174,32 @@ impl Policy {
                 },
             };
         }
-        match rules.allow.iter().find(|r| r.pattern.matches(caller)) {
+        match enforced(Action::Allow) {
             Some(rule) => Decision::Allow {
-                because: format!("allow rule {} matches {}", rule.origin, rule.pattern),
+                because: format!("allow rule {}", rule.origin),
             },
             None => Decision::Deny {
-                because: format!("no allow rule of workload {workload:?} matches {caller}"),
+                because: format!(
+                    "no allow rule of workload {:?} matches {} from {} to port {}",
+                    request.workload, request.caller, request.source, request.port
+                ),
             },
+        }
+    }
+
+    /// `audit` rules and `dry_run` rules only report.
+    fn log_observers(&self, request: &Request<'_>, matching: &[&Rule]) {
+        for rule in matching {
+            let what = match (rule.action, rule.dry_run) {
+                (Action::Audit, _) => "audit rule matched",
+                (Action::Deny, true) => "dry-run: this rule would deny",
+                (Action::Allow, true) => "dry-run: this rule would allow",
+                _ => continue,
+            };
+            info!(
+                rule = %rule.origin, caller = %request.caller, source = %request.source,
+                workload = request.workload, port = request.port, "policy: {what}"
+            );
         }
     }
 }
@@ -113,6 +210,7 @@ mod tests {
 
     use super::*;
 
+    /// A policy for workloads `orders` (port 8080) and `billing` (port 9090) under `mode`.
     fn policy(mode: &str, rules: &str) -> Policy {
         let text = format!(
             r#"
@@ -132,61 +230,81 @@ spiffe_id = "spiffe://example.org/orders"
 cert = "c.pem"
 key = "k.pem"
 ports = [8080]
+[[workload]]
+name = "billing"
+spiffe_id = "spiffe://example.org/billing"
+cert = "c.pem"
+key = "k.pem"
+ports = [9090]
 {rules}
 "#
         );
         Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
     }
 
+    /// The decision for `caller` (a path in example.org) from `source` to `workload`:`port`.
+    fn decide(policy: &Policy, caller: &str, source: &str, workload: &str, port: u16) -> Decision {
+        let caller: SpiffeId = format!("spiffe://example.org/{caller}").parse().unwrap();
+        policy.evaluate(&Request {
+            caller: &caller,
+            source: source.parse().unwrap(),
+            workload,
+            port,
+        })
+    }
+
+    /// `decide` for the usual request: from 10.0.0.1 to orders:8080.
+    fn to_orders(policy: &Policy, caller: &str) -> Decision {
+        decide(policy, caller, "10.0.0.1", "orders", 8080)
+    }
+
     fn allowed(decision: &Decision) -> bool {
         matches!(decision, Decision::Allow { .. })
     }
 
-    fn id(text: &str) -> SpiffeId {
-        text.parse().unwrap()
+    fn rule(body: &str) -> String {
+        format!("[[policy]]\n{body}\n")
     }
 
     #[test]
-    fn strict_mode_admits_nobody_without_an_allow_rule() {
-        let decision =
-            policy("strict", "").evaluate(&id("spiffe://example.org/frontend"), "orders");
-        assert!(!allowed(&decision), "{decision:?}");
-    }
-
-    #[test]
-    fn permissive_mode_admits_callers_without_rules() {
-        assert!(allowed(
-            &policy("permissive", "").evaluate(&id("spiffe://example.org/frontend"), "orders")
-        ));
-    }
-
-    #[test]
-    fn audit_mode_admits_callers_without_rules_and_says_strict_would_refuse() {
-        let decision = policy("audit", "").evaluate(&id("spiffe://example.org/frontend"), "orders");
+    fn a_workload_without_allow_rules_follows_its_mode() {
+        assert!(!allowed(&to_orders(&policy("strict", ""), "frontend")));
+        assert!(allowed(&to_orders(&policy("permissive", ""), "frontend")));
+        let decision = to_orders(&policy("audit", ""), "frontend");
         assert!(
             matches!(&decision, Decision::Audit { because } if because.contains("strict mode admits nobody")),
             "{decision:?}"
         );
-        // An allow rule that does not match still denies: audit changes only the no-rule case.
-        let rules = r#"
-[[policy]]
-action = "allow"
-to = "orders"
-from = ["spiffe://example.org/frontend"]
-"#;
-        let decision = policy("audit", rules).evaluate(&id("spiffe://example.org/batch"), "orders");
+    }
+
+    #[test]
+    fn an_allow_rule_for_another_workload_leaves_this_one_to_its_mode() {
+        let rules =
+            rule("action = \"allow\"\nto = \"billing\"\nfrom = [\"spiffe://example.org/x\"]");
+        assert!(allowed(&to_orders(
+            &policy("permissive", &rules),
+            "frontend"
+        )));
+        assert!(!allowed(&decide(
+            &policy("permissive", &rules),
+            "frontend",
+            "10.0.0.1",
+            "billing",
+            9090
+        )));
+    }
+
+    #[test]
+    fn in_audit_mode_an_unmatched_allow_rule_still_denies() {
+        let rules =
+            rule("action = \"allow\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]");
+        let decision = to_orders(&policy("audit", &rules), "batch");
         assert!(matches!(decision, Decision::Deny { .. }), "{decision:?}");
     }
 
     #[test]
     fn a_workload_mode_overrides_the_global_one() {
-        let inherited = policy("permissive", "").rules.get("orders").map(|r| r.mode);
-        assert_eq!(
-            inherited,
-            Some(Mode::Permissive),
-            "a workload without its own mode takes the global one"
-        );
-        let text_mode = |global: &str, own: &str| {
+        let with_mode = |global: &str, own: &str| {
             let text = format!(
                 r#"
 trust_domain = "example.org"
@@ -208,33 +326,33 @@ ports = [8080]
 mode = "{own}"
 "#
             );
-            Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
-                .evaluate(&id("spiffe://example.org/frontend"), "orders")
+            to_orders(
+                &Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap()),
+                "frontend",
+            )
         };
-        assert!(allowed(&text_mode("strict", "permissive")));
+        assert!(allowed(&with_mode("strict", "permissive")));
         assert!(matches!(
-            text_mode("permissive", "strict"),
+            with_mode("permissive", "strict"),
             Decision::Deny { .. }
         ));
+        assert_eq!(
+            policy("permissive", "").modes.get("orders"),
+            Some(&Mode::Permissive),
+            "a workload without its own mode takes the global one"
+        );
     }
 
     #[test]
     fn deny_wins_over_allow() {
-        let rules = r#"
-[[policy]]
-action = "allow"
-to = "orders"
-from = ["spiffe://example.org/*"]
-[[policy]]
-action = "deny"
-to = "orders"
-from = ["spiffe://example.org/intruder"]
-"#;
-        let policy = policy("strict", rules);
-        assert!(allowed(
-            &policy.evaluate(&id("spiffe://example.org/frontend"), "orders")
-        ));
-        let decision = policy.evaluate(&id("spiffe://example.org/intruder"), "orders");
+        let rules = rule(
+            "action = \"allow\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/*\"]",
+        ) + &rule(
+            "action = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/intruder\"]",
+        );
+        let policy = policy("strict", &rules);
+        assert!(allowed(&to_orders(&policy, "frontend")));
+        let decision = to_orders(&policy, "intruder");
         assert!(
             matches!(&decision, Decision::Deny { because } if because.contains("deny rule policy[1]")),
             "{decision:?}"
@@ -242,22 +360,130 @@ from = ["spiffe://example.org/intruder"]
     }
 
     #[test]
-    fn allow_rules_are_exact_or_prefix() {
-        let rules = r#"
-[[policy]]
-action = "allow"
-to = "orders"
-from = ["spiffe://example.org/frontend", "spiffe://example.org/batch/*"]
-"#;
-        let policy = policy("strict", rules);
-        assert!(allowed(
-            &policy.evaluate(&id("spiffe://example.org/frontend"), "orders")
-        ));
-        assert!(allowed(
-            &policy.evaluate(&id("spiffe://example.org/batch/nightly"), "orders")
-        ));
-        assert!(!allowed(
-            &policy.evaluate(&id("spiffe://example.org/frontend2"), "orders")
-        ));
+    fn principals_match_exactly_or_by_prefix_and_not_from_excludes() {
+        let rules = rule(
+            "action = \"allow\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\", \"spiffe://example.org/ns/prod/*\"]\nnot_from = [\"spiffe://example.org/ns/prod/legacy\"]",
+        );
+        let policy = policy("strict", &rules);
+        assert!(allowed(&to_orders(&policy, "frontend")));
+        assert!(allowed(&to_orders(&policy, "ns/prod/api")));
+        assert!(
+            !allowed(&to_orders(&policy, "frontend-2")),
+            "exact means exact"
+        );
+        assert!(
+            !allowed(&to_orders(&policy, "ns/prod/legacy")),
+            "not_from excludes"
+        );
+        assert!(!allowed(&to_orders(&policy, "ns/dev/api")));
+    }
+
+    #[test]
+    fn source_addresses_match_by_cidr_and_not_from_ips_excludes() {
+        let rules = rule(
+            "action = \"allow\"\nto = \"orders\"\nfrom_ips = [\"10.0.0.0/24\", \"fd00::/64\"]\nnot_from_ips = [\"10.0.0.9/32\"]",
+        );
+        let policy = policy("strict", &rules);
+        assert!(allowed(&decide(
+            &policy, "frontend", "10.0.0.1", "orders", 8080
+        )));
+        assert!(allowed(&decide(
+            &policy, "frontend", "fd00::1", "orders", 8080
+        )));
+        assert!(
+            allowed(&decide(
+                &policy,
+                "frontend",
+                "::ffff:10.0.0.1",
+                "orders",
+                8080
+            )),
+            "v4-mapped is IPv4"
+        );
+        assert!(
+            !allowed(&decide(&policy, "frontend", "10.0.0.9", "orders", 8080)),
+            "not_from_ips excludes"
+        );
+        assert!(!allowed(&decide(
+            &policy, "frontend", "10.9.0.1", "orders", 8080
+        )));
+    }
+
+    #[test]
+    fn ports_and_not_ports_narrow_a_rule() {
+        let text = r#"
+[[workload]]
+name = "multi"
+spiffe_id = "spiffe://example.org/multi"
+cert = "c.pem"
+key = "k.pem"
+ports = [7000, 7001, 7002]
+"#
+        .to_string()
+            + &rule("action = \"allow\"\nto = \"multi\"\nports = [7000, 7001]")
+            + &rule(
+                "action = \"deny\"\nto = \"multi\"\nnot_ports = [7000]\nfrom = [\"spiffe://example.org/batch\"]",
+            );
+        let policy = policy("strict", &text);
+        assert!(allowed(&decide(
+            &policy, "frontend", "10.0.0.1", "multi", 7000
+        )));
+        assert!(allowed(&decide(
+            &policy, "frontend", "10.0.0.1", "multi", 7001
+        )));
+        assert!(
+            !allowed(&decide(&policy, "frontend", "10.0.0.1", "multi", 7002)),
+            "not in ports"
+        );
+        assert!(
+            allowed(&decide(&policy, "batch", "10.0.0.1", "multi", 7000)),
+            "not_ports spares 7000"
+        );
+        assert!(
+            !allowed(&decide(&policy, "batch", "10.0.0.1", "multi", 7001)),
+            "the deny applies elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_rule_without_to_applies_to_every_workload_and_one_without_conditions_to_everything() {
+        let policy = policy(
+            "permissive",
+            &rule("action = \"deny\"\nfrom = [\"spiffe://example.org/intruder\"]"),
+        );
+        assert!(!allowed(&to_orders(&policy, "intruder")));
+        assert!(!allowed(&decide(
+            &policy, "intruder", "10.0.0.1", "billing", 9090
+        )));
+        assert!(allowed(&to_orders(&policy, "frontend")));
+        let deny_all = self::policy("permissive", &rule("action = \"deny\""));
+        assert!(!allowed(&to_orders(&deny_all, "frontend")));
+    }
+
+    #[test]
+    fn dry_run_rules_are_not_enforced() {
+        let dry_deny = rule("action = \"deny\"\nto = \"orders\"\ndry_run = true");
+        assert!(
+            allowed(&to_orders(&policy("permissive", &dry_deny), "frontend")),
+            "a dry-run deny denies nothing"
+        );
+        let dry_allow = rule(
+            "action = \"allow\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\ndry_run = true",
+        );
+        let policy = policy("permissive", &dry_allow);
+        assert!(
+            allowed(&to_orders(&policy, "batch")),
+            "a dry-run allow does not make the workload allow-listed"
+        );
+    }
+
+    #[test]
+    fn audit_rules_change_nothing() {
+        let audit = rule("action = \"audit\"\nto = \"orders\"");
+        assert!(!allowed(&to_orders(&policy("strict", &audit), "frontend")));
+        assert!(allowed(&to_orders(
+            &policy("permissive", &audit),
+            "frontend"
+        )));
     }
 }

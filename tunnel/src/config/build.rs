@@ -619,37 +619,88 @@ impl Checker<'_> {
         let mut policies = Vec::new();
         for (i, raw) in raw.iter().enumerate() {
             let path = at("policy").index(i);
-            let known = workloads.iter().any(|w| w.name == raw.to);
-            if !known {
+            let mut ok = true;
+            if let Some(to) = &raw.to
+                && !workloads.iter().any(|w| &w.name == to)
+            {
                 let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
                 self.problem(
                     &path.key("to"),
-                    format!(
-                        "no workload named {:?} (workloads: {})",
-                        raw.to,
-                        names.join(", ")
-                    ),
+                    format!("no workload named {to:?} (workloads: {})", names.join(", ")),
                 );
+                ok = false;
             }
-            if raw.from.is_empty() {
-                self.problem(&path.key("from"), "an empty list matches nobody");
+            for (key, list) in [
+                ("from", raw.from.as_ref().map(Vec::len)),
+                ("from_ips", raw.from_ips.as_ref().map(Vec::len)),
+                ("ports", raw.ports.as_ref().map(Vec::len)),
+            ] {
+                if list == Some(0) {
+                    self.problem(
+                        &path.key(key),
+                        "an empty list matches nothing; remove the key to match any",
+                    );
+                    ok = false;
+                }
             }
-            let from: Vec<Option<PrincipalPattern>> = raw
+            let from = raw
                 .from
-                .iter()
-                .enumerate()
-                .map(|(j, text)| self.principal_pattern(&path.key("from").index(j), text, td))
-                .collect();
-            if known && !raw.from.is_empty() && from.iter().all(Option::is_some) {
+                .as_ref()
+                .map(|list| self.principal_patterns(&path.key("from"), list, td));
+            let not_from = self.principal_patterns(&path.key("not_from"), &raw.not_from, td);
+            let from_ips = raw
+                .from_ips
+                .as_ref()
+                .map(|list| self.cidrs(&path.key("from_ips"), list));
+            let not_from_ips = self.cidrs(&path.key("not_from_ips"), &raw.not_from_ips);
+            let ports = raw
+                .ports
+                .as_ref()
+                .map(|list| self.ports(&path.key("ports"), list));
+            let not_ports = self.ports(&path.key("not_ports"), &raw.not_ports);
+            let (Some(not_from), Some(not_from_ips), Some(not_ports)) =
+                (not_from, not_from_ips, not_ports)
+            else {
+                continue;
+            };
+            let (Some(from), Some(from_ips), Some(ports)) = (
+                from.map_or(Some(None), |f| f.map(Some)),
+                from_ips.map_or(Some(None), |f| f.map(Some)),
+                ports.map_or(Some(None), |p| p.map(Some)),
+            ) else {
+                continue;
+            };
+            if ok {
                 policies.push(Policy {
                     action: raw.action,
                     to: raw.to.clone(),
-                    from: from.into_iter().flatten().collect(),
+                    from,
+                    not_from,
+                    from_ips,
+                    not_from_ips,
+                    ports,
+                    not_ports,
+                    dry_run: raw.dry_run,
                     site: self.site(&path),
                 });
             }
         }
         policies
+    }
+
+    /// Every pattern of a list, or `None` if one is wrong (each problem recorded).
+    fn principal_patterns(
+        &mut self,
+        path: &KeyPath,
+        texts: &[String],
+        td: Option<&TrustDomain>,
+    ) -> Option<Vec<PrincipalPattern>> {
+        let patterns: Vec<Option<PrincipalPattern>> = texts
+            .iter()
+            .enumerate()
+            .map(|(j, text)| self.principal_pattern(&path.index(j), text, td))
+            .collect();
+        patterns.into_iter().collect()
     }
 
     fn principal_pattern(

@@ -137,14 +137,27 @@ pub struct RawWorkload {
 pub enum Action {
     Allow,
     Deny,
+    /// Changes nothing; a matching connection is logged with the rule.
+    Audit,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub action: Action,
-    pub to: String,
-    pub from: Vec<String>,
+    /// A workload name; absent: every workload.
+    pub to: Option<String>,
+    pub from: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_from: Vec<String>,
+    pub from_ips: Option<Vec<String>>,
+    #[serde(default)]
+    pub not_from_ips: Vec<String>,
+    pub ports: Option<Vec<u16>>,
+    #[serde(default)]
+    pub not_ports: Vec<u16>,
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,7 +88,7 @@ fn the_contract_example_parses() {
         config.workload("orders").unwrap().ports,
         BTreeSet::from([8080])
     );
-    assert_eq!(config.policies[0].to, "orders");
+    assert_eq!(config.policies[0].to.as_deref(), Some("orders"));
     assert_eq!(config.outbound.peer_port, DEFAULT_PEER_PORT);
     // Where a value came from survives, for errors found at startup.
     assert_eq!(config.capture.cgroup.site.key, "capture.cgroup");
@@ -334,7 +334,7 @@ fn prefix_patterns_match_by_prefix() {
         "from = [\"spiffe://example.org/ns/prod/*\"]",
     );
     let config = parse(&text).unwrap();
-    let pattern = &config.policies[0].from[0];
+    let pattern = &config.policies[0].from.as_ref().expect("from is set")[0];
     assert!(pattern.matches(&"spiffe://example.org/ns/prod/web".parse().unwrap()));
     assert!(!pattern.matches(&"spiffe://example.org/ns/dev/web".parse().unwrap()));
     assert_eq!(pattern.to_string(), "spiffe://example.org/ns/prod/*");
@@ -521,4 +521,47 @@ fn the_daemons_own_ports_include_the_ipv6_and_plaintext_listeners() {
         message.contains("workload[1].ports: port 15009 is one of the daemon's own listen ports"),
         "{message}"
     );
+}
+
+#[test]
+fn policy_conditions_are_parsed_and_bad_ones_named_at_their_key() {
+    let extended = CONTRACT.to_string()
+        + r#"
+[[policy]]
+action = "deny"
+from_ips = ["10.0.0.0/24"]
+not_from_ips = ["10.0.0.9/32"]
+ports = [8080]
+not_ports = [9090]
+not_from = ["spiffe://example.org/ops/*"]
+dry_run = true
+"#;
+    let config = parse(&extended).unwrap();
+    let rule = &config.policies[1];
+    assert_eq!(rule.to, None, "no `to`: every workload");
+    assert!(rule.dry_run);
+    assert_eq!(rule.from_ips.as_ref().map(Vec::len), Some(1));
+    assert_eq!(rule.not_ports, BTreeSet::from([9090]));
+    for (bad, key) in [
+        (
+            r#"from_ips = ["10.0.0.0/24"]"#.replace("10.0.0.0/24", "10.0.0.0/99"),
+            "policy[1].from_ips[0]",
+        ),
+        ("ports = [8080]".replace("8080", "0"), "policy[1].ports[0]"),
+        (
+            r#"not_from = ["spiffe://example.org/ops/*"]"#.replace("ops/*", "o*ps"),
+            "policy[1].not_from[0]",
+        ),
+        ("ports = [8080]".replace("[8080]", "[]"), "policy[1].ports"),
+    ] {
+        let original = bad
+            .replace("10.0.0.0/99", "10.0.0.0/24")
+            .replace("[0]", "[8080]")
+            .replace("o*ps", "ops/*")
+            .replace("[]", "[8080]");
+        let message = parse(&extended.replace(&original, &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(&format!(": {key}: ")), "{bad}: {message}");
+    }
 }

@@ -18,7 +18,7 @@ use super::Shared;
 use crate::{
     drain::DrainWatcher,
     identity::SpiffeId,
-    policy::Decision,
+    policy::{self, Decision},
     proxy::{
         copy,
         deliver::{DialError, dial_local},
@@ -51,7 +51,7 @@ pub(super) async fn serve(
 ) {
     let started = Instant::now();
     let dst = hbone::requested_destination(&request).ok();
-    let (mut target, workload) = match admit(&request, &caller, &shared).await {
+    let (mut target, workload) = match admit(&request, &caller, peer, &shared).await {
         Ok(admitted) => admitted,
         Err(refused) => {
             let dst = dst.map(|d| d.to_string()).unwrap_or_default();
@@ -90,6 +90,7 @@ pub(super) async fn serve(
 async fn admit(
     request: &Request<h2::RecvStream>,
     caller: &SpiffeId,
+    peer: SocketAddr,
     shared: &Shared,
 ) -> Result<(TcpStream, Arc<str>), Refused> {
     let inputs = &shared.inputs;
@@ -98,7 +99,13 @@ async fn admit(
         why: hbone::shortened(&why).into_owned(),
     })?;
     let workload = deliverable(shared, dst).map_err(Refused::forbidden)?;
-    match inputs.policy.evaluate(caller, &workload) {
+    let decision = inputs.policy.evaluate(&policy::Request {
+        caller,
+        source: peer.ip(),
+        workload: &workload,
+        port: dst.port(),
+    });
+    match decision {
         Decision::Allow { because } => {
             debug!(%caller, %dst, %workload, %because, "allowed");
         }
