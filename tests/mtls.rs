@@ -667,3 +667,54 @@ fn a_peer_presenting_a_workload_certificate_is_refused_without_any_peer_entry() 
         "{b_logs}"
     );
 }
+
+#[test]
+fn source_address_rules_dry_run_and_audit_rules_work_end_to_end() {
+    // B: a deny on A's address, first in dry-run, beside an audit rule for everything.
+    let rules = |dry_run: bool| {
+        move |b: String| {
+            format!(
+                "{b}\n[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom_ips = [\"10.0.0.1/32\"]\n\
+                 dry_run = {dry_run}\n\n[[policy]]\naction = \"audit\"\nto = \"orders\"\n"
+            )
+        }
+    };
+    let mut pair = Pair::new("mtls-policy-forms", |a| a, rules(true));
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let out = pair.frontend(&["fan-out", "10.0.0.2", "8080", "1"]);
+    assert_eq!(
+        out.stdout.trim(),
+        "ok=1 bad=0",
+        "dry-run denies nothing: {}",
+        out.stderr
+    );
+    let b = pair.b.daemon();
+    let dry = b.wait_for_line(
+        &[
+            "policy: dry-run: this rule would deny",
+            "rule=policy[1]",
+            "source=10.0.0.1",
+        ],
+        SHORT,
+    );
+    let audit = b.wait_for_line(&["policy: audit rule matched", "rule=policy[2]"], SHORT);
+    println!("{}\n{}", dry.trim(), audit.trim());
+
+    // The same rule enforced: A's address is refused, with the rule named on both sides.
+    let enforced = rules(false);
+    let text = enforced(String::new());
+    let config = fs::read_to_string(&pair.b.config).unwrap();
+    let config = config.replace(&rules(true)(String::new()), &text);
+    fs::write(&pair.b.config, config).unwrap();
+    pair.b.daemon.take().expect("daemon").signal("TERM");
+    pair.b.start(&pair.testbed);
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
+    pair.b
+        .daemon()
+        .wait_for_line(&["refused CONNECT", "deny rule policy[1]"], SHORT);
+    pair.a
+        .daemon()
+        .wait_for_line(&["refused: tunnel not opened", "HTTP 403"], SHORT);
+}
