@@ -174,3 +174,88 @@ fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refu
         }
     }
 }
+
+#[test]
+fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
+    let permissive =
+        |b: String| b.replace("ports = [8080]", "ports = [8080]\nmode = \"permissive\"");
+    let mut pair = Pair::new("steer-reload", |a| a, permissive);
+    let c = pair.testbed.add_host("host-c");
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let round_trip = |host: &support::Host| plain(host, &["fan-out", "10.0.0.2", "8080", "1"]);
+    assert_eq!(
+        round_trip(&c),
+        "ok=1 bad=0",
+        "permissive: C's plaintext passes"
+    );
+
+    // A tunnelled connection held open across the reload.
+    let mut held = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["hold", "10.0.0.2", "8080", "1", "30"])
+        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+        .spawn();
+    held.wait_for("holding=1", SHORT);
+
+    // Strict, and a rule that denies frontend: applied by SIGHUP, no restart.
+    let config = std::fs::read_to_string(&pair.b.config).unwrap();
+    let stricter = config.replace("mode = \"permissive\"", "mode = \"strict\"")
+        + "\n[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\n";
+    std::fs::write(&pair.b.config, &stricter).unwrap();
+    let pid = pair.b.daemon().pid();
+    pair.b.daemon().signal("HUP");
+    let reloaded = pair
+        .b
+        .daemon()
+        .wait_for_line(&["policy reloaded", "closed_connections=1"], SHORT);
+    println!("{}", reloaded.trim());
+    assert_eq!(pair.b.daemon().pid(), pid, "the same daemon");
+    pair.b.daemon().wait_for_line(
+        &[
+            "closing a live connection: the reloaded policy denies it",
+            "deny rule policy[1]",
+        ],
+        SHORT,
+    );
+    // Closed under the application on both hosts: B's delivery socket and A's captured one.
+    testbed::wait_until(
+        SHORT,
+        std::time::Duration::from_millis(100),
+        || pair.b.host.established_to(8080) == 0 && pair.a.host.established_to(15001) == 0,
+        || "the denied connection is closed on both hosts".into(),
+    );
+    held.signal("KILL");
+    let outcome = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
+    assert!(
+        outcome.starts_with("outcome=reset"),
+        "strict now: {outcome}"
+    );
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    assert!(
+        !out.stdout.starts_with("outcome=data"),
+        "frontend denied now: {}",
+        out.stdout
+    );
+
+    // A broken file keeps the policy in force.
+    std::fs::write(
+        &pair.b.config,
+        stricter.replace("action = \"deny\"", "action = \"maybe\""),
+    )
+    .unwrap();
+    pair.b.daemon().signal("HUP");
+    let failed = pair
+        .b
+        .daemon()
+        .wait_for_line(&["policy reload failed, the policy in force stays"], SHORT);
+    println!("{}", failed.trim());
+    let outcome = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
+    assert!(
+        outcome.starts_with("outcome=reset"),
+        "still strict: {outcome}"
+    );
+}

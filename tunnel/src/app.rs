@@ -4,9 +4,12 @@
 
 pub(crate) mod wiring;
 
-use std::{collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, sync::Arc,
+    time::Duration,
+};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     cgroup::{self, CgroupDir},
@@ -16,8 +19,9 @@ use crate::{
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
+    policy::{LivePolicy, Policy},
     proxy::{
-        inbound::{Inbound, InboundError, InboundInputs, nonlocal_bind},
+        inbound::{Inbound, InboundError, InboundInputs, live::LiveStreams, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
@@ -67,6 +71,49 @@ pub struct Daemon {
     inbound_inputs: InboundInputs,
     plaintext: Plaintext,
     plaintext_inputs: PlaintextInputs,
+    reload: Reload,
+}
+
+/// What a reload replaces: the policy and modes, read again from the config file.
+struct Reload {
+    file: PathBuf,
+    policy: Arc<LivePolicy>,
+    live: Arc<LiveStreams>,
+}
+
+impl Reload {
+    /// Re-reads the config file; a file that does not parse keeps the policy in force. Only
+    /// `[[policy]]` and the modes are taken: other changes need a restart.
+    fn apply(&self) {
+        match Config::load(&self.file) {
+            Ok(config) => {
+                let policy = Policy::from_config(&config);
+                let rules = policy.rule_count();
+                let closed = self.live.enforce(&policy);
+                self.policy.replace(policy);
+                info!(
+                    file = %self.file.display(), rules, closed_connections = closed,
+                    "policy reloaded (other config changes need a restart)"
+                );
+            }
+            Err(e) => error!(
+                file = %self.file.display(),
+                "policy reload failed, the policy in force stays: {e}"
+            ),
+        }
+    }
+
+    /// Applies a reload on every SIGHUP, until the daemon stops.
+    async fn on_sighup(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            warn!("cannot install a SIGHUP handler: policy reload by signal is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            self.apply();
+        }
+    }
 }
 
 impl Daemon {
@@ -151,6 +198,11 @@ impl Daemon {
         )?;
         let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
+        let reload = Reload {
+            file: config.file.clone(),
+            policy: inbound_inputs.policy.clone(),
+            live: inbound_inputs.live.clone(),
+        };
         info!(
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),
@@ -170,6 +222,7 @@ impl Daemon {
             inbound_inputs,
             plaintext,
             plaintext_inputs,
+            reload,
         })
     }
 
@@ -181,6 +234,7 @@ impl Daemon {
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
         let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
+        let reload = tokio::spawn(self.reload.on_sighup());
         shutdown.await;
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
@@ -192,6 +246,7 @@ impl Daemon {
         outbound.abort();
         inbound.abort();
         plaintext.abort();
+        reload.abort();
     }
 }
 

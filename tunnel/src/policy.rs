@@ -19,6 +19,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
+    sync::{Arc, RwLock},
 };
 
 use ipnet::IpNet;
@@ -28,6 +29,28 @@ use crate::{
     config::{self, Action, Config, Mode, PrincipalPattern},
     identity::SpiffeId,
 };
+
+/// The policy in force, replaced whole on reload: each decision reads the current one.
+#[derive(Debug)]
+pub struct LivePolicy {
+    current: RwLock<Arc<Policy>>,
+}
+
+impl LivePolicy {
+    pub fn new(policy: Policy) -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Arc::new(policy)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.read().expect("policy lock poisoned").clone()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.current.write().expect("policy lock poisoned") = Arc::new(policy);
+    }
+}
 
 /// The compiled rules.
 #[derive(Clone, Debug)]
@@ -132,6 +155,16 @@ impl Policy {
                 .map(|w| (w.name.clone(), w.mode))
                 .collect(),
         }
+    }
+
+    /// A workload's mode (strict for a workload this policy does not know).
+    pub fn mode(&self, workload: &str) -> Mode {
+        self.modes.get(workload).copied().unwrap_or(Mode::Strict)
+    }
+
+    /// How many rules, for logs.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
     }
 
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {

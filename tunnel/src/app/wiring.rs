@@ -13,7 +13,7 @@ use crate::{
     ebpf::OriginalDstTable,
     errors,
     identity::{Purpose, SpiffeId},
-    policy::Policy,
+    policy::{LivePolicy, Policy},
     proxy::{
         admission::Refusals,
         inbound::{InboundInputs, nonlocal_bind::NonlocalBind},
@@ -238,7 +238,8 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
         .collect();
     Ok(InboundInputs {
         tls: server,
-        policy: Policy::from_config(config),
+        policy: LivePolicy::new(Policy::from_config(config)),
+        live: Arc::default(),
         workloads_by_port,
         own_ports: config.listen.own_ports(),
         connect_timeout: config.outbound.connect_timeout,
@@ -253,8 +254,8 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
 /// At most one log line per kind of refused connection per interval (each is counted).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The plaintext listener's view of the workloads: each port's workload and its mode. It
-/// shares the inbound side's refusal counters.
+/// The plaintext listener's view of the workloads: each port's workload. It shares the
+/// inbound side's refusal counters and live policy (which holds the modes).
 pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextInputs {
     let workloads_by_port = config
         .workloads
@@ -262,7 +263,6 @@ pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextIn
         .flat_map(|w| {
             let workload = PlaintextWorkload {
                 name: w.name.as_str().into(),
-                mode: w.mode,
             };
             w.ports.iter().map(move |port| (*port, workload.clone()))
         })
@@ -271,6 +271,7 @@ pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextIn
         workloads_by_port,
         connect_timeout: config.outbound.connect_timeout,
         refusals: inbound.refusals.clone(),
+        policy: inbound.policy.clone(),
     }
 }
 

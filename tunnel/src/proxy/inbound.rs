@@ -16,6 +16,7 @@
 //! and the memory bound they give are in ARCHITECTURE.md.
 
 mod connection;
+pub mod live;
 pub mod nonlocal_bind;
 mod stream;
 
@@ -38,7 +39,7 @@ use super::{
     admission::{KeyedLimit, KeyedSlot, Refusal, Refusals},
     copy,
 };
-use crate::{drain::DrainWatcher, identity::SpiffeId, policy::Policy};
+use crate::{drain::DrainWatcher, identity::SpiffeId, policy::LivePolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -49,7 +50,10 @@ pub enum InboundError {
 /// What the inbound side needs besides its listener.
 pub struct InboundInputs {
     pub tls: Arc<ServerConfig>,
-    pub policy: Policy,
+    /// The policy in force (replaced on reload).
+    pub policy: Arc<LivePolicy>,
+    /// The streams being carried, judged again on reload.
+    pub live: Arc<live::LiveStreams>,
     /// Local port → the workload that owns it.
     pub workloads_by_port: HashMap<u16, Arc<str>>,
     /// The daemon's own ports, never a destination.

@@ -23,7 +23,7 @@ use super::{
     copy,
     deliver::dial_local,
 };
-use crate::{config::Mode, drain::DrainWatcher};
+use crate::{config::Mode, drain::DrainWatcher, policy::LivePolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaintextError {
@@ -31,11 +31,11 @@ pub enum PlaintextError {
     Bind { addr: SocketAddr, source: io::Error },
 }
 
-/// A workload as the plaintext listener needs it.
+/// A workload as the plaintext listener needs it (its mode comes from the live policy, so a
+/// reload changes it).
 #[derive(Clone, Debug)]
 pub struct PlaintextWorkload {
     pub name: Arc<str>,
-    pub mode: Mode,
 }
 
 pub struct PlaintextInputs {
@@ -43,6 +43,7 @@ pub struct PlaintextInputs {
     pub workloads_by_port: HashMap<u16, PlaintextWorkload>,
     pub connect_timeout: Duration,
     pub refusals: Arc<Refusals>,
+    pub policy: Arc<LivePolicy>,
 }
 
 /// The listeners `steer_inbound` hands connections to, with their slots in its socket map.
@@ -134,7 +135,7 @@ fn handle(
         copy::reset(&stream);
         return log_refused(inputs, caller, dst, "no workload owns this port");
     };
-    match workload.mode {
+    match inputs.policy.current().mode(&workload.name) {
         Mode::Strict => {
             copy::reset(&stream);
             log_refused(

@@ -71,7 +71,22 @@ pub(super) async fn serve(
             return;
         }
     };
-    let (stats, end) = copy::bidirectional(&mut target, send, request.into_body()).await;
+    let registration =
+        shared
+            .inputs
+            .live
+            .register(caller.clone(), peer.ip(), workload.clone(), dst.port());
+    let copied = tokio::select! {
+        copied = copy::bidirectional(&mut target, send, request.into_body()) => Some(copied),
+        () = registration.closed.notified() => None,
+    };
+    let Some((stats, end)) = copied else {
+        // A policy reload denies it now: the stream was reset as the copy was dropped
+        // (h2 cancels a stream whose halves are gone); reset the workload's side too.
+        copy::reset(&target);
+        info!(src = %peer, %dst, src_identity = %caller, %workload, "connection closed by a policy reload");
+        return;
+    };
     debug!(
         direction = "inbound",
         src = %peer,
@@ -99,7 +114,7 @@ async fn admit(
         why: hbone::shortened(&why).into_owned(),
     })?;
     let workload = deliverable(shared, dst).map_err(Refused::forbidden)?;
-    let decision = inputs.policy.evaluate(&policy::Request {
+    let decision = inputs.policy.current().evaluate(&policy::Request {
         caller,
         source: peer.ip(),
         workload: &workload,
