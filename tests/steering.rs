@@ -64,6 +64,18 @@ fn strict_mode_refuses_plaintext_from_other_hosts_and_never_steers_local_callers
             out.stderr
         );
     }
+    // The server's output is collected in the background: wait for the three lines.
+    testbed::wait_until(
+        SHORT,
+        std::time::Duration::from_millis(50),
+        || accepted_from(&server).len() >= 3,
+        || {
+            format!(
+                "three connections in the access log: {:?}",
+                accepted_from(&server)
+            )
+        },
+    );
     let seen = accepted_from(&server);
     println!("the workload accepted connections from {seen:?}");
     assert!(
