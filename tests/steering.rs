@@ -43,10 +43,12 @@ fn strict_mode_refuses_plaintext_from_other_hosts_and_never_steers_local_callers
             "refused with a reset: {outcome}"
         );
     }
-    assert!(
-        pair.frontend(&["peer", "10.0.0.2", "8080"])
-            .status
-            .success(),
+    // Round trips, so each connection is still open when the server logs it.
+    assert_eq!(
+        pair.frontend(&["fan-out", "10.0.0.2", "8080", "1"])
+            .stdout
+            .trim(),
+        "ok=1 bad=0",
         "tunnelled call"
     );
     for local in ["127.0.0.1", "10.0.0.2"] {
