@@ -245,6 +245,11 @@ mod tests {
 
     /// A policy for workloads `orders` (port 8080) and `billing` (port 9090) under `mode`.
     fn policy(mode: &str, rules: &str) -> Policy {
+        policy_with(mode, "", rules)
+    }
+
+    /// `policy`, with `orders_extra` added to the `orders` workload's table.
+    fn policy_with(mode: &str, orders_extra: &str, rules: &str) -> Policy {
         let text = format!(
             r#"
 trust_domain = "example.org"
@@ -263,6 +268,7 @@ spiffe_id = "spiffe://example.org/orders"
 cert = "c.pem"
 key = "k.pem"
 ports = [8080]
+{orders_extra}
 [[workload]]
 name = "billing"
 spiffe_id = "spiffe://example.org/billing"
@@ -338,29 +344,8 @@ ports = [9090]
     #[test]
     fn a_workload_mode_overrides_the_global_one() {
         let with_mode = |global: &str, own: &str| {
-            let text = format!(
-                r#"
-trust_domain = "example.org"
-trust_bundle = "b.pem"
-mode = "{global}"
-[node]
-spiffe_id = "spiffe://example.org/node/b"
-cert = "c.pem"
-key = "k.pem"
-[capture]
-cgroup = "/sys/fs/cgroup"
-destinations = ["10.0.0.0/24"]
-[[workload]]
-name = "orders"
-spiffe_id = "spiffe://example.org/orders"
-cert = "c.pem"
-key = "k.pem"
-ports = [8080]
-mode = "{own}"
-"#
-            );
             to_orders(
-                &Policy::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap()),
+                &policy_with(global, &format!("mode = \"{own}\""), ""),
                 "frontend",
             )
         };

@@ -145,31 +145,18 @@ fn handle(
                 &format!("workload {} is in strict mode", workload.name),
             );
         }
-        Mode::Permissive => {
-            info!(src = %caller, %dst, workload = %workload.name, mode = "permissive", "plaintext connection passed to the workload (not authenticated)");
-            tokio::spawn(pass(
-                stream,
-                caller,
-                dst,
-                workload.clone(),
-                inputs.clone(),
-                drain.clone(),
-            ));
-        }
-        Mode::Audit => {
-            info!(
-                src = %caller, %dst, workload = %workload.name, mode = "audit",
-                strict_would_refuse = "plaintext from another host",
-                "audit: plaintext connection passed to the workload, strict mode would refuse it"
-            );
-            tokio::spawn(pass(
-                stream,
-                caller,
-                dst,
-                workload.clone(),
-                inputs.clone(),
-                drain.clone(),
-            ));
+        mode @ (Mode::Permissive | Mode::Audit) => {
+            if mode == Mode::Audit {
+                info!(
+                    src = %caller, %dst, workload = %workload.name, mode = "audit",
+                    strict_would_refuse = "plaintext from another host",
+                    "audit: plaintext connection passed to the workload, strict mode would refuse it"
+                );
+            } else {
+                info!(src = %caller, %dst, workload = %workload.name, mode = "permissive", "plaintext connection passed to the workload (not authenticated)");
+            }
+            let (workload, inputs, drain) = (workload.clone(), inputs.clone(), drain.clone());
+            tokio::spawn(pass(stream, caller, dst, workload, inputs, drain));
         }
     }
 }
