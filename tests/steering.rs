@@ -215,17 +215,21 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
         .spawn();
     held.wait_for("holding=1", SHORT);
 
-    // Strict, and a rule that denies frontend: applied by SIGHUP, no restart.
+    // Strict, and a rule that denies frontend: picked up from the file change, no signal and
+    // no restart.
     let config = std::fs::read_to_string(&pair.b.config).unwrap();
     let stricter = config.replace("mode = \"permissive\"", "mode = \"strict\"")
         + "\n[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\n";
     std::fs::write(&pair.b.config, &stricter).unwrap();
     let pid = pair.b.daemon().pid();
-    pair.b.daemon().signal("HUP");
-    let reloaded = pair
-        .b
-        .daemon()
-        .wait_for_line(&["policy reloaded", "closed_connections=1"], SHORT);
+    let reloaded = pair.b.daemon().wait_for_line(
+        &[
+            "policy reloaded",
+            "trigger=\"file change\"",
+            "closed_connections=1",
+        ],
+        SHORT,
+    );
     println!("{}", reloaded.trim());
     assert_eq!(pair.b.daemon().pid(), pid, "the same daemon");
     pair.b.daemon().wait_for_line(
@@ -255,17 +259,27 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
         out.stdout
     );
 
-    // A broken file keeps the policy in force.
+    // Another file changing in the directory reloads nothing (the config's text is the same).
+    let reloads = || pair.b.logs().matches("policy reloaded").count();
+    let before = reloads();
+    std::fs::write(pair.testbed.dir().join("unrelated.txt"), "x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(reloads(), before, "an unrelated change reloaded the policy");
+
+    // A broken file keeps the policy in force (by file change, and again by SIGHUP).
     std::fs::write(
         &pair.b.config,
         stricter.replace("action = \"deny\"", "action = \"maybe\""),
     )
     .unwrap();
     pair.b.daemon().signal("HUP");
-    let failed = pair
-        .b
-        .daemon()
-        .wait_for_line(&["policy reload failed, the policy in force stays"], SHORT);
+    let failed = pair.b.daemon().wait_for_line(
+        &[
+            "policy reload failed, the policy in force stays",
+            "trigger=\"SIGHUP\"",
+        ],
+        SHORT,
+    );
     println!("{}", failed.trim());
     let outcome = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
     assert!(

@@ -2,14 +2,12 @@
 //! bind every listener and attach every program (so a failure stops startup instead of
 //! half-running), serve, drain.
 
+mod reload;
 pub(crate) mod wiring;
 
-use std::{
-    collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     cgroup::{self, CgroupDir},
@@ -19,9 +17,8 @@ use crate::{
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
-    policy::{LivePolicy, Policy},
     proxy::{
-        inbound::{Inbound, InboundError, InboundInputs, live::LiveStreams, nonlocal_bind},
+        inbound::{Inbound, InboundError, InboundInputs, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
@@ -71,49 +68,7 @@ pub struct Daemon {
     inbound_inputs: InboundInputs,
     plaintext: Plaintext,
     plaintext_inputs: PlaintextInputs,
-    reload: Reload,
-}
-
-/// What a reload replaces: the policy and modes, read again from the config file.
-struct Reload {
-    file: PathBuf,
-    policy: Arc<LivePolicy>,
-    live: Arc<LiveStreams>,
-}
-
-impl Reload {
-    /// Re-reads the config file; a file that does not parse keeps the policy in force. Only
-    /// `[[policy]]` and the modes are taken: other changes need a restart.
-    fn apply(&self) {
-        match Config::load(&self.file) {
-            Ok(config) => {
-                let policy = Policy::from_config(&config);
-                let rules = policy.rule_count();
-                let closed = self.live.enforce(&policy);
-                self.policy.replace(policy);
-                info!(
-                    file = %self.file.display(), rules, closed_connections = closed,
-                    "policy reloaded (other config changes need a restart)"
-                );
-            }
-            Err(e) => error!(
-                file = %self.file.display(),
-                "policy reload failed, the policy in force stays: {e}"
-            ),
-        }
-    }
-
-    /// Applies a reload on every SIGHUP, until the daemon stops.
-    async fn on_sighup(self) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            warn!("cannot install a SIGHUP handler: policy reload by signal is off");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            self.apply();
-        }
-    }
+    reload: reload::Reload,
 }
 
 impl Daemon {
@@ -198,10 +153,11 @@ impl Daemon {
         )?;
         let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
-        let reload = Reload {
+        let reload = reload::Reload {
             file: config.file.clone(),
             policy: inbound_inputs.policy.clone(),
             live: inbound_inputs.live.clone(),
+            last_text: std::fs::read_to_string(&config.file).ok(),
         };
         info!(
             outbound = ?outbound.addresses(),
@@ -234,7 +190,7 @@ impl Daemon {
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
         let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
-        let reload = tokio::spawn(self.reload.on_sighup());
+        let reload = tokio::spawn(self.reload.run());
         shutdown.await;
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {

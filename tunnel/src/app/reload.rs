@@ -1,0 +1,127 @@
+//! Policy reload without a restart: on SIGHUP, or when anything in the config file's
+//! directory changes (editors write a temporary file and rename it; Kubernetes swaps a
+//! `..data` symlink, so the file's own name may not appear in the event), the config file
+//! is read again and the policy and modes are swapped whole. A file that does not parse
+//! keeps the policy in force. Streams the new policy denies are closed.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::{
+    config::Config,
+    policy::{LivePolicy, Policy},
+    proxy::inbound::live::LiveStreams,
+};
+
+/// Changes closer together than this make one reload (a save is several events).
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// What a reload replaces: the policy and modes, read again from the config file.
+pub struct Reload {
+    pub file: PathBuf,
+    pub policy: Arc<LivePolicy>,
+    pub live: Arc<LiveStreams>,
+    /// The file's text at the last reload: a change event with the same text (another file
+    /// in the directory, a touch) reloads nothing, so a busy directory cannot make a loop.
+    pub last_text: Option<String>,
+}
+
+impl Reload {
+    /// Re-reads the config file; a file that does not parse keeps the policy in force. Only
+    /// `[[policy]]` and the modes are taken: other changes need a restart.
+    fn apply(&mut self, why: &str, even_if_unchanged: bool) {
+        let text = match std::fs::read_to_string(&self.file) {
+            Ok(text) => text,
+            Err(e) => {
+                return error!(
+                    file = %self.file.display(), trigger = why,
+                    "policy reload failed, the policy in force stays: cannot read the file: {e}"
+                );
+            }
+        };
+        if !even_if_unchanged && self.last_text.as_ref() == Some(&text) {
+            return;
+        }
+        let parsed = Config::parse(&text, &self.file);
+        self.last_text = Some(text);
+        match parsed {
+            Ok(config) => {
+                let policy = Policy::from_config(&config);
+                let rules = policy.rule_count();
+                let closed = self.live.enforce(&policy);
+                self.policy.replace(policy);
+                info!(
+                    file = %self.file.display(), trigger = why, rules, closed_connections = closed,
+                    "policy reloaded (other config changes need a restart)"
+                );
+            }
+            Err(e) => error!(
+                file = %self.file.display(), trigger = why,
+                "policy reload failed, the policy in force stays: {e}"
+            ),
+        }
+    }
+
+    /// Reloads on every SIGHUP and every settled change in the config file's directory,
+    /// until the daemon stops.
+    pub async fn run(mut self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(e) => {
+                warn!(error = %e, "cannot install a SIGHUP handler: reload by signal is off");
+                None
+            }
+        };
+        let (changed_tx, mut changed) = mpsc::unbounded_channel();
+        // Kept alive for as long as this task runs; dropping it stops the watch.
+        let _watcher = self.watch_directory(changed_tx);
+        loop {
+            let signalled = tokio::select! {
+                Some(_) = async { hangups.as_mut()?.recv().await } => true,
+                Some(()) = changed.recv() => {
+                    // Let the rest of a save arrive, then reload once.
+                    tokio::time::sleep(SETTLE).await;
+                    while changed.try_recv().is_ok() {}
+                    false
+                }
+                else => return,
+            };
+            if signalled {
+                self.apply("SIGHUP", true);
+            } else {
+                self.apply("file change", false);
+            }
+        }
+    }
+
+    /// Watches the config file's directory; `None` (logged) if the watch cannot be set up.
+    fn watch_directory(
+        &self,
+        changed: mpsc::UnboundedSender<()>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let dir = self.file.parent().filter(|d| !d.as_os_str().is_empty())?;
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Opening and reading (ours included) are not changes.
+            if let Ok(event) = event
+                && !matches!(event.kind, EventKind::Access(_))
+            {
+                let _ = changed.send(());
+            }
+        });
+        let watched = watcher.and_then(|mut watcher| {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            Ok(watcher)
+        });
+        match watched {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot watch the config directory: reload by SIGHUP only");
+                None
+            }
+        }
+    }
+}
