@@ -287,3 +287,36 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
         "still strict: {outcome}"
     );
 }
+
+#[test]
+fn rules_in_a_policy_file_reload_when_that_file_changes() {
+    let with_file = |b: String| format!("policy_files = [\"rules.toml\"]\n{b}");
+    let mut pair = Pair::new("steer-policy-file", |a| a, with_file);
+    let rules = pair.b.config.parent().unwrap().join("rules.toml");
+    std::fs::write(&rules, "").unwrap();
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    assert_eq!(
+        pair.frontend(&["fan-out", "10.0.0.2", "8080", "1"])
+            .stdout
+            .trim(),
+        "ok=1 bad=0",
+        "allowed by the config file's own rule"
+    );
+    std::fs::write(
+        &rules,
+        "[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\n",
+    )
+    .unwrap();
+    let line = pair.b.daemon().wait_for_line(
+        &["policy reloaded", "trigger=\"file change\"", "rules=2"],
+        SHORT,
+    );
+    println!("{}", line.trim());
+    let out = pair.frontend(&["expect-refused", "10.0.0.2", "8080"]);
+    assert!(!out.stdout.starts_with("outcome=data"), "{}", out.stdout);
+    pair.b.daemon().wait_for_line(
+        &["refused CONNECT", "rules.toml: policy[0] (line 1)"],
+        SHORT,
+    );
+}

@@ -157,7 +157,14 @@ impl Daemon {
             file: config.file.clone(),
             policy: inbound_inputs.policy.clone(),
             live: inbound_inputs.live.clone(),
-            last_text: std::fs::read_to_string(&config.file).ok(),
+            policy_files: config.policy_files.clone(),
+            last_text: None,
+        };
+        let reload = reload::Reload {
+            last_text: std::fs::read_to_string(&config.file)
+                .ok()
+                .map(|text| reload.all_text(&text)),
+            ..reload
         };
         info!(
             outbound = ?outbound.addresses(),

@@ -59,6 +59,8 @@ pub struct Config {
     pub runtime: Runtime,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
+    /// Files of more `[[policy]]` rules (already read into `policies`), watched for reload.
+    pub policy_files: Vec<PathBuf>,
     pub peers: Vec<Peer>,
 }
 
@@ -206,6 +208,8 @@ pub struct Policy {
     /// Evaluated and logged, never enforced.
     pub dry_run: bool,
     pub site: Site,
+    /// The `policy_files` entry it was read from (`None`: the config file itself).
+    pub file: Option<PathBuf>,
 }
 
 /// Who a policy rule is about.

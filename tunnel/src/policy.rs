@@ -112,9 +112,15 @@ impl Rule {
             ports: policy.ports.clone(),
             not_ports: policy.not_ports.clone(),
             dry_run: policy.dry_run,
-            origin: match policy.site.line {
-                Some(line) => format!("{} (line {line})", policy.site.key),
-                None => policy.site.key.clone(),
+            origin: {
+                let at = match policy.site.line {
+                    Some(line) => format!("{} (line {line})", policy.site.key),
+                    None => policy.site.key.clone(),
+                };
+                match &policy.file {
+                    Some(file) => format!("{}: {at}", file.display()),
+                    None => at,
+                }
             },
         }
     }

@@ -1,5 +1,6 @@
-//! Policy reload without a restart: on SIGHUP, or when anything in the config file's
-//! directory changes (editors write a temporary file and rename it; Kubernetes swaps a
+//! Policy reload without a restart: on SIGHUP, or when anything in the directory of the
+//! config file or of a `policy_files` entry changes (a policy file in a directory added by
+//! the reload itself is watched from the next start) (editors write a temporary file and rename it; Kubernetes swaps a
 //! `..data` symlink, so the file's own name may not appear in the event), the config file
 //! is read again and the policy and modes are swapped whole. A file that does not parse
 //! keeps the policy in force. Streams the new policy denies are closed.
@@ -22,9 +23,11 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// What a reload replaces: the policy and modes, read again from the config file.
 pub struct Reload {
     pub file: PathBuf,
+    /// The `policy_files` at start; their directories are watched too.
+    pub policy_files: Vec<PathBuf>,
     pub policy: Arc<LivePolicy>,
     pub live: Arc<LiveStreams>,
-    /// The file's text at the last reload: a change event with the same text (another file
+    /// The files' text at the last reload: a change event with the same text (another file
     /// in the directory, a touch) reloads nothing, so a busy directory cannot make a loop.
     pub last_text: Option<String>,
 }
@@ -42,13 +45,15 @@ impl Reload {
                 );
             }
         };
-        if !even_if_unchanged && self.last_text.as_ref() == Some(&text) {
+        let all_text = self.all_text(&text);
+        if !even_if_unchanged && self.last_text.as_ref() == Some(&all_text) {
             return;
         }
         let parsed = Config::parse(&text, &self.file);
-        self.last_text = Some(text);
+        self.last_text = Some(all_text);
         match parsed {
             Ok(config) => {
+                self.policy_files.clone_from(&config.policy_files);
                 let policy = Policy::from_config(&config);
                 let rules = policy.rule_count();
                 let closed = self.live.enforce(&policy);
@@ -65,6 +70,17 @@ impl Reload {
         }
     }
 
+    /// The config file's text and its policy files' (as far as they read), to tell a real
+    /// change from an event that changed nothing.
+    pub fn all_text(&self, config_text: &str) -> String {
+        let mut all = config_text.to_string();
+        for file in &self.policy_files {
+            all.push('\0');
+            all.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        all
+    }
+
     /// Reloads on every SIGHUP and every settled change in the config file's directory,
     /// until the daemon stops.
     pub async fn run(mut self) {
@@ -78,7 +94,7 @@ impl Reload {
         };
         let (changed_tx, mut changed) = mpsc::unbounded_channel();
         // Kept alive for as long as this task runs; dropping it stops the watch.
-        let _watcher = self.watch_directory(changed_tx);
+        let _watcher = self.watch_directories(changed_tx);
         loop {
             let signalled = tokio::select! {
                 Some(_) = async { hangups.as_mut()?.recv().await } => true,
@@ -98,12 +114,12 @@ impl Reload {
         }
     }
 
-    /// Watches the config file's directory; `None` (logged) if the watch cannot be set up.
-    fn watch_directory(
+    /// Watches the directories of the config file and of its policy files; `None` (logged)
+    /// if the watch cannot be set up.
+    fn watch_directories(
         &self,
         changed: mpsc::UnboundedSender<()>,
     ) -> Option<notify::RecommendedWatcher> {
-        let dir = self.file.parent().filter(|d| !d.as_os_str().is_empty())?;
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // Opening and reading (ours included) are not changes.
             if let Ok(event) = event
@@ -112,16 +128,25 @@ impl Reload {
                 let _ = changed.send(());
             }
         });
-        let watched = watcher.and_then(|mut watcher| {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
-            Ok(watcher)
-        });
-        match watched {
-            Ok(watcher) => Some(watcher),
+        let mut watcher = match watcher {
+            Ok(watcher) => watcher,
             Err(e) => {
-                warn!(dir = %dir.display(), error = %e, "cannot watch the config directory: reload by SIGHUP only");
-                None
+                warn!(error = %e, "cannot watch the config files: reload by SIGHUP only");
+                return None;
+            }
+        };
+        let mut dirs: Vec<&std::path::Path> = std::iter::once(&self.file)
+            .chain(&self.policy_files)
+            .filter_map(|f| f.parent())
+            .filter(|d| !d.as_os_str().is_empty())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                warn!(dir = %dir.display(), error = %e, "cannot watch a config directory: its changes need a SIGHUP");
             }
         }
+        Some(watcher)
     }
 }

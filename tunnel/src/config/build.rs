@@ -19,7 +19,8 @@ use super::{
     Policy, PrincipalPattern, Problem, Runtime, Site, Workload,
     error::{Locator, Step, render},
     raw::{
-        RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawRuntime, RawWorkload,
+        RawCapture, RawConfig, RawListen, RawOutbound, RawPeer, RawPolicy, RawPolicyFile,
+        RawRuntime, RawWorkload,
     },
 };
 use crate::identity::{SpiffeId, TrustDomain};
@@ -29,25 +30,73 @@ mod values;
 
 pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let locator = Locator::new(text);
-    let raw = deserialize(text, file, &locator)?;
+    let raw: RawConfig = deserialize(text, file, &locator)?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let policy_files = raw.policy_files.clone();
     let mut checker = Checker {
         locator,
-        base,
+        base: base.clone(),
         problems: Vec::new(),
     };
     let config = checker.config(raw, file);
-    match config {
-        Some(config) if checker.problems.is_empty() => Ok(config),
-        _ => Err(ConfigError {
+    let mut config = match config {
+        Some(config) if checker.problems.is_empty() => config,
+        _ => {
+            return Err(ConfigError {
+                file: file.into(),
+                problems: checker.problems,
+            });
+        }
+    };
+    for (i, name) in policy_files.iter().enumerate() {
+        let path = base.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let key = render(&at("policy_files").index(i).0);
+            ConfigError {
+                file: file.into(),
+                problems: vec![Problem {
+                    line: checker.locator.line_of(&at("policy_files").index(i).0),
+                    key: Some(key),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }],
+            }
+        })?;
+        config.policies.extend(policy_file(&text, &path, &config)?);
+        config.policy_files.push(path);
+    }
+    Ok(config)
+}
+
+/// The rules of one `policy_files` entry, checked against the config's workloads; problems
+/// name that file, its lines and keys.
+fn policy_file(text: &str, file: &Path, config: &Config) -> Result<Vec<Policy>, ConfigError> {
+    let locator = Locator::new(text);
+    let raw: RawPolicyFile = deserialize(text, file, &locator)?;
+    let mut checker = Checker {
+        locator,
+        base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        problems: Vec::new(),
+    };
+    let mut policies =
+        checker.policies(&raw.policies, Some(&config.trust_domain), &config.workloads);
+    if !checker.problems.is_empty() {
+        return Err(ConfigError {
             file: file.into(),
             problems: checker.problems,
-        }),
+        });
     }
+    for policy in &mut policies {
+        policy.file = Some(file.into());
+    }
+    Ok(policies)
 }
 
 /// Structure and types, via serde: unknown keys, missing keys, a string where a number goes.
-fn deserialize(text: &str, file: &Path, locator: &Locator<'_>) -> Result<RawConfig, ConfigError> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+    locator: &Locator<'_>,
+) -> Result<T, ConfigError> {
     let deserializer =
         toml::Deserializer::parse(text).map_err(|e| toml_error(file, locator, None, &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -214,6 +263,7 @@ impl Checker<'_> {
             runtime: runtime?,
             workloads,
             policies,
+            policy_files: Vec::new(),
             peers,
         })
     }
@@ -682,6 +732,7 @@ impl Checker<'_> {
                     not_ports,
                     dry_run: raw.dry_run,
                     site: self.site(&path),
+                    file: None,
                 });
             }
         }

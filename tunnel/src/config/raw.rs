@@ -24,6 +24,9 @@ pub struct RawConfig {
     pub workloads: Vec<RawWorkload>,
     #[serde(default, rename = "policy")]
     pub policies: Vec<RawPolicy>,
+    /// More `[[policy]]` rules, each file holding only those.
+    #[serde(default)]
+    pub policy_files: Vec<String>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<RawPeer>,
 }
@@ -139,6 +142,14 @@ pub enum Action {
     Deny,
     /// Changes nothing; a matching connection is logged with the rule.
     Audit,
+}
+
+/// A file named in `policy_files`: `[[policy]]` tables and nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyFile {
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<RawPolicy>,
 }
 
 #[derive(Debug, Deserialize)]

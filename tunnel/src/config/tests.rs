@@ -565,3 +565,40 @@ dry_run = true
         assert!(message.contains(&format!(": {key}: ")), "{bad}: {message}");
     }
 }
+
+#[test]
+fn policy_files_add_rules_and_their_problems_name_the_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("tunnel.toml");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/batch\"]\n",
+    )
+    .unwrap();
+    let text = format!("policy_files = [\"rules.toml\"]\n{CONTRACT}");
+    let config = Config::parse(&text, &main).unwrap();
+    assert_eq!(
+        config.policies.len(),
+        2,
+        "the contract's rule and the file's"
+    );
+    assert_eq!(config.policies[1].file.as_deref(), Some(rules.as_path()));
+    assert_eq!(config.policy_files, vec![rules.clone()]);
+
+    std::fs::write(&rules, "[[policy]]\naction = \"deny\"\nto = \"nobody\"\n").unwrap();
+    let message = Config::parse(&text, &main).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}:3: policy[0].to: no workload named \"nobody\"",
+            rules.display()
+        )),
+        "{message}"
+    );
+    std::fs::remove_file(&rules).unwrap();
+    let message = Config::parse(&text, &main).unwrap_err().to_string();
+    assert!(
+        message.contains(": policy_files[0]: cannot read"),
+        "{message}"
+    );
+}
