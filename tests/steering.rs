@@ -320,3 +320,36 @@ fn rules_in_a_policy_file_reload_when_that_file_changes() {
         SHORT,
     );
 }
+
+#[test]
+fn the_workload_learns_the_caller_from_a_proxy_protocol_header() {
+    let with_header = |b: String| {
+        b.replace(
+            "ports = [8080]",
+            "ports = [8080]\nproxy_protocol = [8080]\nmode = \"permissive\"",
+        )
+    };
+    let mut pair = Pair::new("steer-proxy-v2", |a| a, with_header);
+    let c = pair.testbed.add_host("host-c");
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-proxy-v2", "8080"], 8080);
+
+    let tunnelled = pair.frontend(&["first-line", "10.0.0.2", "8080"]);
+    println!("tunnelled: {}", tunnelled.stdout.trim());
+    assert!(
+        tunnelled.stdout.starts_with("proxy src=10.0.0.1:")
+            && tunnelled
+                .stdout
+                .trim()
+                .ends_with("dst=10.0.0.2:8080 spiffe=spiffe://example.org/frontend"),
+        "{}",
+        tunnelled.stdout
+    );
+    let plaintext = plain(&c, &["first-line", "10.0.0.2", "8080"]);
+    println!("plaintext (permissive): {plaintext}");
+    assert!(
+        plaintext.starts_with("proxy src=10.0.0.3:")
+            && plaintext.ends_with("dst=10.0.0.2:8080 spiffe=none"),
+        "{plaintext}"
+    );
+}

@@ -14,6 +14,10 @@ Each command prints one result line (or JSON) that the Rust tests parse.
   expect-refused HOST PORT    connects and reads; prints how it failed and how long it took
   hold HOST PORT N SECONDS    opens N connections to a serve-tagged port, holds them open
                               for SECONDS, prints "held=<k>"
+  serve-proxy-v2 PORT         reads the PROXY protocol v2 header each connection starts with
+                              (parsed here, independently of the daemon's code) and answers
+                              "proxy src=IP:PORT dst=IP:PORT spiffe=ID|none\n"
+  first-line HOST PORT        connects and prints the first line it receives
   latency HOST PORT N         N new connections in turn to a serve-tagged port, each timed
                               from connect to its tag line; prints "ok=<k> p50_ms=.. p90_ms=.."
 """
@@ -70,6 +74,44 @@ def tagged(conn, port):
             conn.sendall(data)
 
 
+def read_exactly(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def proxy_v2(conn, _port):
+    """Parses the PROXY v2 header as haproxy's proxy-protocol.txt (section 2.2) lays it out."""
+    with conn:
+        head = read_exactly(conn, 16)
+        if head[:12] != b"\r\n\r\n\x00\r\nQUIT\n" or head[12] != 0x21:
+            conn.sendall(b"proxy error=bad-signature-or-version\n")
+            return
+        family, length = head[13], int.from_bytes(head[14:16], "big")
+        body = read_exactly(conn, length)
+        if family == 0x11:
+            src, dst = socket.inet_ntop(socket.AF_INET, body[0:4]), socket.inet_ntop(socket.AF_INET, body[4:8])
+            ports, rest = body[8:12], body[12:]
+        elif family == 0x21:
+            src, dst = socket.inet_ntop(socket.AF_INET6, body[0:16]), socket.inet_ntop(socket.AF_INET6, body[16:32])
+            ports, rest = body[32:36], body[36:]
+        else:
+            conn.sendall(f"proxy error=family-{family:#x}\n".encode())
+            return
+        sport, dport = int.from_bytes(ports[0:2], "big"), int.from_bytes(ports[2:4], "big")
+        spiffe = "none"
+        while len(rest) >= 3:
+            kind, tlv_len = rest[0], int.from_bytes(rest[1:3], "big")
+            if kind == 0xE0:
+                spiffe = rest[3:3 + tlv_len].decode()
+            rest = rest[3 + tlv_len:]
+        conn.sendall(f"proxy src={src}:{sport} dst={dst}:{dport} spiffe={spiffe}\n".encode())
+
+
 def sink(conn, _port):
     with conn:
         h, n = hashlib.sha256(), 0
@@ -85,6 +127,11 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "serve-tagged":
         serve(args, tagged)
+    elif cmd == "serve-proxy-v2":
+        serve(args, proxy_v2)
+    elif cmd == "first-line":
+        s = connect(args[0], args[1])
+        print(s.makefile().readline().strip())
     elif cmd == "serve-sink":
         serve(args, sink)
     elif cmd == "serve-source":

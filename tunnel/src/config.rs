@@ -189,6 +189,9 @@ pub struct Workload {
     pub ports: BTreeSet<u16>,
     /// This workload's mode (the global `mode` unless it sets its own).
     pub mode: Mode,
+    /// Ports whose deliveries start with a PROXY protocol v2 header (source, destination,
+    /// and the caller's SPIFFE ID when tunnelled).
+    pub proxy_protocol: BTreeSet<u16>,
 }
 
 #[derive(Clone, Debug)]

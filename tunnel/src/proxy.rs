@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod plaintext;
 pub mod pool;
+mod proxy_protocol;
 mod record_tls_error;
 
 /// A listening socket with an explicit backlog: a burst of connects larger than the

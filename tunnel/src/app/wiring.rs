@@ -242,6 +242,7 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
         live: Arc::default(),
         workloads_by_port,
         own_ports: config.listen.own_ports(),
+        proxy_protocol_ports: proxy_protocol_ports(config),
         connect_timeout: config.outbound.connect_timeout,
         limits: config.inbound,
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
@@ -272,7 +273,17 @@ pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextIn
         connect_timeout: config.outbound.connect_timeout,
         refusals: inbound.refusals.clone(),
         policy: inbound.policy.clone(),
+        proxy_protocol_ports: inbound.proxy_protocol_ports.clone(),
     }
+}
+
+/// Every workload port whose deliveries start with a PROXY protocol header.
+fn proxy_protocol_ports(config: &Config) -> BTreeSet<u16> {
+    config
+        .workloads
+        .iter()
+        .flat_map(|w| w.proxy_protocol.iter().copied())
+        .collect()
 }
 
 #[cfg(test)]

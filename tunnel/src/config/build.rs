@@ -584,8 +584,24 @@ impl Checker<'_> {
             if raw.cgroup.is_none() && raw.ports.is_empty() {
                 self.problem(&path, format!("workload {:?} needs `cgroup` (to call out), `ports` (to be called), or both", raw.name));
             }
-            if let (true, Some(spiffe_id), Some(cert), Some(key), Some(ports)) =
-                (name_ok, spiffe_id, cert, key, ports)
+            let proxy_protocol = self.ports(&path.key("proxy_protocol"), &raw.proxy_protocol);
+            if let (Some(proxy_protocol), Some(ports)) = (&proxy_protocol, &ports)
+                && let Some(port) = proxy_protocol.difference(ports).next()
+            {
+                self.problem(
+                    &path.key("proxy_protocol"),
+                    format!("port {port} is not one of this workload's ports"),
+                );
+                continue;
+            }
+            if let (
+                true,
+                Some(spiffe_id),
+                Some(cert),
+                Some(key),
+                Some(ports),
+                Some(proxy_protocol),
+            ) = (name_ok, spiffe_id, cert, key, ports, proxy_protocol)
             {
                 let cgroup = match cgroup {
                     Some(Some(c)) => Some(c),
@@ -600,6 +616,7 @@ impl Checker<'_> {
                     cgroup,
                     ports,
                     mode: raw.mode.unwrap_or(global_mode),
+                    proxy_protocol,
                 });
             }
         }

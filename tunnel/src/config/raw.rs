@@ -133,6 +133,9 @@ pub struct RawWorkload {
     pub ports: Vec<u16>,
     /// Overrides the global `mode` for this workload.
     pub mode: Option<Mode>,
+    /// Ports (of `ports`) whose deliveries start with a PROXY protocol v2 header.
+    #[serde(default)]
+    pub proxy_protocol: Vec<u16>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

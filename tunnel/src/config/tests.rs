@@ -602,3 +602,24 @@ fn policy_files_add_rules_and_their_problems_name_the_policy_file() {
         "{message}"
     );
 }
+
+#[test]
+fn proxy_protocol_ports_must_be_the_workloads_own() {
+    let with = |ports: &str| {
+        CONTRACT.replace(
+            ORDERS_PORTS,
+            &format!("ports = [8080]\nproxy_protocol = {ports} #"),
+        )
+    };
+    let config = parse(&with("[8080]")).unwrap();
+    assert_eq!(
+        config.workload("orders").unwrap().proxy_protocol,
+        BTreeSet::from([8080])
+    );
+    let message = parse(&with("[9090]")).unwrap_err().to_string();
+    assert!(
+        message
+            .contains("workload[1].proxy_protocol: port 9090 is not one of this workload's ports"),
+        "{message}"
+    );
+}

@@ -3,7 +3,10 @@
 
 use std::{io, net::SocketAddr, time::Duration};
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::{TcpSocket, TcpStream},
+};
 
 use crate::sys;
 
@@ -34,7 +37,12 @@ impl DialError {
 /// first proves the address is local (the kernel refuses with EADDRNOTAVAIL otherwise,
 /// unless non-local binds are allowed, which `nonlocal_bind` keeps the daemon from running
 /// with), so a CONNECT can never make the daemon dial another machine.
-pub async fn dial_local(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, DialError> {
+/// `preamble` (a PROXY protocol header) is written before anything else.
+pub async fn dial_local(
+    dst: SocketAddr,
+    timeout: Duration,
+    preamble: Option<&[u8]>,
+) -> Result<TcpStream, DialError> {
     let socket = if dst.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -48,12 +56,15 @@ pub async fn dial_local(dst: SocketAddr, timeout: Duration) -> Result<TcpStream,
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return Err(DialError::NotLocal),
         Err(e) => return Err(DialError::local(e)),
     }
-    let stream = tokio::time::timeout(timeout, socket.connect(dst))
+    let mut stream = tokio::time::timeout(timeout, socket.connect(dst))
         .await
         .map_err(|_| {
             DialError::Failed(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
         })?
         .map_err(DialError::local)?;
     let _ = stream.set_nodelay(true);
+    if let Some(preamble) = preamble {
+        stream.write_all(preamble).await.map_err(DialError::local)?;
+    }
     Ok(stream)
 }

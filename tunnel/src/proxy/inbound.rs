@@ -58,6 +58,8 @@ pub struct InboundInputs {
     pub workloads_by_port: HashMap<u16, Arc<str>>,
     /// The daemon's own ports, never a destination.
     pub own_ports: BTreeSet<u16>,
+    /// Ports whose deliveries start with a PROXY protocol v2 header.
+    pub proxy_protocol_ports: BTreeSet<u16>,
     pub connect_timeout: Duration,
     pub limits: InboundLimits,
     /// Refusals before a connection is served, counted by kind (shared with whoever reports

@@ -6,7 +6,7 @@
 //! and says that strict would have refused it.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io,
     net::{SocketAddr, SocketAddrV6},
     os::fd::{AsFd as _, BorrowedFd},
@@ -22,6 +22,7 @@ use super::{
     admission::{Refusal, Refusals},
     copy,
     deliver::dial_local,
+    proxy_protocol,
 };
 use crate::{config::Mode, drain::DrainWatcher, policy::LivePolicy};
 
@@ -44,6 +45,8 @@ pub struct PlaintextInputs {
     pub connect_timeout: Duration,
     pub refusals: Arc<Refusals>,
     pub policy: Arc<LivePolicy>,
+    /// Ports whose deliveries start with a PROXY protocol v2 header.
+    pub proxy_protocol_ports: BTreeSet<u16>,
 }
 
 /// The listeners `steer_inbound` hands connections to, with their slots in its socket map.
@@ -181,7 +184,11 @@ async fn pass(
 ) {
     let started = Instant::now();
     let _ = stream.set_nodelay(true);
-    let mut target = match dial_local(dst, inputs.connect_timeout).await {
+    let header = inputs
+        .proxy_protocol_ports
+        .contains(&dst.port())
+        .then(|| proxy_protocol::header(caller, dst, None));
+    let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
         Ok(target) => target,
         Err(e) => {
             info!(src = %caller, %dst, workload = %workload.name, reason = %e, "plaintext connection not delivered");

@@ -22,7 +22,7 @@ use crate::{
     proxy::{
         copy,
         deliver::{DialError, dial_local},
-        hbone,
+        hbone, proxy_protocol,
     },
 };
 
@@ -139,7 +139,11 @@ async fn admit(
                 .into(),
         });
     }
-    match dial_local(dst, inputs.connect_timeout).await {
+    let header = inputs
+        .proxy_protocol_ports
+        .contains(&dst.port())
+        .then(|| proxy_protocol::header(peer, dst, Some(&caller.to_string())));
+    match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
         Ok(target) => Ok((target, workload)),
         Err(DialError::NotLocal) => Err(Refused::forbidden(format!(
             "{} is not an address of this host",
