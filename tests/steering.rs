@@ -204,6 +204,27 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
         "permissive: C's plaintext passes"
     );
 
+    // permissive → audit by a file change: C still passes, and the log says what strict
+    // would refuse.
+    let config = std::fs::read_to_string(&pair.b.config).unwrap();
+    std::fs::write(
+        &pair.b.config,
+        config.replace("mode = \"permissive\"", "mode = \"audit\""),
+    )
+    .unwrap();
+    pair.b
+        .daemon()
+        .wait_for_line(&["policy reloaded", "trigger=\"file change\""], SHORT);
+    assert_eq!(round_trip(&c), "ok=1 bad=0", "audit: C's plaintext passes");
+    let audit = pair.b.daemon().wait_for_line(
+        &[
+            "audit: plaintext connection passed to the workload, strict mode would refuse it",
+            "src=10.0.0.3",
+        ],
+        SHORT,
+    );
+    println!("{}", audit.trim());
+
     // A tunnelled connection held open across the reload.
     let mut held = pair
         .a
@@ -218,7 +239,7 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
     // Strict, and a rule that denies frontend: picked up from the file change, no signal and
     // no restart.
     let config = std::fs::read_to_string(&pair.b.config).unwrap();
-    let stricter = config.replace("mode = \"permissive\"", "mode = \"strict\"")
+    let stricter = config.replace("mode = \"audit\"", "mode = \"strict\"")
         + "\n[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\n";
     std::fs::write(&pair.b.config, &stricter).unwrap();
     let pid = pair.b.daemon().pid();

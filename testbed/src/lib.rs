@@ -256,7 +256,19 @@ fn remove_cgroup_tree(dir: &Path) {
             }
         }
     }
-    if let Err(e) = fs::remove_dir(dir)
+    // A cgroup whose last process has just exited stays busy until the kernel has finished
+    // releasing it (cgroup.procs is already empty by then): retry briefly.
+    let mut removed = fs::remove_dir(dir);
+    for _ in 0..100 {
+        match &removed {
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                removed = fs::remove_dir(dir);
+            }
+            _ => break,
+        }
+    }
+    if let Err(e) = removed
         && dir.exists()
     {
         eprintln!("testbed: cannot remove cgroup {}: {e}", dir.display());
