@@ -133,7 +133,24 @@ pub fn run() -> Result<()> {
         last_line(&daemon_a, "belongs to no workload")
     );
 
-    step("7. Host A's daemon is killed: capture stays pinned and fails closed");
+    step(
+        "7. Plaintext around the tunnel: a process on host A outside the captured cgroup calls 10.0.0.2:8080 directly",
+    );
+    let out = host_a
+        .command("curl")
+        .args(["-sS", "-m", "5", "http://10.0.0.2:8080/"])
+        .output(WAIT);
+    println!(
+        "   curl: {} (host B's steer_inbound handed it to its daemon, which refuses plaintext in strict mode)",
+        out.stderr.trim()
+    );
+    daemon_b.wait_for("refused plaintext from another host", WAIT);
+    println!(
+        "   host B log: {}",
+        last_line(&daemon_b, "refused plaintext from another host")
+    );
+
+    step("8. Host A's daemon is killed: capture stays pinned and fails closed");
     daemon_a.signal("KILL");
     daemon_a.wait_timeout(WAIT);
     let out = host_a
