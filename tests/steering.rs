@@ -97,6 +97,22 @@ fn strict_mode_refuses_plaintext_from_other_hosts_and_never_steers_local_callers
         "B logs the refusal with the caller's address:\n{logs}"
     );
 
+    // IPv6 the same way: refused from C, never steered for B's own callers.
+    let from_c_v6 = plain(&c, &["expect-refused", "fd00::2", "8080"]);
+    println!("plaintext over IPv6 from C: {from_c_v6}");
+    assert!(from_c_v6.starts_with("outcome=reset"), "{from_c_v6}");
+    for local in ["::1", "fd00::2"] {
+        assert_eq!(
+            plain(&pair.b.host, &["fan-out", local, "8080", "1"]),
+            "ok=1 bad=0",
+            "local IPv6 caller on B to {local}"
+        );
+    }
+    assert!(
+        !accepted_from(&server).iter().any(|ip| ip == "fd00::3"),
+        "the workload never saw C over IPv6"
+    );
+
     // No daemon: steered connections are refused, never delivered in plaintext.
     pair.b.daemon.take().expect("daemon").signal("KILL");
     std::thread::sleep(std::time::Duration::from_millis(200));
