@@ -207,12 +207,16 @@ fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refu
 
 #[test]
 fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
-    let permissive =
-        |b: String| b.replace("ports = [8080]", "ports = [8080]\nmode = \"permissive\"");
+    let permissive = |b: String| {
+        b.replace(
+            "ports = [8080]",
+            "ports = [8080, 8081]\nmode = \"permissive\"",
+        )
+    };
     let mut pair = Pair::new("steer-reload", |a| a, permissive);
     let c = pair.testbed.add_host("host-c");
     pair.start();
-    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let _server = pair.serve_on_b(&["serve-tagged", "8080", "8081"], 8081);
     let round_trip = |host: &support::Host| plain(host, &["fan-out", "10.0.0.2", "8080", "1"]);
     assert_eq!(
         round_trip(&c),
@@ -241,22 +245,27 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
     );
     println!("{}", audit.trim());
 
-    // A tunnelled connection held open across the reload.
-    let mut held = pair
-        .a
-        .host
-        .command("python3")
-        .arg(NETPROBE)
-        .args(["hold", "10.0.0.2", "8080", "1", "30"])
-        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
-        .spawn();
-    held.wait_for("holding=1", SHORT);
+    // Two tunnelled connections held open across the reload: the new rule denies the one to
+    // 8080 and allows the one to 8081.
+    let hold = |port: &str| {
+        let mut held = pair
+            .a
+            .host
+            .command("python3")
+            .arg(NETPROBE)
+            .args(["hold", "10.0.0.2", port, "1", "30"])
+            .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+            .spawn();
+        held.wait_for("holding=1", SHORT);
+        held
+    };
+    let (held_denied, held_allowed) = (hold("8080"), hold("8081"));
 
     // Strict, and a rule that denies frontend: picked up from the file change, no signal and
     // no restart.
     let config = std::fs::read_to_string(&pair.b.config).unwrap();
     let stricter = config.replace("mode = \"audit\"", "mode = \"strict\"")
-        + "\n[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\n";
+        + "\n[[policy]]\naction = \"deny\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/frontend\"]\nports = [8080]\n";
     std::fs::write(&pair.b.config, &stricter).unwrap();
     let pid = pair.b.daemon().pid();
     let reloaded = pair.b.daemon().wait_for_line(
@@ -276,14 +285,22 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
         ],
         SHORT,
     );
-    // Closed under the application on both hosts: B's delivery socket and A's captured one.
+    // Closed under the application on both hosts (B's delivery socket and A's captured one);
+    // the allowed one stays.
     testbed::wait_until(
         SHORT,
         std::time::Duration::from_millis(100),
-        || pair.b.host.established_to(8080) == 0 && pair.a.host.established_to(15001) == 0,
+        || pair.b.host.established_to(8080) == 0 && pair.a.host.established_to(15001) == 1,
         || "the denied connection is closed on both hosts".into(),
     );
-    held.signal("KILL");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        pair.b.host.established_to(8081),
+        1,
+        "the allowed connection stays"
+    );
+    held_denied.signal("KILL");
+    held_allowed.signal("KILL");
     let outcome = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
     assert!(
         outcome.starts_with("outcome=reset"),
