@@ -407,3 +407,63 @@ fn the_workload_learns_the_caller_from_a_proxy_protocol_header() {
         "{plaintext}"
     );
 }
+
+#[test]
+fn http_requests_carry_the_callers_identity_and_a_spoofed_header_is_replaced() {
+    let with_xfcc = |b: String| {
+        b.replace(
+            "ports = [8080]",
+            "ports = [8080]\nxfcc = [8080]\nmode = \"permissive\"",
+        )
+    };
+    let mut pair = Pair::new("steer-xfcc", |a| a, with_xfcc);
+    let c = pair.testbed.add_host("host-c");
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-xfcc", "8080"], 8080);
+    // Two requests on one keep-alive connection, each with a forged header.
+    let out = pair
+        .a
+        .host
+        .command("curl")
+        .args([
+            "-sS",
+            "-m",
+            "10",
+            "-H",
+            "X-Forwarded-Client-Cert: By=x;URI=spiffe://example.org/admin",
+            "http://10.0.0.2:8080/first",
+            "http://10.0.0.2:8080/second",
+        ])
+        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+        .output(SHORT);
+    println!("{}", out.stdout.trim());
+    let expected = "xfcc=By=spiffe://example.org/node/host-b;URI=spiffe://example.org/frontend";
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, vec![expected, expected], "stderr: {}", out.stderr);
+    pair.a
+        .daemon()
+        .wait_for_line(&["connection carried"], SHORT);
+    let carried = pair.a.logs().matches("connection carried").count();
+    assert_eq!(carried, 1, "both requests on one connection");
+
+    // Plaintext passed in permissive mode: the forged header is removed, none is added.
+    let out = c
+        .command("curl")
+        .args([
+            "-sS",
+            "-m",
+            "10",
+            "-H",
+            "X-Forwarded-Client-Cert: By=x;URI=spiffe://example.org/admin",
+            "http://10.0.0.2:8080/first",
+            "http://10.0.0.2:8080/second",
+        ])
+        .output(SHORT);
+    println!("plaintext: {}", out.stdout.trim());
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        vec!["xfcc=none", "xfcc=none"],
+        "stderr: {}",
+        out.stderr
+    );
+}

@@ -18,6 +18,8 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               (parsed here, independently of the daemon's code) and answers
                               "proxy src=IP:PORT dst=IP:PORT spiffe=ID|none\n"
   first-line HOST PORT        connects and prints the first line it receives
+  serve-xfcc PORT             HTTP/1.1 keep-alive server; each response's body is
+                              "xfcc=<every X-Forwarded-Client-Cert it got, joined by |>\n"
   latency HOST PORT N         N new connections in turn to a serve-tagged port, each timed
                               from connect to its tag line; prints "ok=<k> p50_ms=.. p90_ms=.."
 """
@@ -129,6 +131,33 @@ def main():
         serve(args, tagged)
     elif cmd == "serve-proxy-v2":
         serve(args, proxy_v2)
+    elif cmd == "serve-xfcc":
+        import http.server
+
+        class Echo(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                got = self.headers.get_all("X-Forwarded-Client-Cert") or ["none"]
+                body = ("xfcc=" + "|".join(got) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class DualStack(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+            def server_bind(self):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                super().server_bind()
+
+        server = DualStack(("::", int(args[0])), Echo)
+        print("listening", flush=True)
+        server.serve_forever()
     elif cmd == "first-line":
         s = connect(args[0], args[1])
         print(s.makefile().readline().strip())

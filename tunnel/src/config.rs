@@ -192,6 +192,9 @@ pub struct Workload {
     /// Ports whose deliveries start with a PROXY protocol v2 header (source, destination,
     /// and the caller's SPIFFE ID when tunnelled).
     pub proxy_protocol: BTreeSet<u16>,
+    /// HTTP/1.1 ports whose requests get `X-Forwarded-Client-Cert` (the caller's identity),
+    /// replacing any the caller sent.
+    pub xfcc: BTreeSet<u16>,
 }
 
 #[derive(Clone, Debug)]

@@ -12,6 +12,7 @@ pub mod plaintext;
 pub mod pool;
 mod proxy_protocol;
 mod record_tls_error;
+pub mod xfcc;
 
 /// A listening socket with an explicit backlog: a burst of connects larger than the
 /// backlog overflows the accept queue, and each overflowed SYN waits a second for its

@@ -243,6 +243,12 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
         workloads_by_port,
         own_ports: config.listen.own_ports(),
         proxy_protocol_ports: proxy_protocol_ports(config),
+        xfcc_ports: config
+            .workloads
+            .iter()
+            .flat_map(|w| w.xfcc.iter().copied())
+            .collect(),
+        node_identity: config.node.spiffe_id.to_string().into(),
         connect_timeout: config.outbound.connect_timeout,
         limits: config.inbound,
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
@@ -274,6 +280,7 @@ pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextIn
         refusals: inbound.refusals.clone(),
         policy: inbound.policy.clone(),
         proxy_protocol_ports: inbound.proxy_protocol_ports.clone(),
+        xfcc_ports: inbound.xfcc_ports.clone(),
     }
 }
 

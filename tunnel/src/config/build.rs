@@ -585,15 +585,23 @@ impl Checker<'_> {
                 self.problem(&path, format!("workload {:?} needs `cgroup` (to call out), `ports` (to be called), or both", raw.name));
             }
             let proxy_protocol = self.ports(&path.key("proxy_protocol"), &raw.proxy_protocol);
-            if let (Some(proxy_protocol), Some(ports)) = (&proxy_protocol, &ports)
-                && let Some(port) = proxy_protocol.difference(ports).next()
-            {
-                self.problem(
-                    &path.key("proxy_protocol"),
-                    format!("port {port} is not one of this workload's ports"),
-                );
+            let xfcc = self.ports(&path.key("xfcc"), &raw.xfcc);
+            let mut outside = false;
+            for (key, subset) in [("proxy_protocol", &proxy_protocol), ("xfcc", &xfcc)] {
+                if let (Some(subset), Some(ports)) = (subset, &ports)
+                    && let Some(port) = subset.difference(ports).next()
+                {
+                    self.problem(
+                        &path.key(key),
+                        format!("port {port} is not one of this workload's ports"),
+                    );
+                    outside = true;
+                }
+            }
+            if outside {
                 continue;
             }
+            let Some(xfcc) = xfcc else { continue };
             if let (
                 true,
                 Some(spiffe_id),
@@ -617,6 +625,7 @@ impl Checker<'_> {
                     ports,
                     mode: raw.mode.unwrap_or(global_mode),
                     proxy_protocol,
+                    xfcc,
                 });
             }
         }

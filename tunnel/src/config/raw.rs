@@ -136,6 +136,9 @@ pub struct RawWorkload {
     /// Ports (of `ports`) whose deliveries start with a PROXY protocol v2 header.
     #[serde(default)]
     pub proxy_protocol: Vec<u16>,
+    /// HTTP/1.1 ports (of `ports`) whose requests get `X-Forwarded-Client-Cert`.
+    #[serde(default)]
+    pub xfcc: Vec<u16>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

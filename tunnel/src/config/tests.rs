@@ -622,4 +622,10 @@ fn proxy_protocol_ports_must_be_the_workloads_own() {
             .contains("workload[1].proxy_protocol: port 9090 is not one of this workload's ports"),
         "{message}"
     );
+    let xfcc = CONTRACT.replace(ORDERS_PORTS, "ports = [8080]\nxfcc = [8081] #");
+    let message = parse(&xfcc).unwrap_err().to_string();
+    assert!(
+        message.contains("workload[1].xfcc: port 8081 is not one of this workload's ports"),
+        "{message}"
+    );
 }

@@ -23,6 +23,8 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+
+use super::xfcc::RequestRewriter;
 use h2::{Reason, RecvStream, SendStream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -66,14 +68,26 @@ pub struct CopyStats {
 /// Runs both directions to completion.
 pub async fn bidirectional(
     socket: &mut TcpStream,
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+) -> (CopyStats, CopyEnd) {
+    bidirectional_rewriting(socket, send, recv, None).await
+}
+
+/// [`bidirectional`], with what the stream carries towards the socket passed through
+/// `rewriter` (HTTP/1.1 requests getting `X-Forwarded-Client-Cert`); a request it cannot
+/// frame safely resets both sides.
+pub async fn bidirectional_rewriting(
+    socket: &mut TcpStream,
     mut send: SendStream<Bytes>,
     mut recv: RecvStream,
+    rewriter: Option<RequestRewriter>,
 ) -> (CopyStats, CopyEnd) {
     let mut stats = CopyStats::default();
     let end = {
         let (reader, writer) = socket.split();
         let upstream = socket_to_stream(reader, &mut send, &mut stats.to_stream);
-        let downstream = stream_to_socket(&mut recv, writer, &mut stats.to_socket);
+        let downstream = stream_to_socket(&mut recv, writer, &mut stats.to_socket, rewriter);
         tokio::pin!(upstream, downstream);
         let (mut upstream_done, mut downstream_done) = (false, false);
         loop {
@@ -176,11 +190,25 @@ async fn stream_to_socket(
     recv: &mut RecvStream,
     mut writer: WriteHalf<'_>,
     moved: &mut u64,
+    mut rewriter: Option<RequestRewriter>,
 ) -> Result<(), Failure> {
+    let mut rewritten = Vec::new();
     loop {
         match recv.data().await {
             Some(Ok(data)) => {
-                writer.write_all(&data).await.map_err(|_| Failure::Socket)?;
+                match rewriter.as_mut() {
+                    None => writer.write_all(&data).await,
+                    Some(rewriter) => {
+                        rewritten.clear();
+                        // Unframeable input: reset both sides (as a failed socket does).
+                        rewriter.feed(&data, &mut rewritten).map_err(|e| {
+                            tracing::info!(reason = %e, "connection reset: its requests cannot be given X-Forwarded-Client-Cert safely");
+                            Failure::Socket
+                        })?;
+                        writer.write_all(&rewritten).await
+                    }
+                }
+                .map_err(|_| Failure::Socket)?;
                 *moved += data.len() as u64;
                 // Open the window only once the application took the bytes: back-pressure.
                 let _ = recv.flow_control().release_capacity(data.len());

@@ -60,6 +60,10 @@ pub struct InboundInputs {
     pub own_ports: BTreeSet<u16>,
     /// Ports whose deliveries start with a PROXY protocol v2 header.
     pub proxy_protocol_ports: BTreeSet<u16>,
+    /// HTTP/1.1 ports whose requests get `X-Forwarded-Client-Cert`, and the identity it
+    /// names as `By`.
+    pub xfcc_ports: BTreeSet<u16>,
+    pub node_identity: Arc<str>,
     pub connect_timeout: Duration,
     pub limits: InboundLimits,
     /// Refusals before a connection is served, counted by kind (shared with whoever reports

@@ -23,6 +23,7 @@ use super::{
     copy,
     deliver::dial_local,
     proxy_protocol,
+    xfcc::RequestRewriter,
 };
 use crate::{config::Mode, drain::DrainWatcher, policy::LivePolicy};
 
@@ -47,6 +48,9 @@ pub struct PlaintextInputs {
     pub policy: Arc<LivePolicy>,
     /// Ports whose deliveries start with a PROXY protocol v2 header.
     pub proxy_protocol_ports: BTreeSet<u16>,
+    /// HTTP/1.1 ports where the workload trusts `X-Forwarded-Client-Cert`: a plaintext
+    /// caller's is removed (and none is added: the caller has no identity).
+    pub xfcc_ports: BTreeSet<u16>,
 }
 
 /// The listeners `steer_inbound` hands connections to, with their slots in its socket map.
@@ -196,8 +200,15 @@ async fn pass(
             return;
         }
     };
-    let result = tokio::io::copy_bidirectional(&mut stream, &mut target).await;
-    let (sent, received) = result.unwrap_or_default();
+    let (sent, received) = if inputs.xfcc_ports.contains(&dst.port()) {
+        // The workload trusts X-Forwarded-Client-Cert on this port: an unauthenticated
+        // caller's own must not reach it.
+        copy_stripping_xfcc(&mut stream, &mut target).await
+    } else {
+        tokio::io::copy_bidirectional(&mut stream, &mut target)
+            .await
+            .unwrap_or_default()
+    };
     debug!(
         direction = "inbound_plaintext",
         src = %caller,
@@ -208,4 +219,44 @@ async fn pass(
         duration_ms = started.elapsed().as_millis() as u64,
         "plaintext connection carried"
     );
+}
+
+/// Both directions, requests passed through a rewriter that removes
+/// `X-Forwarded-Client-Cert` and adds none; a request it cannot frame resets both sides.
+/// Returns the bytes moved each way (caller to workload, workload to caller).
+async fn copy_stripping_xfcc(caller: &mut TcpStream, workload: &mut TcpStream) -> (u64, u64) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut caller_read, mut caller_write) = caller.split();
+    let (mut workload_read, mut workload_write) = workload.split();
+    let requests = async {
+        let mut rewriter = RequestRewriter::stripping();
+        let (mut buf, mut out, mut moved) = (vec![0u8; 16 * 1024], Vec::new(), 0u64);
+        loop {
+            let n = caller_read.read(&mut buf).await?;
+            if n == 0 {
+                workload_write.shutdown().await?;
+                return Ok::<_, io::Error>(moved);
+            }
+            out.clear();
+            rewriter
+                .feed(&buf[..n], &mut out)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            workload_write.write_all(&out).await?;
+            moved += n as u64;
+        }
+    };
+    let responses = async {
+        let moved = tokio::io::copy(&mut workload_read, &mut caller_write).await?;
+        caller_write.shutdown().await?;
+        Ok::<_, io::Error>(moved)
+    };
+    match tokio::try_join!(requests, responses) {
+        Ok(moved) => moved,
+        Err(e) => {
+            info!(reason = %e, "plaintext connection reset");
+            copy::reset(caller);
+            copy::reset(workload);
+            (0, 0)
+        }
+    }
 }

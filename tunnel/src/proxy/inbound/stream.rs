@@ -23,6 +23,7 @@ use crate::{
         copy,
         deliver::{DialError, dial_local},
         hbone, proxy_protocol,
+        xfcc::RequestRewriter,
     },
 };
 
@@ -71,13 +72,18 @@ pub(super) async fn serve(
             return;
         }
     };
+    let rewriter = shared
+        .inputs
+        .xfcc_ports
+        .contains(&dst.port())
+        .then(|| RequestRewriter::new(&shared.inputs.node_identity, &caller.to_string()));
     let registration =
         shared
             .inputs
             .live
             .register(caller.clone(), peer.ip(), workload.clone(), dst.port());
     let copied = tokio::select! {
-        copied = copy::bidirectional(&mut target, send, request.into_body()) => Some(copied),
+        copied = copy::bidirectional_rewriting(&mut target, send, request.into_body(), rewriter) => Some(copied),
         () = registration.closed.notified() => None,
     };
     let Some((stats, end)) = copied else {
