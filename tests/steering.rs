@@ -467,3 +467,22 @@ fn http_requests_carry_the_callers_identity_and_a_spoofed_header_is_replaced() {
         out.stderr
     );
 }
+
+#[test]
+fn a_port_can_have_its_own_mode() {
+    let modes = |b: String| {
+        b.replace(
+            "ports = [8080]",
+            "ports = [8080, 8081]\nport_modes = { \"8081\" = \"permissive\" }",
+        )
+    };
+    let mut pair = Pair::new("steer-port-mode", |a| a, modes);
+    let c = pair.testbed.add_host("host-c");
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080", "8081"], 8081);
+    let strict_port = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
+    let permissive_port = plain(&c, &["fan-out", "10.0.0.2", "8081", "1"]);
+    println!("plaintext from C: 8080 (strict) {strict_port}; 8081 (permissive) {permissive_port}");
+    assert!(strict_port.starts_with("outcome=reset"), "{strict_port}");
+    assert_eq!(permissive_port, "ok=1 bad=0");
+}

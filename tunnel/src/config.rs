@@ -9,7 +9,7 @@ mod error;
 mod raw;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     fs,
     net::{SocketAddr, SocketAddrV4, SocketAddrV6},
     path::{Path, PathBuf},
@@ -189,6 +189,8 @@ pub struct Workload {
     pub ports: BTreeSet<u16>,
     /// This workload's mode (the global `mode` unless it sets its own).
     pub mode: Mode,
+    /// Ports whose mode differs from the workload's.
+    pub port_modes: BTreeMap<u16, Mode>,
     /// Ports whose deliveries start with a PROXY protocol v2 header (source, destination,
     /// and the caller's SPIFFE ID when tunnelled).
     pub proxy_protocol: BTreeSet<u16>,

@@ -17,7 +17,7 @@
 //! evaluated and logged ("would deny", "would allow") but never enforced.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     sync::{Arc, RwLock},
 };
@@ -56,8 +56,9 @@ impl LivePolicy {
 #[derive(Clone, Debug)]
 pub struct Policy {
     rules: Vec<Rule>,
-    /// Each workload's mode (the global one unless it sets its own).
-    modes: HashMap<String, Mode>,
+    /// Each workload's mode (the global one unless it sets its own), and ports of it that
+    /// differ.
+    modes: HashMap<String, (Mode, BTreeMap<u16, Mode>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -158,14 +159,18 @@ impl Policy {
             modes: config
                 .workloads
                 .iter()
-                .map(|w| (w.name.clone(), w.mode))
+                .map(|w| (w.name.clone(), (w.mode, w.port_modes.clone())))
                 .collect(),
         }
     }
 
     /// A workload's mode (strict for a workload this policy does not know).
-    pub fn mode(&self, workload: &str) -> Mode {
-        self.modes.get(workload).copied().unwrap_or(Mode::Strict)
+    pub fn mode(&self, workload: &str, port: u16) -> Mode {
+        self.modes
+            .get(workload)
+            .map_or(Mode::Strict, |(mode, ports)| {
+                ports.get(&port).copied().unwrap_or(*mode)
+            })
     }
 
     /// How many rules, for logs.
@@ -174,11 +179,12 @@ impl Policy {
     }
 
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {
-        let Some(mode) = self.modes.get(request.workload) else {
+        if !self.modes.contains_key(request.workload) {
             return Decision::Deny {
                 because: format!("no workload {:?}", request.workload),
             };
-        };
+        }
+        let mode = self.mode(request.workload, request.port);
         let matching: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(request)).collect();
         self.log_observers(request, &matching);
         let enforced = |action: Action| {
@@ -361,10 +367,21 @@ ports = [9090]
             Decision::Deny { .. }
         ));
         assert_eq!(
-            policy("permissive", "").modes.get("orders"),
-            Some(&Mode::Permissive),
+            policy("permissive", "").mode("orders", 8080),
+            Mode::Permissive,
             "a workload without its own mode takes the global one"
         );
+    }
+
+    #[test]
+    fn a_port_mode_overrides_its_workloads() {
+        let policy = policy_with("strict", "port_modes = { \"8080\" = \"audit\" }", "");
+        assert_eq!(policy.mode("orders", 8080), Mode::Audit);
+        assert_eq!(policy.mode("orders", 9999), Mode::Strict);
+        assert!(matches!(
+            to_orders(&policy, "frontend"),
+            Decision::Audit { .. }
+        ));
     }
 
     #[test]

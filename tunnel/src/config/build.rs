@@ -602,6 +602,29 @@ impl Checker<'_> {
                 continue;
             }
             let Some(xfcc) = xfcc else { continue };
+            let mut port_modes = std::collections::BTreeMap::new();
+            for (text, mode) in &raw.port_modes {
+                let key = path.key("port_modes").key(text);
+                match text.parse::<u16>() {
+                    Ok(port) if ports.as_ref().is_some_and(|p| p.contains(&port)) => {
+                        port_modes.insert(port, *mode);
+                    }
+                    Ok(port) => {
+                        self.problem(
+                            &key,
+                            format!("port {port} is not one of this workload's ports"),
+                        );
+                        outside = true;
+                    }
+                    Err(_) => {
+                        self.problem(&key, format!("{text:?} is not a port number"));
+                        outside = true;
+                    }
+                }
+            }
+            if outside {
+                continue;
+            }
             if let (
                 true,
                 Some(spiffe_id),
@@ -626,6 +649,7 @@ impl Checker<'_> {
                     mode: raw.mode.unwrap_or(global_mode),
                     proxy_protocol,
                     xfcc,
+                    port_modes,
                 });
             }
         }

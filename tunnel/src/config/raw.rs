@@ -133,6 +133,9 @@ pub struct RawWorkload {
     pub ports: Vec<u16>,
     /// Overrides the global `mode` for this workload.
     pub mode: Option<Mode>,
+    /// Overrides the workload's mode for single ports: `{ "8081" = "audit" }`.
+    #[serde(default)]
+    pub port_modes: std::collections::BTreeMap<String, Mode>,
     /// Ports (of `ports`) whose deliveries start with a PROXY protocol v2 header.
     #[serde(default)]
     pub proxy_protocol: Vec<u16>,

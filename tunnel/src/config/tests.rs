@@ -622,6 +622,23 @@ fn proxy_protocol_ports_must_be_the_workloads_own() {
             .contains("workload[1].proxy_protocol: port 9090 is not one of this workload's ports"),
         "{message}"
     );
+    for (modes, key) in [
+        (
+            r#"{ "9090" = "audit" }"#,
+            "workload[1].port_modes.9090: port 9090 is not one of this workload's ports",
+        ),
+        (
+            r#"{ "http" = "audit" }"#,
+            "workload[1].port_modes.http: \"http\" is not a port number",
+        ),
+    ] {
+        let text = CONTRACT.replace(
+            ORDERS_PORTS,
+            &format!("ports = [8080]\nport_modes = {modes} #"),
+        );
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains(key), "{message}");
+    }
     let xfcc = CONTRACT.replace(ORDERS_PORTS, "ports = [8080]\nxfcc = [8081] #");
     let message = parse(&xfcc).unwrap_err().to_string();
     assert!(

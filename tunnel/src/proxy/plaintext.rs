@@ -142,7 +142,7 @@ fn handle(
         copy::reset(&stream);
         return log_refused(inputs, caller, dst, "no workload owns this port");
     };
-    match inputs.policy.current().mode(&workload.name) {
+    match inputs.policy.current().mode(&workload.name, dst.port()) {
         Mode::Strict => {
             copy::reset(&stream);
             log_refused(
