@@ -51,11 +51,19 @@ pub(super) async fn serve(
     _drain: DrainWatcher,
 ) {
     let started = Instant::now();
-    let dst = hbone::requested_destination(&request).ok();
-    let (mut target, workload) = match admit(&request, &caller, peer, &shared).await {
+    let dst = hbone::requested_destination(&request).map_err(|(status, why)| Refused {
+        status,
+        why: hbone::shortened(&why).into_owned(),
+    });
+    let requested = dst.as_ref().ok().copied();
+    let admitted = match dst {
+        Ok(dst) => admit(dst, &caller, peer, &shared).await.map(|a| (dst, a)),
+        Err(refused) => Err(refused),
+    };
+    let (dst, (mut target, workload)) = match admitted {
         Ok(admitted) => admitted,
         Err(refused) => {
-            let dst = dst.map(|d| d.to_string()).unwrap_or_default();
+            let dst = requested.map(|d| d.to_string()).unwrap_or_default();
             info!(
                 src = %peer, src_identity = %caller, %dst, status = refused.status.as_u16(),
                 reason = %refused.why, "refused CONNECT"
@@ -64,7 +72,6 @@ pub(super) async fn serve(
             return;
         }
     };
-    let dst = dst.expect("an admitted request names its destination");
     let send = match respond.send_response(hbone::response(StatusCode::OK), false) {
         Ok(send) => send,
         Err(e) => {
@@ -107,18 +114,15 @@ pub(super) async fn serve(
     );
 }
 
-/// The checks, in order, then the dial: the connected target and its workload.
+/// The checks on a requested destination, in order, then the dial: the connected target
+/// and its workload.
 async fn admit(
-    request: &Request<h2::RecvStream>,
+    dst: SocketAddr,
     caller: &SpiffeId,
     peer: SocketAddr,
     shared: &Shared,
 ) -> Result<(TcpStream, Arc<str>), Refused> {
     let inputs = &shared.inputs;
-    let dst = hbone::requested_destination(request).map_err(|(status, why)| Refused {
-        status,
-        why: hbone::shortened(&why).into_owned(),
-    })?;
     let workload = deliverable(shared, dst).map_err(Refused::forbidden)?;
     let decision = inputs.policy.current().evaluate(&policy::Request {
         caller,
