@@ -18,7 +18,7 @@ use crate::{
         admission::Refusals,
         inbound::{InboundInputs, nonlocal_bind::NonlocalBind},
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
-        plaintext::{PlaintextInputs, PlaintextWorkload},
+        plaintext::PlaintextInputs,
         pool::{Pool, PoolSettings},
     },
     tls::{self, Bundle, CertificateProblem, Credential, PeerExpectation},
@@ -235,12 +235,12 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
                 .iter()
                 .map(|port| (*port, Arc::<str>::from(w.name.as_str())))
         })
-        .collect();
+        .collect::<HashMap<_, _>>();
     Ok(InboundInputs {
         tls: server,
         policy: LivePolicy::new(Policy::from_config(config)),
         live: Arc::default(),
-        workloads_by_port,
+        workloads_by_port: Arc::new(workloads_by_port),
         own_ports: config.listen.own_ports(),
         proxy_protocol_ports: proxy_protocol_ports(config),
         xfcc_ports: config
@@ -261,21 +261,11 @@ pub fn inbound_inputs(config: &Config, material: &Material) -> Result<InboundInp
 /// At most one log line per kind of refused connection per interval (each is counted).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The plaintext listener's view of the workloads: each port's workload. It shares the
-/// inbound side's refusal counters and live policy (which holds the modes).
+/// The plaintext listener shares the inbound side's view of the workloads, its refusal
+/// counters and its live policy (which holds the modes).
 pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextInputs {
-    let workloads_by_port = config
-        .workloads
-        .iter()
-        .flat_map(|w| {
-            let workload = PlaintextWorkload {
-                name: w.name.as_str().into(),
-            };
-            w.ports.iter().map(move |port| (*port, workload.clone()))
-        })
-        .collect();
     PlaintextInputs {
-        workloads_by_port,
+        workloads_by_port: inbound.workloads_by_port.clone(),
         connect_timeout: config.outbound.connect_timeout,
         refusals: inbound.refusals.clone(),
         policy: inbound.policy.clone(),

@@ -55,7 +55,7 @@ pub struct InboundInputs {
     /// The streams being carried, judged again on reload.
     pub live: Arc<live::LiveStreams>,
     /// Local port → the workload that owns it.
-    pub workloads_by_port: HashMap<u16, Arc<str>>,
+    pub workloads_by_port: Arc<HashMap<u16, Arc<str>>>,
     /// The daemon's own ports, never a destination.
     pub own_ports: BTreeSet<u16>,
     /// Ports whose deliveries start with a PROXY protocol v2 header.

@@ -33,16 +33,10 @@ pub enum PlaintextError {
     Bind { addr: SocketAddr, source: io::Error },
 }
 
-/// A workload as the plaintext listener needs it (its mode comes from the live policy, so a
-/// reload changes it).
-#[derive(Clone, Debug)]
-pub struct PlaintextWorkload {
-    pub name: Arc<str>,
-}
-
 pub struct PlaintextInputs {
-    /// Local port → the workload that owns it.
-    pub workloads_by_port: HashMap<u16, PlaintextWorkload>,
+    /// Local port → the workload that owns it (the inbound side's map; its mode comes from
+    /// the live policy, so a reload changes it).
+    pub workloads_by_port: Arc<HashMap<u16, Arc<str>>>,
     pub connect_timeout: Duration,
     pub refusals: Arc<Refusals>,
     pub policy: Arc<LivePolicy>,
@@ -142,25 +136,25 @@ fn handle(
         copy::reset(&stream);
         return log_refused(inputs, caller, dst, "no workload owns this port");
     };
-    match inputs.policy.current().mode(&workload.name, dst.port()) {
+    match inputs.policy.current().mode(workload, dst.port()) {
         Mode::Strict => {
             copy::reset(&stream);
             log_refused(
                 inputs,
                 caller,
                 dst,
-                &format!("workload {} is in strict mode", workload.name),
+                &format!("workload {} is in strict mode", workload),
             );
         }
         mode @ (Mode::Permissive | Mode::Audit) => {
             if mode == Mode::Audit {
                 info!(
-                    src = %caller, %dst, workload = %workload.name, mode = "audit",
+                    src = %caller, %dst, workload = %workload, mode = "audit",
                     strict_would_refuse = "plaintext from another host",
                     "audit: plaintext connection passed to the workload, strict mode would refuse it"
                 );
             } else {
-                info!(src = %caller, %dst, workload = %workload.name, mode = "permissive", "plaintext connection passed to the workload (not authenticated)");
+                info!(src = %caller, %dst, workload = %workload, mode = "permissive", "plaintext connection passed to the workload (not authenticated)");
             }
             let (workload, inputs, drain) = (workload.clone(), inputs.clone(), drain.clone());
             tokio::spawn(pass(stream, caller, dst, workload, inputs, drain));
@@ -182,7 +176,7 @@ async fn pass(
     mut stream: TcpStream,
     caller: SocketAddr,
     dst: SocketAddr,
-    workload: PlaintextWorkload,
+    workload: Arc<str>,
     inputs: Arc<PlaintextInputs>,
     _drain: DrainWatcher,
 ) {
@@ -195,7 +189,7 @@ async fn pass(
     let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
         Ok(target) => target,
         Err(e) => {
-            info!(src = %caller, %dst, workload = %workload.name, reason = %e, "plaintext connection not delivered");
+            info!(src = %caller, %dst, workload = %workload, reason = %e, "plaintext connection not delivered");
             copy::reset(&stream);
             return;
         }
@@ -213,7 +207,7 @@ async fn pass(
         direction = "inbound_plaintext",
         src = %caller,
         %dst,
-        workload = %workload.name,
+        workload = %workload,
         bytes_received = sent,
         bytes_sent = received,
         duration_ms = started.elapsed().as_millis() as u64,

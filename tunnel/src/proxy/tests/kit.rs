@@ -331,5 +331,5 @@ impl Daemon {
 
 /// Lets `inputs` deliver to `port` as workload `workload` (a server the test holds).
 pub fn add_workload_port(inputs: &mut InboundInputs, port: u16, workload: &str) {
-    inputs.workloads_by_port.insert(port, workload.into());
+    Arc::make_mut(&mut inputs.workloads_by_port).insert(port, workload.into());
 }
