@@ -153,19 +153,11 @@ impl Daemon {
         )?;
         let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
-        let reload = reload::Reload {
-            file: config.file.clone(),
-            policy: inbound_inputs.policy.clone(),
-            live: inbound_inputs.live.clone(),
-            policy_files: config.policy_files.clone(),
-            last_text: None,
-        };
-        let reload = reload::Reload {
-            last_text: std::fs::read_to_string(&config.file)
-                .ok()
-                .map(|text| reload.all_text(&text)),
-            ..reload
-        };
+        let reload = reload::Reload::new(
+            &config,
+            inbound_inputs.policy.clone(),
+            inbound_inputs.live.clone(),
+        );
         info!(
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),

@@ -22,17 +22,32 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// What a reload replaces: the policy and modes, read again from the config file.
 pub struct Reload {
-    pub file: PathBuf,
+    file: PathBuf,
     /// The `policy_files` at start; their directories are watched too.
-    pub policy_files: Vec<PathBuf>,
-    pub policy: Arc<LivePolicy>,
-    pub live: Arc<LiveStreams>,
+    policy_files: Vec<PathBuf>,
+    policy: Arc<LivePolicy>,
+    live: Arc<LiveStreams>,
     /// The files' text at the last reload: a change event with the same text (another file
     /// in the directory, a touch) reloads nothing, so a busy directory cannot make a loop.
-    pub last_text: Option<String>,
+    last_text: Option<String>,
 }
 
 impl Reload {
+    /// Reloads of the config `config` was read from, into `policy`, judging `live`.
+    pub fn new(config: &Config, policy: Arc<LivePolicy>, live: Arc<LiveStreams>) -> Self {
+        let mut reload = Self {
+            file: config.file.clone(),
+            policy_files: config.policy_files.clone(),
+            policy,
+            live,
+            last_text: None,
+        };
+        reload.last_text = std::fs::read_to_string(&reload.file)
+            .ok()
+            .map(|text| reload.all_text(&text));
+        reload
+    }
+
     /// Re-reads the config file; a file that does not parse keeps the policy in force. Only
     /// `[[policy]]` and the modes are taken: other changes need a restart.
     fn apply(&mut self, why: &str, even_if_unchanged: bool) {
@@ -72,7 +87,7 @@ impl Reload {
 
     /// The config file's text and its policy files' (as far as they read), to tell a real
     /// change from an event that changed nothing.
-    pub fn all_text(&self, config_text: &str) -> String {
+    fn all_text(&self, config_text: &str) -> String {
         let mut all = config_text.to_string();
         for file in &self.policy_files {
             all.push('\0');
