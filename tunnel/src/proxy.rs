@@ -36,3 +36,26 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::ne
 
 #[cfg(test)]
 mod tests;
+
+/// The next accepted connection, or `None` once a drain is signalled. An accept that fails
+/// (EMFILE and friends: this host is out of a resource) is logged, naming `listener`, and
+/// retried after a pause instead of spinning on a listener that stays readable.
+async fn next_connection(
+    listener: &tokio::net::TcpListener,
+    drain: &mut crate::drain::DrainWatcher,
+    name: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.signaled() => return None,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(e) => {
+                tracing::warn!(error = %e, "{name} accept failed: this host is out of file descriptors or memory");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -33,7 +33,7 @@ use tokio::{
     net::TcpListener,
     sync::{OwnedSemaphorePermit, Semaphore},
 };
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{
     admission::{KeyedLimit, KeyedSlot, Refusal, Refusals},
@@ -144,33 +144,21 @@ impl Inbound {
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut drain: DrainWatcher) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = drain.signaled() => return,
-        };
-        match accepted {
-            Ok((tcp, peer)) => match admit(&shared, peer.ip()) {
-                Ok(unauthenticated) => {
-                    tokio::spawn(connection::serve(
-                        tcp,
-                        peer,
-                        unauthenticated,
-                        shared.clone(),
-                        drain.clone(),
-                    ));
-                }
-                Err(refusal) => {
-                    // A reset frees the socket at once (no TIME_WAIT, no lingering fd).
-                    copy::reset(&tcp);
-                    shared.log_refusal(refusal, peer, "");
-                }
-            },
-            Err(e) => {
-                // EMFILE and friends: this host is out of a resource; back off instead of
-                // spinning on a listener that stays readable.
-                warn!(error = %e, "inbound accept failed: this host is out of file descriptors or memory");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    while let Some((tcp, peer)) = super::next_connection(&listener, &mut drain, "inbound").await {
+        match admit(&shared, peer.ip()) {
+            Ok(unauthenticated) => {
+                tokio::spawn(connection::serve(
+                    tcp,
+                    peer,
+                    unauthenticated,
+                    shared.clone(),
+                    drain.clone(),
+                ));
+            }
+            Err(refusal) => {
+                // A reset frees the socket at once (no TIME_WAIT, no lingering fd).
+                copy::reset(&tcp);
+                shared.log_refusal(refusal, peer, "");
             }
         }
     }

@@ -11,7 +11,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -153,21 +153,8 @@ async fn accept_loop(
         .local_addr()
         .ok()
         .filter(|addr| !addr.ip().is_unspecified());
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = drain.signaled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: this host is out of a resource; back off instead of
-                // spinning on a listener that stays readable.
-                warn!(error = %e, "outbound accept failed: this host is out of file descriptors or memory");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = super::next_connection(&listener, &mut drain, "outbound").await
+    {
         let local = match listener_addr.map_or_else(|| stream.local_addr(), Ok) {
             Ok(local) => local,
             Err(e) => {

@@ -102,23 +102,15 @@ impl Plaintext {
 }
 
 async fn accept_loop(listener: TcpListener, inputs: Arc<PlaintextInputs>, mut drain: DrainWatcher) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = drain.signaled() => return,
-        };
-        match accepted {
-            // Steering keeps the addresses: the local one is what the caller dialled.
-            Ok((stream, caller)) => match stream.local_addr() {
-                Ok(dst) => handle(stream, caller, dst, &inputs, &drain),
-                Err(e) => {
-                    warn!(%caller, error = %e, "refused plaintext: cannot read its destination");
-                    copy::reset(&stream);
-                }
-            },
+    while let Some((stream, caller)) =
+        super::next_connection(&listener, &mut drain, "inbound-plaintext").await
+    {
+        // Steering keeps the addresses: the local one is what the caller dialled.
+        match stream.local_addr() {
+            Ok(dst) => handle(stream, caller, dst, &inputs, &drain),
             Err(e) => {
-                warn!(error = %e, "inbound-plaintext accept failed: this host is out of file descriptors or memory");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                warn!(%caller, error = %e, "refused plaintext: cannot read its destination");
+                copy::reset(&stream);
             }
         }
     }
