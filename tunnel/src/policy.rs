@@ -17,16 +17,15 @@
 //! evaluated and logged ("would deny", "would allow") but never enforced.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, RwLock},
 };
 
-use ipnet::IpNet;
 use tracing::info;
 
 use crate::{
-    config::{self, Action, Config, Mode, PrincipalPattern},
+    config::{self, Action, Config, Mode},
     identity::SpiffeId,
 };
 
@@ -63,15 +62,8 @@ pub struct Policy {
 
 #[derive(Clone, Debug)]
 struct Rule {
-    action: Action,
-    to: Option<String>,
-    from: Option<Vec<PrincipalPattern>>,
-    not_from: Vec<PrincipalPattern>,
-    from_ips: Option<Vec<IpNet>>,
-    not_from_ips: Vec<IpNet>,
-    ports: Option<BTreeSet<u16>>,
-    not_ports: BTreeSet<u16>,
-    dry_run: bool,
+    /// The rule as the config has it.
+    conditions: config::Policy,
     /// Where the rule is written, for logs: `policy[2] (line 41)`.
     origin: String,
 }
@@ -104,15 +96,7 @@ pub enum Decision {
 impl Rule {
     fn from_config(policy: &config::Policy) -> Self {
         Self {
-            action: policy.action,
-            to: policy.to.clone(),
-            from: policy.from.clone(),
-            not_from: policy.not_from.clone(),
-            from_ips: policy.from_ips.clone(),
-            not_from_ips: policy.not_from_ips.clone(),
-            ports: policy.ports.clone(),
-            not_ports: policy.not_ports.clone(),
-            dry_run: policy.dry_run,
+            conditions: policy.clone(),
             origin: {
                 let at = match policy.site.line {
                     Some(line) => format!("{} (line {line})", policy.site.key),
@@ -128,27 +112,36 @@ impl Rule {
 
     /// Whether the rule is about this workload at all.
     fn applies_to(&self, workload: &str) -> bool {
-        self.to.as_deref().is_none_or(|to| to == workload)
+        self.conditions
+            .to
+            .as_deref()
+            .is_none_or(|to| to == workload)
+    }
+
+    /// Whether it is enforced with `action` (not an audit rule, not a dry run).
+    fn enforces(&self, action: Action) -> bool {
+        self.conditions.action == action && !self.conditions.dry_run
     }
 
     fn matches(&self, request: &Request<'_>) -> bool {
+        let rule = &self.conditions;
         let source = request.source.to_canonical();
         self.applies_to(request.workload)
-            && self
+            && rule
                 .from
                 .as_ref()
                 .is_none_or(|from| from.iter().any(|p| p.matches(request.caller)))
-            && !self.not_from.iter().any(|p| p.matches(request.caller))
-            && self
+            && !rule.not_from.iter().any(|p| p.matches(request.caller))
+            && rule
                 .from_ips
                 .as_ref()
                 .is_none_or(|nets| nets.iter().any(|n| n.contains(&source)))
-            && !self.not_from_ips.iter().any(|n| n.contains(&source))
-            && self
+            && !rule.not_from_ips.iter().any(|n| n.contains(&source))
+            && rule
                 .ports
                 .as_ref()
                 .is_none_or(|ports| ports.contains(&request.port))
-            && !self.not_ports.contains(&request.port)
+            && !rule.not_ports.contains(&request.port)
     }
 }
 
@@ -187,12 +180,7 @@ impl Policy {
         let mode = self.mode(request.workload, request.port);
         let matching: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(request)).collect();
         self.log_observers(request, &matching);
-        let enforced = |action: Action| {
-            matching
-                .iter()
-                .find(|r| r.action == action && !r.dry_run)
-                .copied()
-        };
+        let enforced = |action: Action| matching.iter().find(|r| r.enforces(action)).copied();
         if let Some(rule) = enforced(Action::Deny) {
             return Decision::Deny {
                 because: format!("deny rule {}", rule.origin),
@@ -201,7 +189,7 @@ impl Policy {
         let has_allow_rules = self
             .rules
             .iter()
-            .any(|r| r.action == Action::Allow && !r.dry_run && r.applies_to(request.workload));
+            .any(|r| r.enforces(Action::Allow) && r.applies_to(request.workload));
         if !has_allow_rules {
             let strict_refusal = format!(
                 "workload {:?} has no allow rule (strict mode admits nobody)",
@@ -235,7 +223,7 @@ impl Policy {
     /// `audit` rules and `dry_run` rules only report.
     fn log_observers(&self, request: &Request<'_>, matching: &[&Rule]) {
         for rule in matching {
-            let what = match (rule.action, rule.dry_run) {
+            let what = match (rule.conditions.action, rule.conditions.dry_run) {
                 (Action::Audit, _) => "audit rule matched",
                 (Action::Deny, true) => "dry-run: this rule would deny",
                 (Action::Allow, true) => "dry-run: this rule would allow",
