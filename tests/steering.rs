@@ -17,6 +17,17 @@ fn accepted_from(server: &support::Proc) -> Vec<String> {
         .collect()
 }
 
+/// Hosts A and B from the examples with both daemons started, and host C (10.0.0.3) with no
+/// daemon. `orders` replaces the `ports = [8080]` line of B's `orders` workload (ports,
+/// modes, forwarding options).
+fn three_hosts(name: &str, orders: impl AsRef<str>) -> (Pair, support::Host) {
+    let orders = orders.as_ref().to_string();
+    let mut pair = Pair::new(name, |a| a, move |b| b.replace("ports = [8080]", &orders));
+    let c = pair.testbed.add_host("host-c");
+    pair.start();
+    (pair, c)
+}
+
 fn plain(host: &support::Host, args: &[&str]) -> String {
     host.command("python3")
         .arg(NETPROBE)
@@ -29,9 +40,7 @@ fn plain(host: &support::Host, args: &[&str]) -> String {
 
 #[test]
 fn strict_mode_refuses_plaintext_from_other_hosts_and_never_steers_local_callers() {
-    let mut pair = Pair::new("steer-strict", |a| a, |b| b);
-    let c = pair.testbed.add_host("host-c");
-    pair.start();
+    let (mut pair, c) = three_hosts("steer-strict", "ports = [8080]");
     let server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
 
     let from_c = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
@@ -142,15 +151,10 @@ fn strict_mode_refuses_plaintext_from_other_hosts_and_never_steers_local_callers
 #[test]
 fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refuse() {
     for mode in ["permissive", "audit"] {
-        let with_mode = move |b: String| {
-            b.replace(
-                "ports = [8080]",
-                &format!("ports = [8080]\nmode = \"{mode}\""),
-            )
-        };
-        let mut pair = Pair::new(&format!("steer-{mode}"), |a| a, with_mode);
-        let c = pair.testbed.add_host("host-c");
-        pair.start();
+        let (pair, c) = three_hosts(
+            &format!("steer-{mode}"),
+            format!("ports = [8080]\nmode = \"{mode}\""),
+        );
         let server = pair.serve_on_b(&["serve-tagged", "8080", "9090"], 9090);
         // A round trip (the tag line and an echo), so a connection reset after its
         // handshake cannot pass for a delivered one.
@@ -207,15 +211,10 @@ fn permissive_passes_plaintext_labelled_and_audit_reports_what_strict_would_refu
 
 #[test]
 fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
-    let permissive = |b: String| {
-        b.replace(
-            "ports = [8080]",
-            "ports = [8080, 8081]\nmode = \"permissive\"",
-        )
-    };
-    let mut pair = Pair::new("steer-reload", |a| a, permissive);
-    let c = pair.testbed.add_host("host-c");
-    pair.start();
+    let (pair, c) = three_hosts(
+        "steer-reload",
+        "ports = [8080, 8081]\nmode = \"permissive\"",
+    );
     let _server = pair.serve_on_b(&["serve-tagged", "8080", "8081"], 8081);
     let round_trip = |host: &support::Host| plain(host, &["fan-out", "10.0.0.2", "8080", "1"]);
     assert_eq!(
@@ -377,15 +376,10 @@ fn rules_in_a_policy_file_reload_when_that_file_changes() {
 
 #[test]
 fn the_workload_learns_the_caller_from_a_proxy_protocol_header() {
-    let with_header = |b: String| {
-        b.replace(
-            "ports = [8080]",
-            "ports = [8080]\nproxy_protocol = [8080]\nmode = \"permissive\"",
-        )
-    };
-    let mut pair = Pair::new("steer-proxy-v2", |a| a, with_header);
-    let c = pair.testbed.add_host("host-c");
-    pair.start();
+    let (pair, c) = three_hosts(
+        "steer-proxy-v2",
+        "ports = [8080]\nproxy_protocol = [8080]\nmode = \"permissive\"",
+    );
     let _server = pair.serve_on_b(&["serve-proxy-v2", "8080"], 8080);
 
     let tunnelled = pair.frontend(&["first-line", "10.0.0.2", "8080"]);
@@ -410,15 +404,10 @@ fn the_workload_learns_the_caller_from_a_proxy_protocol_header() {
 
 #[test]
 fn http_requests_carry_the_callers_identity_and_a_spoofed_header_is_replaced() {
-    let with_xfcc = |b: String| {
-        b.replace(
-            "ports = [8080]",
-            "ports = [8080]\nxfcc = [8080]\nmode = \"permissive\"",
-        )
-    };
-    let mut pair = Pair::new("steer-xfcc", |a| a, with_xfcc);
-    let c = pair.testbed.add_host("host-c");
-    pair.start();
+    let (pair, c) = three_hosts(
+        "steer-xfcc",
+        "ports = [8080]\nxfcc = [8080]\nmode = \"permissive\"",
+    );
     let _server = pair.serve_on_b(&["serve-xfcc", "8080"], 8080);
     // Two requests on one keep-alive connection, each with a forged header.
     let out = pair
@@ -470,15 +459,10 @@ fn http_requests_carry_the_callers_identity_and_a_spoofed_header_is_replaced() {
 
 #[test]
 fn a_port_can_have_its_own_mode() {
-    let modes = |b: String| {
-        b.replace(
-            "ports = [8080]",
-            "ports = [8080, 8081]\nport_modes = { \"8081\" = \"permissive\" }",
-        )
-    };
-    let mut pair = Pair::new("steer-port-mode", |a| a, modes);
-    let c = pair.testbed.add_host("host-c");
-    pair.start();
+    let (pair, c) = three_hosts(
+        "steer-port-mode",
+        "ports = [8080, 8081]\nport_modes = { \"8081\" = \"permissive\" }",
+    );
     let _server = pair.serve_on_b(&["serve-tagged", "8080", "8081"], 8081);
     let strict_port = plain(&c, &["expect-refused", "10.0.0.2", "8080"]);
     let permissive_port = plain(&c, &["fan-out", "10.0.0.2", "8081", "1"]);
