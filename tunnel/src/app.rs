@@ -5,13 +5,17 @@
 mod reload;
 pub(crate) mod wiring;
 
-use std::{collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeSet, future::Future, net::SocketAddr, path::PathBuf, sync::Arc,
+    time::Duration,
+};
 
 use tracing::{info, warn};
 
 use crate::{
     cgroup::{self, CgroupDir},
     config::{Config, ConfigError, Located, Problem},
+    credentials::Credentials,
     drain::{self, DrainOutcome},
     ebpf::{self, Capture, CaptureSpec, EbpfError},
     errors,
@@ -41,8 +45,6 @@ pub enum StartError {
     Inbound(#[from] InboundError),
     #[error(transparent)]
     Plaintext(#[from] PlaintextError),
-    #[error("failed to build the TLS configuration")]
-    Tls(#[from] rustls::Error),
 }
 
 impl StartError {
@@ -54,8 +56,7 @@ impl StartError {
             Self::Ebpf(_)
             | Self::Outbound(_)
             | Self::Inbound(_)
-            | Self::Plaintext(_)
-            | Self::Tls(_) => 1,
+            | Self::Plaintext(_) => 1,
         }
     }
 }
@@ -69,6 +70,7 @@ pub struct Daemon {
     plaintext: Plaintext,
     plaintext_inputs: PlaintextInputs,
     reload: reload::Reload,
+    credentials: Arc<Credentials>,
 }
 
 impl Daemon {
@@ -88,8 +90,9 @@ impl Daemon {
         let Resolved {
             capture_cgroup,
             workload_cgroups,
-            material,
+            credentials,
         } = resolve(&config, &mounts, &own)?;
+        let credentials = Arc::new(credentials);
         let pattern = &config.outbound.peer_identity;
         if !pattern.matches(&config.node.spiffe_id) {
             // Peers usually share this setting, so they will refuse this daemon's certificate.
@@ -99,8 +102,8 @@ impl Daemon {
             );
         }
         for workload in &config.workloads {
-            for problem in material.workload_problems(&workload.name, &workload.spiffe_id) {
-                warn!(workload = %workload.name, cert = %workload.cert.value.display(), "workload certificate: {problem}");
+            for problem in credentials.workload_problems(&workload.name, &workload.spiffe_id) {
+                warn!(workload = %workload.name, cert = %workload.credential.origin(), "workload certificate: {problem}");
             }
         }
         match crate::sys::raise_open_files_limit() {
@@ -147,16 +150,17 @@ impl Daemon {
         }
         let outbound_inputs = wiring::outbound_inputs(
             &config,
-            &material,
+            &credentials,
             &workload_cgroups,
             capture.into_original_dst(),
-        )?;
-        let inbound_inputs = wiring::inbound_inputs(&config, &material)?;
+        );
+        let inbound_inputs = wiring::inbound_inputs(&config, &credentials);
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
         let reload = reload::Reload::new(
             &config,
             inbound_inputs.policy.clone(),
             inbound_inputs.live.clone(),
+            credentials.clone(),
         );
         info!(
             outbound = ?outbound.addresses(),
@@ -178,6 +182,7 @@ impl Daemon {
             plaintext,
             plaintext_inputs,
             reload,
+            credentials,
         })
     }
 
@@ -190,6 +195,8 @@ impl Daemon {
         let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
         let reload = tokio::spawn(self.reload.run());
+        let renewals = tokio::spawn(self.credentials.clone().renew_forever());
+        let expiry = tokio::spawn(self.credentials.watch_expiry());
         shutdown.await;
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
@@ -202,6 +209,8 @@ impl Daemon {
         inbound.abort();
         plaintext.abort();
         reload.abort();
+        renewals.abort();
+        expiry.abort();
     }
 }
 
@@ -232,7 +241,7 @@ struct Resolved {
     capture_cgroup: CgroupDir,
     /// Workload name and cgroup id, for workloads that call out.
     workload_cgroups: Vec<(String, u64)>,
-    material: wiring::Material,
+    credentials: Credentials,
 }
 
 /// Resolves every path of the config on this host (cgroups, the pin directory, certificates
@@ -258,10 +267,10 @@ fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Reso
     if let Err(e) = ebpf::check_bpf_dir(&config.capture.bpf_dir.value, mounts) {
         problems.push(Problem::at(&config.capture.bpf_dir.site, errors::chain(&e)));
     }
-    let material = match wiring::Material::load(config) {
-        Ok(material) => {
-            problems.extend(material.refusals(config));
-            Some(material)
+    let credentials = match Credentials::load(config, wiring::credentials_spec(config)) {
+        Ok(credentials) => {
+            problems.extend(credentials.refusals(config));
+            Some(credentials)
         }
         Err(e) => {
             problems.extend(e.problems);
@@ -270,11 +279,11 @@ fn resolve(config: &Config, mounts: &MountTable, own: &CgroupDir) -> Result<Reso
     };
     // In the order of the file, as the operator reads it.
     problems.sort_by_key(|p| p.line);
-    match (capture_cgroup, material) {
-        (Some(capture_cgroup), Some(material)) if problems.is_empty() => Ok(Resolved {
+    match (capture_cgroup, credentials) {
+        (Some(capture_cgroup), Some(credentials)) if problems.is_empty() => Ok(Resolved {
             capture_cgroup,
             workload_cgroups,
-            material,
+            credentials,
         }),
         _ => Err(ConfigError::new(&config.file, problems)),
     }

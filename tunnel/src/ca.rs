@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+pub use files::{CaFiles, IssuedFiles};
 pub use leaf::LeafSpec;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -136,7 +137,13 @@ pub struct Ca {
     pub trust_domain: TrustDomain,
     issuer: Issuer<'static, KeyPair>,
     intermediate_pem: String,
-    not_after: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// A certificate issued in memory: the chain (leaf, intermediate) and the leaf's key, PKCS#8.
+pub struct InMemory {
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
 }
 
 impl Ca {
@@ -171,6 +178,23 @@ impl Ca {
             issuer,
             intermediate_pem: cert_pem,
             not_after,
+        })
+    }
+
+    /// Signs a leaf as described with a new key, both kept in memory: the daemon's own
+    /// certificates (`issuer` in the config) never touch the disk.
+    pub fn issue_in_memory(&self, spec: &LeafSpec) -> Result<InMemory, CaError> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = spec.params()?.signed_by(&key, &self.issuer)?;
+        let intermediate = CertificateDer::from_pem_slice(self.intermediate_pem.as_bytes())
+            .map_err(|e| CaError::Read {
+                path: "intermediate.pem".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(InMemory {
+            chain: vec![cert.der().clone(), intermediate],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         })
     }
 

@@ -43,6 +43,8 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// throughput; see README, Performance.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
 pub const MAX_WORKER_THREADS: usize = 256;
+/// Validity of a certificate the daemon issues itself (`issuer` without `ttl`).
+pub const DEFAULT_ISSUED_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -50,6 +52,8 @@ pub struct Config {
     pub file: PathBuf,
     pub trust_domain: TrustDomain,
     pub trust_bundle: Located<PathBuf>,
+    /// Certificate revocation lists, checked on both sides and watched for changes.
+    pub crl: Vec<Located<PathBuf>>,
     pub mode: Mode,
     pub node: Node,
     pub listen: Listen,
@@ -68,8 +72,52 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct Node {
     pub spiffe_id: SpiffeId,
-    pub cert: Located<PathBuf>,
-    pub key: Located<PathBuf>,
+    pub credential: CertSource,
+}
+
+/// Where a certificate and its key come from.
+#[derive(Clone, Debug)]
+pub enum CertSource {
+    /// Files an operator or an outside tool (cert-manager, Vault agent, spiffe-helper)
+    /// writes; read again whenever they change.
+    Files {
+        /// The leaf, then its chain up to (not including) a root.
+        cert: Located<PathBuf>,
+        key: Located<PathBuf>,
+    },
+    /// The daemon issues its own certificate from an intermediate CA (the directory holds
+    /// `intermediate.pem` and `intermediate.key`, as `tunnel ca init` writes them), with a
+    /// key made in memory, and renews it at half its lifetime.
+    Issuer { dir: Located<PathBuf>, ttl: Duration },
+}
+
+impl CertSource {
+    /// Where problems with this certificate are reported in the config file.
+    pub fn site(&self) -> &Site {
+        match self {
+            Self::Files { cert, .. } => &cert.site,
+            Self::Issuer { dir, .. } => &dir.site,
+        }
+    }
+
+    /// The certificate's origin, for messages: its file, or the issuer directory.
+    pub fn origin(&self) -> String {
+        match self {
+            Self::Files { cert, .. } => cert.value.display().to_string(),
+            Self::Issuer { dir, .. } => format!("issued from {}", dir.value.display()),
+        }
+    }
+
+    /// Every file it is read from (watched for changes).
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Files { cert, key } => vec![cert.value.clone(), key.value.clone()],
+            Self::Issuer { dir, .. } => {
+                let files = crate::ca::CaFiles::new(&dir.value);
+                vec![files.intermediate_cert, files.intermediate_key]
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -181,8 +229,7 @@ pub struct Runtime {
 pub struct Workload {
     pub name: String,
     pub spiffe_id: SpiffeId,
-    pub cert: Located<PathBuf>,
-    pub key: Located<PathBuf>,
+    pub credential: CertSource,
     /// Outbound: callers in this cgroup (or below) are this workload.
     pub cgroup: Option<Located<PathBuf>>,
     /// Inbound: connections to these local ports are for this workload.

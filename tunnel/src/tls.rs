@@ -7,6 +7,7 @@ mod connection_error;
 mod explain;
 mod material;
 mod provider;
+mod revocation;
 #[cfg(test)]
 mod test_pki;
 mod verify;
@@ -15,15 +16,18 @@ use std::sync::Arc;
 
 pub use connection_error::{Phase, describe_connection_error};
 pub use explain::{explain, rustls_error};
-pub use material::{Bundle, CertificateProblem, Credential, MaterialError};
+pub use material::{CertificateProblem, Credential, MaterialError, Trust, read_crls};
 pub use provider::provider;
+pub use revocation::revocation_entry;
 use rustls::{
-    ClientConfig, RootCertStore, ServerConfig,
+    ClientConfig, ServerConfig,
     client::Resumption,
     server::NoServerSessionStorage,
     sign::{CertifiedKey, SingleCertAndKey},
 };
-pub use verify::{PeerExpectation, VerifyError, peer_identity};
+pub use verify::{
+    PeerExpectation, SpiffeClientVerifier, SpiffeServerVerifier, VerifyError, peer_identity,
+};
 
 use crate::identity::TrustDomain;
 
@@ -31,13 +35,14 @@ use crate::identity::TrustDomain;
 pub const ALPN_H2: &[u8] = b"h2";
 
 /// The inbound side: presents the node's certificate, requires and verifies a client
-/// certificate (chain to the bundle, then the SPIFFE rules, then the trust domain).
+/// certificate (chain to the bundle and the CRLs, then the SPIFFE rules, then the trust
+/// domain).
 pub fn server_config(
     node: Arc<CertifiedKey>,
-    roots: Arc<RootCertStore>,
+    trust: &Trust,
     trust_domain: TrustDomain,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let verifier = verify::SpiffeClientVerifier::new(roots, trust_domain)?;
+    let verifier = verify::SpiffeClientVerifier::new(trust, trust_domain)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -54,11 +59,11 @@ pub fn server_config(
 /// domain and is what `expected` asks for (a node identity, or exactly the pinned one).
 pub fn client_config(
     workload: Arc<CertifiedKey>,
-    roots: Arc<RootCertStore>,
+    trust: &Trust,
     trust_domain: TrustDomain,
     expected: PeerExpectation,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let verifier = verify::SpiffeServerVerifier::new(roots, trust_domain, expected);
+    let verifier = verify::SpiffeServerVerifier::new(trust, trust_domain, expected);
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         // A custom verifier is the documented way to check URI SANs: rustls only knows DNS

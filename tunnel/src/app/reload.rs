@@ -1,9 +1,16 @@
-//! Policy reload without a restart: on SIGHUP, or when anything in the directory of the
-//! config file or of a `policy_files` entry changes (a policy file in a directory added by
-//! the reload itself is watched from the next start) (editors write a temporary file and rename it; Kubernetes swaps a
-//! `..data` symlink, so the file's own name may not appear in the event), the config file
-//! is read again and the policy and modes are swapped whole. A file that does not parse
-//! keeps the policy in force. Streams the new policy denies are closed.
+//! Reload without a restart, on SIGHUP or when anything changes in a watched directory: the
+//! config file's, each `policy_files` entry's (one in a directory added by a reload is
+//! watched from the next start), and those of every certificate, key, bundle, CRL and
+//! issuer file. Directories, not files: editors write a temporary file and rename it, and
+//! Kubernetes swaps a `..data` symlink, so the file's own name may not appear in the event.
+//!
+//! - The config file is read again and the policy and modes are swapped whole; a file that
+//!   does not parse keeps the policy in force. Streams the new policy denies are closed.
+//! - The certificates are read again ([`Credentials::reload`]): what changed and passes the
+//!   checks replaces the old, what fails keeps it.
+//!
+//! `notify` (inotify here) rather than polling: a rotation is seen within the settle time,
+//! and an idle daemon does no work.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -13,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
+    credentials::Credentials,
     policy::{LivePolicy, Policy},
     proxy::inbound::live::LiveStreams,
 };
@@ -27,6 +35,7 @@ pub struct Reload {
     policy_files: Vec<PathBuf>,
     policy: Arc<LivePolicy>,
     live: Arc<LiveStreams>,
+    credentials: Arc<Credentials>,
     /// The files' text at the last reload: a change event with the same text (another file
     /// in the directory, a touch) reloads nothing, so a busy directory cannot make a loop.
     last_text: Option<String>,
@@ -34,12 +43,18 @@ pub struct Reload {
 
 impl Reload {
     /// Reloads of the config `config` was read from, into `policy`, judging `live`.
-    pub fn new(config: &Config, policy: Arc<LivePolicy>, live: Arc<LiveStreams>) -> Self {
+    pub fn new(
+        config: &Config,
+        policy: Arc<LivePolicy>,
+        live: Arc<LiveStreams>,
+        credentials: Arc<Credentials>,
+    ) -> Self {
         let mut reload = Self {
             file: config.file.clone(),
             policy_files: config.policy_files.clone(),
             policy,
             live,
+            credentials,
             last_text: None,
         };
         reload.last_text = std::fs::read_to_string(&reload.file)
@@ -121,11 +136,9 @@ impl Reload {
                 }
                 else => return,
             };
-            if signalled {
-                self.apply("SIGHUP", true);
-            } else {
-                self.apply("file change", false);
-            }
+            let why = if signalled { "SIGHUP" } else { "file change" };
+            self.apply(why, signalled);
+            self.credentials.reload(why);
         }
     }
 
@@ -150,8 +163,10 @@ impl Reload {
                 return None;
             }
         };
+        let certificate_files = self.credentials.files();
         let mut dirs: Vec<&std::path::Path> = std::iter::once(&self.file)
             .chain(&self.policy_files)
+            .chain(&certificate_files)
             .filter_map(|f| f.parent())
             .filter(|d| !d.as_os_str().is_empty())
             .collect();

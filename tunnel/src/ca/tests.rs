@@ -64,11 +64,11 @@ fn issued_leaves_are_svids_that_chain_to_the_bundle() {
         );
     }
     // The chain verifies with the same verifier the inbound side uses.
-    let bundle = tls::Bundle::load(&ca.bundle).unwrap();
+    let trust = tls::Trust::load_bundle(&ca.bundle).unwrap();
     let credential = tls::Credential::load(&issued.cert, &issued.key).unwrap();
     let chain = credential.key.cert.clone();
     let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(bundle.roots, tls::provider())
+        rustls::server::WebPkiClientVerifier::builder_with_provider(trust.roots, tls::provider())
             .build()
             .unwrap();
     verifier

@@ -6,9 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::Args;
 
 use crate::{
-    app::wiring::{self, Material},
+    app::wiring,
     config::Config,
-    proxy::pool::{Pool, PoolKey, PoolSettings},
+    credentials::Credentials,
+    proxy::pool::{Pool, PoolKey},
     tls::PeerExpectation,
 };
 
@@ -51,8 +52,8 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         );
         return ExitCode::from(64);
     };
-    let material = match Material::load(&config) {
-        Ok(material) => material,
+    let credentials = match Credentials::load(&config, wiring::credentials_spec(&config)) {
+        Ok(credentials) => credentials,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(64);
@@ -63,15 +64,14 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         config.outbound.peer_port,
     ));
     // The daemon's own rule, so the probe expects of the peer exactly what the daemon would.
-    let expected = wiring::peer_expectation(
-        &config,
-        wiring::peer_identities(&config).expected(peer.ip()),
-    );
+    let peers = wiring::peer_identities(&config);
+    let pinned = peers.expected(peer.ip());
+    let expected = wiring::peer_expectation(&config, pinned);
     println!(
         "probe: {} ({}) -> {} via {peer}",
         workload.name, workload.spiffe_id, args.destination
     );
-    for problem in material.workload_problems(&workload.name, &workload.spiffe_id) {
+    for problem in credentials.workload_problems(&workload.name, &workload.spiffe_id) {
         println!("  warning: our certificate: {problem}");
     }
     match &expected {
@@ -80,19 +80,13 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             "  expecting the peer to present a node identity matching {pattern} ([outbound] peer_identity)"
         ),
     }
-    let client = match material.client_config(&config, &workload.name, expected) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("tunnel probe: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let pool = Pool::new(PoolSettings {
-        max_streams_per_connection: 1,
-        idle_timeout: config.outbound.idle_timeout,
-        connect_timeout: config.outbound.connect_timeout,
-        keepalive: config.outbound.keepalive,
-    });
+    let snapshot = credentials.current();
+    let client = snapshot
+        .client(&workload.name, pinned)
+        .expect("a TLS config exists for every workload and peer identity");
+    let mut settings = wiring::pool_settings(&config);
+    settings.max_streams_per_connection = 1;
+    let pool = Pool::new(settings);
     let key = PoolKey {
         workload: workload.name.as_str().into(),
         peer,
@@ -101,7 +95,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime starts");
-    match runtime.block_on(pool.open(&key, &client, args.destination, bytes::Bytes::new())) {
+    match runtime.block_on(pool.open(&key, client, args.destination, bytes::Bytes::new())) {
         Ok(stream) => {
             let peer_id = stream
                 .peer_identity

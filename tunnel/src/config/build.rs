@@ -25,8 +25,23 @@ use super::{
 };
 use crate::identity::{SpiffeId, TrustDomain};
 
+mod credentials;
 mod limits;
 mod values;
+
+/// The certificate keys of a raw `[node]` or `[[workload]]` table.
+macro_rules! cert_keys {
+    ($raw:expr) => {
+        RawCertKeys {
+            cert: $raw.cert.as_deref(),
+            key: $raw.key.as_deref(),
+            issuer: $raw.issuer.as_deref(),
+            ttl: $raw.ttl.as_deref(),
+        }
+    };
+}
+
+use credentials::RawCertKeys;
 
 pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let locator = Locator::new(text);
@@ -231,6 +246,7 @@ impl Checker<'_> {
             }
         };
         let trust_bundle = self.file_path(&at("trust_bundle"), &raw.trust_bundle);
+        let crl = self.crl_files(&raw.crl);
         let td = trust_domain.as_ref();
         let node = self.node(&raw.node, td);
         let capture = self.capture(&raw.capture);
@@ -254,6 +270,7 @@ impl Checker<'_> {
             file: file.into(),
             trust_domain: trust_domain?,
             trust_bundle: trust_bundle?,
+            crl: crl?,
             mode: raw.mode,
             node: node?,
             listen: listen?,
@@ -271,12 +288,10 @@ impl Checker<'_> {
     fn node(&mut self, raw: &super::raw::RawNode, td: Option<&TrustDomain>) -> Option<Node> {
         let path = at("node");
         let spiffe_id = self.spiffe_id(&path.key("spiffe_id"), &raw.spiffe_id, td);
-        let cert = self.file_path(&path.key("cert"), &raw.cert);
-        let key = self.file_path(&path.key("key"), &raw.key);
+        let credential = self.cert_source(&path, cert_keys!(raw));
         Some(Node {
             spiffe_id: spiffe_id?,
-            cert: cert?,
-            key: key?,
+            credential: credential?,
         })
     }
 
@@ -554,8 +569,7 @@ impl Checker<'_> {
             } else if let Some(id) = &spiffe_id {
                 id_owner.insert(id.clone(), raw.name.clone());
             }
-            let cert = self.file_path(&path.key("cert"), &raw.cert);
-            let key = self.file_path(&path.key("key"), &raw.key);
+            let credential = self.cert_source(&path, cert_keys!(raw));
             let cgroup = raw.cgroup.as_deref().map(|c| {
                 self.workload_cgroup(
                     &path.key("cgroup"),
@@ -628,11 +642,10 @@ impl Checker<'_> {
             if let (
                 true,
                 Some(spiffe_id),
-                Some(cert),
-                Some(key),
+                Some(credential),
                 Some(ports),
                 Some(proxy_protocol),
-            ) = (name_ok, spiffe_id, cert, key, ports, proxy_protocol)
+            ) = (name_ok, spiffe_id, credential, ports, proxy_protocol)
             {
                 let cgroup = match cgroup {
                     Some(Some(c)) => Some(c),
@@ -642,8 +655,7 @@ impl Checker<'_> {
                 workloads.push(Workload {
                     name: raw.name.clone(),
                     spiffe_id,
-                    cert,
-                    key,
+                    credential,
                     cgroup,
                     ports,
                     mode: raw.mode.unwrap_or(global_mode),

@@ -8,6 +8,9 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub trust_domain: String,
     pub trust_bundle: String,
+    /// Certificate revocation lists (PEM or DER), checked on both sides.
+    #[serde(default)]
+    pub crl: Vec<String>,
     #[serde(default)]
     pub mode: Mode,
     pub node: RawNode,
@@ -63,8 +66,11 @@ impl Mode {
 #[serde(deny_unknown_fields)]
 pub struct RawNode {
     pub spiffe_id: String,
-    pub cert: String,
-    pub key: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// A CA directory (intermediate.pem + intermediate.key) to issue our own certificate from.
+    pub issuer: Option<String>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,8 +132,10 @@ pub struct RawRuntime {
 pub struct RawWorkload {
     pub name: String,
     pub spiffe_id: String,
-    pub cert: String,
-    pub key: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub issuer: Option<String>,
+    pub ttl: Option<String>,
     pub cgroup: Option<String>,
     #[serde(default)]
     pub ports: Vec<u16>,

@@ -118,6 +118,8 @@ pub struct CertSummary {
     pub not_before: i64,
     pub not_after: i64,
     pub uris: Vec<String>,
+    /// The serial number in hex, as `openssl x509 -serial` and CRLs show it.
+    pub serial: String,
 }
 
 impl CertSummary {
@@ -128,6 +130,7 @@ impl CertSummary {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             uris: uri_sans(&cert),
+            serial: hex_serial(cert.raw_serial()),
         })
     }
 
@@ -152,6 +155,15 @@ impl CertSummary {
             None
         }
     }
+}
+
+/// Upper-case hex without leading zero bytes, the way openssl prints a serial.
+pub fn hex_serial(bytes: &[u8]) -> String {
+    let trimmed = match bytes.iter().position(|b| *b != 0) {
+        Some(first) => &bytes[first..],
+        None => &bytes[bytes.len().saturating_sub(1)..],
+    };
+    trimmed.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 fn ago(seconds: i64) -> String {

@@ -28,10 +28,9 @@ use std::{
     time::Duration,
 };
 
-use rustls::ServerConfig;
 use tokio::{
     net::TcpListener,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
 };
 use tracing::info;
 
@@ -39,7 +38,9 @@ use super::{
     admission::{KeyedLimit, KeyedSlot, Refusal, Refusals},
     copy,
 };
-use crate::{drain::DrainWatcher, identity::SpiffeId, policy::LivePolicy};
+use crate::{
+    credentials::Snapshot, drain::DrainWatcher, identity::SpiffeId, policy::LivePolicy,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -49,7 +50,9 @@ pub enum InboundError {
 
 /// What the inbound side needs besides its listener.
 pub struct InboundInputs {
-    pub tls: Arc<ServerConfig>,
+    /// The TLS material in force: each handshake takes the current server config, and each
+    /// connection follows the changes.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The policy in force (replaced on reload).
     pub policy: Arc<LivePolicy>,
     /// The streams being carried, judged again on reload.

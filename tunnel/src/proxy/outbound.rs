@@ -16,8 +16,10 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use ipnet::IpNet;
-use rustls::ClientConfig;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -25,10 +27,11 @@ use super::{
     pool::{Pool, PoolError, PoolKey},
 };
 use crate::{
+    credentials::Snapshot,
     drain::DrainWatcher,
     ebpf::{OriginalDestination, OriginalDstTable},
     errors,
-    identity::SpiffeId,
+    identity::{Purpose, SpiffeId},
     sys,
 };
 
@@ -43,17 +46,10 @@ pub enum OutboundError {
     NetnsCookie { addr: SocketAddr, source: io::Error },
 }
 
-/// A workload as the outbound side needs it: its identity and its TLS client configs, one
-/// per peer identity it may be asked to expect.
+/// A workload as the outbound side needs it (its TLS configs are in the snapshot in force).
 pub struct OutboundWorkload {
     pub name: Arc<str>,
     pub spiffe_id: SpiffeId,
-    /// Keyed by the `[[peer]]` identity pinned for the peer (`None`: none is, so the peer
-    /// must present a node identity matching `[outbound] peer_identity`).
-    pub tls: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
-    /// What is known to be wrong with its certificate (expired, wrong SAN...), said again
-    /// when a peer refuses it, so the caller's log explains the refusal too.
-    pub certificate_problems: Vec<String>,
 }
 
 /// `[[peer]]` entries: the identity expected of the daemon serving a destination.
@@ -85,6 +81,8 @@ pub struct OutboundInputs {
     pub peers: PeerIdentities,
     pub peer_port: u16,
     pub pool: Pool,
+    /// The TLS material in force.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The captured destination ranges, to tell their network and broadcast addresses.
     pub destinations: Vec<IpNet>,
 }
@@ -207,10 +205,12 @@ async fn carry(
     }
     let _ = app.set_nodelay(true);
     let expected = inputs.peers.expected(dst.ip()).cloned();
-    let tls = workload
-        .tls
-        .get(&expected)
-        .expect("a TLS config exists for every configured peer identity");
+    let snapshot = inputs.snapshots.borrow().clone();
+    let Some(tls) = snapshot.client(&workload.name, expected.as_ref()) else {
+        warn!(%src, %dst, workload = %workload.name, "refused: no TLS config for this workload and peer");
+        copy::reset(&app);
+        return;
+    };
     let key = PoolKey {
         workload: workload.name.clone(),
         peer: SocketAddr::new(dst.ip(), inputs.peer_port),
@@ -229,8 +229,15 @@ async fn carry(
     let stream = match Box::pin(inputs.pool.open(&key, tls, dst, early)).await {
         Ok(stream) => stream,
         Err(e) => {
-            let our_certificate = match &e {
-                PoolError::Handshake { .. } => workload.certificate_problems.join("; "),
+            // What is wrong with our certificate (expired, wrong SAN...), said with the
+            // peer's refusal, so the caller's log explains it too.
+            let our_certificate = match (&e, snapshot.workloads.get(&*workload.name)) {
+                (PoolError::Handshake { .. }, Some(credential)) => credential
+                    .problems(&workload.spiffe_id, Purpose::ClientAuth)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 _ => String::new(),
             };
             info!(

@@ -10,6 +10,11 @@
 //! PINGs is closed; one that idles past the timeout is closed by [`Pool::reap_idle`]; a
 //! stream that gets no answer within the connect timeout marks its connection dead and is
 //! retried once on a fresh one.
+//!
+//! Certificates: a connection made with an older generation of TLS material than a caller
+//! brings takes no new streams (the caller dials a new one) and closes once its streams end;
+//! a connection whose certificate (ours or the peer's) expires, or whose peer a reloaded
+//! trust no longer accepts, is closed at once (`credentials::lifetime`).
 
 use std::{
     collections::HashMap,
@@ -26,7 +31,6 @@ use tokio::sync::watch;
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
-use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -34,6 +38,10 @@ use tracing::{debug, info};
 
 use super::{hbone, record_tls_error::RecordTlsError};
 use crate::{
+    credentials::{
+        ClientTls, Snapshot,
+        lifetime::{Authenticated, Ending},
+    },
     identity::{Purpose, SpiffeId},
     tls::{self, Phase},
 };
@@ -124,6 +132,8 @@ pub struct Pool {
 
 struct Inner {
     settings: PoolSettings,
+    /// The material in force, followed by every connection (none: tools and tests).
+    snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
     keys: Mutex<HashMap<PoolKey, KeyState>>,
     next_id: AtomicU64,
 }
@@ -142,6 +152,8 @@ type DialOutcome = Result<(), PoolError>;
 
 struct Connection {
     id: u64,
+    /// The generation of TLS material it was made with.
+    generation: u64,
     sender: SendRequest<Bytes>,
     streams: AtomicU32,
     closed: AtomicBool,
@@ -183,9 +195,19 @@ impl Connection {
 
 impl Pool {
     pub fn new(settings: PoolSettings) -> Self {
+        Self::following(settings, None)
+    }
+
+    /// A pool whose connections follow the material in force (expiry, replacement,
+    /// revocation).
+    pub fn following(
+        settings: PoolSettings,
+        snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 settings,
+                snapshots,
                 keys: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -201,7 +223,7 @@ impl Pool {
     pub async fn open(
         &self,
         key: &PoolKey,
-        tls: &Arc<ClientConfig>,
+        tls: &Arc<ClientTls>,
         destination: SocketAddr,
         early: Bytes,
     ) -> Result<HboneStream, PoolError> {
@@ -310,7 +332,7 @@ impl Pool {
     async fn lease(
         &self,
         key: &PoolKey,
-        tls: &Arc<ClientConfig>,
+        tls: &Arc<ClientTls>,
     ) -> Result<(Lease, bool), PoolError> {
         let max = self.inner.settings.max_streams_per_connection;
         let mut waited = false;
@@ -318,9 +340,15 @@ impl Pool {
             let mut dial = {
                 let mut keys = self.inner.keys.lock().expect("pool lock poisoned");
                 let state = keys.entry(key.clone()).or_default();
-                state
-                    .connections
-                    .retain(|c| !c.closed.load(Ordering::Acquire));
+                state.connections.retain(|c| {
+                    if c.generation < tls.generation {
+                        // Made with material since replaced: its streams finish on it, new
+                        // ones go to a connection with the new certificate.
+                        c.closed.store(true, Ordering::Release);
+                        debug!(peer = %key.peer, workload = %key.workload, connection = c.id, "pooled connection made with replaced material: draining");
+                    }
+                    !c.closed.load(Ordering::Acquire)
+                });
                 if let Some(lease) = state.connections.iter().find_map(|c| c.try_lease(max)) {
                     return Ok((lease, waited));
                 }
@@ -352,7 +380,7 @@ impl Pool {
     fn start_dial(
         &self,
         key: &PoolKey,
-        tls: &Arc<ClientConfig>,
+        tls: &Arc<ClientTls>,
     ) -> watch::Receiver<Option<DialOutcome>> {
         let (outcome_tx, outcome_rx) = watch::channel(None);
         let (pool, key, tls) = (self.clone(), key.clone(), tls.clone());
@@ -383,7 +411,7 @@ impl Pool {
     async fn dial(
         &self,
         key: &PoolKey,
-        tls: &Arc<ClientConfig>,
+        tls: &Arc<ClientTls>,
     ) -> Result<Arc<Connection>, PoolError> {
         let settings = self.inner.settings;
         let peer = key.peer;
@@ -396,7 +424,7 @@ impl Pool {
                 })?;
             hbone::configure_tunnel_socket(&tcp);
             let server_name = ServerName::IpAddress(peer.ip().into());
-            let mut tls_stream = TlsConnector::from(tls.clone())
+            let mut tls_stream = TlsConnector::from(tls.config.clone())
                 .connect(server_name, tcp)
                 .await
                 .map_err(|e| PoolError::Handshake {
@@ -404,6 +432,12 @@ impl Pool {
                     reason: tls::describe_connection_error(&e, Phase::Handshake),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
+            let lifetime = match (&self.inner.snapshots, tls_stream.get_ref().1.peer_certificates()) {
+                (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
+                    Authenticated::new(watch, chain.iter().map(|c| c.clone().into_owned()).collect())
+                }),
+                _ => None,
+            };
             hbone::batch_tls_writes(tls_stream.get_mut().1);
             // In TLS 1.3 the client finishes before the server has judged its certificate; a
             // refusal arrives later, inside h2, which keeps only its text: record it.
@@ -447,9 +481,9 @@ impl Pool {
                 };
                 return Err(PoolError::Handshake { peer, reason });
             }
-            Ok::<_, PoolError>((sender, connection, pings, peer_identity, tls_failure))
+            Ok::<_, PoolError>((sender, connection, pings, peer_identity, tls_failure, lifetime))
         };
-        let (sender, mut driver, pings, peer_identity, tls_failure) =
+        let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime) =
             tokio::time::timeout(settings.connect_timeout, handshake)
                 .await
                 .map_err(|_| PoolError::Timeout {
@@ -458,6 +492,7 @@ impl Pool {
                 })??;
         let connection = Arc::new(Connection {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            generation: tls.generation,
             sender,
             streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
@@ -469,14 +504,31 @@ impl Pool {
         let id = connection.id;
         tokio::spawn(async move {
             let unanswered = hbone::unanswered_ping(pings, settings.keepalive);
-            // Returning drops the connection (and its socket): its streams end with an error.
-            let result = tokio::select! {
-                result = &mut driver => Some(result),
-                () = unanswered => None,
+            tokio::pin!(unanswered);
+            let mark_closed = || {
+                if let Some(connection) = watched.upgrade() {
+                    connection.closed.store(true, Ordering::Release);
+                }
             };
-            if let Some(connection) = watched.upgrade() {
-                connection.closed.store(true, Ordering::Release);
-            }
+            // Returning drops the connection (and its socket): its streams end with an error.
+            let result = loop {
+                tokio::select! {
+                    result = &mut driver => break Some(result),
+                    () = &mut unanswered => break None,
+                    ending = next_ending(&mut lifetime) => match ending {
+                        Ending::Replaced => {
+                            mark_closed();
+                            debug!(%peer, connection = id, "our certificate was replaced: the pooled connection takes no new streams");
+                        }
+                        Ending::Close(reason) => {
+                            mark_closed();
+                            info!(%peer, connection = id, %reason, "pooled connection closed with its streams");
+                            return;
+                        }
+                    },
+                }
+            };
+            mark_closed();
             match result {
                 Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
                 Some(Err(e)) => {
@@ -488,6 +540,14 @@ impl Pool {
             }
         });
         Ok(connection)
+    }
+}
+
+/// The next change of course of a followed connection; never, for one that is not.
+async fn next_ending(lifetime: &mut Option<Authenticated>) -> Ending {
+    match lifetime {
+        Some(lifetime) => lifetime.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -188,7 +188,7 @@ fn other_error(error: &(dyn StdError + Send + Sync + 'static)) -> String {
 
 /// webpki's errors, most of which rustls maps to a `CertificateError` of its own; the rest
 /// arrive boxed. Its Display is its Debug, so each gets a sentence here.
-fn webpki_error(error: &webpki::Error) -> String {
+pub(super) fn webpki_error(error: &webpki::Error) -> String {
     use webpki::Error as E;
     match error {
         E::CaUsedAsEndEntity => "the certificate is a CA certificate (basicConstraints cA=true), \
@@ -1011,7 +1011,7 @@ mod tests {
 
     /// The inbound verifier's verdict on a caller presenting `chain`, in words.
     fn explain_client(pki: &Pki, chain: &[CertificateDer<'static>]) -> String {
-        let verifier = SpiffeClientVerifier::new(pki.bundle.roots.clone(), td()).unwrap();
+        let verifier = SpiffeClientVerifier::new(&pki.trust, td()).unwrap();
         let error = verifier
             .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
             .unwrap_err();

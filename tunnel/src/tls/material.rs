@@ -1,5 +1,6 @@
-//! Certificates and keys from PEM files: the trust bundle, and credentials (a leaf with its
-//! chain and the matching key) for the node and each workload.
+//! Certificates and keys from PEM files: what peers are trusted by (the bundle and the
+//! CRLs), and credentials (a leaf with its chain and the matching key) for the node and each
+//! workload.
 
 use std::{
     fmt,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use rustls::{RootCertStore, sign::CertifiedKey};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject};
 
 use super::provider;
 use crate::identity::{self, CertSummary, Purpose, SpiffeId, SvidError};
@@ -31,29 +32,81 @@ pub enum MaterialError {
         index: usize,
         source: rustls::Error,
     },
+    #[error("cannot read a certificate revocation list from {path}: {detail}")]
+    ReadCrl { path: PathBuf, detail: String },
+    #[error("{path} holds no certificate revocation list")]
+    NoCrl { path: PathBuf },
 }
 
-/// The roots peers must chain to (one or more: several during a CA rotation).
+/// What a peer's certificate is judged by: the roots it must chain to (one or more: several
+/// during a CA rotation) and the revocation lists of their CAs.
 #[derive(Clone, Debug)]
-pub struct Bundle {
+pub struct Trust {
     pub roots: Arc<RootCertStore>,
+    /// As read, for rustls's client verifier (which parses them itself).
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The same, parsed once, for the server verifier and for re-judging live connections.
+    pub parsed_crls: Arc<Vec<webpki::CertRevocationList<'static>>>,
 }
 
-impl Bundle {
-    pub fn load(path: &Path) -> Result<Self, MaterialError> {
-        let certs = read_certificates(path)?;
+impl Trust {
+    /// The bundle alone (tests and tools that have no CRLs).
+    pub fn load_bundle(path: &Path) -> Result<Self, MaterialError> {
+        Self::load(path, &[])
+    }
+
+    pub fn load(bundle: &Path, crl_files: &[PathBuf]) -> Result<Self, MaterialError> {
+        let certs = read_certificates(bundle)?;
         let mut roots = RootCertStore::empty();
         for (index, cert) in certs.into_iter().enumerate() {
             roots.add(cert).map_err(|source| MaterialError::BadRoot {
-                path: path.into(),
+                path: bundle.into(),
                 index,
                 source,
             })?;
         }
+        let mut crls = Vec::new();
+        let mut parsed_crls = Vec::new();
+        for file in crl_files {
+            for crl in read_crls(file)? {
+                let parsed = webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(
+                    |e| MaterialError::ReadCrl {
+                        path: file.clone(),
+                        detail: super::explain::webpki_error(&e),
+                    },
+                )?;
+                parsed_crls.push(parsed.into());
+                crls.push(crl);
+            }
+        }
         Ok(Self {
             roots: Arc::new(roots),
+            crls,
+            parsed_crls: Arc::new(parsed_crls),
         })
     }
+}
+
+/// Every CRL in a file: PEM (one or more `X509 CRL` blocks) or a single DER one.
+pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, MaterialError> {
+    let bytes = std::fs::read(path).map_err(|e| MaterialError::ReadCrl {
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
+    // DER starts with a SEQUENCE tag; PEM with text.
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| MaterialError::ReadCrl {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(MaterialError::NoCrl { path: path.into() });
+    }
+    Ok(crls)
 }
 
 /// A certificate chain with its key, ready for rustls, and what the leaf says.
@@ -95,6 +148,25 @@ impl Credential {
             key: Arc::new(certified),
             leaf,
         })
+    }
+
+    /// A certificate the daemon issued itself (key made in memory, so it matches).
+    pub fn issued(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, rustls::Error> {
+        let signing_key = provider().key_provider.load_private_key(key)?;
+        let leaf = CertSummary::parse(chain[0].as_ref())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(Self {
+            key: Arc::new(CertifiedKey::new(chain, signing_key)),
+            leaf,
+        })
+    }
+
+    /// The leaf and the intermediates behind it.
+    pub fn chain(&self) -> (&CertificateDer<'static>, &[CertificateDer<'static>]) {
+        (&self.key.cert[0], &self.key.cert[1..])
     }
 
     /// What a peer will object to in the leaf when it is presented as `expected` in the role

@@ -3,7 +3,7 @@
 
 use rustls::pki_types::CertificateDer;
 
-use super::{Bundle, Credential};
+use super::{Credential, Trust};
 use crate::{
     ca::{self, Ca, InitOptions, LeafSpec},
     identity::{SpiffeId, TrustDomain},
@@ -17,7 +17,7 @@ pub fn td() -> TrustDomain {
 pub struct Pki {
     dir: tempfile::TempDir,
     ca: Ca,
-    pub bundle: Bundle,
+    pub trust: Trust,
 }
 
 impl Pki {
@@ -33,7 +33,7 @@ impl Pki {
         .unwrap();
         Self {
             ca: Ca::load(&files.dir).unwrap(),
-            bundle: Bundle::load(&files.bundle).unwrap(),
+            trust: Trust::load_bundle(&files.bundle).unwrap(),
             dir,
         }
     }

@@ -1,5 +1,6 @@
 //! Certificate verifiers for both ends of the tunnel. Each one first lets webpki verify the
-//! chain to the bundle (signatures, validity, EKU, revocation later), and only then applies
+//! chain to the bundle (signatures, validity, EKU, and revocation of every certificate in the
+//! chain by the configured CRLs; a CA without a CRL is not an error), and only then applies
 //! the SPIFFE rules and the trust domain on top: never the other way round, and never by
 //! reinterpreting a name-mismatch error from a verifier that checks both at once (which is
 //! why `WebPkiServerVerifier` is not used: SPIFFE verifiers built on it have failed open by
@@ -10,19 +11,17 @@ use std::sync::Arc;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
     SignatureScheme,
-    client::{
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        verify_server_cert_signed_by_trust_anchor,
-    },
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{verify_tls12_signature, verify_tls13_signature},
     pki_types::{CertificateDer, ServerName, UnixTime},
     server::{
-        ParsedCertificate, WebPkiClientVerifier,
+        WebPkiClientVerifier,
         danger::{ClientCertVerified, ClientCertVerifier},
     },
 };
+use webpki::{ExpirationPolicy, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
 
-use super::provider;
+use super::{Trust, provider};
 use crate::identity::{self, IdPattern, Purpose, SpiffeId, SvidError, TrustDomain};
 
 /// Why a certificate that chains correctly is still refused. Carried inside
@@ -105,8 +104,17 @@ pub struct SpiffeClientVerifier {
 }
 
 impl SpiffeClientVerifier {
-    pub fn new(roots: Arc<RootCertStore>, trust_domain: TrustDomain) -> Result<Self, Error> {
-        let chain = WebPkiClientVerifier::builder_with_provider(roots, provider())
+    pub fn new(trust: &Trust, trust_domain: TrustDomain) -> Result<Self, Error> {
+        let mut builder = WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider());
+        if !trust.crls.is_empty() {
+            // Every certificate of the chain is checked; a CA that has no CRL here is not a
+            // refusal (only some CAs may publish one), and a CRL past its next update still
+            // counts (`tunnel check` warns about it): a stale list revokes, a missing one not.
+            builder = builder
+                .with_crls(trust.crls.iter().cloned())
+                .allow_unknown_revocation_status();
+        }
+        let chain = builder
             .build()
             .map_err(|e| Error::General(format!("client verifier: {e}")))?;
         Ok(Self {
@@ -172,22 +180,69 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
+    crls: Arc<Vec<webpki::CertRevocationList<'static>>>,
     trust_domain: TrustDomain,
     expected: PeerExpectation,
 }
 
 impl SpiffeServerVerifier {
-    pub fn new(
-        roots: Arc<RootCertStore>,
-        trust_domain: TrustDomain,
-        expected: PeerExpectation,
-    ) -> Self {
+    pub fn new(trust: &Trust, trust_domain: TrustDomain, expected: PeerExpectation) -> Self {
         Self {
-            roots,
+            roots: trust.roots.clone(),
+            crls: trust.parsed_crls.clone(),
             trust_domain,
             expected,
         }
     }
+
+    /// webpki's chain check for a server (serverAuth), with the same revocation rules as the
+    /// client verifier's. rustls's own helper for this takes no CRLs, and its verifier with
+    /// CRLs also checks a DNS or IP name, which an X.509-SVID does not carry.
+    fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(chain_error)?;
+        let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = RevocationOptionsBuilder::new(&crls).ok().map(|builder| {
+            builder
+                .with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(UnknownStatusPolicy::Allow)
+                .with_expiration_policy(ExpirationPolicy::Ignore)
+                .build()
+        });
+        cert.verify_for_usage(
+            provider().signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            revocation,
+            None,
+        )
+        .map(|_| ())
+        .map_err(chain_error)
+    }
+}
+
+/// A webpki verdict as rustls words it for the errors `explain` knows by name; the rest
+/// travel as webpki's own error, which `explain` reads too.
+fn chain_error(error: webpki::Error) -> Error {
+    use webpki::Error as E;
+    let certificate = match error {
+        E::CertExpired { time, not_after } => CertificateError::ExpiredContext { time, not_after },
+        E::CertNotValidYet { time, not_before } => {
+            CertificateError::NotValidYetContext { time, not_before }
+        }
+        E::UnknownIssuer => CertificateError::UnknownIssuer,
+        E::CertRevoked => CertificateError::Revoked,
+        E::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        E::BadDer | E::BadDerTime => CertificateError::BadEncoding,
+        other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
+    };
+    Error::InvalidCertificate(certificate)
 }
 
 impl ServerCertVerifier for SpiffeServerVerifier {
@@ -199,15 +254,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = provider().signature_verification_algorithms;
-        verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            algorithms.all,
-        )?;
+        self.verify_chain(end_entity, intermediates, now)?;
         let id = identity::svid_identity(end_entity.as_ref(), Purpose::ServerAuth)
             .map_err(|e| refuse(e.into()))?;
         if !id.is_in(&self.trust_domain) {
@@ -268,7 +315,7 @@ mod tests {
         expected: PeerExpectation,
         chain: &[CertificateDer<'static>],
     ) -> Result<(), Error> {
-        let verifier = SpiffeServerVerifier::new(pki.bundle.roots.clone(), td(), expected);
+        let verifier = SpiffeServerVerifier::new(&pki.trust, td(), expected);
         let server_name = ServerName::IpAddress(Ipv4Addr::new(10, 0, 0, 2).into());
         verifier
             .verify_server_cert(&chain[0], &chain[1..], &server_name, &[], UnixTime::now())

@@ -1,5 +1,7 @@
 //! One peer's TLS connection: admission through the handshakes, then HTTP/2 served until
-//! the peer closes, the connection idles out, a PING goes unanswered, or a drain ends it.
+//! the peer closes, the connection idles out, a PING goes unanswered, a drain ends it, or a
+//! certificate on it expires or is no longer trusted (a replaced node certificate lets it
+//! finish its streams, as a drain does).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -9,10 +11,11 @@ use tokio::{
     time::{Instant, sleep_until, timeout_at},
 };
 use tokio_rustls::TlsAcceptor;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{Shared, Unauthenticated, stream};
 use crate::{
+    credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
     identity::Purpose,
     proxy::{admission::Refusal, copy, hbone},
@@ -54,7 +57,8 @@ pub(super) async fn serve(
     else {
         return timed_out();
     };
-    let acceptor = TlsAcceptor::from(shared.inputs.tls.clone());
+    let (server_config, watch) = Watch::inbound(&shared.inputs.snapshots);
+    let acceptor = TlsAcceptor::from(server_config);
     let mut tls_stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -72,6 +76,13 @@ pub(super) async fn serve(
             "verified client certificate has no readable identity",
         );
     };
+    let peer_chain = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let mut lifetime = Authenticated::new(watch, peer_chain);
     hbone::batch_tls_writes(tls_stream.get_mut().1);
     let handshake =
         hbone::server_builder(limits.max_streams_per_connection).handshake::<_, Bytes>(tls_stream);
@@ -137,6 +148,27 @@ pub(super) async fn serve(
                 }
                 continue;
             }
+            ending = lifetime.next() => match ending {
+                Ending::Replaced => {
+                    debug!(%peer, %caller, "the node certificate was replaced: GOAWAY, the open streams finish");
+                    if !closing {
+                        connection.graceful_shutdown();
+                        closing = true;
+                        idle_deadline = far_future();
+                    }
+                    continue;
+                }
+                Ending::Close(reason) => {
+                    info!(%peer, %caller, %reason, "tunnel connection closed with its streams");
+                    connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    // Let the GOAWAY out before the socket goes.
+                    let _ = tokio::time::timeout(GOAWAY_LINGER, async {
+                        while connection.accept().await.is_some() {}
+                    })
+                    .await;
+                    return;
+                }
+            },
             () = drain.signaled(), if !closing => {
                 // Ask the peer to stop opening streams; keep serving the open ones.
                 connection.graceful_shutdown();

@@ -36,7 +36,7 @@ async fn every_refused_connect_gets_its_status_and_reason_and_nothing_is_deliver
     no_loopback_inputs.deliver_to_loopback = false;
     let no_loopback = Daemon::start(no_loopback_inputs);
 
-    let client = H2Client::connect(daemon.addr, &kit.frontend).await;
+    let client = H2Client::connect(daemon.addr, &kit.frontend.config).await;
     let orders = kit.orders.addr.port();
     let connect = |authority: String| request(Method::CONNECT, &authority);
     let cases = [
@@ -117,7 +117,7 @@ async fn every_refused_connect_gets_its_status_and_reason_and_nothing_is_deliver
     }
 
     // Loopback only for a daemon that delivers there in tests; never in production.
-    let strict = H2Client::connect(no_loopback.addr, &kit.frontend).await;
+    let strict = H2Client::connect(no_loopback.addr, &kit.frontend.config).await;
     let answered = strict.status(connect(kit.orders.addr.to_string())).await;
     println!("loopback when not allowed: {}", answered.as_u16());
     assert_eq!(answered, StatusCode::FORBIDDEN, "loopback");
@@ -308,7 +308,7 @@ async fn a_connection_without_streams_is_sent_goaway_and_closed_after_the_idle_t
         idle_timeout,
         ..limits()
     }));
-    let client = H2Client::connect(daemon.addr, &kit.frontend).await;
+    let client = H2Client::connect(daemon.addr, &kit.frontend.config).await;
     let (status, mut send, mut recv) = client
         .send(request(Method::CONNECT, &kit.orders.addr.to_string()))
         .await
@@ -361,7 +361,7 @@ async fn a_caller_that_sends_its_client_hello_and_stops_is_cut_off_by_the_handsh
     }));
     let mut hello = Vec::new();
     let mut client = rustls::ClientConnection::new(
-        kit.frontend.clone(),
+        kit.frontend.config.clone(),
         ServerName::IpAddress(daemon.addr.ip().into()),
     )
     .unwrap();
@@ -388,7 +388,7 @@ async fn a_caller_that_sends_its_client_hello_and_stops_is_cut_off_by_the_handsh
 async fn an_oversized_header_list_is_refused_and_the_connection_keeps_serving() {
     let kit = Kit::new().await;
     let daemon = Daemon::start(kit.inputs(limits()));
-    let client = H2Client::connect(daemon.addr, &kit.frontend).await;
+    let client = H2Client::connect(daemon.addr, &kit.frontend.config).await;
 
     let mut big = request(Method::CONNECT, &kit.orders.addr.to_string());
     big.headers_mut().insert(
@@ -425,7 +425,7 @@ async fn a_caller_that_stops_reading_is_closed_when_its_pings_go_unanswered() {
         ..limits()
     }));
     let relay = Relay::start(daemon.addr).await;
-    let client = H2Client::connect(relay.addr, &kit.frontend).await;
+    let client = H2Client::connect(relay.addr, &kit.frontend.config).await;
     // An open stream: the connection is busy, not idle, so only the PINGs can end it.
     let (status, mut send, mut recv) = client
         .send(request(Method::CONNECT, &kit.orders.addr.to_string()))

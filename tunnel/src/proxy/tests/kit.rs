@@ -16,22 +16,23 @@ use std::{
 use bytes::Bytes;
 pub use clients::{Ended, H2Client, connect_from, echo_round_trip, request, wait_end};
 pub use logs::Logs;
-use rustls::{ClientConfig, ServerConfig, sign::CertifiedKey};
+use rustls::sign::CertifiedKey;
 pub use servers::{Echo, Relay, Silent};
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    app::wiring::{self, Material},
+    app::wiring,
     ca::{self, Ca, InitOptions, IssueOptions, LeafSpec},
     config::Config,
+    credentials::{ClientTls, Credentials, Snapshot},
     drain::{self, DrainTrigger},
-    identity::SpiffeId,
+    identity::{CertSummary, SpiffeId},
     proxy::{
         admission::Refusals,
         inbound::{Inbound, InboundInputs, InboundLimits},
         pool::{HboneStream, Pool, PoolError, PoolKey, PoolSettings},
     },
-    tls::{self, Bundle, Credential},
+    tls::{self, Credential, Trust},
 };
 
 pub const TRUST_DOMAIN: &str = "example.org";
@@ -43,7 +44,7 @@ pub const FRONTEND: &str = "spiffe://example.org/frontend";
 /// A CA made by `tunnel ca init` in a temporary directory, and certificates it issues.
 pub struct Pki {
     dir: tempfile::TempDir,
-    pub bundle: Bundle,
+    pub trust: Trust,
 }
 
 impl Pki {
@@ -57,9 +58,9 @@ impl Pki {
             intermediate_ttl: ca::DEFAULT_INTERMEDIATE_TTL,
         })
         .expect("create the test CA");
-        let bundle =
-            Bundle::load(&dir.path().join("ca/bundle.pem")).expect("load the test CA's bundle");
-        Self { dir, bundle }
+        let trust = Trust::load_bundle(&dir.path().join("ca/bundle.pem"))
+            .expect("load the test CA's bundle");
+        Self { dir, trust }
     }
 
     pub fn dir(&self) -> &Path {
@@ -97,15 +98,6 @@ impl Pki {
             .unwrap_or_else(|e| panic!("issue {name}: {e}"));
         load(&out)
     }
-
-    pub fn server_config(&self, node: &Arc<CertifiedKey>) -> Arc<ServerConfig> {
-        tls::server_config(
-            node.clone(),
-            self.bundle.roots.clone(),
-            TRUST_DOMAIN.parse().unwrap(),
-        )
-        .expect("build the inbound TLS config")
-    }
 }
 
 fn load(dir: &Path) -> Arc<CertifiedKey> {
@@ -120,11 +112,11 @@ fn load(dir: &Path) -> Arc<CertifiedKey> {
 pub struct Kit {
     pub pki: Pki,
     pub config: Config,
-    material: Material,
+    pub credentials: Credentials,
     pub orders: Echo,
     pub billing: Echo,
     /// The frontend's TLS client config (expects a node identity, as without `[[peer]]`).
-    pub frontend: Arc<ClientConfig>,
+    pub frontend: Arc<ClientTls>,
     pub frontend_key: Arc<CertifiedKey>,
 }
 
@@ -199,15 +191,18 @@ from = ["spiffe://example.org/batch/*"]
         );
         let config = Config::parse(&text, &pki.dir().join("tunnel.toml"))
             .unwrap_or_else(|e| panic!("the test config is refused:\n{e}\n{text}"));
-        let material = Material::load(&config).expect("load the test config's certificates");
-        let frontend = material
-            .client_config(&config, "frontend", wiring::peer_expectation(&config, None))
-            .expect("the frontend's TLS config");
+        let credentials = Credentials::load(&config, wiring::credentials_spec(&config))
+            .expect("load the test config's certificates");
+        let frontend = credentials
+            .current()
+            .client("frontend", None)
+            .expect("the frontend's TLS config")
+            .clone();
         let frontend_key = load(&pki.dir().join("frontend"));
         Self {
             pki,
             config,
-            material,
+            credentials,
             orders,
             billing,
             frontend,
@@ -219,8 +214,7 @@ from = ["spiffe://example.org/batch/*"]
     /// with loopback delivery allowed (tests have nothing else to deliver to), every refusal
     /// logged (no rate limit, so the tests can read each reason), and `limits`.
     pub fn inputs(&self, limits: InboundLimits) -> InboundInputs {
-        let mut inputs =
-            wiring::inbound_inputs(&self.config, &self.material).expect("build the inbound inputs");
+        let mut inputs = wiring::inbound_inputs(&self.config, &self.credentials);
         inputs.deliver_to_loopback = true;
         inputs.refusals = Arc::new(Refusals::new(Duration::ZERO));
         inputs.limits = limits;
@@ -234,15 +228,35 @@ from = ["spiffe://example.org/batch/*"]
         &self,
         certificate: &Arc<CertifiedKey>,
         pinned: Option<&str>,
-    ) -> Arc<ClientConfig> {
+    ) -> Arc<ClientTls> {
         let pinned = pinned.map(|id| id.parse::<SpiffeId>().unwrap());
-        tls::client_config(
-            certificate.clone(),
-            self.pki.bundle.roots.clone(),
-            TRUST_DOMAIN.parse().unwrap(),
-            wiring::peer_expectation(&self.config, pinned.as_ref()),
+        ClientTls::fixed(
+            tls::client_config(
+                certificate.clone(),
+                &self.pki.trust,
+                TRUST_DOMAIN.parse().unwrap(),
+                wiring::peer_expectation(&self.config, pinned.as_ref()),
+            )
+            .expect("build the outbound TLS config"),
         )
-        .expect("build the outbound TLS config")
+    }
+
+    /// Makes `inputs` present `node` instead of the configured node certificate.
+    pub fn present_node(&self, inputs: &mut InboundInputs, node: &Arc<CertifiedKey>) {
+        let current = self.credentials.current();
+        let credential = Credential {
+            key: node.clone(),
+            leaf: CertSummary::parse(node.cert[0].as_ref()).expect("a parsable certificate"),
+        };
+        let snapshot = Snapshot::build(
+            current.generation() + 1,
+            current.spec().clone(),
+            current.trust.clone(),
+            Arc::new(credential),
+            current.workloads.clone(),
+        )
+        .expect("build the inbound TLS config");
+        inputs.snapshots = watch::channel(Arc::new(snapshot)).1;
     }
 
     /// The pool key of `frontend` calling through the daemon at `peer`.

@@ -211,7 +211,7 @@ async fn a_node_certificate_that_breaks_an_svid_rule_or_is_not_the_expected_node
     ));
     for (what, certificate, pinned, reason) in cases {
         let mut inputs = kit.inputs(limits());
-        inputs.tls = kit.pki.server_config(&certificate);
+        kit.present_node(&mut inputs, &certificate);
         let daemon = Daemon::start(inputs);
         let tls = kit.client_config(&kit.frontend_key, pinned);
         let error = Pool::new(pool_settings())

@@ -3,9 +3,14 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::{
+    app::wiring,
     ca::{self, Ca, InitOptions, LeafSpec},
     config::Config,
 };
+
+fn load(config: &Config) -> Result<Credentials, ConfigError> {
+    Credentials::load(config, wiring::credentials_spec(config))
+}
 
 const NODE_ID: &str = "spiffe://example.org/node/a";
 const FRONTEND_ID: &str = "spiffe://example.org/frontend";
@@ -76,8 +81,8 @@ impl Fixture {
     /// The refusals as `tunnel run` prints them.
     fn refusals(&self) -> String {
         let config = self.config();
-        let material = Material::load(&config).unwrap();
-        ConfigError::new(&config.file, material.refusals(&config)).to_string()
+        let credentials = load(&config).unwrap();
+        ConfigError::new(&config.file, credentials.refusals(&config)).to_string()
     }
 }
 
@@ -101,10 +106,10 @@ fn line_of(needle: &str) -> usize {
 fn good_certificates_pass() {
     let fixture = Fixture::new();
     let config = fixture.config();
-    let material = Material::load(&config).unwrap();
-    assert!(material.refusals(&config).is_empty());
+    let credentials = load(&config).unwrap();
+    assert!(credentials.refusals(&config).is_empty());
     assert!(
-        material
+        credentials
             .workload_problems("frontend", &FRONTEND_ID.parse().unwrap())
             .is_empty()
     );
@@ -205,9 +210,9 @@ fn an_expired_workload_certificate_is_only_warned_about() {
     let fixture = Fixture::new();
     fixture.issue("frontend", &expired(FRONTEND_ID));
     let config = fixture.config();
-    let material = Material::load(&config).unwrap();
-    assert!(material.refusals(&config).is_empty());
-    let problems = material.workload_problems("frontend", &FRONTEND_ID.parse().unwrap());
+    let credentials = load(&config).unwrap();
+    assert!(credentials.refusals(&config).is_empty());
+    let problems = credentials.workload_problems("frontend", &FRONTEND_ID.parse().unwrap());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].starts_with("the certificate expired "),
@@ -221,7 +226,7 @@ fn every_unreadable_file_is_named_at_once() {
     std::fs::remove_file(fixture.dir.path().join("node/key.pem")).unwrap();
     std::fs::write(fixture.dir.path().join("frontend/cert.pem"), "not PEM").unwrap();
     let config = fixture.config();
-    let message = match Material::load(&config) {
+    let message = match load(&config) {
         Ok(_) => panic!("the material must not load"),
         Err(e) => e.to_string(),
     };

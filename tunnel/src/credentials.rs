@@ -1,0 +1,492 @@
+//! The certificates in force, and how they change while the daemon runs.
+//!
+//! Everything TLS uses is one [`Snapshot`], published on a watch channel: handshakes take the
+//! current one, and connections watch for the next ([`lifetime`]). A new snapshot comes from
+//! a reload of changed files ([`Credentials::reload`], driven by `app::reload`'s file watch
+//! and SIGHUP) or from a renewal of a certificate the daemon issues itself ([`issued`]).
+//! New material is judged before it is used (the key matches, the chain verifies to the
+//! trust bundle and the CRLs, it is an X.509-SVID of the configured identity, it is within
+//! its validity); material that fails keeps the old in force, says which file and why, and
+//! is tried again when the file next changes.
+
+mod expiry;
+mod issued;
+pub mod lifetime;
+mod snapshot;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rustls::{
+    client::danger::ServerCertVerifier as _, pki_types::UnixTime,
+    server::danger::ClientCertVerifier as _,
+};
+pub use snapshot::{ClientTls, Snapshot, Spec};
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{CertSource, Config, ConfigError, Problem},
+    errors,
+    identity::{Purpose, SpiffeId, timestamp},
+    tls::{self, CertificateProblem, Credential, MaterialError, PeerExpectation, Trust},
+};
+
+/// Whose certificate: the node's (presented to callers) or a workload's (presented to peers).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Node,
+    Workload(String),
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node => f.write_str("the node"),
+            Self::Workload(name) => write!(f, "workload {name:?}"),
+        }
+    }
+}
+
+/// One configured certificate and what the last attempt to read it saw.
+struct Source {
+    owner: Owner,
+    id: SpiffeId,
+    purpose: Purpose,
+    config: CertSource,
+    /// The files' bytes at the last attempt, good or not: an event that changed nothing
+    /// reloads nothing, and a broken file is tried again only once it changes.
+    seen: Vec<u8>,
+    /// For `issuer` sources: the CA and the renewal schedule.
+    issuer: Option<issued::IssuerState>,
+}
+
+struct State {
+    sources: Vec<Source>,
+    trust_seen: Vec<u8>,
+}
+
+/// The live certificates of a daemon (or of `tunnel probe`).
+pub struct Credentials {
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    state: Mutex<State>,
+    spec: Arc<Spec>,
+    bundle: PathBuf,
+    crl_files: Vec<PathBuf>,
+    /// Wakes the renewal task when a schedule changes (an issuer was reloaded).
+    renewals_changed: Notify,
+}
+
+impl Credentials {
+    /// Reads the trust and every certificate (issuing those with an `issuer`). A file that
+    /// cannot be used at all (unreadable, no certificate, a key that does not belong to its
+    /// certificate, an issuer that cannot sign) is a problem at the key that names it, and
+    /// every one is reported at once. What the certificates say is judged apart
+    /// ([`Credentials::refusals`]), so that `tunnel probe` can still present a certificate
+    /// the daemon would not start with and show how peers react.
+    pub fn load(config: &Config, spec: Spec) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let bundle = config.trust_bundle.value.clone();
+        let crl_files: Vec<PathBuf> = config.crl.iter().map(|c| c.value.clone()).collect();
+        let trust = Trust::load(&bundle, &crl_files)
+            .map_err(|e| {
+                let site = match &e {
+                    MaterialError::ReadCrl { path, .. } | MaterialError::NoCrl { path } => config
+                        .crl
+                        .iter()
+                        .find(|c| &c.value == path)
+                        .map_or(&config.trust_bundle.site, |c| &c.site),
+                    _ => &config.trust_bundle.site,
+                };
+                problems.push(Problem::at(site, errors::chain(&e)));
+            })
+            .ok();
+        let mut sources = vec![Source::new(
+            Owner::Node,
+            config.node.spiffe_id.clone(),
+            Purpose::ServerAuth,
+            config.node.credential.clone(),
+        )];
+        for workload in &config.workloads {
+            sources.push(Source::new(
+                Owner::Workload(workload.name.clone()),
+                workload.spiffe_id.clone(),
+                Purpose::ClientAuth,
+                workload.credential.clone(),
+            ));
+        }
+        let mut node = None;
+        let mut workloads = HashMap::new();
+        for source in &mut sources {
+            source.seen = read_files(&source.config.files());
+            match source.first_load() {
+                Ok(credential) => match &source.owner {
+                    Owner::Node => node = Some(Arc::new(credential)),
+                    Owner::Workload(name) => {
+                        workloads.insert(name.clone(), Arc::new(credential));
+                    }
+                },
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let spec = Arc::new(spec);
+        let (Some(trust), Some(node), true) = (trust, node, problems.is_empty()) else {
+            return Err(ConfigError::new(&config.file, problems));
+        };
+        let snapshot = Snapshot::build(1, spec.clone(), Arc::new(trust), node, workloads)
+            .map_err(|e| {
+                ConfigError::new(
+                    &config.file,
+                    vec![Problem::at(
+                        &config.trust_bundle.site,
+                        format!("cannot build the TLS configuration: {e}"),
+                    )],
+                )
+            })?;
+        let trust_seen = read_files(&trust_files(&bundle, &crl_files));
+        Ok(Self {
+            snapshots: watch::Sender::new(Arc::new(snapshot)),
+            state: Mutex::new(State {
+                sources,
+                trust_seen,
+            }),
+            spec,
+            bundle,
+            crl_files,
+            renewals_changed: Notify::new(),
+        })
+    }
+
+    /// The material in force.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// The material in force, and every later one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.subscribe()
+    }
+
+    /// Every file the material is read from, to watch for changes.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let state = self.state.lock().expect("credentials lock poisoned");
+        let mut files = trust_files(&self.bundle, &self.crl_files);
+        for source in &state.sources {
+            files.extend(source.config.files());
+        }
+        files
+    }
+
+    /// The certificates the daemon must not start with, each at the key that names it: one
+    /// that breaks the X.509-SVID rules for its role (a CA certificate, a node certificate
+    /// without serverAuth, a workload's without clientAuth...) or is for another identity
+    /// than configured, which no peer will ever accept; and a node certificate outside its
+    /// validity, which makes every peer refuse every tunnel to this host. A workload
+    /// certificate outside its validity is only warned about
+    /// ([`Credentials::workload_problems`]): the other workloads and the inbound side keep
+    /// working, and the outbound side says why that workload's calls are refused.
+    pub fn refusals(&self, config: &Config) -> Vec<Problem> {
+        let snapshot = self.current();
+        let mut refusals = Vec::new();
+        let node = &config.node;
+        for problem in snapshot.node.problems(&node.spiffe_id, Purpose::ServerAuth) {
+            refusals.push(refusal(&node.credential, &problem, "the node"));
+        }
+        for workload in &config.workloads {
+            let who = format!("workload {:?}", workload.name);
+            let credential = &snapshot.workloads[&workload.name];
+            for problem in credential.problems(&workload.spiffe_id, Purpose::ClientAuth) {
+                if !matches!(problem, CertificateProblem::Validity(_)) {
+                    refusals.push(refusal(&workload.credential, &problem, &who));
+                }
+            }
+        }
+        refusals
+    }
+
+    /// What peers will object to in a workload's certificate now.
+    pub fn workload_problems(&self, name: &str, id: &SpiffeId) -> Vec<String> {
+        self.current()
+            .workloads
+            .get(name)
+            .map(|c| c.problems(id, Purpose::ClientAuth))
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// When each identity's certificate in force expires (unix seconds), for metrics and
+    /// status.
+    pub fn expiries(&self) -> Vec<(Owner, SpiffeId, i64)> {
+        let snapshot = self.current();
+        let state = self.state.lock().expect("credentials lock poisoned");
+        state
+            .sources
+            .iter()
+            .map(|s| {
+                let credential = match &s.owner {
+                    Owner::Node => &snapshot.node,
+                    Owner::Workload(name) => &snapshot.workloads[name],
+                };
+                (s.owner.clone(), s.id.clone(), credential.leaf.not_after)
+            })
+            .collect()
+    }
+
+    /// Reads every file again and puts what changed and passes the checks in force, in one
+    /// new snapshot. Returns how many certificates (and the trust, counted as one) changed.
+    pub fn reload(&self, trigger: &str) -> usize {
+        let mut state = self.state.lock().expect("credentials lock poisoned");
+        let old = self.current();
+        let mut trust = old.trust.clone();
+        let mut changed = 0;
+        let files = trust_files(&self.bundle, &self.crl_files);
+        let seen = read_files(&files);
+        if seen != state.trust_seen {
+            state.trust_seen = seen;
+            match Trust::load(&self.bundle, &self.crl_files) {
+                Ok(new) => {
+                    info!(
+                        trigger, bundle = %self.bundle.display(), roots = new.roots.len(), crls = new.crls.len(),
+                        "trust bundle and CRLs reloaded"
+                    );
+                    trust = Arc::new(new);
+                    changed += 1;
+                }
+                Err(e) => error!(
+                    trigger,
+                    "trust reload failed, the trust in force stays: {}; tried again when the file changes",
+                    errors::chain(&e)
+                ),
+            }
+        }
+        let mut node = old.node.clone();
+        let mut workloads = old.workloads.clone();
+        let mut renewals_changed = false;
+        for source in &mut state.sources {
+            let current = match &source.owner {
+                Owner::Node => &mut node,
+                Owner::Workload(name) => workloads.get_mut(name).expect("every workload loaded"),
+            };
+            let seen = read_files(&source.config.files());
+            if seen == source.seen {
+                continue;
+            }
+            source.seen = seen;
+            let candidate = match &mut source.issuer {
+                Some(issuer) => {
+                    renewals_changed = true;
+                    issuer.reload().and_then(|()| issuer.issue(&source.id))
+                }
+                None => source.read_files(),
+            };
+            let judged = candidate.and_then(|c| {
+                judge(&c, &source.id, source.purpose, &trust, &self.spec).map(|()| c)
+            });
+            match judged {
+                Ok(credential) => {
+                    log_replaced(&source.owner, current, &credential, trigger);
+                    *current = Arc::new(credential);
+                    changed += 1;
+                }
+                Err(reason) => error!(
+                    trigger, owner = %source.owner, source = %source.config.origin(),
+                    in_force = %describe(current),
+                    "certificate reload failed, the certificate in force stays: {reason}; tried again when the file changes"
+                ),
+            }
+        }
+        if renewals_changed {
+            self.renewals_changed.notify_one();
+        }
+        if changed == 0 {
+            return 0;
+        }
+        if !Arc::ptr_eq(&trust, &old.trust) {
+            // The new trust is in force either way (it is what peers are judged by); say
+            // which of our own certificates it no longer covers, since peers with the same
+            // bundle will refuse them.
+            for source in &state.sources {
+                let credential = match &source.owner {
+                    Owner::Node => &node,
+                    Owner::Workload(name) => &workloads[name],
+                };
+                if let Err(reason) = judge(credential, &source.id, source.purpose, &trust, &self.spec) {
+                    warn!(owner = %source.owner, "after the trust reload: our certificate {}: {reason}", describe(credential));
+                }
+            }
+        }
+        drop(state);
+        self.publish(trust, node, workloads, trigger);
+        changed
+    }
+
+    /// Builds and publishes the next snapshot (an error keeps the current one, logged).
+    fn publish(
+        &self,
+        trust: Arc<Trust>,
+        node: Arc<Credential>,
+        workloads: HashMap<String, Arc<Credential>>,
+        trigger: &str,
+    ) {
+        let generation = self.current().generation() + 1;
+        match Snapshot::build(generation, self.spec.clone(), trust, node, workloads) {
+            Ok(snapshot) => {
+                self.snapshots.send_replace(Arc::new(snapshot));
+            }
+            Err(e) => error!(trigger, "cannot build the TLS configuration, the one in force stays: {e}"),
+        }
+    }
+}
+
+impl Source {
+    fn new(owner: Owner, id: SpiffeId, purpose: Purpose, config: CertSource) -> Self {
+        Self {
+            owner,
+            id,
+            purpose,
+            config,
+            seen: Vec::new(),
+            issuer: None,
+        }
+    }
+
+    /// The first load, at start: problems at the config key that names the file.
+    fn first_load(&mut self) -> Result<Credential, Problem> {
+        match &self.config {
+            CertSource::Files { cert, key } => Credential::load(&cert.value, &key.value)
+                .map_err(|e| {
+                    let site = match e {
+                        MaterialError::ReadKey { .. } | MaterialError::UnsupportedKey { .. } => {
+                            &key.site
+                        }
+                        _ => &cert.site,
+                    };
+                    Problem::at(site, errors::chain(&e))
+                }),
+            CertSource::Issuer { dir, ttl } => {
+                let mut issuer = issued::IssuerState::load(&dir.value, *ttl)
+                    .map_err(|e| Problem::at(&dir.site, e))?;
+                let credential = issuer
+                    .issue(&self.id)
+                    .map_err(|e| Problem::at(&dir.site, e))?;
+                self.issuer = Some(issuer);
+                Ok(credential)
+            }
+        }
+    }
+
+    /// The certificate and key files again (a `cert` + `key` source).
+    fn read_files(&self) -> Result<Credential, String> {
+        match &self.config {
+            CertSource::Files { cert, key } => {
+                Credential::load(&cert.value, &key.value).map_err(|e| errors::chain(&e))
+            }
+            CertSource::Issuer { .. } => unreachable!("issuer sources are issued, not read"),
+        }
+    }
+}
+
+/// Whether `credential` may replace the one in force: what a peer checks, checked first. The
+/// chain goes through the same verifier a peer of ours would use (chain to the bundle, CRLs,
+/// validity, EKU, the SPIFFE rules), then the identity must be the configured one.
+fn judge(
+    credential: &Credential,
+    id: &SpiffeId,
+    purpose: Purpose,
+    trust: &Trust,
+    spec: &Spec,
+) -> Result<(), String> {
+    let (leaf, intermediates) = credential.chain();
+    let now = UnixTime::now();
+    let verdict = match purpose {
+        Purpose::ClientAuth => tls::SpiffeClientVerifier::new(trust, spec.trust_domain.clone())
+            .and_then(|v| v.verify_client_cert(leaf, intermediates, now).map(|_| ())),
+        Purpose::ServerAuth => {
+            let verifier = tls::SpiffeServerVerifier::new(
+                trust,
+                spec.trust_domain.clone(),
+                PeerExpectation::Pinned(id.clone()),
+            );
+            let name = rustls::pki_types::ServerName::IpAddress(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            );
+            verifier
+                .verify_server_cert(leaf, intermediates, &name, &[], now)
+                .map(|_| ())
+        }
+    };
+    verdict.map_err(|e| tls::explain(&e))?;
+    match credential.problems(id, purpose).into_iter().next() {
+        Some(problem) => Err(problem.to_string()),
+        None => Ok(()),
+    }
+}
+
+fn log_replaced(owner: &Owner, old: &Credential, new: &Credential, trigger: &str) {
+    info!(
+        trigger, %owner,
+        old_serial = %old.leaf.serial, serial = %new.leaf.serial,
+        not_after = %timestamp(new.leaf.not_after),
+        "certificate replaced: new handshakes use it now; connections made with the old one take no new streams and close as they finish"
+    );
+}
+
+/// A certificate in a log line: serial and expiry.
+fn describe(credential: &Credential) -> String {
+    format!(
+        "serial {}, valid until {}",
+        credential.leaf.serial,
+        timestamp(credential.leaf.not_after)
+    )
+}
+
+/// A certificate problem that stops startup, said at the key of the certificate's source.
+fn refusal(source: &CertSource, problem: &CertificateProblem, who: &str) -> Problem {
+    let origin = source.origin();
+    let message = match problem {
+        CertificateProblem::OtherIdentity { found, expected } => {
+            format!("{origin}: the certificate is for {found}, but {who} is {expected}")
+        }
+        // Only the node's validity stops startup.
+        CertificateProblem::Validity(text) => {
+            format!("{origin}: {text}; peers refuse it, so no tunnel to this host can open")
+        }
+        CertificateProblem::NotSvid(e) => format!("{origin}: {e}"),
+    };
+    Problem::at(source.site(), message)
+}
+
+fn trust_files(bundle: &std::path::Path, crls: &[PathBuf]) -> Vec<PathBuf> {
+    std::iter::once(bundle.to_path_buf())
+        .chain(crls.iter().cloned())
+        .collect()
+}
+
+/// The files' bytes, each behind its length (an unreadable file reads as a marker), to tell
+/// a change from an event that changed nothing.
+fn read_files(files: &[PathBuf]) -> Vec<u8> {
+    let mut all = Vec::new();
+    for file in files {
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                all.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                all.extend_from_slice(&bytes);
+            }
+            Err(_) => all.extend_from_slice(&u64::MAX.to_le_bytes()),
+        }
+    }
+    all
+}
+
+/// Backoff of a failed renewal: doubles from one second, at most a minute.
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests;

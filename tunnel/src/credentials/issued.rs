@@ -1,0 +1,178 @@
+//! Certificates the daemon issues itself (`issuer` + `ttl`): the key is made in memory, the
+//! certificate signed by the configured intermediate, and renewed at half its lifetime (with
+//! jitter, so many daemons started together do not renew together). A failed renewal keeps
+//! the certificate in force and is retried with backoff.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{Credentials, Owner, RENEW_RETRY_MAX, judge, log_replaced};
+use crate::{
+    ca::{Ca, LeafSpec},
+    identity::{SpiffeId, timestamp},
+    tls::{Credential, provider},
+};
+
+pub(super) struct IssuerState {
+    dir: PathBuf,
+    ttl: Duration,
+    ca: Ca,
+    /// When the certificate in force should be replaced.
+    renew_at: Instant,
+    /// Renewals failed in a row (for the backoff).
+    failures: u32,
+}
+
+impl IssuerState {
+    pub fn load(dir: &Path, ttl: Duration) -> Result<Self, String> {
+        Ok(Self {
+            dir: dir.into(),
+            ttl,
+            ca: load_ca(dir)?,
+            renew_at: Instant::now(),
+            failures: 0,
+        })
+    }
+
+    /// Reads the issuer's files again (a CA rotation: leaves come from the new CA at once).
+    pub fn reload(&mut self) -> Result<(), String> {
+        self.ca = load_ca(&self.dir)?;
+        Ok(())
+    }
+
+    /// A new certificate for `id`, valid for the TTL (or until the issuer expires, if that
+    /// is sooner), and the time to renew it.
+    pub fn issue(&mut self, id: &SpiffeId) -> Result<Credential, String> {
+        let mut spec = LeafSpec::workload(id, self.ttl);
+        let now = time::OffsetDateTime::now_utc();
+        // Backdated a little for peers whose clock is behind, but never by more than a
+        // quarter of the TTL: the expiry warning (at 2/3 of the lifetime) must stay after the
+        // renewal (at 1/2 of the TTL).
+        spec.not_before = now - (self.ttl / 4).min(Duration::from_secs(300));
+        if spec.not_after > self.ca.not_after {
+            warn!(
+                issuer = %self.dir.display(), issuer_expiry = %timestamp(self.ca.not_after.unix_timestamp()),
+                "the issuer expires before a full TTL: the certificate is cut to the issuer's expiry; rotate the issuer"
+            );
+            spec.not_after = self.ca.not_after;
+        }
+        let issued = self
+            .ca
+            .issue_in_memory(&spec)
+            .map_err(|e| format!("cannot issue from {}: {e}", self.dir.display()))?;
+        let credential = Credential::issued(issued.chain, issued.key)
+            .map_err(|e| format!("the issued certificate is unusable: {e}"))?;
+        let lifetime = (spec.not_after - now).unsigned_abs();
+        self.renew_at = Instant::now() + renewal_delay(lifetime);
+        self.failures = 0;
+        Ok(credential)
+    }
+
+    /// After a failed renewal: 1 s, 2 s, 4 s... at most a minute.
+    fn back_off(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = Duration::from_secs(1u64 << self.failures.min(6).saturating_sub(1));
+        let delay = delay.min(RENEW_RETRY_MAX);
+        self.renew_at = Instant::now() + delay;
+        delay
+    }
+}
+
+fn load_ca(dir: &Path) -> Result<Ca, String> {
+    Ca::load(dir).map_err(|e| format!("cannot use the issuer {}: {e}", dir.display()))
+}
+
+/// Half the lifetime, ± a tenth of it.
+fn renewal_delay(lifetime: Duration) -> Duration {
+    let mut random = [0u8; 4];
+    let _ = provider().secure_random.fill(&mut random);
+    let unit = f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX); // 0..=1
+    lifetime.mul_f64(0.4 + 0.2 * unit)
+}
+
+impl Credentials {
+    /// Renews every issued certificate when it is due, until the daemon stops.
+    pub async fn renew_forever(self: Arc<Self>) {
+        loop {
+            let next = {
+                let state = self.state.lock().expect("credentials lock poisoned");
+                state
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.issuer.as_ref().map(|i| i.renew_at))
+                    .min()
+            };
+            let Some(next) = next else { return };
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = self.renewals_changed.notified() => continue,
+            }
+            self.renew_due();
+        }
+    }
+
+    /// Issues a new certificate for every source whose renewal is due, and publishes them.
+    fn renew_due(&self) {
+        let mut state = self.state.lock().expect("credentials lock poisoned");
+        let old = self.current();
+        let mut node = old.node.clone();
+        let mut workloads = old.workloads.clone();
+        let mut renewed = 0;
+        let now = Instant::now();
+        for source in &mut state.sources {
+            let Some(issuer) = source.issuer.as_mut().filter(|i| i.renew_at <= now) else {
+                continue;
+            };
+            let current = match &source.owner {
+                Owner::Node => &mut node,
+                Owner::Workload(name) => workloads.get_mut(name).expect("every workload loaded"),
+            };
+            let issued = issuer.issue(&source.id).and_then(|c| {
+                judge(&c, &source.id, source.purpose, &old.trust, &self.spec).map(|()| c)
+            });
+            match issued {
+                Ok(credential) => {
+                    log_replaced(&source.owner, current, &credential, "renewal");
+                    *current = Arc::new(credential);
+                    renewed += 1;
+                }
+                Err(reason) => {
+                    let retry = issuer.back_off();
+                    error!(
+                        owner = %source.owner, issuer = %issuer.dir.display(), retry_in = ?retry,
+                        not_after = %timestamp(current.leaf.not_after),
+                        "certificate renewal failed, the certificate in force stays: {reason}"
+                    );
+                }
+            }
+        }
+        drop(state);
+        if renewed > 0 {
+            self.publish(old.trust.clone(), node, workloads, "renewal");
+            info!(renewed, "renewed certificates in force");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_comes_between_two_fifths_and_three_fifths_of_the_lifetime() {
+        let lifetime = Duration::from_secs(100);
+        for _ in 0..1000 {
+            let delay = renewal_delay(lifetime);
+            assert!(
+                delay >= Duration::from_secs(40) && delay <= Duration::from_secs(60),
+                "{delay:?}"
+            );
+        }
+    }
+}

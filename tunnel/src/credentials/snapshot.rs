@@ -1,0 +1,162 @@
+//! One generation of TLS material: the trust, every credential, and the rustls configs built
+//! from them. A snapshot never changes; a reload or a renewal builds the next one whole, so a
+//! handshake sees either the old material or the new, never a mix.
+
+use std::{collections::HashMap, sync::Arc};
+
+use rustls::{ClientConfig, ServerConfig};
+use tokio::sync::watch;
+
+use super::lifetime::{Role, Watch};
+use crate::{
+    identity::{SpiffeId, TrustDomain},
+    tls::{self, Credential, PeerExpectation, SpiffeClientVerifier, SpiffeServerVerifier, Trust},
+};
+
+/// What a snapshot's configs are built for, fixed at start.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub trust_domain: TrustDomain,
+    /// Every peer identity a workload may be asked to expect: `None` is the node pattern of
+    /// `[outbound] peer_identity`, `Some` a `[[peer]]` pin.
+    pub expectations: Vec<(Option<SpiffeId>, PeerExpectation)>,
+}
+
+pub struct Snapshot {
+    generation: u64,
+    pub trust: Arc<Trust>,
+    pub node: Arc<Credential>,
+    /// By workload name.
+    pub workloads: HashMap<String, Arc<Credential>>,
+    /// The inbound side's config (the node's certificate).
+    pub server: Arc<ServerConfig>,
+    /// Each workload's config per expected peer identity.
+    clients: HashMap<String, HashMap<Option<SpiffeId>, Arc<ClientTls>>>,
+    /// Judges callers again when the trust changes (a new CRL).
+    client_verifier: Arc<SpiffeClientVerifier>,
+    spec: Arc<Spec>,
+}
+
+impl Snapshot {
+    pub fn build(
+        generation: u64,
+        spec: Arc<Spec>,
+        trust: Arc<Trust>,
+        node: Arc<Credential>,
+        workloads: HashMap<String, Arc<Credential>>,
+    ) -> Result<Self, rustls::Error> {
+        let server = tls::server_config(node.key.clone(), &trust, spec.trust_domain.clone())?;
+        let mut clients = HashMap::new();
+        for (name, credential) in &workloads {
+            let mut by_peer = HashMap::new();
+            for (pinned, expected) in &spec.expectations {
+                let config = tls::client_config(
+                    credential.key.clone(),
+                    &trust,
+                    spec.trust_domain.clone(),
+                    expected.clone(),
+                )?;
+                let follow = Follow {
+                    role: Role::Outbound {
+                        workload: name.as_str().into(),
+                        expected: expected.clone(),
+                    },
+                    own: credential.clone(),
+                    trust: trust.clone(),
+                };
+                by_peer.insert(
+                    pinned.clone(),
+                    Arc::new(ClientTls {
+                        config,
+                        generation,
+                        follow: Some(follow),
+                    }),
+                );
+            }
+            clients.insert(name.clone(), by_peer);
+        }
+        let client_verifier = Arc::new(SpiffeClientVerifier::new(
+            &trust,
+            spec.trust_domain.clone(),
+        )?);
+        Ok(Self {
+            generation,
+            trust,
+            node,
+            workloads,
+            server,
+            clients,
+            client_verifier,
+            spec,
+        })
+    }
+
+    /// The TLS client config of `workload` calling a peer pinned as `pinned` (`None`: a node
+    /// identity matching the pattern); `None` for a workload this snapshot does not have.
+    pub fn client(&self, workload: &str, pinned: Option<&SpiffeId>) -> Option<&Arc<ClientTls>> {
+        // No allocation for the usual case (no pin): this runs for every connection.
+        let by_peer = self.clients.get(workload)?;
+        match pinned {
+            None => by_peer.get(&None),
+            Some(id) => by_peer.get(&Some(id.clone())),
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn client_verifier(&self) -> &Arc<SpiffeClientVerifier> {
+        &self.client_verifier
+    }
+
+    /// A verifier of servers expected as `expected`, by this snapshot's trust.
+    pub fn server_verifier(&self, expected: PeerExpectation) -> SpiffeServerVerifier {
+        SpiffeServerVerifier::new(&self.trust, self.spec.trust_domain.clone(), expected)
+    }
+
+}
+
+/// A workload's TLS client config for one kind of peer, and what a connection made with it
+/// must follow.
+pub struct ClientTls {
+    pub config: Arc<ClientConfig>,
+    /// Counts up with every snapshot: a pooled connection of an older generation than a
+    /// caller's takes no new streams.
+    pub generation: u64,
+    /// What the connection presents and judges by; `None` for tools and tests that hold one
+    /// config for their whole run.
+    pub follow: Option<Follow>,
+}
+
+impl ClientTls {
+    /// A config that nothing replaces.
+    pub fn fixed(config: Arc<ClientConfig>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            generation: 0,
+            follow: None,
+        })
+    }
+
+    /// The watch of a connection made with this config now, if it is followed.
+    pub fn watch(&self, snapshots: &watch::Receiver<Arc<Snapshot>>) -> Option<Watch> {
+        let follow = self.follow.as_ref()?;
+        Some(Watch {
+            role: follow.role.clone(),
+            own: follow.own.clone(),
+            trust: follow.trust.clone(),
+            snapshots: snapshots.clone(),
+        })
+    }
+}
+
+pub struct Follow {
+    pub role: Role,
+    pub own: Arc<Credential>,
+    pub trust: Arc<Trust>,
+}
