@@ -372,7 +372,10 @@ fn the_inbound_side_is_not_an_open_proxy() {
 
     for (destination, b_says) in [
         ("10.0.0.1:8080", "10.0.0.1 is not an address of this host"),
-        ("10.0.0.2:9999", "port 9999 belongs to no workload"),
+        (
+            "10.0.0.2:9999",
+            "port 9999 of 10.0.0.2 belongs to no workload",
+        ),
         ("127.0.0.1:15000", "127.0.0.1 is not a deliverable address"),
         (
             "10.0.0.2:15008",
@@ -385,8 +388,12 @@ fn the_inbound_side_is_not_an_open_proxy() {
             "CONNECT {destination} must be refused: {}",
             out.stdout
         );
+        // The probe says who refused and why, in B's own words.
         assert!(
-            out.stdout.contains("refused CONNECT") && out.stdout.contains("HTTP 403"),
+            out.stdout
+                .contains("refused by spiffe://example.org/node/host-b")
+                && out.stdout.contains(b_says)
+                && out.stdout.contains("HTTP 403"),
             "{destination}: {}",
             out.stdout
         );

@@ -9,7 +9,7 @@ use crate::{
     app::wiring,
     config::Config,
     credentials::Credentials,
-    proxy::pool::{Pool, PoolKey},
+    proxy::pool::{Pool, PoolError, PoolKey},
     tls::PeerExpectation,
 };
 
@@ -107,7 +107,16 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         }
         Err(e) => {
             println!("  failed: {}", crate::errors::chain(&e));
-            println!("  the peer's log has its side of it (look for \"refused\")");
+            // A tunnel daemon says why it refused a CONNECT; for anything else its log does.
+            if !matches!(
+                e,
+                PoolError::Refused {
+                    reason: Some(_),
+                    ..
+                }
+            ) {
+                println!("  the peer's log has its side of it (look for \"refused\")");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,3 +1,5 @@
+use std::{sync::Arc, time::Duration};
+
 use rcgen::ExtendedKeyUsagePurpose;
 use tempfile::TempDir;
 
@@ -249,4 +251,128 @@ fn every_unreadable_file_is_named_at_once() {
         )),
         "{message}"
     );
+}
+
+/// The serial of the frontend's certificate in force.
+fn frontend_serial(credentials: &Credentials) -> String {
+    credentials.current().workloads["frontend"]
+        .leaf
+        .serial
+        .clone()
+}
+
+#[test]
+fn a_reload_takes_a_good_certificate_and_keeps_the_one_in_force_over_a_broken_one() {
+    let fixture = Fixture::new();
+    let credentials = load(&fixture.config()).unwrap();
+    let first = frontend_serial(&credentials);
+    assert_eq!(credentials.reload("test"), 0, "nothing changed");
+
+    let other_ca = Fixture::new();
+    let expired_spec = expired(FRONTEND_ID);
+    let mut other_identity = good("spiffe://example.org/batch");
+    other_identity.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    type Write<'a> = Box<dyn Fn() + 'a>;
+    let broken: [(&str, Write); 4] = [
+        (
+            "half-written",
+            Box::new(|| {
+                std::fs::write(
+                    fixture.dir.path().join("frontend/cert.pem"),
+                    "-----BEGIN CERT",
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "from another CA",
+            Box::new(|| {
+                other_ca.issue("frontend", &good(FRONTEND_ID));
+                for file in ["cert.pem", "key.pem"] {
+                    std::fs::copy(
+                        other_ca.dir.path().join("frontend").join(file),
+                        fixture.dir.path().join("frontend").join(file),
+                    )
+                    .unwrap();
+                }
+            }),
+        ),
+        (
+            "expired",
+            Box::new(|| fixture.issue("frontend", &expired_spec)),
+        ),
+        (
+            "for another identity",
+            Box::new(|| fixture.issue("frontend", &other_identity)),
+        ),
+    ];
+    for (what, write) in broken {
+        write();
+        assert_eq!(
+            credentials.reload("test"),
+            0,
+            "a certificate {what} is not taken"
+        );
+        assert_eq!(
+            frontend_serial(&credentials),
+            first,
+            "{what}: the old one stays"
+        );
+    }
+    let generation = credentials.current().generation();
+    fixture.issue("frontend", &good(FRONTEND_ID));
+    assert_eq!(credentials.reload("test"), 1);
+    let second = frontend_serial(&credentials);
+    assert_ne!(second, first, "the good new certificate is in force");
+    assert_eq!(credentials.current().generation(), generation + 1);
+    // The node's certificate, untouched, is the same one (not reloaded).
+    assert_eq!(credentials.reload("test"), 0);
+}
+
+#[test]
+fn a_key_written_after_its_certificate_is_taken_when_it_arrives() {
+    let fixture = Fixture::new();
+    let credentials = load(&fixture.config()).unwrap();
+    let first = frontend_serial(&credentials);
+    // Same CA: issue into a side directory, then copy the certificate first, the key later,
+    // as a tool that writes two files one after the other does.
+    fixture.issue("staging", &good(FRONTEND_ID));
+    let (from, to) = (
+        fixture.dir.path().join("staging"),
+        fixture.dir.path().join("frontend"),
+    );
+    std::fs::copy(from.join("cert.pem"), to.join("cert.pem")).unwrap();
+    assert_eq!(credentials.reload("test"), 0, "the key does not match yet");
+    assert_eq!(frontend_serial(&credentials), first);
+    std::fs::copy(from.join("key.pem"), to.join("key.pem")).unwrap();
+    assert_eq!(credentials.reload("test"), 1, "the pair is complete");
+    assert_ne!(frontend_serial(&credentials), first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_issued_certificate_is_renewed_at_about_half_its_lifetime() {
+    let fixture = Fixture::new();
+    let text = CONFIG.replace(
+        "cert = \"frontend/cert.pem\"\nkey = \"frontend/key.pem\"",
+        "issuer = \"ca\"\nttl = \"40s\"",
+    );
+    let config = Config::parse(&text, &fixture.dir.path().join("tunnel.toml")).unwrap();
+    let credentials = Arc::new(load(&config).unwrap());
+    let first = credentials.current().workloads["frontend"].clone();
+    assert!(credentials.refusals(&config).is_empty());
+    let lifetime = first.leaf.not_after - first.leaf.not_before;
+    assert!(
+        (49..=51).contains(&lifetime),
+        "40 s, backdated 10 s: {lifetime}"
+    );
+    let renewals = tokio::spawn(credentials.clone().renew_forever());
+    // Renewal comes between 16 s and 24 s (40 % to 60 % of 40 s).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(frontend_serial(&credentials), first.leaf.serial, "not yet");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let second = frontend_serial(&credentials);
+    assert_ne!(second, first.leaf.serial, "renewed by 25 s");
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_ne!(frontend_serial(&credentials), second, "and again");
+    renewals.abort();
 }

@@ -108,6 +108,45 @@ pub fn shortened(value: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// An empty response with a status.
+/// Carries why a CONNECT was refused: `<code>; <sentence>`, e.g. `policy_denied; no policy
+/// allows spiffe://example.org/batch to reach orders (10.0.0.2:8080): ...`. The code is one
+/// of a fixed set, for programs; the sentence is for the caller's log and `tunnel probe`.
+pub const REFUSAL_HEADER: &str = "tunnel-refusal";
+
+/// The most of a refusal sentence sent (the caller logs it; it must stay a header).
+const REFUSAL_MAX: usize = 512;
+
+/// A refusal answer: `status` and the reason in [`REFUSAL_HEADER`], cut to printable
+/// ASCII and [`REFUSAL_MAX`] bytes.
+pub fn refusal(status: StatusCode, code: &str, why: &str) -> http::Response<()> {
+    let text: String = format!("{code}; {why}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(REFUSAL_MAX)
+        .collect();
+    let mut builder = http::Response::builder().status(status);
+    if let Ok(value) = http::HeaderValue::from_str(&text) {
+        builder = builder.header(REFUSAL_HEADER, value);
+    }
+    builder
+        .body(())
+        .expect("a status and a checked header make a valid response")
+}
+
+/// The refusal a peer daemon gave, from its answer: (code, sentence).
+pub fn refusal_reason(response: &http::Response<h2::RecvStream>) -> Option<(String, String)> {
+    let text = response.headers().get(REFUSAL_HEADER)?.to_str().ok()?;
+    let text = shortened(text);
+    let (code, why) = text.split_once("; ").unwrap_or(("", &text));
+    Some((code.to_string(), why.to_string()))
+}
+
 pub fn response(status: StatusCode) -> http::Response<()> {
     http::Response::builder()
         .status(status)

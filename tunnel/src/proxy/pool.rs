@@ -81,11 +81,14 @@ pub enum PoolError {
     Timeout { peer: SocketAddr, timeout: Duration },
     #[error("mTLS handshake with {peer} failed: {reason}")]
     Handshake { peer: SocketAddr, reason: String },
-    #[error("the peer {peer} refused CONNECT {destination}: HTTP {status}")]
+    #[error("refused by {}: {}", refuser(.peer, .peer_identity.as_ref()), refusal_text(.destination, .status, .reason.as_ref()))]
     Refused {
         peer: SocketAddr,
+        peer_identity: Option<SpiffeId>,
         destination: SocketAddr,
         status: http::StatusCode,
+        /// The peer's code and sentence, when it gave them (a tunnel daemon does).
+        reason: Option<(String, String)>,
     },
     #[error("the tunnel to {peer} broke while opening a stream: {reason}")]
     Stream { peer: SocketAddr, reason: String },
@@ -97,6 +100,24 @@ pub enum PoolError {
     },
     #[error("the dial to {peer} was abandoned")]
     Abandoned { peer: SocketAddr },
+}
+
+fn refuser(peer: &SocketAddr, identity: Option<&SpiffeId>) -> String {
+    match identity {
+        Some(id) => format!("{id} ({peer})"),
+        None => peer.to_string(),
+    }
+}
+
+fn refusal_text(
+    destination: &SocketAddr,
+    status: &http::StatusCode,
+    reason: Option<&(String, String)>,
+) -> String {
+    match reason {
+        Some((code, why)) => format!("{why} [{code}, HTTP {}]", status.as_u16()),
+        None => format!("CONNECT {destination} answered HTTP {status}"),
+    }
 }
 
 impl PoolError {
@@ -237,6 +258,7 @@ impl Pool {
                 connect_stream(
                     &connection.sender,
                     key.peer,
+                    connection.peer_identity.as_ref(),
                     destination,
                     early.clone(),
                     if fresh {
@@ -329,11 +351,7 @@ impl Pool {
 
     /// A lease on a connection with room, and whether that connection was dialled while
     /// this caller waited (its first stream tells whether the peer accepted our certificate).
-    async fn lease(
-        &self,
-        key: &PoolKey,
-        tls: &Arc<ClientTls>,
-    ) -> Result<(Lease, bool), PoolError> {
+    async fn lease(&self, key: &PoolKey, tls: &Arc<ClientTls>) -> Result<(Lease, bool), PoolError> {
         let max = self.inner.settings.max_streams_per_connection;
         let mut waited = false;
         loop {
@@ -432,9 +450,15 @@ impl Pool {
                     reason: tls::describe_connection_error(&e, Phase::Handshake),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
-            let lifetime = match (&self.inner.snapshots, tls_stream.get_ref().1.peer_certificates()) {
+            let lifetime = match (
+                &self.inner.snapshots,
+                tls_stream.get_ref().1.peer_certificates(),
+            ) {
                 (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
-                    Authenticated::new(watch, chain.iter().map(|c| c.clone().into_owned()).collect())
+                    Authenticated::new(
+                        watch,
+                        chain.iter().map(|c| c.clone().into_owned()).collect(),
+                    )
                 }),
                 _ => None,
             };
@@ -481,7 +505,14 @@ impl Pool {
                 };
                 return Err(PoolError::Handshake { peer, reason });
             }
-            Ok::<_, PoolError>((sender, connection, pings, peer_identity, tls_failure, lifetime))
+            Ok::<_, PoolError>((
+                sender,
+                connection,
+                pings,
+                peer_identity,
+                tls_failure,
+                lifetime,
+            ))
         };
         let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime) =
             tokio::time::timeout(settings.connect_timeout, handshake)
@@ -564,6 +595,7 @@ enum StreamFailure {
 async fn connect_stream(
     sender: &SendRequest<Bytes>,
     peer: SocketAddr,
+    peer_identity: Option<&SpiffeId>,
     destination: SocketAddr,
     early: Bytes,
     phase: Phase,
@@ -588,8 +620,10 @@ async fn connect_stream(
     if response.status() != http::StatusCode::OK {
         return Err(StreamFailure::Refused(PoolError::Refused {
             peer,
+            peer_identity: peer_identity.cloned(),
             destination,
             status: response.status(),
+            reason: hbone::refusal_reason(&response),
         }));
     }
     Ok((send, response.into_body()))

@@ -311,14 +311,25 @@ fn expired(checked: UnixTime, not_after: UnixTime) -> String {
 }
 
 fn not_valid_yet(checked: UnixTime, not_before: UnixTime) -> String {
+    let ahead = not_before.as_secs().saturating_sub(checked.as_secs());
+    // A certificate issued a moment ago and judged by a clock a little behind: the issuer's
+    // clock or the checker's is off, not the certificate.
+    let hint = if ahead < CLOCK_SKEW_SUSPECTED.as_secs() {
+        "clock skew suspected: the issuer's clock and this host's disagree; check NTP on both"
+    } else {
+        "check both clocks, or wait for its validity to start"
+    };
     format!(
-        "the certificate is not valid yet: not valid before {}, {} after the check at {}; check \
-         both clocks",
+        "the certificate is not valid yet: not valid before {}, {} after the check at {}; {hint}",
         time(not_before),
-        span(not_before.as_secs().saturating_sub(checked.as_secs())),
+        span(ahead),
         time(checked)
     )
 }
+
+/// A certificate that becomes valid sooner than this after the check was most likely issued
+/// just now by a host whose clock runs ahead.
+pub const CLOCK_SKEW_SUSPECTED: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn unknown_issuer() -> String {
     "the certificate was not issued by a CA in the trust bundle (unknown issuer)".into()
@@ -440,7 +451,8 @@ fn revocation_list(error: &CertRevocationListError) -> String {
 fn alert_received(alert: AlertDescription) -> String {
     let meaning = match alert {
         AlertDescription::CertificateExpired => {
-            "our certificate (or its chain) is expired or not yet valid for the peer"
+            "our certificate (or its chain) is expired or not yet valid for the peer (the \
+             alert is the same for both: check our certificate's dates, and both clocks)"
         }
         AlertDescription::UnknownCA => "the peer does not trust the CA that issued our certificate",
         AlertDescription::UnsupportedCertificate => {
@@ -950,6 +962,25 @@ mod tests {
             text.contains("not valid before 2026-01-02T01:00:00Z, 1d 1h after the check"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_certificate_valid_in_a_few_minutes_suggests_clock_skew() {
+        let soon = explain(&Error::InvalidCertificate(
+            CertificateError::NotValidYetContext {
+                time: at(1_000_000),
+                not_before: at(1_000_090),
+            },
+        ));
+        assert!(soon.contains("clock skew suspected"), "{soon}");
+        let tomorrow = explain(&Error::InvalidCertificate(
+            CertificateError::NotValidYetContext {
+                time: at(1_000_000),
+                not_before: at(1_086_400),
+            },
+        ));
+        assert!(!tomorrow.contains("clock skew"), "{tomorrow}");
+        assert!(tomorrow.contains("check both clocks"), "{tomorrow}");
     }
 
     #[test]

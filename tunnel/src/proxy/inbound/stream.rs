@@ -27,16 +27,28 @@ use crate::{
     },
 };
 
-/// A refusal: the status the peer gets and the reason our log gives.
+/// A refusal: the status and the reason, which our log gives and the caller gets too (in
+/// [`hbone::REFUSAL_HEADER`]: a code for programs and the sentence for people; nothing in it
+/// is secret, it says what the caller asked for and which rule or state refused it).
 struct Refused {
     status: StatusCode,
+    code: &'static str,
     why: String,
 }
 
 impl Refused {
-    fn forbidden(why: impl Into<String>) -> Self {
+    fn forbidden(code: &'static str, why: impl Into<String>) -> Self {
         Self {
             status: StatusCode::FORBIDDEN,
+            code,
+            why: why.into(),
+        }
+    }
+
+    fn unavailable(code: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
             why: why.into(),
         }
     }
@@ -53,6 +65,7 @@ pub(super) async fn serve(
     let started = Instant::now();
     let dst = hbone::requested_destination(&request).map_err(|(status, why)| Refused {
         status,
+        code: "bad_request",
         why: hbone::shortened(&why).into_owned(),
     });
     let requested = dst.as_ref().ok().copied();
@@ -68,7 +81,8 @@ pub(super) async fn serve(
                 src = %peer, src_identity = %caller, %dst, status = refused.status.as_u16(),
                 reason = %refused.why, "refused CONNECT"
             );
-            let _ = respond.send_response(hbone::response(refused.status), true);
+            let answer = hbone::refusal(refused.status, refused.code, &refused.why);
+            let _ = respond.send_response(answer, true);
             return;
         }
     };
@@ -123,7 +137,7 @@ async fn admit(
     shared: &Shared,
 ) -> Result<(TcpStream, Arc<str>), Refused> {
     let inputs = &shared.inputs;
-    let workload = deliverable(shared, dst).map_err(Refused::forbidden)?;
+    let workload = deliverable(shared, dst)?;
     let decision = inputs.policy.current().evaluate(&policy::Request {
         caller,
         source: peer.ip(),
@@ -138,16 +152,18 @@ async fn admit(
             info!(%caller, %dst, %workload, strict_would_refuse = %because, "audit: allowed, strict mode would refuse");
         }
         Decision::Deny { because } => {
-            return Err(Refused::forbidden(format!("policy: {because}")));
+            return Err(Refused::forbidden(
+                "policy_denied",
+                format!("no policy allows {caller} to reach {workload} ({dst}): {because}"),
+            ));
         }
     }
     if inputs.nonlocal_bind.allowed() {
-        return Err(Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            why: "non-local binds are enabled on this host (net.ipv4/ipv6.ip_nonlocal_bind), so \
-                  locality cannot be proven; nothing is delivered until they are disabled"
-                .into(),
-        });
+        return Err(Refused::unavailable(
+            "nonlocal_bind",
+            "non-local binds are enabled on this host (net.ipv4/ipv6.ip_nonlocal_bind), so \
+             locality cannot be proven; nothing is delivered until they are disabled",
+        ));
     }
     let header = inputs
         .proxy_protocol_ports
@@ -155,23 +171,23 @@ async fn admit(
         .then(|| proxy_protocol::header(peer, dst, Some(&caller.to_string())));
     match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
         Ok(target) => Ok((target, workload)),
-        Err(DialError::NotLocal) => Err(Refused::forbidden(format!(
-            "{} is not an address of this host",
-            dst.ip()
-        ))),
-        Err(DialError::LocalResources(e)) => Err(Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            why: format!("this host is out of resources to connect to {workload}: {e}"),
-        }),
-        Err(DialError::Failed(e)) => Err(Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            why: format!("workload {workload} did not accept the connection: {e}"),
-        }),
+        Err(DialError::NotLocal) => Err(Refused::forbidden(
+            "not_local",
+            format!("{} is not an address of this host", dst.ip()),
+        )),
+        Err(DialError::LocalResources(e)) => Err(Refused::unavailable(
+            "host_out_of_resources",
+            format!("this host is out of resources to connect to {workload}: {e}"),
+        )),
+        Err(DialError::Failed(e)) => Err(Refused::unavailable(
+            "workload_unavailable",
+            format!("workload {workload} ({dst}) did not accept the connection: {e}"),
+        )),
     }
 }
 
 /// The workload a destination is for, if the daemon may deliver there at all.
-fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, String> {
+fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, Refused> {
     let inputs = &shared.inputs;
     let ip = dst.ip().to_canonical();
     #[cfg(test)]
@@ -179,19 +195,27 @@ fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, String> {
     #[cfg(not(test))]
     let loopback_refused = ip.is_loopback();
     if loopback_refused || ip.is_unspecified() || ip.is_multicast() || is_broadcast(ip) {
-        return Err(format!("{ip} is not a deliverable address"));
+        return Err(Refused::forbidden(
+            "not_deliverable",
+            format!("{ip} is not a deliverable address"),
+        ));
     }
     if inputs.own_ports.contains(&dst.port()) {
-        return Err(format!(
-            "port {} is one of the daemon's own ports",
-            dst.port()
+        return Err(Refused::forbidden(
+            "not_deliverable",
+            format!("port {} is one of the daemon's own ports", dst.port()),
         ));
     }
     inputs
         .workloads_by_port
         .get(&dst.port())
         .cloned()
-        .ok_or_else(|| format!("port {} belongs to no workload", dst.port()))
+        .ok_or_else(|| {
+            Refused::forbidden(
+                "unknown_port",
+                format!("port {} of {} belongs to no workload", dst.port(), dst.ip()),
+            )
+        })
 }
 
 fn is_broadcast(ip: IpAddr) -> bool {

@@ -68,14 +68,20 @@ async fn every_refused_connect_gets_its_status_and_reason_and_nothing_is_deliver
             "a port no workload owns",
             connect(format!("127.0.0.1:{}", stray.addr.port())),
             StatusCode::FORBIDDEN,
-            format!("port {} belongs to no workload", stray.addr.port()),
+            format!(
+                "port {} of 127.0.0.1 belongs to no workload",
+                stray.addr.port()
+            ),
         ),
         (
             "a workload whose policy does not admit the caller",
             connect(kit.billing.addr.to_string()),
             StatusCode::FORBIDDEN,
-            "policy: no allow rule of workload \"billing\" matches spiffe://example.org/frontend"
-                .to_string(),
+            format!(
+                "no policy allows spiffe://example.org/frontend to reach billing ({}): no allow \
+                 rule of workload \"billing\" matches spiffe://example.org/frontend",
+                kit.billing.addr
+            ),
         ),
         (
             "the unspecified address",
@@ -109,9 +115,17 @@ async fn every_refused_connect_gets_its_status_and_reason_and_nothing_is_deliver
         ),
     ];
     for (what, request, status, reason) in cases {
-        let answered = client.status(request).await;
+        let (answered, header) = client.answer(request).await;
         println!("{what}: {} ({reason})", answered.as_u16());
         assert_eq!(answered, status, "{what}");
+        // The caller gets the same reason, after a code for programs.
+        let header = header.unwrap_or_else(|| panic!("{what}: no refusal header"));
+        let (code, sentence) = header.split_once("; ").expect("code; sentence");
+        assert!(!code.is_empty() && !code.contains(' '), "{what}: {header}");
+        assert!(
+            reason.starts_with(sentence) || sentence.starts_with(&reason[..reason.len().min(60)]),
+            "{what}: {header}"
+        );
         let line = logs.wait_for(&reason, Duration::from_secs(1)).await;
         assert!(line.contains("refused CONNECT"), "{what}: {line}");
     }

@@ -60,8 +60,27 @@ impl H2Client {
 
     /// The status of a request (panics on a stream error).
     pub async fn status(&self, request: Request<()>) -> StatusCode {
-        match self.send(request).await {
-            Ok((status, _, _)) => status,
+        self.answer(request).await.0
+    }
+
+    /// The status of a request and the refusal reason the daemon sent with it.
+    pub async fn answer(&self, request: Request<()>) -> (StatusCode, Option<String>) {
+        let sent = async {
+            let mut sender = self.sender.clone().ready().await?;
+            let (response, _send) = sender.send_request(request, false)?;
+            response.await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), sent)
+            .await
+            .expect("the daemon answers within 5 s")
+        {
+            Ok(response) => {
+                let reason = response
+                    .headers()
+                    .get(crate::proxy::hbone::REFUSAL_HEADER)
+                    .map(|v| v.to_str().unwrap().to_string());
+                (response.status(), reason)
+            }
             Err(e) => panic!("the request failed instead of being answered: {e}"),
         }
     }
