@@ -22,6 +22,13 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               "xfcc=<every X-Forwarded-Client-Cert it got, joined by |>\n"
   latency HOST PORT N         N new connections in turn to a serve-tagged port, each timed
                               from connect to its tag line; prints "ok=<k> p50_ms=.. p90_ms=.."
+  load HOST PORT SECONDS STREAMS STREAM_SECONDS
+                              traffic against a serve-tagged port for SECONDS: short
+                              connections one after another (tag, one echoed line, close)
+                              beside STREAMS long ones, each echoing checksummed chunks for
+                              STREAM_SECONDS, then closing and starting over. Prints "started",
+                              then "short_ok=.. short_failed=.. long_ok=.. long_failed=..
+                              corrupted_bytes=.. echoed_bytes=..", failures on stderr
 """
 import hashlib, json, random, socket, sys, threading, time
 
@@ -123,6 +130,75 @@ def sink(conn, _port):
         # The client has shut down its write side; the reply still reaches it (half-close).
         time.sleep(0.2)
         conn.sendall(f"sha256={h.hexdigest()} bytes={n}\n".encode())
+
+
+def load(host, port, seconds, streams, stream_seconds):
+    deadline = time.monotonic() + seconds
+    lock = threading.Lock()
+    counts = dict(short_ok=0, short_failed=0, long_ok=0, long_failed=0, corrupted_bytes=0,
+                  echoed_bytes=0)
+
+    def count(**deltas):
+        with lock:
+            for key, value in deltas.items():
+                counts[key] += value
+
+    def short():
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                s = connect(host, port)
+                lines = s.makefile("rb")
+                ok = lines.readline().startswith(b"port=")
+                s.sendall(f"{i}\n".encode())
+                ok = ok and lines.readline().strip() == str(i).encode()
+                s.close()
+                count(**({"short_ok": 1} if ok else {"short_failed": 1}))
+                if not ok:
+                    print(f"short {i}: wrong answer", file=sys.stderr, flush=True)
+            except OSError as e:
+                count(short_failed=1)
+                print(f"short {i}: {e}", file=sys.stderr, flush=True)
+            time.sleep(0.02)
+
+    def long(worker):
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            # Each chunk is distinct (stream, sequence), so a byte lost, repeated or
+            # reordered shows as corruption, not as a match.
+            ends = min(deadline, time.monotonic() + stream_seconds)
+            seq = 0
+            try:
+                s = connect(host, port)
+                lines = s.makefile("rb")
+                if not lines.readline().startswith(b"port="):
+                    raise OSError("no tag line")
+                while time.monotonic() < ends:
+                    seq += 1
+                    chunk = hashlib.sha256(f"{worker}/{n}/{seq}".encode()).digest() * 512
+                    s.sendall(chunk)
+                    back = read_exactly(s, len(chunk))
+                    if len(back) != len(chunk):
+                        raise OSError(f"echo cut after {len(back)} of {len(chunk)} bytes")
+                    bad = sum(1 for a, b in zip(chunk, back) if a != b)
+                    count(corrupted_bytes=bad, echoed_bytes=len(chunk))
+                    time.sleep(0.01)
+                s.close()
+                count(long_ok=1)
+            except OSError as e:
+                count(long_failed=1)
+                print(f"long {worker}/{n} at chunk {seq}: {e}", file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=short) for _ in range(2)]
+    threads += [threading.Thread(target=long, args=(w,)) for w in range(streams)]
+    print("started", flush=True)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
 
 
 def main():
@@ -238,6 +314,8 @@ def main():
         print(f"holding={len(held)}", flush=True)
         time.sleep(seconds)
         print(f"held={len(held)}", flush=True)
+    elif cmd == "load":
+        load(args[0], args[1], float(args[2]), int(args[3]), float(args[4]))
     elif cmd == "latency":
         host, port, n = args[0], args[1], int(args[2])
         times = []

@@ -1,0 +1,260 @@
+//! Certificate lifecycle under load, end to end: host A's `frontend` keeps calling `orders`
+//! on host B (short connections one after another, and long checksummed streams) while
+//! certificates change under both daemons. Every rotation must cost zero failed connections
+//! and zero corrupted bytes; each test prints its counts.
+
+mod support;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use support::{LONG, NETPROBE, Pair, Proc, SHORT};
+
+/// What `netprobe.py load` counted.
+#[derive(Debug, Default)]
+struct Counts {
+    short_ok: u64,
+    short_failed: u64,
+    long_ok: u64,
+    long_failed: u64,
+    corrupted_bytes: u64,
+    echoed_bytes: u64,
+}
+
+impl Counts {
+    fn parse(stdout: &str) -> Self {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("short_ok="))
+            .unwrap_or_else(|| panic!("no counts in the load's output:\n{stdout}"));
+        let mut counts = Self::default();
+        for field in line.split_whitespace() {
+            let (key, value) = field.split_once('=').expect("key=value");
+            let value: u64 = value.parse().expect("a count");
+            match key {
+                "short_ok" => counts.short_ok = value,
+                "short_failed" => counts.short_failed = value,
+                "long_ok" => counts.long_ok = value,
+                "long_failed" => counts.long_failed = value,
+                "corrupted_bytes" => counts.corrupted_bytes = value,
+                "echoed_bytes" => counts.echoed_bytes = value,
+                _ => {}
+            }
+        }
+        counts
+    }
+
+    /// Prints the counts and fails on any failed connection or corrupted byte.
+    fn assert_clean(&self, scenario: &str, load: &Proc) {
+        println!(
+            "{scenario}: short connections ok={} failed={}, long streams ok={} failed={}, \
+             echoed {} MiB, corrupted bytes {}",
+            self.short_ok,
+            self.short_failed,
+            self.long_ok,
+            self.long_failed,
+            self.echoed_bytes >> 20,
+            self.corrupted_bytes
+        );
+        assert!(
+            self.short_failed == 0 && self.long_failed == 0 && self.corrupted_bytes == 0,
+            "{scenario}: connections failed or bytes were corrupted:\n{}",
+            load.stderr()
+        );
+        assert!(
+            self.short_ok > 50 && self.long_ok > 0 && self.echoed_bytes > 0,
+            "{scenario}: the load did not run: {self:?}"
+        );
+    }
+}
+
+/// Two hosts from the examples with `orders` serving on B, both daemons up; `prepare` may
+/// rewrite their configs and files first (it knows the test's directories).
+fn pair(name: &str, prepare: impl FnOnce(&Pair)) -> (Pair, Proc) {
+    let mut pair = Pair::new(name, |a| a, |b| b);
+    prepare(&pair);
+    pair.start();
+    let server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    (pair, server)
+}
+
+/// Replaces `from` by `to` in a config file.
+fn edit_config(config: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(config).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", config.display());
+    fs::write(config, text.replace(from, to)).unwrap();
+}
+
+/// Starts the load on A as `frontend`: `seconds` of traffic, long streams of
+/// `stream_seconds` each.
+fn start_load(pair: &Pair, seconds: u32, streams: u32, stream_seconds: u32) -> Proc {
+    let mut load = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["load", "10.0.0.2", "8080"])
+        .args([
+            seconds.to_string(),
+            streams.to_string(),
+            stream_seconds.to_string(),
+        ])
+        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+        .spawn();
+    load.wait_for("started", SHORT);
+    load
+}
+
+fn finish_load(mut load: Proc, seconds: u32) -> (Counts, Proc) {
+    load.wait_timeout(Duration::from_secs(u64::from(seconds)) + LONG)
+        .expect("the load finishes");
+    (Counts::parse(&load.stdout()), load)
+}
+
+/// Replaces `path` as careful tools do: a temporary file beside it, renamed over it.
+fn rename_over(path: &Path, contents: &[u8]) {
+    let temporary = path.with_extension("tmp");
+    fs::write(&temporary, contents).unwrap();
+    fs::rename(&temporary, path).unwrap();
+}
+
+/// Puts a freshly issued certificate and key (a directory of `Pki::issue`) in place of
+/// `dir/cert.pem` and `dir/key.pem`, each by rename.
+fn rotate_files(issued: &Path, dir: &Path) {
+    rename_over(
+        &dir.join("key.pem"),
+        &fs::read(issued.join("key.pem")).unwrap(),
+    );
+    rename_over(
+        &dir.join("cert.pem"),
+        &fs::read(issued.join("cert.pem")).unwrap(),
+    );
+}
+
+/// How many lines hold every needle.
+fn count_lines(logs: &str, needles: &[&str]) -> usize {
+    logs.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// Waits until `daemon` has logged `n` lines holding every needle.
+fn wait_for_lines(daemon: &Proc, needles: &[&str], n: usize, timeout: Duration) {
+    testbed::wait_until(
+        timeout,
+        Duration::from_millis(50),
+        || count_lines(&daemon.logs(), needles) >= n,
+        || format!("fewer than {n} lines with {needles:?}:\n{}", daemon.logs()),
+    );
+}
+
+const FRONTEND: &str = "owner=workload \"frontend\"";
+const NODE: &str = "owner=the node";
+
+/// A Kubernetes-style secret volume: `dir/..data` → `..v1/`, and `cert.pem`, `key.pem` links
+/// through `..data`. Returns the directory.
+fn secret_volume(dir: &Path, issued: &Path) -> PathBuf {
+    fs::create_dir_all(dir.join("..v1")).unwrap();
+    for file in ["cert.pem", "key.pem"] {
+        fs::copy(issued.join(file), dir.join("..v1").join(file)).unwrap();
+        std::os::unix::fs::symlink(Path::new("..data").join(file), dir.join(file)).unwrap();
+    }
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    dir.to_path_buf()
+}
+
+/// What the kubelet does on an update: the new files in a new directory, then one atomic
+/// rename of a new `..data` link over the old.
+fn swap_secret_volume(dir: &Path, issued: &Path, version: u32) {
+    let new = format!("..v{version}");
+    fs::create_dir_all(dir.join(&new)).unwrap();
+    for file in ["cert.pem", "key.pem"] {
+        fs::copy(issued.join(file), dir.join(&new).join(file)).unwrap();
+    }
+    std::os::unix::fs::symlink(&new, dir.join("..data_tmp")).unwrap();
+    fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+}
+
+#[test]
+fn leaves_rotated_by_rename_and_by_a_secret_volume_swap_fail_no_connection() {
+    // B's node certificate lives in a Kubernetes-style secret volume; A's workload
+    // certificate in plain files that a tool renames over.
+    let (pair, _server) = pair("lc-rotate", |pair| {
+        let certs = pair.testbed.dir().join("etc-host-b");
+        secret_volume(&certs.join("node-secret"), &certs.join("node"));
+        edit_config(
+            &pair.b.config,
+            &format!("{}/node/", certs.display()),
+            &format!("{}/node-secret/", certs.display()),
+        );
+    });
+    let secret = pair.testbed.dir().join("etc-host-b/node-secret");
+    let frontend_dir = pair.testbed.dir().join("etc-host-a/frontend");
+    let load = start_load(&pair, 30, 4, 12);
+    for round in 1..=3u32 {
+        std::thread::sleep(Duration::from_secs(6));
+        let issued = pair.pki.issue("frontend", &format!("frontend-{round}"));
+        rotate_files(&issued, &frontend_dir);
+        wait_for_lines(
+            pair.a.daemon(),
+            &["certificate replaced", FRONTEND],
+            round as usize,
+            SHORT,
+        );
+        let issued = pair.pki.issue("node/host-b", &format!("node-b-{round}"));
+        swap_secret_volume(&secret, &issued, round + 1);
+        wait_for_lines(
+            pair.b.daemon(),
+            &["certificate replaced", NODE],
+            round as usize,
+            SHORT,
+        );
+    }
+    let (counts, load) = finish_load(load, 30);
+    counts.assert_clean(
+        "3 rotations of A's workload certificate (rename) and B's node certificate (volume swap)",
+        &load,
+    );
+    // Not vacuous: the pool moved to new connections, and B asked its callers to move.
+    let drained = count_lines(&pair.a.logs(), &["made with replaced material: draining"]);
+    let goaways = count_lines(&pair.b.logs(), &["the node certificate was replaced: GOAWAY"]);
+    println!("A drained {drained} pooled connections; B sent {goaways} GOAWAYs");
+    assert!(drained >= 1 && goaways >= 1, "A drained {drained}, B sent {goaways} GOAWAYs");
+}
+
+#[test]
+fn a_workload_renewing_its_own_certificate_fails_no_connection() {
+    let (pair, _server) = pair("lc-renew", |pair| {
+        let certs = pair.testbed.dir().join("etc-host-a/frontend");
+        edit_config(
+            &pair.a.config,
+            &format!(
+                "cert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"",
+                dir = certs.display()
+            ),
+            &format!(
+                "issuer = \"{}\"\nttl = \"20s\"",
+                pair.pki.ca_dir().display()
+            ),
+        );
+    });
+    // Streams of 6 s: a connection lives until the certificate it was opened with expires
+    // (20 s after issue), and new streams move to the renewed one at about 10 s.
+    let load = start_load(&pair, 40, 4, 6);
+    let (counts, load) = finish_load(load, 40);
+    let renewals = count_lines(
+        &pair.a.logs(),
+        &["certificate replaced", "trigger=\"renewal\"", FRONTEND],
+    );
+    counts.assert_clean(&format!("{renewals} renewals of a 20 s certificate"), &load);
+    let expired = count_lines(&pair.a.logs(), &["closed with its streams", "expired"]);
+    println!("connections closed at a certificate's expiry: {expired} (none carried a stream)");
+    assert!(
+        renewals >= 3,
+        "at least three renewals in 40 s:\n{}",
+        pair.a.logs()
+    );
+}
