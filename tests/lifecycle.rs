@@ -220,9 +220,15 @@ fn leaves_rotated_by_rename_and_by_a_secret_volume_swap_fail_no_connection() {
     );
     // Not vacuous: the pool moved to new connections, and B asked its callers to move.
     let drained = count_lines(&pair.a.logs(), &["made with replaced material: draining"]);
-    let goaways = count_lines(&pair.b.logs(), &["the node certificate was replaced: GOAWAY"]);
+    let goaways = count_lines(
+        &pair.b.logs(),
+        &["the node certificate was replaced: GOAWAY"],
+    );
     println!("A drained {drained} pooled connections; B sent {goaways} GOAWAYs");
-    assert!(drained >= 1 && goaways >= 1, "A drained {drained}, B sent {goaways} GOAWAYs");
+    assert!(
+        drained >= 1 && goaways >= 1,
+        "A drained {drained}, B sent {goaways} GOAWAYs"
+    );
 }
 
 #[test]
@@ -257,4 +263,112 @@ fn a_workload_renewing_its_own_certificate_fails_no_connection() {
         "at least three renewals in 40 s:\n{}",
         pair.a.logs()
     );
+}
+
+#[test]
+fn a_ca_rotated_in_three_steps_fails_no_connection() {
+    let (pair, _server) = pair("lc-ca", |_| {});
+    let new_ca = support::Pki::new(&pair.testbed.dir().join("new-ca"));
+    let old_root = fs::read(pair.pki.ca_dir().join("bundle.pem")).unwrap();
+    let new_root = fs::read(new_ca.ca_dir().join("bundle.pem")).unwrap();
+    let etc = |host: &str| pair.testbed.dir().join(format!("etc-{host}"));
+    let set_bundles = |pem: &[u8]| {
+        for host in ["host-a", "host-b"] {
+            rename_over(&etc(host).join("ca/bundle.pem"), pem);
+        }
+    };
+    let trust_reloaded = |n: usize| {
+        for site in [&pair.a, &pair.b] {
+            wait_for_lines(site.daemon(), &["trust bundle and CRLs reloaded"], n, SHORT);
+        }
+    };
+    let load = start_load(&pair, 40, 4, 8);
+    std::thread::sleep(Duration::from_secs(3));
+    // 1. Both roots everywhere.
+    set_bundles(&[old_root.as_slice(), new_root.as_slice()].concat());
+    trust_reloaded(1);
+    std::thread::sleep(Duration::from_secs(3));
+    // 2. Every leaf from the new CA.
+    for (host, path, dir) in [
+        ("host-a", "frontend", "frontend"),
+        ("host-a", "node/host-a", "node"),
+        ("host-b", "orders", "orders"),
+        ("host-b", "node/host-b", "node"),
+    ] {
+        let issued = new_ca.issue(path, &format!("new-{host}-{dir}"));
+        rotate_files(&issued, &etc(host).join(dir));
+    }
+    wait_for_lines(
+        pair.a.daemon(),
+        &["certificate replaced", FRONTEND],
+        1,
+        SHORT,
+    );
+    wait_for_lines(pair.b.daemon(), &["certificate replaced", NODE], 1, SHORT);
+    // Connections made with old leaves finish their streams (8 s at most) before the old
+    // root goes: a connection the new bundle no longer accepts is closed with its streams.
+    std::thread::sleep(Duration::from_secs(10));
+    // 3. The old root removed.
+    set_bundles(&new_root);
+    trust_reloaded(2);
+    let (counts, load) = finish_load(load, 40);
+    counts.assert_clean("a CA rotated in three steps", &load);
+    for site in [&pair.a, &pair.b] {
+        let logs = site.logs();
+        assert_eq!(
+            count_lines(&logs, &["after the trust reload: our certificate"]),
+            0,
+            "every certificate in force chains to the new root:\n{logs}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_certificate_file_keeps_the_one_in_force_until_it_is_fixed() {
+    let (pair, _server) = pair("lc-broken", |_| {});
+    let frontend = pair.testbed.dir().join("etc-host-a/frontend");
+    let node_b = pair.testbed.dir().join("etc-host-b/node");
+    let load = start_load(&pair, 25, 4, 10);
+    std::thread::sleep(Duration::from_secs(3));
+    // A half-written certificate on A, and on B a key that belongs to another certificate.
+    rename_over(
+        &frontend.join("cert.pem"),
+        b"-----BEGIN CERTIFICATE-----\nMIIB",
+    );
+    let stray = pair.pki.issue("node/host-b", "stray-node-b");
+    rename_over(
+        &node_b.join("key.pem"),
+        &fs::read(stray.join("key.pem")).unwrap(),
+    );
+    let a_failed = wait_line(pair.a.daemon(), &["certificate reload failed", FRONTEND]);
+    let b_failed = wait_line(pair.b.daemon(), &["certificate reload failed", NODE]);
+    println!("A: {a_failed}\nB: {b_failed}");
+    assert!(
+        a_failed.contains(&frontend.join("cert.pem").display().to_string()),
+        "{a_failed}"
+    );
+    assert!(
+        b_failed.contains("does not belong to the certificate"),
+        "{b_failed}"
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    // Fixed: both take the new material.
+    rotate_files(&pair.pki.issue("frontend", "fixed-frontend"), &frontend);
+    rename_over(
+        &node_b.join("cert.pem"),
+        &fs::read(stray.join("cert.pem")).unwrap(),
+    );
+    wait_for_lines(
+        pair.a.daemon(),
+        &["certificate replaced", FRONTEND],
+        1,
+        SHORT,
+    );
+    wait_for_lines(pair.b.daemon(), &["certificate replaced", NODE], 1, SHORT);
+    let (counts, load) = finish_load(load, 25);
+    counts.assert_clean("broken certificate files written, then fixed", &load);
+}
+
+fn wait_line(daemon: &Proc, needles: &[&str]) -> String {
+    daemon.wait_for_line(needles, SHORT)
 }

@@ -104,7 +104,7 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| MaterialError::ReadCrl {
             path: path.into(),
-            detail: e.to_string(),
+            detail: pem_error(&e),
         })?;
     if crls.is_empty() {
         return Err(MaterialError::NoCrl { path: path.into() });
@@ -126,7 +126,7 @@ impl Credential {
         let chain = read_certificates(cert_path)?;
         let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| MaterialError::ReadKey {
             path: key_path.into(),
-            detail: e.to_string(),
+            detail: pem_error(&e),
         })?;
         let signing_key = provider()
             .key_provider
@@ -227,10 +227,27 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Materi
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| MaterialError::ReadCertificates {
             path: path.into(),
-            detail: e.to_string(),
+            detail: pem_error(&e),
         })?;
     if certs.is_empty() {
         return Err(MaterialError::NoCertificates { path: path.into() });
     }
     Ok(certs)
+}
+
+/// A PEM reading error in words (the crate prints markers as lists of byte values).
+fn pem_error(error: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    match error {
+        E::MissingSectionEnd { end_marker } => format!(
+            "a PEM block has no \"{}\" line: the file is cut short (half-written?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!(
+            "a PEM block starts with a malformed line {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        E::Base64Decode(e) => format!("a PEM block is not valid base64: {e}"),
+        other => other.to_string(),
+    }
 }
