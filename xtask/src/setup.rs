@@ -13,13 +13,16 @@ use anyhow::{Context as _, Result, bail};
 const LLVM: &str = "22";
 const BUILD_PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the end-to-end tests and the demo run inside test hosts.
-const TEST_PACKAGES: [&str; 6] = [
+const TEST_PACKAGES: [&str; 7] = [
     "iproute2",
     "util-linux",
     "curl",
     "tcpdump",
     "openssl",
     "procps",
+    // The certificate tests make their faulty certificates with another toolkit than the
+    // daemon's own CA code (tests/support/mkpki.py, run by Debian's /usr/bin/python3).
+    "python3-cryptography",
 ];
 
 /// Everything for building and testing.
