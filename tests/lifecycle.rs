@@ -372,3 +372,77 @@ fn a_broken_certificate_file_keeps_the_one_in_force_until_it_is_fixed() {
 fn wait_line(daemon: &Proc, needles: &[&str]) -> String {
     daemon.wait_for_line(needles, SHORT)
 }
+
+#[test]
+fn a_revoked_caller_is_cut_off_within_seconds_and_refused_afterwards() {
+    let crl = std::cell::OnceCell::new();
+    let (pair, _server) = pair("lc-revoke", |pair| {
+        // B checks a CRL that starts out revoking some other certificate.
+        let file = pair.testbed.dir().join("etc-host-b/ca/crl.pem");
+        let unrelated = pair.pki.issue("batch", "unrelated");
+        revoke(&pair.pki.ca_dir(), &unrelated.join("cert.pem"), &file);
+        let bundle_line = format!(
+            "trust_bundle = \"{}/ca/bundle.pem\"",
+            pair.testbed.dir().join("etc-host-b").display()
+        );
+        edit_config(
+            &pair.b.config,
+            &bundle_line,
+            &format!("{bundle_line}\ncrl = [\"{}\"]", file.display()),
+        );
+        crl.set(file).unwrap();
+    });
+    let crl = crl.into_inner().unwrap();
+    let load = start_load(&pair, 20, 2, 60);
+    std::thread::sleep(Duration::from_secs(3));
+    // Revoke A's frontend certificate (the one it presents) while its streams run.
+    let frontend_cert = pair.testbed.dir().join("etc-host-a/frontend/cert.pem");
+    let revoked_at = std::time::Instant::now();
+    revoke(&pair.pki.ca_dir(), &frontend_cert, &crl);
+    testbed::wait_until(
+        SHORT,
+        Duration::from_millis(20),
+        || {
+            load.stderr()
+                .lines()
+                .filter(|l| l.starts_with("long "))
+                .count()
+                >= 2
+        },
+        || format!("the long streams were not cut:\n{}", pair.b.logs()),
+    );
+    let cut_after = revoked_at.elapsed();
+    let closed = wait_line(pair.b.daemon(), &["closed with its streams", "revoked"]);
+    let refused = wait_line(pair.b.daemon(), &["refused tunnel connection", "revoked"]);
+    println!("long streams cut {cut_after:?} after the CRL was written\nB: {closed}\nB: {refused}");
+    assert!(
+        cut_after < Duration::from_secs(5),
+        "cut after {cut_after:?}"
+    );
+    assert!(
+        closed.contains("KeyCompromise") || closed.contains("revoked at"),
+        "{closed}"
+    );
+    let (counts, _load) = finish_load(load, 20);
+    println!("after the revocation: {counts:?}");
+    assert_eq!(counts.long_ok, 0, "no stream outlives the revocation");
+    assert!(counts.short_failed > 0, "new connections are refused");
+}
+
+/// `tunnel ca revoke`, as an operator runs it.
+fn revoke(ca: &Path, cert: &Path, crl: &Path) {
+    let out = std::process::Command::new(support::TUNNEL)
+        .args(["ca", "revoke", "--reason", "key-compromise", "--ca"])
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--crl")
+        .arg(crl)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tunnel ca revoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
