@@ -4,12 +4,14 @@
 //! ```text
 //! DIR/root.pem  root.key  intermediate.pem  intermediate.key  bundle.pem (= the roots)
 //! OUT/cert.pem (leaf + intermediate)  key.pem
+//! CRL files (`tunnel ca revoke`), one per issuing CA, wherever --crl says
 //! ```
 //! Keys are ECDSA P-256, PKCS#8, created with mode 0600 (never world-readable, not even
 //! between create and chmod).
 
 mod files;
 mod leaf;
+mod revoke;
 
 use std::{
     path::{Path, PathBuf},
@@ -22,6 +24,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
+pub use revoke::{DEFAULT_NEXT_UPDATE, Revocation, RevokeOptions, Signer, revoke};
 use time::OffsetDateTime;
 
 use crate::identity::{IdError, SpiffeId, TrustDomain};
@@ -57,6 +60,49 @@ pub enum CaError {
     TtlPastIssuer { ttl: String, expiry: String },
     #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
+    #[error(
+        "cannot read a certificate from {path}: {detail}; --cert takes the PEM file of the \
+         certificate to revoke (the cert.pem of `tunnel ca issue`, or intermediate.pem)"
+    )]
+    Certificate { path: PathBuf, detail: String },
+    #[error(
+        "{cert} was issued by neither {root} nor {intermediate}; revoke it with the CA that issued it"
+    )]
+    ForeignCertificate {
+        cert: PathBuf,
+        root: PathBuf,
+        intermediate: PathBuf,
+    },
+    #[error(
+        "{cert} is the root CA itself, which no CRL can revoke; take it out of {bundle} (and \
+         every copy of it) instead"
+    )]
+    RootNotRevocable { cert: PathBuf, bundle: PathBuf },
+    #[error(
+        "{path} is not a certificate revocation list ({detail}); pass another --crl file or move \
+         this one away"
+    )]
+    NotACrl { path: PathBuf, detail: String },
+    #[error(
+        "{path} holds {count} CRLs; `tunnel ca revoke` extends a file holding exactly one (one \
+         file per issuing CA)"
+    )]
+    SeveralCrls { path: PathBuf, count: usize },
+    #[error(
+        "{path} is the CRL of another CA than the {signer} CA in {dir}, which issued {cert}; each \
+         CA's CRL goes in a file of its own: pass another --crl file (and list both in crl = [...])"
+    )]
+    ForeignCrl {
+        path: PathBuf,
+        signer: Signer,
+        dir: PathBuf,
+        cert: PathBuf,
+    },
+    #[error("--next-update {next_update}: {why}")]
+    InvalidNextUpdate {
+        next_update: String,
+        why: &'static str,
+    },
 }
 
 /// What `tunnel ca init` makes.

@@ -3,7 +3,7 @@
 use std::{
     fs::{self, OpenOptions},
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -125,6 +125,49 @@ fn write(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
         .open(path)
         .map_err(error)?;
     file.write_all(contents.as_bytes()).map_err(error)
+}
+
+/// Replaces `path` so that a reader (the daemon watches the directory and reloads on every
+/// change) sees the old file or the new one, never half of one: the text goes to a temporary
+/// file in the same directory (rename is atomic within one file system only), is flushed to
+/// disk, and is renamed over `path`. Public (0644, whatever the umask): peers read it.
+pub(super) fn replace_public_file(path: &Path, contents: &str) -> Result<(), CaError> {
+    let error = |source| CaError::Write {
+        path: path.into(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&temporary)?;
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        // The rename itself survives a crash once the directory is synced too.
+        fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written.map_err(error)
 }
 
 pub(super) fn read(path: &Path) -> Result<String, CaError> {
