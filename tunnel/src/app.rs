@@ -53,10 +53,7 @@ impl StartError {
         match self {
             Self::Config(_) => 64,
             Self::Kernel(_) | Self::Cgroup(_) => 69,
-            Self::Ebpf(_)
-            | Self::Outbound(_)
-            | Self::Inbound(_)
-            | Self::Plaintext(_) => 1,
+            Self::Ebpf(_) | Self::Outbound(_) | Self::Inbound(_) | Self::Plaintext(_) => 1,
         }
     }
 }

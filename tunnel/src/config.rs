@@ -88,7 +88,10 @@ pub enum CertSource {
     /// The daemon issues its own certificate from an intermediate CA (the directory holds
     /// `intermediate.pem` and `intermediate.key`, as `tunnel ca init` writes them), with a
     /// key made in memory, and renews it at half its lifetime.
-    Issuer { dir: Located<PathBuf>, ttl: Duration },
+    Issuer {
+        dir: Located<PathBuf>,
+        ttl: Duration,
+    },
 }
 
 impl CertSource {

@@ -138,8 +138,8 @@ impl Credentials {
         let (Some(trust), Some(node), true) = (trust, node, problems.is_empty()) else {
             return Err(ConfigError::new(&config.file, problems));
         };
-        let snapshot = Snapshot::build(1, spec.clone(), Arc::new(trust), node, workloads)
-            .map_err(|e| {
+        let snapshot =
+            Snapshot::build(1, spec.clone(), Arc::new(trust), node, workloads).map_err(|e| {
                 ConfigError::new(
                     &config.file,
                     vec![Problem::at(
@@ -317,7 +317,9 @@ impl Credentials {
                     Owner::Node => &node,
                     Owner::Workload(name) => &workloads[name],
                 };
-                if let Err(reason) = judge(credential, &source.id, source.purpose, &trust, &self.spec) {
+                if let Err(reason) =
+                    judge(credential, &source.id, source.purpose, &trust, &self.spec)
+                {
                     warn!(owner = %source.owner, "after the trust reload: our certificate {}: {reason}", describe(credential));
                 }
             }
@@ -340,7 +342,10 @@ impl Credentials {
             Ok(snapshot) => {
                 self.snapshots.send_replace(Arc::new(snapshot));
             }
-            Err(e) => error!(trigger, "cannot build the TLS configuration, the one in force stays: {e}"),
+            Err(e) => error!(
+                trigger,
+                "cannot build the TLS configuration, the one in force stays: {e}"
+            ),
         }
     }
 }
@@ -360,8 +365,8 @@ impl Source {
     /// The first load, at start: problems at the config key that names the file.
     fn first_load(&mut self) -> Result<Credential, Problem> {
         match &self.config {
-            CertSource::Files { cert, key } => Credential::load(&cert.value, &key.value)
-                .map_err(|e| {
+            CertSource::Files { cert, key } => {
+                Credential::load(&cert.value, &key.value).map_err(|e| {
                     let site = match e {
                         MaterialError::ReadKey { .. } | MaterialError::UnsupportedKey { .. } => {
                             &key.site
@@ -369,7 +374,8 @@ impl Source {
                         _ => &cert.site,
                     };
                     Problem::at(site, errors::chain(&e))
-                }),
+                })
+            }
             CertSource::Issuer { dir, ttl } => {
                 let mut issuer = issued::IssuerState::load(&dir.value, *ttl)
                     .map_err(|e| Problem::at(&dir.site, e))?;
@@ -414,9 +420,8 @@ fn judge(
                 spec.trust_domain.clone(),
                 PeerExpectation::Pinned(id.clone()),
             );
-            let name = rustls::pki_types::ServerName::IpAddress(
-                std::net::Ipv4Addr::UNSPECIFIED.into(),
-            );
+            let name =
+                rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
             verifier
                 .verify_server_cert(leaf, intermediates, &name, &[], now)
                 .map(|_| ())

@@ -639,13 +639,8 @@ impl Checker<'_> {
             if outside {
                 continue;
             }
-            if let (
-                true,
-                Some(spiffe_id),
-                Some(credential),
-                Some(ports),
-                Some(proxy_protocol),
-            ) = (name_ok, spiffe_id, credential, ports, proxy_protocol)
+            if let (true, Some(spiffe_id), Some(credential), Some(ports), Some(proxy_protocol)) =
+                (name_ok, spiffe_id, credential, ports, proxy_protocol)
             {
                 let cgroup = match cgroup {
                     Some(Some(c)) => Some(c),

@@ -47,7 +47,9 @@ pub struct Watch {
 
 impl Watch {
     /// The server config in force, and the watch of a connection accepted with it.
-    pub fn inbound(snapshots: &watch::Receiver<Arc<Snapshot>>) -> (Arc<rustls::ServerConfig>, Self) {
+    pub fn inbound(
+        snapshots: &watch::Receiver<Arc<Snapshot>>,
+    ) -> (Arc<rustls::ServerConfig>, Self) {
         let snapshot = snapshots.borrow().clone();
         let watch = Self {
             role: Role::Inbound,

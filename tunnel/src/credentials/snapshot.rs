@@ -118,7 +118,6 @@ impl Snapshot {
     pub fn server_verifier(&self, expected: PeerExpectation) -> SpiffeServerVerifier {
         SpiffeServerVerifier::new(&self.trust, self.spec.trust_domain.clone(), expected)
     }
-
 }
 
 /// A workload's TLS client config for one kind of peer, and what a connection made with it

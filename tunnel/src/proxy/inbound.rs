@@ -38,9 +38,7 @@ use super::{
     admission::{KeyedLimit, KeyedSlot, Refusal, Refusals},
     copy,
 };
-use crate::{
-    credentials::Snapshot, drain::DrainWatcher, identity::SpiffeId, policy::LivePolicy,
-};
+use crate::{credentials::Snapshot, drain::DrainWatcher, identity::SpiffeId, policy::LivePolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {

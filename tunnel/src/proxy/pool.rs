@@ -329,11 +329,7 @@ impl Pool {
 
     /// A lease on a connection with room, and whether that connection was dialled while
     /// this caller waited (its first stream tells whether the peer accepted our certificate).
-    async fn lease(
-        &self,
-        key: &PoolKey,
-        tls: &Arc<ClientTls>,
-    ) -> Result<(Lease, bool), PoolError> {
+    async fn lease(&self, key: &PoolKey, tls: &Arc<ClientTls>) -> Result<(Lease, bool), PoolError> {
         let max = self.inner.settings.max_streams_per_connection;
         let mut waited = false;
         loop {
@@ -432,9 +428,15 @@ impl Pool {
                     reason: tls::describe_connection_error(&e, Phase::Handshake),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
-            let lifetime = match (&self.inner.snapshots, tls_stream.get_ref().1.peer_certificates()) {
+            let lifetime = match (
+                &self.inner.snapshots,
+                tls_stream.get_ref().1.peer_certificates(),
+            ) {
                 (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
-                    Authenticated::new(watch, chain.iter().map(|c| c.clone().into_owned()).collect())
+                    Authenticated::new(
+                        watch,
+                        chain.iter().map(|c| c.clone().into_owned()).collect(),
+                    )
                 }),
                 _ => None,
             };
@@ -481,7 +483,14 @@ impl Pool {
                 };
                 return Err(PoolError::Handshake { peer, reason });
             }
-            Ok::<_, PoolError>((sender, connection, pings, peer_identity, tls_failure, lifetime))
+            Ok::<_, PoolError>((
+                sender,
+                connection,
+                pings,
+                peer_identity,
+                tls_failure,
+                lifetime,
+            ))
         };
         let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime) =
             tokio::time::timeout(settings.connect_timeout, handshake)

@@ -9,7 +9,9 @@ use std::{
 };
 
 use rustls::{RootCertStore, sign::CertifiedKey};
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
+};
 
 use super::provider;
 use crate::identity::{self, CertSummary, Purpose, SpiffeId, SvidError};
@@ -69,12 +71,13 @@ impl Trust {
         let mut parsed_crls = Vec::new();
         for file in crl_files {
             for crl in read_crls(file)? {
-                let parsed = webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(
-                    |e| MaterialError::ReadCrl {
-                        path: file.clone(),
-                        detail: super::explain::webpki_error(&e),
-                    },
-                )?;
+                let parsed =
+                    webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+                        MaterialError::ReadCrl {
+                            path: file.clone(),
+                            detail: super::explain::webpki_error(&e),
+                        }
+                    })?;
                 parsed_crls.push(parsed.into());
                 crls.push(crl);
             }

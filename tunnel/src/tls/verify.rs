@@ -19,7 +19,9 @@ use rustls::{
         danger::{ClientCertVerified, ClientCertVerifier},
     },
 };
-use webpki::{ExpirationPolicy, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy};
+use webpki::{
+    ExpirationPolicy, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
 
 use super::{Trust, provider};
 use crate::identity::{self, IdPattern, Purpose, SpiffeId, SvidError, TrustDomain};
@@ -105,7 +107,8 @@ pub struct SpiffeClientVerifier {
 
 impl SpiffeClientVerifier {
     pub fn new(trust: &Trust, trust_domain: TrustDomain) -> Result<Self, Error> {
-        let mut builder = WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider());
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider());
         if !trust.crls.is_empty() {
             // Every certificate of the chain is checked; a CA that has no CRL here is not a
             // refusal (only some CAs may publish one), and a CRL past its next update still
