@@ -9,8 +9,8 @@
 //! its validity); material that fails keeps the old in force, says which file and why, and
 //! is tried again when the file next changes.
 
-mod expiry;
-mod issued;
+pub mod expiry;
+pub(crate) mod issued;
 pub mod lifetime;
 mod snapshot;
 
