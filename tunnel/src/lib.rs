@@ -9,6 +9,7 @@
 pub mod app;
 pub mod ca;
 pub mod cgroup;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
