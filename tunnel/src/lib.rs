@@ -23,4 +23,6 @@ pub mod mounts;
 pub mod policy;
 pub mod proxy;
 pub mod sys;
+#[cfg(test)]
+mod test_support;
 pub mod tls;

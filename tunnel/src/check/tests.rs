@@ -6,87 +6,22 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::ExtendedKeyUsagePurpose;
-use tempfile::TempDir;
 
 use super::*;
-use crate::ca::{self, Ca, InitOptions, LeafSpec};
+use crate::{
+    ca::{self, LeafSpec},
+    test_support::{CONFIG, FRONTEND_ID, Fixture, NODE_ID, good, new_ca},
+};
 
-const NODE_ID: &str = "spiffe://example.org/node/a";
-const FRONTEND_ID: &str = "spiffe://example.org/frontend";
-
-const CONFIG: &str = r#"
-trust_domain = "example.org"
-trust_bundle = "ca/bundle.pem"
-
-[node]
-spiffe_id = "spiffe://example.org/node/a"
-cert = "node/cert.pem"
-key = "node/key.pem"
-
-[capture]
-cgroup = "/sys/fs/cgroup"
-destinations = ["10.0.0.0/24"]
-
-[[workload]]
-name = "frontend"
-spiffe_id = "spiffe://example.org/frontend"
-cert = "frontend/cert.pem"
-key = "frontend/key.pem"
-cgroup = "/sys/fs/cgroup/frontend"
-"#;
-
-/// A CA in a temp dir, the config beside it, and good certificates for the node and the
-/// workload, which each test replaces with a broken one.
-struct Fixture {
-    dir: TempDir,
-    ca: Ca,
+/// `tunnel check` on the fixture's config, without the host section.
+trait RunCheck {
+    fn run(&self) -> Report;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        Self::with_config(CONFIG)
-    }
-
-    fn with_config(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let fixture = Self {
-            ca: new_ca(&dir.path().join("ca")),
-            dir,
-        };
-        std::fs::write(fixture.path("tunnel.toml"), config).unwrap();
-        fixture.issue("node", &good(NODE_ID));
-        fixture.issue("frontend", &good(FRONTEND_ID));
-        fixture
-    }
-
-    /// Writes `<dir>/<name>/cert.pem` (leaf + intermediate) and `key.pem` as `spec` says.
-    fn issue(&self, name: &str, spec: &LeafSpec) {
-        self.ca.issue(spec, &self.path(name), true).unwrap();
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
+impl RunCheck for Fixture {
     fn run(&self) -> Report {
         run(&self.path("tunnel.toml"), Host::Skip)
     }
-}
-
-fn new_ca(dir: &Path) -> Ca {
-    ca::init(&InitOptions {
-        trust_domain: "example.org".parse().unwrap(),
-        out: dir.into(),
-        force: false,
-        root_ttl: ca::DEFAULT_ROOT_TTL,
-        intermediate_ttl: ca::DEFAULT_INTERMEDIATE_TTL,
-    })
-    .unwrap();
-    Ca::load(dir).unwrap()
-}
-
-fn good(id: &str) -> LeafSpec {
-    LeafSpec::workload(&id.parse().unwrap(), ca::DEFAULT_LEAF_TTL)
 }
 
 /// Not valid for another `minutes`.
