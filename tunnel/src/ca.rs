@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! DIR/root.pem  root.key  intermediate.pem  intermediate.key  bundle.pem (= the roots)
+//!     crl.pem (the intermediate's CRL, empty until `tunnel ca revoke` extends it)
 //! OUT/cert.pem (leaf + intermediate)  key.pem
 //! CRL files (`tunnel ca revoke`), one per issuing CA, wherever --crl says
 //! ```
@@ -145,12 +146,16 @@ pub fn init(options: &InitOptions) -> Result<files::CaFiles, CaError> {
         intermediate_ttl,
     )?;
     let intermediate_cert = intermediate_params.signed_by(&intermediate_key, &root)?;
+    let intermediate_der = intermediate_cert.der().to_vec();
+    let intermediate = Issuer::new(intermediate_params, intermediate_key);
+    let crl = revoke::empty_crl(&intermediate, &intermediate_der, now)?;
 
     files.write_key(&files.root_key, &root.key().serialize_pem())?;
-    files.write_key(&files.intermediate_key, &intermediate_key.serialize_pem())?;
+    files.write_key(&files.intermediate_key, &intermediate.key().serialize_pem())?;
     files.write_public(&files.root_cert, &root_cert.pem())?;
     files.write_public(&files.intermediate_cert, &intermediate_cert.pem())?;
     files.write_public(&files.bundle, &root_cert.pem())?;
+    files.write_public(&files.crl, &crl)?;
     Ok(files)
 }
 

@@ -1,6 +1,7 @@
 //! The `tunnel` command line: one file per subcommand under `cli/`.
 
 pub mod ca;
+pub mod check;
 pub mod probe;
 pub mod run;
 pub mod uninstall;
@@ -24,6 +25,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Open one tunnel to a peer as a workload and explain each step.
     Probe(probe::ProbeArgs),
+    /// Check the config, this host, the trust bundle and every certificate; say what to fix.
+    Check(check::CheckArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).
     Uninstall(uninstall::UninstallArgs),
     /// Manage a built-in certificate authority (for labs, tests and small setups).

@@ -9,8 +9,8 @@
 //! its validity); material that fails keeps the old in force, says which file and why, and
 //! is tried again when the file next changes.
 
-mod expiry;
-mod issued;
+pub mod expiry;
+pub(crate) mod issued;
 pub mod lifetime;
 mod snapshot;
 
@@ -23,7 +23,8 @@ use std::{
 };
 
 use rustls::{
-    client::danger::ServerCertVerifier as _, pki_types::UnixTime,
+    client::danger::ServerCertVerifier as _,
+    pki_types::{CertificateDer, UnixTime},
     server::danger::ClientCertVerifier as _,
 };
 pub use snapshot::{ClientTls, Snapshot, Spec};
@@ -33,7 +34,7 @@ use tracing::{error, info, warn};
 use crate::{
     config::{CertSource, Config, ConfigError, Problem},
     errors,
-    identity::{Purpose, SpiffeId, timestamp},
+    identity::{Purpose, SpiffeId, TrustDomain, timestamp},
     tls::{self, CertificateProblem, Credential, MaterialError, PeerExpectation, Trust},
 };
 
@@ -410,27 +411,59 @@ fn judge(
     spec: &Spec,
 ) -> Result<(), String> {
     let (leaf, intermediates) = credential.chain();
-    let now = UnixTime::now();
-    let verdict = match purpose {
-        Purpose::ClientAuth => tls::SpiffeClientVerifier::new(trust, spec.trust_domain.clone())
-            .and_then(|v| v.verify_client_cert(leaf, intermediates, now).map(|_| ())),
-        Purpose::ServerAuth => {
-            let verifier = tls::SpiffeServerVerifier::new(
-                trust,
-                spec.trust_domain.clone(),
-                PeerExpectation::Pinned(id.clone()),
-            );
-            let name =
-                rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
-            verifier
-                .verify_server_cert(leaf, intermediates, &name, &[], now)
-                .map(|_| ())
-        }
+    let peers = PeerVerdict {
+        trust,
+        trust_domain: &spec.trust_domain,
+        id,
+        purpose,
     };
-    verdict.map_err(|e| tls::explain(&e))?;
+    peers
+        .verify(leaf, intermediates, UnixTime::now())
+        .map_err(|e| tls::explain(&e))?;
     match credential.problems(id, purpose).into_iter().next() {
         Some(problem) => Err(problem.to_string()),
         None => Ok(()),
+    }
+}
+
+/// What a peer of ours decides about a certificate presented as `id` in the role `purpose`:
+/// the daemon's own verifiers, built from the same trust (bundle and CRLs). A node is judged
+/// as a caller pinning exactly its identity would judge it.
+pub(crate) struct PeerVerdict<'a> {
+    pub trust: &'a Trust,
+    pub trust_domain: &'a TrustDomain,
+    pub id: &'a SpiffeId,
+    pub purpose: Purpose,
+}
+
+impl PeerVerdict<'_> {
+    pub fn verify(
+        &self,
+        leaf: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        match self.purpose {
+            Purpose::ClientAuth => {
+                tls::SpiffeClientVerifier::new(self.trust, self.trust_domain.clone())
+                    .and_then(|v| v.verify_client_cert(leaf, intermediates, now).map(|_| ()))
+            }
+            Purpose::ServerAuth => {
+                let verifier = tls::SpiffeServerVerifier::new(
+                    self.trust,
+                    self.trust_domain.clone(),
+                    PeerExpectation::Pinned(self.id.clone()),
+                );
+                // Peers are dialled by address; the verifier ignores the name (the identity
+                // is the URI SAN).
+                let name = rustls::pki_types::ServerName::IpAddress(
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                );
+                verifier
+                    .verify_server_cert(leaf, intermediates, &name, &[], now)
+                    .map(|_| ())
+            }
+        }
     }
 }
 

@@ -7,7 +7,9 @@ mod svid;
 use std::{fmt, str::FromStr};
 
 pub use pattern::IdPattern;
-pub use svid::{CertSummary, Purpose, SvidError, hex_serial, svid_identity, timestamp};
+pub use svid::{
+    CertSummary, Purpose, SvidError, SvidRules, hex_serial, svid_identity, svid_rules, timestamp,
+};
 
 /// Longest SPIFFE ID implementations must accept (SPIFFE-ID.md §2.3).
 const MAX_ID_BYTES: usize = 2048;

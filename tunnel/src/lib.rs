@@ -9,6 +9,7 @@
 pub mod app;
 pub mod ca;
 pub mod cgroup;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -22,4 +23,6 @@ pub mod mounts;
 pub mod policy;
 pub mod proxy;
 pub mod sys;
+#[cfg(test)]
+mod test_support;
 pub mod tls;

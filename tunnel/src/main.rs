@@ -8,6 +8,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Uninstall(args) => cli::uninstall::run(args),
         Command::Probe(args) => cli::probe::run(args),
+        Command::Check(args) => cli::check::run(args),
         Command::Ca(command) => cli::ca::run(command),
     }
 }

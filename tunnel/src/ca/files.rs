@@ -19,6 +19,8 @@ pub struct CaFiles {
     pub intermediate_cert: PathBuf,
     pub intermediate_key: PathBuf,
     pub bundle: PathBuf,
+    /// The intermediate's CRL, empty at first (`tunnel ca revoke` extends it).
+    pub crl: PathBuf,
 }
 
 /// The files of an issued certificate.
@@ -38,6 +40,7 @@ impl CaFiles {
             intermediate_cert: dir.join("intermediate.pem"),
             intermediate_key: dir.join("intermediate.key"),
             bundle: dir.join("bundle.pem"),
+            crl: dir.join("crl.pem"),
         }
     }
 
@@ -50,6 +53,7 @@ impl CaFiles {
                 &self.intermediate_cert,
                 &self.intermediate_key,
                 &self.bundle,
+                &self.crl,
             ],
             force,
         )

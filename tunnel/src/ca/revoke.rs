@@ -206,6 +206,30 @@ pub fn revoke(options: &RevokeOptions) -> Result<Revocation, CaError> {
     })
 }
 
+/// The CRL of a new CA, listing nothing yet: `tunnel ca init` writes it, so a config can name
+/// it in `crl = [...]` from the first day and `tunnel ca revoke` extends it.
+pub(super) fn empty_crl(
+    issuer: &Issuer<'_, KeyPair>,
+    issuer_der: &[u8],
+    now: OffsetDateTime,
+) -> Result<String, CaError> {
+    let issuer_cert = parse::certificate(issuer_der).map_err(|detail| CaError::Read {
+        path: "intermediate.pem".into(),
+        detail,
+    })?;
+    let params = CertificateRevocationListParams {
+        this_update: now,
+        next_update: next_update(now, DEFAULT_NEXT_UPDATE)?,
+        crl_number: SerialNumber::from_slice(&[1]),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: subject_key_id(&issuer_cert).map_or(KeyIdMethod::Sha256, |id| {
+            KeyIdMethod::PreSpecified(id.to_vec())
+        }),
+    };
+    Ok(params.signed_by(issuer)?.pem()?)
+}
+
 fn next_update(now: OffsetDateTime, after: Duration) -> Result<OffsetDateTime, CaError> {
     let invalid = |why| CaError::InvalidNextUpdate {
         next_update: crate::duration::format(after),

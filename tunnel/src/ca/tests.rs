@@ -211,3 +211,31 @@ fn the_svid_rules_catch_each_broken_leaf() {
         Err(SvidError::InvalidSpiffeId(_))
     ));
 }
+
+#[test]
+fn a_new_ca_has_an_empty_crl_that_revoke_extends() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = new_ca(dir.path());
+    let issued = issue_frontend(dir.path());
+    // Usable in `crl = [...]` from the first day: it loads and revokes nothing.
+    let trust = tls::Trust::load(&ca.bundle, std::slice::from_ref(&ca.crl)).unwrap();
+    let credential = tls::Credential::load(&issued.cert, &issued.key).unwrap();
+    let (leaf, intermediates) = credential.chain();
+    let verifier = tls::SpiffeClientVerifier::new(&trust, "example.org".parse().unwrap()).unwrap();
+    use rustls::server::danger::ClientCertVerifier as _;
+    verifier
+        .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+        .expect("an empty CRL revokes nothing");
+    let revoked = revoke(&RevokeOptions {
+        ca: ca.dir.clone(),
+        cert: issued.cert.clone(),
+        crl: ca.crl.clone(),
+        reason: rcgen::RevocationReason::KeyCompromise,
+        next_update: DEFAULT_NEXT_UPDATE,
+    })
+    .expect("revoke extends the CRL init wrote");
+    assert_eq!(
+        (revoked.entries, revoked.crl_number.to_string()),
+        (1, "2".to_string())
+    );
+}

@@ -19,7 +19,9 @@ use crate::{
     tls::{Credential, provider},
 };
 
-pub(super) struct IssuerState {
+/// An issuer as the daemon holds it (also used by `tunnel check` to issue as the daemon
+/// would).
+pub(crate) struct IssuerState {
     dir: PathBuf,
     ttl: Duration,
     ca: Ca,

@@ -1,103 +1,24 @@
 use std::{sync::Arc, time::Duration};
 
 use rcgen::ExtendedKeyUsagePurpose;
-use tempfile::TempDir;
 
 use super::*;
 use crate::{
     app::wiring,
-    ca::{self, Ca, InitOptions, LeafSpec},
+    ca::LeafSpec,
     config::Config,
+    test_support::{CONFIG, FRONTEND_ID, Fixture, NODE_ID, expired, good},
 };
 
 fn load(config: &Config) -> Result<Credentials, ConfigError> {
     Credentials::load(config, wiring::credentials_spec(config))
 }
 
-const NODE_ID: &str = "spiffe://example.org/node/a";
-const FRONTEND_ID: &str = "spiffe://example.org/frontend";
-
-const CONFIG: &str = r#"
-trust_domain = "example.org"
-trust_bundle = "ca/bundle.pem"
-
-[node]
-spiffe_id = "spiffe://example.org/node/a"
-cert = "node/cert.pem"
-key = "node/key.pem"
-
-[capture]
-cgroup = "/sys/fs/cgroup"
-destinations = ["10.0.0.0/24"]
-
-[[workload]]
-name = "frontend"
-spiffe_id = "spiffe://example.org/frontend"
-cert = "frontend/cert.pem"
-key = "frontend/key.pem"
-cgroup = "/sys/fs/cgroup/frontend"
-"#;
-
-/// A CA in a temp dir, a config beside it, and good certificates for the node and the
-/// workload, each of which a test may replace with a broken one.
-struct Fixture {
-    dir: TempDir,
-    ca: Ca,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        ca::init(&InitOptions {
-            trust_domain: "example.org".parse().unwrap(),
-            out: dir.path().join("ca"),
-            force: false,
-            root_ttl: ca::DEFAULT_ROOT_TTL,
-            intermediate_ttl: ca::DEFAULT_INTERMEDIATE_TTL,
-        })
-        .unwrap();
-        let fixture = Self {
-            ca: Ca::load(&dir.path().join("ca")).unwrap(),
-            dir,
-        };
-        fixture.issue("node", &good(NODE_ID));
-        fixture.issue("frontend", &good(FRONTEND_ID));
-        fixture
-    }
-
-    /// Writes `<dir>/<name>/cert.pem` and `key.pem` as `spec` says.
-    fn issue(&self, name: &str, spec: &LeafSpec) {
-        self.ca
-            .issue(spec, &self.dir.path().join(name), true)
-            .unwrap();
-    }
-
-    fn config(&self) -> Config {
-        Config::parse(CONFIG, &self.dir.path().join("tunnel.toml")).unwrap()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// The refusals as `tunnel run` prints them.
-    fn refusals(&self) -> String {
-        let config = self.config();
-        let credentials = load(&config).unwrap();
-        ConfigError::new(&config.file, credentials.refusals(&config)).to_string()
-    }
-}
-
-fn good(id: &str) -> LeafSpec {
-    LeafSpec::workload(&id.parse().unwrap(), ca::DEFAULT_LEAF_TTL)
-}
-
-/// Valid from two days ago until yesterday.
-fn expired(id: &str) -> LeafSpec {
-    let mut spec = good(id);
-    spec.not_before -= time::Duration::days(2);
-    spec.not_after = spec.not_before + time::Duration::days(1);
-    spec
+/// The refusals as `tunnel run` prints them.
+fn refusals(fixture: &Fixture) -> String {
+    let config = fixture.config();
+    let credentials = load(&config).unwrap();
+    ConfigError::new(&config.file, credentials.refusals(&config)).to_string()
 }
 
 fn line_of(needle: &str) -> usize {
@@ -185,10 +106,10 @@ fn each_unusable_certificate_stops_startup_at_its_key() {
         };
         let prefix = format!(
             "{}:{line}: {key}: {}: {expected}",
-            fixture.path("tunnel.toml"),
-            fixture.path(&format!("{name}/cert.pem"))
+            fixture.path("tunnel.toml").display(),
+            fixture.path(&format!("{name}/cert.pem")).display()
         );
-        let message = fixture.refusals();
+        let message = refusals(&fixture);
         assert!(
             message.starts_with(&prefix) && message.lines().count() == 1,
             "{name} with {spec:?}: expected {prefix:?}, got:\n{message}"
@@ -200,7 +121,7 @@ fn each_unusable_certificate_stops_startup_at_its_key() {
 fn an_expired_node_certificate_says_what_it_breaks() {
     let fixture = Fixture::new();
     fixture.issue("node", &expired(NODE_ID));
-    let message = fixture.refusals();
+    let message = refusals(&fixture);
     assert!(
         message.ends_with("; peers refuse it, so no tunnel to this host can open"),
         "{message}"
@@ -234,12 +155,12 @@ fn every_unreadable_file_is_named_at_once() {
     };
     let lines: Vec<&str> = message.lines().collect();
     assert_eq!(lines.len(), 2, "{message}");
-    let file = fixture.path("tunnel.toml");
+    let file = fixture.path("tunnel.toml").display().to_string();
     assert!(
         lines[0].starts_with(&format!(
             "{file}:{}: node.key: cannot read a private key from {}",
             line_of("key = \"node/key.pem\""),
-            fixture.path("node/key.pem")
+            fixture.path("node/key.pem").display()
         )),
         "{message}"
     );
@@ -247,7 +168,7 @@ fn every_unreadable_file_is_named_at_once() {
         lines[1].starts_with(&format!(
             "{file}:{}: workload[0].cert: {} holds no PEM certificate",
             line_of("cert = \"frontend/cert.pem\""),
-            fixture.path("frontend/cert.pem")
+            fixture.path("frontend/cert.pem").display()
         )),
         "{message}"
     );

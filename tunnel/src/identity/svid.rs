@@ -62,25 +62,46 @@ pub enum SvidError {
 /// Stricter than webpki on one point: webpki accepts a leaf with no EKU extension at all
 /// (RFC 5280), while a leaf here must carry the EKU for its role.
 pub fn svid_identity(leaf_der: &[u8], purpose: Purpose) -> Result<SpiffeId, SvidError> {
+    let rules = svid_rules(leaf_der, purpose)?;
+    // The ID first, then the CA rules, then the EKU: a CA certificate is named as such
+    // whatever the order of its extensions.
+    let id = rules.id?;
+    rules.leaf?;
+    rules.extended_key_usage?;
+    Ok(id)
+}
+
+/// Each X.509-SVID rule judged on its own. [`svid_identity`] stops at the first broken one,
+/// as a peer does; `tunnel check` shows every one at once.
+#[derive(Debug)]
+pub struct SvidRules {
+    /// Exactly one URI SAN, holding a workload SPIFFE ID.
+    pub id: Result<SpiffeId, SvidError>,
+    /// Not a CA, and no certificate- or CRL-signing key usage.
+    pub leaf: Result<(), SvidError>,
+    /// The extended key usage of the role.
+    pub extended_key_usage: Result<(), SvidError>,
+}
+
+/// Every rule of [`svid_identity`] for a leaf; an error only when it does not parse.
+pub fn svid_rules(leaf_der: &[u8], purpose: Purpose) -> Result<SvidRules, SvidError> {
     let (_, cert) =
         X509Certificate::from_der(leaf_der).map_err(|e| SvidError::Unparseable(e.to_string()))?;
     let uris = uri_sans(&cert);
-    let uri = match uris.as_slice() {
-        [] => return Err(SvidError::NoUriSan),
-        [uri] => uri,
-        many => return Err(SvidError::MultipleUriSans(many.len())),
+    let id = match uris.as_slice() {
+        [] => Err(SvidError::NoUriSan),
+        [uri] => uri.parse().map_err(SvidError::InvalidSpiffeId),
+        many => Err(SvidError::MultipleUriSans(many.len())),
     };
-    let id: SpiffeId = uri.parse().map_err(SvidError::InvalidSpiffeId)?;
-    // Checked before key usage so a CA certificate is named as such, whatever the order of
-    // its extensions.
-    if matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
-        return Err(SvidError::LeafIsCa);
-    }
+    let mut leaf = match cert.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => Err(SvidError::LeafIsCa),
+        _ => Ok(()),
+    };
     let mut eku_ok = false;
     for extension in cert.extensions() {
         match extension.parsed_extension() {
             ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() || ku.crl_sign() => {
-                return Err(SvidError::ForbiddenKeyUsage);
+                leaf = leaf.and(Err(SvidError::ForbiddenKeyUsage));
             }
             ParsedExtension::ExtendedKeyUsage(eku) => {
                 eku_ok = match purpose {
@@ -91,10 +112,16 @@ pub fn svid_identity(leaf_der: &[u8], purpose: Purpose) -> Result<SpiffeId, Svid
             _ => {}
         }
     }
-    if !eku_ok {
-        return Err(SvidError::MissingExtendedKeyUsage(purpose));
-    }
-    Ok(id)
+    let extended_key_usage = if eku_ok {
+        Ok(())
+    } else {
+        Err(SvidError::MissingExtendedKeyUsage(purpose))
+    };
+    Ok(SvidRules {
+        id,
+        leaf,
+        extended_key_usage,
+    })
 }
 
 fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {

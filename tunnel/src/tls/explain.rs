@@ -592,7 +592,7 @@ fn time(at: UnixTime) -> String {
 }
 
 /// Roughly how long, in the two largest units: `2d 3h`, `5m 10s`.
-fn span(seconds: u64) -> String {
+pub(crate) fn span(seconds: u64) -> String {
     let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
     let Some(first) = units.iter().position(|(_, size)| seconds >= *size) else {
         return "0s".into();

@@ -222,7 +222,10 @@ impl fmt::Display for CertificateProblem {
     }
 }
 
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
+/// Every certificate of a PEM file, in order (at least one).
+pub(crate) fn read_certificates(
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| MaterialError::ReadCertificates {
