@@ -157,7 +157,7 @@ impl Bed {
 
     /// A caller fault: the probe fails and says what the peer answered, B logs the reason,
     /// `tunnel check` names the fault and the file.
-    fn assert_refused(&self, fault: &CallerFault) {
+    fn assert_refused(&self, fault: &CallerFault<'_>) {
         println!("==== {}", fault.case);
         let config = self.a_config(fault.case);
         let b_lines = self.b.logs().lines().count();
@@ -189,11 +189,19 @@ impl Bed {
         needles.extend(fault.b_says);
         let line = self.wait_for_b_line(b_lines, &needles);
         println!("B: {}", line.trim());
-        for words in fault.b_must_not_say {
+        for words in fault.must_not_say {
             assert!(!line.contains(words), "{}: {words:?} in {line}", fault.case);
         }
+        let check = format!("workload frontend: {}", fault.check);
         let cert = self.file(fault.case, "cert.pem");
-        assert_check_names_fault(&self.a.host, &config, &cert, fault.check_says);
+        let message = assert_check_fails(&self.a.host, &config, &check, &cert, fault.check_says);
+        for words in fault.must_not_say {
+            assert!(
+                !message.contains(words),
+                "{}: {words:?} in {message}",
+                fault.case
+            );
+        }
     }
 
     /// A line of B's log after its first `skip` lines with every one of `needles`.
@@ -243,18 +251,20 @@ fn host_config(testbed: &Testbed, pki: &Path, example: &str, label: &str, node: 
 }
 
 /// A certificate fault of the caller (`frontend` on host A), and what each side says.
-struct CallerFault {
+struct CallerFault<'a> {
     /// mkpki.py's directory of the faulty certificate.
-    case: &'static str,
+    case: &'a str,
     /// In the probe's output: the peer's alert in words, and what the probe itself finds
     /// wrong with the certificate.
-    probe_says: &'static [&'static str],
+    probe_says: &'a [&'a str],
     /// In B's `refused tunnel connection` line.
-    b_says: &'static [&'static str],
-    /// Not in B's line.
-    b_must_not_say: &'static [&'static str],
-    /// In the message of a failed check of `tunnel check`.
-    check_says: &'static [&'static str],
+    b_says: &'a [&'a str],
+    /// Neither in B's line nor in the check's message.
+    must_not_say: &'a [&'a str],
+    /// The check of `tunnel check` on A's config that fails (`workload frontend: <check>`),
+    /// naming the certificate file and these words.
+    check: &'a str,
+    check_says: &'a [&'a str],
 }
 
 /// What a caller hears of a refused date: the same alert for expired and not yet valid.
@@ -286,8 +296,9 @@ fn certificates_outside_their_validity_are_refused() {
             "after the check at",
             "clock skew suspected: the issuer's clock and this host's disagree; check NTP on both",
         ],
-        b_must_not_say: &[],
-        check_says: &["not valid"],
+        must_not_say: &[],
+        check: "validity",
+        check_says: &["is not valid for another", "clock skew suspected"],
     });
     bed.assert_refused(&CallerFault {
         case: "not-yet-valid",
@@ -300,8 +311,9 @@ fn certificates_outside_their_validity_are_refused() {
             "after the check at",
             "check both clocks, or wait for its validity to start",
         ],
-        b_must_not_say: &["clock skew"],
-        check_says: &["not valid"],
+        must_not_say: &["clock skew"],
+        check: "validity",
+        check_says: &["is not valid for another"],
     });
     bed.assert_refused(&CallerFault {
         case: "expired",
@@ -314,8 +326,9 @@ fn certificates_outside_their_validity_are_refused() {
             "before the check at",
             "renew it, or check this host's clock",
         ],
-        b_must_not_say: &[],
-        check_says: &["expired"],
+        must_not_say: &[],
+        check: "validity",
+        check_says: &["expired", "ago (not after"],
     });
 }
 
@@ -325,23 +338,27 @@ fn chains_that_do_not_lead_to_the_bundle_are_refused() {
     bed.start_b();
     bed.assert_good_setup_works();
     // B words both the same: webpki reports an unknown issuer whether the CA is foreign or
-    // its intermediate was not sent.
-    const UNKNOWN_ISSUER: &str =
+    // its intermediate was not sent. `tunnel check` tells them apart.
+    let unknown_issuer =
         "TLS: the certificate was not issued by a CA in the trust bundle (unknown issuer)";
     bed.assert_refused(&CallerFault {
         case: "other-ca",
         probe_says: &[UNKNOWN_CA_ALERT],
-        b_says: &[UNKNOWN_ISSUER],
-        b_must_not_say: &[],
-        check_says: &["issuer"],
+        b_says: &[unknown_issuer],
+        must_not_say: &[],
+        check: "chain",
+        check_says: &["peers refuse it", "unknown issuer"],
     });
     bed.after_the_refusal_log_interval();
     bed.assert_refused(&CallerFault {
         case: "missing-intermediate",
         probe_says: &[UNKNOWN_CA_ALERT],
-        b_says: &[UNKNOWN_ISSUER],
-        b_must_not_say: &[],
-        check_says: &["intermediate"],
+        b_says: &[unknown_issuer],
+        must_not_say: &[],
+        check: "chain",
+        check_says: &[
+            "missing intermediate: the leaf was issued by CN=tunnel test intermediate CA",
+        ],
     });
 }
 
@@ -362,8 +379,9 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 "TLS: the certificate is not valid for this use: clientAuth is required, \
                        it allows serverAuth",
             ],
-            b_must_not_say: &[],
-            check_says: &["clientAuth"],
+            must_not_say: &[],
+            check: "EKU",
+            check_says: &["has no clientAuth extended key usage (it has: serverAuth)"],
         },
         CallerFault {
             case: "ca-leaf",
@@ -376,8 +394,9 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 "TLS: the certificate is a CA certificate (basicConstraints cA=true), not \
                        a leaf",
             ],
-            b_must_not_say: &[],
-            check_says: &["CA certificate"],
+            must_not_say: &[],
+            check: "leaf",
+            check_says: &["the certificate is a CA certificate (basicConstraints cA=true)"],
         },
         CallerFault {
             case: "no-uri-san",
@@ -386,8 +405,9 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 "warning: our certificate: the certificate has no URI SAN",
             ],
             b_says: &["TLS: not an X.509-SVID: the certificate has no URI SAN"],
-            b_must_not_say: &[],
-            check_says: &["no URI SAN"],
+            must_not_say: &[],
+            check: "SPIFFE ID",
+            check_says: &["the certificate has no URI SAN"],
         },
         CallerFault {
             case: "two-uri-sans",
@@ -396,8 +416,12 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 "warning: our certificate: the certificate has 2 URI SANs",
             ],
             b_says: &["TLS: not an X.509-SVID: the certificate has 2 URI SANs"],
-            b_must_not_say: &[],
-            check_says: &["2 URI SANs"],
+            must_not_say: &[],
+            check: "SPIFFE ID",
+            check_says: &[
+                "the certificate has 2 URI SANs (spiffe://example.org/frontend, \
+                 spiffe://example.org/second)",
+            ],
         },
         CallerFault {
             case: "foreign-domain",
@@ -406,8 +430,9 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 "warning: our certificate: the certificate is for spiffe://other.org/frontend",
             ],
             b_says: &["TLS: spiffe://other.org/frontend is outside the trust domain example.org"],
-            b_must_not_say: &[],
-            check_says: &["spiffe://other.org/frontend"],
+            must_not_say: &[],
+            check: "SPIFFE ID",
+            check_says: &["spiffe://other.org/frontend is outside the trust domain example.org"],
         },
     ] {
         bed.assert_refused(&fault);
@@ -415,28 +440,39 @@ fn certificates_that_break_the_svid_rules_are_refused() {
 }
 
 // B's refusal of a revoked chain says only "revoked": not the serial, nor whether the leaf
-// or an intermediate is listed (that is said when a CRL cuts a live connection, see
-// lifecycle.rs). What is pinned here is what the daemon prints.
+// or an intermediate is listed (a CRL cutting a live connection says both, see
+// lifecycle.rs). `tunnel check` names the serial and which certificate it is.
 #[test]
 fn revoked_certificates_and_chains_are_refused() {
     let mut bed = Bed::new("cert-revoked");
     bed.start_b();
     bed.assert_good_setup_works();
-    const REVOKED: &str = "TLS: the certificate has been revoked";
+    let revoked = "TLS: the certificate has been revoked";
+    let serial = |case| {
+        let file = bed.file(case, "revoked-serial");
+        fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    };
+    let leaf = format!("serial {} (the leaf) revoked at", serial("revoked-leaf"));
     bed.assert_refused(&CallerFault {
         case: "revoked-leaf",
         probe_says: &[REVOKED_ALERT],
-        b_says: &[REVOKED],
-        b_must_not_say: &[],
-        check_says: &["revoked"],
+        b_says: &[revoked],
+        must_not_say: &[],
+        check: "revocation",
+        check_says: &[&leaf, "KeyCompromise"],
     });
     bed.after_the_refusal_log_interval();
+    let intermediate = format!(
+        "serial {} (an intermediate CA of its chain) revoked at",
+        serial("revoked-intermediate")
+    );
     bed.assert_refused(&CallerFault {
         case: "revoked-intermediate",
         probe_says: &[REVOKED_ALERT],
-        b_says: &[REVOKED],
-        b_must_not_say: &[],
-        check_says: &["revoked"],
+        b_says: &[revoked],
+        must_not_say: &[],
+        check: "revocation",
+        check_says: &[&intermediate, "CaCompromise"],
     });
 }
 
@@ -466,11 +502,12 @@ fn a_daemon_does_not_start_with_a_key_of_another_certificate_or_a_node_without_s
         probe.stderr
     );
     assert_names(&probe.stderr, &says);
-    assert_check_names_fault(
+    assert_check_fails(
         &bed.a.host,
         &a_config,
+        "workload frontend: key",
         Path::new(&key),
-        &["does not belong"],
+        &["does not belong to the certificate in ", &cert],
     );
 
     // B's node certificate without serverAuth: no caller would accept it.
@@ -479,7 +516,13 @@ fn a_daemon_does_not_start_with_a_key_of_another_certificate_or_a_node_without_s
     let says = "the certificate has no serverAuth extended key usage";
     let run = run_refused(&bed.testbed, &bed.b.host, "b", &b_config);
     assert_names(&run, &["node.cert: ", &cert.display().to_string(), says]);
-    assert_check_names_fault(&bed.b.host, &b_config, &cert, &["serverAuth"]);
+    assert_check_fails(
+        &bed.b.host,
+        &b_config,
+        "node: EKU",
+        &cert,
+        &["has no serverAuth extended key usage (it has: clientAuth)"],
+    );
 }
 
 /// `tunnel run` with `config`, which must refuse to start (exit 64); its stderr.
@@ -510,10 +553,6 @@ fn assert_names(text: &str, words: &[&str]) {
     );
 }
 
-// `tunnel check`: written before the command reached this branch (it is developed on branch
-// `check`). Until it has, these helpers say so and assert nothing; once `tunnel check` is a
-// command of the binary under test, they hold it to what the tests above expect.
-
 /// One check of `tunnel check --json`.
 #[derive(Debug)]
 struct Check {
@@ -524,26 +563,25 @@ struct Check {
     hint: String,
 }
 
-/// `tunnel check --config <config> --json` on `host`: its exit code and checks, or `None`
-/// when this build has no `tunnel check`.
-fn tunnel_check(host: &Host, config: &Path) -> Option<(Option<i32>, Vec<Check>)> {
+/// `tunnel check --config <config> --json` on `host`: its exit code and checks.
+fn tunnel_check(host: &Host, config: &Path) -> (Option<i32>, Vec<Check>) {
     let out = host
         .command(TUNNEL)
         .args(["check", "--json", "--config"])
         .arg(config)
         .output(SHORT);
-    if out.status.code() == Some(2) && out.stderr.contains("unrecognized subcommand 'check'") {
-        println!("check: SKIPPED, `tunnel check` is not in this build yet");
-        return None;
-    }
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "tunnel check --json printed no JSON ({e}):\n{}{}",
             out.stdout, out.stderr
         )
     });
-    let text =
-        |value: &serde_json::Value, key: &str| value[key].as_str().unwrap_or_default().to_string();
+    let text = |value: &serde_json::Value, key: &str| {
+        value[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string {key:?} in {value}"))
+            .to_string()
+    };
     let checks: Vec<Check> = json["checks"]
         .as_array()
         .unwrap_or_else(|| panic!("no \"checks\" array in {json}"))
@@ -553,7 +591,8 @@ fn tunnel_check(host: &Host, config: &Path) -> Option<(Option<i32>, Vec<Check>)>
             check: text(c, "check"),
             status: text(c, "status"),
             message: text(c, "message"),
-            hint: text(c, "hint"),
+            // null when there is nothing to do
+            hint: c["hint"].as_str().unwrap_or_default().to_string(),
         })
         .collect();
     let count = |status: &str| checks.iter().filter(|c| c.status == status).count() as u64;
@@ -564,14 +603,13 @@ fn tunnel_check(host: &Host, config: &Path) -> Option<(Option<i32>, Vec<Check>)>
             "the {status:?} count must match the checks: {json}"
         );
     }
-    Some((out.status.code(), checks))
+    (out.status.code(), checks)
 }
 
 /// `tunnel check` finds nothing to fail in `config`.
 fn assert_check_passes(host: &Host, config: &Path) {
-    let Some((code, checks)) = tunnel_check(host, config) else {
-        return;
-    };
+    let (code, checks) = tunnel_check(host, config);
+    print_not_ok(&checks);
     let failed: Vec<&Check> = checks.iter().filter(|c| c.status == "fail").collect();
     assert!(
         failed.is_empty() && code == Some(0),
@@ -580,27 +618,43 @@ fn assert_check_passes(host: &Host, config: &Path) {
     );
 }
 
-/// `tunnel check` fails `config` (exit 1) with a check whose message names `file` and has
-/// every one of `words`.
-fn assert_check_names_fault(host: &Host, config: &Path, file: &Path, words: &[&str]) {
-    let Some((code, checks)) = tunnel_check(host, config) else {
-        return;
-    };
-    let file = file.display().to_string();
-    let found = checks.iter().find(|c| {
-        c.status == "fail"
-            && c.message.contains(&file)
-            && words.iter().all(|w| c.message.contains(w))
-    });
-    match found {
-        Some(c) => println!(
-            "check: fail [{}] {}: {} (hint: {})",
-            c.section, c.check, c.message, c.hint
-        ),
-        None => panic!(
-            "tunnel check: no failed check naming {file} and {words:?} in {}: {checks:#?}",
-            config.display()
-        ),
-    }
+/// `tunnel check` fails `config` (exit 1), and its check `check` fails with a message that
+/// names `file` and has every one of `words`; the message.
+fn assert_check_fails(
+    host: &Host,
+    config: &Path,
+    check: &str,
+    file: &Path,
+    words: &[&str],
+) -> String {
+    let (code, checks) = tunnel_check(host, config);
+    print_not_ok(&checks);
     assert_eq!(code, Some(1), "tunnel check exits 1 on a failed check");
+    let file = file.display().to_string();
+    let found = checks
+        .iter()
+        .find(|c| c.check == check && c.status == "fail");
+    let Some(found) = found else {
+        panic!(
+            "tunnel check of {}: no failed check {check:?}: {checks:#?}",
+            config.display()
+        );
+    };
+    for words in std::iter::once(file.as_str()).chain(words.iter().copied()) {
+        assert!(
+            found.message.contains(words),
+            "tunnel check {check:?} must say {words:?}: {}",
+            found.message
+        );
+    }
+    found.message.clone()
+}
+
+fn print_not_ok(checks: &[Check]) {
+    for c in checks.iter().filter(|c| c.status != "ok") {
+        println!(
+            "check: {} [{}] {}: {} (hint: {})",
+            c.status, c.section, c.check, c.message, c.hint
+        );
+    }
 }

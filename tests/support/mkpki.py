@@ -11,6 +11,7 @@ Writes, in DIR:
   crl-root.pem                CRL of the root: revokes revoked-intermediate's CA (cACompromise)
   <case>/cert.pem             leaf then its intermediate (PEM)
   <case>/key.pem              the leaf's key (PKCS#8 PEM)
+  revoked-*/revoked-serial    the serial the CRL lists, in hex as openssl prints it
 
 The cases are the good certificates (node-host-a, node-host-b, frontend, orders) and one
 faulty certificate per entry of FAULTS. Prints nothing but errors.
@@ -225,6 +226,11 @@ class Pki:
         self.revoked_leaf = leaf(self.inter)
 
 
+def hex_serial(cert):
+    text = format(cert.serial_number, "X")
+    return text.rjust(len(text) + len(text) % 2, "0").encode()
+
+
 def pem(thing):
     return thing.public_bytes(serialization.Encoding.PEM)
 
@@ -252,6 +258,9 @@ def main(out):
         write_case(out, name, *issued(pki, path=path))
     for name, fault in FAULTS.items():
         write_case(out, name, *fault(pki))
+    write(os.path.join(out, "revoked-leaf", "revoked-serial"), hex_serial(pki.revoked_leaf[0]))
+    write(os.path.join(out, "revoked-intermediate", "revoked-serial"),
+          hex_serial(pki.revoked_inter.cert))
     key_compromise = x509.ReasonFlags.key_compromise
     ca_compromise = x509.ReasonFlags.ca_compromise
     write(os.path.join(out, "crl-intermediate.pem"),
