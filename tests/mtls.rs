@@ -253,7 +253,8 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
     cases.push(("foreign-ca", "issued by another CA than the trust bundle's"));
     cases.push((
         "intruder",
-        "policy: no allow rule of workload \"orders\" matches spiffe://example.org/intruder",
+        "no policy allows spiffe://example.org/intruder to reach orders (10.0.0.2:8080): no allow \
+         rule of workload \"orders\" matches spiffe://example.org/intruder",
     ));
     for (workload, b_says) in cases {
         let out = pair.a.probe(
