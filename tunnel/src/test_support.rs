@@ -1,8 +1,13 @@
-//! A config directory for tests of what the daemon and `tunnel check` make of certificates:
-//! a CA made by `tunnel ca init`, a config beside it, and good certificates for the node and
-//! one workload, which each test may replace with a broken one.
+//! What unit and in-process tests share: a log capture ([`Logs`]), and a config directory
+//! for tests of what the daemon and `tunnel check` make of certificates (a CA made by
+//! `tunnel ca init`, a config beside it, and good certificates for the node and one
+//! workload, which each test may replace with a broken one).
+
+mod logs;
 
 use std::path::{Path, PathBuf};
+
+pub use logs::Logs;
 
 use tempfile::TempDir;
 

@@ -646,3 +646,89 @@ fn proxy_protocol_ports_must_be_the_workloads_own() {
         "{message}"
     );
 }
+
+#[test]
+fn a_certificate_comes_from_files_or_from_an_issuer_never_half_of_either() {
+    let frontend_files =
+        "cert = \"/etc/tunnel/frontend/cert.pem\"\nkey = \"/etc/tunnel/frontend/key.pem\"";
+    let issuer = parse(&CONTRACT.replacen(
+        frontend_files,
+        "issuer = \"/etc/tunnel/ca\"\nttl = \"30m\"",
+        1,
+    ))
+    .expect("issuer + ttl instead of cert + key");
+    match &issuer.workloads[0].credential {
+        CertSource::Issuer { dir, ttl } => {
+            assert_eq!(dir.value, Path::new("/etc/tunnel/ca"));
+            assert_eq!(*ttl, Duration::from_secs(1800));
+        }
+        other => panic!("{other:?}"),
+    }
+    let default_ttl = parse(&CONTRACT.replacen(frontend_files, "issuer = \"/etc/tunnel/ca\"", 1))
+        .expect("issuer alone");
+    assert!(matches!(
+        default_ttl.workloads[0].credential,
+        CertSource::Issuer { ttl, .. } if ttl == DEFAULT_ISSUED_TTL
+    ));
+    for (replacement, key, expected) in [
+        (
+            "cert = \"/etc/tunnel/frontend/cert.pem\"",
+            "workload[0]",
+            "`cert` is set but `key` is missing",
+        ),
+        (
+            "key = \"/etc/tunnel/frontend/key.pem\"",
+            "workload[0]",
+            "`key` is set but `cert` is missing",
+        ),
+        (
+            "issuer = \"/etc/tunnel/ca\"\ncert = \"/etc/tunnel/frontend/cert.pem\"\nkey = \"/k.pem\"",
+            "workload[0].issuer",
+            "not both",
+        ),
+        (
+            "cert = \"/c.pem\"\nkey = \"/k.pem\"\nttl = \"1h\"",
+            "workload[0].ttl",
+            "ttl applies to certificates the daemon issues itself",
+        ),
+        (
+            "issuer = \"/etc/tunnel/ca\"\nttl = \"5s\"",
+            "workload[0].ttl",
+            "at least 10s",
+        ),
+        (
+            "",
+            "workload[0]",
+            "no certificate: set `cert` and `key`, or `issuer`",
+        ),
+    ] {
+        let message = parse(&CONTRACT.replacen(frontend_files, replacement, 1))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message
+                .lines()
+                .any(|l| l.contains(&format!(": {key}: ")) && l.contains(expected)),
+            "{replacement:?}: expected {key}: {expected:?}, got:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn crl_files_are_relative_to_the_config() {
+    let config = parse(&CONTRACT.replacen(
+        "mode = \"strict\"",
+        "crl = [\"ca/crl.pem\", \"/srv/root-crl.der\"]\nmode = \"strict\"",
+        1,
+    ))
+    .unwrap();
+    let files: Vec<&Path> = config.crl.iter().map(|c| c.value.as_path()).collect();
+    assert_eq!(
+        files,
+        [
+            Path::new("/etc/tunnel/ca/crl.pem"),
+            Path::new("/srv/root-crl.der")
+        ]
+    );
+    assert_eq!(config.crl[1].site.key, "crl[1]");
+}

@@ -7,7 +7,7 @@ use crate::{
     app::wiring,
     ca::LeafSpec,
     config::Config,
-    test_support::{CONFIG, FRONTEND_ID, Fixture, NODE_ID, expired, good},
+    test_support::{CONFIG, FRONTEND_ID, Fixture, Logs, NODE_ID, expired, good},
 };
 
 fn load(config: &Config) -> Result<Credentials, ConfigError> {
@@ -296,4 +296,62 @@ async fn an_issued_certificate_is_renewed_at_about_half_its_lifetime() {
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert_ne!(frontend_serial(&credentials), second, "and again");
     renewals.abort();
+}
+
+#[test]
+fn the_node_may_issue_its_own_certificate_too() {
+    let text = CONFIG.replace(
+        "cert = \"node/cert.pem\"\nkey = \"node/key.pem\"",
+        "issuer = \"ca\"\nttl = \"1h\"",
+    );
+    let fixture = Fixture::with_config(&text);
+    let config = fixture.config();
+    let credentials = load(&config).unwrap();
+    assert!(
+        credentials.refusals(&config).is_empty(),
+        "{:?}",
+        credentials.refusals(&config)
+    );
+    let node = credentials.current().node.clone();
+    assert_eq!(node.leaf.uris, vec![NODE_ID.to_string()]);
+    assert_eq!(
+        node.leaf.not_after - node.leaf.not_before,
+        3600 + 300,
+        "1 h, backdated 5 min"
+    );
+}
+
+#[tokio::test]
+async fn the_expiry_watch_warns_once_past_two_thirds_and_says_when_it_has_expired() {
+    let logs = Logs::capture();
+    let fixture = Fixture::new();
+    // Three seconds of life, two of them gone: past 2/3 now, expired a second from now.
+    let now = time::OffsetDateTime::now_utc();
+    let mut spec = good(FRONTEND_ID);
+    spec.not_before = now - time::Duration::seconds(2);
+    spec.not_after = now + time::Duration::seconds(1);
+    fixture.issue("frontend", &spec);
+    let credentials = Arc::new(load(&fixture.config()).unwrap());
+    let watch = tokio::spawn(credentials.clone().watch_expiry());
+    let warned = logs
+        .wait_for("past 2/3 of its lifetime", Duration::from_secs(2))
+        .await;
+    assert!(warned.contains("owner=workload \"frontend\""), "{warned}");
+    let expired = logs
+        .wait_for("certificate has expired", Duration::from_secs(4))
+        .await;
+    println!("{warned}\n{expired}");
+    assert!(expired.contains("ERROR"), "{expired}");
+    assert_eq!(
+        logs.lines_with("past 2/3").len(),
+        1,
+        "said once:\n{}",
+        logs.text()
+    );
+    assert!(
+        logs.lines_with("past 2/3")
+            .iter()
+            .all(|l| !l.contains("node"))
+    );
+    watch.abort();
 }

@@ -3,7 +3,6 @@
 //! them, workload servers, raw HBONE clients, a relay that can be frozen, and a log capture.
 
 mod clients;
-mod logs;
 mod servers;
 
 use std::{
@@ -13,9 +12,9 @@ use std::{
     time::Duration,
 };
 
+pub use crate::test_support::Logs;
 use bytes::Bytes;
 pub use clients::{Ended, H2Client, connect_from, echo_round_trip, request, wait_end};
-pub use logs::Logs;
 use rustls::sign::CertifiedKey;
 pub use servers::{Echo, Relay, Silent};
 use tokio::{sync::watch, task::JoinHandle};

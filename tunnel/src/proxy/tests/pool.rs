@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::kit::{Daemon, Kit, Logs, Relay, Silent, echo_round_trip, limits, pool_settings};
+use super::kit::{Daemon, Kit, Logs, NODE, Relay, Silent, echo_round_trip, limits, pool_settings};
 use crate::{
     errors,
     proxy::{
@@ -375,4 +375,41 @@ async fn an_open_on_a_pooled_connection_that_went_silent_is_retried_within_the_c
         gave_up < connect_timeout * 2 + Duration::from_millis(500),
         "an unanswered CONNECT, then one timed-out dial: {gave_up:?}"
     );
+}
+
+#[tokio::test]
+async fn a_connection_ends_with_its_streams_when_a_certificate_on_it_expires() {
+    let logs = Logs::capture();
+    let kit = Kit::new().await;
+    // The node presents a certificate that expires in about two seconds.
+    let spec = crate::ca::LeafSpec::workload(&NODE.parse().unwrap(), Duration::from_secs(2));
+    let node = kit.pki.issue_spec(&spec, "short-lived-node");
+    let mut inputs = kit.inputs(limits());
+    kit.present_node(&mut inputs, &node);
+    let daemon = Daemon::start(inputs);
+    let pool = Pool::following(pool_settings(), Some(kit.credentials.subscribe()));
+    let mut stream = kit
+        .open(&pool, daemon.addr)
+        .await
+        .expect("open while valid");
+    echo_round_trip(&mut stream.send, &mut stream.recv).await;
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(6), async {
+        while let Some(Ok(_)) = stream.recv.data().await {}
+    })
+    .await;
+    println!(
+        "the stream ended {:?} after its last echo",
+        started.elapsed()
+    );
+    assert!(ended.is_ok(), "the stream outlived the node certificate");
+    let closed = logs
+        .wait_for("closed with its streams", Duration::from_secs(1))
+        .await;
+    println!("{closed}");
+    assert!(closed.contains("expired at"), "{closed}");
+    // A new connection is refused: the node's certificate is no longer valid.
+    let error = kit.open(&pool, daemon.addr).await.err().expect("refused");
+    println!("then: {error}");
+    assert!(matches!(error, PoolError::Handshake { .. }), "{error}");
 }
