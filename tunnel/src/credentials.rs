@@ -11,31 +11,31 @@
 
 pub mod expiry;
 pub(crate) mod issued;
+mod judge;
 pub mod lifetime;
 mod snapshot;
+mod source;
 
 use std::{
     collections::HashMap,
     fmt,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
-use rustls::{
-    client::danger::ServerCertVerifier as _,
-    pki_types::{CertificateDer, UnixTime},
-    server::danger::ClientCertVerifier as _,
-};
+pub(crate) use judge::PeerVerdict;
+use judge::{judge, refusal};
 pub use snapshot::{ClientTls, Snapshot, Spec};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
+use source::{Source, read_files, trust_files};
+
 use crate::{
-    config::{CertSource, Config, ConfigError, Problem},
+    config::{Config, ConfigError, Problem},
     errors,
-    identity::{Purpose, SpiffeId, TrustDomain, timestamp},
-    tls::{self, CertificateProblem, Credential, MaterialError, PeerExpectation, Trust},
+    identity::{Purpose, SpiffeId, timestamp},
+    tls::{CertificateProblem, Credential, MaterialError, Trust},
 };
 
 /// Whose certificate: the node's (presented to callers) or a workload's (presented to peers).
@@ -52,19 +52,6 @@ impl fmt::Display for Owner {
             Self::Workload(name) => write!(f, "workload {name:?}"),
         }
     }
-}
-
-/// One configured certificate and what the last attempt to read it saw.
-struct Source {
-    owner: Owner,
-    id: SpiffeId,
-    purpose: Purpose,
-    config: CertSource,
-    /// The files' bytes at the last attempt, good or not: an event that changed nothing
-    /// reloads nothing, and a broken file is tried again only once it changes.
-    seen: Vec<u8>,
-    /// For `issuer` sources: the CA and the renewal schedule.
-    issuer: Option<issued::IssuerState>,
 }
 
 struct State {
@@ -351,122 +338,6 @@ impl Credentials {
     }
 }
 
-impl Source {
-    fn new(owner: Owner, id: SpiffeId, purpose: Purpose, config: CertSource) -> Self {
-        Self {
-            owner,
-            id,
-            purpose,
-            config,
-            seen: Vec::new(),
-            issuer: None,
-        }
-    }
-
-    /// The first load, at start: problems at the config key that names the file.
-    fn first_load(&mut self) -> Result<Credential, Problem> {
-        match &self.config {
-            CertSource::Files { cert, key } => {
-                Credential::load(&cert.value, &key.value).map_err(|e| {
-                    let site = match e {
-                        MaterialError::ReadKey { .. } | MaterialError::UnsupportedKey { .. } => {
-                            &key.site
-                        }
-                        _ => &cert.site,
-                    };
-                    Problem::at(site, errors::chain(&e))
-                })
-            }
-            CertSource::Issuer { dir, ttl } => {
-                let mut issuer = issued::IssuerState::load(&dir.value, *ttl)
-                    .map_err(|e| Problem::at(&dir.site, e))?;
-                let credential = issuer
-                    .issue(&self.id)
-                    .map_err(|e| Problem::at(&dir.site, e))?;
-                self.issuer = Some(issuer);
-                Ok(credential)
-            }
-        }
-    }
-
-    /// The certificate and key files again (a `cert` + `key` source).
-    fn read_files(&self) -> Result<Credential, String> {
-        match &self.config {
-            CertSource::Files { cert, key } => {
-                Credential::load(&cert.value, &key.value).map_err(|e| errors::chain(&e))
-            }
-            CertSource::Issuer { .. } => unreachable!("issuer sources are issued, not read"),
-        }
-    }
-}
-
-/// Whether `credential` may replace the one in force: what a peer checks, checked first. The
-/// chain goes through the same verifier a peer of ours would use (chain to the bundle, CRLs,
-/// validity, EKU, the SPIFFE rules), then the identity must be the configured one.
-fn judge(
-    credential: &Credential,
-    id: &SpiffeId,
-    purpose: Purpose,
-    trust: &Trust,
-    spec: &Spec,
-) -> Result<(), String> {
-    let (leaf, intermediates) = credential.chain();
-    let peers = PeerVerdict {
-        trust,
-        trust_domain: &spec.trust_domain,
-        id,
-        purpose,
-    };
-    peers
-        .verify(leaf, intermediates, UnixTime::now())
-        .map_err(|e| tls::explain(&e))?;
-    match credential.problems(id, purpose).into_iter().next() {
-        Some(problem) => Err(problem.to_string()),
-        None => Ok(()),
-    }
-}
-
-/// What a peer of ours decides about a certificate presented as `id` in the role `purpose`:
-/// the daemon's own verifiers, built from the same trust (bundle and CRLs). A node is judged
-/// as a caller pinning exactly its identity would judge it.
-pub(crate) struct PeerVerdict<'a> {
-    pub trust: &'a Trust,
-    pub trust_domain: &'a TrustDomain,
-    pub id: &'a SpiffeId,
-    pub purpose: Purpose,
-}
-
-impl PeerVerdict<'_> {
-    pub fn verify(
-        &self,
-        leaf: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        match self.purpose {
-            Purpose::ClientAuth => {
-                tls::SpiffeClientVerifier::new(self.trust, self.trust_domain.clone())
-                    .and_then(|v| v.verify_client_cert(leaf, intermediates, now).map(|_| ()))
-            }
-            Purpose::ServerAuth => {
-                let verifier = tls::SpiffeServerVerifier::new(
-                    self.trust,
-                    self.trust_domain.clone(),
-                    PeerExpectation::Pinned(self.id.clone()),
-                );
-                // Peers are dialled by address; the verifier ignores the name (the identity
-                // is the URI SAN).
-                let name = rustls::pki_types::ServerName::IpAddress(
-                    std::net::Ipv4Addr::UNSPECIFIED.into(),
-                );
-                verifier
-                    .verify_server_cert(leaf, intermediates, &name, &[], now)
-                    .map(|_| ())
-            }
-        }
-    }
-}
-
 fn log_replaced(owner: &Owner, old: &Credential, new: &Credential, trigger: &str) {
     info!(
         trigger, %owner,
@@ -484,47 +355,6 @@ fn describe(credential: &Credential) -> String {
         timestamp(credential.leaf.not_after)
     )
 }
-
-/// A certificate problem that stops startup, said at the key of the certificate's source.
-fn refusal(source: &CertSource, problem: &CertificateProblem, who: &str) -> Problem {
-    let origin = source.origin();
-    let message = match problem {
-        CertificateProblem::OtherIdentity { found, expected } => {
-            format!("{origin}: the certificate is for {found}, but {who} is {expected}")
-        }
-        // Only the node's validity stops startup.
-        CertificateProblem::Validity(text) => {
-            format!("{origin}: {text}; peers refuse it, so no tunnel to this host can open")
-        }
-        CertificateProblem::NotSvid(e) => format!("{origin}: {e}"),
-    };
-    Problem::at(source.site(), message)
-}
-
-fn trust_files(bundle: &std::path::Path, crls: &[PathBuf]) -> Vec<PathBuf> {
-    std::iter::once(bundle.to_path_buf())
-        .chain(crls.iter().cloned())
-        .collect()
-}
-
-/// The files' bytes, each behind its length (an unreadable file reads as a marker), to tell
-/// a change from an event that changed nothing.
-fn read_files(files: &[PathBuf]) -> Vec<u8> {
-    let mut all = Vec::new();
-    for file in files {
-        match std::fs::read(file) {
-            Ok(bytes) => {
-                all.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-                all.extend_from_slice(&bytes);
-            }
-            Err(_) => all.extend_from_slice(&u64::MAX.to_le_bytes()),
-        }
-    }
-    all
-}
-
-/// Backoff of a failed renewal: doubles from one second, at most a minute.
-const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use std::{
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::{Credentials, Owner, RENEW_RETRY_MAX, judge, log_replaced};
+use super::{Credentials, Owner, judge::judge, log_replaced};
 use crate::{
     ca::{Ca, LeafSpec},
     identity::{SpiffeId, timestamp},
@@ -21,6 +21,9 @@ use crate::{
 
 /// An issuer as the daemon holds it (also used by `tunnel check` to issue as the daemon
 /// would).
+/// Backoff of a failed renewal: doubles from one second, at most a minute.
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
+
 pub(crate) struct IssuerState {
     dir: PathBuf,
     ttl: Duration,
