@@ -193,8 +193,9 @@ pub fn hex_serial(bytes: &[u8]) -> String {
     trimmed.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+/// Rounded as every other message says a span ("23h 59m", not "86399s").
 fn ago(seconds: i64) -> String {
-    crate::duration::format(std::time::Duration::from_secs(seconds.unsigned_abs()))
+    crate::tls::span(seconds.unsigned_abs())
 }
 
 /// RFC 3339 in UTC.
