@@ -20,7 +20,7 @@ pub use explain::{explain, rustls_error};
 pub(crate) use material::read_certificates;
 pub use material::{CertificateProblem, Credential, MaterialError, Trust, read_crls};
 pub use provider::provider;
-pub use revocation::revocation_entry;
+pub use revocation::{RevokedEntry, revocation_entry};
 use rustls::{
     ClientConfig, ServerConfig,
     client::Resumption,

@@ -118,13 +118,22 @@ pub(super) fn revocation(
         return;
     };
     match tls::revocation_entry(&trusted.trust, chain) {
-        Some(entry) => lines.fail(
+        Some(entry) if entry.is_leaf() => lines.fail(
             leaf.check("revocation"),
             format!("{}: {entry}, in a configured CRL", leaf.origin),
             format!(
                 "a revoked certificate stays refused: issue a new one ({})",
                 leaf.reissue
             ),
+        ),
+        // A new leaf from the same intermediate would be refused as well.
+        Some(entry) => lines.fail(
+            leaf.check("revocation"),
+            format!("{}: {entry}, in a configured CRL", leaf.origin),
+            "everything that CA issued is refused: issue this certificate from another \
+             intermediate CA of the trust domain (a new one signed by the root, then `tunnel \
+             ca issue` from it) and replace the revoked intermediate in the cert file"
+                .to_string(),
         ),
         None => lines.ok(
             leaf.check("revocation"),

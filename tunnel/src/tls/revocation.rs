@@ -8,9 +8,29 @@ use x509_parser::prelude::{FromDer as _, X509Certificate};
 use super::Trust;
 use crate::identity::{hex_serial, timestamp};
 
-/// "serial 1A2B… (the intermediate) revoked at 2026-…: keyCompromise", for the first
-/// certificate of `chain` (leaf first) that a CRL of `trust` lists.
-pub fn revocation_entry(trust: &Trust, chain: &[CertificateDer<'_>]) -> Option<String> {
+/// The first certificate of a chain that a CRL lists, in words: "serial 1A2B… (the leaf)
+/// revoked at 2026-…: KeyCompromise".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// Where it is in the chain: 0 the leaf, 1 the intermediate that issued it, ...
+    pub position: usize,
+    text: String,
+}
+
+impl RevokedEntry {
+    pub fn is_leaf(&self) -> bool {
+        self.position == 0
+    }
+}
+
+impl std::fmt::Display for RevokedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The first certificate of `chain` (leaf first) that a CRL of `trust` lists.
+pub fn revocation_entry(trust: &Trust, chain: &[CertificateDer<'_>]) -> Option<RevokedEntry> {
     for (position, der) in chain.iter().enumerate() {
         let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
             continue;
@@ -29,11 +49,14 @@ pub fn revocation_entry(trust: &Trust, chain: &[CertificateDer<'_>]) -> Option<S
                 let reason = entry
                     .reason_code
                     .map_or_else(|| "no reason given".to_string(), |r| format!("{r:?}"));
-                return Some(format!(
-                    "serial {} ({which}) revoked at {}: {reason}",
-                    hex_serial(cert.raw_serial()),
-                    timestamp(entry.revocation_date.as_secs() as i64)
-                ));
+                return Some(RevokedEntry {
+                    position,
+                    text: format!(
+                        "serial {} ({which}) revoked at {}: {reason}",
+                        hex_serial(cert.raw_serial()),
+                        timestamp(entry.revocation_date.as_secs() as i64)
+                    ),
+                });
             }
         }
     }

@@ -157,7 +157,9 @@ fn a_revoked_leaf_is_refused_on_both_sides_and_its_neighbour_is_not() {
     // Without the CRL the same leaf passes: the refusal is the CRL's doing.
     assert_accepted(&lab.trust(&[]), &batch);
 
-    let entry = tls::revocation_entry(&trust, &chain(&batch)).expect("listed");
+    let entry = tls::revocation_entry(&trust, &chain(&batch))
+        .expect("listed")
+        .to_string();
     assert!(
         entry.starts_with(&format!("serial {} (the leaf) revoked at ", done.serial)),
         "{entry}"
@@ -189,7 +191,9 @@ fn a_revoked_intermediate_refuses_every_leaf_under_it() {
     let trust = lab.trust(&[&crl]);
     for leaf in &leaves {
         assert_revoked(&trust, leaf);
-        let entry = tls::revocation_entry(&trust, &chain(leaf)).expect("listed");
+        let entry = tls::revocation_entry(&trust, &chain(leaf))
+            .expect("listed")
+            .to_string();
         assert!(
             entry.starts_with(&format!(
                 "serial {} (an intermediate CA of its chain) revoked at ",
@@ -223,7 +227,9 @@ fn revoking_again_extends_the_crl() {
     assert!(again.already_revoked_at.is_some());
     assert_eq!(counts(&again), (2, "3".into()));
     let trust = lab.trust(&[&crl]);
-    let entry = tls::revocation_entry(&trust, &chain(&batch)).unwrap();
+    let entry = tls::revocation_entry(&trust, &chain(&batch))
+        .unwrap()
+        .to_string();
     assert!(entry.ends_with(": KeyCompromise"), "{entry}");
 }
 
