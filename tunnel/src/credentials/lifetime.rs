@@ -14,7 +14,12 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
     server::danger::ClientCertVerifier as _,
 };
-use tokio::{sync::watch, time::Instant};
+use std::pin::Pin;
+
+use tokio::{
+    sync::watch,
+    time::{Instant, Sleep},
+};
 
 use super::Snapshot;
 use crate::{
@@ -74,7 +79,9 @@ pub enum Ending {
 pub struct Authenticated {
     watch: Watch,
     peer_chain: Vec<CertificateDer<'static>>,
-    deadline: Instant,
+    /// Made once: the connection loops call `next` again after every stream, and a new
+    /// timer each time would cost a timer-wheel entry per stream.
+    deadline: Pin<Box<Sleep>>,
     deadline_reason: String,
     replaced: bool,
 }
@@ -95,7 +102,7 @@ impl Authenticated {
         Self {
             watch,
             peer_chain,
-            deadline: instant_at(expiry),
+            deadline: Box::pin(tokio::time::sleep_until(instant_at(expiry))),
             deadline_reason: format!(
                 "{whose} certificate (serial {serial}) expired at {}",
                 timestamp(expiry)
@@ -108,13 +115,13 @@ impl Authenticated {
     pub async fn next(&mut self) -> Ending {
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(self.deadline) => {
+                () = &mut self.deadline => {
                     return Ending::Close(self.deadline_reason.clone());
                 }
                 changed = self.watch.snapshots.changed() => {
                     if changed.is_err() {
                         // No more reloads (shutting down): only the expiry is left.
-                        tokio::time::sleep_until(self.deadline).await;
+                        (&mut self.deadline).await;
                         return Ending::Close(self.deadline_reason.clone());
                     }
                     let snapshot = self.watch.snapshots.borrow_and_update().clone();
