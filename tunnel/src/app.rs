@@ -26,6 +26,7 @@ use crate::{
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
+    telemetry::Telemetry,
 };
 
 /// Why the daemon could not start; each maps to an exit code.
@@ -68,10 +69,12 @@ pub struct Daemon {
     plaintext_inputs: PlaintextInputs,
     reload: reload::Reload,
     credentials: Arc<Credentials>,
+    #[expect(dead_code, reason = "served by the admin API, which comes next")]
+    telemetry: Arc<Telemetry>,
 }
 
 impl Daemon {
-    pub async fn start(config: Config) -> Result<Self, StartError> {
+    pub async fn start(config: Config, telemetry: Arc<Telemetry>) -> Result<Self, StartError> {
         let mounts = MountTable::read().map_err(|e| {
             StartError::Kernel(vec![Missing {
                 what: "mounts",
@@ -180,6 +183,7 @@ impl Daemon {
             plaintext_inputs,
             reload,
             credentials,
+            telemetry,
         })
     }
 

@@ -6,10 +6,7 @@ pub mod probe;
 pub mod run;
 pub mod uninstall;
 
-use std::io::IsTerminal as _;
-
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// Transparent mutual TLS for east-west TCP.
 #[derive(Debug, Parser)]
@@ -34,18 +31,12 @@ pub enum Command {
     Ca(ca::CaCommand),
 }
 
-/// Logs go to stderr, one line per event. A bare level (`debug`) applies to tunnel's own
-/// logs, with libraries kept at `warn` (h2 and rustls are very chatty below that); anything
-/// else is a full tracing directive list. RUST_LOG, when set, overrides both.
+/// Logs of the one-shot commands (probe, check): text on stderr at `level` (see
+/// [`crate::logging`]).
 pub fn init_logging(level: &str) {
-    let directives = match level {
-        "error" | "warn" | "info" | "debug" | "trace" => format!("warn,tunnel={level}"),
-        other => other.to_string(),
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    crate::logging::init(&crate::logging::Options {
+        level: level.into(),
+        access_log: true,
+        ..Default::default()
+    });
 }

@@ -19,10 +19,12 @@ pub mod ebpf;
 pub mod errors;
 pub mod identity;
 pub mod kernel;
+pub mod logging;
 pub mod mounts;
 pub mod policy;
 pub mod proxy;
 pub mod sys;
+pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! `tunnel run`: the daemon.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Args;
 use tracing::error;
@@ -8,7 +8,8 @@ use tracing::error;
 use crate::{
     app::{Daemon, StartError},
     config::Config,
-    duration, errors,
+    duration, errors, logging,
+    telemetry::Telemetry,
 };
 
 #[derive(Debug, Args)]
@@ -21,16 +22,30 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub config: PathBuf,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
-    /// RUST_LOG overrides it. Carried connections are logged at debug.
+    /// RUST_LOG overrides it; the admin API's /logging changes it at run time.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Log lines as readable text or as one JSON object each.
+    #[arg(long, value_enum, default_value_t = logging::Format::Text)]
+    pub log_format: logging::Format,
+    /// Drop the access log (one line per connection when it closes, target tunnel::access).
+    #[arg(long)]
+    pub no_access_log: bool,
+    /// Also append the auth-failure stream (target tunnel::auth) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub auth_log: Option<PathBuf>,
     /// How long open connections may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    super::init_logging(&args.log_level);
+    let logging = Arc::new(logging::init(&logging::Options {
+        level: args.log_level.clone(),
+        format: args.log_format,
+        access_log: !args.no_access_log,
+        auth_log: args.auth_log.clone(),
+    }));
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
@@ -54,7 +69,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let daemon = match Daemon::start(config).await {
+        let daemon = match Daemon::start(config, Arc::new(Telemetry::new(logging))).await {
             Ok(daemon) => daemon,
             Err(StartError::Config(e)) => {
                 eprintln!("{e}");
