@@ -2,8 +2,11 @@
 //! `/metrics` by the admin API) and the log filter it can change at run time. Built once at
 //! start and shared by every part that counts something.
 
+pub mod connections;
+
 use std::sync::Arc;
 
+pub use connections::{ConnectionInfo, ConnectionView, Connections, Tracked};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
 use crate::logging;
@@ -11,6 +14,8 @@ use crate::logging;
 pub struct Telemetry {
     pub metrics: Metrics,
     pub logging: Arc<logging::Control>,
+    /// The tunnelled connections open now (`/connections`).
+    pub connections: Arc<Connections>,
 }
 
 impl Telemetry {
@@ -18,6 +23,7 @@ impl Telemetry {
         Self {
             metrics: Metrics::new(),
             logging,
+            connections: Connections::new(),
         }
     }
 }
