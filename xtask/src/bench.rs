@@ -87,6 +87,7 @@ pub fn run(options: &Options) -> Result<()> {
         Some(path) => fs::canonicalize(path)
             .with_context(|| format!("--daemon {}: no such binary", path.display()))?,
         None => {
+            eprintln!("bench: building the daemon (release)");
             cargo(&["build", "--quiet", "--release", "--package", "tunnel"])?;
             workspace().join("target/release/tunnel")
         }
@@ -94,6 +95,7 @@ pub fn run(options: &Options) -> Result<()> {
     cargo(&["build", "--quiet", "--release", "--package", "xtask"])?;
     let xtask = workspace().join("target/release/xtask");
 
+    eprintln!("bench: making the test hosts, certificates and servers");
     let mut testbed = Testbed::new("bench");
     let a = testbed.add_host("host-a");
     let b = testbed.add_host("host-b");
@@ -215,6 +217,7 @@ fn measure_run(
     let rate = FIXED_RATE.to_string();
     for (path, result) in paths.iter().zip(results.iter_mut()) {
         let target = path.target();
+        eprintln!("bench: run {run}, {}: latency at {rate} req/s", path.name);
         let args = ["probe-rate", &target, &rate, &seconds];
         let fixed = Probe::run(a, xtask, &path.cgroup, &args);
         result.push(Metric::FixedRateP50, fixed.field("p50_us=")?);
@@ -237,6 +240,7 @@ fn measure_run(
     }
     for (path, result) in paths.iter().zip(results.iter_mut()) {
         let target = path.target();
+        eprintln!("bench: run {run}, {}: connect to first byte", path.name);
         let args = ["probe-first-byte", &target, "16", &seconds];
         let first_byte = Probe::run(a, xtask, &path.cgroup, &args);
         result.push(Metric::FirstByteP99, first_byte.field("p99_us=")?);
@@ -260,6 +264,9 @@ fn under_load<T>(
             .map(|c| tools::cgroup_cpu_seconds(c).unwrap_or(0.0))
             .sum()
     };
+    // Each measurement takes seconds: say what is being measured, so a long run shows it is
+    // moving.
+    eprintln!("bench: run {run}, {}: {measurement}", path.name);
     let before = proxy_cpu();
     let profile = profiler
         .filter(|_| path.name == "tunnel")
