@@ -21,9 +21,8 @@ const MAX_BODY: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error(
-        "cannot listen on {addr} for the admin API (listen.admin): {source}; another process (an earlier tunnel?) holds the port, or set listen.admin elsewhere"
-    )]
+    /// Said with its cause after it (`errors::chain`).
+    #[error("cannot listen on {addr} for the admin API (listen.admin; another tunnel may hold it)")]
     Bind { addr: SocketAddr, source: io::Error },
 }
 
