@@ -23,7 +23,7 @@ mod config_dump;
 pub mod readiness;
 mod server;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
