@@ -13,11 +13,12 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
+    admin::{self, AdminError, AdminListener, Readiness},
     cgroup::{self, CgroupDir},
     config::{Config, ConfigError, Located, Problem},
     credentials::Credentials,
     drain::{self, DrainOutcome},
-    ebpf::{self, Capture, CaptureSpec, EbpfError},
+    ebpf::{self, Capture, CaptureSpec, CaptureState, EbpfError},
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
@@ -46,6 +47,8 @@ pub enum StartError {
     Inbound(#[from] InboundError),
     #[error(transparent)]
     Plaintext(#[from] PlaintextError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 impl StartError {
@@ -54,7 +57,11 @@ impl StartError {
         match self {
             Self::Config(_) => 64,
             Self::Kernel(_) | Self::Cgroup(_) => 69,
-            Self::Ebpf(_) | Self::Outbound(_) | Self::Inbound(_) | Self::Plaintext(_) => 1,
+            Self::Ebpf(_)
+            | Self::Outbound(_)
+            | Self::Inbound(_)
+            | Self::Plaintext(_)
+            | Self::Admin(_) => 1,
         }
     }
 }
@@ -69,8 +76,11 @@ pub struct Daemon {
     plaintext_inputs: PlaintextInputs,
     reload: reload::Reload,
     credentials: Arc<Credentials>,
-    #[expect(dead_code, reason = "served by the admin API, which comes next")]
     telemetry: Arc<Telemetry>,
+    /// Bound with the other listeners, served once the daemon is ready.
+    admin: AdminListener,
+    config: Arc<Config>,
+    capture: CaptureState,
 }
 
 impl Daemon {
@@ -127,6 +137,7 @@ impl Daemon {
             config.listen.inbound_plaintext_v6,
             config.listen.backlog,
         )?;
+        let admin = AdminListener::bind(config.listen.admin).await?;
 
         let spec = CaptureSpec {
             cgroup: capture_cgroup,
@@ -148,12 +159,9 @@ impl Daemon {
         if !capture.retired_generations().is_empty() {
             info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
         }
-        let outbound_inputs = wiring::outbound_inputs(
-            &config,
-            &credentials,
-            &workload_cgroups,
-            capture.into_original_dst(),
-        );
+        let (original_dst, capture) = capture.into_parts();
+        let outbound_inputs =
+            wiring::outbound_inputs(&config, &credentials, &workload_cgroups, original_dst);
         let inbound_inputs = wiring::inbound_inputs(&config, &credentials);
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
         let reload = reload::Reload::new(
@@ -166,6 +174,7 @@ impl Daemon {
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),
             inbound_plaintext = ?plaintext.addresses(),
+            admin = %config.listen.admin,
             steered_ports = ?spec.steer_ports,
             node = %config.node.spiffe_id,
             workloads = config.workloads.len(),
@@ -184,6 +193,9 @@ impl Daemon {
             reload,
             credentials,
             telemetry,
+            admin,
+            config: Arc::new(config),
+            capture,
         })
     }
 
@@ -191,6 +203,16 @@ impl Daemon {
     /// to `drain_deadline`. Capture stays installed: captured connects are refused until the
     /// next run takes over.
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) {
+        let readiness = Arc::new(Readiness::new());
+        let admin_state = Arc::new(admin::State {
+            config: self.config,
+            telemetry: self.telemetry,
+            credentials: self.credentials.clone(),
+            policy: self.inbound_inputs.policy.clone(),
+            capture: Some(Arc::new(self.capture)),
+            readiness: readiness.clone(),
+        });
+        let admin = tokio::spawn(self.admin.serve(admin_state));
         let (trigger, watcher) = drain::channel();
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
         let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher.clone()));
@@ -198,7 +220,9 @@ impl Daemon {
         let reload = tokio::spawn(self.reload.run());
         let renewals = tokio::spawn(self.credentials.clone().renew_forever());
         let expiry = tokio::spawn(self.credentials.watch_expiry());
+        readiness.set_ready();
         shutdown.await;
+        readiness.set_draining();
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
             DrainOutcome::Complete => info!("drained"),
@@ -212,6 +236,7 @@ impl Daemon {
         reload.abort();
         renewals.abort();
         expiry.abort();
+        admin.abort();
     }
 }
 

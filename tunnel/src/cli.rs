@@ -4,6 +4,7 @@ pub mod ca;
 pub mod check;
 pub mod probe;
 pub mod run;
+pub mod status;
 pub mod uninstall;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,9 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Check the config, this host, the trust bundle and every certificate; say what to fix.
     Check(check::CheckArgs),
+    /// Ask the running daemon (its admin API) whether it is ready, and about its
+    /// certificates, peers and connections.
+    Status(status::StatusArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).
     Uninstall(uninstall::UninstallArgs),
     /// Manage a built-in certificate authority (for labs, tests and small setups).

@@ -138,7 +138,10 @@ pub struct Listen {
     pub inbound_plaintext: SocketAddr,
     /// Its IPv6 twin: `[::]:<port>` by default when `inbound_plaintext` is the IPv4 wildcard.
     pub inbound_plaintext_v6: Option<SocketAddrV6>,
+    /// The admin API (`/healthz/ready`, `/metrics`, `/config_dump`...): loopback unless
+    /// `admin_allow_remote`.
     pub admin: SocketAddr,
+    pub admin_allow_remote: bool,
     /// Accept queue length of every listener.
     pub backlog: u32,
 }

@@ -11,6 +11,7 @@
 //! ```
 
 mod aya_error;
+mod inventory;
 mod maps;
 mod original_dst;
 mod pins;
@@ -22,6 +23,7 @@ use std::{
     net::{SocketAddrV4, SocketAddrV6},
     os::fd::BorrowedFd,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use aya::{
@@ -32,6 +34,7 @@ use aya::{
     },
 };
 pub use aya_error::AyaError;
+pub use inventory::{CaptureState, MapView, ProgramView};
 use ipnet::IpNet;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
@@ -133,9 +136,13 @@ pub enum EbpfError {
 /// Installed capture. Dropping it leaves capture in place (it is pinned); only
 /// [`uninstall`] removes it.
 pub struct Capture {
-    _ebpf: Ebpf,
     original_dst: OriginalDstTable,
     retired_generations: Vec<String>,
+    programs: Vec<ProgramView>,
+    maps_dir: PathBuf,
+    /// Every other map, kept for `/debug/capture` (their fds; the programs and links stay
+    /// alive through their pins, and the rest of the loaded object can go).
+    maps: Vec<(&'static str, aya::maps::Map)>,
 }
 
 impl Capture {
@@ -180,9 +187,11 @@ impl Capture {
             path: spec.cgroup.path.clone(),
             source,
         })?;
+        let mut programs = Vec::new();
         for name in PROGRAMS {
             let link = attach(&mut ebpf, name, &cgroup)?;
             layout.pin_link(name, link)?;
+            programs.push(program_view(layout, name, &spec.cgroup.path));
         }
         let netns = File::open(OWN_NETNS).map_err(|source| EbpfError::OpenNetns {
             path: OWN_NETNS.into(),
@@ -190,28 +199,56 @@ impl Capture {
         })?;
         let link = attach(&mut ebpf, PROGRAM_STEER_INBOUND, &netns)?;
         layout.pin_link(PROGRAM_STEER_INBOUND, link)?;
+        programs.push(program_view(
+            layout,
+            PROGRAM_STEER_INBOUND,
+            Path::new(OWN_NETNS),
+        ));
 
         let retired_generations = layout.retire_older_runs()?;
         let map = ebpf
             .take_map(MAP_ORIGINAL_DST_BY_TUPLE)
             .ok_or(EbpfError::MissingMap(MAP_ORIGINAL_DST_BY_TUPLE))?;
         let original_dst = OriginalDstTable::new(map)?;
+        let maps = MAP_NAMES
+            .iter()
+            .filter(|name| **name != MAP_ORIGINAL_DST_BY_TUPLE)
+            .filter_map(|name| Some((*name, ebpf.take_map(name)?)))
+            .collect();
         Ok(Self {
-            _ebpf: ebpf,
             original_dst,
             retired_generations,
+            programs,
+            maps_dir: layout.maps_dir().to_path_buf(),
+            maps,
         })
     }
 
-    /// Where accepted connections find their original destination. The rest of the loaded
-    /// object can go: programs and maps stay alive through their pins.
-    pub fn into_original_dst(self) -> OriginalDstTable {
-        self.original_dst
+    /// Where accepted connections find their original destination, and what the admin API
+    /// shows of the capture.
+    pub fn into_parts(self) -> (Arc<OriginalDstTable>, CaptureState) {
+        let original_dst = Arc::new(self.original_dst);
+        let state = CaptureState {
+            programs: self.programs,
+            maps_dir: self.maps_dir,
+            maps: self.maps,
+            original_dst: original_dst.clone(),
+        };
+        (original_dst, state)
     }
 
     /// Generations of earlier runs whose links this install replaced.
     pub fn retired_generations(&self) -> &[String] {
         &self.retired_generations
+    }
+}
+
+fn program_view(layout: &pins::Layout, name: &'static str, target: &Path) -> ProgramView {
+    ProgramView {
+        name,
+        hook: inventory::hook(name),
+        attached_to: target.to_path_buf(),
+        link_pin: layout.link_pin(name),
     }
 }
 

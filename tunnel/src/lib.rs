@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod ca;
 pub mod cgroup;

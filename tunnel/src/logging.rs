@@ -72,6 +72,21 @@ impl Control {
     }
 }
 
+/// A [`Control`] of a filter that no installed logger uses (the process's logger is left
+/// alone): for in-process tests of what changes the filter.
+#[cfg(test)]
+pub fn detached(level: &str) -> Control {
+    let directives = directives(level, true);
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&directives));
+    // Kept alive for the handle to reload; never installed.
+    Box::leak(Box::new(tracing_subscriber::registry().with(filter)));
+    Control {
+        filter: handle,
+        access_log: true,
+        current: Mutex::new(directives),
+    }
+}
+
 /// Installs the process's logger. A failure to open the auth log file is said on stderr and
 /// the daemon goes on without it (the lines still reach stderr).
 pub fn init(options: &Options) -> Control {

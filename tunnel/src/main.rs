@@ -9,6 +9,7 @@ fn main() -> ExitCode {
         Command::Uninstall(args) => cli::uninstall::run(args),
         Command::Probe(args) => cli::probe::run(args),
         Command::Check(args) => cli::check::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Ca(command) => cli::ca::run(command),
     }
 }

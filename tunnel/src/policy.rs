@@ -166,6 +166,20 @@ impl Policy {
             })
     }
 
+    /// Every rule in force, in order, with where it is written (`policy[2] (line 41)`,
+    /// prefixed by its file when it comes from `policy_files`): the admin API's
+    /// `/config_dump`.
+    pub fn rules(&self) -> impl Iterator<Item = (&config::Policy, &str)> {
+        self.rules
+            .iter()
+            .map(|rule| (&rule.conditions, rule.origin.as_str()))
+    }
+
+    /// A workload's mode and the ports of it that differ, as in force (reloads change them).
+    pub fn modes(&self, workload: &str) -> Option<(Mode, &BTreeMap<u16, Mode>)> {
+        self.modes.get(workload).map(|(mode, ports)| (*mode, ports))
+    }
+
     /// How many rules, for logs.
     pub fn rule_count(&self) -> usize {
         self.rules.len()

@@ -65,7 +65,7 @@ pub fn outbound_inputs(
     config: &Config,
     credentials: &Credentials,
     workload_cgroups: &[(String, u64)],
-    original_dst: OriginalDstTable,
+    original_dst: Arc<OriginalDstTable>,
 ) -> OutboundInputs {
     let peers = peer_identities(config);
     let mut workloads = HashMap::new();
@@ -81,7 +81,7 @@ pub fn outbound_inputs(
     }
     let pool = Pool::following(pool_settings(config), Some(credentials.subscribe()));
     OutboundInputs {
-        original_dst: Arc::new(original_dst),
+        original_dst,
         workloads,
         peers,
         peer_port: config.outbound.peer_port,

@@ -389,10 +389,30 @@ impl Checker<'_> {
             inbound_plaintext,
             inbound_plaintext_v6,
             admin: admin?,
+            admin_allow_remote: raw.admin_allow_remote,
             backlog: backlog?,
         };
+        self.admin_exposed(&listen);
         self.listener_ports_clash(raw, &listen);
         Some(listen)
+    }
+
+    /// The admin API answers anyone who reaches it (no authentication): it shows the config
+    /// and the connections, and changes the log filter. Loopback only, unless the file says
+    /// otherwise in so many words.
+    fn admin_exposed(&mut self, listen: &Listen) {
+        if listen.admin.ip().is_loopback() || listen.admin_allow_remote {
+            return;
+        }
+        self.problem(
+            &at("listen").key("admin"),
+            format!(
+                "{} is not a loopback address; the admin API has no authentication (it shows the \
+                 config and the connections, and changes the log filter), so it listens on \
+                 127.0.0.1 or [::1] unless listen.admin_allow_remote = true",
+                listen.admin
+            ),
+        );
     }
 
     /// Outbound, inbound and admin each need a port of their own: two listeners on one port

@@ -83,6 +83,10 @@ pub struct RawListen {
     pub inbound_plaintext: Option<String>,
     pub inbound_plaintext_v6: Option<String>,
     pub admin: Option<String>,
+    /// Allows `admin` on an address other hosts can reach (the API changes the log filter
+    /// and shows the config: loopback unless this is set).
+    #[serde(default)]
+    pub admin_allow_remote: bool,
     pub backlog: Option<u32>,
 }
 

@@ -732,3 +732,37 @@ fn crl_files_are_relative_to_the_config() {
     );
     assert_eq!(config.crl[1].site.key, "crl[1]");
 }
+
+#[test]
+fn the_admin_api_listens_on_loopback_unless_remote_access_is_allowed_in_so_many_words() {
+    let line = line_of(CONTRACT, "admin = ");
+    let message = error_after("admin = \"127.0.0.1:15000\"", "admin = \"0.0.0.0:15000\"");
+    assert!(
+        message.starts_with(&format!(
+            "/etc/tunnel/tunnel.toml:{line}: listen.admin: 0.0.0.0:15000 is not a loopback address"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("listen.admin_allow_remote = true"),
+        "{message}"
+    );
+    let message = error_after("admin = \"127.0.0.1:15000\"", "admin = \"10.0.0.1:15000\"");
+    assert!(
+        message.contains("10.0.0.1:15000 is not a loopback"),
+        "{message}"
+    );
+
+    let allowed = parse(&CONTRACT.replacen(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"0.0.0.0:15000\"\nadmin_allow_remote = true",
+        1,
+    ))
+    .unwrap();
+    assert_eq!(allowed.listen.admin.to_string(), "0.0.0.0:15000");
+    assert!(allowed.listen.admin_allow_remote);
+    let ipv6_loopback =
+        parse(&CONTRACT.replacen("admin = \"127.0.0.1:15000\"", "admin = \"[::1]:15000\"", 1))
+            .unwrap();
+    assert!(!ipv6_loopback.listen.admin_allow_remote);
+}

@@ -36,6 +36,23 @@ impl OriginalDstTable {
         Ok(Self { map })
     }
 
+    /// The map itself, for `/debug/capture`'s metadata.
+    pub(super) fn map_data(&self) -> &MapData {
+        use aya::maps::IterableMap as _;
+        self.map.map()
+    }
+
+    /// How many connections are published now: one `bpf()` syscall per entry (see
+    /// `inventory`).
+    pub(super) fn entries(&self) -> Result<u64, MapError> {
+        let mut n = 0;
+        for key in self.map.keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// `peer` is the application's end of the connection, `local` the listener's, and
     /// `netns_cookie` the namespace of the listening socket.
     pub fn lookup(

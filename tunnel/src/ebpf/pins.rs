@@ -58,8 +58,17 @@ impl Layout {
         self.maps_dir.join(name)
     }
 
+    pub fn maps_dir(&self) -> &Path {
+        &self.maps_dir
+    }
+
+    /// Where this run pins `program`'s link.
+    pub fn link_pin(&self, program: &str) -> PathBuf {
+        self.generation_dir().join(program)
+    }
+
     pub fn pin_link(&self, program: &str, link: FdLink) -> Result<(), EbpfError> {
-        let path = self.generation_dir().join(program);
+        let path = self.link_pin(program);
         link.pin(&path)
             .map(drop)
             .map_err(|source| EbpfError::Pin { path, source })
