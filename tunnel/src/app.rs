@@ -153,8 +153,10 @@ impl Daemon {
             &credentials,
             &workload_cgroups,
             capture.into_original_dst(),
+            &telemetry,
         );
-        let inbound_inputs = wiring::inbound_inputs(&config, &credentials);
+        let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry);
+        telemetry.metrics.certificates.follow(&credentials);
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
         let reload = reload::Reload::new(
             &config,
