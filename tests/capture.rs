@@ -53,11 +53,7 @@ fn captured_clients_get_the_right_bytes_and_see_the_address_they_dialled() {
         "hello from orders\n"
     );
     pair.a.daemon().wait_for_line(
-        &[
-            "connection carried",
-            "dst=10.0.0.2:8080",
-            "workload=frontend",
-        ],
+        &["tunnel::access", "dst=10.0.0.2:8080", "workload=frontend"],
         SHORT,
     );
 
@@ -86,7 +82,7 @@ fn ipv6_and_v4_mapped_destinations_are_captured() {
     );
     pair.a
         .daemon()
-        .wait_for_line(&["connection carried", "dst=[fd00::2]:8080"], SHORT);
+        .wait_for_line(&["tunnel::access", "dst=[fd00::2]:8080"], SHORT);
     let out = pair.frontend(&["peer", "fd00::2", "8080"]);
     assert_eq!(endpoint(&out.stdout, "peer"), "[fd00::2]:8080");
     assert!(

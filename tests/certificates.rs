@@ -181,11 +181,7 @@ impl Bed {
                 out.stdout
             );
         }
-        let mut needles = vec![
-            "refused tunnel connection",
-            "peer=10.0.0.1:",
-            "refusal=\"handshake_failed\"",
-        ];
+        let mut needles = vec!["tunnel::auth", "peer=10.0.0.1:", "direction=\"inbound\""];
         needles.extend(fault.b_says);
         let line = self.wait_for_b_line(b_lines, &needles);
         println!("B: {}", line.trim());
@@ -257,7 +253,7 @@ struct CallerFault<'a> {
     /// In the probe's output: the peer's alert in words, and what the probe itself finds
     /// wrong with the certificate.
     probe_says: &'a [&'a str],
-    /// In B's `refused tunnel connection` line.
+    /// In B's auth line (`tunnel::auth`).
     b_says: &'a [&'a str],
     /// Neither in B's line nor in the check's message.
     must_not_say: &'a [&'a str],
@@ -292,7 +288,7 @@ fn certificates_outside_their_validity_are_refused() {
             "warning: our certificate: the certificate is not valid for another",
         ],
         b_says: &[
-            "TLS: the certificate is not valid yet: not valid before",
+            "reason=the certificate is not valid yet: not valid before",
             "after the check at",
             "clock skew suspected: the issuer's clock and this host's disagree; check NTP on both",
         ],
@@ -307,7 +303,7 @@ fn certificates_outside_their_validity_are_refused() {
             "warning: our certificate: the certificate is not valid for another",
         ],
         b_says: &[
-            "TLS: the certificate is not valid yet: not valid before",
+            "reason=the certificate is not valid yet: not valid before",
             "after the check at",
             "check both clocks, or wait for its validity to start",
         ],
@@ -322,7 +318,7 @@ fn certificates_outside_their_validity_are_refused() {
             "warning: our certificate: the certificate expired",
         ],
         b_says: &[
-            "TLS: the certificate has expired: not valid after",
+            "reason=the certificate has expired: not valid after",
             "before the check at",
             "renew it, or check this host's clock",
         ],
@@ -340,7 +336,7 @@ fn chains_that_do_not_lead_to_the_bundle_are_refused() {
     // B words both the same: webpki reports an unknown issuer whether the CA is foreign or
     // its intermediate was not sent. `tunnel check` tells them apart.
     let unknown_issuer =
-        "TLS: the certificate was not issued by a CA in the trust bundle (unknown issuer)";
+        "reason=the certificate was not issued by a CA in the trust bundle (unknown issuer)";
     bed.assert_refused(&CallerFault {
         case: "other-ca",
         probe_says: &[UNKNOWN_CA_ALERT],
@@ -376,7 +372,7 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 "warning: our certificate: the certificate has no clientAuth extended key usage",
             ],
             b_says: &[
-                "TLS: the certificate is not valid for this use: clientAuth is required, \
+                "reason=the certificate is not valid for this use: clientAuth is required, \
                        it allows serverAuth",
             ],
             must_not_say: &[],
@@ -391,7 +387,7 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                  (basicConstraints cA=true)",
             ],
             b_says: &[
-                "TLS: the certificate is a CA certificate (basicConstraints cA=true), not \
+                "reason=the certificate is a CA certificate (basicConstraints cA=true), not \
                        a leaf",
             ],
             must_not_say: &[],
@@ -404,7 +400,7 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 IDENTITY_ALERT,
                 "warning: our certificate: the certificate has no URI SAN",
             ],
-            b_says: &["TLS: not an X.509-SVID: the certificate has no URI SAN"],
+            b_says: &["reason=not an X.509-SVID: the certificate has no URI SAN"],
             must_not_say: &[],
             check: "SPIFFE ID",
             check_says: &["the certificate has no URI SAN"],
@@ -415,7 +411,7 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 IDENTITY_ALERT,
                 "warning: our certificate: the certificate has 2 URI SANs",
             ],
-            b_says: &["TLS: not an X.509-SVID: the certificate has 2 URI SANs"],
+            b_says: &["reason=not an X.509-SVID: the certificate has 2 URI SANs"],
             must_not_say: &[],
             check: "SPIFFE ID",
             check_says: &[
@@ -429,7 +425,7 @@ fn certificates_that_break_the_svid_rules_are_refused() {
                 IDENTITY_ALERT,
                 "warning: our certificate: the certificate is for spiffe://other.org/frontend",
             ],
-            b_says: &["TLS: spiffe://other.org/frontend is outside the trust domain example.org"],
+            b_says: &["reason=spiffe://other.org/frontend is outside the trust domain example.org"],
             must_not_say: &[],
             check: "SPIFFE ID",
             check_says: &["spiffe://other.org/frontend is outside the trust domain example.org"],
@@ -447,7 +443,7 @@ fn revoked_certificates_and_chains_are_refused() {
     let mut bed = Bed::new("cert-revoked");
     bed.start_b();
     bed.assert_good_setup_works();
-    let revoked = "TLS: the certificate has been revoked";
+    let revoked = "reason=the certificate has been revoked";
     let serial = |case| {
         let file = bed.file(case, "revoked-serial");
         fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))

@@ -429,10 +429,8 @@ fn http_requests_carry_the_callers_identity_and_a_spoofed_header_is_replaced() {
     let expected = "xfcc=By=spiffe://example.org/node/host-b;URI=spiffe://example.org/frontend";
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines, vec![expected, expected], "stderr: {}", out.stderr);
-    pair.a
-        .daemon()
-        .wait_for_line(&["connection carried"], SHORT);
-    let carried = pair.a.logs().matches("connection carried").count();
+    pair.a.daemon().wait_for_line(&["tunnel::access"], SHORT);
+    let carried = pair.a.logs().matches("tunnel::access").count();
     assert_eq!(carried, 1, "both requests on one connection");
 
     // Plaintext passed in permissive mode: the forged header is removed, none is added.

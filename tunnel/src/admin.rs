@@ -36,8 +36,8 @@ use crate::{
 };
 
 /// The endpoints, as a 404 lists them.
-pub const ENDPOINTS: &str =
-    "/healthz/ready /metrics /config_dump /connections /logging[?level=...] /debug/capture";
+pub const ENDPOINTS: &str = "/healthz/ready /metrics /config_dump /connections /auth_failures /logging[?level=...] \
+     /debug/capture";
 
 /// The content type of `/metrics`.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

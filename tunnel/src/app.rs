@@ -160,9 +160,15 @@ impl Daemon {
             info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
         }
         let (original_dst, capture) = capture.into_parts();
-        let outbound_inputs =
-            wiring::outbound_inputs(&config, &credentials, &workload_cgroups, original_dst);
-        let inbound_inputs = wiring::inbound_inputs(&config, &credentials);
+        let outbound_inputs = wiring::outbound_inputs(
+            &config,
+            &credentials,
+            &workload_cgroups,
+            original_dst,
+            &telemetry,
+        );
+        let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry);
+        telemetry.metrics.certificates.follow(&credentials);
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
         let reload = reload::Reload::new(
             &config,

@@ -20,7 +20,10 @@ use std::{
     collections::HashMap,
     fmt,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 pub(crate) use judge::PeerVerdict;
@@ -68,6 +71,9 @@ pub struct Credentials {
     crl_files: Vec<PathBuf>,
     /// Wakes the renewal task when a schedule changes (an issuer was reloaded).
     renewals_changed: Notify,
+    /// Certificate (and trust) reloads and renewals that took, and that failed.
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
 }
 
 impl Credentials {
@@ -147,6 +153,8 @@ impl Credentials {
             bundle,
             crl_files,
             renewals_changed: Notify::new(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
         })
     }
 
@@ -227,6 +235,23 @@ impl Credentials {
             .collect()
     }
 
+    /// Reloads and renewals so far: (taken, failed).
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    fn count_reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads every file again and puts what changed and passes the checks in force, in one
     /// new snapshot. Returns how many certificates (and the trust, counted as one) changed.
     pub fn reload(&self, trigger: &str) -> usize {
@@ -246,12 +271,16 @@ impl Credentials {
                     );
                     trust = Arc::new(new);
                     changed += 1;
+                    self.count_reload(true);
                 }
-                Err(e) => error!(
-                    trigger,
-                    "trust reload failed, the trust in force stays: {}; tried again when the file changes",
-                    errors::chain(&e)
-                ),
+                Err(e) => {
+                    self.count_reload(false);
+                    error!(
+                        trigger,
+                        "trust reload failed, the trust in force stays: {}; tried again when the file changes",
+                        errors::chain(&e)
+                    )
+                }
             }
         }
         let mut node = old.node.clone();
@@ -282,12 +311,16 @@ impl Credentials {
                     log_replaced(&source.owner, current, &credential, trigger);
                     *current = Arc::new(credential);
                     changed += 1;
+                    self.count_reload(true);
                 }
-                Err(reason) => error!(
-                    trigger, owner = %source.owner, source = %source.config.origin(),
-                    in_force = %describe(current),
-                    "certificate reload failed, the certificate in force stays: {reason}; tried again when the file changes"
-                ),
+                Err(reason) => {
+                    self.count_reload(false);
+                    error!(
+                        trigger, owner = %source.owner, source = %source.config.origin(),
+                        in_force = %describe(current),
+                        "certificate reload failed, the certificate in force stays: {reason}; tried again when the file changes"
+                    )
+                }
             }
         }
         if renewals_changed {

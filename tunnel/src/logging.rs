@@ -64,6 +64,17 @@ impl Control {
         Ok(directives)
     }
 
+    /// A control attached to no logger (tools and tests): `set` reports that the filter
+    /// cannot be changed.
+    pub fn detached() -> Self {
+        let (_layer, filter) = reload::Layer::new(EnvFilter::new("info"));
+        Self {
+            filter,
+            access_log: true,
+            current: Mutex::new("info".into()),
+        }
+    }
+
     pub fn current(&self) -> String {
         self.current
             .lock()

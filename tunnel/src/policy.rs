@@ -93,6 +93,31 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// `allow`, `audit` or `deny`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Allow { .. } => "allow",
+            Self::Audit { .. } => "audit",
+            Self::Deny { .. } => "deny",
+        }
+    }
+
+    /// The deciding rule's origin (`policy[2] (line 41)`), or `mode` when no rule decided
+    /// (the workload's mode, or no allow rule matching).
+    pub fn rule(&self) -> &str {
+        let (Self::Allow { because } | Self::Audit { because } | Self::Deny { because }) = self;
+        because
+            .strip_prefix(ALLOW_RULE)
+            .or_else(|| because.strip_prefix(DENY_RULE))
+            .unwrap_or("mode")
+    }
+}
+
+/// How a decision made by a rule begins, before the rule's origin.
+const ALLOW_RULE: &str = "allow rule ";
+const DENY_RULE: &str = "deny rule ";
+
 impl Rule {
     fn from_config(policy: &config::Policy) -> Self {
         Self {
@@ -197,7 +222,7 @@ impl Policy {
         let enforced = |action: Action| matching.iter().find(|r| r.enforces(action)).copied();
         if let Some(rule) = enforced(Action::Deny) {
             return Decision::Deny {
-                because: format!("deny rule {}", rule.origin),
+                because: format!("{DENY_RULE}{}", rule.origin),
             };
         }
         let has_allow_rules = self
@@ -223,7 +248,7 @@ impl Policy {
         }
         match enforced(Action::Allow) {
             Some(rule) => Decision::Allow {
-                because: format!("allow rule {}", rule.origin),
+                because: format!("{ALLOW_RULE}{}", rule.origin),
             },
             None => Decision::Deny {
                 because: format!(

@@ -2,11 +2,16 @@
 //! `/metrics` by the admin API) and the log filter it can change at run time. Built once at
 //! start and shared by every part that counts something.
 
+pub mod auth;
+pub mod certificates;
 pub mod connections;
+pub mod metrics;
 
 use std::sync::Arc;
 
+pub use auth::{AuthFailure, AuthFailures};
 pub use connections::{ConnectionInfo, ConnectionView, Connections, Tracked};
+pub use metrics::{Direction, FailReason, ProxyMetrics};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
 use crate::logging;
@@ -16,6 +21,8 @@ pub struct Telemetry {
     pub logging: Arc<logging::Control>,
     /// The tunnelled connections open now (`/connections`).
     pub connections: Arc<Connections>,
+    /// The last refused handshakes and identities (and their rate-limited log stream).
+    pub auth_failures: AuthFailures,
 }
 
 impl Telemetry {
@@ -24,19 +31,38 @@ impl Telemetry {
             metrics: Metrics::new(),
             logging,
             connections: Connections::new(),
+            auth_failures: AuthFailures::default(),
         }
+    }
+
+    /// Telemetry whose log filter changes nothing (tools and tests: the process's logger
+    /// is not ours to change).
+    pub fn detached() -> Arc<Self> {
+        Arc::new(Self::new(Arc::new(logging::Control::detached())))
     }
 }
 
 /// Every metric family, registered once.
 pub struct Metrics {
     registry: Registry,
+    /// The data plane's families.
+    pub proxy: ProxyMetrics,
+    /// The certificates' expiries and reloads, read at each scrape.
+    pub certificates: Arc<certificates::CertificateCollector>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::with_prefix("tunnel");
-        Self { registry }
+        let mut registry = Registry::with_prefix("tunnel");
+        let proxy = ProxyMetrics::new();
+        proxy.register(&mut registry);
+        let certificates = certificates::CertificateCollector::new();
+        registry.register_collector(Box::new(certificates.clone()));
+        Self {
+            registry,
+            proxy,
+            certificates,
+        }
     }
 
     /// The OpenMetrics text of every family, as `/metrics` serves it.

@@ -88,16 +88,10 @@ pub fn run() -> Result<()> {
         .in_cgroup(&frontend)
         .output(WAIT);
     println!("   curl printed: {}", out.stdout.trim());
-    daemon_a.wait_for("connection carried", WAIT);
-    daemon_b.wait_for("connection carried", WAIT);
-    println!(
-        "   host A log: {}",
-        last_line(&daemon_a, "connection carried")
-    );
-    println!(
-        "   host B log: {}",
-        last_line(&daemon_b, "connection carried")
-    );
+    daemon_a.wait_for("tunnel::access", WAIT);
+    daemon_b.wait_for("tunnel::access", WAIT);
+    println!("   host A log: {}", last_line(&daemon_a, "tunnel::access"));
+    println!("   host B log: {}", last_line(&daemon_b, "tunnel::access"));
 
     step("5. What crossed the wire between the hosts (tcpdump on host B's eth0)");
     let packets = capture.stop();

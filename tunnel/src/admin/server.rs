@@ -96,6 +96,7 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> Reply {
             blocking_json(move || config_dump::dump(&state)).await
         }
         "/connections" if get_only(&method) => json(&state.telemetry.connections.list()),
+        "/auth_failures" if get_only(&method) => json(&state.telemetry.auth_failures.recent()),
         "/debug/capture" if get_only(&method) => {
             let state = state.clone();
             blocking_json(move || capture::view(state.capture.as_deref())).await
@@ -110,8 +111,8 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> Reply {
             }
             logging(state, query.as_deref())
         }
-        "/healthz/ready" | "/metrics" | "/config_dump" | "/connections" | "/debug/capture"
-        | "/logging" => {
+        "/healthz/ready" | "/metrics" | "/config_dump" | "/connections" | "/auth_failures"
+        | "/debug/capture" | "/logging" => {
             let allow = if path == "/logging" {
                 "GET, POST"
             } else {

@@ -19,6 +19,7 @@ use crate::{
         plaintext::PlaintextInputs,
         pool::{Pool, PoolSettings},
     },
+    telemetry::Telemetry,
     tls::PeerExpectation,
 };
 
@@ -66,6 +67,7 @@ pub fn outbound_inputs(
     credentials: &Credentials,
     workload_cgroups: &[(String, u64)],
     original_dst: Arc<OriginalDstTable>,
+    telemetry: &Arc<Telemetry>,
 ) -> OutboundInputs {
     let peers = peer_identities(config);
     let mut workloads = HashMap::new();
@@ -79,7 +81,11 @@ pub fn outbound_inputs(
         };
         workloads.insert(*cgroup_id, Arc::new(outbound));
     }
-    let pool = Pool::following(pool_settings(config), Some(credentials.subscribe()));
+    let pool = Pool::following(
+        pool_settings(config),
+        Some(credentials.subscribe()),
+        telemetry.clone(),
+    );
     OutboundInputs {
         original_dst,
         workloads,
@@ -88,6 +94,7 @@ pub fn outbound_inputs(
         pool,
         snapshots: credentials.subscribe(),
         destinations: config.capture.destinations.clone(),
+        telemetry: telemetry.clone(),
     }
 }
 
@@ -101,7 +108,11 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
     }
 }
 
-pub fn inbound_inputs(config: &Config, credentials: &Credentials) -> InboundInputs {
+pub fn inbound_inputs(
+    config: &Config,
+    credentials: &Credentials,
+    telemetry: &Arc<Telemetry>,
+) -> InboundInputs {
     let workloads_by_port = config
         .workloads
         .iter()
@@ -116,6 +127,13 @@ pub fn inbound_inputs(config: &Config, credentials: &Credentials) -> InboundInpu
         policy: LivePolicy::new(Policy::from_config(config)),
         live: Arc::default(),
         workloads_by_port: Arc::new(workloads_by_port),
+        workload_ids: Arc::new(
+            config
+                .workloads
+                .iter()
+                .map(|w| (Arc::from(w.name.as_str()), w.spiffe_id.to_string()))
+                .collect(),
+        ),
         own_ports: config.listen.own_ports(),
         proxy_protocol_ports: proxy_protocol_ports(config),
         xfcc_ports: config
@@ -128,6 +146,7 @@ pub fn inbound_inputs(config: &Config, credentials: &Credentials) -> InboundInpu
         limits: config.inbound,
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
         nonlocal_bind: NonlocalBind::default(),
+        telemetry: telemetry.clone(),
         #[cfg(test)]
         deliver_to_loopback: false,
     }
@@ -146,6 +165,7 @@ pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextIn
         policy: inbound.policy.clone(),
         proxy_protocol_ports: inbound.proxy_protocol_ports.clone(),
         xfcc_ports: inbound.xfcc_ports.clone(),
+        telemetry: inbound.telemetry.clone(),
     }
 }
 

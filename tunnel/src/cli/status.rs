@@ -173,10 +173,9 @@ pub async fn fetch(addr: SocketAddr) -> Result<Status, ClientError> {
     })
 }
 
-/// AUTH_FAILURES: the recent auth failures, once the daemon serves them. The telemetry
-/// helper adds them to `Telemetry` (`auth_failures`); the admin API is to serve them as a
-/// JSON array at `/auth_failures` (each with at least `time`, `peer` and `reason`). Until
-/// then that path is a 404 and status shows nothing for them.
+/// The daemon's last refused handshakes (`/auth_failures`: a JSON array of `at` (unix
+/// seconds), `direction`, `peer`, `peer_identity`, `workload`, `reason`); `None` from a
+/// daemon that does not serve them.
 async fn auth_failures(addr: SocketAddr) -> Option<Value> {
     let answer = client::request(addr, Method::GET, "/auth_failures", TIMEOUT)
         .await
@@ -304,9 +303,12 @@ pub fn render(status: &Status, colour: bool) -> String {
     if let Some(failures) = status.auth_failures.as_ref().and_then(Value::as_array) {
         line(format!("auth failures (last {})", failures.len()));
         for failure in failures.iter().rev().take(5) {
+            let at = failure["at"]
+                .as_i64()
+                .map_or_else(|| "?".into(), crate::identity::timestamp);
             line(format!(
-                "  {}  {}  {}",
-                text(&failure["time"]),
+                "  {at}  {}  {}  {}",
+                text(&failure["direction"]),
                 text(&failure["peer"]),
                 text(&failure["reason"])
             ));

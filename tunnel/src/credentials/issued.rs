@@ -146,8 +146,10 @@ impl Credentials {
                     log_replaced(&source.owner, current, &credential, "renewal");
                     *current = Arc::new(credential);
                     renewed += 1;
+                    self.count_reload(true);
                 }
                 Err(reason) => {
+                    self.count_reload(false);
                     let retry = issuer.back_off();
                     error!(
                         owner = %source.owner, issuer = %issuer.dir.display(), retry_in = ?retry,

@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::telemetry::FailReason;
+
 /// At most `limit` holders per key (source address, peer identity...).
 pub struct KeyedLimit<K: Eq + Hash + Clone> {
     limit: usize,
@@ -113,6 +115,20 @@ impl Refusal {
         }
     }
 
+    /// The `reason` label of `tunnel_tcp_connections_failed_total`; `detail` is the
+    /// handshake failure's sentence, for [`Refusal::HandshakeFailed`].
+    pub fn fail_reason(self, detail: &str) -> FailReason {
+        match self {
+            Self::Unauthenticated | Self::UnauthenticatedFromAddress | Self::ConnectionsPerPeer => {
+                FailReason::limit
+            }
+            Self::NotTls => FailReason::tls_handshake_failed,
+            Self::HandshakeTimeout => FailReason::timeout,
+            Self::HandshakeFailed => FailReason::of_tls(detail),
+            Self::Plaintext => FailReason::plaintext_refused,
+        }
+    }
+
     fn index(self) -> usize {
         Self::ALL
             .iter()
@@ -125,10 +141,62 @@ impl Refusal {
 /// same reason) at most once per interval, with the count of those left out, so a flood
 /// cannot drown the log while distinct problems still show at once.
 pub struct Refusals {
-    interval: Duration,
     totals: [AtomicU64; Refusal::ALL.len()],
+    windows: LogWindows<Refusal>,
+}
+
+/// Which of a stream of identical events (same kind, same reason) get a log line: at most
+/// one per interval, carrying the count of those left out. Reasons can carry peer-supplied
+/// text, so at most [`MAX_REASONS`] are remembered; past that, new reasons share one window
+/// per kind.
+pub struct LogWindows<K> {
+    interval: Duration,
     /// (kind, reason) → when its last line was logged, and how many were counted since.
-    windows: Mutex<HashMap<(Refusal, String), (Instant, u64)>>,
+    windows: Mutex<HashMap<(K, String), (Instant, u64)>>,
+}
+
+impl<K: Copy + Eq + Hash> LogWindows<K> {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Some` when this event should be logged (with how many were not).
+    pub fn record(&self, kind: K, reason: &str) -> Option<LogNow> {
+        let now = Instant::now();
+        let mut windows = self.windows.lock().expect("log window lock poisoned");
+        if windows.len() >= MAX_REASONS {
+            windows.retain(|_, (last, _)| now.duration_since(*last) < self.interval);
+        }
+        let reason = if windows.len() >= MAX_REASONS {
+            String::new()
+        } else {
+            reason.to_string()
+        };
+        match windows.get_mut(&(kind, reason.clone())) {
+            Some((last, suppressed)) if now.duration_since(*last) < self.interval => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                *last = now;
+                Some(LogNow {
+                    suppressed: std::mem::take(suppressed),
+                })
+            }
+            None => {
+                windows.insert((kind, reason), (now, 0));
+                Some(LogNow { suppressed: 0 })
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.windows.lock().unwrap().len()
+    }
 }
 
 /// Distinct reasons remembered at once; past this (reasons can carry peer-supplied text,
@@ -146,41 +214,15 @@ impl Refusals {
     /// At most one line per kind and reason per `interval`.
     pub fn new(interval: Duration) -> Self {
         Self {
-            interval,
             totals: Default::default(),
-            windows: Mutex::new(HashMap::new()),
+            windows: LogWindows::new(interval),
         }
     }
 
     /// Counts one refusal; `Some` when it should be logged (with how many were not).
     pub fn record(&self, refusal: Refusal, reason: &str) -> Option<LogNow> {
         self.totals[refusal.index()].fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut windows = self.windows.lock().expect("refusal log lock poisoned");
-        if windows.len() >= MAX_REASONS {
-            windows.retain(|_, (last, _)| now.duration_since(*last) < self.interval);
-        }
-        let reason = if windows.len() >= MAX_REASONS {
-            String::new()
-        } else {
-            reason.to_string()
-        };
-        match windows.get_mut(&(refusal, reason.clone())) {
-            Some((last, suppressed)) if now.duration_since(*last) < self.interval => {
-                *suppressed += 1;
-                None
-            }
-            Some((last, suppressed)) => {
-                *last = now;
-                Some(LogNow {
-                    suppressed: std::mem::take(suppressed),
-                })
-            }
-            None => {
-                windows.insert((refusal, reason), (now, 0));
-                Some(LogNow { suppressed: 0 })
-            }
-        }
+        self.windows.record(refusal, reason)
     }
 
     /// Refusals of this kind so far.
@@ -263,7 +305,7 @@ mod tests {
                     .is_some()
             })
             .count();
-        assert!(refusals.windows.lock().unwrap().len() <= MAX_REASONS + 1);
+        assert!(refusals.windows.len() <= MAX_REASONS + 1);
         assert!(logged <= MAX_REASONS + 1, "{logged} lines");
     }
 }

@@ -18,6 +18,7 @@ use std::{
     future::{Future, poll_fn},
     net::Shutdown,
     pin::pin,
+    sync::atomic::{AtomicU64, Ordering},
     task::Poll,
     time::Duration,
 };
@@ -25,6 +26,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 
 use super::xfcc::RequestRewriter;
+use crate::telemetry::connections::Live;
 use h2::{Reason, RecvStream, SendStream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -48,16 +50,6 @@ pub enum CopyEnd {
     StreamReset,
 }
 
-impl CopyEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::SocketReset => "socket_reset",
-            Self::StreamReset => "stream_reset",
-        }
-    }
-}
-
 /// Bytes moved: `to_stream` from the socket to the stream, `to_socket` the other way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyStats {
@@ -65,13 +57,27 @@ pub struct CopyStats {
     pub to_socket: u64,
 }
 
-/// Runs both directions to completion.
+/// Runs both directions to completion. `live`, when given, is the connection's entry in
+/// `/connections`: each read adds to its byte counters (one relaxed atomic add).
 pub async fn bidirectional(
     socket: &mut TcpStream,
     send: SendStream<Bytes>,
     recv: RecvStream,
+    live: Option<&Live>,
 ) -> (CopyStats, CopyEnd) {
-    bidirectional_rewriting(socket, send, recv, None).await
+    bidirectional_rewriting(socket, send, recv, None, live).await
+}
+
+/// Where a direction's running total is also shown, if anywhere.
+#[derive(Clone, Copy)]
+struct Shown<'a>(Option<&'a AtomicU64>);
+
+impl Shown<'_> {
+    fn add(self, n: u64) {
+        if let Some(counter) = self.0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 /// [`bidirectional`], with what the stream carries towards the socket passed through
@@ -82,12 +88,23 @@ pub async fn bidirectional_rewriting(
     mut send: SendStream<Bytes>,
     mut recv: RecvStream,
     rewriter: Option<RequestRewriter>,
+    live: Option<&Live>,
 ) -> (CopyStats, CopyEnd) {
     let mut stats = CopyStats::default();
+    let (shown_sent, shown_received) = (
+        Shown(live.map(|l| &l.bytes_sent)),
+        Shown(live.map(|l| &l.bytes_received)),
+    );
     let end = {
         let (reader, writer) = socket.split();
-        let upstream = socket_to_stream(reader, &mut send, &mut stats.to_stream);
-        let downstream = stream_to_socket(&mut recv, writer, &mut stats.to_socket, rewriter);
+        let upstream = socket_to_stream(reader, &mut send, &mut stats.to_stream, shown_sent);
+        let downstream = stream_to_socket(
+            &mut recv,
+            writer,
+            &mut stats.to_socket,
+            rewriter,
+            shown_received,
+        );
         tokio::pin!(upstream, downstream);
         let (mut upstream_done, mut downstream_done) = (false, false);
         loop {
@@ -124,6 +141,7 @@ async fn socket_to_stream(
     mut reader: ReadHalf<'_>,
     send: &mut SendStream<Bytes>,
     moved: &mut u64,
+    shown: Shown<'_>,
 ) -> Result<(), Failure> {
     let mut read_size = INITIAL_READ;
     let mut buf = BytesMut::new();
@@ -155,6 +173,7 @@ async fn socket_to_stream(
             Poll::Ready(Err(_)) => return Err(Failure::Socket),
         };
         *moved += n as u64;
+        shown.add(n as u64);
         // A read that filled what we asked for means more is waiting: read bigger next time.
         let filled = n >= read_size;
         if filled && read_size < MAX_READ {
@@ -191,6 +210,7 @@ async fn stream_to_socket(
     mut writer: WriteHalf<'_>,
     moved: &mut u64,
     mut rewriter: Option<RequestRewriter>,
+    shown: Shown<'_>,
 ) -> Result<(), Failure> {
     let mut rewritten = Vec::new();
     loop {
@@ -210,6 +230,7 @@ async fn stream_to_socket(
                 }
                 .map_err(|_| Failure::Socket)?;
                 *moved += data.len() as u64;
+                shown.add(data.len() as u64);
                 // Open the window only once the application took the bytes: back-pressure.
                 let _ = recv.flow_control().release_capacity(data.len());
             }

@@ -235,3 +235,26 @@ mod tests {
         );
     }
 }
+
+/// What a TLS connection negotiated, for the access log (nginx's `$ssl_protocol` and
+/// `$ssl_cipher`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsParams {
+    pub protocol: &'static str,
+    pub cipher: &'static str,
+}
+
+impl TlsParams {
+    pub fn of(connection: &rustls::CommonState) -> Self {
+        let protocol = match connection.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "-",
+        };
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .and_then(|suite| suite.suite().as_str())
+            .unwrap_or("-");
+        Self { protocol, cipher }
+    }
+}

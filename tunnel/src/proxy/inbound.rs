@@ -38,7 +38,13 @@ use super::{
     admission::{KeyedLimit, KeyedSlot, Refusal, Refusals},
     copy,
 };
-use crate::{credentials::Snapshot, drain::DrainWatcher, identity::SpiffeId, policy::LivePolicy};
+use crate::{
+    credentials::Snapshot,
+    drain::DrainWatcher,
+    identity::SpiffeId,
+    policy::LivePolicy,
+    telemetry::{AuthFailure, Direction, Telemetry},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -57,6 +63,8 @@ pub struct InboundInputs {
     pub live: Arc<live::LiveStreams>,
     /// Local port → the workload that owns it.
     pub workloads_by_port: Arc<HashMap<u16, Arc<str>>>,
+    /// Workload name → its SPIFFE ID (the metrics' `destination_principal`).
+    pub workload_ids: Arc<HashMap<Arc<str>, String>>,
     /// The daemon's own ports, never a destination.
     pub own_ports: BTreeSet<u16>,
     /// Ports whose deliveries start with a PROXY protocol v2 header.
@@ -72,6 +80,8 @@ pub struct InboundInputs {
     pub refusals: Arc<Refusals>,
     /// Whether the kernel would let the bind proof of locality lie (see [`nonlocal_bind`]).
     pub nonlocal_bind: nonlocal_bind::NonlocalBind,
+    /// Metrics, `/connections`, the access log's and the auth stream's state.
+    pub telemetry: Arc<Telemetry>,
     /// Tests on one machine without root have only loopback to deliver to; production
     /// never delivers there (a CONNECT must not reach services bound to 127.0.0.1).
     #[cfg(test)]
@@ -184,8 +194,30 @@ fn admit(shared: &Shared, source: IpAddr) -> Result<Unauthenticated, Refusal> {
 }
 
 impl Shared {
+    /// A refused TLS handshake: counted with the other refusals, but said on the auth
+    /// stream (rate-limited there), not in the refusal log.
+    fn refuse_handshake(&self, peer: SocketAddr, reason: &str) {
+        let telemetry = &self.inputs.telemetry;
+        self.inputs
+            .refusals
+            .record(Refusal::HandshakeFailed, reason);
+        telemetry.metrics.proxy.handshake(Direction::Inbound, None);
+        telemetry.metrics.proxy.failed(
+            Direction::Inbound,
+            Refusal::HandshakeFailed.fail_reason(reason),
+        );
+        telemetry
+            .auth_failures
+            .record(AuthFailure::now(Direction::Inbound, peer, reason));
+    }
+
     /// Counts a refusal and logs it unless one of its kind was logged in the last interval.
     fn log_refusal(&self, refusal: Refusal, peer: SocketAddr, reason: &str) {
+        self.inputs
+            .telemetry
+            .metrics
+            .proxy
+            .failed(Direction::Inbound, refusal.fail_reason(reason));
         if let Some(now) = self.inputs.refusals.record(refusal, reason) {
             let limits = &self.inputs.limits;
             let detail = match refusal {

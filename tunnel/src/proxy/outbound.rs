@@ -23,7 +23,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    copy,
+    copy::{self, CopyEnd},
     pool::{Pool, PoolError, PoolKey},
 };
 use crate::{
@@ -32,7 +32,11 @@ use crate::{
     ebpf::{OriginalDestination, OriginalDstTable},
     errors,
     identity::{Purpose, SpiffeId},
-    sys,
+    logging, sys,
+    telemetry::{
+        ConnectionInfo, Direction, FailReason, Telemetry,
+        metrics::{ReasonLabels, TcpLabels, UNKNOWN, WorkloadLabels},
+    },
 };
 
 /// The most read from an application before its tunnel is open (one HTTP request's head).
@@ -85,6 +89,7 @@ pub struct OutboundInputs {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The captured destination ranges, to tell their network and broadcast addresses.
     pub destinations: Vec<IpNet>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The outbound proxy: binds in [`Outbound::bind`], serves in [`Outbound::run`].
@@ -168,14 +173,25 @@ async fn accept_loop(
             Ok(None) => {
                 // Not captured by our programs: someone dialled the listener directly.
                 info!(%peer, "refused: connection was not captured (no original destination)");
+                capture_refused(&inputs, "not_captured");
                 copy::reset(&stream);
             }
             Err(e) => {
                 warn!(%peer, error = %errors::chain(&e), "refused: original destination lookup failed");
+                capture_refused(&inputs, "lookup_failed");
                 copy::reset(&stream);
             }
         }
     }
+}
+
+fn capture_refused(inputs: &OutboundInputs, reason: &'static str) {
+    let metrics = &inputs.telemetry.metrics.proxy;
+    metrics
+        .capture_refused
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+    metrics.failed(Direction::Outbound, FailReason::other);
 }
 
 async fn carry(
@@ -187,6 +203,17 @@ async fn carry(
 ) {
     let started = Instant::now();
     let dst = original.addr;
+    let metrics = &inputs.telemetry.metrics.proxy;
+    let refuse = |app: &TcpStream, capture_reason: Option<&'static str>, reason: FailReason| {
+        if let Some(reason) = capture_reason {
+            metrics
+                .capture_refused
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+        metrics.failed(Direction::Outbound, reason);
+        copy::reset(app);
+    };
     let Some(workload) = original
         .workload_cgroup_id
         .and_then(|id| inputs.workloads.get(&id))
@@ -195,21 +222,24 @@ async fn carry(
             %src, %dst, pid = original.pid, cgroup_id = original.cgroup_id,
             "refused: the caller belongs to no workload, and calls without an identity are not sent"
         );
-        copy::reset(&app);
-        return;
+        return refuse(&app, Some("no_workload"), FailReason::no_identity);
     };
     if let Some(why) = names_no_host(dst.ip(), &inputs.destinations) {
         info!(%src, %dst, workload = %workload.name, pid = original.pid, "refused: {why}; nothing is dialled");
-        copy::reset(&app);
-        return;
+        return refuse(&app, Some("no_host"), FailReason::not_deliverable);
     }
+    metrics
+        .capture_connections
+        .get_or_create(&WorkloadLabels {
+            workload: workload.name.to_string(),
+        })
+        .inc();
     let _ = app.set_nodelay(true);
     let expected = inputs.peers.expected(dst.ip()).cloned();
     let snapshot = inputs.snapshots.borrow().clone();
     let Some(tls) = snapshot.client(&workload.name, expected.as_ref()) else {
         warn!(%src, %dst, workload = %workload.name, "refused: no TLS config for this workload and peer");
-        copy::reset(&app);
-        return;
+        return refuse(&app, None, FailReason::other);
     };
     let key = PoolKey {
         workload: workload.name.clone(),
@@ -219,8 +249,7 @@ async fn carry(
         Ok(early) => early,
         Err(e) => {
             debug!(%src, %dst, workload = %workload.name, error = %e, "application connection failed before its tunnel opened");
-            copy::reset(&app);
-            return;
+            return refuse(&app, None, FailReason::other);
         }
     };
     let early_len = early.len() as u64;
@@ -244,29 +273,69 @@ async fn carry(
                 %src, %dst, workload = %workload.name, src_identity = %workload.spiffe_id, pid = original.pid,
                 error = %errors::chain(&e), our_certificate, "refused: tunnel not opened"
             );
-            copy::reset(&app);
-            return;
+            return refuse(&app, None, e.fail_reason());
         }
     };
-    let (connection, peer_identity) = (stream.connection, stream.peer_identity.clone());
-    let (mut stats, end) = copy::bidirectional(&mut app, stream.send, stream.recv).await;
+    let peer_identity = stream.peer_identity.as_ref().map(ToString::to_string);
+    let counted = metrics.open(&TcpLabels {
+        direction: Direction::Outbound,
+        source_principal: workload.spiffe_id.to_string(),
+        source_workload: workload.name.to_string(),
+        destination_principal: peer_identity.clone().unwrap_or_else(|| UNKNOWN.into()),
+        destination_workload: UNKNOWN.into(),
+    });
+    let tracked = inputs.telemetry.connections.open(ConnectionInfo {
+        direction: "outbound",
+        src,
+        dst,
+        src_identity: Some(workload.spiffe_id.to_string()),
+        dst_identity: peer_identity.clone(),
+        workload: workload.name.to_string(),
+        peer: key.peer,
+    });
+    tracked
+        .live()
+        .bytes_sent
+        .fetch_add(early_len, std::sync::atomic::Ordering::Relaxed);
+    let (connection, tls_params) = (stream.connection, stream.tls);
+    let (mut stats, end) =
+        copy::bidirectional(&mut app, stream.send, stream.recv, Some(tracked.live())).await;
     stats.to_stream += early_len;
-    debug!(
+    counted.close(stats.to_stream, stats.to_socket);
+    drop(tracked);
+    let close_reason = close_reason(end, stream.connection_ended.get());
+    info!(
+        target: logging::ACCESS,
         direction = "outbound",
         %src,
-        %dst,
-        pid = original.pid,
-        workload = %workload.name,
         src_identity = %workload.spiffe_id,
-        dst_identity = %peer_identity.map(|id| id.to_string()).unwrap_or_default(),
-        hbone = %key.peer,
+        ssl_client_verify = "SUCCESS",
+        %dst,
+        dst_workload = "-",
+        workload = %workload.name,
+        pid = original.pid,
+        peer = %key.peer,
+        peer_identity = peer_identity.as_deref().unwrap_or("-"),
+        ssl_protocol = tls_params.protocol,
+        ssl_cipher = tls_params.cipher,
         connection,
         bytes_sent = stats.to_stream,
         bytes_received = stats.to_socket,
         duration_ms = started.elapsed().as_millis() as u64,
-        end = end.as_str(),
-        "connection carried"
+        close_reason,
+        "connection closed"
     );
+}
+
+/// Why a carried connection ended, in the access log's words: `closed`, a reset and which
+/// side sent it, or what closed its tunnel connection under it (a certificate expired...).
+pub fn close_reason(end: CopyEnd, connection_ended: Option<&String>) -> String {
+    match (end, connection_ended) {
+        (CopyEnd::Closed, _) => "closed".into(),
+        (CopyEnd::SocketReset, _) => "reset by the local side".into(),
+        (CopyEnd::StreamReset, Some(why)) => why.clone(),
+        (CopyEnd::StreamReset, None) => "reset by the tunnel side".into(),
+    }
 }
 
 /// Why a destination names no single host (so no peer daemon can serve it), if it does

@@ -15,7 +15,7 @@ use std::{
 };
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use tunnel_common::{PLAINTEXT_LISTENER_V4, PLAINTEXT_LISTENER_V6};
 
 use super::{
@@ -25,7 +25,16 @@ use super::{
     proxy_protocol,
     xfcc::RequestRewriter,
 };
-use crate::{config::Mode, drain::DrainWatcher, policy::LivePolicy};
+use crate::{
+    config::Mode,
+    drain::DrainWatcher,
+    logging,
+    policy::LivePolicy,
+    telemetry::{
+        Direction, FailReason, Telemetry,
+        metrics::{TcpLabels, UNKNOWN},
+    },
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaintextError {
@@ -45,6 +54,7 @@ pub struct PlaintextInputs {
     /// HTTP/1.1 ports where the workload trusts `X-Forwarded-Client-Cert`: a plaintext
     /// caller's is removed (and none is added: the caller has no identity).
     pub xfcc_ports: BTreeSet<u16>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The listeners `steer_inbound` hands connections to, with their slots in its socket map.
@@ -126,11 +136,21 @@ fn handle(
     let Some(workload) = inputs.workloads_by_port.get(&dst.port()) else {
         // Steered, but no workload owns the port any more (config changed): refuse.
         copy::reset(&stream);
+        inputs
+            .telemetry
+            .metrics
+            .proxy
+            .failed(Direction::Inbound, FailReason::not_deliverable);
         return log_refused(inputs, caller, dst, "no workload owns this port");
     };
     match inputs.policy.current().mode(workload, dst.port()) {
         Mode::Strict => {
             copy::reset(&stream);
+            inputs
+                .telemetry
+                .metrics
+                .proxy
+                .failed(Direction::Inbound, FailReason::plaintext_refused);
             log_refused(
                 inputs,
                 caller,
@@ -182,35 +202,61 @@ async fn pass(
         Ok(target) => target,
         Err(e) => {
             info!(src = %caller, %dst, workload = %workload, reason = %e, "plaintext connection not delivered");
+            inputs
+                .telemetry
+                .metrics
+                .proxy
+                .failed(Direction::Inbound, FailReason::upstream_refused);
             copy::reset(&stream);
             return;
         }
     };
-    let (sent, received) = if inputs.xfcc_ports.contains(&dst.port()) {
+    let counted = inputs.telemetry.metrics.proxy.open(&TcpLabels {
+        direction: Direction::Inbound,
+        source_principal: UNKNOWN.into(),
+        source_workload: UNKNOWN.into(),
+        destination_principal: UNKNOWN.into(),
+        destination_workload: workload.to_string(),
+    });
+    let ((sent, received), close_reason) = if inputs.xfcc_ports.contains(&dst.port()) {
         // The workload trusts X-Forwarded-Client-Cert on this port: an unauthenticated
         // caller's own must not reach it.
         copy_stripping_xfcc(&mut stream, &mut target).await
     } else {
-        tokio::io::copy_bidirectional(&mut stream, &mut target)
-            .await
-            .unwrap_or_default()
+        match tokio::io::copy_bidirectional(&mut stream, &mut target).await {
+            Ok(moved) => (moved, "closed".to_string()),
+            Err(e) => ((0, 0), e.to_string()),
+        }
     };
-    debug!(
+    // Towards the caller is "sent", as on the tunnelled inbound side.
+    counted.close(received, sent);
+    info!(
+        target: logging::ACCESS,
         direction = "inbound_plaintext",
         src = %caller,
+        src_identity = "-",
+        ssl_client_verify = "NONE",
         %dst,
-        workload = %workload,
-        bytes_received = sent,
+        dst_workload = %workload,
+        peer = %caller,
+        peer_identity = "-",
+        ssl_protocol = "-",
+        ssl_cipher = "-",
         bytes_sent = received,
+        bytes_received = sent,
         duration_ms = started.elapsed().as_millis() as u64,
-        "plaintext connection carried"
+        close_reason,
+        "connection closed"
     );
 }
 
 /// Both directions, requests passed through a rewriter that removes
 /// `X-Forwarded-Client-Cert` and adds none; a request it cannot frame resets both sides.
 /// Returns the bytes moved each way (caller to workload, workload to caller).
-async fn copy_stripping_xfcc(caller: &mut TcpStream, workload: &mut TcpStream) -> (u64, u64) {
+async fn copy_stripping_xfcc(
+    caller: &mut TcpStream,
+    workload: &mut TcpStream,
+) -> ((u64, u64), String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (mut caller_read, mut caller_write) = caller.split();
     let (mut workload_read, mut workload_write) = workload.split();
@@ -237,12 +283,11 @@ async fn copy_stripping_xfcc(caller: &mut TcpStream, workload: &mut TcpStream) -
         Ok::<_, io::Error>(moved)
     };
     match tokio::try_join!(requests, responses) {
-        Ok(moved) => moved,
+        Ok(moved) => (moved, "closed".into()),
         Err(e) => {
-            info!(reason = %e, "plaintext connection reset");
             copy::reset(caller);
             copy::reset(workload);
-            (0, 0)
+            ((0, 0), format!("reset: {e}"))
         }
     }
 }

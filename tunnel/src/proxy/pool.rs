@@ -36,13 +36,22 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info};
 
-use super::{hbone, record_tls_error::RecordTlsError};
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{
+    hbone::{self, TlsParams},
+    record_tls_error::RecordTlsError,
+};
 use crate::{
     credentials::{
         ClientTls, Snapshot,
         lifetime::{Authenticated, Ending},
     },
     identity::{Purpose, SpiffeId},
+    telemetry::{
+        AuthFailure, Direction, FailReason, Telemetry,
+        metrics::{PeerLabels, principal},
+    },
     tls::{self, Phase},
 };
 
@@ -121,6 +130,23 @@ fn refusal_text(
 }
 
 impl PoolError {
+    /// The `reason` label of `tunnel_tcp_connections_failed_total`.
+    pub fn fail_reason(&self) -> FailReason {
+        match self {
+            Self::Connect { .. } => FailReason::peer_unreachable,
+            Self::Timeout { .. } | Self::Unanswered { .. } => FailReason::timeout,
+            Self::Handshake { reason, .. } => FailReason::of_tls(reason),
+            Self::Refused { reason, status, .. } => {
+                match reason.as_ref().map(|(code, _)| code.as_str()) {
+                    Some(code) => FailReason::of_refusal_code(code),
+                    None if *status == http::StatusCode::FORBIDDEN => FailReason::policy_denied,
+                    None => FailReason::upstream_refused,
+                }
+            }
+            Self::Stream { .. } | Self::Abandoned { .. } => FailReason::other,
+        }
+    }
+
     /// A failure that took long to learn (a timeout, an unreachable host): the ones worth
     /// remembering, since each new attempt would cost as long again. A quick refusal (the
     /// peer daemon restarting) is retried at once, so recovery is not delayed.
@@ -143,6 +169,11 @@ pub struct HboneStream {
     /// The pooled connection carrying it (for logs).
     pub connection: u64,
     pub peer_identity: Option<SpiffeId>,
+    /// What its TLS connection negotiated.
+    pub tls: TlsParams,
+    /// Why its pooled connection was closed under it, once it was (a certificate expired,
+    /// the peer broke off...), for the access log.
+    pub connection_ended: Arc<OnceLock<String>>,
     _lease: Lease,
 }
 
@@ -157,6 +188,7 @@ struct Inner {
     snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
     keys: Mutex<HashMap<PoolKey, KeyState>>,
     next_id: AtomicU64,
+    telemetry: Arc<Telemetry>,
 }
 
 #[derive(Default)]
@@ -182,6 +214,13 @@ struct Connection {
     peer_identity: Option<SpiffeId>,
     /// The TLS error that broke the connection, if one did (h2 reports only its text).
     tls_failure: Arc<OnceLock<rustls::Error>>,
+    tls: TlsParams,
+    /// Why the connection was closed, once it was.
+    ended: Arc<OnceLock<String>>,
+    /// Streams open on it, in `tunnel_pool_streams` (its peer's series).
+    streams_gauge: Gauge,
+    /// Whether a refusal of our certificate on it was reported (once per connection).
+    refusal_reported: AtomicBool,
 }
 
 /// One stream's claim on a connection.
@@ -189,6 +228,7 @@ struct Lease(Arc<Connection>);
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.0.streams_gauge.dec();
         if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.idle_since.lock().expect("idle_since lock poisoned") = Instant::now();
         }
@@ -210,13 +250,16 @@ impl Connection {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Lease(self.clone()))
+            .map(|_| {
+                self.streams_gauge.inc();
+                Lease(self.clone())
+            })
     }
 }
 
 impl Pool {
     pub fn new(settings: PoolSettings) -> Self {
-        Self::following(settings, None)
+        Self::following(settings, None, Telemetry::detached())
     }
 
     /// A pool whose connections follow the material in force (expiry, replacement,
@@ -224,6 +267,7 @@ impl Pool {
     pub fn following(
         settings: PoolSettings,
         snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -231,8 +275,14 @@ impl Pool {
                 snapshots,
                 keys: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                telemetry,
             }),
         }
+    }
+
+    /// Where the pool counts what it does.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.inner.telemetry
     }
 
     /// Opens a CONNECT stream to `destination` through the peer of `key`, sending `early`
@@ -277,6 +327,8 @@ impl Pool {
                         recv,
                         connection: connection.id,
                         peer_identity: connection.peer_identity.clone(),
+                        tls: connection.tls,
+                        connection_ended: connection.ended.clone(),
                         _lease: lease,
                     });
                 }
@@ -300,6 +352,9 @@ impl Pool {
                     // A fresh connection failing here is the server refusing our certificate:
                     // in TLS 1.3 its verdict arrives after the client side has finished.
                     if fresh {
+                        if !connection.refusal_reported.swap(true, Ordering::AcqRel) {
+                            self.report_refusal(key, connection.peer_identity.as_ref(), &reason);
+                        }
                         return Err(PoolError::Handshake {
                             peer: key.peer,
                             reason,
@@ -317,6 +372,14 @@ impl Pool {
             debug!(peer = %key.peer, connection = connection.id, %reason, "pooled connection is gone; retrying on a new one");
             retried = true;
         }
+    }
+
+    /// A refused handshake or identity, on the auth stream.
+    fn report_refusal(&self, key: &PoolKey, peer_identity: Option<&SpiffeId>, reason: &str) {
+        let mut failure = AuthFailure::now(Direction::Outbound, key.peer, reason);
+        failure.peer_identity = peer_identity.map(ToString::to_string);
+        failure.workload = Some(key.workload.to_string());
+        self.inner.telemetry.auth_failures.record(failure);
     }
 
     /// Closes connections that carried no stream for the idle timeout; runs forever.
@@ -441,6 +504,7 @@ impl Pool {
                     source: Arc::new(source),
                 })?;
             hbone::configure_tunnel_socket(&tcp);
+            let tls_started = Instant::now();
             let server_name = ServerName::IpAddress(peer.ip().into());
             let mut tls_stream = TlsConnector::from(tls.config.clone())
                 .connect(server_name, tcp)
@@ -450,6 +514,7 @@ impl Pool {
                     reason: tls::describe_connection_error(&e, Phase::Handshake),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
+            let params = TlsParams::of(tls_stream.get_ref().1);
             let lifetime = match (
                 &self.inner.snapshots,
                 tls_stream.get_ref().1.peer_certificates(),
@@ -512,15 +577,34 @@ impl Pool {
                 peer_identity,
                 tls_failure,
                 lifetime,
+                params,
+                tls_started.elapsed(),
             ))
         };
-        let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime) =
-            tokio::time::timeout(settings.connect_timeout, handshake)
-                .await
-                .map_err(|_| PoolError::Timeout {
-                    peer,
-                    timeout: settings.connect_timeout,
-                })??;
+        let dialled = match tokio::time::timeout(settings.connect_timeout, handshake).await {
+            Ok(dialled) => dialled,
+            Err(_) => Err(PoolError::Timeout {
+                peer,
+                timeout: settings.connect_timeout,
+            }),
+        };
+        let metrics = &self.inner.telemetry.metrics.proxy;
+        let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime, params, took) =
+            match dialled {
+                Ok(dialled) => dialled,
+                Err(error) => {
+                    if let PoolError::Handshake { reason, .. } = &error {
+                        metrics.handshake(Direction::Outbound, None);
+                        self.report_refusal(key, None, reason);
+                    }
+                    return Err(error);
+                }
+            };
+        metrics.handshake(Direction::Outbound, Some(took));
+        let peer_labels = PeerLabels {
+            peer_principal: principal(peer_identity.as_ref()),
+        };
+        let pooled = OpenGauge::new(metrics.pool_connections.get_or_create(&peer_labels).clone());
         let connection = Arc::new(Connection {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             generation: tls.generation,
@@ -530,15 +614,25 @@ impl Pool {
             idle_since: Mutex::new(Instant::now()),
             peer_identity,
             tls_failure,
+            tls: params,
+            ended: Arc::default(),
+            streams_gauge: metrics.pool_streams.get_or_create(&peer_labels).clone(),
+            refusal_reported: AtomicBool::new(false),
         });
         let watched = Arc::downgrade(&connection);
         let id = connection.id;
         tokio::spawn(async move {
+            let _pooled = pooled;
             let unanswered = hbone::unanswered_ping(pings, settings.keepalive);
             tokio::pin!(unanswered);
             let mark_closed = || {
                 if let Some(connection) = watched.upgrade() {
                     connection.closed.store(true, Ordering::Release);
+                }
+            };
+            let mark_ended = |reason: String| {
+                if let Some(connection) = watched.upgrade() {
+                    let _ = connection.ended.set(reason);
                 }
             };
             // Returning drops the connection (and its socket): its streams end with an error.
@@ -554,6 +648,7 @@ impl Pool {
                         Ending::Close(reason) => {
                             mark_closed();
                             info!(%peer, connection = id, %reason, "pooled connection closed with its streams");
+                            mark_ended(reason.to_string());
                             return;
                         }
                     },
@@ -563,14 +658,33 @@ impl Pool {
             match result {
                 Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
                 Some(Err(e)) => {
-                    info!(%peer, connection = id, reason = %tls::describe_connection_error(&e, Phase::Established), "pooled connection to peer broke")
+                    let reason = tls::describe_connection_error(&e, Phase::Established);
+                    info!(%peer, connection = id, %reason, "pooled connection to peer broke");
+                    mark_ended(reason);
                 }
                 None => {
-                    info!(%peer, connection = id, timeout = ?settings.keepalive, "pooled connection closed: the peer stopped answering PINGs")
+                    info!(%peer, connection = id, timeout = ?settings.keepalive, "pooled connection closed: the peer stopped answering PINGs");
+                    mark_ended("the peer stopped answering PINGs".into());
                 }
             }
         });
         Ok(connection)
+    }
+}
+
+/// A gauge counting something while it lives: up when made, down when dropped.
+struct OpenGauge(Gauge);
+
+impl OpenGauge {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

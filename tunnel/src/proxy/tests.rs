@@ -6,5 +6,6 @@
 mod copy;
 mod inbound;
 mod kit;
+mod metrics;
 mod pool;
 mod verify;

@@ -3,7 +3,10 @@
 //! certificate on it expires or is no longer trusted (a replaced node certificate lets it
 //! finish its streams, as a drain does).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use bytes::Bytes;
 use tokio::{
@@ -18,7 +21,12 @@ use crate::{
     credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
     identity::Purpose,
-    proxy::{admission::Refusal, copy, hbone},
+    proxy::{
+        admission::Refusal,
+        copy,
+        hbone::{self, TlsParams},
+    },
+    telemetry::Direction,
     tls::{self, Phase},
 };
 
@@ -59,15 +67,18 @@ pub(super) async fn serve(
     };
     let (server_config, watch) = Watch::inbound(&shared.inputs.snapshots);
     let acceptor = TlsAcceptor::from(server_config);
+    let tls_started = std::time::Instant::now();
     let mut tls_stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let reason = tls::describe_connection_error(&e, Phase::Handshake);
-            return shared.log_refusal(Refusal::HandshakeFailed, peer, &format!("TLS: {reason}"));
+            return shared.refuse_handshake(peer, &reason);
         }
         Err(_) => return timed_out(),
     };
     drop(handshake_permit);
+    let metrics = &shared.inputs.telemetry.metrics.proxy;
+    metrics.handshake(Direction::Inbound, Some(tls_started.elapsed()));
     let Some(caller) = tls::peer_identity(tls_stream.get_ref().1, Purpose::ClientAuth) else {
         // The verifier accepted it, so this cannot happen; refuse rather than assume.
         return shared.log_refusal(
@@ -76,12 +87,19 @@ pub(super) async fn serve(
             "verified client certificate has no readable identity",
         );
     };
-    let peer_chain = tls_stream
+    let peer_chain: Vec<rustls_pki_types::CertificateDer<'static>> = tls_stream
         .get_ref()
         .1
         .peer_certificates()
         .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
+    let session = Arc::new(Session {
+        tls: TlsParams::of(tls_stream.get_ref().1),
+        subject_dn: peer_chain
+            .first()
+            .and_then(|leaf| subject_dn(leaf.as_ref())),
+        ended: OnceLock::new(),
+    });
     let mut lifetime = Authenticated::new(watch, peer_chain);
     hbone::batch_tls_writes(tls_stream.get_mut().1);
     let handshake =
@@ -160,6 +178,7 @@ pub(super) async fn serve(
                 }
                 Ending::Close(reason) => {
                     info!(%peer, %caller, %reason, "tunnel connection closed with its streams");
+                    let _ = session.ended.set(reason.to_string());
                     connection.abrupt_shutdown(h2::Reason::NO_ERROR);
                     // Let the GOAWAY out before the socket goes.
                     let _ = tokio::time::timeout(GOAWAY_LINGER, async {
@@ -187,6 +206,7 @@ pub(super) async fn serve(
                     respond,
                     peer,
                     caller.clone(),
+                    session.clone(),
                     shared.clone(),
                     drain.clone(),
                 ));
@@ -198,6 +218,23 @@ pub(super) async fn serve(
             None => return,
         }
     }
+}
+
+/// What every stream of one TLS connection shares, for the access log.
+pub(super) struct Session {
+    pub tls: TlsParams,
+    /// The caller's certificate subject (nginx's `$ssl_client_s_dn`), when it has one.
+    pub subject_dn: Option<String>,
+    /// Why the connection was closed under its streams, once it was.
+    pub ended: OnceLock<String>,
+}
+
+/// A certificate's subject as RFC 4514-ish text, or `None` for an empty subject (SVIDs
+/// need none).
+fn subject_dn(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let dn = cert.subject().to_string();
+    (!dn.is_empty()).then_some(dn)
 }
 
 /// A deadline that does not come (tokio's sleep needs one).

@@ -4,7 +4,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::Instant,
 };
 
@@ -14,16 +14,23 @@ use http::{Request, StatusCode};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::Shared;
+use super::{Shared, connection::Session};
 use crate::{
     drain::DrainWatcher,
     identity::SpiffeId,
+    logging,
     policy::{self, Decision},
     proxy::{
-        copy,
+        copy::{self, CopyStats},
         deliver::{DialError, dial_local},
-        hbone, proxy_protocol,
+        hbone,
+        outbound::close_reason,
+        proxy_protocol,
         xfcc::RequestRewriter,
+    },
+    telemetry::{
+        ConnectionInfo, Direction, FailReason,
+        metrics::{DecisionLabels, TcpLabels, UNKNOWN},
     },
 };
 
@@ -59,10 +66,13 @@ pub(super) async fn serve(
     mut respond: SendResponse<Bytes>,
     peer: SocketAddr,
     caller: Arc<SpiffeId>,
+    session: Arc<Session>,
     shared: Arc<Shared>,
     _drain: DrainWatcher,
 ) {
     let started = Instant::now();
+    let telemetry = &shared.inputs.telemetry;
+    let metrics = &telemetry.metrics.proxy;
     let dst = hbone::requested_destination(&request).map_err(|(status, why)| Refused {
         status,
         code: "bad_request",
@@ -73,9 +83,21 @@ pub(super) async fn serve(
         Ok(dst) => admit(dst, &caller, peer, &shared).await.map(|a| (dst, a)),
         Err(refused) => Err(refused),
     };
-    let (dst, (mut target, workload)) = match admitted {
+    let (
+        dst,
+        Admitted {
+            mut target,
+            workload,
+            decision,
+            rule,
+        },
+    ) = match admitted {
         Ok(admitted) => admitted,
         Err(refused) => {
+            metrics.failed(
+                Direction::Inbound,
+                FailReason::of_refusal_code(refused.code),
+            );
             let dst = requested.map(|d| d.to_string()).unwrap_or_default();
             info!(
                 src = %peer, src_identity = %caller, %dst, status = refused.status.as_u16(),
@@ -89,6 +111,7 @@ pub(super) async fn serve(
     let send = match respond.send_response(hbone::response(StatusCode::OK), false) {
         Ok(send) => send,
         Err(e) => {
+            metrics.failed(Direction::Inbound, FailReason::other);
             debug!(%peer, %caller, %dst, error = %e, "stream gone before it was answered");
             return;
         }
@@ -103,29 +126,73 @@ pub(super) async fn serve(
             .inputs
             .live
             .register(caller.clone(), peer.ip(), workload.clone(), dst.port());
+    let workload_id = shared.inputs.workload_ids.get(&workload).cloned();
+    let counted = metrics.open(&TcpLabels {
+        direction: Direction::Inbound,
+        source_principal: caller.to_string(),
+        source_workload: UNKNOWN.into(),
+        destination_principal: workload_id.clone().unwrap_or_else(|| UNKNOWN.into()),
+        destination_workload: workload.to_string(),
+    });
+    let tracked = telemetry.connections.open(ConnectionInfo {
+        direction: "inbound",
+        src: peer,
+        dst,
+        src_identity: Some(caller.to_string()),
+        dst_identity: workload_id,
+        workload: workload.to_string(),
+        peer,
+    });
     let copied = tokio::select! {
-        copied = copy::bidirectional_rewriting(&mut target, send, request.into_body(), rewriter) => Some(copied),
+        copied = copy::bidirectional_rewriting(&mut target, send, request.into_body(), rewriter, Some(tracked.live())) => Some(copied),
         () = registration.closed.notified() => None,
     };
-    let Some((stats, end)) = copied else {
-        // A policy reload denies it now: the stream was reset as the copy was dropped
-        // (h2 cancels a stream whose halves are gone); reset the workload's side too.
-        copy::reset(&target);
-        info!(src = %peer, %dst, src_identity = %caller, %workload, "connection closed by a policy reload");
-        return;
+    let (stats, close_reason) = match copied {
+        Some((stats, end)) => (stats, close_reason(end, session.ended.get())),
+        None => {
+            // A policy reload denies it now: the stream was reset as the copy was dropped
+            // (h2 cancels a stream whose halves are gone); reset the workload's side too.
+            copy::reset(&target);
+            // The copy's own totals went with it; the live ones are as exact.
+            let live = tracked.live();
+            let stats = CopyStats {
+                to_stream: live.bytes_sent.load(Ordering::Relaxed),
+                to_socket: live.bytes_received.load(Ordering::Relaxed),
+            };
+            (stats, "closed by a policy reload".to_string())
+        }
     };
-    debug!(
+    drop(tracked);
+    counted.close(stats.to_stream, stats.to_socket);
+    info!(
+        target: logging::ACCESS,
         direction = "inbound",
         src = %peer,
-        %dst,
         src_identity = %caller,
-        %workload,
-        bytes_received = stats.to_socket,
+        ssl_client_s_dn = session.subject_dn.as_deref().unwrap_or("-"),
+        ssl_client_verify = "SUCCESS",
+        %dst,
+        dst_workload = %workload,
+        peer = %peer,
+        peer_identity = %caller,
+        ssl_protocol = session.tls.protocol,
+        ssl_cipher = session.tls.cipher,
+        decision,
+        rule = %rule,
         bytes_sent = stats.to_stream,
+        bytes_received = stats.to_socket,
         duration_ms = started.elapsed().as_millis() as u64,
-        end = end.as_str(),
-        "connection carried"
+        close_reason,
+        "connection closed"
     );
+}
+
+/// An admitted stream: the connected target, its workload, and the policy decision.
+struct Admitted {
+    target: TcpStream,
+    workload: Arc<str>,
+    decision: &'static str,
+    rule: String,
 }
 
 /// The checks on a requested destination, in order, then the dial: the connected target
@@ -135,7 +202,7 @@ async fn admit(
     caller: &SpiffeId,
     peer: SocketAddr,
     shared: &Shared,
-) -> Result<(TcpStream, Arc<str>), Refused> {
+) -> Result<Admitted, Refused> {
     let inputs = &shared.inputs;
     let workload = deliverable(shared, dst)?;
     let decision = inputs.policy.current().evaluate(&policy::Request {
@@ -144,6 +211,18 @@ async fn admit(
         workload: &workload,
         port: dst.port(),
     });
+    inputs
+        .telemetry
+        .metrics
+        .proxy
+        .authorization_decisions
+        .get_or_create(&DecisionLabels {
+            workload: workload.to_string(),
+            decision: decision.name(),
+            rule: decision.rule().to_string(),
+        })
+        .inc();
+    let (decision_name, rule) = (decision.name(), decision.rule().to_string());
     match decision {
         Decision::Allow { because } => {
             debug!(%caller, %dst, %workload, %because, "allowed");
@@ -170,7 +249,12 @@ async fn admit(
         .contains(&dst.port())
         .then(|| proxy_protocol::header(peer, dst, Some(&caller.to_string())));
     match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
-        Ok(target) => Ok((target, workload)),
+        Ok(target) => Ok(Admitted {
+            target,
+            workload,
+            decision: decision_name,
+            rule,
+        }),
         Err(DialError::NotLocal) => Err(Refused::forbidden(
             "not_local",
             format!("{} is not an address of this host", dst.ip()),

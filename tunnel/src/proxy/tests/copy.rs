@@ -69,7 +69,7 @@ impl Tunnel {
         // As the outbound side carries a captured connection.
         let outbound = tokio::spawn(async move {
             let stream = stream;
-            copy::bidirectional(&mut socket, stream.send, stream.recv).await
+            copy::bidirectional(&mut socket, stream.send, stream.recv, None).await
         });
         let (workload, _) = tokio::time::timeout(Duration::from_secs(5), self.workload.accept())
             .await
@@ -155,10 +155,10 @@ async fn a_half_close_crosses_the_tunnel_each_way_and_the_other_direction_keeps_
     // The inbound side's copy ended cleanly too, for both.
     logs.wait_for("bytes_received=38", Duration::from_secs(1))
         .await;
-    let inbound_ends = logs.lines_with("connection carried");
+    let inbound_ends = logs.lines_with("connection closed");
     assert_eq!(inbound_ends.len(), 2, "{inbound_ends:#?}");
     for line in &inbound_ends {
-        assert!(line.contains("end=\"closed\""), "{line}");
+        assert!(line.contains("close_reason=\"closed\""), "{line}");
     }
 }
 
@@ -181,8 +181,11 @@ async fn a_reset_crosses_the_tunnel_as_a_reset_not_a_clean_end() {
         .expect("the workload's socket ends");
     assert_eq!(ended, Ended::Reset, "the workload sees a reset, not EOF");
     assert_eq!(outbound_end(outbound).await.1, CopyEnd::SocketReset);
-    logs.wait_for("end=\"stream_reset\"", Duration::from_secs(1))
-        .await;
+    logs.wait_for(
+        "close_reason=\"reset by the tunnel side\"",
+        Duration::from_secs(1),
+    )
+    .await;
 
     // The workload's socket is reset: the caller sees ECONNRESET.
     let Carried {
@@ -198,8 +201,11 @@ async fn a_reset_crosses_the_tunnel_as_a_reset_not_a_clean_end() {
         .expect("the caller's socket ends");
     assert_eq!(ended, Ended::Reset, "the caller sees a reset, not EOF");
     assert_eq!(outbound_end(outbound).await.1, CopyEnd::StreamReset);
-    logs.wait_for("end=\"socket_reset\"", Duration::from_secs(1))
-        .await;
+    logs.wait_for(
+        "close_reason=\"reset by the local side\"",
+        Duration::from_secs(1),
+    )
+    .await;
 
     println!(
         "a reset crossed the tunnel caller->workload in {caller_reset_took:?}, workload->caller in {workload_reset_took:?}"

@@ -31,6 +31,7 @@ use crate::{
         inbound::{Inbound, InboundInputs, InboundLimits},
         pool::{HboneStream, Pool, PoolError, PoolKey, PoolSettings},
     },
+    telemetry::Telemetry,
     tls::{self, Credential, Trust},
 };
 
@@ -117,6 +118,8 @@ pub struct Kit {
     /// The frontend's TLS client config (expects a node identity, as without `[[peer]]`).
     pub frontend: Arc<ClientTls>,
     pub frontend_key: Arc<CertifiedKey>,
+    /// What the daemon built from this kit counts and logs into.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Kit {
@@ -206,6 +209,7 @@ from = ["spiffe://example.org/batch/*"]
             billing,
             frontend,
             frontend_key,
+            telemetry: Telemetry::detached(),
         }
     }
 
@@ -213,7 +217,7 @@ from = ["spiffe://example.org/batch/*"]
     /// with loopback delivery allowed (tests have nothing else to deliver to), every refusal
     /// logged (no rate limit, so the tests can read each reason), and `limits`.
     pub fn inputs(&self, limits: InboundLimits) -> InboundInputs {
-        let mut inputs = wiring::inbound_inputs(&self.config, &self.credentials);
+        let mut inputs = wiring::inbound_inputs(&self.config, &self.credentials, &self.telemetry);
         inputs.deliver_to_loopback = true;
         inputs.refusals = Arc::new(Refusals::new(Duration::ZERO));
         inputs.limits = limits;
@@ -264,6 +268,11 @@ from = ["spiffe://example.org/batch/*"]
             workload: "frontend".into(),
             peer,
         }
+    }
+
+    /// A pool counting into this kit's telemetry.
+    pub fn pool(&self, settings: PoolSettings) -> Pool {
+        Pool::following(settings, None, self.telemetry.clone())
     }
 
     /// Opens a stream from `frontend` to `orders` through the daemon at `peer`.

@@ -387,7 +387,11 @@ async fn a_connection_ends_with_its_streams_when_a_certificate_on_it_expires() {
     let mut inputs = kit.inputs(limits());
     kit.present_node(&mut inputs, &node);
     let daemon = Daemon::start(inputs);
-    let pool = Pool::following(pool_settings(), Some(kit.credentials.subscribe()));
+    let pool = Pool::following(
+        pool_settings(),
+        Some(kit.credentials.subscribe()),
+        kit.telemetry.clone(),
+    );
     let mut stream = kit
         .open(&pool, daemon.addr)
         .await

@@ -171,10 +171,13 @@ async fn a_caller_certificate_that_breaks_an_svid_rule_is_refused_and_the_daemon
             .err()
             .unwrap_or_else(|| panic!("a caller with {what} is refused"));
         let line = logs
-            .wait_for(&format!("TLS: {reason}"), Duration::from_secs(1))
+            .wait_for(&format!("reason={reason}"), Duration::from_secs(1))
             .await;
         println!("caller with {what}:\n  daemon log: {line}\n  caller: {error}");
-        assert!(line.contains("refused tunnel connection"), "{line}");
+        assert!(
+            line.contains("tunnel::auth") && line.contains("direction=\"inbound\""),
+            "{line}"
+        );
         assert!(
             matches!(&error, PoolError::Handshake { reason, .. } if reason.starts_with("the peer refused the handshake with alert")),
             "the caller is told the daemon refused its certificate: {error}"

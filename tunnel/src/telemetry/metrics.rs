@@ -1,0 +1,378 @@
+//! The metric families, named and labelled after Istio's TCP metrics (with the `tunnel_`
+//! prefix instead of `istio_`), so dashboards written for those adapt by renaming.
+//!
+//! Cardinality is bounded by the config: labels are identities, workload names, rule
+//! origins and fixed reason sets, never addresses or per-connection values. The hot path
+//! resolves a connection's labelled counters once, when it opens ([`ConnectionMetrics`]),
+//! and adds its byte totals once, when it closes.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// Which way a connection goes, as Istio's `reporter` would say it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.as_str().encode(encoder)
+    }
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// Istio's TCP labels. Principals are SPIFFE IDs (`unknown` where there is none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub direction: Direction,
+    pub source_principal: String,
+    pub source_workload: String,
+    pub destination_principal: String,
+    pub destination_workload: String,
+}
+
+/// What a missing label value says.
+pub const UNKNOWN: &str = "unknown";
+
+/// Why a connection was not carried: a fixed set, so the label stays bounded.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum FailReason {
+    policy_denied,
+    tls_handshake_failed,
+    peer_identity_mismatch,
+    revoked,
+    upstream_refused,
+    /// The caller belongs to no workload.
+    no_identity,
+    timeout,
+    peer_unreachable,
+    not_deliverable,
+    plaintext_refused,
+    /// A cap refused it.
+    limit,
+    other,
+}
+
+impl FailReason {
+    /// A TLS failure by what its sentence (`tls::explain`) says: a revoked certificate, an
+    /// identity that is not the one expected, or any other refusal.
+    pub fn of_tls(reason: &str) -> Self {
+        if reason.contains("revoked") {
+            Self::revoked
+        } else if reason.contains("outside the trust domain")
+            || reason.contains("expected the peer to be")
+            || reason.contains("expected a node identity")
+        {
+            Self::peer_identity_mismatch
+        } else {
+            Self::tls_handshake_failed
+        }
+    }
+}
+
+impl FailReason {
+    /// An inbound refusal by its code (`hbone::REFUSAL_HEADER`'s, which the caller's daemon
+    /// reads back from the answer).
+    pub fn of_refusal_code(code: &str) -> Self {
+        match code {
+            "policy_denied" => Self::policy_denied,
+            "not_deliverable" | "not_local" | "unknown_port" | "nonlocal_bind" => {
+                Self::not_deliverable
+            }
+            "workload_unavailable" => Self::upstream_refused,
+            "host_out_of_resources" => Self::limit,
+            _ => Self::other,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedLabels {
+    pub direction: Direction,
+    pub reason: FailReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: Direction,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+        .encode(encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub direction: Direction,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub workload: String,
+    /// allow | deny | audit
+    pub decision: &'static str,
+    /// The deciding rule's origin, or `mode`.
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer_principal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+fn handshake_histogram() -> Histogram {
+    // 0.5 ms .. ~4 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+/// Every family the data plane updates.
+pub struct ProxyMetrics {
+    pub connections_opened: Family<TcpLabels, Counter>,
+    pub connections_closed: Family<TcpLabels, Counter>,
+    pub sent_bytes: Family<TcpLabels, Counter>,
+    pub received_bytes: Family<TcpLabels, Counter>,
+    pub connections_failed: Family<FailedLabels, Counter>,
+    pub handshake_duration: Family<DirectionLabels, Histogram, fn() -> Histogram>,
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    pub authorization_decisions: Family<DecisionLabels, Counter>,
+    pub pool_connections: Family<PeerLabels, Gauge>,
+    pub pool_streams: Family<PeerLabels, Gauge>,
+    pub capture_connections: Family<WorkloadLabels, Counter>,
+    pub capture_refused: Family<ReasonLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    pub fn new() -> Self {
+        Self {
+            connections_opened: Family::default(),
+            connections_closed: Family::default(),
+            sent_bytes: Family::default(),
+            received_bytes: Family::default(),
+            connections_failed: Family::default(),
+            handshake_duration: Family::new_with_constructor(handshake_histogram),
+            handshakes: Family::default(),
+            authorization_decisions: Family::default(),
+            pool_connections: Family::default(),
+            pool_streams: Family::default(),
+            capture_connections: Family::default(),
+            capture_refused: Family::default(),
+        }
+    }
+
+    /// Registers every family (the registry adds the `tunnel_` prefix, and `_total` to
+    /// counters).
+    pub fn register(&self, registry: &mut Registry) {
+        let tcp = "Istio-style TCP metric; direction is the side of this daemon that carried it";
+        registry.register(
+            "tcp_connections_opened",
+            format!("Tunnelled (and passed plaintext) connections opened. {tcp}"),
+            self.connections_opened.clone(),
+        );
+        registry.register(
+            "tcp_connections_closed",
+            format!("Tunnelled (and passed plaintext) connections closed. {tcp}"),
+            self.connections_closed.clone(),
+        );
+        registry.register(
+            "tcp_sent_bytes",
+            format!(
+                "Bytes sent towards the peer (outbound: from the caller; inbound: from the workload), added when a connection closes. {tcp}"
+            ),
+            self.sent_bytes.clone(),
+        );
+        registry.register(
+            "tcp_received_bytes",
+            format!(
+                "Bytes received from the peer (outbound: delivered to the caller; inbound: delivered to the workload), added when a connection closes. {tcp}"
+            ),
+            self.received_bytes.clone(),
+        );
+        registry.register(
+            "tcp_connections_failed",
+            "Connections refused or failed before being carried, by reason",
+            self.connections_failed.clone(),
+        );
+        registry.register(
+            "tls_handshake_duration_seconds",
+            "Duration of completed mTLS handshakes with peer daemons",
+            self.handshake_duration.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "mTLS handshakes with peer daemons, by outcome",
+            self.handshakes.clone(),
+        );
+        registry.register(
+            "authorization_decisions",
+            "Inbound policy decisions, by workload, decision and deciding rule (`mode` when no rule decided)",
+            self.authorization_decisions.clone(),
+        );
+        registry.register(
+            "pool_connections",
+            "Pooled outbound mTLS connections open, by the peer daemon's identity",
+            self.pool_connections.clone(),
+        );
+        registry.register(
+            "pool_streams",
+            "Streams open on pooled outbound connections, by the peer daemon's identity",
+            self.pool_streams.clone(),
+        );
+        registry.register(
+            "capture_connections",
+            "Captured connections the outbound side accepted, by calling workload",
+            self.capture_connections.clone(),
+        );
+        registry.register(
+            "capture_refused",
+            "Captured connections the outbound side refused before dialling, by reason",
+            self.capture_refused.clone(),
+        );
+    }
+
+    /// Counts a connection that was not carried.
+    pub fn failed(&self, direction: Direction, reason: FailReason) {
+        self.connections_failed
+            .get_or_create(&FailedLabels { direction, reason })
+            .inc();
+    }
+
+    /// Counts a handshake, and its duration when it completed.
+    pub fn handshake(&self, direction: Direction, took: Option<std::time::Duration>) {
+        let outcome = match took {
+            Some(took) => {
+                self.handshake_duration
+                    .get_or_create(&DirectionLabels { direction })
+                    .observe(took.as_secs_f64());
+                Outcome::Ok
+            }
+            None => Outcome::Failed,
+        };
+        self.handshakes
+            .get_or_create(&HandshakeLabels { direction, outcome })
+            .inc();
+    }
+
+    /// Counts a connection opened and resolves its counters, once.
+    pub fn open(&self, labels: &TcpLabels) -> ConnectionMetrics {
+        self.connections_opened.get_or_create(labels).inc();
+        ConnectionMetrics {
+            closed: self.connections_closed.get_or_create(labels).clone(),
+            sent: self.sent_bytes.get_or_create(labels).clone(),
+            received: self.received_bytes.get_or_create(labels).clone(),
+        }
+    }
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One connection's counters, resolved when it opened; counted once when it closes.
+pub struct ConnectionMetrics {
+    closed: Counter,
+    sent: Counter,
+    received: Counter,
+}
+
+impl ConnectionMetrics {
+    pub fn close(self, sent: u64, received: u64) {
+        self.sent.inc_by(sent);
+        self.received.inc_by(received);
+        self.closed.inc();
+    }
+}
+
+/// A label value for an optional identity.
+pub fn principal(id: Option<&impl ToString>) -> String {
+    id.map_or_else(|| UNKNOWN.to_string(), ToString::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_reasons_are_sorted_into_the_fixed_set() {
+        assert_eq!(
+            FailReason::of_tls("the certificate has been revoked"),
+            FailReason::revoked
+        );
+        assert_eq!(
+            FailReason::of_tls("spiffe://other.org/x is outside the trust domain example.org"),
+            FailReason::peer_identity_mismatch
+        );
+        assert_eq!(
+            FailReason::of_tls(
+                "expected the peer to be spiffe://example.org/node/a, but it is spiffe://example.org/node/b"
+            ),
+            FailReason::peer_identity_mismatch
+        );
+        assert_eq!(
+            FailReason::of_tls("the certificate expired at 2024-01-01 00:00:00 UTC"),
+            FailReason::tls_handshake_failed
+        );
+    }
+
+    #[test]
+    fn counters_resolved_at_open_are_counted_at_close() {
+        let metrics = ProxyMetrics::new();
+        let labels = TcpLabels {
+            direction: Direction::Outbound,
+            source_principal: "spiffe://example.org/frontend".into(),
+            source_workload: "frontend".into(),
+            destination_principal: UNKNOWN.into(),
+            destination_workload: UNKNOWN.into(),
+        };
+        let connection = metrics.open(&labels);
+        assert_eq!(metrics.connections_closed.get_or_create(&labels).get(), 0);
+        connection.close(10, 20);
+        assert_eq!(metrics.connections_opened.get_or_create(&labels).get(), 1);
+        assert_eq!(metrics.connections_closed.get_or_create(&labels).get(), 1);
+        assert_eq!(metrics.sent_bytes.get_or_create(&labels).get(), 10);
+        assert_eq!(metrics.received_bytes.get_or_create(&labels).get(), 20);
+    }
+}
