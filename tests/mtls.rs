@@ -276,7 +276,8 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
             ],
             SHORT,
         );
-        pair.b.daemon().wait_for_line(&["refused", b_says], SHORT);
+        // A refused handshake is on B's auth stream, a refused CONNECT in its main log.
+        pair.b.daemon().wait_for_line(&[b_says], SHORT);
     }
 
     // The certificates the daemon refused to start with, presented anyway by `tunnel probe`:
@@ -301,7 +302,7 @@ fn every_kind_of_bad_caller_is_refused_and_both_daemons_say_why() {
         );
         pair.b
             .daemon()
-            .wait_for_line(&["refused", bad.b_says], SHORT);
+            .wait_for_line(&["tunnel::auth", bad.b_says], SHORT);
     }
 
     // A caller whose cgroup has no identity is refused on host A; nothing is sent.
@@ -433,8 +434,8 @@ fn clients_without_a_certificate_or_tls_are_refused() {
     );
     pair.b.daemon().wait_for_line(
         &[
-            "refused tunnel connection",
-            "refusal=\"handshake_failed\"",
+            "tunnel::auth",
+            "authentication failed",
             "the peer presented no certificate",
         ],
         SHORT,
@@ -645,10 +646,9 @@ fn a_peer_presenting_a_workload_certificate_is_refused_without_any_peer_entry() 
     pair.a
         .daemon()
         .wait_for_line(&["refused: tunnel not opened", reason], SHORT);
-    pair.b.daemon().wait_for_line(
-        &["refused tunnel connection", "refusal=\"handshake_failed\""],
-        SHORT,
-    );
+    pair.b
+        .daemon()
+        .wait_for_line(&["tunnel::auth", "authentication failed"], SHORT);
 
     // `tunnel probe` holds the peer to the same rule.
     let probe = pair
