@@ -175,6 +175,26 @@ fn metrics_move_by_what_was_carried_and_refused() {
         "the expired caller's handshake failure is counted"
     );
     println!("families on A: {:?}", a.names());
+    let excerpt: Vec<String> = admin(&pair.a, "/metrics")
+        .lines()
+        .filter(|l| {
+            l.contains("frontend") && l.starts_with("tunnel_tcp")
+                || l.starts_with("tunnel_tls_handshakes_total")
+                || l.starts_with("tunnel_pool_connections")
+                || l.starts_with("tunnel_certificate_expiry")
+        })
+        .map(str::to_string)
+        .collect();
+    println!("A's /metrics (excerpt):\n{}", excerpt.join("\n"));
+    let b_excerpt: Vec<String> = admin(&pair.b, "/metrics")
+        .lines()
+        .filter(|l| {
+            l.starts_with("tunnel_tcp_connections_failed_total")
+                || l.starts_with("tunnel_authorization")
+        })
+        .map(str::to_string)
+        .collect();
+    println!("B's /metrics (excerpt):\n{}", b_excerpt.join("\n"));
     // The expired caller: one auth line on B, with its reason.
     let auth: Vec<String> = pair
         .b
