@@ -302,7 +302,12 @@ fn the_admin_api_and_tunnel_status_on_a_live_daemon() {
     admin(&pair.a, "/logging?level=info");
     pair.frontend(&["first-line", "10.0.0.2", "8080"]);
     pair.a.daemon().wait_for_line(&["tunnel::access"], SHORT);
-    // tunnel status against the live daemon.
+    // tunnel status against the live daemon, after a refused handshake.
+    pair.a.probe(
+        &pair.testbed,
+        "expired",
+        &["expect-refused", "10.0.0.2", "8080"],
+    );
     let status = pair
         .a
         .host
@@ -312,6 +317,12 @@ fn the_admin_api_and_tunnel_status_on_a_live_daemon() {
     println!("$ tunnel status\n{}{}", status.stdout, status.stderr);
     assert!(status.status.success(), "{}", status.stderr);
     assert!(status.stdout.contains("frontend"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("auth failures (last 1)")
+            && status.stdout.contains("alert certificate_expired"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]

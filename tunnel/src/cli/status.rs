@@ -301,7 +301,11 @@ pub fn render(status: &Status, colour: bool) -> String {
         ));
     }
     if let Some(failures) = status.auth_failures.as_ref().and_then(Value::as_array) {
-        line(format!("auth failures (last {})", failures.len()));
+        if failures.is_empty() {
+            line("auth failures: none recently".into());
+        } else {
+            line(format!("auth failures (last {})", failures.len()));
+        }
         for failure in failures.iter().rev().take(5) {
             let at = failure["at"]
                 .as_i64()
