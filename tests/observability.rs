@@ -175,6 +175,11 @@ fn metrics_move_by_what_was_carried_and_refused() {
         "the expired caller's handshake failure is counted"
     );
     println!("families on A: {:?}", a.names());
+    let tuple = [("map", "ORIGINAL_DST_BY_TUPLE")];
+    assert!(
+        a.sum("tunnel_capture_map_capacity", &tuple) > 0.0,
+        "the tuple map's capacity is reported"
+    );
     let excerpt: Vec<String> = admin(&pair.a, "/metrics")
         .lines()
         .filter(|l| {

@@ -210,12 +210,20 @@ impl Daemon {
     /// next run takes over.
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) {
         let readiness = Arc::new(Readiness::new());
+        let capture = Arc::new(self.capture);
+        let map_counts = tokio::spawn(
+            self.telemetry
+                .metrics
+                .capture
+                .clone()
+                .refresh_forever(capture.clone()),
+        );
         let admin_state = Arc::new(admin::State {
             config: self.config,
             telemetry: self.telemetry,
             credentials: self.credentials.clone(),
             policy: self.inbound_inputs.policy.clone(),
-            capture: Some(Arc::new(self.capture)),
+            capture: Some(capture),
             readiness: readiness.clone(),
         });
         let admin = tokio::spawn(self.admin.serve(admin_state));
@@ -241,6 +249,7 @@ impl Daemon {
         plaintext.abort();
         reload.abort();
         renewals.abort();
+        map_counts.abort();
         expiry.abort();
         admin.abort();
     }

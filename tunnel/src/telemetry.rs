@@ -3,6 +3,7 @@
 //! start and shared by every part that counts something.
 
 pub mod auth;
+pub mod capture;
 pub mod certificates;
 pub mod connections;
 pub mod metrics;
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// The certificates' expiries and reloads, read at each scrape.
     pub certificates: Arc<certificates::CertificateCollector>,
+    /// The capture maps' fill, counted in the background.
+    pub capture: Arc<capture::CaptureCollector>,
 }
 
 impl Metrics {
@@ -58,10 +61,13 @@ impl Metrics {
         proxy.register(&mut registry);
         let certificates = certificates::CertificateCollector::new();
         registry.register_collector(Box::new(certificates.clone()));
+        let capture = capture::CaptureCollector::new();
+        registry.register_collector(Box::new(capture.clone()));
         Self {
             registry,
             proxy,
             certificates,
+            capture,
         }
     }
 
