@@ -228,7 +228,22 @@ fn metrics_move_by_what_was_carried_and_refused() {
 
 #[test]
 fn a_flood_of_identical_auth_failures_gives_a_bounded_number_of_lines() {
-    let pair = pair("obs-flood");
+    let mut pair = pair("obs-flood");
+    // B again, with the auth stream also in a file of its own.
+    let auth_log = pair.testbed.dir().join("b-auth.log");
+    pair.b.daemon = None;
+    let mut b = pair
+        .b
+        .host
+        .command(TUNNEL)
+        .args(["run", "--log-level", "debug", "--auth-log"])
+        .arg(&auth_log)
+        .arg("--config")
+        .arg(&pair.b.config)
+        .in_cgroup(&pair.testbed.cgroup("b/daemon"))
+        .spawn();
+    b.wait_for("tunnel ready", SHORT);
+    pair.b.daemon = Some(b);
     // A's pool shares one dial among every caller waiting for it (so 1,000 connections of
     // the expired workload make few handshakes): flood B directly instead, 1,000 TLS
     // handshakes presenting the expired certificate, from host A (not a captured cgroup).
@@ -257,7 +272,13 @@ fn a_flood_of_identical_auth_failures_gives_a_bounded_number_of_lines() {
         "tunnel_tcp_connections_failed_total",
         &[("direction", "inbound"), ("reason", "tls_handshake_failed")],
     );
-    println!("B: {refused} handshakes refused, {lines} auth lines");
+    let in_file = fs::read_to_string(&auth_log).unwrap_or_default();
+    println!("B: {refused} handshakes refused, {lines} auth lines; {auth_log:?}:\n{in_file}");
+    assert_eq!(
+        in_file.lines().count(),
+        lines,
+        "the auth file holds the auth stream, nothing else"
+    );
     assert!(refused >= 1000.0, "the flood reached B: {refused}");
     assert!(lines <= 30, "{lines} auth lines for one repeated failure");
 }

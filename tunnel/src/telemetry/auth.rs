@@ -61,7 +61,7 @@ impl AuthFailures {
         } else {
             Direction::Inbound
         };
-        if let Some(now) = self.windows.record(direction, &failure.reason) {
+        if let Some(now) = self.windows.record(direction, &shape(&failure.reason)) {
             warn!(
                 target: logging::AUTH,
                 direction = failure.direction,
@@ -91,6 +91,17 @@ impl AuthFailures {
     }
 }
 
+/// What makes two failures "identical" for the rate limit: the reason without its numbers.
+/// A reason names the time of the check ("1d before the check at 2026-11-30T11:22:19Z") and
+/// serials, so a flood of one failure would otherwise be a new reason every second, each
+/// logged, and the count of those left out never said.
+fn shape(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
+}
+
 impl Default for AuthFailures {
     fn default() -> Self {
         Self::new(LOG_INTERVAL)
@@ -116,6 +127,29 @@ impl AuthFailure {
 mod tests {
     use super::*;
     use crate::test_support::Logs;
+
+    #[test]
+    fn failures_that_differ_only_in_the_time_of_the_check_are_one_failure() {
+        let logs = Logs::capture();
+        let failures = AuthFailures::new(Duration::from_secs(3600));
+        let peer: SocketAddr = "10.0.0.9:15008".parse().unwrap();
+        for second in 0..60 {
+            failures.record(AuthFailure::now(
+                Direction::Inbound,
+                peer,
+                format!(
+                    "the certificate has expired: not valid after 2026-11-29T11:17:18Z, 1d \
+                     before the check at 2026-11-30T11:22:{second:02}Z"
+                ),
+            ));
+        }
+        assert_eq!(
+            logs.lines_with("authentication failed").len(),
+            1,
+            "{}",
+            logs.text()
+        );
+    }
 
     #[test]
     fn a_flood_of_identical_failures_gives_one_line_and_distinct_ones_each_get_theirs() {
