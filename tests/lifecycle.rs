@@ -415,6 +415,13 @@ fn a_revoked_caller_is_cut_off_within_seconds_and_refused_afterwards() {
         pair.b.daemon(),
         &["tunnel::auth", "authentication failed", "revoked"],
     );
+    // The refusal names whose certificate and which serial, as the CRL lists it.
+    assert!(
+        refused.contains("peer_identity=\"spiffe://example.org/frontend\"")
+            && refused.contains("the certificate has been revoked: serial ")
+            && refused.contains("(the leaf)"),
+        "{refused}"
+    );
     println!("long streams cut {cut_after:?} after the CRL was written\nB: {closed}\nB: {refused}");
     assert!(
         cut_after < Duration::from_secs(5),

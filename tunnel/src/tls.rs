@@ -6,6 +6,7 @@
 mod connection_error;
 mod explain;
 mod material;
+mod presented;
 mod provider;
 mod revocation;
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub(crate) use explain::span;
 pub use explain::{explain, rustls_error};
 pub(crate) use material::read_certificates;
 pub use material::{CertificateProblem, Credential, MaterialError, Trust, read_crls};
+pub use presented::{Presented, PresentedSlot, recording_server_config};
 pub use provider::provider;
 pub use revocation::{RevokedEntry, revocation_entry};
 use rustls::{
@@ -36,24 +38,14 @@ use crate::identity::TrustDomain;
 /// The only application protocol spoken on the tunnel port.
 pub const ALPN_H2: &[u8] = b"h2";
 
-/// The inbound side: presents the node's certificate, requires and verifies a client
-/// certificate (chain to the bundle and the CRLs, then the SPIFFE rules, then the trust
-/// domain).
-pub fn server_config(
-    node: Arc<CertifiedKey>,
-    trust: &Trust,
-    trust_domain: TrustDomain,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let verifier = verify::SpiffeClientVerifier::new(trust, trust_domain)?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(node)));
+/// What every inbound config sets beyond its certificate and verifier (one per connection,
+/// see [`recording_server_config`]): ALPN h2, no session resumption, no early data.
+fn finish_server(mut config: ServerConfig) -> Arc<ServerConfig> {
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// The outbound side, for one workload calling one peer: presents the workload's

@@ -51,10 +51,8 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The server config in force, and the watch of a connection accepted with it.
-    pub fn inbound(
-        snapshots: &watch::Receiver<Arc<Snapshot>>,
-    ) -> (Arc<rustls::ServerConfig>, Self) {
+    /// The material in force, and the watch of a connection accepted with it.
+    pub fn inbound(snapshots: &watch::Receiver<Arc<Snapshot>>) -> (Arc<Snapshot>, Self) {
         let snapshot = snapshots.borrow().clone();
         let watch = Self {
             role: Role::Inbound,
@@ -62,7 +60,7 @@ impl Watch {
             trust: snapshot.trust.clone(),
             snapshots: snapshots.clone(),
         };
-        (snapshot.server.clone(), watch)
+        (snapshot, watch)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use rustls::{ClientConfig, ServerConfig};
+use rustls::ClientConfig;
 use tokio::sync::watch;
 
 use super::lifetime::{Role, Watch};
@@ -28,8 +28,6 @@ pub struct Snapshot {
     pub node: Arc<Credential>,
     /// By workload name.
     pub workloads: HashMap<String, Arc<Credential>>,
-    /// The inbound side's config (the node's certificate).
-    pub server: Arc<ServerConfig>,
     /// Each workload's config per expected peer identity.
     clients: HashMap<String, HashMap<Option<SpiffeId>, Arc<ClientTls>>>,
     /// Judges callers again when the trust changes (a new CRL).
@@ -45,7 +43,6 @@ impl Snapshot {
         node: Arc<Credential>,
         workloads: HashMap<String, Arc<Credential>>,
     ) -> Result<Self, rustls::Error> {
-        let server = tls::server_config(node.key.clone(), &trust, spec.trust_domain.clone())?;
         let mut clients = HashMap::new();
         for (name, credential) in &workloads {
             let mut by_peer = HashMap::new();
@@ -84,7 +81,6 @@ impl Snapshot {
             trust,
             node,
             workloads,
-            server,
             clients,
             client_verifier,
             spec,

@@ -196,7 +196,8 @@ fn admit(shared: &Shared, source: IpAddr) -> Result<Unauthenticated, Refusal> {
 impl Shared {
     /// A refused TLS handshake: counted with the other refusals, but said on the auth
     /// stream (rate-limited there), not in the refusal log.
-    fn refuse_handshake(&self, peer: SocketAddr, reason: &str) {
+    /// A refused handshake: counted, and on the auth stream with what the caller presented.
+    fn refuse_handshake(&self, peer: SocketAddr, reason: &str, presented: Option<String>) {
         let telemetry = &self.inputs.telemetry;
         self.inputs
             .refusals
@@ -206,9 +207,9 @@ impl Shared {
             Direction::Inbound,
             Refusal::HandshakeFailed.fail_reason(reason),
         );
-        telemetry
-            .auth_failures
-            .record(AuthFailure::now(Direction::Inbound, peer, reason));
+        let mut failure = AuthFailure::now(Direction::Inbound, peer, reason);
+        failure.peer_identity = presented;
+        telemetry.auth_failures.record(failure);
     }
 
     /// Counts a refusal and logs it unless one of its kind was logged in the last interval.

@@ -65,14 +65,31 @@ pub(super) async fn serve(
     else {
         return timed_out();
     };
-    let (server_config, watch) = Watch::inbound(&shared.inputs.snapshots);
+    let (snapshot, watch) = Watch::inbound(&shared.inputs.snapshots);
+    // A config of this connection's own, so a refusal can name what the caller presented.
+    let (server_config, presented) = match tls::recording_server_config(
+        snapshot.node.key.clone(),
+        snapshot.client_verifier().clone(),
+        snapshot.trust.clone(),
+    ) {
+        Ok(built) => built,
+        Err(e) => {
+            let reason = format!("cannot build the TLS configuration: {e}");
+            return shared.refuse_handshake(peer, &reason, None);
+        }
+    };
+    drop(snapshot);
     let acceptor = TlsAcceptor::from(server_config);
     let tls_started = std::time::Instant::now();
     let mut tls_stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            let reason = tls::describe_connection_error(&e, Phase::Handshake);
-            return shared.refuse_handshake(peer, &reason);
+            let presented = presented.get().cloned().unwrap_or_default();
+            let reason = match &presented.revoked {
+                Some(entry) => format!("the certificate has been revoked: {entry}"),
+                None => tls::describe_connection_error(&e, Phase::Handshake),
+            };
+            return shared.refuse_handshake(peer, &reason, presented.identity);
         }
         Err(_) => return timed_out(),
     };
