@@ -18,7 +18,6 @@
 
 use std::{
     collections::HashMap,
-    io,
     net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock,
@@ -31,29 +30,24 @@ use tokio::sync::watch;
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tracing::{debug, info};
+use tracing::debug;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::{
-    hbone::{self, TlsParams},
-    record_tls_error::RecordTlsError,
-};
+use super::hbone::TlsParams;
 use crate::{
-    credentials::{
-        ClientTls, Snapshot,
-        lifetime::{Authenticated, Ending},
-    },
-    identity::{Purpose, SpiffeId},
-    telemetry::{
-        AuthFailure, Direction, FailReason, Telemetry,
-        metrics::{PeerLabels, principal},
-    },
+    credentials::{ClientTls, Snapshot},
+    identity::SpiffeId,
+    telemetry::{AuthFailure, Direction, Telemetry},
     tls::{self, Phase},
 };
+
+mod dial;
+mod error;
+mod stream;
+
+pub use error::PoolError;
+use stream::{StreamFailure, connect_stream};
 
 /// A pool key: who calls, and which daemon carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -74,92 +68,6 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// PING period on pooled connections, and how long a PING may go unanswered.
     pub keepalive: Duration,
-}
-
-/// Cloned for every caller that waited on the same dial.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("cannot reach the tunnel port {peer}")]
-    Connect {
-        peer: SocketAddr,
-        source: Arc<io::Error>,
-    },
-    #[error(
-        "connecting to {peer} timed out after {timeout:?}; is the peer up, and does a firewall let the tunnel port through?"
-    )]
-    Timeout { peer: SocketAddr, timeout: Duration },
-    #[error("mTLS handshake with {peer} failed: {reason}")]
-    Handshake { peer: SocketAddr, reason: String },
-    #[error("refused by {}: {}", refuser(.peer, .peer_identity.as_ref()), refusal_text(.destination, .status, .reason.as_ref()))]
-    Refused {
-        peer: SocketAddr,
-        peer_identity: Option<SpiffeId>,
-        destination: SocketAddr,
-        status: http::StatusCode,
-        /// The peer's code and sentence, when it gave them (a tunnel daemon does).
-        reason: Option<(String, String)>,
-    },
-    #[error("the tunnel to {peer} broke while opening a stream: {reason}")]
-    Stream { peer: SocketAddr, reason: String },
-    #[error("the peer {peer} did not answer CONNECT {destination} within {timeout:?}")]
-    Unanswered {
-        peer: SocketAddr,
-        destination: SocketAddr,
-        timeout: Duration,
-    },
-    #[error("the dial to {peer} was abandoned")]
-    Abandoned { peer: SocketAddr },
-}
-
-fn refuser(peer: &SocketAddr, identity: Option<&SpiffeId>) -> String {
-    match identity {
-        Some(id) => format!("{id} ({peer})"),
-        None => peer.to_string(),
-    }
-}
-
-fn refusal_text(
-    destination: &SocketAddr,
-    status: &http::StatusCode,
-    reason: Option<&(String, String)>,
-) -> String {
-    match reason {
-        Some((code, why)) => format!("{why} [{code}, HTTP {}]", status.as_u16()),
-        None => format!("CONNECT {destination} answered HTTP {status}"),
-    }
-}
-
-impl PoolError {
-    /// The `reason` label of `tunnel_tcp_connections_failed_total`.
-    pub fn fail_reason(&self) -> FailReason {
-        match self {
-            Self::Connect { .. } => FailReason::peer_unreachable,
-            Self::Timeout { .. } | Self::Unanswered { .. } => FailReason::timeout,
-            Self::Handshake { reason, .. } => FailReason::of_tls(reason),
-            Self::Refused { reason, status, .. } => {
-                match reason.as_ref().map(|(code, _)| code.as_str()) {
-                    Some(code) => FailReason::of_refusal_code(code),
-                    None if *status == http::StatusCode::FORBIDDEN => FailReason::policy_denied,
-                    None => FailReason::upstream_refused,
-                }
-            }
-            Self::Stream { .. } | Self::Abandoned { .. } => FailReason::other,
-        }
-    }
-
-    /// A failure that took long to learn (a timeout, an unreachable host): the ones worth
-    /// remembering, since each new attempt would cost as long again. A quick refusal (the
-    /// peer daemon restarting) is retried at once, so recovery is not delayed.
-    fn is_slow(&self) -> bool {
-        match self {
-            Self::Timeout { .. } => true,
-            Self::Connect { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
-            ),
-            _ => false,
-        }
-    }
 }
 
 /// An open CONNECT stream, counted against its connection until dropped.
@@ -488,257 +396,4 @@ impl Pool {
         });
         outcome_rx
     }
-
-    async fn dial(
-        &self,
-        key: &PoolKey,
-        tls: &Arc<ClientTls>,
-    ) -> Result<Arc<Connection>, PoolError> {
-        let settings = self.inner.settings;
-        let peer = key.peer;
-        let handshake = async {
-            let tcp = TcpStream::connect(peer)
-                .await
-                .map_err(|source| PoolError::Connect {
-                    peer,
-                    source: Arc::new(source),
-                })?;
-            hbone::configure_tunnel_socket(&tcp);
-            let tls_started = Instant::now();
-            let server_name = ServerName::IpAddress(peer.ip().into());
-            let mut tls_stream = TlsConnector::from(tls.config.clone())
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| PoolError::Handshake {
-                    peer,
-                    reason: tls::describe_connection_error(&e, Phase::Handshake),
-                })?;
-            let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
-            let params = TlsParams::of(tls_stream.get_ref().1);
-            let lifetime = match (
-                &self.inner.snapshots,
-                tls_stream.get_ref().1.peer_certificates(),
-            ) {
-                (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
-                    Authenticated::new(
-                        watch,
-                        chain.iter().map(|c| c.clone().into_owned()).collect(),
-                    )
-                }),
-                _ => None,
-            };
-            hbone::batch_tls_writes(tls_stream.get_mut().1);
-            // In TLS 1.3 the client finishes before the server has judged its certificate; a
-            // refusal arrives later, inside h2, which keeps only its text: record it.
-            let (stream, tls_failure) = RecordTlsError::new(tls_stream);
-            let (sender, mut connection) =
-                hbone::client_builder(settings.max_streams_per_connection)
-                    .handshake::<_, Bytes>(stream)
-                    .await
-                    .map_err(|e| PoolError::Handshake {
-                        peer,
-                        reason: tls::describe_connection_error(&e, Phase::Handshake),
-                    })?;
-            // The peer's SETTINGS, its stream limit among them, come before its answer to a
-            // PING. Until they are applied h2 knows no limit, and the callers waiting on this
-            // dial would send streams past it, which the peer refuses (REFUSED_STREAM).
-            let mut pings = connection
-                .ping_pong()
-                .expect("a new connection still has its PingPong");
-            let failed = tokio::select! {
-                pong = pings.ping(h2::Ping::opaque()) => match pong {
-                    Ok(_) => None,
-                    // The PING fails when the connection ends; the connection's own error says
-                    // why (a GOAWAY's reason, a TLS alert), so ask it, briefly.
-                    Err(ping_error) => Some(
-                        match tokio::time::timeout(Duration::from_millis(100), &mut connection).await {
-                            Ok(Err(ended)) => Some(ended),
-                            _ => Some(ping_error),
-                        },
-                    ),
-                },
-                ended = &mut connection => Some(ended.err()),
-            };
-            if let Some(error) = failed {
-                let reason = match (tls_failure.get(), error) {
-                    (Some(tls_error), _) => tls::explain(tls_error),
-                    (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
-                    (None, None) => {
-                        "the peer closed the connection before answering HTTP/2 (its log says why)"
-                            .into()
-                    }
-                };
-                return Err(PoolError::Handshake { peer, reason });
-            }
-            Ok::<_, PoolError>((
-                sender,
-                connection,
-                pings,
-                peer_identity,
-                tls_failure,
-                lifetime,
-                params,
-                tls_started.elapsed(),
-            ))
-        };
-        let dialled = match tokio::time::timeout(settings.connect_timeout, handshake).await {
-            Ok(dialled) => dialled,
-            Err(_) => Err(PoolError::Timeout {
-                peer,
-                timeout: settings.connect_timeout,
-            }),
-        };
-        let metrics = &self.inner.telemetry.metrics.proxy;
-        let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime, params, took) =
-            match dialled {
-                Ok(dialled) => dialled,
-                Err(error) => {
-                    if let PoolError::Handshake { reason, .. } = &error {
-                        metrics.handshake(Direction::Outbound, None);
-                        self.report_refusal(key, None, reason);
-                    }
-                    return Err(error);
-                }
-            };
-        metrics.handshake(Direction::Outbound, Some(took));
-        let peer_labels = PeerLabels {
-            peer_principal: principal(peer_identity.as_ref()),
-        };
-        let pooled = OpenGauge::new(metrics.pool_connections.get_or_create(&peer_labels).clone());
-        let connection = Arc::new(Connection {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-            generation: tls.generation,
-            sender,
-            streams: AtomicU32::new(0),
-            closed: AtomicBool::new(false),
-            idle_since: Mutex::new(Instant::now()),
-            peer_identity,
-            tls_failure,
-            tls: params,
-            ended: Arc::default(),
-            streams_gauge: metrics.pool_streams.get_or_create(&peer_labels).clone(),
-            refusal_reported: AtomicBool::new(false),
-        });
-        let watched = Arc::downgrade(&connection);
-        let id = connection.id;
-        tokio::spawn(async move {
-            let _pooled = pooled;
-            let unanswered = hbone::unanswered_ping(pings, settings.keepalive);
-            tokio::pin!(unanswered);
-            let mark_closed = || {
-                if let Some(connection) = watched.upgrade() {
-                    connection.closed.store(true, Ordering::Release);
-                }
-            };
-            let mark_ended = |reason: String| {
-                if let Some(connection) = watched.upgrade() {
-                    let _ = connection.ended.set(reason);
-                }
-            };
-            // Returning drops the connection (and its socket): its streams end with an error.
-            let result = loop {
-                tokio::select! {
-                    result = &mut driver => break Some(result),
-                    () = &mut unanswered => break None,
-                    ending = next_ending(&mut lifetime) => match ending {
-                        Ending::Replaced => {
-                            mark_closed();
-                            debug!(%peer, connection = id, "our certificate was replaced: the pooled connection takes no new streams");
-                        }
-                        Ending::Close(reason) => {
-                            mark_closed();
-                            info!(%peer, connection = id, %reason, "pooled connection closed with its streams");
-                            mark_ended(reason.to_string());
-                            return;
-                        }
-                    },
-                }
-            };
-            mark_closed();
-            match result {
-                Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
-                Some(Err(e)) => {
-                    let reason = tls::describe_connection_error(&e, Phase::Established);
-                    info!(%peer, connection = id, %reason, "pooled connection to peer broke");
-                    mark_ended(reason);
-                }
-                None => {
-                    info!(%peer, connection = id, timeout = ?settings.keepalive, "pooled connection closed: the peer stopped answering PINGs");
-                    mark_ended("the peer stopped answering PINGs".into());
-                }
-            }
-        });
-        Ok(connection)
-    }
-}
-
-/// A gauge counting something while it lives: up when made, down when dropped.
-struct OpenGauge(Gauge);
-
-impl OpenGauge {
-    fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// The next change of course of a followed connection; never, for one that is not.
-async fn next_ending(lifetime: &mut Option<Authenticated>) -> Ending {
-    match lifetime {
-        Some(lifetime) => lifetime.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-enum StreamFailure {
-    /// The connection died under us (GOAWAY, I/O error): worth one retry.
-    ConnectionGone(String),
-    /// No answer within the connect timeout: the connection is silent; worth one retry.
-    Unanswered,
-    Refused(PoolError),
-}
-
-/// Opens one stream; `phase` says how to word a connection that ends under it (on a fresh
-/// connection that is the server refusing our certificate, see [`Pool::open`]).
-async fn connect_stream(
-    sender: &SendRequest<Bytes>,
-    peer: SocketAddr,
-    peer_identity: Option<&SpiffeId>,
-    destination: SocketAddr,
-    early: Bytes,
-    phase: Phase,
-) -> Result<(SendStream<Bytes>, RecvStream), StreamFailure> {
-    let gone = |e: h2::Error| {
-        let reason = tls::describe_connection_error(&e, phase);
-        if e.is_io() || e.is_go_away() {
-            StreamFailure::ConnectionGone(reason)
-        } else {
-            StreamFailure::Refused(PoolError::Stream { peer, reason })
-        }
-    };
-    let mut sender = sender.clone().ready().await.map_err(gone)?;
-    let (response, mut send) = sender
-        .send_request(hbone::connect_request(destination), false)
-        .map_err(gone)?;
-    if !early.is_empty() {
-        // Small (one read) and far inside the stream's window: h2 sends it with the request.
-        send.send_data(early, false).map_err(gone)?;
-    }
-    let response = response.await.map_err(gone)?;
-    if response.status() != http::StatusCode::OK {
-        return Err(StreamFailure::Refused(PoolError::Refused {
-            peer,
-            peer_identity: peer_identity.cloned(),
-            destination,
-            status: response.status(),
-            reason: hbone::refusal_reason(&response),
-        }));
-    }
-    Ok((send, response.into_body()))
 }

@@ -1,0 +1,247 @@
+//! One dial to a peer daemon (TCP, TLS, HTTP/2 and a PING round trip) and the task that
+//! drives the connection afterwards until it ends.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, info};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{
+    super::{
+        hbone::{self, TlsParams},
+        record_tls_error::RecordTlsError,
+    },
+    *,
+};
+use crate::{
+    credentials::{
+        ClientTls,
+        lifetime::{Authenticated, Ending},
+    },
+    identity::Purpose,
+    telemetry::{
+        Direction,
+        metrics::{PeerLabels, principal},
+    },
+    tls::{self, Phase},
+};
+
+impl Pool {
+    /// Dials `key`'s peer with `tls`; the connection's driver runs in a task of its own.
+    pub(super) async fn dial(
+        &self,
+        key: &PoolKey,
+        tls: &Arc<ClientTls>,
+    ) -> Result<Arc<Connection>, PoolError> {
+        let settings = self.inner.settings;
+        let peer = key.peer;
+        let handshake = async {
+            let tcp = TcpStream::connect(peer)
+                .await
+                .map_err(|source| PoolError::Connect {
+                    peer,
+                    source: Arc::new(source),
+                })?;
+            hbone::configure_tunnel_socket(&tcp);
+            let tls_started = Instant::now();
+            let server_name = ServerName::IpAddress(peer.ip().into());
+            let mut tls_stream = TlsConnector::from(tls.config.clone())
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| PoolError::Handshake {
+                    peer,
+                    reason: tls::describe_connection_error(&e, Phase::Handshake),
+                })?;
+            let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
+            let params = TlsParams::of(tls_stream.get_ref().1);
+            let lifetime = match (
+                &self.inner.snapshots,
+                tls_stream.get_ref().1.peer_certificates(),
+            ) {
+                (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
+                    Authenticated::new(
+                        watch,
+                        chain.iter().map(|c| c.clone().into_owned()).collect(),
+                    )
+                }),
+                _ => None,
+            };
+            hbone::batch_tls_writes(tls_stream.get_mut().1);
+            // In TLS 1.3 the client finishes before the server has judged its certificate; a
+            // refusal arrives later, inside h2, which keeps only its text: record it.
+            let (stream, tls_failure) = RecordTlsError::new(tls_stream);
+            let (sender, mut connection) =
+                hbone::client_builder(settings.max_streams_per_connection)
+                    .handshake::<_, Bytes>(stream)
+                    .await
+                    .map_err(|e| PoolError::Handshake {
+                        peer,
+                        reason: tls::describe_connection_error(&e, Phase::Handshake),
+                    })?;
+            // The peer's SETTINGS, its stream limit among them, come before its answer to a
+            // PING. Until they are applied h2 knows no limit, and the callers waiting on this
+            // dial would send streams past it, which the peer refuses (REFUSED_STREAM).
+            let mut pings = connection
+                .ping_pong()
+                .expect("a new connection still has its PingPong");
+            let failed = tokio::select! {
+                pong = pings.ping(h2::Ping::opaque()) => match pong {
+                    Ok(_) => None,
+                    // The PING fails when the connection ends; the connection's own error says
+                    // why (a GOAWAY's reason, a TLS alert), so ask it, briefly.
+                    Err(ping_error) => Some(
+                        match tokio::time::timeout(Duration::from_millis(100), &mut connection).await {
+                            Ok(Err(ended)) => Some(ended),
+                            _ => Some(ping_error),
+                        },
+                    ),
+                },
+                ended = &mut connection => Some(ended.err()),
+            };
+            if let Some(error) = failed {
+                let reason = match (tls_failure.get(), error) {
+                    (Some(tls_error), _) => tls::explain(tls_error),
+                    (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
+                    (None, None) => {
+                        "the peer closed the connection before answering HTTP/2 (its log says why)"
+                            .into()
+                    }
+                };
+                return Err(PoolError::Handshake { peer, reason });
+            }
+            Ok::<_, PoolError>((
+                sender,
+                connection,
+                pings,
+                peer_identity,
+                tls_failure,
+                lifetime,
+                params,
+                tls_started.elapsed(),
+            ))
+        };
+        let dialled = match tokio::time::timeout(settings.connect_timeout, handshake).await {
+            Ok(dialled) => dialled,
+            Err(_) => Err(PoolError::Timeout {
+                peer,
+                timeout: settings.connect_timeout,
+            }),
+        };
+        let metrics = &self.inner.telemetry.metrics.proxy;
+        let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime, params, took) =
+            match dialled {
+                Ok(dialled) => dialled,
+                Err(error) => {
+                    if let PoolError::Handshake { reason, .. } = &error {
+                        metrics.handshake(Direction::Outbound, None);
+                        self.report_refusal(key, None, reason);
+                    }
+                    return Err(error);
+                }
+            };
+        metrics.handshake(Direction::Outbound, Some(took));
+        let peer_labels = PeerLabels {
+            peer_principal: principal(peer_identity.as_ref()),
+        };
+        let pooled = OpenGauge::new(metrics.pool_connections.get_or_create(&peer_labels).clone());
+        let connection = Arc::new(Connection {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            generation: tls.generation,
+            sender,
+            streams: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+            idle_since: Mutex::new(Instant::now()),
+            peer_identity,
+            tls_failure,
+            tls: params,
+            ended: Arc::default(),
+            streams_gauge: metrics.pool_streams.get_or_create(&peer_labels).clone(),
+            refusal_reported: AtomicBool::new(false),
+        });
+        let watched = Arc::downgrade(&connection);
+        let id = connection.id;
+        tokio::spawn(async move {
+            let _pooled = pooled;
+            let unanswered = hbone::unanswered_ping(pings, settings.keepalive);
+            tokio::pin!(unanswered);
+            let mark_closed = || {
+                if let Some(connection) = watched.upgrade() {
+                    connection.closed.store(true, Ordering::Release);
+                }
+            };
+            let mark_ended = |reason: String| {
+                if let Some(connection) = watched.upgrade() {
+                    let _ = connection.ended.set(reason);
+                }
+            };
+            // Returning drops the connection (and its socket): its streams end with an error.
+            let result = loop {
+                tokio::select! {
+                    result = &mut driver => break Some(result),
+                    () = &mut unanswered => break None,
+                    ending = next_ending(&mut lifetime) => match ending {
+                        Ending::Replaced => {
+                            mark_closed();
+                            debug!(%peer, connection = id, "our certificate was replaced: the pooled connection takes no new streams");
+                        }
+                        Ending::Close(reason) => {
+                            mark_closed();
+                            info!(%peer, connection = id, %reason, "pooled connection closed with its streams");
+                            mark_ended(reason.to_string());
+                            return;
+                        }
+                    },
+                }
+            };
+            mark_closed();
+            match result {
+                Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
+                Some(Err(e)) => {
+                    let reason = tls::describe_connection_error(&e, Phase::Established);
+                    info!(%peer, connection = id, %reason, "pooled connection to peer broke");
+                    mark_ended(reason);
+                }
+                None => {
+                    info!(%peer, connection = id, timeout = ?settings.keepalive, "pooled connection closed: the peer stopped answering PINGs");
+                    mark_ended("the peer stopped answering PINGs".into());
+                }
+            }
+        });
+        Ok(connection)
+    }
+}
+
+/// A gauge counting something while it lives: up when made, down when dropped.
+struct OpenGauge(Gauge);
+
+impl OpenGauge {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The next change of course of a followed connection; never, for one that is not.
+async fn next_ending(lifetime: &mut Option<Authenticated>) -> Ending {
+    match lifetime {
+        Some(lifetime) => lifetime.next().await,
+        None => std::future::pending().await,
+    }
+}
