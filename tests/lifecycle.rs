@@ -431,6 +431,26 @@ fn a_revoked_caller_is_cut_off_within_seconds_and_refused_afterwards() {
         closed.contains("KeyCompromise") || closed.contains("revoked at"),
         "{closed}"
     );
+    // Counted as revoked, from the error itself (not its wording).
+    let metrics = pair
+        .b
+        .host
+        .command("curl")
+        .args(["-sS", "http://127.0.0.1:15000/metrics"])
+        .output(SHORT)
+        .stdout;
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))
+        .expect("a Prometheus text scrape");
+    let revoked = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "tunnel_tcp_connections_failed_total"
+                && s.labels.get("reason") == Some("revoked")
+        })
+        .map(|s| format!("{:?}", s.value));
+    println!("B: tunnel_tcp_connections_failed_total{{reason=\"revoked\"}} = {revoked:?}");
+    assert!(revoked.is_some(), "revocations are counted as such");
     let (counts, _load) = finish_load(load, 20);
     println!("after the revocation: {counts:?}");
     assert_eq!(counts.long_ok, 0, "no stream outlives the revocation");

@@ -8,6 +8,7 @@ mod explain;
 mod material;
 mod presented;
 mod provider;
+mod refusal_kind;
 mod revocation;
 #[cfg(test)]
 mod test_pki;
@@ -22,6 +23,7 @@ pub(crate) use material::read_certificates;
 pub use material::{CertificateProblem, Credential, MaterialError, Trust, read_crls};
 pub use presented::{Presented, PresentedSlot, recording_server_config};
 pub use provider::provider;
+pub use refusal_kind::RefusalKind;
 pub use revocation::{RevokedEntry, revocation_entry};
 use rustls::{
     ClientConfig, ServerConfig,

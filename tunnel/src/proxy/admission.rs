@@ -115,16 +115,16 @@ impl Refusal {
         }
     }
 
-    /// The `reason` label of `tunnel_tcp_connections_failed_total`; `detail` is the
-    /// handshake failure's sentence, for [`Refusal::HandshakeFailed`].
-    pub fn fail_reason(self, detail: &str) -> FailReason {
+    /// The `reason` label of `tunnel_tcp_connections_failed_total` (a refused TLS handshake
+    /// is counted by the kind of its error, where it is refused).
+    pub fn fail_reason(self) -> FailReason {
         match self {
             Self::Unauthenticated | Self::UnauthenticatedFromAddress | Self::ConnectionsPerPeer => {
                 FailReason::limit
             }
             Self::NotTls => FailReason::tls_handshake_failed,
             Self::HandshakeTimeout => FailReason::timeout,
-            Self::HandshakeFailed => FailReason::of_tls(detail),
+            Self::HandshakeFailed => FailReason::tls_handshake_failed,
             Self::Plaintext => FailReason::plaintext_refused,
         }
     }

@@ -43,7 +43,8 @@ use crate::{
     drain::DrainWatcher,
     identity::SpiffeId,
     policy::LivePolicy,
-    telemetry::{AuthFailure, Direction, Telemetry},
+    telemetry::{AuthFailure, Direction, FailReason, Telemetry},
+    tls,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -194,19 +195,25 @@ fn admit(shared: &Shared, source: IpAddr) -> Result<Unauthenticated, Refusal> {
 }
 
 impl Shared {
-    /// A refused TLS handshake: counted with the other refusals, but said on the auth
-    /// stream (rate-limited there), not in the refusal log.
-    /// A refused handshake: counted, and on the auth stream with what the caller presented.
-    fn refuse_handshake(&self, peer: SocketAddr, reason: &str, presented: Option<String>) {
+    /// A refused TLS handshake: counted with the other refusals (by the kind of its error),
+    /// but said on the auth stream (rate-limited there) with what the caller presented, not
+    /// in the refusal log.
+    fn refuse_handshake(
+        &self,
+        peer: SocketAddr,
+        reason: &str,
+        kind: tls::RefusalKind,
+        presented: Option<String>,
+    ) {
         let telemetry = &self.inputs.telemetry;
         self.inputs
             .refusals
             .record(Refusal::HandshakeFailed, reason);
         telemetry.metrics.proxy.handshake(Direction::Inbound, None);
-        telemetry.metrics.proxy.failed(
-            Direction::Inbound,
-            Refusal::HandshakeFailed.fail_reason(reason),
-        );
+        telemetry
+            .metrics
+            .proxy
+            .failed(Direction::Inbound, FailReason::of_tls(kind));
         let mut failure = AuthFailure::now(Direction::Inbound, peer, reason);
         failure.peer_identity = presented;
         telemetry.auth_failures.record(failure);
@@ -218,7 +225,7 @@ impl Shared {
             .telemetry
             .metrics
             .proxy
-            .failed(Direction::Inbound, refusal.fail_reason(reason));
+            .failed(Direction::Inbound, refusal.fail_reason());
         if let Some(now) = self.inputs.refusals.record(refusal, reason) {
             let limits = &self.inputs.limits;
             let detail = match refusal {

@@ -256,6 +256,10 @@ impl Pool {
                 }
                 Err(StreamFailure::ConnectionGone(reason)) => {
                     connection.closed.store(true, Ordering::Release);
+                    let kind = connection
+                        .tls_failure
+                        .get()
+                        .map_or(tls::RefusalKind::Other, tls::RefusalKind::of);
                     let reason = connection.tls_failure.get().map_or(reason, tls::explain);
                     // A fresh connection failing here is the server refusing our certificate:
                     // in TLS 1.3 its verdict arrives after the client side has finished.
@@ -266,6 +270,7 @@ impl Pool {
                         return Err(PoolError::Handshake {
                             peer: key.peer,
                             reason,
+                            kind,
                         });
                     }
                     if retried {

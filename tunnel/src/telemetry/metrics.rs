@@ -73,18 +73,12 @@ pub enum FailReason {
 }
 
 impl FailReason {
-    /// A TLS failure by what its sentence (`tls::explain`) says: a revoked certificate, an
-    /// identity that is not the one expected, or any other refusal.
-    pub fn of_tls(reason: &str) -> Self {
-        if reason.contains("revoked") {
-            Self::revoked
-        } else if reason.contains("outside the trust domain")
-            || reason.contains("expected the peer to be")
-            || reason.contains("expected a node identity")
-        {
-            Self::peer_identity_mismatch
-        } else {
-            Self::tls_handshake_failed
+    /// A refused handshake by the kind of its TLS error.
+    pub fn of_tls(kind: crate::tls::RefusalKind) -> Self {
+        match kind {
+            crate::tls::RefusalKind::Revoked => Self::revoked,
+            crate::tls::RefusalKind::Identity => Self::peer_identity_mismatch,
+            crate::tls::RefusalKind::Other => Self::tls_handshake_failed,
         }
     }
 }
@@ -336,23 +330,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_reasons_are_sorted_into_the_fixed_set() {
+    fn tls_refusals_are_sorted_into_the_fixed_set() {
+        use crate::tls::RefusalKind;
         assert_eq!(
-            FailReason::of_tls("the certificate has been revoked"),
+            FailReason::of_tls(RefusalKind::Revoked),
             FailReason::revoked
         );
         assert_eq!(
-            FailReason::of_tls("spiffe://other.org/x is outside the trust domain example.org"),
+            FailReason::of_tls(RefusalKind::Identity),
             FailReason::peer_identity_mismatch
         );
         assert_eq!(
-            FailReason::of_tls(
-                "expected the peer to be spiffe://example.org/node/a, but it is spiffe://example.org/node/b"
-            ),
-            FailReason::peer_identity_mismatch
-        );
-        assert_eq!(
-            FailReason::of_tls("the certificate expired at 2024-01-01 00:00:00 UTC"),
+            FailReason::of_tls(RefusalKind::Other),
             FailReason::tls_handshake_failed
         );
     }

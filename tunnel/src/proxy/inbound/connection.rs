@@ -75,7 +75,7 @@ pub(super) async fn serve(
         Ok(built) => built,
         Err(e) => {
             let reason = format!("cannot build the TLS configuration: {e}");
-            return shared.refuse_handshake(peer, &reason, None);
+            return shared.refuse_handshake(peer, &reason, tls::RefusalKind::Other, None);
         }
     };
     drop(snapshot);
@@ -89,7 +89,8 @@ pub(super) async fn serve(
                 Some(entry) => format!("the certificate has been revoked: {entry}"),
                 None => tls::describe_connection_error(&e, Phase::Handshake),
             };
-            return shared.refuse_handshake(peer, &reason, presented.identity);
+            let kind = tls::RefusalKind::in_chain(&e);
+            return shared.refuse_handshake(peer, &reason, kind, presented.identity);
         }
         Err(_) => return timed_out(),
     };

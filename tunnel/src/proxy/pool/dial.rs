@@ -62,6 +62,7 @@ impl Pool {
                 .map_err(|e| PoolError::Handshake {
                     peer,
                     reason: tls::describe_connection_error(&e, Phase::Handshake),
+                    kind: tls::RefusalKind::in_chain(&e),
                 })?;
             let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
             let params = TlsParams::of(tls_stream.get_ref().1);
@@ -88,6 +89,7 @@ impl Pool {
                     .map_err(|e| PoolError::Handshake {
                         peer,
                         reason: tls::describe_connection_error(&e, Phase::Handshake),
+                        kind: tls::RefusalKind::in_chain(&e),
                     })?;
             // The peer's SETTINGS, its stream limit among them, come before its answer to a
             // PING. Until they are applied h2 knows no limit, and the callers waiting on this
@@ -110,6 +112,11 @@ impl Pool {
                 ended = &mut connection => Some(ended.err()),
             };
             if let Some(error) = failed {
+                let kind = match (tls_failure.get(), &error) {
+                    (Some(tls_error), _) => tls::RefusalKind::of(tls_error),
+                    (None, Some(e)) => tls::RefusalKind::in_chain(e),
+                    (None, None) => tls::RefusalKind::Other,
+                };
                 let reason = match (tls_failure.get(), error) {
                     (Some(tls_error), _) => tls::explain(tls_error),
                     (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
@@ -118,7 +125,7 @@ impl Pool {
                             .into()
                     }
                 };
-                return Err(PoolError::Handshake { peer, reason });
+                return Err(PoolError::Handshake { peer, reason, kind });
             }
             Ok::<_, PoolError>((
                 sender,

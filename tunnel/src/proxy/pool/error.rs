@@ -2,7 +2,7 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use crate::{identity::SpiffeId, telemetry::FailReason};
+use crate::{identity::SpiffeId, telemetry::FailReason, tls::RefusalKind};
 
 /// Cloned for every caller that waited on the same dial.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -17,7 +17,12 @@ pub enum PoolError {
     )]
     Timeout { peer: SocketAddr, timeout: Duration },
     #[error("mTLS handshake with {peer} failed: {reason}")]
-    Handshake { peer: SocketAddr, reason: String },
+    Handshake {
+        peer: SocketAddr,
+        reason: String,
+        /// What the TLS error was, for counting (the reason is for reading).
+        kind: RefusalKind,
+    },
     #[error("refused by {}: {}", refuser(.peer, .peer_identity.as_ref()), refusal_text(.destination, .status, .reason.as_ref()))]
     Refused {
         peer: SocketAddr,
@@ -63,7 +68,7 @@ impl PoolError {
         match self {
             Self::Connect { .. } => FailReason::peer_unreachable,
             Self::Timeout { .. } | Self::Unanswered { .. } => FailReason::timeout,
-            Self::Handshake { reason, .. } => FailReason::of_tls(reason),
+            Self::Handshake { kind, .. } => FailReason::of_tls(*kind),
             Self::Refused { reason, status, .. } => {
                 match reason.as_ref().map(|(code, _)| code.as_str()) {
                     Some(code) => FailReason::of_refusal_code(code),
