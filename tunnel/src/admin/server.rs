@@ -19,6 +19,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// refused rather than buffered.
 const MAX_BODY: usize = 4096;
 
+/// Admin connections served at once. The admin port is loopback, but any local process can
+/// reach it, and every connection holds a file descriptor the data plane shares: past this
+/// a new connection is closed at once (operators and probes need a handful).
+pub const MAX_CONNECTIONS: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// Said with its cause after it (`errors::chain`).
@@ -48,6 +53,7 @@ impl AdminListener {
         if let Ok(addr) = self.listener.local_addr() {
             info!(%addr, "admin API listening");
         }
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -58,8 +64,14 @@ impl AdminListener {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, limit = MAX_CONNECTIONS, "admin API: connection closed, too many open");
+                drop(stream);
+                continue;
+            };
             let state = state.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |request| {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(route(&state, request).await) }

@@ -280,3 +280,25 @@ async fn connections_and_capture_are_json() {
     let capture: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(capture["installed"], false);
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_the_api_answers_again_once_one_ends() {
+    use tokio::io::AsyncReadExt as _;
+    let fixture = Fixture::new();
+    let server = serve(&fixture).await;
+    let mut held = Vec::new();
+    for _ in 0..super::server::MAX_CONNECTIONS {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Give the server the time to take each one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte))
+        .await
+        .expect("closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(&server, "/metrics").await.status, 200);
+}
