@@ -144,7 +144,43 @@ pub fn run() -> Result<()> {
         last_line(&daemon_b, "refused plaintext from another host")
     );
 
-    step("8. Host A's daemon is killed: capture stays pinned and fails closed");
+    step(
+        "8. The frontend's certificate is replaced under the running daemon (tunnel ca issue --force), and tunnel status asks it",
+    );
+    show(
+        Command::new(&tunnel)
+            .args(["ca", "issue", "--ca"])
+            .arg(etc.join("ca"))
+            .args([
+                "--spiffe-id",
+                "spiffe://example.org/frontend",
+                "--ttl",
+                "2h",
+                "--force",
+                "--out",
+            ])
+            .arg(etc.join("a/frontend")),
+    )?;
+    daemon_a.wait_for("certificate replaced", WAIT);
+    println!(
+        "   host A log: {}",
+        last_line(&daemon_a, "certificate replaced")
+    );
+    let out = host_a
+        .command("curl")
+        .args(["-sS", "-m", "10", "http://10.0.0.2:8080/"])
+        .in_cgroup(&frontend)
+        .output(WAIT);
+    println!("   curl printed: {} (no restart)", out.stdout.trim());
+    let status = host_a
+        .command(&tunnel.display().to_string())
+        .args(["status", "--admin", "127.0.0.1:15000"])
+        .output(WAIT);
+    for line in status.stdout.lines() {
+        println!("   {line}");
+    }
+
+    step("9. Host A's daemon is killed: capture stays pinned and fails closed");
     daemon_a.signal("KILL");
     daemon_a.wait_timeout(WAIT);
     let out = host_a
