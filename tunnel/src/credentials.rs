@@ -225,12 +225,9 @@ impl Credentials {
         state
             .sources
             .iter()
-            .map(|s| {
-                let credential = match &s.owner {
-                    Owner::Node => &snapshot.node,
-                    Owner::Workload(name) => &snapshot.workloads[name],
-                };
-                (s.owner.clone(), s.id.clone(), credential.leaf.not_after)
+            .filter_map(|s| {
+                let credential = snapshot.credential(&s.owner)?;
+                Some((s.owner.clone(), s.id.clone(), credential.leaf.not_after))
             })
             .collect()
     }
@@ -283,14 +280,10 @@ impl Credentials {
                 }
             }
         }
-        let mut node = old.node.clone();
-        let mut workloads = old.workloads.clone();
+        let mut next = InForce::of(&old);
         let mut renewals_changed = false;
         for source in &mut state.sources {
-            let current = match &source.owner {
-                Owner::Node => &mut node,
-                Owner::Workload(name) => workloads.get_mut(name).expect("every workload loaded"),
-            };
+            let current = next.get_mut(&source.owner);
             let seen = read_files(&source.config.files());
             if seen == source.seen {
                 continue;
@@ -334,10 +327,7 @@ impl Credentials {
             // which of our own certificates it no longer covers, since peers with the same
             // bundle will refuse them.
             for source in &state.sources {
-                let credential = match &source.owner {
-                    Owner::Node => &node,
-                    Owner::Workload(name) => &workloads[name],
-                };
+                let credential = next.get(&source.owner);
                 if let Err(reason) =
                     judge(credential, &source.id, source.purpose, &trust, &self.spec)
                 {
@@ -346,19 +336,14 @@ impl Credentials {
             }
         }
         drop(state);
-        self.publish(trust, node, workloads, trigger);
+        self.publish(trust, next, trigger);
         changed
     }
 
     /// Builds and publishes the next snapshot (an error keeps the current one, logged).
-    fn publish(
-        &self,
-        trust: Arc<Trust>,
-        node: Arc<Credential>,
-        workloads: HashMap<String, Arc<Credential>>,
-        trigger: &str,
-    ) {
+    fn publish(&self, trust: Arc<Trust>, next: InForce, trigger: &str) {
         let generation = self.current().generation() + 1;
+        let InForce { node, workloads } = next;
         match Snapshot::build(generation, self.spec.clone(), trust, node, workloads) {
             Ok(snapshot) => {
                 self.snapshots.send_replace(Arc::new(snapshot));
@@ -367,6 +352,40 @@ impl Credentials {
                 trigger,
                 "cannot build the TLS configuration, the one in force stays: {e}"
             ),
+        }
+    }
+}
+
+/// The certificates of the next snapshot, while a reload or a renewal decides them: those in
+/// force, each replaced as its new one passes.
+struct InForce {
+    node: Arc<Credential>,
+    workloads: HashMap<String, Arc<Credential>>,
+}
+
+impl InForce {
+    fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            node: snapshot.node.clone(),
+            workloads: snapshot.workloads.clone(),
+        }
+    }
+
+    fn get(&self, owner: &Owner) -> &Arc<Credential> {
+        match owner {
+            Owner::Node => &self.node,
+            Owner::Workload(name) => &self.workloads[name],
+        }
+    }
+
+    /// Every configured owner has one: the first load refuses to start without it.
+    fn get_mut(&mut self, owner: &Owner) -> &mut Arc<Credential> {
+        match owner {
+            Owner::Node => &mut self.node,
+            Owner::Workload(name) => self
+                .workloads
+                .get_mut(name)
+                .expect("every configured workload has a certificate in force"),
         }
     }
 }

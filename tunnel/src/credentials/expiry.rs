@@ -91,11 +91,9 @@ impl Credentials {
             }
             // Forget certificates no longer in force.
             said.retain(|(owner, serial), _| {
-                let credential = match owner {
-                    Owner::Node => Some(&snapshot.node),
-                    Owner::Workload(name) => snapshot.workloads.get(name),
-                };
-                credential.is_some_and(|c| &c.leaf.serial == serial)
+                snapshot
+                    .credential(owner)
+                    .is_some_and(|c| &c.leaf.serial == serial)
             });
             let sleep = next.map_or(Duration::from_secs(3600), |at| {
                 Duration::from_secs(u64::try_from(at - now).unwrap_or(0).max(1))

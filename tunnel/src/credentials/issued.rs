@@ -10,9 +10,9 @@ use std::{
 };
 
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-use super::{Credentials, Owner, judge::judge, log_replaced};
+use super::{Credentials, InForce, judge::judge, log_replaced};
 use crate::{
     ca::{Ca, LeafSpec},
     identity::{SpiffeId, timestamp},
@@ -126,18 +126,14 @@ impl Credentials {
     fn renew_due(&self) {
         let mut state = self.state.lock().expect("credentials lock poisoned");
         let old = self.current();
-        let mut node = old.node.clone();
-        let mut workloads = old.workloads.clone();
+        let mut next = InForce::of(&old);
         let mut renewed = 0;
         let now = Instant::now();
         for source in &mut state.sources {
             let Some(issuer) = source.issuer.as_mut().filter(|i| i.renew_at <= now) else {
                 continue;
             };
-            let current = match &source.owner {
-                Owner::Node => &mut node,
-                Owner::Workload(name) => workloads.get_mut(name).expect("every workload loaded"),
-            };
+            let current = next.get_mut(&source.owner);
             let issued = issuer.issue(&source.id).and_then(|c| {
                 judge(&c, &source.id, source.purpose, &old.trust, &self.spec).map(|()| c)
             });
@@ -161,8 +157,7 @@ impl Credentials {
         }
         drop(state);
         if renewed > 0 {
-            self.publish(old.trust.clone(), node, workloads, "renewal");
-            info!(renewed, "renewed certificates in force");
+            self.publish(old.trust.clone(), next, "renewal");
         }
     }
 }

@@ -7,7 +7,10 @@ use std::{collections::HashMap, sync::Arc};
 use rustls::ClientConfig;
 use tokio::sync::watch;
 
-use super::lifetime::{Role, Watch};
+use super::{
+    Owner,
+    lifetime::{Role, Watch},
+};
 use crate::{
     identity::{SpiffeId, TrustDomain},
     tls::{self, Credential, PeerExpectation, SpiffeClientVerifier, SpiffeServerVerifier, Trust},
@@ -95,6 +98,14 @@ impl Snapshot {
         match pinned {
             None => by_peer.get(&None),
             Some(id) => by_peer.get(&Some(id.clone())),
+        }
+    }
+
+    /// The certificate in force for `owner` (`None` for a workload it does not have).
+    pub fn credential(&self, owner: &Owner) -> Option<&Arc<Credential>> {
+        match owner {
+            Owner::Node => Some(&self.node),
+            Owner::Workload(name) => self.workloads.get(name),
         }
     }
 
