@@ -31,19 +31,7 @@ pub fn run() -> Result<()> {
         ("node/host-b", "b/node"),
         ("orders", "b/orders"),
     ] {
-        show(
-            Command::new(&tunnel)
-                .args(["ca", "issue", "--ca"])
-                .arg(etc.join("ca"))
-                .args([
-                    "--spiffe-id",
-                    &format!("spiffe://example.org/{id}"),
-                    "--ttl",
-                    "1h",
-                    "--out",
-                ])
-                .arg(etc.join(dir)),
-        )?;
+        show(&mut ca_issue(&tunnel, &etc, id, "1h", dir))?;
     }
     for host in ["a", "b"] {
         fs::create_dir_all(etc.join(host).join("ca"))?;
@@ -147,20 +135,7 @@ pub fn run() -> Result<()> {
     step(
         "8. The frontend's certificate is replaced under the running daemon (tunnel ca issue --force), and tunnel status asks it",
     );
-    show(
-        Command::new(&tunnel)
-            .args(["ca", "issue", "--ca"])
-            .arg(etc.join("ca"))
-            .args([
-                "--spiffe-id",
-                "spiffe://example.org/frontend",
-                "--ttl",
-                "2h",
-                "--force",
-                "--out",
-            ])
-            .arg(etc.join("a/frontend")),
-    )?;
+    show(ca_issue(&tunnel, &etc, "frontend", "2h", "a/frontend").arg("--force"))?;
     daemon_a.wait_for("certificate replaced", WAIT);
     println!(
         "   host A log: {}",
@@ -249,6 +224,23 @@ fn show(command: &mut Command) -> Result<()> {
     }
     println!("   {}", String::from_utf8_lossy(&output.stdout).trim());
     Ok(())
+}
+
+/// `tunnel ca issue` of `spiffe://example.org/<id>` from `<etc>/ca` into `<etc>/<dir>`.
+fn ca_issue(tunnel: &Path, etc: &Path, id: &str, ttl: &str, dir: &str) -> Command {
+    let mut command = Command::new(tunnel);
+    command
+        .args(["ca", "issue", "--ca"])
+        .arg(etc.join("ca"))
+        .args([
+            "--spiffe-id",
+            &format!("spiffe://example.org/{id}"),
+            "--ttl",
+            ttl,
+            "--out",
+        ])
+        .arg(etc.join(dir));
+    command
 }
 
 fn step(title: &str) {
