@@ -21,7 +21,7 @@ use crate::{
 pub struct Spec {
     pub trust_domain: TrustDomain,
     /// Every peer identity a workload may be asked to expect: `None` is the node pattern of
-    /// `[outbound] peer_identity`, `Some` a `[[peer]]` pin.
+    /// `[outbound] peer_identity` (always there), `Some` a `[[peer]]` pin.
     pub expectations: Vec<(Option<SpiffeId>, PeerExpectation)>,
 }
 
@@ -31,8 +31,8 @@ pub struct Snapshot {
     pub node: Arc<Credential>,
     /// By workload name.
     pub workloads: HashMap<String, Arc<Credential>>,
-    /// Each workload's config per expected peer identity.
-    clients: HashMap<String, HashMap<Option<SpiffeId>, Arc<ClientTls>>>,
+    /// Each workload's configs, by expected peer identity.
+    clients: HashMap<String, WorkloadClients>,
     /// Judges callers again when the trust changes (a new CRL).
     client_verifier: Arc<SpiffeClientVerifier>,
     spec: Arc<Spec>,
@@ -48,7 +48,8 @@ impl Snapshot {
     ) -> Result<Self, rustls::Error> {
         let mut clients = HashMap::new();
         for (name, credential) in &workloads {
-            let mut by_peer = HashMap::new();
+            let mut unpinned = None;
+            let mut by_pin = HashMap::new();
             for (pinned, expected) in &spec.expectations {
                 let config = tls::client_config(
                     credential.key.clone(),
@@ -64,16 +65,22 @@ impl Snapshot {
                     own: credential.clone(),
                     trust: trust.clone(),
                 };
-                by_peer.insert(
-                    pinned.clone(),
-                    Arc::new(ClientTls {
-                        config,
-                        generation,
-                        follow: Some(follow),
-                    }),
-                );
+                let client = Arc::new(ClientTls {
+                    config,
+                    generation,
+                    follow: Some(follow),
+                });
+                match pinned {
+                    None => unpinned = Some(client),
+                    Some(id) => {
+                        by_pin.insert(id.clone(), client);
+                    }
+                }
             }
-            clients.insert(name.clone(), by_peer);
+            let unpinned = unpinned.ok_or_else(|| {
+                rustls::Error::General("the spec has no unpinned peer expectation".into())
+            })?;
+            clients.insert(name.clone(), WorkloadClients { unpinned, by_pin });
         }
         let client_verifier = Arc::new(SpiffeClientVerifier::new(
             &trust,
@@ -93,11 +100,11 @@ impl Snapshot {
     /// The TLS client config of `workload` calling a peer pinned as `pinned` (`None`: a node
     /// identity matching the pattern); `None` for a workload this snapshot does not have.
     pub fn client(&self, workload: &str, pinned: Option<&SpiffeId>) -> Option<&Arc<ClientTls>> {
-        // No allocation for the usual case (no pin): this runs for every connection.
-        let by_peer = self.clients.get(workload)?;
+        // Looked up by reference, without allocating: this runs for every connection.
+        let clients = self.clients.get(workload)?;
         match pinned {
-            None => by_peer.get(&None),
-            Some(id) => by_peer.get(&Some(id.clone())),
+            None => Some(&clients.unpinned),
+            Some(id) => clients.by_pin.get(id),
         }
     }
 
@@ -125,6 +132,13 @@ impl Snapshot {
     pub fn server_verifier(&self, expected: PeerExpectation) -> SpiffeServerVerifier {
         SpiffeServerVerifier::new(&self.trust, self.spec.trust_domain.clone(), expected)
     }
+}
+
+/// One workload's client configs: for a peer any node identity of the pattern may serve, and
+/// for each `[[peer]]` pin.
+struct WorkloadClients {
+    unpinned: Arc<ClientTls>,
+    by_pin: HashMap<SpiffeId, Arc<ClientTls>>,
 }
 
 /// A workload's TLS client config for one kind of peer, and what a connection made with it
