@@ -235,9 +235,9 @@ async fn carry(
         })
         .inc();
     let _ = app.set_nodelay(true);
-    let expected = inputs.peers.expected(dst.ip()).cloned();
+    let expected = inputs.peers.expected(dst.ip());
     let snapshot = inputs.snapshots.borrow().clone();
-    let Some(tls) = snapshot.client(&workload.name, expected.as_ref()) else {
+    let Some(tls) = snapshot.client(&workload.name, expected) else {
         warn!(%src, %dst, workload = %workload.name, "refused: no TLS config for this workload and peer");
         return refuse(&app, None, FailReason::other);
     };
