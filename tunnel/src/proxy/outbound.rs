@@ -276,6 +276,9 @@ async fn carry(
             return refuse(&app, None, e.fail_reason());
         }
     };
+    // Not kept for the connection's life: a long connection would hold every certificate
+    // and config of its time (the pooled connection keeps what it needs).
+    drop(snapshot);
     let peer_identity = stream.peer_identity.as_ref().map(ToString::to_string);
     let counted = metrics.open(&TcpLabels {
         direction: Direction::Outbound,
