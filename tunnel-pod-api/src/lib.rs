@@ -1,0 +1,239 @@
+//! The pod registration API: how `tunnel-cni` (and `tunnel pod`) tell the node daemon that a
+//! pod's network namespace exists or is gone.
+//!
+//! The transport is a Unix stream socket that only root can open (the daemon creates it
+//! with mode 0600, default [`DEFAULT_SOCKET`]). One request per connection: the client writes
+//! one JSON [`Request`] and a newline, the daemon answers one JSON [`Response`] and a newline,
+//! then closes. Written by hand over `serde_json` rather than HTTP: the plugin is a small
+//! binary that the container runtime starts for every pod, and one JSON line each way is all
+//! the exchange needs.
+
+use std::{
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon listens unless its config says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/tunnel/pods.sock";
+
+/// The largest request or response line either side reads (a list of many pods fits).
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Protect a pod: open its listeners inside `netns` and give it an identity. Adding a pod
+    /// that is already registered with the same uid and netns is a success that changes
+    /// nothing (a runtime may repeat ADD).
+    Add(PodSpec),
+    /// Forget a pod: close its listeners, drain its connections. Unknown uids succeed.
+    Del { uid: String },
+    /// Whether a pod is registered and its listeners are open (CNI CHECK).
+    Check { uid: String },
+    /// Every registered pod.
+    List,
+}
+
+/// A pod as the runtime knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The pod's network namespace: a path such as `/var/run/netns/cni-…` or
+    /// `/proc/<pid>/ns/net`.
+    pub netns: PathBuf,
+    /// The identity to give the pod; without it the daemon's template decides (and may ask
+    /// the Kubernetes API for the pod's service account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+}
+
+/// A registered pod as the daemon reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStatus {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub netns: PathBuf,
+    pub spiffe_id: String,
+    /// The pod's addresses, found in its namespace.
+    pub ips: Vec<String>,
+    /// The listeners opened in the pod's namespace.
+    pub listeners: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Add or check: the pod as registered.
+    Pod(PodStatus),
+    /// Del: whether the pod was registered.
+    Removed { was_registered: bool },
+    /// List.
+    Pods { pods: Vec<PodStatus> },
+    /// The request failed; `error` says what was wrong, in a sentence.
+    Error { error: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the tunnel daemon's pod API at {socket}: {source} (is the tunnel daemon running on this node, with [pods] enabled?)"
+    )]
+    Connect { socket: PathBuf, source: io::Error },
+    #[error("the tunnel daemon's pod API at {socket} did not answer within {timeout:?}")]
+    Timeout { socket: PathBuf, timeout: Duration },
+    #[error("talking to the tunnel daemon's pod API at {socket}: {source}")]
+    Io { socket: PathBuf, source: io::Error },
+    #[error(
+        "the tunnel daemon's pod API at {socket} answered something that is not a response: {detail}"
+    )]
+    Malformed { socket: PathBuf, detail: String },
+    #[error("the tunnel daemon refused: {0}")]
+    Refused(String),
+}
+
+/// Sends one request and waits at most `timeout` in all for its answer. A daemon's
+/// [`Response::Error`] is returned as [`ClientError::Refused`].
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let io_error = |source: io::Error| {
+        if matches!(
+            source.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            ClientError::Timeout {
+                socket: socket.to_owned(),
+                timeout,
+            }
+        } else {
+            ClientError::Io {
+                socket: socket.to_owned(),
+                source,
+            }
+        }
+    };
+    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        socket: socket.to_owned(),
+        source,
+    })?;
+    let remaining = || {
+        deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    stream
+        .set_write_timeout(Some(remaining()))
+        .map_err(io_error)?;
+    let mut line = serde_json::to_vec(request).expect("requests always serialize");
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io_error)?;
+    let mut reader = BufReader::new(&stream).take(MAX_MESSAGE as u64);
+    let mut answer = Vec::new();
+    loop {
+        stream
+            .set_read_timeout(Some(remaining()))
+            .map_err(io_error)?;
+        let before = answer.len();
+        let read = reader.read_until(b'\n', &mut answer).map_err(io_error)?;
+        if read == 0 || answer.ends_with(b"\n") {
+            break;
+        }
+        if answer.len() == before || std::time::Instant::now() >= deadline {
+            return Err(ClientError::Timeout {
+                socket: socket.to_owned(),
+                timeout,
+            });
+        }
+    }
+    let response: Response =
+        serde_json::from_slice(&answer).map_err(|e| ClientError::Malformed {
+            socket: socket.to_owned(),
+            detail: if answer.is_empty() {
+                "it closed the connection without a word".into()
+            } else {
+                e.to_string()
+            },
+        })?;
+    match response {
+        Response::Error { error } => Err(ClientError::Refused(error)),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::net::UnixListener, thread};
+
+    use super::*;
+
+    fn serve_once(
+        reply: &'static [u8],
+    ) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pods.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            (&stream).write_all(reply).unwrap();
+            request
+        });
+        (dir, path, server)
+    }
+
+    #[test]
+    fn the_wire_format_is_one_tagged_json_line_each_way() {
+        let (_dir, path, server) =
+            serve_once(b"{\"result\":\"removed\",\"was_registered\":false}\n");
+        let answer = call(
+            &path,
+            &Request::Del { uid: "u-1".into() },
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(
+            answer,
+            Response::Removed {
+                was_registered: false
+            }
+        );
+        assert_eq!(server.join().unwrap(), "{\"op\":\"del\",\"uid\":\"u-1\"}\n");
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_with_the_daemons_words() {
+        let (_dir, path, _server) =
+            serve_once(b"{\"result\":\"error\",\"error\":\"no such netns\"}\n");
+        let e = call(&path, &Request::List, Duration::from_secs(2)).unwrap_err();
+        assert_eq!(e.to_string(), "the tunnel daemon refused: no such netns");
+    }
+
+    #[test]
+    fn a_silent_daemon_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pods.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        let started = std::time::Instant::now();
+        let e = call(&path, &Request::List, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn no_daemon_says_where_it_looked() {
+        let e = call(
+            Path::new("/nonexistent/pods.sock"),
+            &Request::List,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/pods.sock"), "{e}");
+    }
+}
