@@ -22,8 +22,10 @@ use crate::{
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
+    pods::{PodApi, PodApiError, PodManager, PodsError},
+    policy::LivePolicy,
     proxy::{
-        inbound::{Inbound, InboundError, InboundInputs, nonlocal_bind},
+        inbound::{Inbound, InboundError, InboundService, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
@@ -49,6 +51,10 @@ pub enum StartError {
     Plaintext(#[from] PlaintextError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    PodApi(#[from] PodApiError),
+    #[error(transparent)]
+    Pods(#[from] PodsError),
 }
 
 impl StartError {
@@ -61,7 +67,9 @@ impl StartError {
             | Self::Outbound(_)
             | Self::Inbound(_)
             | Self::Plaintext(_)
-            | Self::Admin(_) => 1,
+            | Self::Admin(_)
+            | Self::PodApi(_)
+            | Self::Pods(_) => 1,
         }
     }
 }
@@ -69,9 +77,11 @@ impl StartError {
 /// A started daemon: listeners bound, capture installed, ready to serve.
 pub struct Daemon {
     outbound: Outbound,
-    outbound_inputs: OutboundInputs,
+    outbound_inputs: Arc<OutboundInputs>,
     inbound: Inbound,
-    inbound_inputs: InboundInputs,
+    inbound_service: InboundService,
+    /// The policy in force (the admin API shows it).
+    policy: Arc<LivePolicy>,
     plaintext: Plaintext,
     plaintext_inputs: PlaintextInputs,
     reload: reload::Reload,
@@ -79,6 +89,8 @@ pub struct Daemon {
     telemetry: Arc<Telemetry>,
     /// Bound with the other listeners, served once the daemon is ready.
     admin: AdminListener,
+    /// The pod registration API and the registry behind it, with `[pods]`.
+    pods: Option<(PodApi, Arc<PodManager>)>,
     config: Arc<Config>,
     capture: CaptureState,
 }
@@ -138,6 +150,10 @@ impl Daemon {
             config.listen.backlog,
         )?;
         let admin = AdminListener::bind(config.listen.admin).await?;
+        let pod_api = match &config.pods {
+            Some(pods) => Some(PodApi::bind(&pods.socket)?),
+            None => None,
+        };
 
         let spec = CaptureSpec {
             cgroup: capture_cgroup,
@@ -170,12 +186,28 @@ impl Daemon {
         let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry);
         telemetry.metrics.certificates.follow(&credentials);
         let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
+        let outbound_inputs = Arc::new(outbound_inputs);
+        let policy = inbound_inputs.policy.clone();
         let reload = reload::Reload::new(
             &config,
             inbound_inputs.policy.clone(),
             inbound_inputs.live.clone(),
             credentials.clone(),
         );
+        let inbound_service = InboundService::new(inbound_inputs);
+        let pods = match (pod_api, &config.pods) {
+            (Some(api), Some(settings)) => {
+                let manager = PodManager::new(
+                    &config,
+                    settings,
+                    credentials.clone(),
+                    outbound_inputs.clone(),
+                    inbound_service.clone(),
+                )?;
+                Some((api, Arc::new(manager)))
+            }
+            _ => None,
+        };
         info!(
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),
@@ -193,13 +225,15 @@ impl Daemon {
             outbound,
             outbound_inputs,
             inbound,
-            inbound_inputs,
+            inbound_service,
+            policy,
             plaintext,
             plaintext_inputs,
             reload,
             credentials,
             telemetry,
             admin,
+            pods,
             config: Arc::new(config),
             capture,
         })
@@ -222,14 +256,18 @@ impl Daemon {
             config: self.config,
             telemetry: self.telemetry,
             credentials: self.credentials.clone(),
-            policy: self.inbound_inputs.policy.clone(),
+            policy: self.policy,
             capture: Some(capture),
             readiness: readiness.clone(),
         });
         let admin = tokio::spawn(self.admin.serve(admin_state));
         let (trigger, watcher) = drain::channel();
+        let pods = self.pods.map(|(api, manager)| {
+            info!(socket = %api.path().display(), "pod API ready");
+            tokio::spawn(api.serve(manager, watcher.clone()))
+        });
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
-        let inbound = tokio::spawn(self.inbound.run(self.inbound_inputs, watcher.clone()));
+        let inbound = tokio::spawn(self.inbound.run(self.inbound_service, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
         let reload = tokio::spawn(self.reload.run());
         let renewals = tokio::spawn(self.credentials.clone().renew_forever());
@@ -248,6 +286,9 @@ impl Daemon {
         inbound.abort();
         plaintext.abort();
         reload.abort();
+        if let Some(pods) = pods {
+            pods.abort();
+        }
         renewals.abort();
         map_counts.abort();
         expiry.abort();

@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod check;
+pub mod pod;
 pub mod probe;
 pub mod run;
 pub mod status;
@@ -28,6 +29,8 @@ pub enum Command {
     /// Ask the running daemon (its admin API) whether it is ready, and about its
     /// certificates, peers and connections.
     Status(status::StatusArgs),
+    /// Register, remove and list pods through the running daemon's pod API ([pods]).
+    Pod(pod::PodArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).
     Uninstall(uninstall::UninstallArgs),
     /// Manage a built-in certificate authority (for labs, tests and small setups).

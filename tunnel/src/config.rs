@@ -5,6 +5,7 @@
 //! Relative paths in the file are relative to the file's directory.
 
 mod build;
+mod env;
 mod error;
 mod raw;
 
@@ -20,7 +21,7 @@ pub use error::{ConfigError, Located, Problem, Site};
 use ipnet::IpNet;
 pub use raw::{Action, Mode};
 
-use crate::identity::{IdPattern, SpiffeId, TrustDomain};
+use crate::identity::{IdPattern, IdTemplate, SpiffeId, TrustDomain};
 
 /// Where pins live unless `capture.bpf_dir` says otherwise.
 pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/tunnel";
@@ -66,6 +67,37 @@ pub struct Config {
     /// Files of more `[[policy]]` rules (already read into `policies`), watched for reload.
     pub policy_files: Vec<PathBuf>,
     pub peers: Vec<Peer>,
+    /// `[pods]`: pods in network namespaces of their own, registered while the daemon runs.
+    pub pods: Option<Pods>,
+    pub kubernetes: Kubernetes,
+}
+
+/// Pods registered through the registration API (by `tunnel-cni` or `tunnel pod add`): each
+/// gets listeners inside its network namespace and a certificate of its own.
+#[derive(Clone, Debug)]
+pub struct Pods {
+    /// The registration API's Unix socket (root only).
+    pub socket: PathBuf,
+    /// Where each registration is recorded, so a restarted daemon takes its pods back.
+    pub state_dir: PathBuf,
+    pub spiffe_id: IdTemplate,
+    /// The intermediate CA each pod's certificate is issued from (and renewed).
+    pub issuer: Located<PathBuf>,
+    pub ttl: Duration,
+}
+
+pub const DEFAULT_POD_STATE_DIR: &str = "/var/lib/tunnel/pods";
+
+/// `[kubernetes]`: how the daemon reads a pod's service account. Every key defaults to what
+/// a pod of the cluster has (in-cluster config).
+#[derive(Clone, Debug, Default)]
+pub struct Kubernetes {
+    /// `https://host:port`; default from `KUBERNETES_SERVICE_HOST`/`_PORT` at run time.
+    pub api_server: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// This node: a pod the API places on another node is refused.
+    pub node_name: Option<String>,
 }
 
 /// The daemon's own identity, presented by the inbound side.
@@ -317,7 +349,9 @@ impl Config {
 
     /// Checks config text; `file` names it in messages and anchors relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        build::build(text, file)
+        let text = env::expand(text, |name| std::env::var(name).ok())
+            .map_err(|problems| ConfigError::new(file, problems))?;
+        build::build(&text, file)
     }
 
     pub fn workload(&self, name: &str) -> Option<&Workload> {

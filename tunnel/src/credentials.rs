@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 use source::{Source, read_files, trust_files};
 
 use crate::{
-    config::{Config, ConfigError, Problem},
+    config::{CertSource, Config, ConfigError, Problem},
     errors,
     identity::{Purpose, SpiffeId, timestamp},
     tls::{CertificateProblem, Credential, MaterialError, Trust},
@@ -335,9 +335,55 @@ impl Credentials {
                 }
             }
         }
-        drop(state);
         self.publish(trust, next, trigger);
+        drop(state);
         changed
+    }
+
+    /// Issues a certificate for `id` from `issuer` (a registered pod's), judges it as any
+    /// other, and puts it in force under `Owner::Workload(name)`; it is renewed like the
+    /// configured ones. Replaces an earlier one of the same name.
+    pub fn add_issued(&self, name: &str, id: &SpiffeId, issuer: CertSource) -> Result<(), String> {
+        let mut source = Source::new(
+            Owner::Workload(name.into()),
+            id.clone(),
+            Purpose::ClientAuth,
+            issuer,
+        );
+        let credential = source.first_load().map_err(|p| p.message)?;
+        let mut state = self.state.lock().expect("credentials lock poisoned");
+        let old = self.current();
+        judge(&credential, id, Purpose::ClientAuth, &old.trust, &self.spec)?;
+        source.seen = read_files(&source.config.files());
+        state.sources.retain(|s| s.owner != source.owner);
+        state.sources.push(source);
+        let mut next = InForce::of(&old);
+        next.workloads.insert(name.into(), Arc::new(credential));
+        // Published under the lock: a reload or renewal deciding at the same time starts
+        // from this snapshot, not from the one before, so neither change is lost.
+        self.publish(old.trust.clone(), next, "pod added");
+        drop(state);
+        self.renewals_changed.notify_one();
+        Ok(())
+    }
+
+    /// Takes a certificate added by [`Credentials::add_issued`] out of force: connections
+    /// made with it take no new streams (its snapshot entry is gone). Whether it was there.
+    pub fn remove(&self, name: &str) -> bool {
+        let owner = Owner::Workload(name.into());
+        let mut state = self.state.lock().expect("credentials lock poisoned");
+        let before = state.sources.len();
+        state.sources.retain(|s| s.owner != owner);
+        let removed = state.sources.len() != before;
+        let old = self.current();
+        let mut next = InForce::of(&old);
+        next.workloads.remove(name);
+        if removed {
+            self.publish(old.trust.clone(), next, "pod removed");
+            drop(state);
+            self.renewals_changed.notify_one();
+        }
+        removed
     }
 
     /// Builds and publishes the next snapshot (an error keeps the current one, logged).

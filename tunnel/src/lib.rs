@@ -22,6 +22,8 @@ pub mod identity;
 pub mod kernel;
 pub mod logging;
 pub mod mounts;
+pub mod netns;
+pub mod pods;
 pub mod policy;
 pub mod proxy;
 pub mod sys;

@@ -58,6 +58,9 @@ pub struct Policy {
     /// Each workload's mode (the global one unless it sets its own), and ports of it that
     /// differ.
     modes: HashMap<String, (Mode, BTreeMap<u16, Mode>)>,
+    /// The mode of registered pods (the global one), named by their identity; `None` without
+    /// `[pods]`.
+    pod_mode: Option<Mode>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,15 +182,24 @@ impl Policy {
                 .iter()
                 .map(|w| (w.name.clone(), (w.mode, w.port_modes.clone())))
                 .collect(),
+            pod_mode: config.pods.as_ref().map(|_| config.mode),
+        }
+    }
+
+    /// A configured workload's mode and port modes, or a registered pod's (by its identity).
+    fn modes_of(&self, workload: &str) -> Option<(Mode, Option<&BTreeMap<u16, Mode>>)> {
+        match self.modes.get(workload) {
+            Some((mode, ports)) => Some((*mode, Some(ports))),
+            None if workload.starts_with("spiffe://") => self.pod_mode.map(|mode| (mode, None)),
+            None => None,
         }
     }
 
     /// A workload's mode (strict for a workload this policy does not know).
     pub fn mode(&self, workload: &str, port: u16) -> Mode {
-        self.modes
-            .get(workload)
+        self.modes_of(workload)
             .map_or(Mode::Strict, |(mode, ports)| {
-                ports.get(&port).copied().unwrap_or(*mode)
+                ports.and_then(|p| p.get(&port)).copied().unwrap_or(mode)
             })
     }
 
@@ -211,7 +223,7 @@ impl Policy {
     }
 
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {
-        if !self.modes.contains_key(request.workload) {
+        if self.modes_of(request.workload).is_none() {
             return Decision::Deny {
                 because: format!("no workload {:?}", request.workload),
             };

@@ -18,7 +18,19 @@ pub mod xfcc;
 /// backlog overflows the accept queue, and each overflowed SYN waits a second for its
 /// retransmission. An IPv6 address takes only IPv6 (IPV6_V6ONLY), so it can sit next to an
 /// IPv4 wildcard on the same port.
-fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn listen(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(listen_socket(addr, backlog)?)
+}
+
+/// A non-blocking listener made without the runtime, so that it can be made on a thread
+/// that has entered a pod's network namespace.
+pub(crate) fn listen_socket(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -31,7 +43,7 @@ fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::ne
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    tokio::net::TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 #[cfg(test)]

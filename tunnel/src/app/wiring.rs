@@ -95,6 +95,7 @@ pub fn outbound_inputs(
         snapshots: credentials.subscribe(),
         destinations: config.capture.destinations.clone(),
         telemetry: telemetry.clone(),
+        pod_identities: Arc::default(),
     }
 }
 

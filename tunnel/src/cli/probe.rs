@@ -90,6 +90,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let key = PoolKey {
         workload: workload.name.as_str().into(),
         peer,
+        via: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -27,6 +27,7 @@ use crate::identity::{SpiffeId, TrustDomain};
 
 mod credentials;
 mod limits;
+mod pods;
 mod values;
 
 /// The certificate keys of a raw `[node]` or `[[workload]]` table.
@@ -92,8 +93,12 @@ fn policy_file(text: &str, file: &Path, config: &Config) -> Result<Vec<Policy>, 
         base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
         problems: Vec::new(),
     };
-    let mut policies =
-        checker.policies(&raw.policies, Some(&config.trust_domain), &config.workloads);
+    let mut policies = checker.policies(
+        &raw.policies,
+        Some(&config.trust_domain),
+        &config.workloads,
+        config.pods.is_some(),
+    );
     if !checker.problems.is_empty() {
         return Err(ConfigError {
             file: file.into(),
@@ -261,7 +266,9 @@ impl Checker<'_> {
             listen.as_ref(),
             raw.mode,
         );
-        let policies = self.policies(&raw.policies, td, &workloads);
+        let pods = raw.pods.as_ref().map(|p| self.pods(p, td));
+        let kubernetes = self.kubernetes(raw.kubernetes.as_ref().unwrap_or(&Default::default()));
+        let policies = self.policies(&raw.policies, td, &workloads, pods.is_some());
         let peers = self.peers(&raw.peers, td);
         if let Some(outbound) = &outbound {
             self.peer_identity_excludes_workloads(outbound, &workloads);
@@ -282,6 +289,8 @@ impl Checker<'_> {
             policies,
             policy_files: Vec::new(),
             peers,
+            pods: pods.map(|p| p.ok_or(())).transpose().ok()?,
+            kubernetes: kubernetes?,
         })
     }
 
@@ -742,6 +751,7 @@ impl Checker<'_> {
         raw: &[RawPolicy],
         td: Option<&TrustDomain>,
         workloads: &[Workload],
+        pods: bool,
     ) -> Vec<Policy> {
         let mut policies = Vec::new();
         for (i, raw) in raw.iter().enumerate() {
@@ -750,12 +760,25 @@ impl Checker<'_> {
             if let Some(to) = &raw.to
                 && !workloads.iter().any(|w| &w.name == to)
             {
-                let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
-                self.problem(
-                    &path.key("to"),
-                    format!("no workload named {to:?} (workloads: {})", names.join(", ")),
-                );
-                ok = false;
+                // A registered pod is named by its identity: every replica of a service
+                // account is one destination.
+                let pod_identity = pods && SpiffeId::from_str(to).is_ok();
+                if !pod_identity {
+                    let names: Vec<&str> = workloads.iter().map(|w| w.name.as_str()).collect();
+                    let pods_hint = if pods {
+                        " or a pod identity (spiffe://...)"
+                    } else {
+                        ""
+                    };
+                    self.problem(
+                        &path.key("to"),
+                        format!(
+                            "no workload named {to:?} (workloads: {}){pods_hint}",
+                            names.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
             }
             for (key, list) in [
                 ("from", raw.from.as_ref().map(Vec::len)),

@@ -32,6 +32,29 @@ pub struct RawConfig {
     pub policy_files: Vec<String>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<RawPeer>,
+    /// Pods in network namespaces of their own, registered at run time (Kubernetes).
+    pub pods: Option<RawPods>,
+    pub kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPods {
+    pub socket: Option<String>,
+    pub state_dir: Option<String>,
+    /// A template: `{trust_domain}`, `{namespace}`, `{name}`, `{service_account}`.
+    pub spiffe_id: Option<String>,
+    pub issuer: Option<String>,
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    pub api_server: Option<String>,
+    pub token_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub node_name: Option<String>,
 }
 
 /// How a workload treats plaintext from other hosts, and callers when it has no `allow`

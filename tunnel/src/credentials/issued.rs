@@ -113,7 +113,11 @@ impl Credentials {
                     .filter_map(|s| s.issuer.as_ref().map(|i| i.renew_at))
                     .min()
             };
-            let Some(next) = next else { return };
+            let Some(next) = next else {
+                // Nothing issued yet: wait for a pod (or a reload) to add a schedule.
+                self.renewals_changed.notified().await;
+                continue;
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 () = self.renewals_changed.notified() => continue,
@@ -155,10 +159,11 @@ impl Credentials {
                 }
             }
         }
-        drop(state);
         if renewed > 0 {
+            // Under the lock, as every publisher does, so concurrent changes are not lost.
             self.publish(old.trust.clone(), next, "renewal");
         }
+        drop(state);
     }
 }
 

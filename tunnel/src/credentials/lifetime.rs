@@ -31,8 +31,9 @@ use crate::{
 /// the peer is judged.
 #[derive(Clone, Debug)]
 pub enum Role {
-    /// We serve with the node's certificate; the peer is a caller.
-    Inbound,
+    /// We serve with the node's certificate, or a registered pod's (`pod`, its name in
+    /// the snapshot); the peer is a caller.
+    Inbound { pod: Option<Arc<str>> },
     /// We call as `workload`; the peer is a daemon expected as `expected`.
     Outbound {
         workload: Arc<str>,
@@ -51,16 +52,25 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The material in force, and the watch of a connection accepted with it.
-    pub fn inbound(snapshots: &watch::Receiver<Arc<Snapshot>>) -> (Arc<Snapshot>, Self) {
+    /// The material in force, and the watch of a connection accepted with it, serving as
+    /// the node or as `pod`; `None` if the pod has no certificate in force (it is being
+    /// removed).
+    pub fn inbound(
+        snapshots: &watch::Receiver<Arc<Snapshot>>,
+        pod: Option<&Arc<str>>,
+    ) -> Option<(Arc<Snapshot>, Self)> {
         let snapshot = snapshots.borrow().clone();
+        let own = match pod {
+            None => snapshot.node.clone(),
+            Some(name) => snapshot.workloads.get(&**name)?.clone(),
+        };
         let watch = Self {
-            role: Role::Inbound,
-            own: snapshot.node.clone(),
+            role: Role::Inbound { pod: pod.cloned() },
+            own,
             trust: snapshot.trust.clone(),
             snapshots: snapshots.clone(),
         };
-        (snapshot, watch)
+        Some((snapshot, watch))
     }
 }
 
@@ -140,7 +150,8 @@ impl Authenticated {
             }
         }
         let own_now = match &self.watch.role {
-            Role::Inbound => Some(&snapshot.node),
+            Role::Inbound { pod: None } => Some(&snapshot.node),
+            Role::Inbound { pod: Some(name) } => snapshot.workloads.get(&**name),
             Role::Outbound { workload, .. } => snapshot.workloads.get(&**workload),
         };
         let replaced = own_now.is_none_or(|own| !Arc::ptr_eq(own, &self.watch.own));
@@ -158,7 +169,7 @@ impl Authenticated {
         };
         let now = UnixTime::now();
         let verdict = match &self.watch.role {
-            Role::Inbound => snapshot
+            Role::Inbound { .. } => snapshot
                 .client_verifier()
                 .verify_client_cert(leaf, intermediates, now)
                 .map(|_| ()),

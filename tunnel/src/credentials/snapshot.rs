@@ -2,7 +2,10 @@
 //! from them. A snapshot never changes; a reload or a renewal builds the next one whole, so a
 //! handshake sees either the old material or the new, never a mix.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use rustls::ClientConfig;
 use tokio::sync::watch;
@@ -36,6 +39,10 @@ pub struct Snapshot {
     /// Judges callers again when the trust changes (a new CRL).
     client_verifier: Arc<SpiffeClientVerifier>,
     spec: Arc<Spec>,
+    /// Configs for one exact peer identity that no `[[peer]]` pin names (a registered pod
+    /// calling a pod whose identity this node knows), made on first use: at most one per
+    /// (pod, destination identity) for this snapshot's life.
+    exact: Mutex<HashMap<(String, SpiffeId), Arc<ClientTls>>>,
 }
 
 impl Snapshot {
@@ -51,25 +58,7 @@ impl Snapshot {
             let mut unpinned = None;
             let mut by_pin = HashMap::new();
             for (pinned, expected) in &spec.expectations {
-                let config = tls::client_config(
-                    credential.key.clone(),
-                    &trust,
-                    spec.trust_domain.clone(),
-                    expected.clone(),
-                )?;
-                let follow = Follow {
-                    role: Role::Outbound {
-                        workload: name.as_str().into(),
-                        expected: expected.clone(),
-                    },
-                    own: credential.clone(),
-                    trust: trust.clone(),
-                };
-                let client = Arc::new(ClientTls {
-                    config,
-                    generation,
-                    follow: Some(follow),
-                });
+                let client = client_tls(name, credential, expected, &trust, &spec, generation)?;
                 match pinned {
                     None => unpinned = Some(client),
                     Some(id) => {
@@ -94,7 +83,35 @@ impl Snapshot {
             clients,
             client_verifier,
             spec,
+            exact: Mutex::default(),
         })
+    }
+
+    /// The TLS client config of `workload` calling a peer that must be exactly `id`;
+    /// `None` for a workload this snapshot does not have.
+    pub fn client_expecting(&self, workload: &str, id: &SpiffeId) -> Option<Arc<ClientTls>> {
+        let clients = self.clients.get(workload)?;
+        if let Some(pinned) = clients.by_pin.get(id) {
+            return Some(pinned.clone());
+        }
+        let mut exact = self.exact.lock().expect("client config cache poisoned");
+        let key = (workload.to_owned(), id.clone());
+        if let Some(client) = exact.get(&key) {
+            return Some(client.clone());
+        }
+        let credential = self.workloads.get(workload)?;
+        let expected = PeerExpectation::Pinned(id.clone());
+        let client = client_tls(
+            workload,
+            credential,
+            &expected,
+            &self.trust,
+            &self.spec,
+            self.generation,
+        )
+        .ok()?;
+        exact.insert(key, client.clone());
+        Some(client)
     }
 
     /// The TLS client config of `workload` calling a peer pinned as `pinned` (`None`: a node
@@ -132,6 +149,36 @@ impl Snapshot {
     pub fn server_verifier(&self, expected: PeerExpectation) -> SpiffeServerVerifier {
         SpiffeServerVerifier::new(&self.trust, self.spec.trust_domain.clone(), expected)
     }
+}
+
+/// A workload's client config for peers expected as `expected`.
+fn client_tls(
+    workload: &str,
+    credential: &Arc<Credential>,
+    expected: &PeerExpectation,
+    trust: &Arc<Trust>,
+    spec: &Spec,
+    generation: u64,
+) -> Result<Arc<ClientTls>, rustls::Error> {
+    let config = tls::client_config(
+        credential.key.clone(),
+        trust,
+        spec.trust_domain.clone(),
+        expected.clone(),
+    )?;
+    let follow = Follow {
+        role: Role::Outbound {
+            workload: workload.into(),
+            expected: expected.clone(),
+        },
+        own: credential.clone(),
+        trust: trust.clone(),
+    };
+    Ok(Arc::new(ClientTls {
+        config,
+        generation,
+        follow: Some(follow),
+    }))
 }
 
 /// One workload's client configs: for a peer any node identity of the pattern may serve, and

@@ -8,7 +8,7 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::sys;
+use crate::{netns::PodNetwork, sys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -42,11 +42,13 @@ pub async fn dial_local(
     dst: SocketAddr,
     timeout: Duration,
     preamble: Option<&[u8]>,
+    via: Option<&PodNetwork>,
 ) -> Result<TcpStream, DialError> {
-    let socket = if dst.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
+    // A pod's workload is reached from inside its namespace, where its address is local.
+    let socket = match via {
+        Some(pod) => pod.tcp_socket(dst.is_ipv6()).await,
+        None if dst.is_ipv4() => TcpSocket::new_v4(),
+        None => TcpSocket::new_v6(),
     }
     .map_err(DialError::local)?;
     // The address check stays exact; only the choice of port moves to connect().

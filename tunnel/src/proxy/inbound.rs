@@ -96,6 +96,41 @@ pub struct Inbound {
     listeners: Vec<TcpListener>,
 }
 
+/// A registered pod as its HBONE listener knows it: the certificate it presents, the
+/// addresses it may be reached at, and where its deliveries are made.
+pub struct PodServer {
+    /// Its name among the credentials' workloads (`namespace/name`).
+    pub name: Arc<str>,
+    /// Its identity, which is also the workload that policy rules name (`to`): every
+    /// replica of a service account is one destination.
+    pub identity: Arc<str>,
+    pub ips: Vec<IpAddr>,
+    pub network: crate::netns::PodNetwork,
+}
+
+/// The inbound side's shared state and caps, for the node's listeners and every pod's.
+#[derive(Clone)]
+pub struct InboundService(Arc<Shared>);
+
+impl InboundService {
+    pub fn new(inputs: InboundInputs) -> Self {
+        let limits = inputs.limits;
+        Self(Arc::new(Shared {
+            inputs,
+            unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
+            unauthenticated_by_address: KeyedLimit::new(limits.max_unauthenticated_per_address),
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
+            connections_by_peer: KeyedLimit::new(limits.max_connections_per_peer),
+        }))
+    }
+
+    /// Serves a pod's HBONE listener (bound on its address inside its namespace) until a
+    /// drain; its connections present the pod's certificate and deliver inside the pod.
+    pub async fn serve_pod(self, listener: TcpListener, pod: Arc<PodServer>, drain: DrainWatcher) {
+        accept_loop(listener, Some(pod), self.0, drain).await;
+    }
+}
+
 /// What every connection task shares: the inputs and the caps' live state.
 struct Shared {
     inputs: InboundInputs,
@@ -135,19 +170,12 @@ impl Inbound {
 
     /// Accepts until a drain is signalled; open connections are told to finish (GOAWAY) and
     /// the drain waits for their streams.
-    pub async fn run(self, inputs: InboundInputs, drain: DrainWatcher) {
-        let limits = inputs.limits;
-        let shared = Arc::new(Shared {
-            inputs,
-            unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
-            unauthenticated_by_address: KeyedLimit::new(limits.max_unauthenticated_per_address),
-            handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
-            connections_by_peer: KeyedLimit::new(limits.max_connections_per_peer),
-        });
+    pub async fn run(self, service: InboundService, drain: DrainWatcher) {
+        let shared = service.0;
         let watch = tokio::spawn(shared.inputs.nonlocal_bind.clone().watch());
         let mut tasks = tokio::task::JoinSet::new();
         for listener in self.listeners {
-            tasks.spawn(accept_loop(listener, shared.clone(), drain.clone()));
+            tasks.spawn(accept_loop(listener, None, shared.clone(), drain.clone()));
         }
         drop(drain);
         while tasks.join_next().await.is_some() {}
@@ -155,7 +183,12 @@ impl Inbound {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut drain: DrainWatcher) {
+async fn accept_loop(
+    listener: TcpListener,
+    pod: Option<Arc<PodServer>>,
+    shared: Arc<Shared>,
+    mut drain: DrainWatcher,
+) {
     while let Some((tcp, peer)) = super::next_connection(&listener, &mut drain, "inbound").await {
         match admit(&shared, peer.ip()) {
             Ok(unauthenticated) => {
@@ -163,6 +196,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut drain: Drai
                     tcp,
                     peer,
                     unauthenticated,
+                    pod.clone(),
                     shared.clone(),
                     drain.clone(),
                 ));

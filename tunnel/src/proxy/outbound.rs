@@ -90,6 +90,15 @@ pub struct OutboundInputs {
     /// The captured destination ranges, to tell their network and broadcast addresses.
     pub destinations: Vec<IpNet>,
     pub telemetry: Arc<Telemetry>,
+    /// Registered pods' identities by address: a pod calling one of them expects exactly
+    /// that identity.
+    pub pod_identities: Arc<crate::pods::Directory>,
+}
+
+/// A registered pod as its outbound listener knows it: who calls, and from where.
+pub struct PodCaller {
+    pub workload: Arc<OutboundWorkload>,
+    pub network: crate::netns::PodNetwork,
 }
 
 /// The outbound proxy: binds in [`Outbound::bind`], serves in [`Outbound::run`].
@@ -126,14 +135,14 @@ impl Outbound {
 
     /// Accepts until a drain is signalled; each connection then runs to its end (it holds a
     /// watcher, so the drain waits for it).
-    pub async fn run(self, inputs: OutboundInputs, drain: DrainWatcher) {
-        let inputs = Arc::new(inputs);
+    pub async fn run(self, inputs: Arc<OutboundInputs>, drain: DrainWatcher) {
         let reaper = tokio::spawn(inputs.pool.clone().reap_idle());
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, netns_cookie) in self.listeners {
             tasks.spawn(accept_loop(
                 listener,
                 netns_cookie,
+                None,
                 inputs.clone(),
                 drain.clone(),
             ));
@@ -144,9 +153,22 @@ impl Outbound {
     }
 }
 
+/// Serves a registered pod's outbound listener (bound inside its namespace, whose cookie
+/// is `netns_cookie`): every connection it accepts is the pod's.
+pub async fn serve_pod(
+    listener: TcpListener,
+    netns_cookie: u64,
+    pod: Arc<PodCaller>,
+    inputs: Arc<OutboundInputs>,
+    drain: DrainWatcher,
+) {
+    accept_loop(listener, netns_cookie, Some(pod), inputs, drain).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     netns_cookie: u64,
+    pod: Option<Arc<PodCaller>>,
     inputs: Arc<OutboundInputs>,
     mut drain: DrainWatcher,
 ) {
@@ -168,7 +190,14 @@ async fn accept_loop(
         };
         match inputs.original_dst.lookup(netns_cookie, peer, local) {
             Ok(Some(original)) => {
-                tokio::spawn(carry(stream, peer, original, inputs.clone(), drain.clone()));
+                tokio::spawn(carry(
+                    stream,
+                    peer,
+                    original,
+                    pod.clone(),
+                    inputs.clone(),
+                    drain.clone(),
+                ));
             }
             Ok(None) => {
                 // Not captured by our programs: someone dialled the listener directly.
@@ -198,6 +227,7 @@ async fn carry(
     mut app: TcpStream,
     src: SocketAddr,
     original: OriginalDestination,
+    pod: Option<Arc<PodCaller>>,
     inputs: Arc<OutboundInputs>,
     _drain: DrainWatcher,
 ) {
@@ -214,10 +244,14 @@ async fn carry(
         metrics.failed(Direction::Outbound, reason);
         copy::reset(app);
     };
-    let Some(workload) = original
-        .workload_cgroup_id
-        .and_then(|id| inputs.workloads.get(&id))
-    else {
+    // A pod's listener says whose connection it is; on the host, the caller's cgroup does.
+    let workload = match &pod {
+        Some(pod) => Some(&pod.workload),
+        None => original
+            .workload_cgroup_id
+            .and_then(|id| inputs.workloads.get(&id)),
+    };
+    let Some(workload) = workload else {
         info!(
             %src, %dst, pid = original.pid, cgroup_id = original.cgroup_id,
             "refused: the caller belongs to no workload, and calls without an identity are not sent"
@@ -235,15 +269,25 @@ async fn carry(
         })
         .inc();
     let _ = app.set_nodelay(true);
-    let expected = inputs.peers.expected(dst.ip());
     let snapshot = inputs.snapshots.borrow().clone();
-    let Some(tls) = snapshot.client(&workload.name, expected) else {
+    // A `[[peer]]` pin first; then, for a pod, the identity of a pod this node knows at the
+    // destination (ztunnel's rule: the caller checks it reached that workload); else the
+    // configured peer pattern.
+    let tls = match (inputs.peers.expected(dst.ip()), &pod) {
+        (None, Some(_)) => match inputs.pod_identities.identity(dst.ip()) {
+            Some(id) => snapshot.client_expecting(&workload.name, &id),
+            None => snapshot.client(&workload.name, None).cloned(),
+        },
+        (pinned, _) => snapshot.client(&workload.name, pinned).cloned(),
+    };
+    let Some(tls) = tls else {
         warn!(%src, %dst, workload = %workload.name, "refused: no TLS config for this workload and peer");
         return refuse(&app, None, FailReason::other);
     };
     let key = PoolKey {
         workload: workload.name.clone(),
         peer: SocketAddr::new(dst.ip(), inputs.peer_port),
+        via: pod.as_ref().map(|p| p.network.clone()),
     };
     let early = match queued_bytes(&app) {
         Ok(early) => early,
@@ -255,7 +299,7 @@ async fn carry(
     let early_len = early.len() as u64;
     // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
     // otherwise stay inside every connection's task for its whole life.
-    let stream = match Box::pin(inputs.pool.open(&key, tls, dst, early)).await {
+    let stream = match Box::pin(inputs.pool.open(&key, &tls, dst, early)).await {
         Ok(stream) => stream,
         Err(e) => {
             // What is wrong with our certificate (expired, wrong SAN...), said with the

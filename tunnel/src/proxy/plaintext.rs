@@ -198,7 +198,7 @@ async fn pass(
         .proxy_protocol_ports
         .contains(&dst.port())
         .then(|| proxy_protocol::header(caller, dst, None));
-    let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
+    let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref(), None).await {
         Ok(target) => target,
         Err(e) => {
             info!(src = %caller, %dst, workload = %workload, reason = %e, "plaintext connection not delivered");

@@ -54,6 +54,9 @@ use stream::{StreamFailure, connect_stream};
 pub struct PoolKey {
     pub workload: Arc<str>,
     pub peer: SocketAddr,
+    /// A registered pod's network, where its connections are made (so its address is
+    /// their source); `None`: the daemon's own namespace.
+    pub via: Option<crate::netns::PodNetwork>,
 }
 
 /// How long a slow dial failure (timeout, unreachable host) is given to new callers

@@ -91,4 +91,4 @@ impl Checker<'_> {
 }
 
 /// Shorter than this, renewing at half the lifetime would keep the daemon busy issuing.
-const MIN_ISSUED_TTL: Duration = Duration::from_secs(10);
+pub(super) const MIN_ISSUED_TTL: Duration = Duration::from_secs(10);

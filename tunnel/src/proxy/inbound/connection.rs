@@ -16,7 +16,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use super::{Shared, Unauthenticated, stream};
+use super::{PodServer, Shared, Unauthenticated, stream};
 use crate::{
     credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
@@ -40,6 +40,7 @@ pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     unauthenticated: Unauthenticated,
+    pod: Option<Arc<PodServer>>,
     shared: Arc<Shared>,
     mut drain: DrainWatcher,
 ) {
@@ -65,10 +66,18 @@ pub(super) async fn serve(
     else {
         return timed_out();
     };
-    let (snapshot, watch) = Watch::inbound(&shared.inputs.snapshots);
+    let Some((snapshot, watch)) =
+        Watch::inbound(&shared.inputs.snapshots, pod.as_ref().map(|p| &p.name))
+    else {
+        // Its certificate is gone: the pod is being removed.
+        copy::reset(&tcp);
+        return;
+    };
     // A config of this connection's own, so a refusal can name what the caller presented.
+    // A pod's listener presents the pod's certificate, so the caller can check it reached
+    // that workload (ztunnel does).
     let (server_config, presented) = match tls::recording_server_config(
-        snapshot.node.key.clone(),
+        watch.own.key.clone(),
         snapshot.client_verifier().clone(),
         snapshot.trust.clone(),
     ) {
@@ -117,6 +126,7 @@ pub(super) async fn serve(
             .first()
             .and_then(|leaf| subject_dn(leaf.as_ref())),
         ended: OnceLock::new(),
+        pod,
     });
     let mut lifetime = Authenticated::new(watch, peer_chain);
     hbone::batch_tls_writes(tls_stream.get_mut().1);
@@ -245,6 +255,8 @@ pub(super) struct Session {
     pub subject_dn: Option<String>,
     /// Why the connection was closed under its streams, once it was.
     pub ended: OnceLock<String>,
+    /// The registered pod whose listener accepted it; `None`: the node's.
+    pub pod: Option<Arc<PodServer>>,
 }
 
 /// A certificate's subject as RFC 4514-ish text, or `None` for an empty subject (SVIDs

@@ -14,7 +14,7 @@ use http::{Request, StatusCode};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::{Shared, connection::Session};
+use super::{PodServer, Shared, connection::Session};
 use crate::{
     drain::DrainWatcher,
     identity::SpiffeId,
@@ -80,7 +80,9 @@ pub(super) async fn serve(
     });
     let requested = dst.as_ref().ok().copied();
     let admitted = match dst {
-        Ok(dst) => admit(dst, &caller, peer, &shared).await.map(|a| (dst, a)),
+        Ok(dst) => admit(dst, &caller, peer, &shared, session.pod.as_deref())
+            .await
+            .map(|a| (dst, a)),
         Err(refused) => Err(refused),
     };
     let (
@@ -116,11 +118,13 @@ pub(super) async fn serve(
             return;
         }
     };
-    let rewriter = shared
-        .inputs
-        .xfcc_ports
-        .contains(&dst.port())
-        .then(|| RequestRewriter::new(&shared.inputs.node_identity, &caller.to_string()));
+    let rewriter = shared.inputs.xfcc_ports.contains(&dst.port()).then(|| {
+        let by = session
+            .pod
+            .as_ref()
+            .map_or(&shared.inputs.node_identity, |pod| &pod.identity);
+        RequestRewriter::new(by, &caller.to_string())
+    });
     let registration =
         shared
             .inputs
@@ -202,9 +206,13 @@ async fn admit(
     caller: &SpiffeId,
     peer: SocketAddr,
     shared: &Shared,
+    pod: Option<&PodServer>,
 ) -> Result<Admitted, Refused> {
     let inputs = &shared.inputs;
-    let workload = deliverable(shared, dst)?;
+    let workload = match pod {
+        None => deliverable(shared, dst)?,
+        Some(pod) => deliverable_in_pod(shared, dst, pod)?,
+    };
     let decision = inputs.policy.current().evaluate(&policy::Request {
         caller,
         source: peer.ip(),
@@ -248,7 +256,8 @@ async fn admit(
         .proxy_protocol_ports
         .contains(&dst.port())
         .then(|| proxy_protocol::header(peer, dst, Some(&caller.to_string())));
-    match dial_local(dst, inputs.connect_timeout, header.as_deref()).await {
+    let via = pod.map(|p| &p.network);
+    match dial_local(dst, inputs.connect_timeout, header.as_deref(), via).await {
         Ok(target) => Ok(Admitted {
             target,
             workload,
@@ -300,6 +309,29 @@ fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, Refused> {
                 format!("port {} of {} belongs to no workload", dst.port(), dst.ip()),
             )
         })
+}
+
+/// The workload a destination inside a registered pod is for: the pod itself, on any port
+/// of one of its addresses but the daemon's own.
+fn deliverable_in_pod(
+    shared: &Shared,
+    dst: SocketAddr,
+    pod: &PodServer,
+) -> Result<Arc<str>, Refused> {
+    let ip = dst.ip().to_canonical();
+    if !pod.ips.contains(&ip) {
+        return Err(Refused::forbidden(
+            "not_local",
+            format!("{ip} is not an address of pod {}", pod.name),
+        ));
+    }
+    if shared.inputs.own_ports.contains(&dst.port()) {
+        return Err(Refused::forbidden(
+            "not_deliverable",
+            format!("port {} is one of the daemon's own ports", dst.port()),
+        ));
+    }
+    Ok(pod.identity.clone())
 }
 
 fn is_broadcast(ip: IpAddr) -> bool {

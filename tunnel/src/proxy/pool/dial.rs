@@ -47,12 +47,14 @@ impl Pool {
         let settings = self.inner.settings;
         let peer = key.peer;
         let handshake = async {
-            let tcp = TcpStream::connect(peer)
-                .await
-                .map_err(|source| PoolError::Connect {
-                    peer,
-                    source: Arc::new(source),
-                })?;
+            let tcp = match &key.via {
+                None => TcpStream::connect(peer).await,
+                Some(pod) => pod.connect(peer).await,
+            };
+            let tcp = tcp.map_err(|source| PoolError::Connect {
+                peer,
+                source: Arc::new(source),
+            })?;
             hbone::configure_tunnel_socket(&tcp);
             let tls_started = Instant::now();
             let server_name = ServerName::IpAddress(peer.ip().into());

@@ -267,6 +267,7 @@ from = ["spiffe://example.org/batch/*"]
         PoolKey {
             workload: "frontend".into(),
             peer,
+            via: None,
         }
     }
 
@@ -333,7 +334,8 @@ impl Daemon {
         inputs.own_ports.insert(addr.port());
         let refusals = inputs.refusals.clone();
         let (trigger, watcher) = drain::channel();
-        let task = tokio::spawn(inbound.run(inputs, watcher));
+        let task =
+            tokio::spawn(inbound.run(crate::proxy::inbound::InboundService::new(inputs), watcher));
         Self {
             addr,
             refusals,

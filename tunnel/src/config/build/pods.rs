@@ -1,0 +1,102 @@
+//! `[pods]` and `[kubernetes]`: pods registered at run time, and how their service account
+//! is read.
+
+use std::path::PathBuf;
+
+use super::{Checker, at};
+use crate::{
+    config::{
+        DEFAULT_ISSUED_TTL, DEFAULT_POD_STATE_DIR, Kubernetes, Pods,
+        raw::{RawKubernetes, RawPods},
+    },
+    identity::{IdTemplate, TrustDomain},
+};
+
+impl Checker<'_> {
+    pub(super) fn pods(&mut self, raw: &RawPods, td: Option<&TrustDomain>) -> Option<Pods> {
+        let path = at("pods");
+        let socket = match &raw.socket {
+            Some(text) => self
+                .absolute_path(&path.key("socket"), text)
+                .map(|l| l.value),
+            None => Some(PathBuf::from(tunnel_pod_api::DEFAULT_SOCKET)),
+        };
+        let state_dir = match &raw.state_dir {
+            Some(text) => self
+                .absolute_path(&path.key("state_dir"), text)
+                .map(|l| l.value),
+            None => Some(PathBuf::from(DEFAULT_POD_STATE_DIR)),
+        };
+        let template = raw.spiffe_id.as_deref().unwrap_or(IdTemplate::ISTIO);
+        let spiffe_id = td.and_then(|td| match IdTemplate::parse(template, td) {
+            Ok(template) => Some(template),
+            Err(e) => {
+                self.problem(&path.key("spiffe_id"), e);
+                None
+            }
+        });
+        let Some(issuer) = &raw.issuer else {
+            self.problem(
+                &path,
+                "no `issuer`: pod certificates are issued (and renewed) by the daemon from an \
+                 intermediate CA directory (intermediate.pem + intermediate.key)",
+            );
+            return None;
+        };
+        let issuer = self.file_path(&path.key("issuer"), issuer);
+        let ttl = self.duration(&path.key("ttl"), raw.ttl.as_deref(), DEFAULT_ISSUED_TTL)?;
+        if ttl < super::credentials::MIN_ISSUED_TTL {
+            self.problem(
+                &path.key("ttl"),
+                format!(
+                    "at least {}s: the certificate is renewed at half its lifetime",
+                    super::credentials::MIN_ISSUED_TTL.as_secs()
+                ),
+            );
+            return None;
+        }
+        Some(Pods {
+            socket: socket?,
+            state_dir: state_dir?,
+            spiffe_id: spiffe_id?,
+            issuer: issuer?,
+            ttl,
+        })
+    }
+
+    pub(super) fn kubernetes(&mut self, raw: &RawKubernetes) -> Option<Kubernetes> {
+        let path = at("kubernetes");
+        let mut ok = true;
+        if let Some(url) = &raw.api_server
+            && !url.starts_with("https://")
+        {
+            self.problem(
+                &path.key("api_server"),
+                format!("{url:?}: the API server is reached over https:// only"),
+            );
+            ok = false;
+        }
+        let mut file = |key: &str, value: &Option<String>| -> Option<Option<PathBuf>> {
+            match value {
+                Some(text) => {
+                    let located: Option<_> = self.file_path(&path.key(key), text);
+                    located.map(|l| Some(l.value))
+                }
+                None => Some(None),
+            }
+        };
+        let token_file = file("token_file", &raw.token_file);
+        let ca_file = file("ca_file", &raw.ca_file);
+        if raw.node_name.as_deref() == Some("") {
+            self.problem(&path.key("node_name"), "the node name is empty");
+            ok = false;
+        }
+        ok.then_some(())?;
+        Some(Kubernetes {
+            api_server: raw.api_server.clone(),
+            token_file: token_file?,
+            ca_file: ca_file?,
+            node_name: raw.node_name.clone(),
+        })
+    }
+}

@@ -1,0 +1,517 @@
+//! Pods: workloads in network namespaces of their own (Kubernetes), registered while the
+//! daemon runs through the registration API (`tunnel-cni` on ADD/DEL, `tunnel pod`).
+//!
+//! For each pod the daemon opens, inside the pod's namespace (see [`crate::netns`]):
+//!
+//! - the outbound listener on `127.0.0.1:<listen.outbound port>`, where `connect4` sends the
+//!   pod's captured connects (the rewrite target is the same in every namespace, and each
+//!   namespace has its own loopback); the listener that accepts a connection says which pod
+//!   made it, so no per-connection lookup is needed;
+//! - the HBONE listener on each pod address `:<outbound.peer_port>`, which presents the
+//!   pod's own certificate, so callers (ours, or an Istio ztunnel) can check they reached
+//!   the workload they meant;
+//!
+//! and it makes the pod's connections from inside the namespace: HBONE to other pods goes
+//! pod IP → pod IP:15008, and deliveries reach the pod's application at its own address.
+//! Pods on one node are tunnelled between each other like pods on two.
+//!
+//! Each pod's identity comes from the registration (`spiffe_id`) or from `[pods] spiffe_id`,
+//! a template whose `{service_account}` is read from the Kubernetes API; its certificate is
+//! issued from `[pods] issuer` and renewed like any issued certificate.
+
+mod api;
+mod directory;
+mod kube;
+mod records;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    str::FromStr as _,
+    sync::Arc,
+};
+
+pub use api::{ApiError as PodApiError, PodApi};
+pub use directory::Directory;
+pub use kube::KubeClient;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use tunnel_pod_api::{PodSpec, PodStatus};
+
+use crate::{
+    config::{CertSource, Config, Located, Pods as PodsConfig},
+    credentials::Credentials,
+    drain::DrainWatcher,
+    identity::{PodNames, SpiffeId, TrustDomain},
+    netns::{Netns, NetnsThread, PodNetwork},
+    proxy::{
+        inbound::{InboundService, PodServer},
+        outbound::{self, OutboundInputs, OutboundWorkload, PodCaller},
+    },
+    sys,
+};
+
+/// Where a pod's listeners go, from the node's config.
+#[derive(Clone, Debug)]
+struct Ports {
+    outbound: u16,
+    outbound_v6: Option<u16>,
+    hbone: u16,
+    backlog: u32,
+}
+
+/// The registered pods and what serving one takes.
+pub struct PodManager {
+    settings: PodsConfig,
+    trust_domain: TrustDomain,
+    ports: Ports,
+    credentials: Arc<Credentials>,
+    outbound: Arc<OutboundInputs>,
+    inbound: InboundService,
+    thread: NetnsThread,
+    directory: Arc<Directory>,
+    kube: Option<KubeClient>,
+    records: records::Records,
+    /// By uid. One registration at a time: each is a handful of syscalls on the namespace
+    /// thread and at most one API call.
+    registered: tokio::sync::Mutex<BTreeMap<String, Registered>>,
+}
+
+/// A pod being served. Dropping it closes its listeners (their tasks are aborted).
+struct Registered {
+    spec: PodSpec,
+    status: PodStatus,
+    name: String,
+    id: SpiffeId,
+    ips: Vec<IpAddr>,
+    netns: Arc<Netns>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodsError {
+    #[error("cannot use the pod state directory {dir}: {source}")]
+    StateDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the network namespace thread: {0}")]
+    Thread(std::io::Error),
+    #[error("[kubernetes]: {0}")]
+    Kubernetes(String),
+}
+
+impl PodManager {
+    pub fn new(
+        config: &Config,
+        settings: &PodsConfig,
+        credentials: Arc<Credentials>,
+        outbound: Arc<OutboundInputs>,
+        inbound: InboundService,
+    ) -> Result<Self, PodsError> {
+        let records =
+            records::Records::open(&settings.state_dir).map_err(|source| PodsError::StateDir {
+                dir: settings.state_dir.clone(),
+                source,
+            })?;
+        let kube = KubeClient::new(&config.kubernetes).map_err(PodsError::Kubernetes)?;
+        Ok(Self {
+            settings: settings.clone(),
+            trust_domain: config.trust_domain.clone(),
+            ports: Ports {
+                outbound: config.listen.outbound.port(),
+                outbound_v6: config.listen.outbound_v6.map(|a| a.port()),
+                hbone: config.outbound.peer_port,
+                backlog: config.listen.backlog,
+            },
+            credentials,
+            directory: outbound.pod_identities.clone(),
+            outbound,
+            inbound,
+            thread: NetnsThread::start().map_err(PodsError::Thread)?,
+            kube,
+            records,
+            registered: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// Takes back the pods recorded by an earlier run. A pod whose namespace is gone (it
+    /// was deleted while no daemon ran) is forgotten; one that fails otherwise is kept on
+    /// record and said, so a later restart tries again.
+    pub async fn restore(&self, drain: &DrainWatcher) {
+        let records::Loaded { pods, unreadable } = match self.records.load() {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                warn!(dir = %self.settings.state_dir.display(), error = %e, "cannot read the pod records: no pod taken back");
+                return;
+            }
+        };
+        for (path, error) in unreadable {
+            warn!(file = %path.display(), %error, "not a pod record; left alone");
+        }
+        for spec in pods {
+            let pod = format!("{}/{}", spec.namespace, spec.name);
+            if !spec.netns.exists() {
+                info!(%pod, uid = %spec.uid, netns = %spec.netns.display(), "recorded pod's network namespace is gone: forgotten");
+                let _ = self.records.remove(&spec.uid);
+                continue;
+            }
+            match self.add(spec.clone(), drain).await {
+                Ok(status) => {
+                    info!(%pod, uid = %status.uid, spiffe_id = %status.spiffe_id, "pod taken back from the records")
+                }
+                Err(e) => {
+                    warn!(%pod, uid = %spec.uid, "recorded pod not taken back: {e}")
+                }
+            }
+        }
+    }
+
+    /// Registers a pod: opens its listeners, issues its certificate, records it. A pod
+    /// already registered with the same uid and namespace is answered as it is.
+    pub async fn add(&self, spec: PodSpec, drain: &DrainWatcher) -> Result<PodStatus, String> {
+        check_names(&spec)?;
+        let mut registered = self.registered.lock().await;
+        if let Some(existing) = registered.get(&spec.uid) {
+            if existing.spec.netns == spec.netns {
+                return Ok(existing.status.clone());
+            }
+            // A new sandbox for the same pod: the old one's listeners go.
+            let old = registered.remove(&spec.uid).expect("just seen");
+            self.release(&old);
+        }
+        let registering = self.register(&spec, drain).await?;
+        if let Err(e) = self.records.save(&spec) {
+            self.release(&registering);
+            return Err(format!(
+                "cannot record the pod in {} (a restarted daemon would lose it): {e}",
+                self.settings.state_dir.display()
+            ));
+        }
+        let status = registering.status.clone();
+        info!(
+            pod = %registering.name, uid = %spec.uid, spiffe_id = %registering.id,
+            ips = ?registering.ips, netns = %spec.netns.display(), listeners = ?status.listeners,
+            "pod registered"
+        );
+        registered.insert(spec.uid.clone(), registering);
+        Ok(status)
+    }
+
+    /// Forgets a pod: closes its listeners; its connections take no new streams and end
+    /// with their own. Whether it was registered.
+    pub async fn del(&self, uid: &str) -> Result<bool, String> {
+        let removed = self.registered.lock().await.remove(uid);
+        let record = self.records.remove(uid);
+        let Some(pod) = removed else {
+            record.map_err(|e| format!("cannot remove the pod's record: {e}"))?;
+            return Ok(false);
+        };
+        self.release(&pod);
+        info!(pod = %pod.name, uid, spiffe_id = %pod.id, "pod removed");
+        record.map_err(|e| format!("pod removed, but its record stays: {e}"))?;
+        Ok(true)
+    }
+
+    /// The pod, if it is registered and its listeners are served.
+    pub async fn check(&self, uid: &str) -> Result<PodStatus, String> {
+        let registered = self.registered.lock().await;
+        let pod = registered
+            .get(uid)
+            .ok_or_else(|| format!("pod uid {uid} is not registered"))?;
+        if pod.tasks.iter().any(JoinHandle::is_finished) {
+            return Err(format!("pod {}: a listener has stopped", pod.name));
+        }
+        let same_netns = Netns::open(&pod.spec.netns)
+            .and_then(|now| Ok(now.inode()? == pod.netns.inode()?))
+            .unwrap_or(false);
+        if !same_netns {
+            return Err(format!(
+                "pod {}: {} no longer names the namespace it was registered with",
+                pod.name,
+                pod.spec.netns.display()
+            ));
+        }
+        Ok(pod.status.clone())
+    }
+
+    pub async fn list(&self) -> Vec<PodStatus> {
+        self.registered
+            .lock()
+            .await
+            .values()
+            .map(|p| p.status.clone())
+            .collect()
+    }
+
+    /// How many pods, and how many addresses the directory holds (for tests and status).
+    pub async fn counts(&self) -> (usize, usize) {
+        (self.registered.lock().await.len(), self.directory.len())
+    }
+
+    fn release(&self, pod: &Registered) {
+        for task in &pod.tasks {
+            task.abort();
+        }
+        self.directory.remove(&pod.ips, &pod.id);
+        self.credentials.remove(&pod.name);
+    }
+
+    async fn register(&self, spec: &PodSpec, drain: &DrainWatcher) -> Result<Registered, String> {
+        let name = format!("{}/{}", spec.namespace, spec.name);
+        let netns = Arc::new(Netns::open(&spec.netns).map_err(|e| {
+            format!(
+                "cannot open the pod's network namespace {}: {e}",
+                spec.netns.display()
+            )
+        })?);
+        let ips = self
+            .thread
+            .addresses(&netns)
+            .await
+            .map_err(|e| format!("cannot read the pod's addresses: {e}"))?;
+        if ips.is_empty() {
+            return Err(format!(
+                "the pod's network namespace {} has no address yet (tunnel-cni must be chained after the plugin that gives the pod its address)",
+                spec.netns.display()
+            ));
+        }
+        let id = self.identity(spec).await?;
+        let issuer = CertSource::Issuer {
+            dir: Located {
+                value: self.settings.issuer.value.clone(),
+                site: self.settings.issuer.site.clone(),
+            },
+            ttl: self.settings.ttl,
+        };
+        self.credentials
+            .add_issued(&name, &id, issuer)
+            .map_err(|e| format!("cannot issue the pod's certificate ({id}): {e}"))?;
+        let network = PodNetwork {
+            netns: netns.clone(),
+            thread: self.thread.clone(),
+        };
+        match self.open_listeners(&name, &id, &ips, &network, drain).await {
+            Ok((tasks, listeners)) => {
+                self.directory.insert(&ips, &id);
+                let status = PodStatus {
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
+                    uid: spec.uid.clone(),
+                    netns: spec.netns.clone(),
+                    spiffe_id: id.to_string(),
+                    ips: ips.iter().map(ToString::to_string).collect(),
+                    listeners,
+                };
+                Ok(Registered {
+                    spec: spec.clone(),
+                    status,
+                    name,
+                    id,
+                    ips,
+                    netns,
+                    tasks,
+                })
+            }
+            Err(e) => {
+                self.credentials.remove(&name);
+                Err(e)
+            }
+        }
+    }
+
+    async fn identity(&self, spec: &PodSpec) -> Result<SpiffeId, String> {
+        if let Some(given) = &spec.spiffe_id {
+            let id = SpiffeId::from_str(given).map_err(|e| e.to_string())?;
+            if id.trust_domain() != &self.trust_domain {
+                return Err(format!(
+                    "{id} is not of this node's trust domain {}",
+                    self.trust_domain
+                ));
+            }
+            return Ok(id);
+        }
+        let template = &self.settings.spiffe_id;
+        let service_account = if template.needs_service_account() {
+            let kube = self.kube.as_ref().ok_or_else(|| {
+                format!(
+                    "the identity template {template} needs the pod's service account, and no Kubernetes API is configured ([kubernetes] api_server, or in-cluster); register with a spiffe_id instead"
+                )
+            })?;
+            Some(
+                kube.pod(&spec.namespace, &spec.name, &spec.uid)
+                    .await?
+                    .service_account,
+            )
+        } else {
+            None
+        };
+        template.render(&PodNames {
+            trust_domain: &self.trust_domain,
+            namespace: &spec.namespace,
+            name: &spec.name,
+            service_account: service_account.as_deref(),
+        })
+    }
+
+    /// Binds every listener first (so a failure leaves nothing open), then serves them.
+    async fn open_listeners(
+        &self,
+        name: &str,
+        id: &SpiffeId,
+        ips: &[IpAddr],
+        network: &PodNetwork,
+        drain: &DrainWatcher,
+    ) -> Result<(Vec<JoinHandle<()>>, Vec<String>), String> {
+        let ports = &self.ports;
+        let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
+        outbound_addrs.extend(
+            ports
+                .outbound_v6
+                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
+        );
+        let mut outbound_listeners = Vec::new();
+        for addr in outbound_addrs {
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|e| format!("cannot open the outbound listener {addr} in the pod: {e}"))?;
+            let cookie = sys::netns_cookie(&listener)
+                .map_err(|e| format!("cannot read the pod's network namespace cookie: {e}"))?;
+            outbound_listeners.push((listener, cookie));
+        }
+        let mut hbone_listeners = Vec::new();
+        for ip in ips {
+            let addr = SocketAddr::new(*ip, ports.hbone);
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|e| format!("cannot open the HBONE listener {addr} in the pod: {e}"))?;
+            hbone_listeners.push(listener);
+        }
+        let mut described = Vec::new();
+        let mut tasks = Vec::new();
+        let caller = Arc::new(PodCaller {
+            workload: Arc::new(OutboundWorkload {
+                name: name.into(),
+                spiffe_id: id.clone(),
+            }),
+            network: network.clone(),
+        });
+        for (listener, cookie) in outbound_listeners {
+            described.push(format!("outbound {}", listener_addr(&listener)));
+            tasks.push(tokio::spawn(outbound::serve_pod(
+                listener,
+                cookie,
+                caller.clone(),
+                self.outbound.clone(),
+                drain.clone(),
+            )));
+        }
+        let server = Arc::new(PodServer {
+            name: name.into(),
+            identity: id.to_string().into(),
+            ips: ips.to_vec(),
+            network: network.clone(),
+        });
+        for listener in hbone_listeners {
+            described.push(format!("hbone {}", listener_addr(&listener)));
+            tasks.push(tokio::spawn(self.inbound.clone().serve_pod(
+                listener,
+                server.clone(),
+                drain.clone(),
+            )));
+        }
+        Ok((tasks, described))
+    }
+}
+
+fn listener_addr(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+/// Kubernetes names (RFC 1123 labels and subdomains) and uids: nothing else is accepted, so
+/// no registration can smuggle a path or a template placeholder into an identity or a file.
+fn check_names(spec: &PodSpec) -> Result<(), String> {
+    let dns = |what: &str, value: &str, max: usize| {
+        let ok = !value.is_empty()
+            && value.len() <= max
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !value.starts_with(['-', '.'])
+            && !value.ends_with(['-', '.']);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} {value:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.')"
+            ))
+        }
+    };
+    dns("namespace", &spec.namespace, 63)?;
+    dns("pod name", &spec.name, 253)?;
+    let uid_ok = !spec.uid.is_empty()
+        && spec.uid.len() <= 128
+        && spec
+            .uid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !uid_ok {
+        return Err(format!(
+            "uid {:?} is not a Kubernetes uid (letters, digits and '-')",
+            spec.uid
+        ));
+    }
+    if !Path::new(&spec.netns).is_absolute() {
+        return Err(format!(
+            "netns {} must be an absolute path",
+            spec.netns.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(namespace: &str, name: &str, uid: &str) -> PodSpec {
+        PodSpec {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            netns: "/var/run/netns/x".into(),
+            spiffe_id: None,
+        }
+    }
+
+    #[test]
+    fn registrations_name_real_kubernetes_objects() {
+        assert!(check_names(&spec("shop", "orders-7d9f.x", "6f1c2a9e-1b7e")).is_ok());
+        for (bad, why) in [
+            (spec("Shop", "a", "u"), "not a Kubernetes name"),
+            (spec("shop", "a/../b", "u"), "not a Kubernetes name"),
+            (spec("shop", "{namespace}", "u"), "not a Kubernetes name"),
+            (spec("shop", "a", "../u"), "not a Kubernetes uid"),
+            (spec("", "a", "u"), "not a Kubernetes name"),
+        ] {
+            let e = check_names(&bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut relative = spec("shop", "a", "u");
+        relative.netns = "netns/x".into();
+        assert!(check_names(&relative).unwrap_err().contains("absolute"));
+    }
+}

@@ -1,0 +1,166 @@
+//! The registration API's server: a Unix socket only root may open (mode 0600 in a 0700
+//! directory it creates), one JSON request line and one JSON answer per connection (the
+//! messages are `tunnel_pod_api`'s). Every connection is bounded: at most
+//! [`MAX_CONNECTIONS`] at once, a request of at most `tunnel_pod_api::MAX_MESSAGE` bytes
+//! read within [`READ_TIMEOUT`].
+
+use std::{
+    io,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::Semaphore,
+};
+use tracing::{debug, info, warn};
+use tunnel_pod_api::{MAX_MESSAGE, Request, Response};
+
+use super::PodManager;
+use crate::drain::DrainWatcher;
+
+/// Registrations in flight at once (a node starts pods a few at a time).
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client has to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot create the pod API's directory {dir}: {source}")]
+    Directory { dir: PathBuf, source: io::Error },
+    #[error("another process serves the pod API at {0} (is another tunnel daemon running?)")]
+    InUse(PathBuf),
+    #[error("cannot listen on the pod API socket {path}: {source}")]
+    Bind { path: PathBuf, source: io::Error },
+}
+
+pub struct PodApi {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl PodApi {
+    /// Binds the socket. A socket file nobody answers on is an earlier run's, and replaced.
+    pub fn bind(path: &Path) -> Result<Self, ApiError> {
+        if let Some(dir) = path.parent() {
+            let created = !dir.exists();
+            std::fs::create_dir_all(dir).map_err(|source| ApiError::Directory {
+                dir: dir.into(),
+                source,
+            })?;
+            if created {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ApiError::InUse(path.into()));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let bind = |source| ApiError::Bind {
+            path: path.into(),
+            source,
+        };
+        let listener = UnixListener::bind(path).map_err(bind)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind)?;
+        Ok(Self {
+            listener,
+            path: path.into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes back the recorded pods, then answers requests until a drain.
+    pub async fn serve(self, pods: Arc<PodManager>, mut drain: DrainWatcher) {
+        pods.restore(&drain).await;
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        warn!(error = %e, "pod API: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = drain.signaled() => break,
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                warn!(
+                    max = MAX_CONNECTIONS,
+                    "pod API: too many requests at once; one refused"
+                );
+                continue;
+            };
+            let pods = pods.clone();
+            let drain = drain.clone();
+            tokio::spawn(async move {
+                answer(stream, &pods, &drain).await;
+                drop(slot);
+            });
+        }
+        let _ = std::fs::remove_file(&self.path);
+        info!(socket = %self.path.display(), "pod API closed");
+    }
+}
+
+async fn answer(stream: UnixStream, pods: &PodManager, drain: &DrainWatcher) {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read).take(MAX_MESSAGE as u64);
+    let response =
+        match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+            Err(_) => Response::Error {
+                error: format!("no request within {READ_TIMEOUT:?}"),
+            },
+            Ok(Err(e)) => {
+                debug!(error = %e, "pod API: request not read");
+                return;
+            }
+            Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+                Ok(request) => handle(request, pods, drain).await,
+                Err(e) => Response::Error {
+                    error: format!("not a pod API request: {e}"),
+                },
+            },
+        };
+    let mut answer = serde_json::to_vec(&response).expect("responses always serialize");
+    answer.push(b'\n');
+    let _ = write.write_all(&answer).await;
+}
+
+async fn handle(request: Request, pods: &PodManager, drain: &DrainWatcher) -> Response {
+    let refused = |error: String| Response::Error { error };
+    match request {
+        Request::Add(spec) => {
+            let pod = format!("{}/{}", spec.namespace, spec.name);
+            match pods.add(spec, drain).await {
+                Ok(status) => Response::Pod(status),
+                Err(e) => {
+                    warn!(%pod, "pod registration refused: {e}");
+                    refused(format!("pod {pod}: {e}"))
+                }
+            }
+        }
+        Request::Del { uid } => match pods.del(&uid).await {
+            Ok(was_registered) => Response::Removed { was_registered },
+            Err(e) => refused(e),
+        },
+        Request::Check { uid } => match pods.check(&uid).await {
+            Ok(status) => Response::Pod(status),
+            Err(e) => refused(e),
+        },
+        Request::List => Response::Pods {
+            pods: pods.list().await,
+        },
+    }
+}
