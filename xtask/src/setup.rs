@@ -3,7 +3,8 @@
 //! crate builds it with `-Z build-std=core`), and `bpf-linker` built against LLVM 22: it
 //! links the LLVM bitcode nightly's rustc emits, so its LLVM must have the same major
 //! version, and building it against the system's LLVM needs that LLVM's development
-//! packages (with Polly and zstd, which Debian's LLVM libraries link to).
+//! packages (with Polly and zstd, which Debian's LLVM libraries link to). Also the validator
+//! the Kubernetes manifests' test runs (`kubernetes-validate`, from PyPI, in a venv).
 
 use std::process::Command;
 
@@ -13,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 const LLVM: &str = "22";
 const BUILD_PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the end-to-end tests and the demo run inside test hosts.
-const TEST_PACKAGES: [&str; 7] = [
+const TEST_PACKAGES: [&str; 8] = [
     "iproute2",
     "util-linux",
     "curl",
@@ -23,12 +24,54 @@ const TEST_PACKAGES: [&str; 7] = [
     // The certificate tests make their faulty certificates with another toolkit than the
     // daemon's own CA code (tests/support/mkpki.py, run by Debian's /usr/bin/python3).
     "python3-cryptography",
+    // `python3 -m venv` of Debian's Python needs it (ensurepip), for kubernetes-validate.
+    "python3-venv",
 ];
+/// The Kubernetes manifests' schema validator (tests/manifests.rs), pinned: its release
+/// fixes which Kubernetes versions' schemas it carries (up to 1.37 for this one).
+const KUBERNETES_VALIDATE: &str = "1.37.0";
+/// Its venv, relative to the workspace; tests/manifests.rs runs it from there.
+const KUBERNETES_VALIDATE_VENV: &str = "target/tools/kubernetes-validate";
 
 /// Everything for building and testing.
 pub fn all() -> Result<()> {
     apt(&TEST_PACKAGES)?;
+    kubernetes_validate()?;
     build_tools()
+}
+
+/// `kubernetes-validate` (and PyYAML, its dependency) in a venv of the project's own, made
+/// by Debian's Python. Not pip into the system: Debian's Python is externally managed
+/// (PEP 668: pip refuses without `--break-system-packages`), and PyPI packages there would
+/// shadow the Debian ones other tests use. Nor the `python3` first on PATH, which may be
+/// another installation that the next machine lacks. Under target/, so `cargo clean`
+/// removes it and the next setup makes it again; a venv whose validator is not the pinned
+/// version is made anew.
+fn kubernetes_validate() -> Result<()> {
+    let venv = crate::workspace().join(KUBERNETES_VALIDATE_VENV);
+    let validator = venv.join("bin/kubernetes-validate");
+    let installed = Command::new(&validator)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == KUBERNETES_VALIDATE
+        });
+    if installed {
+        return Ok(());
+    }
+    say(&format!(
+        "installing kubernetes-validate {KUBERNETES_VALIDATE} in {}",
+        venv.display()
+    ));
+    run(Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
+    ]))
 }
 
 /// What `cargo build` of the daemon needs (its build script compiles the eBPF object).
