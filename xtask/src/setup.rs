@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 const LLVM: &str = "22";
 const BUILD_PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the end-to-end tests and the demo run inside test hosts.
-const TEST_PACKAGES: [&str; 7] = [
+const TEST_PACKAGES: [&str; 8] = [
     "iproute2",
     "util-linux",
     "curl",
@@ -23,6 +23,9 @@ const TEST_PACKAGES: [&str; 7] = [
     // The certificate tests make their faulty certificates with another toolkit than the
     // daemon's own CA code (tests/support/mkpki.py, run by Debian's /usr/bin/python3).
     "python3-cryptography",
+    // tunnel-cni's end-to-end test chains it after the reference bridge and host-local
+    // plugins (/usr/lib/cni).
+    "containernetworking-plugins",
 ];
 
 /// Everything for building and testing.
