@@ -6,8 +6,12 @@
 //! Layout: a "switch" namespace holds a bridge; host N gets a veth `eth0` with 10.0.0.N/24
 //! and fd00::N/64. Processes join their cgroup before entering the namespace (`nsenter`, not
 //! `ip netns exec`, which remounts /sys and would hide /sys/fs/bpf and the cgroup tree).
+//!
+//! For CNI plugins: [`CniRuntime`] runs a conflist's plugin chain as a container runtime
+//! does, on [`Netns`]es standing for a node and its pods.
 
 mod capture;
+mod cni;
 mod host;
 mod process;
 
@@ -19,6 +23,7 @@ use std::{
 };
 
 pub use capture::{CapturedPackets, PacketCapture};
+pub use cni::{CniFailure, CniRuntime, Netns, PluginError};
 pub use host::Host;
 pub use process::{HostCommand, Output, Proc};
 

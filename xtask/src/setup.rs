@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 const LLVM: &str = "22";
 const BUILD_PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the end-to-end tests and the demo run inside test hosts.
-const TEST_PACKAGES: [&str; 8] = [
+const TEST_PACKAGES: [&str; 9] = [
     "iproute2",
     "util-linux",
     "curl",
@@ -26,6 +26,9 @@ const TEST_PACKAGES: [&str; 8] = [
     "python3-cryptography",
     // `python3 -m venv` of Debian's Python needs it (ensurepip), for kubernetes-validate.
     "python3-venv",
+    // tunnel-cni's end-to-end tests chain it after the reference bridge and host-local
+    // plugins (/usr/lib/cni), driven as a container runtime drives them.
+    "containernetworking-plugins",
 ];
 /// The Kubernetes manifests' schema validator (tests/manifests.rs), pinned: its release
 /// fixes which Kubernetes versions' schemas it carries (up to 1.37 for this one).
