@@ -46,7 +46,8 @@ pub struct Proc {
 }
 
 impl HostCommand {
-    pub(crate) fn new(netns: PathBuf, cgroup: PathBuf, program: &str) -> Self {
+    /// A command for any network namespace (`netns`: its path, e.g. a pod's `/run/netns/<name>`).
+    pub fn new(netns: PathBuf, cgroup: PathBuf, program: &str) -> Self {
         Self {
             netns,
             cgroup,

@@ -264,6 +264,7 @@ impl PodManager {
         }
         self.directory.remove(&pod.ips, &pod.id);
         self.credentials.remove(&pod.name);
+        self.outbound.pool.forget(&pod.name);
     }
 
     async fn register(&self, spec: &PodSpec, drain: &DrainWatcher) -> Result<Registered, String> {

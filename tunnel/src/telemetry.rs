@@ -7,6 +7,7 @@ pub mod capture;
 pub mod certificates;
 pub mod connections;
 pub mod metrics;
+pub mod runtime;
 
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ impl Metrics {
         registry.register_collector(Box::new(certificates.clone()));
         let capture = capture::CaptureCollector::new();
         registry.register_collector(Box::new(capture.clone()));
+        registry.register_collector(Box::new(runtime::RuntimeCollector));
         Self {
             registry,
             proxy,

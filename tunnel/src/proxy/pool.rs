@@ -299,6 +299,21 @@ impl Pool {
     }
 
     /// Closes connections that carried no stream for the idle timeout; runs forever.
+    /// Lets go of every connection of `workload` (a removed pod): they take no new streams,
+    /// and each closes when its last stream ends, instead of at the next reap.
+    pub fn forget(&self, workload: &str) {
+        let mut keys = self.inner.keys.lock().expect("pool lock poisoned");
+        keys.retain(|key, state| {
+            let theirs = &*key.workload == workload;
+            if theirs {
+                for connection in &state.connections {
+                    connection.closed.store(true, Ordering::Release);
+                }
+            }
+            !theirs
+        });
+    }
+
     pub async fn reap_idle(self) {
         let timeout = self.inner.settings.idle_timeout;
         let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));

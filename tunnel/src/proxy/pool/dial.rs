@@ -202,6 +202,16 @@ impl Pool {
                     ending = next_ending(&mut lifetime) => match ending {
                         Ending::Replaced => {
                             mark_closed();
+                            let idle = watched
+                                .upgrade()
+                                .is_none_or(|c| c.streams.load(Ordering::Acquire) == 0);
+                            if idle {
+                                // Nothing to finish: close now rather than at the next reap
+                                // (a removed pod's connections would otherwise hold its
+                                // namespace and sockets that long).
+                                debug!(%peer, connection = id, "our certificate was replaced: the idle pooled connection is closed");
+                                return;
+                            }
                             debug!(%peer, connection = id, "our certificate was replaced: the pooled connection takes no new streams");
                         }
                         Ending::Close(reason) => {

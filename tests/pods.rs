@@ -1,0 +1,702 @@
+//! Pods end to end, as a Kubernetes node looks from the daemon's side: two "nodes" (test
+//! hosts, 10.0.0.1 and 10.0.0.2), each with pods in network namespaces of their own behind a
+//! Linux bridge. The pods' network is made by Debian's containernetworking-plugins `bridge` +
+//! `host-local`, driven exactly as a container runtime drives CNI (a conflist, `CNI_COMMAND`,
+//! `CNI_NETNS`, `CNI_ARGS`, the config on stdin; testbed's `CniRuntime`), with `tunnel-cni`
+//! chained after them, which registers each pod with its node's daemon.
+//!
+//! Kubernetes itself cannot run on the test machines: the daemon's one API call (a pod's
+//! service account) is answered by `tests/support/kubeapi.py`, an HTTPS stand-in that
+//! returns the real Pod JSON shape for the pods the test lists.
+
+mod support;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use support::{LONG, NETPROBE, Pki, Proc, SHORT, TUNNEL, Testbed};
+use testbed::{CniFailure, CniRuntime, Host, HostCommand, Netns};
+
+const KUBEAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/kubeapi.py");
+/// Debian's reference plugins (package containernetworking-plugins).
+const CNI_PLUGINS: &str = "/usr/lib/cni";
+const API_TOKEN: &str = "test-service-account-token";
+
+static NEXT_POD: AtomicU32 = AtomicU32::new(0);
+
+/// `tunnel-cni`, built with the workspace (`cargo xtask test` builds every package first).
+fn tunnel_cni() -> PathBuf {
+    let path = Path::new(TUNNEL).with_file_name("tunnel-cni");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p tunnel-cni` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+struct Node {
+    host: Host,
+    label: String,
+    config: PathBuf,
+    socket: PathBuf,
+    state_dir: PathBuf,
+    cni: CniRuntime,
+    daemon: Option<Proc>,
+    _kubeapi: Proc,
+}
+
+struct Cluster {
+    testbed: Testbed,
+    _pki: Pki,
+    nodes: Vec<Node>,
+    /// The pods the API stand-in knows (it reads the file on every request).
+    api_pods: PathBuf,
+}
+
+struct Pod {
+    netns: Netns,
+    node: usize,
+    namespace: String,
+    name: String,
+    uid: String,
+    container: String,
+    ip: String,
+    cgroup: PathBuf,
+}
+
+impl Pod {
+    /// A process of the pod: in its network namespace and its cgroup (below the node's
+    /// capture cgroup, as the kubelet puts a pod's containers under kubepods).
+    fn command(&self, program: &str) -> HostCommand {
+        HostCommand::new(self.netns.path(), self.cgroup.clone(), program)
+    }
+
+    fn netprobe(&self, args: &[&str]) -> testbed::Output {
+        self.command("python3")
+            .arg(NETPROBE)
+            .args(args)
+            .output(LONG)
+    }
+
+    fn serve(&self, args: &[&str]) -> Proc {
+        let mut server = self.command("python3").arg(NETPROBE).args(args).spawn();
+        server.wait_for("listening", SHORT);
+        server
+    }
+
+    /// TCP listeners in the pod's namespace (`ss`), one line each.
+    fn listeners(&self) -> String {
+        self.command("ss").args(["-Hltn"]).output(SHORT).stdout
+    }
+
+    fn k8s_args(&self) -> [(&str, &str); 3] {
+        [
+            ("K8S_POD_NAMESPACE", self.namespace.as_str()),
+            ("K8S_POD_NAME", self.name.as_str()),
+            ("K8S_POD_UID", self.uid.as_str()),
+        ]
+    }
+}
+
+/// The config a node's daemon runs with: the shape of deploy/kubernetes/30-configmap.yaml
+/// (node and pod certificates issued by the daemon, `${NODE_NAME}`, the Istio identity
+/// template), with this testbed's paths.
+fn node_config(cluster_dir: &Path, testbed: &Testbed, label: &str, policy: &str) -> String {
+    let dir = cluster_dir.display();
+    let cgroup = testbed.cgroup(&format!("{label}/pods"));
+    let bpf = testbed.bpf_dir(label);
+    format!(
+        r#"
+trust_domain = "example.org"
+trust_bundle = "{dir}/ca/bundle.pem"
+mode = "strict"
+
+[node]
+spiffe_id = "spiffe://example.org/node/${{NODE_NAME}}"
+issuer = "{dir}/ca"
+ttl = "1h"
+
+[listen]
+admin = "127.0.0.1:15000"
+
+[capture]
+cgroup = "{cgroup}"
+destinations = ["10.1.0.0/16"]
+bpf_dir = "{bpf}"
+
+[outbound]
+peer_identity = "spiffe://example.org/ns/*"
+
+[pods]
+socket = "{dir}/{label}/pods.sock"
+state_dir = "{dir}/{label}/state"
+spiffe_id = "spiffe://{{trust_domain}}/ns/{{namespace}}/sa/{{service_account}}"
+issuer = "{dir}/ca"
+ttl = "1h"
+
+[kubernetes]
+api_server = "https://127.0.0.1:6443"
+token_file = "{dir}/{label}/kube/token"
+ca_file = "{dir}/{label}/kube/ca.crt"
+node_name = "${{NODE_NAME}}"
+{policy}
+"#,
+        cgroup = cgroup.display(),
+        bpf = bpf.display(),
+    )
+}
+
+impl Cluster {
+    /// Two nodes with their daemons running; `policy` is appended to both configs.
+    fn new(name: &str, policy: &str) -> Self {
+        let mut testbed = Testbed::new(name);
+        let pki = Pki::new(testbed.dir());
+        let dir = testbed.dir().to_path_buf();
+        let api_pods = dir.join("api-pods.json");
+        fs::write(&api_pods, "[]").unwrap();
+        let mut nodes = Vec::new();
+        for index in 1..=2u8 {
+            let label = format!("n{index}");
+            let host = testbed.add_host(&label);
+            let node_dir = dir.join(&label);
+            fs::create_dir_all(node_dir.join("kube")).unwrap();
+            fs::write(node_dir.join("kube/token"), API_TOKEN).unwrap();
+            // Each node reaches "its" API server on its own loopback.
+            let mut kubeapi = host
+                .command("python3")
+                .arg(KUBEAPI)
+                .arg(node_dir.join("kube"))
+                .args(["6443", API_TOKEN])
+                .arg(&api_pods)
+                .spawn();
+            kubeapi.wait_for("listening", SHORT);
+            let other = 3 - index;
+            host.command("ip")
+                .args(["route", "add", &format!("10.1.{other}.0/24"), "via"])
+                .arg(format!("10.0.0.{other}"))
+                .output(SHORT);
+            host.command("sysctl")
+                .args(["-qw", "net.ipv4.ip_forward=1"])
+                .output(SHORT);
+            let config = dir.join(format!("{label}.toml"));
+            fs::write(&config, node_config(&dir, &testbed, &label, policy)).unwrap();
+            testbed.cgroup(&format!("{label}/daemon"));
+            let conflist = json!({
+                "cniVersion": "1.0.0",
+                "name": "pods",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": "cni0",
+                        "isGateway": true,
+                        "ipMasq": false,
+                        "ipam": {
+                            "type": "host-local",
+                            "dataDir": node_dir.join("ipam"),
+                            "ranges": [[{ "subnet": format!("10.1.{index}.0/24") }]],
+                            "routes": [{ "dst": "0.0.0.0/0" }]
+                        }
+                    },
+                    {
+                        "type": "tunnel-cni",
+                        "socket": node_dir.join("pods.sock"),
+                        "timeout_seconds": 10
+                    }
+                ]
+            });
+            let plugin_dirs = vec![
+                tunnel_cni().parent().unwrap().to_path_buf(),
+                PathBuf::from(CNI_PLUGINS),
+            ];
+            let cni = CniRuntime::new(plugin_dirs, conflist).in_netns(&host.netns);
+            nodes.push(Node {
+                host,
+                socket: node_dir.join("pods.sock"),
+                state_dir: node_dir.join("state"),
+                label,
+                config,
+                cni,
+                daemon: None,
+                _kubeapi: kubeapi,
+            });
+        }
+        let mut cluster = Self {
+            testbed,
+            _pki: pki,
+            nodes,
+            api_pods,
+        };
+        cluster.start(1);
+        cluster.start(0);
+        cluster
+    }
+
+    /// Starts (or restarts) a node's daemon in its own cgroup; waits until its pod API is
+    /// served.
+    fn start(&mut self, node: usize) {
+        let testbed = &self.testbed;
+        let n = &mut self.nodes[node];
+        n.daemon = None; // SIGKILL and reap the earlier one, if any
+        let mut daemon = n
+            .host
+            .command(TUNNEL)
+            .args(["run", "--log-level", "debug", "--config"])
+            .arg(&n.config)
+            .env("NODE_NAME", &n.label)
+            .in_cgroup(&testbed.cgroup(&format!("{}/daemon", n.label)))
+            .spawn();
+        daemon.wait_for("pod API ready", SHORT);
+        n.daemon = Some(daemon);
+    }
+
+    fn logs(&self, node: usize) -> String {
+        self.nodes[node].daemon.as_ref().expect("started").logs()
+    }
+
+    /// Makes the pod's namespace, tells the API stand-in about it (`service_account`, on
+    /// this node), and runs the CNI ADD chain as a runtime would: the pod, and whether the
+    /// chain succeeded (the pod's address is known only then).
+    fn add_pod(
+        &self,
+        node: usize,
+        namespace: &str,
+        name: &str,
+        service_account: Option<&str>,
+    ) -> (Pod, Result<(), CniFailure>) {
+        let n = &self.nodes[node];
+        let serial = NEXT_POD.fetch_add(1, Ordering::Relaxed);
+        let uid = format!("0000{serial:04}-1b7e-4c1e-9d7a-2f5a8e0c3b11");
+        if let Some(sa) = service_account {
+            let mut pods: Vec<Value> =
+                serde_json::from_str(&fs::read_to_string(&self.api_pods).unwrap()).unwrap();
+            pods.push(json!({
+                "namespace": namespace, "name": name, "uid": uid,
+                "serviceAccountName": sa, "nodeName": n.label,
+            }));
+            fs::write(&self.api_pods, serde_json::to_vec(&pods).unwrap()).unwrap();
+        }
+        let mut pod = Pod {
+            netns: Netns::new("p"),
+            node,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid,
+            container: format!("sandbox{serial}"),
+            ip: String::new(),
+            cgroup: self
+                .testbed
+                .cgroup(&format!("{}/pods/{name}-{serial}", n.label)),
+        };
+        match n
+            .cni
+            .add(&pod.container, &pod.netns.path(), "eth0", &pod.k8s_args())
+        {
+            Ok(result) => {
+                let address = result["ips"][0]["address"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no address in the chain's result: {result}"));
+                pod.ip = address.split('/').next().unwrap().into();
+                (pod, Ok(()))
+            }
+            Err(failure) => (pod, Err(failure)),
+        }
+    }
+
+    fn del_pod(&self, pod: &Pod) {
+        let n = &self.nodes[pod.node];
+        n.cni
+            .del(&pod.container, &pod.netns.path(), "eth0", &pod.k8s_args())
+            .unwrap_or_else(|e| panic!("CNI DEL of {}: {e}", pod.name));
+    }
+
+    /// `tunnel pod <args>` against a node's registration socket.
+    fn pod_cli(&self, node: usize, args: &[&str]) -> testbed::Output {
+        let n = &self.nodes[node];
+        n.host
+            .command(TUNNEL)
+            .arg("pod")
+            .args(args)
+            .arg("--socket")
+            .arg(&n.socket)
+            .output(SHORT)
+    }
+}
+
+fn add(cluster: &Cluster, node: usize, name: &str) -> Pod {
+    let (pod, added) = cluster.add_pod(node, "shop", name, Some(name));
+    added.unwrap_or_else(|e| panic!("ADD of {name}: {e}"));
+    pod
+}
+
+/// Policy on both nodes: frontend may call orders and ledger; nobody else may call anyone.
+const POLICY: &str = r#"
+[[policy]]
+action = "allow"
+to = "spiffe://example.org/ns/shop/sa/orders"
+from = ["spiffe://example.org/ns/shop/sa/frontend"]
+
+[[policy]]
+action = "allow"
+to = "spiffe://example.org/ns/shop/sa/ledger"
+from = ["spiffe://example.org/ns/shop/sa/frontend"]
+"#;
+
+/// One 32-byte block of netprobe's payload: any of it in clear on a wire would show.
+fn payload_block() -> Vec<u8> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; sys.stdout.buffer.write(hashlib.sha256(b'tunnel-test-payload').digest()*2)",
+        ])
+        .output()
+        .unwrap();
+    out.stdout
+}
+
+fn line_with<'a>(logs: &'a str, needles: &[&str]) -> Option<&'a str> {
+    logs.lines().find(|l| needles.iter().all(|n| l.contains(n)))
+}
+
+#[test]
+fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
+    let cluster = Cluster::new("pods-calls", POLICY);
+    let frontend = add(&cluster, 0, "frontend");
+    let ledger = add(&cluster, 0, "ledger");
+    let orders = add(&cluster, 1, "orders");
+    let batch = add(&cluster, 1, "batch");
+    let list = cluster.pod_cli(0, &["list"]);
+    println!("tunnel pod list on n1:\n{}", list.stdout);
+    assert!(
+        list.stdout
+            .contains("identity=spiffe://example.org/ns/shop/sa/frontend")
+            && list
+                .stdout
+                .contains(&format!("hbone {}:15008", frontend.ip)),
+        "{}",
+        list.stdout
+    );
+    let _orders_sink = orders.serve(&["serve-sink", "8080"]);
+    let _ledger_sink = ledger.serve(&["serve-sink", "8080"]);
+    let block = payload_block();
+
+    // Across nodes: the node link carries only the tunnel port, and no payload in clear.
+    let link =
+        cluster.nodes[1]
+            .host
+            .capture("eth0", "tcp", cluster.testbed.dir().join("node-link.pcap"));
+    let out = frontend.netprobe(&["upload", &orders.ip, "8080", "1048576"]);
+    let packets = link.stop();
+    assert!(
+        out.stdout.contains("bytes=1048576 reply sha256="),
+        "{out:?}"
+    );
+    let sent = &out.stdout[out.stdout.find("sent sha256=").unwrap() + 12..][..64];
+    assert!(
+        out.stdout.contains(&format!("reply sha256={sent}")),
+        "{out:?}"
+    );
+    assert!(packets.size() > 1_000_000, "the capture saw the transfer");
+    assert!(
+        !packets.contains(&block),
+        "plaintext on the node link ({})",
+        packets.path().display()
+    );
+    assert_eq!(
+        packets.packets_not_matching("tcp port 15008"),
+        0,
+        "only HBONE crosses the node link"
+    );
+    let n2 = cluster.logs(1);
+    let access = line_with(
+        &n2,
+        &[
+            "tunnel::access",
+            "direction=\"inbound\"",
+            "src_identity=spiffe://example.org/ns/shop/sa/frontend",
+            "dst_workload=spiffe://example.org/ns/shop/sa/orders",
+            &format!("src={}:", frontend.ip),
+        ],
+    )
+    .unwrap_or_else(|| panic!("n2 logs no inbound access line for frontend → orders:\n{n2}"));
+    println!("n2 (receiving daemon): {access}");
+
+    // On one node: pod to pod over the bridge, tunnelled too, and the caller expected exactly
+    // the destination pod's identity (it knows its own node's pods).
+    let bridge =
+        cluster.nodes[0]
+            .host
+            .capture("cni0", "tcp", cluster.testbed.dir().join("bridge.pcap"));
+    let out = frontend.netprobe(&["upload", &ledger.ip, "8080", "1048576"]);
+    let packets = bridge.stop();
+    assert!(
+        out.stdout.contains("bytes=1048576 reply sha256="),
+        "{out:?}"
+    );
+    assert!(
+        !packets.contains(&block),
+        "plaintext on the bridge ({})",
+        packets.path().display()
+    );
+    assert_eq!(
+        packets.packets_not_matching("tcp port 15008"),
+        0,
+        "only HBONE on the bridge"
+    );
+    let n1 = cluster.logs(0);
+    let inbound = line_with(
+        &n1,
+        &[
+            "direction=\"inbound\"",
+            "src_identity=spiffe://example.org/ns/shop/sa/frontend",
+            "dst_workload=spiffe://example.org/ns/shop/sa/ledger",
+        ],
+    )
+    .unwrap_or_else(|| panic!("n1 logs no inbound access line for frontend → ledger:\n{n1}"));
+    println!("n1 (same node, receiving side): {inbound}");
+    let outbound = line_with(
+        &n1,
+        &[
+            "direction=\"outbound\"",
+            "workload=shop/frontend",
+            &format!("peer={}:15008", ledger.ip),
+            "peer_identity=\"spiffe://example.org/ns/shop/sa/ledger\"",
+        ],
+    )
+    .unwrap_or_else(|| panic!("n1 logs no outbound access line for frontend → ledger:\n{n1}"));
+    println!("n1 (same node, calling side): {outbound}");
+
+    // Policy by pod identity: batch may not call orders, and is told why.
+    let out = batch.netprobe(&["expect-refused", &orders.ip, "8080"]);
+    println!("batch → orders: {}", out.stdout.trim());
+    let n2 = cluster.logs(1);
+    let refused = line_with(
+        &n2,
+        &[
+            "refused CONNECT",
+            "src_identity=spiffe://example.org/ns/shop/sa/batch",
+            "no policy allows spiffe://example.org/ns/shop/sa/batch to reach spiffe://example.org/ns/shop/sa/orders",
+        ],
+    )
+    .unwrap_or_else(|| panic!("n2 did not refuse batch → orders by policy:\n{n2}"));
+    println!("n2: {refused}");
+    assert!(
+        !n2.lines().any(|l| l.contains("tunnel::access")
+            && l.contains("src_identity=spiffe://example.org/ns/shop/sa/batch")),
+        "batch reached orders"
+    );
+}
+
+#[test]
+fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
+    let mut cluster = Cluster::new("pods-lifecycle", POLICY);
+    let frontend = add(&cluster, 0, "frontend");
+    let orders = add(&cluster, 1, "orders");
+    let _orders = orders.serve(&["serve-tagged", "8080"]);
+    let reached = || {
+        let out = frontend.netprobe(&["first-line", &orders.ip, "8080"]);
+        out.stdout.contains("port=8080")
+    };
+    assert!(reached(), "frontend → orders works before anything else");
+
+    // A pod the API does not know: the daemon refuses, tunnel-cni fails the ADD (the
+    // runtime would not start the pod), and nothing listens in its namespace.
+    let (ghost, added) = cluster.add_pod(0, "shop", "ghost", None);
+    let failure = added.expect_err("ADD of a pod the API does not know succeeded");
+    println!("ADD of shop/ghost: {failure}");
+    assert_eq!(failure.plugin, "tunnel-cni", "{failure}");
+    assert!(
+        failure.msg.contains("pods \"ghost\" not found"),
+        "{failure}"
+    );
+    assert!(
+        !ghost.listeners().contains(":15001") && !ghost.listeners().contains(":15008"),
+        "{}",
+        ghost.listeners()
+    );
+
+    // DEL: the pod's listeners, registration and record go; a second DEL succeeds.
+    let ledger = add(&cluster, 0, "ledger");
+    assert!(
+        ledger.listeners().contains("127.0.0.1:15001"),
+        "{}",
+        ledger.listeners()
+    );
+    assert!(
+        ledger.listeners().contains(&format!("{}:15008", ledger.ip)),
+        "{}",
+        ledger.listeners()
+    );
+    let records = || fs::read_dir(&cluster.nodes[0].state_dir).unwrap().count();
+    assert_eq!(records(), 2, "frontend and ledger are recorded");
+    cluster.del_pod(&ledger);
+    assert_eq!(
+        ledger.listeners().trim(),
+        "",
+        "listeners left in ledger after DEL"
+    );
+    assert!(!cluster.pod_cli(0, &["list"]).stdout.contains("ledger"));
+    assert_eq!(records(), 1, "ledger's record is gone");
+    cluster.del_pod(&ledger);
+
+    // Restart: the daemon goes, the pod's captured connects are refused (never sent in
+    // clear, never reaching orders); the new daemon takes the pod back from its records.
+    let daemon = cluster.nodes[0].daemon.take().unwrap();
+    daemon.signal("TERM");
+    drop(daemon);
+    let gap = frontend.netprobe(&["expect-refused", &orders.ip, "8080"]);
+    println!(
+        "frontend → orders with no daemon on n1: {}",
+        gap.stdout.trim()
+    );
+    assert!(gap.stdout.contains("refused"), "{gap:?}");
+    let started = Instant::now();
+    cluster.start(0);
+    cluster.nodes[0]
+        .daemon
+        .as_mut()
+        .unwrap()
+        .wait_for("pod taken back from the records", SHORT);
+    let logs = cluster.logs(0);
+    assert!(
+        line_with(
+            &logs,
+            &["pod taken back from the records", "pod=shop/frontend"]
+        )
+        .is_some(),
+        "{logs}"
+    );
+    assert!(reached(), "frontend → orders after the restart");
+    println!("restart to first tunnelled call: {:?}", started.elapsed());
+}
+
+/// Process figures of a daemon: open fds, threads, resident memory.
+fn process_figures(pid: u32) -> (usize, usize, u64) {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let threads = fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (fds, threads, rss_kib)
+}
+
+fn admin(node: &Node, path: &str) -> String {
+    let out = node
+        .host
+        .command("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:15000{path}"))
+        .output(SHORT);
+    assert!(out.status.success(), "curl {path}: {}", out.stderr);
+    out.stdout
+}
+
+/// Each capture map's entries, counted when asked (`/debug/capture`), as "NAME=N ...".
+fn map_entries(node: &Node) -> String {
+    let capture: Value = serde_json::from_str(&admin(node, "/debug/capture")).unwrap();
+    capture["maps"]
+        .as_array()
+        .expect("maps in /debug/capture")
+        .iter()
+        .filter(|m| !m["entries"].is_null())
+        .map(|m| format!("{}={}", m["name"].as_str().unwrap(), m["entries"]))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Tasks alive in the daemon's runtime (`tunnel_runtime_alive_tasks`).
+fn alive_tasks(node: &Node) -> u64 {
+    admin(node, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("tunnel_runtime_alive_tasks "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tunnel_runtime_alive_tasks in /metrics")
+}
+
+#[test]
+fn five_hundred_pods_added_and_deleted_leave_nothing_behind() {
+    const CYCLES: usize = 500;
+    let cluster = Cluster::new(
+        "pods-churn",
+        r#"
+[[policy]]
+action = "allow"
+to = "spiffe://example.org/ns/shop/sa/echo"
+"#,
+    );
+    let node = &cluster.nodes[0];
+    let pid = node.daemon.as_ref().unwrap().pid();
+    // Every churned pod calls this one, so each cycle also opens (and must let go of) a
+    // pooled tunnel connection from inside the pod, a captured socket's map entry, and an
+    // inbound connection.
+    let echo = add(&cluster, 0, "echo");
+    let _echo = echo.serve(&["serve-tagged", "8080"]);
+    let cycle = |name: &str| {
+        let pod = add(&cluster, 0, name);
+        let out = pod.netprobe(&["first-line", &echo.ip, "8080"]);
+        assert!(out.stdout.contains("port=8080"), "{name} → echo: {out:?}");
+        cluster.del_pod(&pod);
+    };
+    // One pod first, so that what the first registration allocates once (the namespace
+    // thread, the runtime's buffers) is not counted as growth.
+    cycle("warmup");
+    let before = process_figures(pid);
+    let maps_before = map_entries(node);
+    let tasks_before = alive_tasks(node);
+    let started = Instant::now();
+    for i in 0..CYCLES {
+        cycle(&format!("churn-{i}"));
+    }
+    let elapsed = started.elapsed();
+    // Pooled and accepted connections close on their own schedule; give the last ones a
+    // moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = process_figures(pid);
+    let maps_after = map_entries(node);
+    let tasks_after = alive_tasks(node);
+    println!(
+        "{CYCLES} cycles of CNI ADD, a tunnelled call, CNI DEL in {elapsed:.1?} ({:.0} ms each)\n  fds: {} → {}\n  threads: {} → {}\n  RSS: {} KiB → {} KiB\n  runtime tasks: {tasks_before} → {tasks_after}\n  capture map entries: {maps_before} → {maps_after}",
+        elapsed.as_millis() as f64 / CYCLES as f64,
+        before.0,
+        after.0,
+        before.1,
+        after.1,
+        before.2,
+        after.2
+    );
+    let list = cluster.pod_cli(0, &["list"]);
+    assert_eq!(
+        list.stdout.matches("uid=").count(),
+        1,
+        "only echo is left: {list:?}"
+    );
+    assert_eq!(
+        fs::read_dir(&node.state_dir).unwrap().count(),
+        1,
+        "records left behind"
+    );
+    assert!(
+        after.0 <= before.0 + 2,
+        "fds grew: {} → {}",
+        before.0,
+        after.0
+    );
+    assert_eq!(after.1, before.1, "threads");
+    assert_eq!(tasks_after, tasks_before, "runtime tasks");
+    assert_eq!(maps_before, maps_after, "capture map entries");
+    assert!(
+        after.2 < before.2 + 16 * 1024,
+        "RSS grew by more than 16 MiB over {CYCLES} pods: {} → {} KiB",
+        before.2,
+        after.2
+    );
+}
