@@ -134,6 +134,8 @@ impl NetnsThread {
 pub struct PodNetwork {
     pub netns: Arc<Netns>,
     pub thread: NetnsThread,
+    /// The pod's addresses (found in its namespace at registration).
+    pub addresses: Arc<[IpAddr]>,
 }
 
 impl PartialEq for PodNetwork {
@@ -151,6 +153,14 @@ impl std::hash::Hash for PodNetwork {
 }
 
 impl PodNetwork {
+    /// The pod's address of `other`'s family: what a peer knows the pod by.
+    pub fn address_like(&self, other: IpAddr) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv4() == other.to_canonical().is_ipv4())
+    }
+
     /// A TCP socket of the pod's namespace, for `family`'s addresses. Only its creation
     /// needs the namespace: bind and connect act in the namespace the socket belongs to,
     /// whichever thread calls them.

@@ -300,6 +300,7 @@ impl PodManager {
         let network = PodNetwork {
             netns: netns.clone(),
             thread: self.thread.clone(),
+            addresses: ips.clone().into(),
         };
         match self.open_listeners(&name, &id, &ips, &network, drain).await {
             Ok((tasks, listeners)) => {

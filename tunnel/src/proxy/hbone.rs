@@ -2,7 +2,10 @@
 //! application connection, `:authority` = the original destination `ip:port`, answered
 //! `200` when the inbound side has connected to it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use http::{Method, Request, StatusCode};
 
@@ -59,11 +62,19 @@ pub fn server_builder(max_streams: u32) -> h2::server::Builder {
     builder
 }
 
-/// The CONNECT request for one application connection.
-pub fn connect_request(destination: SocketAddr) -> Request<()> {
-    Request::builder()
+/// The CONNECT request for one application connection; `forwarded_for`, the original
+/// source's address where it means something to the peer (a pod's), goes in `Forwarded`
+/// (RFC 7239) as ztunnel sends it.
+pub fn connect_request(destination: SocketAddr, forwarded_for: Option<IpAddr>) -> Request<()> {
+    let mut request = Request::builder()
         .method(Method::CONNECT)
-        .uri(destination.to_string())
+        .uri(destination.to_string());
+    match forwarded_for {
+        Some(IpAddr::V4(ip)) => request = request.header("forwarded", format!("for={ip}")),
+        Some(IpAddr::V6(ip)) => request = request.header("forwarded", format!("for=\"[{ip}]\"")),
+        None => {}
+    }
+    request
         .body(())
         .expect("a socket address is a valid CONNECT authority")
 }
@@ -193,8 +204,26 @@ mod tests {
     fn connect_requests_round_trip_their_destination() {
         for addr in ["10.0.0.2:8080", "[fd00::2]:443"] {
             let addr: SocketAddr = addr.parse().unwrap();
-            assert_eq!(requested_destination(&connect_request(addr)).unwrap(), addr);
+            assert_eq!(
+                requested_destination(&connect_request(addr, None)).unwrap(),
+                addr
+            );
         }
+    }
+
+    #[test]
+    fn a_pods_address_is_sent_as_forwarded_for() {
+        let dst: SocketAddr = "10.1.2.2:8080".parse().unwrap();
+        let v4 = connect_request(dst, Some("10.1.1.2".parse().unwrap()));
+        assert_eq!(v4.headers()["forwarded"], "for=10.1.1.2");
+        let v6 = connect_request(dst, Some("fd00:1::2".parse().unwrap()));
+        assert_eq!(v6.headers()["forwarded"], "for=\"[fd00:1::2]\"");
+        assert!(
+            connect_request(dst, None)
+                .headers()
+                .get("forwarded")
+                .is_none()
+        );
     }
 
     #[test]

@@ -221,6 +221,9 @@ impl Pool {
                     key.peer,
                     connection.peer_identity.as_ref(),
                     destination,
+                    key.via
+                        .as_ref()
+                        .and_then(|pod| pod.address_like(destination.ip())),
                     early.clone(),
                     if fresh {
                         Phase::Handshake

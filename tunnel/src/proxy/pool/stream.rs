@@ -29,6 +29,7 @@ pub(super) async fn connect_stream(
     peer: SocketAddr,
     peer_identity: Option<&SpiffeId>,
     destination: SocketAddr,
+    forwarded_for: Option<std::net::IpAddr>,
     early: Bytes,
     phase: Phase,
 ) -> Result<(SendStream<Bytes>, RecvStream), StreamFailure> {
@@ -42,7 +43,7 @@ pub(super) async fn connect_stream(
     };
     let mut sender = sender.clone().ready().await.map_err(gone)?;
     let (response, mut send) = sender
-        .send_request(hbone::connect_request(destination), false)
+        .send_request(hbone::connect_request(destination, forwarded_for), false)
         .map_err(gone)?;
     if !early.is_empty() {
         // Small (one read) and far inside the stream's window: h2 sends it with the request.

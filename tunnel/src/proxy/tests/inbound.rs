@@ -429,6 +429,30 @@ async fn an_oversized_header_list_is_refused_and_the_connection_keeps_serving() 
     echo_round_trip(&mut send, &mut recv).await;
 }
 
+/// What an Istio ztunnel adds to its CONNECT (seen from a real one): accepted, not needed.
+#[tokio::test]
+async fn ztunnels_extra_connect_headers_are_accepted() {
+    let kit = Kit::new().await;
+    let daemon = Daemon::start(kit.inputs(limits()));
+    let client = H2Client::connect(daemon.addr, &kit.frontend.config).await;
+    let mut connect = request(Method::CONNECT, &kit.orders.addr.to_string());
+    for (name, value) in [
+        ("baggage", "k8s.namespace.name=shop,k8s.pod.name=frontend-0"),
+        ("forwarded", "for=10.1.1.2"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ] {
+        connect
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    let (status, mut send, mut recv) = client.send(connect).await.expect("answered");
+    assert_eq!(status, StatusCode::OK);
+    echo_round_trip(&mut send, &mut recv).await;
+}
+
 #[tokio::test]
 async fn a_caller_that_stops_reading_is_closed_when_its_pings_go_unanswered() {
     let logs = Logs::capture();
