@@ -107,7 +107,13 @@ impl Pod {
 /// The config a node's daemon runs with: the shape of deploy/kubernetes/30-configmap.yaml
 /// (node and pod certificates issued by the daemon, `${NODE_NAME}`, the Istio identity
 /// template), with this testbed's paths.
-fn node_config(cluster_dir: &Path, testbed: &Testbed, label: &str, policy: &str) -> String {
+fn node_config(
+    cluster_dir: &Path,
+    testbed: &Testbed,
+    label: &str,
+    mode: &str,
+    policy: &str,
+) -> String {
     let dir = cluster_dir.display();
     let cgroup = testbed.cgroup(&format!("{label}/pods"));
     let bpf = testbed.bpf_dir(label);
@@ -115,7 +121,7 @@ fn node_config(cluster_dir: &Path, testbed: &Testbed, label: &str, policy: &str)
         r#"
 trust_domain = "example.org"
 trust_bundle = "{dir}/ca/bundle.pem"
-mode = "strict"
+mode = "{mode}"
 
 [node]
 spiffe_id = "spiffe://example.org/node/${{NODE_NAME}}"
@@ -153,8 +159,13 @@ node_name = "${{NODE_NAME}}"
 }
 
 impl Cluster {
-    /// Two nodes with their daemons running; `policy` is appended to both configs.
+    /// Two nodes with their daemons running in strict mode; `policy` is appended to both
+    /// configs.
     fn new(name: &str, policy: &str) -> Self {
+        Self::with_mode(name, "strict", policy)
+    }
+
+    fn with_mode(name: &str, mode: &str, policy: &str) -> Self {
         let mut testbed = Testbed::new(name);
         let pki = Pki::new(testbed.dir());
         let dir = testbed.dir().to_path_buf();
@@ -185,7 +196,7 @@ impl Cluster {
                 .args(["-qw", "net.ipv4.ip_forward=1"])
                 .output(SHORT);
             let config = dir.join(format!("{label}.toml"));
-            fs::write(&config, node_config(&dir, &testbed, &label, policy)).unwrap();
+            fs::write(&config, node_config(&dir, &testbed, &label, mode, policy)).unwrap();
             testbed.cgroup(&format!("{label}/daemon"));
             let conflist = json!({
                 "cniVersion": "1.0.0",
@@ -498,11 +509,53 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
     let frontend = add(&cluster, 0, "frontend");
     let orders = add(&cluster, 1, "orders");
     let _orders = orders.serve(&["serve-tagged", "8080"]);
+    let _frontend = frontend.serve(&["serve-tagged", "9090"]);
     let reached = || {
         let out = frontend.netprobe(&["first-line", &orders.ip, "8080"]);
         out.stdout.contains("port=8080")
     };
     assert!(reached(), "frontend → orders works before anything else");
+
+    // Plaintext straight to a pod from outside the mesh (a process of the other node, not
+    // captured) is refused in strict mode; the pod's own node (the kubelet's probes) gets
+    // through.
+    let plaintext_from_other_node = |cluster: &Cluster| {
+        cluster.nodes[1]
+            .host
+            .command("python3")
+            .arg(NETPROBE)
+            .args(["expect-refused", &frontend.ip, "9090"])
+            .output(LONG)
+    };
+    let out = plaintext_from_other_node(&cluster);
+    println!("plaintext from n2 to frontend:9090: {}", out.stdout.trim());
+    assert!(
+        out.stdout.contains("outcome=reset") || out.stdout.contains("outcome=refused"),
+        "plaintext reached the pod: {out:?}"
+    );
+    let logs = cluster.logs(0);
+    assert!(
+        line_with(
+            &logs,
+            &[
+                "refused plaintext from another host",
+                &format!("dst={}:9090", frontend.ip),
+                "spiffe://example.org/ns/shop/sa/frontend is in strict mode",
+            ]
+        )
+        .is_some(),
+        "{logs}"
+    );
+    let probe = cluster.nodes[0]
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["first-line", &frontend.ip, "9090"])
+        .output(LONG);
+    assert!(
+        probe.stdout.contains("port=9090"),
+        "the node's own probe: {probe:?}"
+    );
 
     // A pod the API does not know: the daemon refuses, tunnel-cni fails the ADD (the
     // runtime would not start the pod), and nothing listens in its namespace.
@@ -555,6 +608,16 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
         gap.stdout.trim()
     );
     assert!(gap.stdout.contains("refused"), "{gap:?}");
+    // The pod's steering is pinned: with no daemon, plaintext to it is dropped.
+    let out = plaintext_from_other_node(&cluster);
+    println!(
+        "plaintext from n2 to frontend:9090 with no daemon on n1: {}",
+        out.stdout.trim()
+    );
+    assert!(
+        out.stdout.contains("outcome=reset") || out.stdout.contains("outcome=refused"),
+        "plaintext reached the pod during the gap: {out:?}"
+    );
     let started = Instant::now();
     cluster.start(0);
     cluster.nodes[0]
@@ -573,6 +636,37 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
     );
     assert!(reached(), "frontend → orders after the restart");
     println!("restart to first tunnelled call: {:?}", started.elapsed());
+    let out = plaintext_from_other_node(&cluster);
+    assert!(
+        out.stdout.contains("outcome=reset") || out.stdout.contains("outcome=refused"),
+        "plaintext reached the pod after the restart: {out:?}"
+    );
+}
+
+#[test]
+fn in_permissive_mode_plaintext_to_a_pod_passes_and_is_logged() {
+    let cluster = Cluster::with_mode("pods-permissive", "permissive", "");
+    let orders = add(&cluster, 1, "orders");
+    let _orders = orders.serve(&["serve-tagged", "8080"]);
+    let out = cluster.nodes[0]
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["first-line", &orders.ip, "8080"])
+        .output(LONG);
+    assert!(out.stdout.contains("port=8080"), "{out:?}");
+    let logs = cluster.logs(1);
+    let passed = line_with(
+        &logs,
+        &[
+            "tunnel::access",
+            "direction=\"inbound_plaintext\"",
+            "dst_workload=spiffe://example.org/ns/shop/sa/orders",
+            "src=10.0.0.1:",
+        ],
+    )
+    .unwrap_or_else(|| panic!("n2 did not log the passed plaintext:\n{logs}"));
+    println!("n2: {passed}");
 }
 
 /// Process figures of a daemon: open fds, threads, resident memory.
@@ -693,6 +787,10 @@ to = "spiffe://example.org/ns/shop/sa/echo"
     assert_eq!(after.1, before.1, "threads");
     assert_eq!(tasks_after, tasks_before, "runtime tasks");
     assert_eq!(maps_before, maps_after, "capture map entries");
+    let pins = cluster.testbed.bpf_dir("n1").join("pods");
+    let pinned = fs::read_dir(&pins).map_or(0, |d| d.count());
+    println!("  pinned pod steering links: {pinned} (echo's)");
+    assert_eq!(pinned, 1, "steering links left pinned in {}", pins.display());
     assert!(
         after.2 < before.2 + 16 * 1024,
         "RSS grew by more than 16 MiB over {CYCLES} pods: {} → {} KiB",

@@ -39,8 +39,20 @@ pub const MAP_PLAINTEXT_LISTENERS: &str = "PLAINTEXT_LISTENERS";
 pub const PLAINTEXT_LISTENER_V4: u32 = 0;
 pub const PLAINTEXT_LISTENER_V6: u32 = 1;
 
+/// Map: `HashMap<IpKey, PodSteer>`, every registered pod's addresses. `steer_inbound`,
+/// attached in each pod's network namespace too, hands a connection to one of them from
+/// outside the pod and its node, on any port but the pod's HBONE port, to the pod's own
+/// plaintext listener in [`MAP_POD_LISTENERS`] (or drops it if that slot is empty).
+pub const MAP_POD_ADDRESSES: &str = "POD_ADDRESSES";
+/// Map: `SockMap`, each registered pod's plaintext listeners (one slot per pod and family,
+/// given out by the daemon).
+pub const MAP_POD_LISTENERS: &str = "POD_LISTENERS";
+/// Map: `HashMap<IpKey, u8>`, the node's own addresses: connections from the node to its
+/// pods (the kubelet's probes) are not steered.
+pub const MAP_NODE_ADDRESSES: &str = "NODE_ADDRESSES";
+
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
-pub const MAP_NAMES: [&str; 12] = [
+pub const MAP_NAMES: [&str; 15] = [
     MAP_CONFIG,
     MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6,
@@ -53,11 +65,21 @@ pub const MAP_NAMES: [&str; 12] = [
     MAP_ORIGINAL_DST_BY_TUPLE,
     MAP_STEER_PORTS,
     MAP_PLAINTEXT_LISTENERS,
+    MAP_POD_ADDRESSES,
+    MAP_POD_LISTENERS,
+    MAP_NODE_ADDRESSES,
 ];
 
 /// Version of the map layout above. A daemon only reuses pinned maps of its own layout; a
 /// change to any type in this file must bump it.
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;
+
+/// Registered pods' addresses (two per dual-stack pod).
+pub const MAX_POD_ADDRESSES: u32 = 4096;
+/// Slots for pods' plaintext listeners (one per pod and family).
+pub const MAX_POD_LISTENERS: u32 = 4096;
+/// The node's own addresses.
+pub const MAX_NODE_ADDRESSES: u32 = 256;
 
 /// Capacity of each destination/exclusion trie.
 pub const MAX_CIDRS: u32 = 1024;
@@ -139,6 +161,25 @@ pub struct SocketTuple {
     pub family: u32,
 }
 
+/// An IPv4 or IPv6 address as `sk_lookup` gives it: network order, IPv4 in word 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(C)]
+pub struct IpKey {
+    pub addr: [u32; 4],
+    /// [`AF_INET`] or [`AF_INET6`], widened.
+    pub family: u32,
+}
+
+/// Where a pod's plaintext goes: its listener's slot in [`MAP_POD_LISTENERS`], and the
+/// port that is never steered (the pod's HBONE listener's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PodSteer {
+    pub slot: u32,
+    pub hbone_port: u16,
+    pub _pad: u16,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `repr(C)` structs of integers with no implicit padding (sizes 32, 40, 48
@@ -146,6 +187,9 @@ mod pod {
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::OriginalDst {}
     unsafe impl aya::Pod for super::SocketTuple {}
+    // SAFETY: as above: `IpKey` is 5 u32s (20 bytes), `PodSteer` a u32 and two u16s (8).
+    unsafe impl aya::Pod for super::IpKey {}
+    unsafe impl aya::Pod for super::PodSteer {}
 }
 
 #[cfg(test)]
@@ -159,5 +203,7 @@ mod tests {
         assert_eq!(size_of::<CaptureConfig>(), 4 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<OriginalDst>(), 16 + 8 + 8 + 4 + 2 + 2);
         assert_eq!(size_of::<SocketTuple>(), 8 + 16 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<IpKey>(), 16 + 4);
+        assert_eq!(size_of::<PodSteer>(), 4 + 2 + 2);
     }
 }

@@ -7,8 +7,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use tunnel_common::{
-    CaptureConfig, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_PORTS, MAX_TRACKED_CONNECTIONS,
-    MAX_WORKLOAD_CGROUPS, OriginalDst, SocketTuple,
+    CaptureConfig, IpKey, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_NODE_ADDRESSES, MAX_POD_ADDRESSES,
+    MAX_POD_LISTENERS, MAX_PORTS, MAX_TRACKED_CONNECTIONS, MAX_WORKLOAD_CGROUPS, OriginalDst,
+    PodSteer, SocketTuple,
 };
 
 #[btf_map]
@@ -55,3 +56,15 @@ pub static STEER_PORTS: HashMap<u16, u8, { MAX_PORTS as usize }> = HashMap::new(
 /// when they close.
 #[btf_map]
 pub static PLAINTEXT_LISTENERS: SockMap<2> = SockMap::new();
+
+/// Registered pods' addresses: where their plaintext is steered (see `steer_inbound`).
+#[btf_map]
+pub static POD_ADDRESSES: HashMap<IpKey, PodSteer, { MAX_POD_ADDRESSES as usize }> = HashMap::new();
+
+/// Each pod's plaintext listeners; emptied by the kernel when they close.
+#[btf_map]
+pub static POD_LISTENERS: SockMap<{ MAX_POD_LISTENERS as usize }> = SockMap::new();
+
+/// The node's own addresses, whose connections to its pods are not steered.
+#[btf_map]
+pub static NODE_ADDRESSES: HashMap<IpKey, u8, { MAX_NODE_ADDRESSES as usize }> = HashMap::new();

@@ -13,15 +13,22 @@
 //! the kernel reports the interface that owns the address, not `lo`.) With no daemon, the
 //! listener slot is empty and the connection is dropped (the caller sees a reset or a
 //! timeout): fail closed.
+//!
+//! The same program is attached in every registered pod's network namespace. There, a
+//! connection to one of the pod's addresses (`POD_ADDRESSES`) from outside the pod, on any
+//! port but the pod's HBONE port, goes to the pod's own plaintext listener (its slot in
+//! `POD_LISTENERS`; dropped when the slot is empty), unless it comes from one of the node's
+//! own addresses (`NODE_ADDRESSES`: the kubelet's probes). A pod's address is checked first:
+//! the node's `STEER_PORTS` are about the node's workloads.
 
 use aya_ebpf::{
     bindings::{sk_action::SK_DROP, sk_action::SK_PASS},
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use tunnel_common::{AF_INET, PLAINTEXT_LISTENER_V4, PLAINTEXT_LISTENER_V6};
+use tunnel_common::{AF_INET, IpKey, PLAINTEXT_LISTENER_V4, PLAINTEXT_LISTENER_V6};
 
-use crate::maps::{PLAINTEXT_LISTENERS, STEER_PORTS};
+use crate::maps::{NODE_ADDRESSES, PLAINTEXT_LISTENERS, POD_ADDRESSES, POD_LISTENERS, STEER_PORTS};
 
 const IPPROTO_TCP: u32 = 6;
 /// 127.0.0.0/8, as the first byte of a network-order address.
@@ -39,6 +46,18 @@ pub fn steer_inbound(ctx: SkLookupContext) -> u32 {
     }
     // `local_port` is in host byte order in this context.
     let port = lookup.local_port as u16;
+    // SAFETY: lookups in hash maps of plain values; the values are copied out at once.
+    if let Some(steer) = unsafe { POD_ADDRESSES.get(&local_key(lookup)) }.copied() {
+        if port == steer.hbone_port || unsafe { NODE_ADDRESSES.get(&remote_key(lookup)) }.is_some()
+        {
+            return SK_PASS;
+        }
+        return match POD_LISTENERS.redirect_sk_lookup(&ctx, steer.slot, 0) {
+            Ok(()) => SK_PASS,
+            // The pod's listener is gone (no daemon): refuse, never the pod's application.
+            Err(_) => SK_DROP,
+        };
+    }
     // SAFETY: a lookup in a hash map of plain values; the value is not kept.
     if unsafe { STEER_PORTS.get(&port) }.is_none() {
         return SK_PASS;
@@ -52,6 +71,52 @@ pub fn steer_inbound(ctx: SkLookupContext) -> u32 {
         Ok(()) => SK_PASS,
         // No listener (no daemon): refuse rather than let the workload take plaintext.
         Err(_) => SK_DROP,
+    }
+}
+
+/// The address the connection is for.
+fn local_key(lookup: &aya_ebpf::bindings::bpf_sk_lookup) -> IpKey {
+    if lookup.family == u32::from(AF_INET) {
+        IpKey {
+            addr: [lookup.local_ip4, 0, 0, 0],
+            family: lookup.family,
+        }
+    } else {
+        IpKey {
+            addr: words(&lookup.local_ip6),
+            family: lookup.family,
+        }
+    }
+}
+
+/// The address the connection comes from.
+fn remote_key(lookup: &aya_ebpf::bindings::bpf_sk_lookup) -> IpKey {
+    if lookup.family == u32::from(AF_INET) {
+        IpKey {
+            addr: [lookup.remote_ip4, 0, 0, 0],
+            family: lookup.family,
+        }
+    } else {
+        IpKey {
+            addr: words(&lookup.remote_ip6),
+            family: lookup.family,
+        }
+    }
+}
+
+/// An address field of the context, read one word at a time: the verifier only allows
+/// loads at a constant offset from the context pointer, and a whole-array copy compiles to
+/// a moved pointer.
+#[inline(always)]
+fn words(field: &[u32; 4]) -> [u32; 4] {
+    // SAFETY: `field` is a field of the live context; each read is an aligned u32 inside it.
+    unsafe {
+        [
+            core::ptr::read_volatile(&field[0]),
+            core::ptr::read_volatile(&field[1]),
+            core::ptr::read_volatile(&field[2]),
+            core::ptr::read_volatile(&field[3]),
+        ]
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
-    pods::{PodApi, PodApiError, PodManager, PodsError},
+    pods::{PodApi, PodApiError, PodManager, PodServing, PodsError},
     policy::LivePolicy,
     proxy::{
         inbound::{Inbound, InboundError, InboundService, nonlocal_bind},
@@ -83,7 +83,7 @@ pub struct Daemon {
     /// The policy in force (the admin API shows it).
     policy: Arc<LivePolicy>,
     plaintext: Plaintext,
-    plaintext_inputs: PlaintextInputs,
+    plaintext_inputs: Arc<PlaintextInputs>,
     reload: reload::Reload,
     credentials: Arc<Credentials>,
     telemetry: Arc<Telemetry>,
@@ -175,7 +175,7 @@ impl Daemon {
         if !capture.retired_generations().is_empty() {
             info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
         }
-        let (original_dst, capture) = capture.into_parts();
+        let (original_dst, capture, pod_steering) = capture.into_parts();
         let outbound_inputs = wiring::outbound_inputs(
             &config,
             &credentials,
@@ -185,7 +185,7 @@ impl Daemon {
         );
         let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry);
         telemetry.metrics.certificates.follow(&credentials);
-        let plaintext_inputs = wiring::plaintext_inputs(&config, &inbound_inputs);
+        let plaintext_inputs = Arc::new(wiring::plaintext_inputs(&config, &inbound_inputs));
         let outbound_inputs = Arc::new(outbound_inputs);
         let policy = inbound_inputs.policy.clone();
         let reload = reload::Reload::new(
@@ -201,8 +201,12 @@ impl Daemon {
                     &config,
                     settings,
                     credentials.clone(),
-                    outbound_inputs.clone(),
-                    inbound_service.clone(),
+                    PodServing {
+                        outbound: outbound_inputs.clone(),
+                        inbound: inbound_service.clone(),
+                        plaintext: plaintext_inputs.clone(),
+                        steering: pod_steering,
+                    },
                 )?;
                 Some((api, Arc::new(manager)))
             }

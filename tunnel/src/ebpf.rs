@@ -8,6 +8,7 @@
 //! ```text
 //! <bpf_dir>/maps-v<layout>/<MAP>        maps, shared by successive runs of the same layout
 //! <bpf_dir>/links/<generation>/<prog>   one directory of cgroup links per run
+//! <bpf_dir>/pods/<uid>                  steer_inbound's link in a registered pod's namespace
 //! ```
 
 mod aya_error;
@@ -15,6 +16,7 @@ mod inventory;
 mod maps;
 mod original_dst;
 mod pins;
+mod pod_steering;
 
 use std::{
     collections::BTreeSet,
@@ -38,6 +40,7 @@ pub use inventory::{CaptureState, MapView, ProgramView};
 use ipnet::IpNet;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
+pub use pod_steering::{PodSteering, Steered};
 use tunnel_common::{
     MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
     PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_STEER_INBOUND,
@@ -141,8 +144,10 @@ pub struct Capture {
     programs: Vec<ProgramView>,
     maps_dir: PathBuf,
     /// Every other map, kept for `/debug/capture` (their fds; the programs and links stay
-    /// alive through their pins, and the rest of the loaded object can go).
+    /// alive through their pins).
     maps: Vec<(&'static str, aya::maps::Map)>,
+    /// The loaded object, for attaching `steer_inbound` in pods' namespaces.
+    pod_steering: PodSteering,
 }
 
 impl Capture {
@@ -215,18 +220,20 @@ impl Capture {
             .filter(|name| **name != MAP_ORIGINAL_DST_BY_TUPLE)
             .filter_map(|name| Some((*name, ebpf.take_map(name)?)))
             .collect();
+        let pod_steering = PodSteering::new(ebpf, layout.maps_dir(), &spec.bpf_dir)?;
         Ok(Self {
             original_dst,
             retired_generations,
             programs,
             maps_dir: layout.maps_dir().to_path_buf(),
             maps,
+            pod_steering,
         })
     }
 
-    /// Where accepted connections find their original destination, and what the admin API
-    /// shows of the capture.
-    pub fn into_parts(self) -> (Arc<OriginalDstTable>, CaptureState) {
+    /// Where accepted connections find their original destination, what the admin API
+    /// shows of the capture, and pods' steering.
+    pub fn into_parts(self) -> (Arc<OriginalDstTable>, CaptureState, PodSteering) {
         let original_dst = Arc::new(self.original_dst);
         let state = CaptureState {
             programs: self.programs,
@@ -234,7 +241,7 @@ impl Capture {
             maps: self.maps,
             original_dst: original_dst.clone(),
         };
-        (original_dst, state)
+        (original_dst, state, self.pod_steering)
     }
 
     /// Generations of earlier runs whose links this install replaced.

@@ -39,6 +39,11 @@ impl Netns {
         &self.path
     }
 
+    /// The open namespace file (what `setns` and a netns attach take).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The namespace's identity (its nsfs inode), to tell whether a path still names it.
     pub fn inode(&self) -> io::Result<u64> {
         use std::os::unix::fs::MetadataExt as _;

@@ -25,8 +25,9 @@ mod kube;
 mod records;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsFd as _,
     path::Path,
     str::FromStr as _,
     sync::Arc,
@@ -43,11 +44,13 @@ use crate::{
     config::{CertSource, Config, Located, Pods as PodsConfig},
     credentials::Credentials,
     drain::DrainWatcher,
+    ebpf::{PodSteering, Steered},
     identity::{PodNames, SpiffeId, TrustDomain},
     netns::{Netns, NetnsThread, PodNetwork},
     proxy::{
         inbound::{InboundService, PodServer},
         outbound::{self, OutboundInputs, OutboundWorkload, PodCaller},
+        plaintext::{self, PlaintextInputs},
     },
     sys,
 };
@@ -58,7 +61,16 @@ struct Ports {
     outbound: u16,
     outbound_v6: Option<u16>,
     hbone: u16,
+    plaintext: u16,
     backlog: u32,
+}
+
+/// The node's proxies and steering, which serve each pod's listeners too.
+pub struct PodServing {
+    pub outbound: Arc<OutboundInputs>,
+    pub inbound: InboundService,
+    pub plaintext: Arc<PlaintextInputs>,
+    pub steering: PodSteering,
 }
 
 /// The registered pods and what serving one takes.
@@ -69,6 +81,8 @@ pub struct PodManager {
     credentials: Arc<Credentials>,
     outbound: Arc<OutboundInputs>,
     inbound: InboundService,
+    plaintext: Arc<PlaintextInputs>,
+    steering: PodSteering,
     thread: NetnsThread,
     directory: Arc<Directory>,
     kube: Option<KubeClient>,
@@ -87,6 +101,7 @@ struct Registered {
     ips: Vec<IpAddr>,
     netns: Arc<Netns>,
     tasks: Vec<JoinHandle<()>>,
+    steered: Steered,
 }
 
 impl Drop for Registered {
@@ -115,9 +130,14 @@ impl PodManager {
         config: &Config,
         settings: &PodsConfig,
         credentials: Arc<Credentials>,
-        outbound: Arc<OutboundInputs>,
-        inbound: InboundService,
+        serving: PodServing,
     ) -> Result<Self, PodsError> {
+        let PodServing {
+            outbound,
+            inbound,
+            plaintext,
+            steering,
+        } = serving;
         let records =
             records::Records::open(&settings.state_dir).map_err(|source| PodsError::StateDir {
                 dir: settings.state_dir.clone(),
@@ -131,12 +151,15 @@ impl PodManager {
                 outbound: config.listen.outbound.port(),
                 outbound_v6: config.listen.outbound_v6.map(|a| a.port()),
                 hbone: config.outbound.peer_port,
+                plaintext: config.listen.inbound_plaintext.port(),
                 backlog: config.listen.backlog,
             },
             credentials,
             directory: outbound.pod_identities.clone(),
             outbound,
             inbound,
+            plaintext,
+            steering,
             thread: NetnsThread::start().map_err(PodsError::Thread)?,
             kube,
             records,
@@ -158,6 +181,8 @@ impl PodManager {
         for (path, error) in unreadable {
             warn!(file = %path.display(), %error, "not a pod record; left alone");
         }
+        // An earlier run's steering stays in place while each pod is taken back (its
+        // plaintext is dropped meanwhile); then what no pod claims goes.
         for spec in pods {
             let pod = format!("{}/{}", spec.namespace, spec.name);
             if !spec.netns.exists() {
@@ -173,6 +198,15 @@ impl PodManager {
                     warn!(%pod, uid = %spec.uid, "recorded pod not taken back: {e}")
                 }
             }
+        }
+        let registered = self.registered.lock().await;
+        let keep: BTreeSet<String> = registered.keys().cloned().collect();
+        let addresses: Vec<IpAddr> = registered.values().flat_map(|p| p.ips.clone()).collect();
+        drop(registered);
+        self.steering.forget_addresses_except(&addresses);
+        let swept = self.steering.sweep(&keep);
+        if !swept.is_empty() {
+            info!(pods = ?swept, "steering of pods not taken back removed");
         }
     }
 
@@ -259,6 +293,11 @@ impl PodManager {
     }
 
     fn release(&self, pod: &Registered) {
+        // Steering first: the pod's plaintext is dropped from here on, not delivered.
+        self.steering.unsteer(&pod.steered);
+        if let Err(e) = self.steering.detach(&pod.spec.uid) {
+            warn!(pod = %pod.name, "cannot detach the pod's steering: {}", crate::errors::chain(&e));
+        }
         for task in &pod.tasks {
             task.abort();
         }
@@ -302,8 +341,16 @@ impl PodManager {
             thread: self.thread.clone(),
             addresses: ips.clone().into(),
         };
-        match self.open_listeners(&name, &id, &ips, &network, drain).await {
-            Ok((tasks, listeners)) => {
+        let uid = spec.uid.as_str();
+        match self
+            .open_listeners(uid, &name, &id, &ips, &network, drain)
+            .await
+        {
+            Ok(Opened {
+                tasks,
+                described: listeners,
+                steered,
+            }) => {
                 self.directory.insert(&ips, &id);
                 let status = PodStatus {
                     namespace: spec.namespace.clone(),
@@ -322,6 +369,7 @@ impl PodManager {
                     ips,
                     netns,
                     tasks,
+                    steered,
                 })
             }
             Err(e) => {
@@ -365,15 +413,17 @@ impl PodManager {
         })
     }
 
-    /// Binds every listener first (so a failure leaves nothing open), then serves them.
+    /// Binds every listener first (so a failure leaves nothing open), steers the pod's
+    /// inbound plaintext to its own plaintext listeners, then serves them all.
     async fn open_listeners(
         &self,
+        uid: &str,
         name: &str,
         id: &SpiffeId,
         ips: &[IpAddr],
         network: &PodNetwork,
         drain: &DrainWatcher,
-    ) -> Result<(Vec<JoinHandle<()>>, Vec<String>), String> {
+    ) -> Result<Opened, String> {
         let ports = &self.ports;
         let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
         outbound_addrs.extend(
@@ -400,6 +450,20 @@ impl PodManager {
                 .map_err(|e| format!("cannot open the HBONE listener {addr} in the pod: {e}"))?;
             hbone_listeners.push(listener);
         }
+        // Loopback only: nothing reaches them but what `steer_inbound` hands over.
+        let mut plaintext_listeners = Vec::new();
+        let ipv6 = ips.iter().any(IpAddr::is_ipv6);
+        let mut plaintext_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.plaintext))];
+        if ipv6 {
+            plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
+        }
+        for addr in plaintext_addrs {
+            let listener = network.listen(addr, ports.backlog).await.map_err(|e| {
+                format!("cannot open the plaintext listener {addr} in the pod: {e}")
+            })?;
+            plaintext_listeners.push(listener);
+        }
+        let steered = self.steer(uid, ips, network, &plaintext_listeners)?;
         let mut described = Vec::new();
         let mut tasks = Vec::new();
         let caller = Arc::new(PodCaller {
@@ -433,8 +497,95 @@ impl PodManager {
                 drain.clone(),
             )));
         }
-        Ok((tasks, described))
+        for listener in plaintext_listeners {
+            described.push(format!("plaintext {}", listener_addr(&listener)));
+            tasks.push(tokio::spawn(plaintext::serve_pod(
+                listener,
+                server.clone(),
+                self.plaintext.clone(),
+                drain.clone(),
+            )));
+        }
+        Ok(Opened {
+            tasks,
+            described,
+            steered,
+        })
     }
+
+    /// Points `steer_inbound` at the pod's plaintext listeners and attaches it in the pod's
+    /// namespace; the node's own addresses (whose connections, the kubelet's probes, are
+    /// not steered) are read again first, since a bridge plugin may have just made one.
+    fn steer(
+        &self,
+        uid: &str,
+        ips: &[IpAddr],
+        network: &PodNetwork,
+        listeners: &[tokio::net::TcpListener],
+    ) -> Result<Steered, String> {
+        let node_addresses =
+            own_addresses().map_err(|e| format!("cannot read the node's addresses: {e}"))?;
+        self.steering
+            .set_node_addresses(&node_addresses)
+            .map_err(|e| {
+                format!(
+                    "cannot record the node's addresses: {}",
+                    crate::errors::chain(&e)
+                )
+            })?;
+        let sockets: Vec<_> = listeners
+            .iter()
+            .map(|l| (l.local_addr().is_ok_and(|a| a.is_ipv6()), l.as_fd()))
+            .collect();
+        let steered = self
+            .steering
+            .steer(ips, self.ports.hbone, &sockets)
+            .map_err(|e| {
+                format!(
+                    "cannot steer the pod's inbound plaintext: {}",
+                    crate::errors::chain(&e)
+                )
+            })?;
+        if let Err(e) = self.steering.attach(uid, network.netns.file()) {
+            self.steering.unsteer(&steered);
+            return Err(format!(
+                "cannot attach inbound steering in the pod's namespace: {}",
+                crate::errors::chain(&e)
+            ));
+        }
+        Ok(steered)
+    }
+}
+
+/// What opening a pod's listeners gave: their tasks, their addresses for status, and the
+/// pod's steering.
+struct Opened {
+    tasks: Vec<JoinHandle<()>>,
+    described: Vec<String>,
+    steered: Steered,
+}
+
+/// The addresses of the daemon's own namespace (the node's), loopback and IPv6 link-local
+/// aside (every pod's veth has one of those on the node, and no probe comes from them).
+fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for interface in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if !ip.is_loopback() && !link_local_v6 && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
 }
 
 fn listener_addr(listener: &tokio::net::TcpListener) -> String {

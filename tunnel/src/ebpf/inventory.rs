@@ -8,11 +8,11 @@ use std::{path::PathBuf, sync::Arc};
 use aya::maps::{HashMap, LpmTrie, Map, MapData};
 use serde::Serialize;
 use tunnel_common::{
-    MAP_CONFIG, MAP_DESTINATIONS_V4, MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6,
-    MAP_EXEMPT_CGROUPS, MAP_ORIGINAL_DST_BY_SOCKET, MAP_ORIGINAL_DST_BY_TUPLE,
-    MAP_PLAINTEXT_LISTENERS, MAP_PORTS, MAP_STEER_PORTS, MAP_WORKLOAD_CGROUPS, PROGRAM_CONNECT4,
-    PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4, PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS,
-    PROGRAM_STEER_INBOUND,
+    IpKey, MAP_CONFIG, MAP_DESTINATIONS_V4, MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6,
+    MAP_EXEMPT_CGROUPS, MAP_NODE_ADDRESSES, MAP_ORIGINAL_DST_BY_SOCKET, MAP_ORIGINAL_DST_BY_TUPLE,
+    MAP_PLAINTEXT_LISTENERS, MAP_POD_ADDRESSES, MAP_POD_LISTENERS, MAP_PORTS, MAP_STEER_PORTS,
+    MAP_WORKLOAD_CGROUPS, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
+    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_STEER_INBOUND, PodSteer,
 };
 
 use super::OriginalDstTable;
@@ -200,9 +200,14 @@ fn count(name: &str, map: &Map) -> Count {
         MAP_PORTS | MAP_STEER_PORTS => hash!(u16),
         MAP_EXEMPT_CGROUPS | MAP_WORKLOAD_CGROUPS => hash!(u64),
         MAP_CONFIG => Count::Not("an array: every slot always exists (slot 0 is the config word)"),
-        MAP_PLAINTEXT_LISTENERS => {
+        MAP_PLAINTEXT_LISTENERS | MAP_POD_LISTENERS => {
             Count::Not("a socket array: its keys are all its slots, filled or not")
         }
+        MAP_POD_ADDRESSES => match HashMap::<&MapData, IpKey, PodSteer>::try_from(map) {
+            Ok(map) => keys(map.keys()),
+            Err(e) => Count::Counted(Err(e)),
+        },
+        MAP_NODE_ADDRESSES => hash!(IpKey),
         MAP_ORIGINAL_DST_BY_SOCKET => Count::Not(
             "socket-local storage: entries live on the sockets and cannot be listed from userspace",
         ),

@@ -127,6 +127,11 @@ pub fn uninstall(bpf_dir: &Path) -> Result<Uninstalled, EbpfError> {
         }
         remove_dir(&links_root)?;
     }
+    // Pods' steering links (one per registered pod's namespace).
+    let pods = bpf_dir.join("pods");
+    if pods.exists() {
+        removed.links += remove_links(&pods)?;
+    }
     for entry in read_dir(bpf_dir)? {
         if entry.file_name().to_string_lossy().starts_with("maps-v") {
             removed.maps += remove_maps(&entry.path())?;

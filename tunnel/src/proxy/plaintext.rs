@@ -22,6 +22,7 @@ use super::{
     admission::{Refusal, Refusals},
     copy,
     deliver::dial_local,
+    inbound::PodServer,
     proxy_protocol,
     xfcc::RequestRewriter,
 };
@@ -29,6 +30,7 @@ use crate::{
     config::Mode,
     drain::DrainWatcher,
     logging,
+    netns::PodNetwork,
     policy::LivePolicy,
     telemetry::{
         Direction, FailReason, Telemetry,
@@ -100,24 +102,39 @@ impl Plaintext {
     }
 
     /// Accepts until a drain is signalled; passed connections run to their end.
-    pub async fn run(self, inputs: PlaintextInputs, drain: DrainWatcher) {
-        let inputs = Arc::new(inputs);
+    pub async fn run(self, inputs: Arc<PlaintextInputs>, drain: DrainWatcher) {
         let mut tasks = tokio::task::JoinSet::new();
         for (listener, _) in self.listeners {
-            tasks.spawn(accept_loop(listener, inputs.clone(), drain.clone()));
+            tasks.spawn(accept_loop(listener, None, inputs.clone(), drain.clone()));
         }
         drop(drain);
         while tasks.join_next().await.is_some() {}
     }
 }
 
-async fn accept_loop(listener: TcpListener, inputs: Arc<PlaintextInputs>, mut drain: DrainWatcher) {
+/// Serves a registered pod's plaintext listener (in its namespace; `steer_inbound` hands it
+/// other hosts' connections to the pod): the pod's mode decides, as for a workload.
+pub async fn serve_pod(
+    listener: TcpListener,
+    pod: Arc<PodServer>,
+    inputs: Arc<PlaintextInputs>,
+    drain: DrainWatcher,
+) {
+    accept_loop(listener, Some(pod), inputs, drain).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    pod: Option<Arc<PodServer>>,
+    inputs: Arc<PlaintextInputs>,
+    mut drain: DrainWatcher,
+) {
     while let Some((stream, caller)) =
         super::next_connection(&listener, &mut drain, "inbound-plaintext").await
     {
         // Steering keeps the addresses: the local one is what the caller dialled.
         match stream.local_addr() {
-            Ok(dst) => handle(stream, caller, dst, &inputs, &drain),
+            Ok(dst) => handle(stream, caller, dst, pod.as_ref(), &inputs, &drain),
             Err(e) => {
                 warn!(%caller, error = %e, "refused plaintext: cannot read its destination");
                 copy::reset(&stream);
@@ -130,10 +147,20 @@ fn handle(
     stream: TcpStream,
     caller: SocketAddr,
     dst: SocketAddr,
+    pod: Option<&Arc<PodServer>>,
     inputs: &Arc<PlaintextInputs>,
     drain: &DrainWatcher,
 ) {
-    let Some(workload) = inputs.workloads_by_port.get(&dst.port()) else {
+    // A pod's listener takes connections to the pod's addresses only; on the node, the port
+    // says which workload.
+    let workload = match pod {
+        Some(pod) => pod
+            .ips
+            .contains(&dst.ip().to_canonical())
+            .then_some(&pod.identity),
+        None => inputs.workloads_by_port.get(&dst.port()),
+    };
+    let Some(workload) = workload else {
         // Steered, but no workload owns the port any more (config changed): refuse.
         copy::reset(&stream);
         inputs
@@ -169,7 +196,8 @@ fn handle(
                 info!(src = %caller, %dst, workload = %workload, mode = "permissive", "plaintext connection passed to the workload (not authenticated)");
             }
             let (workload, inputs, drain) = (workload.clone(), inputs.clone(), drain.clone());
-            tokio::spawn(pass(stream, caller, dst, workload, inputs, drain));
+            let via = pod.map(|p| p.network.clone());
+            tokio::spawn(pass(stream, caller, dst, workload, via, inputs, drain));
         }
     }
 }
@@ -189,6 +217,7 @@ async fn pass(
     caller: SocketAddr,
     dst: SocketAddr,
     workload: Arc<str>,
+    via: Option<PodNetwork>,
     inputs: Arc<PlaintextInputs>,
     _drain: DrainWatcher,
 ) {
@@ -198,7 +227,9 @@ async fn pass(
         .proxy_protocol_ports
         .contains(&dst.port())
         .then(|| proxy_protocol::header(caller, dst, None));
-    let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref(), None).await {
+    let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref(), via.as_ref())
+        .await
+    {
         Ok(target) => target,
         Err(e) => {
             info!(src = %caller, %dst, workload = %workload, reason = %e, "plaintext connection not delivered");
