@@ -313,10 +313,23 @@ impl Cluster {
                     .as_str()
                     .unwrap_or_else(|| panic!("no address in the chain's result: {result}"));
                 pod.ip = address.split('/').next().unwrap().into();
+                // As the kubelet does once the network is up: the pod's status has its IP.
+                let ip = pod.ip.clone();
+                self.edit_api_pod(&pod.uid, |record| record["podIP"] = json!(ip));
                 (pod, Ok(()))
             }
             Err(failure) => (pod, Err(failure)),
         }
+    }
+
+    /// Changes what the API stand-in says of a pod (if it knows the pod).
+    fn edit_api_pod(&self, uid: &str, edit: impl FnOnce(&mut Value)) {
+        let mut pods: Vec<Value> =
+            serde_json::from_str(&fs::read_to_string(&self.api_pods).unwrap()).unwrap();
+        if let Some(record) = pods.iter_mut().find(|p| p["uid"] == uid) {
+            edit(record);
+        }
+        fs::write(&self.api_pods, serde_json::to_vec(&pods).unwrap()).unwrap();
     }
 
     fn del_pod(&self, pod: &Pod) {
@@ -481,6 +494,35 @@ fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
     )
     .unwrap_or_else(|| panic!("n1 logs no outbound access line for frontend → ledger:\n{n1}"));
     println!("n1 (same node, calling side): {outbound}");
+
+    // A pod on another node is expected to be exactly what the API says holds its address:
+    // here the API says the pod at audit's address runs as `payments`, and audit presents
+    // its own identity, so frontend's daemon refuses it before sending anything.
+    let audit = add(&cluster, 1, "audit");
+    let _audit = audit.serve(&["serve-tagged", "8080"]);
+    cluster.edit_api_pod(&audit.uid, |record| {
+        record["serviceAccountName"] = json!("payments")
+    });
+    let out = frontend.netprobe(&["expect-refused", &audit.ip, "8080"]);
+    println!(
+        "frontend → audit (the API says payments): {}",
+        out.stdout.trim()
+    );
+    let n1 = cluster.logs(0);
+    let mismatch = line_with(
+        &n1,
+        &[
+            "refused: tunnel not opened",
+            &format!("dst={}:8080", audit.ip),
+            "spiffe://example.org/ns/shop/sa/payments",
+        ],
+    )
+    .unwrap_or_else(|| panic!("n1 did not refuse audit for not being payments:\n{n1}"));
+    println!("n1: {mismatch}");
+    assert!(
+        !cluster.logs(1).contains(&format!("dst={}:8080", audit.ip)),
+        "audit's daemon was sent a CONNECT"
+    );
 
     // Policy by pod identity: batch may not call orders, and is told why.
     let out = batch.netprobe(&["expect-refused", &orders.ip, "8080"]);
@@ -790,7 +832,12 @@ to = "spiffe://example.org/ns/shop/sa/echo"
     let pins = cluster.testbed.bpf_dir("n1").join("pods");
     let pinned = fs::read_dir(&pins).map_or(0, |d| d.count());
     println!("  pinned pod steering links: {pinned} (echo's)");
-    assert_eq!(pinned, 1, "steering links left pinned in {}", pins.display());
+    assert_eq!(
+        pinned,
+        1,
+        "steering links left pinned in {}",
+        pins.display()
+    );
     assert!(
         after.2 < before.2 + 16 * 1024,
         "RSS grew by more than 16 MiB over {CYCLES} pods: {} → {} KiB",

@@ -1,15 +1,17 @@
 #!/usr/bin/python3
 """A stand-in for the Kubernetes API server in tests/pods.rs: answers
 GET /api/v1/namespaces/<ns>/pods/<name> with the Pod JSON a real API server returns
-(trimmed to the usual top-level shape: kind, apiVersion, metadata, spec, status), for the
-pods listed in a JSON file, over HTTPS with a certificate it makes itself for 127.0.0.1.
+(trimmed to the usual top-level shape: kind, apiVersion, metadata, spec, status), and
+GET /api/v1/pods?fieldSelector=status.podIP%3D<ip> with a PodList, for the pods listed in a
+JSON file, over HTTPS with a certificate signed by a CA it makes itself, for 127.0.0.1.
 A request without the expected bearer token gets 401, an unknown pod 404, each with a
 Status object as the real server sends. Kubernetes cannot run on the test machines; the
 daemon's one API call is what is exercised.
 
 usage: kubeapi.py DIR PORT TOKEN PODS_JSON
   writes DIR/ca.crt (the certificate to trust) and prints "listening" once it serves.
-  PODS_JSON: [{"namespace":..,"name":..,"uid":..,"serviceAccountName":..,"nodeName":..}, ...]
+  PODS_JSON: [{"namespace":..,"name":..,"uid":..,"serviceAccountName":..,"nodeName":..,
+               "podIP": (optional)}, ...]
 """
 
 import datetime
@@ -18,6 +20,7 @@ import json
 import os
 import ssl
 import sys
+import urllib.parse
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -114,11 +117,18 @@ def main():
         def do_GET(self):
             if self.headers.get("Authorization") != "Bearer " + token:
                 return self.answer(401, status(401, "Unauthorized", "Unauthorized"))
-            parts = self.path.strip("/").split("/")
-            if len(parts) != 6 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods":
-                return self.answer(404, status(404, "NotFound", "the server could not find the requested resource"))
+            path, _, query = self.path.partition("?")
             with open(pods_file) as f:
                 pods = json.load(f)
+            if path == "/api/v1/pods":
+                selector = urllib.parse.unquote(query.partition("fieldSelector=")[2])
+                ip = selector.partition("status.podIP=")[2]
+                items = [pod_object(p) for p in pods if ip and p.get("podIP") == ip]
+                return self.answer(200, {"kind": "PodList", "apiVersion": "v1",
+                                         "metadata": {"resourceVersion": "4242"}, "items": items})
+            parts = path.strip("/").split("/")
+            if len(parts) != 6 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods":
+                return self.answer(404, status(404, "NotFound", "the server could not find the requested resource"))
             for pod in pods:
                 if pod["namespace"] == parts[3] and pod["name"] == parts[5]:
                     return self.answer(200, pod_object(pod))

@@ -85,7 +85,7 @@ pub struct PodManager {
     steering: PodSteering,
     thread: NetnsThread,
     directory: Arc<Directory>,
-    kube: Option<KubeClient>,
+    kube: Option<Arc<KubeClient>>,
     records: records::Records,
     /// By uid. One registration at a time: each is a handful of syscalls on the namespace
     /// thread and at most one API call.
@@ -143,7 +143,16 @@ impl PodManager {
                 dir: settings.state_dir.clone(),
                 source,
             })?;
-        let kube = KubeClient::new(&config.kubernetes).map_err(PodsError::Kubernetes)?;
+        let kube = KubeClient::new(&config.kubernetes)
+            .map_err(PodsError::Kubernetes)?
+            .map(Arc::new);
+        if let Some(kube) = &kube {
+            outbound.pod_identities.look_up_remote(
+                kube.clone(),
+                settings.spiffe_id.clone(),
+                config.trust_domain.clone(),
+            );
+        }
         Ok(Self {
             settings: settings.clone(),
             trust_domain: config.trust_domain.clone(),

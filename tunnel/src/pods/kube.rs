@@ -1,6 +1,7 @@
-//! The one Kubernetes API call the daemon makes: `GET /api/v1/namespaces/{ns}/pods/{name}`,
-//! for the pod's service account (its identity) and to check that the pod is the one
-//! registered (uid) and runs on this node.
+//! The Kubernetes API calls the daemon makes: `GET /api/v1/namespaces/{ns}/pods/{name}` at a
+//! pod's registration, for its service account (its identity) and to check that the pod is
+//! the one registered (uid) and runs on this node; and `GET /api/v1/pods?fieldSelector=
+//! status.podIP=<ip>`, for the identity a caller must expect of a pod on another node.
 //!
 //! Written over hyper and rustls, which the daemon already has, rather than with the `kube`
 //! crate: one GET needs neither watches nor typed resources, and `kube` + `k8s-openapi` would
@@ -34,6 +35,14 @@ const MAX_BODY: usize = 1024 * 1024;
 /// What the daemon learns of a pod.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PodFacts {
+    pub service_account: String,
+}
+
+/// A pod found by its address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodAtAddress {
+    pub namespace: String,
+    pub name: String,
     pub service_account: String,
 }
 
@@ -127,6 +136,21 @@ impl KubeClient {
         Ok(PodFacts { service_account })
     }
 
+    /// The pods the API has at `ip` that hold it (not host-network pods, which share their
+    /// node's address, and not pods that have ended).
+    pub async fn pods_at(&self, ip: std::net::IpAddr) -> Result<Vec<PodAtAddress>, String> {
+        let path = format!("/api/v1/pods?fieldSelector=status.podIP%3D{ip}");
+        let body = tokio::time::timeout(CALL_TIMEOUT, self.get(&path))
+            .await
+            .map_err(|_| {
+                format!("the Kubernetes API did not answer GET {path} within {CALL_TIMEOUT:?}")
+            })??;
+        let list: PodList = serde_json::from_slice(&body).map_err(|e| {
+            format!("the Kubernetes API's answer to GET {path} is not a PodList: {e}")
+        })?;
+        Ok(holders(list))
+    }
+
     async fn get(&self, path: &str) -> Result<Bytes, String> {
         let at = || format!("the Kubernetes API at {}:{}", self.host, self.port);
         // Read per call: projected service-account tokens are rotated on disk.
@@ -179,6 +203,30 @@ impl KubeClient {
     }
 }
 
+/// The pods of a list that hold their address: not host-network pods (they share their
+/// node's), not pods that have ended.
+fn holders(list: PodList) -> Vec<PodAtAddress> {
+    list.items
+        .into_iter()
+        .filter(|pod| !pod.spec.host_network.unwrap_or(false))
+        .filter(|pod| {
+            !matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .map(|pod| PodAtAddress {
+            namespace: pod.metadata.namespace.unwrap_or_default(),
+            name: pod.metadata.name.unwrap_or_default(),
+            service_account: pod
+                .spec
+                .service_account_name
+                .filter(|sa| !sa.is_empty())
+                .unwrap_or_else(|| "default".into()),
+        })
+        .collect()
+}
+
 fn host_port(url: &str) -> Result<(String, u16), String> {
     let rest = url
         .strip_prefix("https://")
@@ -200,14 +248,22 @@ fn host_port(url: &str) -> Result<(String, u16), String> {
 }
 
 #[derive(Deserialize)]
+struct PodList {
+    items: Vec<Pod>,
+}
+
+#[derive(Deserialize)]
 struct Pod {
     metadata: Metadata,
     spec: Spec,
+    status: Option<PodStatus>,
 }
 
 #[derive(Deserialize)]
 struct Metadata {
     uid: String,
+    name: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +271,12 @@ struct Metadata {
 struct Spec {
     service_account_name: Option<String>,
     node_name: Option<String>,
+    host_network: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PodStatus {
+    phase: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +304,36 @@ mod tests {
         );
         assert!(host_port("http://10.96.0.1").is_err());
         assert!(host_port("https://h:x").unwrap_err().contains("not a port"));
+    }
+
+    #[test]
+    fn only_live_pods_of_their_own_network_hold_an_address() {
+        let json = r#"{"kind":"PodList","apiVersion":"v1","items":[
+            {"metadata":{"name":"orders-1","namespace":"shop","uid":"a"},
+             "spec":{"serviceAccountName":"orders"},"status":{"phase":"Running","podIP":"10.1.2.2"}},
+            {"metadata":{"name":"old","namespace":"shop","uid":"b"},
+             "spec":{"serviceAccountName":"batch"},"status":{"phase":"Succeeded","podIP":"10.1.2.2"}},
+            {"metadata":{"name":"node-exporter","namespace":"mon","uid":"c"},
+             "spec":{"hostNetwork":true},"status":{"phase":"Running","podIP":"10.1.2.2"}},
+            {"metadata":{"name":"web","namespace":"shop","uid":"d"},
+             "spec":{},"status":{"phase":"Pending"}}]}"#;
+        let list: PodList = serde_json::from_str(json).unwrap();
+        let holders = holders(list);
+        assert_eq!(
+            holders,
+            vec![
+                PodAtAddress {
+                    namespace: "shop".into(),
+                    name: "orders-1".into(),
+                    service_account: "orders".into()
+                },
+                PodAtAddress {
+                    namespace: "shop".into(),
+                    name: "web".into(),
+                    service_account: "default".into()
+                },
+            ]
+        );
     }
 
     #[test]

@@ -269,16 +269,18 @@ async fn carry(
         })
         .inc();
     let _ = app.set_nodelay(true);
+    // A `[[peer]]` pin first; then, for a pod, the identity of the pod at the destination
+    // when this node knows it (ztunnel's rule: the caller checks it reached that workload);
+    // else the configured peer pattern.
+    let pinned = inputs.peers.expected(dst.ip());
+    let exact = match (pinned, &pod) {
+        (None, Some(_)) => inputs.pod_identities.expected(dst.ip()).await,
+        _ => None,
+    };
     let snapshot = inputs.snapshots.borrow().clone();
-    // A `[[peer]]` pin first; then, for a pod, the identity of a pod this node knows at the
-    // destination (ztunnel's rule: the caller checks it reached that workload); else the
-    // configured peer pattern.
-    let tls = match (inputs.peers.expected(dst.ip()), &pod) {
-        (None, Some(_)) => match inputs.pod_identities.identity(dst.ip()) {
-            Some(id) => snapshot.client_expecting(&workload.name, &id),
-            None => snapshot.client(&workload.name, None).cloned(),
-        },
-        (pinned, _) => snapshot.client(&workload.name, pinned).cloned(),
+    let tls = match &exact {
+        Some(id) => snapshot.client_expecting(&workload.name, id),
+        None => snapshot.client(&workload.name, pinned).cloned(),
     };
     let Some(tls) = tls else {
         warn!(%src, %dst, workload = %workload.name, "refused: no TLS config for this workload and peer");
