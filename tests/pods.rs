@@ -615,6 +615,26 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
         ghost.listeners()
     );
 
+    // Only root may use the registration API.
+    let n = &cluster.nodes[0];
+    let nobody = n
+        .host
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            TUNNEL,
+            "pod",
+            "list",
+            "--socket",
+        ])
+        .arg(&n.socket)
+        .output(SHORT);
+    println!("tunnel pod list as nobody: {}", nobody.stderr.trim());
+    assert!(!nobody.status.success(), "{nobody:?}");
+    assert!(nobody.stderr.contains("Permission denied"), "{nobody:?}");
+
     // DEL: the pod's listeners, registration and record go; a second DEL succeeds.
     let ledger = add(&cluster, 0, "ledger");
     assert!(

@@ -83,7 +83,8 @@ pub enum Response {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach the tunnel daemon's pod API at {socket}: {source} (is the tunnel daemon running on this node, with [pods] enabled?)"
+        "cannot reach the tunnel daemon's pod API at {socket}: {source}{}",
+        connect_hint(source)
     )]
     Connect { socket: PathBuf, source: io::Error },
     #[error("the tunnel daemon's pod API at {socket} did not answer within {timeout:?}")]
@@ -96,6 +97,14 @@ pub enum ClientError {
     Malformed { socket: PathBuf, detail: String },
     #[error("the tunnel daemon refused: {0}")]
     Refused(String),
+}
+
+/// What a failed connect most likely means.
+fn connect_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => " (only root may use the pod API)",
+        _ => " (is the tunnel daemon running on this node, with [pods] enabled?)",
+    }
 }
 
 /// Sends one request and waits at most `timeout` in all for its answer. A daemon's

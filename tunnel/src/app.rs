@@ -116,7 +116,10 @@ impl Daemon {
         } = resolve(&config, &mounts, &own)?;
         let credentials = Arc::new(credentials);
         let pattern = &config.outbound.peer_identity;
-        if !pattern.matches(&config.node.spiffe_id) {
+        // With only pods, callers reach pods (which present their own identities), never
+        // this node's listener as a peer: the node's identity need not match.
+        let pods_only = config.pods.is_some() && config.workloads.is_empty();
+        if !pattern.matches(&config.node.spiffe_id) && !pods_only {
             // Peers usually share this setting, so they will refuse this daemon's certificate.
             warn!(
                 "node identity {} does not match [outbound] peer_identity {pattern}: peers configured like this host will refuse this daemon",

@@ -1,5 +1,7 @@
 //! The registration API's server: a Unix socket only root may open (mode 0600 in a 0700
-//! directory it creates), one JSON request line and one JSON answer per connection (the
+//! directory it creates; and every connection's peer credentials are checked, since the
+//! mode is set just after the socket is made), one JSON request line and one JSON answer
+//! per connection (the
 //! messages are `tunnel_pod_api`'s). Every connection is bounded: at most
 //! [`MAX_CONNECTIONS`] at once, a request of at most `tunnel_pod_api::MAX_MESSAGE` bytes
 //! read within [`READ_TIMEOUT`].
@@ -114,6 +116,15 @@ impl PodApi {
 }
 
 async fn answer(stream: UnixStream, pods: &PodManager, drain: &DrainWatcher) {
+    // Root, or the daemon's own user: registering a pod opens listeners in any namespace.
+    let allowed = stream
+        .peer_cred()
+        .is_ok_and(|cred| cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw());
+    if !allowed {
+        let peer = stream.peer_cred().ok().map(|c| c.uid());
+        warn!(uid = ?peer, "pod API: a connection from another user refused");
+        return;
+    }
     let (read, mut write) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_MESSAGE as u64);
