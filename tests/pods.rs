@@ -197,7 +197,9 @@ impl Cluster {
                 .output(SHORT);
             let config = dir.join(format!("{label}.toml"));
             fs::write(&config, node_config(&dir, &testbed, &label, mode, policy)).unwrap();
-            testbed.cgroup(&format!("{label}/daemon"));
+            // Under the capture cgroup, as the DaemonSet's own pod is under kubepods: the daemon
+            // must find (and exempt) its real cgroup from inside its cgroup namespace.
+            testbed.cgroup(&format!("{label}/pods/tunnel-daemon"));
             let conflist = json!({
                 "cniVersion": "1.0.0",
                 "name": "pods",
@@ -248,19 +250,27 @@ impl Cluster {
         cluster
     }
 
-    /// Starts (or restarts) a node's daemon in its own cgroup; waits until its pod API is
-    /// served.
+    /// Starts (or restarts) a node's daemon in its own cgroup, and in a cgroup namespace of
+    /// its own as a container runtime would put it (its /proc/self/cgroup then says `/`);
+    /// waits until its pod API is served.
     fn start(&mut self, node: usize) {
         let testbed = &self.testbed;
         let n = &mut self.nodes[node];
         n.daemon = None; // SIGKILL and reap the earlier one, if any
         let mut daemon = n
             .host
-            .command(TUNNEL)
-            .args(["run", "--log-level", "debug", "--config"])
+            .command("unshare")
+            .args([
+                "--cgroup",
+                TUNNEL,
+                "run",
+                "--log-level",
+                "debug",
+                "--config",
+            ])
             .arg(&n.config)
             .env("NODE_NAME", &n.label)
-            .in_cgroup(&testbed.cgroup(&format!("{}/daemon", n.label)))
+            .in_cgroup(&testbed.cgroup(&format!("{}/pods/tunnel-daemon", n.label)))
             .spawn();
         daemon.wait_for("pod API ready", SHORT);
         n.daemon = Some(daemon);

@@ -74,7 +74,15 @@ pub fn open(path: &Path, mounts: &MountTable) -> Result<CgroupDir, CgroupError> 
     })
 }
 
-/// The cgroup v2 directory this process belongs to (the `0::` line of /proc/self/cgroup).
+/// Directories searched at most for this process's cgroup when /proc/self/cgroup does not
+/// name it (a container's own cgroup namespace).
+const OWN_SEARCH_LIMIT: usize = 100_000;
+
+/// The cgroup v2 directory this process belongs to: the `0::` line of /proc/self/cgroup,
+/// under the mounted hierarchy. In a cgroup namespace of its own (a container's) that line
+/// is relative to the namespace's root, not to the mounted host hierarchy, so the directory
+/// it names is checked to hold this process, and otherwise the hierarchy is searched for the
+/// one that does: the kernel programs exempt this process by the id of its real cgroup.
 pub fn own(mounts: &MountTable) -> Result<CgroupDir, CgroupError> {
     let text = fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| CgroupError::OwnCgroup(e.to_string()))?;
@@ -83,7 +91,45 @@ pub fn own(mounts: &MountTable) -> Result<CgroupDir, CgroupError> {
         .find_map(|line| line.strip_prefix("0::"))
         .ok_or_else(|| CgroupError::OwnCgroup("no cgroup v2 (0::) entry".into()))?;
     let root = cgroup2_root(mounts)?;
-    open(&root.join(relative.trim_start_matches('/')), mounts)
+    let named = root.join(relative.trim_start_matches('/'));
+    let pid = std::process::id();
+    if holds(&named, pid) {
+        return open(&named, mounts);
+    }
+    let found = find_holding(&root, pid).ok_or_else(|| {
+        CgroupError::OwnCgroup(format!(
+            "/proc/self/cgroup names {relative}, which does not hold this process (pid {pid}), and no cgroup under {} does",
+            root.display()
+        ))
+    })?;
+    open(&found, mounts)
+}
+
+/// Whether `dir`'s `cgroup.procs` lists `pid`.
+fn holds(dir: &Path, pid: u32) -> bool {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().any(|line| line.trim().parse() == Ok(pid)))
+}
+
+/// The cgroup under `root` whose `cgroup.procs` lists `pid` (breadth first, bounded).
+fn find_holding(root: &Path, pid: u32) -> Option<PathBuf> {
+    let mut queue = std::collections::VecDeque::from([root.to_path_buf()]);
+    let mut seen = 0;
+    while let Some(dir) = queue.pop_front() {
+        if holds(&dir, pid) {
+            return Some(dir);
+        }
+        seen += 1;
+        if seen >= OWN_SEARCH_LIMIT {
+            return None;
+        }
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push_back(entry.path());
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -104,6 +150,21 @@ mod tests {
         let own = own(&mounts).expect("own cgroup");
         assert!(own.path.starts_with(root));
         assert_ne!(own.id, 0);
+    }
+
+    /// What `own` falls back to in a cgroup namespace of its own (tests/pods.rs runs the
+    /// daemon in one): the search from the root finds the cgroup /proc/self/cgroup names.
+    #[test]
+    fn the_hierarchy_is_searched_for_the_cgroup_that_holds_a_process() {
+        let mounts = mounts();
+        let root = cgroup2_root(&mounts).unwrap();
+        let own = own(&mounts).expect("own cgroup");
+        assert_eq!(find_holding(&root, std::process::id()), Some(own.path));
+        assert_eq!(
+            find_holding(&root, u32::MAX),
+            None,
+            "no process has that pid"
+        );
     }
 
     #[test]
