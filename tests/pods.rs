@@ -669,6 +669,28 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
     assert_eq!(records(), 1, "ledger's record is gone");
     cluster.del_pod(&ledger);
 
+    // A pod whose namespace goes without a DEL (a runtime that crashed) is forgotten too.
+    let vanishing = add(&cluster, 0, "vanishing");
+    let vanishing_uid = vanishing.uid.clone();
+    drop(vanishing); // `ip netns del`, and no CNI DEL
+    let started = Instant::now();
+    testbed::wait_until(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            !cluster
+                .pod_cli(0, &["list"])
+                .stdout
+                .contains(&vanishing_uid)
+        },
+        || "the pod whose namespace vanished is still registered".into(),
+    );
+    println!(
+        "a vanished namespace's pod forgotten after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(records(), 1, "its record is gone");
+
     // Restart: the daemon goes, the pod's captured connects are refused (never sent in
     // clear, never reaching orders); the new daemon takes the pod back from its records.
     let daemon = cluster.nodes[0].daemon.take().unwrap();

@@ -265,6 +265,36 @@ impl PodManager {
         Ok(true)
     }
 
+    /// Forgets, every [`VANISHED_CHECK`], the pods whose network namespace is gone without a
+    /// DEL (a runtime that crashed, a namespace deleted by hand): the daemon's open
+    /// namespace file would otherwise keep the namespace, its listeners and its certificate
+    /// alive for good.
+    pub async fn forget_vanished_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(VANISHED_CHECK).await;
+            let vanished: Vec<(String, String, std::path::PathBuf)> = {
+                let registered = self.registered.lock().await;
+                registered
+                    .values()
+                    .filter(|pod| !names_its_namespace(pod))
+                    .map(|pod| {
+                        (
+                            pod.spec.uid.clone(),
+                            pod.name.clone(),
+                            pod.spec.netns.clone(),
+                        )
+                    })
+                    .collect()
+            };
+            for (uid, name, netns) in vanished {
+                info!(pod = %name, %uid, netns = %netns.display(), "the pod's network namespace is gone: the pod is removed");
+                if let Err(e) = self.del(&uid).await {
+                    warn!(pod = %name, %uid, "removing a vanished pod: {e}");
+                }
+            }
+        }
+    }
+
     /// The pod, if it is registered and its listeners are served.
     pub async fn check(&self, uid: &str) -> Result<PodStatus, String> {
         let registered = self.registered.lock().await;
@@ -274,10 +304,7 @@ impl PodManager {
         if pod.tasks.iter().any(JoinHandle::is_finished) {
             return Err(format!("pod {}: a listener has stopped", pod.name));
         }
-        let same_netns = Netns::open(&pod.spec.netns)
-            .and_then(|now| Ok(now.inode()? == pod.netns.inode()?))
-            .unwrap_or(false);
-        if !same_netns {
+        if !names_its_namespace(pod) {
             return Err(format!(
                 "pod {}: {} no longer names the namespace it was registered with",
                 pod.name,
@@ -595,6 +622,16 @@ fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
         }
     }
     Ok(ips)
+}
+
+/// How often pods whose namespace vanished without a DEL are looked for.
+const VANISHED_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the pod's netns path still names the namespace it was registered with.
+fn names_its_namespace(pod: &Registered) -> bool {
+    Netns::open(&pod.spec.netns)
+        .and_then(|now| Ok(now.inode()? == pod.netns.inode()?))
+        .unwrap_or(false)
 }
 
 fn listener_addr(listener: &tokio::net::TcpListener) -> String {

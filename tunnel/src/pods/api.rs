@@ -83,6 +83,8 @@ impl PodApi {
     /// Takes back the recorded pods, then answers requests until a drain.
     pub async fn serve(self, pods: Arc<PodManager>, mut drain: DrainWatcher) {
         pods.restore(&drain).await;
+        let vanished = tokio::spawn(pods.clone().forget_vanished_forever());
+        let _stop_watching = AbortOnDrop(vanished);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let stream = tokio::select! {
@@ -112,6 +114,15 @@ impl PodApi {
         }
         let _ = std::fs::remove_file(&self.path);
         info!(socket = %self.path.display(), "pod API closed");
+    }
+}
+
+/// Aborts a task when dropped (the namespace watch ends with the API).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
