@@ -567,6 +567,14 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
         out.stdout.contains("port=8080")
     };
     assert!(reached(), "frontend → orders works before anything else");
+    // A figure, not a limit: new pod-to-pod connections across nodes, each timed from
+    // connect to its first byte (pooled tunnel, a delivery socket made in the pod each).
+    let latency = frontend.netprobe(&["latency", &orders.ip, "8080", "300"]);
+    println!(
+        "300 new connections frontend → orders: {}",
+        latency.stdout.trim()
+    );
+    assert!(latency.stdout.contains("ok=300"), "{latency:?}");
 
     // Plaintext straight to a pod from outside the mesh (a process of the other node, not
     // captured) is refused in strict mode; the pod's own node (the kubelet's probes) gets
