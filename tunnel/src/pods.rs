@@ -22,13 +22,13 @@
 mod api;
 mod directory;
 mod kube;
+mod listeners;
+mod names;
 mod records;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::AsFd as _,
-    path::Path,
+    net::IpAddr,
     str::FromStr as _,
     sync::Arc,
 };
@@ -36,6 +36,8 @@ use std::{
 pub use api::{ApiError as PodApiError, PodApi};
 pub use directory::Directory;
 pub use kube::KubeClient;
+use listeners::Opened;
+use names::check_names;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use tunnel_pod_api::{PodSpec, PodStatus};
@@ -47,12 +49,7 @@ use crate::{
     ebpf::{PodSteering, Steered},
     identity::{PodNames, SpiffeId, TrustDomain},
     netns::{Netns, NetnsThread, PodNetwork},
-    proxy::{
-        inbound::{InboundService, PodServer},
-        outbound::{self, OutboundInputs, OutboundWorkload, PodCaller},
-        plaintext::{self, PlaintextInputs},
-    },
-    sys,
+    proxy::{inbound::InboundService, outbound::OutboundInputs, plaintext::PlaintextInputs},
 };
 
 /// Where a pod's listeners go, from the node's config.
@@ -323,11 +320,6 @@ impl PodManager {
             .collect()
     }
 
-    /// How many pods, and how many addresses the directory holds (for tests and status).
-    pub async fn counts(&self) -> (usize, usize) {
-        (self.registered.lock().await.len(), self.directory.len())
-    }
-
     fn release(&self, pod: &Registered) {
         // Steering first: the pod's plaintext is dropped from here on, not delivered.
         self.steering.unsteer(&pod.steered);
@@ -448,180 +440,6 @@ impl PodManager {
             service_account: service_account.as_deref(),
         })
     }
-
-    /// Binds every listener first (so a failure leaves nothing open), steers the pod's
-    /// inbound plaintext to its own plaintext listeners, then serves them all.
-    async fn open_listeners(
-        &self,
-        uid: &str,
-        name: &str,
-        id: &SpiffeId,
-        ips: &[IpAddr],
-        network: &PodNetwork,
-        drain: &DrainWatcher,
-    ) -> Result<Opened, String> {
-        let ports = &self.ports;
-        let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
-        outbound_addrs.extend(
-            ports
-                .outbound_v6
-                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
-        );
-        let mut outbound_listeners = Vec::new();
-        for addr in outbound_addrs {
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|e| format!("cannot open the outbound listener {addr} in the pod: {e}"))?;
-            let cookie = sys::netns_cookie(&listener)
-                .map_err(|e| format!("cannot read the pod's network namespace cookie: {e}"))?;
-            outbound_listeners.push((listener, cookie));
-        }
-        let mut hbone_listeners = Vec::new();
-        for ip in ips {
-            let addr = SocketAddr::new(*ip, ports.hbone);
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|e| format!("cannot open the HBONE listener {addr} in the pod: {e}"))?;
-            hbone_listeners.push(listener);
-        }
-        // Loopback only: nothing reaches them but what `steer_inbound` hands over.
-        let mut plaintext_listeners = Vec::new();
-        let ipv6 = ips.iter().any(IpAddr::is_ipv6);
-        let mut plaintext_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.plaintext))];
-        if ipv6 {
-            plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
-        }
-        for addr in plaintext_addrs {
-            let listener = network.listen(addr, ports.backlog).await.map_err(|e| {
-                format!("cannot open the plaintext listener {addr} in the pod: {e}")
-            })?;
-            plaintext_listeners.push(listener);
-        }
-        let steered = self.steer(uid, ips, network, &plaintext_listeners)?;
-        let mut described = Vec::new();
-        let mut tasks = Vec::new();
-        let caller = Arc::new(PodCaller {
-            workload: Arc::new(OutboundWorkload {
-                name: name.into(),
-                spiffe_id: id.clone(),
-            }),
-            network: network.clone(),
-        });
-        for (listener, cookie) in outbound_listeners {
-            described.push(format!("outbound {}", listener_addr(&listener)));
-            tasks.push(tokio::spawn(outbound::serve_pod(
-                listener,
-                cookie,
-                caller.clone(),
-                self.outbound.clone(),
-                drain.clone(),
-            )));
-        }
-        let server = Arc::new(PodServer {
-            name: name.into(),
-            identity: id.to_string().into(),
-            ips: ips.to_vec(),
-            network: network.clone(),
-        });
-        for listener in hbone_listeners {
-            described.push(format!("hbone {}", listener_addr(&listener)));
-            tasks.push(tokio::spawn(self.inbound.clone().serve_pod(
-                listener,
-                server.clone(),
-                drain.clone(),
-            )));
-        }
-        for listener in plaintext_listeners {
-            described.push(format!("plaintext {}", listener_addr(&listener)));
-            tasks.push(tokio::spawn(plaintext::serve_pod(
-                listener,
-                server.clone(),
-                self.plaintext.clone(),
-                drain.clone(),
-            )));
-        }
-        Ok(Opened {
-            tasks,
-            described,
-            steered,
-        })
-    }
-
-    /// Points `steer_inbound` at the pod's plaintext listeners and attaches it in the pod's
-    /// namespace; the node's own addresses (whose connections, the kubelet's probes, are
-    /// not steered) are read again first, since a bridge plugin may have just made one.
-    fn steer(
-        &self,
-        uid: &str,
-        ips: &[IpAddr],
-        network: &PodNetwork,
-        listeners: &[tokio::net::TcpListener],
-    ) -> Result<Steered, String> {
-        let node_addresses =
-            own_addresses().map_err(|e| format!("cannot read the node's addresses: {e}"))?;
-        self.steering
-            .set_node_addresses(&node_addresses)
-            .map_err(|e| {
-                format!(
-                    "cannot record the node's addresses: {}",
-                    crate::errors::chain(&e)
-                )
-            })?;
-        let sockets: Vec<_> = listeners
-            .iter()
-            .map(|l| (l.local_addr().is_ok_and(|a| a.is_ipv6()), l.as_fd()))
-            .collect();
-        let steered = self
-            .steering
-            .steer(ips, self.ports.hbone, &sockets)
-            .map_err(|e| {
-                format!(
-                    "cannot steer the pod's inbound plaintext: {}",
-                    crate::errors::chain(&e)
-                )
-            })?;
-        if let Err(e) = self.steering.attach(uid, network.netns.file()) {
-            self.steering.unsteer(&steered);
-            return Err(format!(
-                "cannot attach inbound steering in the pod's namespace: {}",
-                crate::errors::chain(&e)
-            ));
-        }
-        Ok(steered)
-    }
-}
-
-/// What opening a pod's listeners gave: their tasks, their addresses for status, and the
-/// pod's steering.
-struct Opened {
-    tasks: Vec<JoinHandle<()>>,
-    described: Vec<String>,
-    steered: Steered,
-}
-
-/// The addresses of the daemon's own namespace (the node's), loopback and IPv6 link-local
-/// aside (every pod's veth has one of those on the node, and no probe comes from them).
-fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
-    let mut ips = Vec::new();
-    for interface in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
-        let Some(address) = interface.address else {
-            continue;
-        };
-        let ip = if let Some(v4) = address.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
-        if !ip.is_loopback() && !link_local_v6 && !ips.contains(&ip) {
-            ips.push(ip);
-        }
-    }
-    Ok(ips)
 }
 
 /// How often pods whose namespace vanished without a DEL are looked for.
@@ -632,85 +450,4 @@ fn names_its_namespace(pod: &Registered) -> bool {
     Netns::open(&pod.spec.netns)
         .and_then(|now| Ok(now.inode()? == pod.netns.inode()?))
         .unwrap_or(false)
-}
-
-fn listener_addr(listener: &tokio::net::TcpListener) -> String {
-    listener
-        .local_addr()
-        .map_or_else(|_| "?".into(), |a| a.to_string())
-}
-
-/// Kubernetes names (RFC 1123 labels and subdomains) and uids: nothing else is accepted, so
-/// no registration can smuggle a path or a template placeholder into an identity or a file.
-fn check_names(spec: &PodSpec) -> Result<(), String> {
-    let dns = |what: &str, value: &str, max: usize| {
-        let ok = !value.is_empty()
-            && value.len() <= max
-            && value
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && !value.starts_with(['-', '.'])
-            && !value.ends_with(['-', '.']);
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "{what} {value:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.')"
-            ))
-        }
-    };
-    dns("namespace", &spec.namespace, 63)?;
-    dns("pod name", &spec.name, 253)?;
-    let uid_ok = !spec.uid.is_empty()
-        && spec.uid.len() <= 128
-        && spec
-            .uid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !uid_ok {
-        return Err(format!(
-            "uid {:?} is not a Kubernetes uid (letters, digits and '-')",
-            spec.uid
-        ));
-    }
-    if !Path::new(&spec.netns).is_absolute() {
-        return Err(format!(
-            "netns {} must be an absolute path",
-            spec.netns.display()
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(namespace: &str, name: &str, uid: &str) -> PodSpec {
-        PodSpec {
-            namespace: namespace.into(),
-            name: name.into(),
-            uid: uid.into(),
-            netns: "/var/run/netns/x".into(),
-            spiffe_id: None,
-        }
-    }
-
-    #[test]
-    fn registrations_name_real_kubernetes_objects() {
-        assert!(check_names(&spec("shop", "orders-7d9f.x", "6f1c2a9e-1b7e")).is_ok());
-        for (bad, why) in [
-            (spec("Shop", "a", "u"), "not a Kubernetes name"),
-            (spec("shop", "a/../b", "u"), "not a Kubernetes name"),
-            (spec("shop", "{namespace}", "u"), "not a Kubernetes name"),
-            (spec("shop", "a", "../u"), "not a Kubernetes uid"),
-            (spec("", "a", "u"), "not a Kubernetes name"),
-        ] {
-            let e = check_names(&bad).unwrap_err();
-            assert!(e.contains(why), "{e}");
-        }
-        let mut relative = spec("shop", "a", "u");
-        relative.netns = "netns/x".into();
-        assert!(check_names(&relative).unwrap_err().contains("absolute"));
-    }
 }

@@ -56,7 +56,10 @@ impl Entry {
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directory")
-            .field("local", &self.len())
+            .field(
+                "local",
+                &self.local.read().expect("pod directory poisoned").len(),
+            )
             .field("remote", &self.remote.get().is_some())
             .finish()
     }
@@ -112,14 +115,6 @@ impl Directory {
                 local.remove(&ip.to_canonical());
             }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.local.read().expect("pod directory poisoned").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

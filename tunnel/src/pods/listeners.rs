@@ -1,0 +1,206 @@
+//! A pod's listeners, opened inside its namespace and served by the node's proxies, and the
+//! steering of its inbound plaintext to its own plaintext listener.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::AsFd as _,
+    sync::Arc,
+};
+
+use tokio::task::JoinHandle;
+
+use super::PodManager;
+use crate::{
+    drain::DrainWatcher,
+    ebpf::Steered,
+    identity::SpiffeId,
+    netns::PodNetwork,
+    proxy::{
+        inbound::PodServer,
+        outbound::{self, OutboundWorkload, PodCaller},
+        plaintext,
+    },
+    sys,
+};
+
+impl PodManager {
+    /// Binds every listener first (so a failure leaves nothing open), steers the pod's
+    /// inbound plaintext to its own plaintext listeners, then serves them all.
+    pub(super) async fn open_listeners(
+        &self,
+        uid: &str,
+        name: &str,
+        id: &SpiffeId,
+        ips: &[IpAddr],
+        network: &PodNetwork,
+        drain: &DrainWatcher,
+    ) -> Result<Opened, String> {
+        let ports = &self.ports;
+        let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
+        outbound_addrs.extend(
+            ports
+                .outbound_v6
+                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
+        );
+        let mut outbound_listeners = Vec::new();
+        for addr in outbound_addrs {
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|e| format!("cannot open the outbound listener {addr} in the pod: {e}"))?;
+            let cookie = sys::netns_cookie(&listener)
+                .map_err(|e| format!("cannot read the pod's network namespace cookie: {e}"))?;
+            outbound_listeners.push((listener, cookie));
+        }
+        let mut hbone_listeners = Vec::new();
+        for ip in ips {
+            let addr = SocketAddr::new(*ip, ports.hbone);
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|e| format!("cannot open the HBONE listener {addr} in the pod: {e}"))?;
+            hbone_listeners.push(listener);
+        }
+        // Loopback only: nothing reaches them but what `steer_inbound` hands over.
+        let mut plaintext_listeners = Vec::new();
+        let ipv6 = ips.iter().any(IpAddr::is_ipv6);
+        let mut plaintext_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.plaintext))];
+        if ipv6 {
+            plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
+        }
+        for addr in plaintext_addrs {
+            let listener = network.listen(addr, ports.backlog).await.map_err(|e| {
+                format!("cannot open the plaintext listener {addr} in the pod: {e}")
+            })?;
+            plaintext_listeners.push(listener);
+        }
+        let steered = self.steer(uid, ips, network, &plaintext_listeners)?;
+        let mut described = Vec::new();
+        let mut tasks = Vec::new();
+        let caller = Arc::new(PodCaller {
+            workload: Arc::new(OutboundWorkload {
+                name: name.into(),
+                spiffe_id: id.clone(),
+            }),
+            network: network.clone(),
+        });
+        for (listener, cookie) in outbound_listeners {
+            described.push(format!("outbound {}", listener_addr(&listener)));
+            tasks.push(tokio::spawn(outbound::serve_pod(
+                listener,
+                cookie,
+                caller.clone(),
+                self.outbound.clone(),
+                drain.clone(),
+            )));
+        }
+        let server = Arc::new(PodServer {
+            name: name.into(),
+            identity: id.to_string().into(),
+            ips: ips.to_vec(),
+            network: network.clone(),
+        });
+        for listener in hbone_listeners {
+            described.push(format!("hbone {}", listener_addr(&listener)));
+            tasks.push(tokio::spawn(self.inbound.clone().serve_pod(
+                listener,
+                server.clone(),
+                drain.clone(),
+            )));
+        }
+        for listener in plaintext_listeners {
+            described.push(format!("plaintext {}", listener_addr(&listener)));
+            tasks.push(tokio::spawn(plaintext::serve_pod(
+                listener,
+                server.clone(),
+                self.plaintext.clone(),
+                drain.clone(),
+            )));
+        }
+        Ok(Opened {
+            tasks,
+            described,
+            steered,
+        })
+    }
+
+    /// Points `steer_inbound` at the pod's plaintext listeners and attaches it in the pod's
+    /// namespace; the node's own addresses (whose connections, the kubelet's probes, are
+    /// not steered) are read again first, since a bridge plugin may have just made one.
+    fn steer(
+        &self,
+        uid: &str,
+        ips: &[IpAddr],
+        network: &PodNetwork,
+        listeners: &[tokio::net::TcpListener],
+    ) -> Result<Steered, String> {
+        let node_addresses =
+            own_addresses().map_err(|e| format!("cannot read the node's addresses: {e}"))?;
+        self.steering
+            .set_node_addresses(&node_addresses)
+            .map_err(|e| {
+                format!(
+                    "cannot record the node's addresses: {}",
+                    crate::errors::chain(&e)
+                )
+            })?;
+        let sockets: Vec<_> = listeners
+            .iter()
+            .map(|l| (l.local_addr().is_ok_and(|a| a.is_ipv6()), l.as_fd()))
+            .collect();
+        let steered = self
+            .steering
+            .steer(ips, self.ports.hbone, &sockets)
+            .map_err(|e| {
+                format!(
+                    "cannot steer the pod's inbound plaintext: {}",
+                    crate::errors::chain(&e)
+                )
+            })?;
+        if let Err(e) = self.steering.attach(uid, network.netns.file()) {
+            self.steering.unsteer(&steered);
+            return Err(format!(
+                "cannot attach inbound steering in the pod's namespace: {}",
+                crate::errors::chain(&e)
+            ));
+        }
+        Ok(steered)
+    }
+}
+
+/// What opening a pod's listeners gave: their tasks, their addresses for status, and the
+/// pod's steering.
+pub(super) struct Opened {
+    pub tasks: Vec<JoinHandle<()>>,
+    pub described: Vec<String>,
+    pub steered: Steered,
+}
+
+/// The addresses of the daemon's own namespace (the node's), loopback and IPv6 link-local
+/// aside (every pod's veth has one of those on the node, and no probe comes from them).
+fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for interface in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if !ip.is_loopback() && !link_local_v6 && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
+}
+
+fn listener_addr(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}
