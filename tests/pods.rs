@@ -53,7 +53,7 @@ struct Node {
 
 struct Cluster {
     testbed: Testbed,
-    _pki: Pki,
+    pki: Pki,
     nodes: Vec<Node>,
     /// The pods the API stand-in knows (it reads the file on every request).
     api_pods: PathBuf,
@@ -104,17 +104,27 @@ impl Pod {
     }
 }
 
+/// How a cluster's daemons differ between tests.
+struct Setup<'a> {
+    mode: &'a str,
+    /// Appended to each config.
+    policy: &'a str,
+    /// `[pods]`' certificate keys; `None`: issued from the test CA's intermediate.
+    pod_certificates: Option<&'a str>,
+}
+
 /// The config a node's daemon runs with: the shape of deploy/kubernetes/30-configmap.yaml
 /// (node and pod certificates issued by the daemon, `${NODE_NAME}`, the Istio identity
 /// template), with this testbed's paths.
-fn node_config(
-    cluster_dir: &Path,
-    testbed: &Testbed,
-    label: &str,
-    mode: &str,
-    policy: &str,
-) -> String {
+fn node_config(cluster_dir: &Path, testbed: &Testbed, label: &str, setup: &Setup) -> String {
     let dir = cluster_dir.display();
+    let Setup {
+        mode,
+        policy,
+        pod_certificates,
+    } = setup;
+    let issued = format!("issuer = \"{dir}/ca\"\nttl = \"1h\"");
+    let pod_certificates = pod_certificates.unwrap_or(&issued);
     let cgroup = testbed.cgroup(&format!("{label}/pods"));
     let bpf = testbed.bpf_dir(label);
     format!(
@@ -143,8 +153,7 @@ peer_identity = "spiffe://example.org/ns/*"
 socket = "{dir}/{label}/pods.sock"
 state_dir = "{dir}/{label}/state"
 spiffe_id = "spiffe://{{trust_domain}}/ns/{{namespace}}/sa/{{service_account}}"
-issuer = "{dir}/ca"
-ttl = "1h"
+{pod_certificates}
 
 [kubernetes]
 api_server = "https://127.0.0.1:6443"
@@ -162,10 +171,17 @@ impl Cluster {
     /// Two nodes with their daemons running in strict mode; `policy` is appended to both
     /// configs.
     fn new(name: &str, policy: &str) -> Self {
-        Self::with_mode(name, "strict", policy)
+        Self::with(
+            name,
+            &Setup {
+                mode: "strict",
+                policy,
+                pod_certificates: None,
+            },
+        )
     }
 
-    fn with_mode(name: &str, mode: &str, policy: &str) -> Self {
+    fn with(name: &str, setup: &Setup) -> Self {
         let mut testbed = Testbed::new(name);
         let pki = Pki::new(testbed.dir());
         let dir = testbed.dir().to_path_buf();
@@ -196,7 +212,7 @@ impl Cluster {
                 .args(["-qw", "net.ipv4.ip_forward=1"])
                 .output(SHORT);
             let config = dir.join(format!("{label}.toml"));
-            fs::write(&config, node_config(&dir, &testbed, &label, mode, policy)).unwrap();
+            fs::write(&config, node_config(&dir, &testbed, &label, setup)).unwrap();
             // Under the capture cgroup, as the DaemonSet's own pod is under kubepods: the daemon
             // must find (and exempt) its real cgroup from inside its cgroup namespace.
             testbed.cgroup(&format!("{label}/pods/tunnel-daemon"));
@@ -241,7 +257,7 @@ impl Cluster {
         }
         let mut cluster = Self {
             testbed,
-            _pki: pki,
+            pki,
             nodes,
             api_pods,
         };
@@ -747,7 +763,14 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
 
 #[test]
 fn in_permissive_mode_plaintext_to_a_pod_passes_and_is_logged() {
-    let cluster = Cluster::with_mode("pods-permissive", "permissive", "");
+    let cluster = Cluster::with(
+        "pods-permissive",
+        &Setup {
+            mode: "permissive",
+            policy: "",
+            pod_certificates: None,
+        },
+    );
     let orders = add(&cluster, 1, "orders");
     let _orders = orders.serve(&["serve-tagged", "8080"]);
     let out = cluster.nodes[0]
@@ -769,6 +792,70 @@ fn in_permissive_mode_plaintext_to_a_pod_passes_and_is_logged() {
     )
     .unwrap_or_else(|| panic!("n2 did not log the passed plaintext:\n{logs}"));
     println!("n2: {passed}");
+}
+
+#[test]
+fn pod_certificates_can_come_from_files_laid_out_per_identity() {
+    // The directory an outside issuer (cert-manager, SPIRE) would fill, one directory per
+    // identity (the daemon makes it and watches it); the cluster's test CA stands in for the
+    // issuer, writing elsewhere first so that only the copy into the directory is seen.
+    let scratch = tempfile::tempdir().unwrap();
+    let (certificates, staging) = (scratch.path().join("pods"), scratch.path().join("staging"));
+    let cluster = Cluster::with(
+        "pods-files",
+        &Setup {
+            mode: "strict",
+            policy: POLICY,
+            pod_certificates: Some(&format!("cert_dir = \"{}\"", certificates.display())),
+        },
+    );
+    let issue = |sa: &str| {
+        let issued = cluster.pki.issue(
+            &format!("ns/shop/sa/{sa}"),
+            staging.join(sa).to_str().unwrap(),
+        );
+        let dir = certificates.join(format!("ns/shop/sa/{sa}"));
+        fs::create_dir_all(&dir).unwrap();
+        for file in ["cert.pem", "key.pem"] {
+            // Written then renamed, as an issuer replaces them.
+            let next = dir.join(format!(".{file}.next"));
+            fs::copy(issued.join(file), &next).unwrap();
+            fs::rename(&next, dir.join(file)).unwrap();
+        }
+    };
+    issue("frontend");
+    issue("orders");
+    let frontend = add(&cluster, 0, "frontend");
+    let orders = add(&cluster, 1, "orders");
+    let _orders = orders.serve(&["serve-tagged", "8080"]);
+    let call = || frontend.netprobe(&["first-line", &orders.ip, "8080"]);
+    assert!(
+        call().stdout.contains("port=8080"),
+        "frontend → orders with files"
+    );
+
+    // No files for the identity: the ADD fails, naming where they were looked for.
+    let (_batch, added) = cluster.add_pod(0, "shop", "batch", Some("batch"));
+    let failure = added.expect_err("ADD without a certificate succeeded");
+    println!("ADD of batch without files: {}", failure.msg);
+    assert!(
+        failure.msg.contains("ns/shop/sa/batch/cert.pem"),
+        "{failure}"
+    );
+
+    // A new certificate written over frontend's is taken without a restart.
+    issue("frontend");
+    let daemon = cluster.nodes[0].daemon.as_ref().unwrap();
+    let replaced = daemon.wait_for_line(
+        &["certificate replaced", "workload \"shop/frontend\""],
+        SHORT,
+    );
+    println!("n1: {replaced}");
+    assert!(
+        call().stdout.contains("port=8080"),
+        "frontend → orders after the rotation"
+    );
+    let _ = fs::remove_dir_all(&certificates);
 }
 
 /// Process figures of a daemon: open fds, threads, resident memory.

@@ -81,9 +81,50 @@ pub struct Pods {
     /// Where each registration is recorded, so a restarted daemon takes its pods back.
     pub state_dir: PathBuf,
     pub spiffe_id: IdTemplate,
-    /// The intermediate CA each pod's certificate is issued from (and renewed).
-    pub issuer: Located<PathBuf>,
-    pub ttl: Duration,
+    pub certificates: PodCertificates,
+}
+
+/// Where each pod's certificate comes from.
+#[derive(Clone, Debug)]
+pub enum PodCertificates {
+    /// Issued in memory from this intermediate CA directory, and renewed (`[pods] issuer`).
+    Issuer {
+        dir: Located<PathBuf>,
+        ttl: Duration,
+    },
+    /// Files an outside issuer writes, one directory per identity:
+    /// `<dir>/<identity path>/cert.pem` and `key.pem` (`[pods] cert_dir`).
+    Files { dir: Located<PathBuf> },
+}
+
+impl PodCertificates {
+    /// Where the certificate of `id` comes from.
+    pub fn source(&self, id: &SpiffeId) -> CertSource {
+        match self {
+            Self::Issuer { dir, ttl } => CertSource::Issuer {
+                dir: dir.clone(),
+                ttl: *ttl,
+            },
+            Self::Files { dir } => {
+                let identity_dir = dir.value.join(id.path().trim_start_matches('/'));
+                let file = |name: &str| Located {
+                    value: identity_dir.join(name),
+                    site: dir.site.clone(),
+                };
+                CertSource::Files {
+                    cert: file("cert.pem"),
+                    key: file("key.pem"),
+                }
+            }
+        }
+    }
+
+    /// The directory to watch for changes (recursively for `Files`).
+    pub fn dir(&self) -> &Path {
+        match self {
+            Self::Issuer { dir, .. } | Self::Files { dir } => &dir.value,
+        }
+    }
 }
 
 pub const DEFAULT_POD_STATE_DIR: &str = "/var/lib/tunnel/pods";

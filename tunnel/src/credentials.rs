@@ -340,15 +340,15 @@ impl Credentials {
         changed
     }
 
-    /// Issues a certificate for `id` from `issuer` (a registered pod's), judges it as any
-    /// other, and puts it in force under `Owner::Workload(name)`; it is renewed like the
-    /// configured ones. Replaces an earlier one of the same name.
-    pub fn add_issued(&self, name: &str, id: &SpiffeId, issuer: CertSource) -> Result<(), String> {
+    /// Loads (files) or issues (an issuer) the certificate of `id` (a registered pod's),
+    /// judges it as any other, and puts it in force under `Owner::Workload(name)`; it is
+    /// reloaded or renewed like the configured ones. Replaces an earlier one of the name.
+    pub fn add(&self, name: &str, id: &SpiffeId, source: CertSource) -> Result<(), String> {
         let mut source = Source::new(
             Owner::Workload(name.into()),
             id.clone(),
             Purpose::ClientAuth,
-            issuer,
+            source,
         );
         let credential = source.first_load().map_err(|p| p.message)?;
         let mut state = self.state.lock().expect("credentials lock poisoned");
@@ -367,7 +367,7 @@ impl Credentials {
         Ok(())
     }
 
-    /// Takes a certificate added by [`Credentials::add_issued`] out of force: connections
+    /// Takes a certificate added by [`Credentials::add`] out of force: connections
     /// made with it take no new streams (its snapshot entry is gone). Whether it was there.
     pub fn remove(&self, name: &str) -> bool {
         let owner = Owner::Workload(name.into());

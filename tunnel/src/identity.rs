@@ -140,6 +140,11 @@ impl SpiffeId {
     pub fn is_in(&self, trust_domain: &TrustDomain) -> bool {
         &self.trust_domain == trust_domain
     }
+
+    /// The path, `/` first (`/ns/shop/sa/orders`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 impl fmt::Display for TrustDomain {

@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use tunnel_pod_api::{PodSpec, PodStatus};
 
 use crate::{
-    config::{CertSource, Config, Located, Pods as PodsConfig},
+    config::{Config, PodCertificates, Pods as PodsConfig},
     credentials::Credentials,
     drain::DrainWatcher,
     ebpf::{PodSteering, Steered},
@@ -111,7 +111,7 @@ impl Drop for Registered {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodsError {
-    #[error("cannot use the pod state directory {dir}: {source}")]
+    #[error("cannot use the pod directory {dir}: {source}")]
     StateDir {
         dir: std::path::PathBuf,
         source: std::io::Error,
@@ -140,6 +140,13 @@ impl PodManager {
                 dir: settings.state_dir.clone(),
                 source,
             })?;
+        if let PodCertificates::Files { dir } = &settings.certificates {
+            // Watched for changes from the start, before an outside issuer has written to it.
+            std::fs::create_dir_all(&dir.value).map_err(|source| PodsError::StateDir {
+                dir: dir.value.clone(),
+                source,
+            })?;
+        }
         let kube = KubeClient::new(&config.kubernetes)
             .map_err(PodsError::Kubernetes)?
             .map(Arc::new);
@@ -354,16 +361,9 @@ impl PodManager {
             ));
         }
         let id = self.identity(spec).await?;
-        let issuer = CertSource::Issuer {
-            dir: Located {
-                value: self.settings.issuer.value.clone(),
-                site: self.settings.issuer.site.clone(),
-            },
-            ttl: self.settings.ttl,
-        };
         self.credentials
-            .add_issued(&name, &id, issuer)
-            .map_err(|e| format!("cannot issue the pod's certificate ({id}): {e}"))?;
+            .add(&name, &id, self.settings.certificates.source(&id))
+            .map_err(|e| format!("cannot load the pod's certificate ({id}): {e}"))?;
         let network = PodNetwork {
             netns: netns.clone(),
             thread: self.thread.clone(),

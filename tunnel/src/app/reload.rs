@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::{
-    config::Config,
+    config::{Config, PodCertificates},
     credentials::Credentials,
     policy::{LivePolicy, Policy},
     proxy::inbound::live::LiveStreams,
@@ -36,6 +36,9 @@ pub struct Reload {
     policy: Arc<LivePolicy>,
     live: Arc<LiveStreams>,
     credentials: Arc<Credentials>,
+    /// Where registered pods' certificates come from (`[pods]`), and whether to watch it
+    /// with its subdirectories (one per identity, for `cert_dir`).
+    pod_certificates: Option<(PathBuf, RecursiveMode)>,
     /// The files' text at the last reload: a change event with the same text (another file
     /// in the directory, a touch) reloads nothing, so a busy directory cannot make a loop.
     last_text: Option<String>,
@@ -55,6 +58,13 @@ impl Reload {
             policy,
             live,
             credentials,
+            pod_certificates: config.pods.as_ref().map(|pods| {
+                let recursive = match pods.certificates {
+                    PodCertificates::Files { .. } => RecursiveMode::Recursive,
+                    PodCertificates::Issuer { .. } => RecursiveMode::NonRecursive,
+                };
+                (pods.certificates.dir().to_path_buf(), recursive)
+            }),
             last_text: None,
         };
         reload.last_text = std::fs::read_to_string(&reload.file)
@@ -176,6 +186,13 @@ impl Reload {
             if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
                 warn!(dir = %dir.display(), error = %e, "cannot watch a config directory: its changes need a SIGHUP");
             }
+        }
+        // Pods come and go after this watch is set: their certificates' directory is watched
+        // whole.
+        if let Some((dir, mode)) = &self.pod_certificates
+            && let Err(e) = watcher.watch(dir, *mode)
+        {
+            warn!(dir = %dir.display(), error = %e, "cannot watch the pods' certificate directory: its changes need a SIGHUP");
         }
         Some(watcher)
     }

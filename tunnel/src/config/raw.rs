@@ -46,6 +46,8 @@ pub struct RawPods {
     pub spiffe_id: Option<String>,
     pub issuer: Option<String>,
     pub ttl: Option<String>,
+    /// Instead of `issuer`: `<cert_dir>/<identity path>/cert.pem` + `key.pem`.
+    pub cert_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -766,3 +766,100 @@ fn the_admin_api_listens_on_loopback_unless_remote_access_is_allowed_in_so_many_
             .unwrap();
     assert!(!ipv6_loopback.listen.admin_allow_remote);
 }
+
+/// The contract example with `[pods]` (and what follows it) appended.
+fn with_pods(pods: &str) -> Result<Config, ConfigError> {
+    parse(&format!("{CONTRACT}\n[pods]\n{pods}\n"))
+}
+
+#[test]
+fn pods_take_an_issuer_or_files_per_identity() {
+    let issued = with_pods("issuer = \"/etc/tunnel/ca\"\nttl = \"30m\"").unwrap();
+    let pods = issued.pods.unwrap();
+    assert_eq!(pods.socket, Path::new(tunnel_pod_api::DEFAULT_SOCKET));
+    assert_eq!(pods.spiffe_id.to_string(), IdTemplate::ISTIO);
+    let id: SpiffeId = "spiffe://example.org/ns/shop/sa/orders".parse().unwrap();
+    assert!(matches!(
+        pods.certificates.source(&id),
+        CertSource::Issuer { ttl, .. } if ttl == Duration::from_secs(1800)
+    ));
+    let files = with_pods("cert_dir = \"/var/run/pod-certs\"")
+        .unwrap()
+        .pods
+        .unwrap();
+    match files.certificates.source(&id) {
+        CertSource::Files { cert, key } => {
+            assert_eq!(
+                cert.value,
+                Path::new("/var/run/pod-certs/ns/shop/sa/orders/cert.pem")
+            );
+            assert_eq!(
+                key.value,
+                Path::new("/var/run/pod-certs/ns/shop/sa/orders/key.pem")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pods_config_mistakes_are_named() {
+    let cases = [
+        ("", "no pod certificates: set `issuer`"),
+        (
+            "issuer = \"/ca\"\ncert_dir = \"/certs\"",
+            "pods.cert_dir: either `issuer`",
+        ),
+        (
+            "cert_dir = \"/certs\"\nttl = \"1h\"",
+            "pods.ttl: ttl applies to certificates",
+        ),
+        (
+            "issuer = \"/ca\"\nspiffe_id = \"spiffe://{trust_domain}/ns/{namespce}\"",
+            "unknown placeholder {namespce}",
+        ),
+        (
+            "issuer = \"/ca\"\nspiffe_id = \"spiffe://other.org/{name}\"",
+            "not of this trust domain",
+        ),
+        (
+            "issuer = \"/ca\"\nsocket = \"pods.sock\"",
+            "must be an absolute path",
+        ),
+        (
+            "issuer = \"/ca\"\n[kubernetes]\napi_server = \"http://10.96.0.1\"",
+            "https:// only",
+        ),
+    ];
+    for (pods, says) in cases {
+        let message = with_pods(pods).unwrap_err().to_string();
+        assert!(message.contains(says), "{pods:?}: {message}");
+    }
+}
+
+#[test]
+fn a_policy_may_name_a_pod_identity_only_with_pods() {
+    let rule =
+        "\n[[policy]]\naction = \"allow\"\nto = \"spiffe://example.org/ns/shop/sa/orders\"\n";
+    let without = parse(&format!("{CONTRACT}{rule}")).unwrap_err().to_string();
+    assert!(without.contains("no workload named"), "{without}");
+    parse(&format!("{CONTRACT}{rule}\n[pods]\nissuer = \"/ca\"\n")).unwrap();
+}
+
+#[test]
+fn environment_references_are_expanded_before_reading() {
+    // Cargo sets CARGO_PKG_NAME for the tests it runs.
+    let text = CONTRACT.replace("node/host-b", "node/${CARGO_PKG_NAME}");
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.node.spiffe_id.to_string(),
+        "spiffe://example.org/node/tunnel"
+    );
+    let unset = parse(&CONTRACT.replace("node/host-b", "node/${TUNNEL_TEST_UNSET_VAR}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unset.contains("the environment variable TUNNEL_TEST_UNSET_VAR is not set"),
+        "{unset}"
+    );
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::{Checker, at};
 use crate::{
     config::{
-        DEFAULT_ISSUED_TTL, DEFAULT_POD_STATE_DIR, Kubernetes, Pods,
+        DEFAULT_ISSUED_TTL, DEFAULT_POD_STATE_DIR, Kubernetes, PodCertificates, Pods,
         raw::{RawKubernetes, RawPods},
     },
     identity::{IdTemplate, TrustDomain},
@@ -35,32 +35,59 @@ impl Checker<'_> {
                 None
             }
         });
-        let Some(issuer) = &raw.issuer else {
-            self.problem(
-                &path,
-                "no `issuer`: pod certificates are issued (and renewed) by the daemon from an \
-                 intermediate CA directory (intermediate.pem + intermediate.key)",
-            );
-            return None;
+        let certificates = match (&raw.issuer, &raw.cert_dir) {
+            (Some(issuer), None) => {
+                let issuer = self.file_path(&path.key("issuer"), issuer);
+                let ttl =
+                    self.duration(&path.key("ttl"), raw.ttl.as_deref(), DEFAULT_ISSUED_TTL)?;
+                if ttl < super::credentials::MIN_ISSUED_TTL {
+                    self.problem(
+                        &path.key("ttl"),
+                        format!(
+                            "at least {}s: the certificate is renewed at half its lifetime",
+                            super::credentials::MIN_ISSUED_TTL.as_secs()
+                        ),
+                    );
+                    return None;
+                }
+                PodCertificates::Issuer { dir: issuer?, ttl }
+            }
+            (None, Some(dir)) => {
+                if raw.ttl.is_some() {
+                    self.problem(
+                        &path.key("ttl"),
+                        "ttl applies to certificates the daemon issues itself (`issuer`); files \
+                         in `cert_dir` have the validity they were issued with",
+                    );
+                    return None;
+                }
+                PodCertificates::Files {
+                    dir: self.file_path(&path.key("cert_dir"), dir)?,
+                }
+            }
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &path.key("cert_dir"),
+                    "either `issuer` (the daemon issues each pod's certificate) or `cert_dir` \
+                     (files per identity), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.problem(
+                    &path,
+                    "no pod certificates: set `issuer` (an intermediate CA directory: the daemon \
+                     issues and renews each pod's certificate) or `cert_dir` (files laid out as \
+                     <cert_dir>/<identity path>/cert.pem and key.pem)",
+                );
+                return None;
+            }
         };
-        let issuer = self.file_path(&path.key("issuer"), issuer);
-        let ttl = self.duration(&path.key("ttl"), raw.ttl.as_deref(), DEFAULT_ISSUED_TTL)?;
-        if ttl < super::credentials::MIN_ISSUED_TTL {
-            self.problem(
-                &path.key("ttl"),
-                format!(
-                    "at least {}s: the certificate is renewed at half its lifetime",
-                    super::credentials::MIN_ISSUED_TTL.as_secs()
-                ),
-            );
-            return None;
-        }
         Some(Pods {
             socket: socket?,
             state_dir: state_dir?,
             spiffe_id: spiffe_id?,
-            issuer: issuer?,
-            ttl,
+            certificates,
         })
     }
 
