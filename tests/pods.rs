@@ -18,9 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 use support::{LONG, NETPROBE, Pki, Proc, SHORT, TUNNEL, Testbed};
 use testbed::{CniFailure, CniRuntime, Host, HostCommand, Netns};
+use tunnel::ca::LeafSpec;
 
 const KUBEAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/kubeapi.py");
 /// Debian's reference plugins (package containernetworking-plugins).
@@ -842,6 +844,31 @@ fn pod_certificates_can_come_from_files_laid_out_per_identity() {
         failure.msg.contains("ns/shop/sa/batch/cert.pem"),
         "{failure}"
     );
+
+    // A pod serves its HBONE listener with its certificate too: one without serverAuth (an
+    // outside issuer's mistake) is refused at ADD, not found out by the first caller.
+    let client_only = LeafSpec {
+        extended_key_usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
+        ..LeafSpec::workload(
+            &"spiffe://example.org/ns/shop/sa/ledger".parse().unwrap(),
+            Duration::from_secs(3600),
+        )
+    };
+    let issued = cluster
+        .pki
+        .issue_spec(&client_only, staging.join("ledger").to_str().unwrap());
+    let ledger_dir = certificates.join("ns/shop/sa/ledger");
+    fs::create_dir_all(&ledger_dir).unwrap();
+    for file in ["cert.pem", "key.pem"] {
+        fs::copy(issued.join(file), ledger_dir.join(file)).unwrap();
+    }
+    let (_ledger, added) = cluster.add_pod(0, "shop", "ledger", Some("ledger"));
+    let failure = added.expect_err("ADD with a client-only certificate succeeded");
+    println!(
+        "ADD of ledger with a client-only certificate: {}",
+        failure.msg
+    );
+    assert!(failure.msg.contains("serverAuth"), "{failure}");
 
     // A new certificate written over frontend's is taken without a restart.
     issue("frontend");

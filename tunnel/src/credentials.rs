@@ -57,6 +57,12 @@ impl fmt::Display for Owner {
     }
 }
 
+/// The roles each kind of certificate is judged in.
+const NODE_ROLES: &[Purpose] = &[Purpose::ServerAuth];
+const WORKLOAD_ROLES: &[Purpose] = &[Purpose::ClientAuth];
+/// A pod calls, and serves its own HBONE listener.
+const POD_ROLES: &[Purpose] = &[Purpose::ClientAuth, Purpose::ServerAuth];
+
 struct State {
     sources: Vec<Source>,
     trust_seen: Vec<u8>,
@@ -103,14 +109,14 @@ impl Credentials {
         let mut sources = vec![Source::new(
             Owner::Node,
             config.node.spiffe_id.clone(),
-            Purpose::ServerAuth,
+            NODE_ROLES,
             config.node.credential.clone(),
         )];
         for workload in &config.workloads {
             sources.push(Source::new(
                 Owner::Workload(workload.name.clone()),
                 workload.spiffe_id.clone(),
-                Purpose::ClientAuth,
+                WORKLOAD_ROLES,
                 workload.credential.clone(),
             ));
         }
@@ -296,9 +302,8 @@ impl Credentials {
                 }
                 None => source.read_files(),
             };
-            let judged = candidate.and_then(|c| {
-                judge(&c, &source.id, source.purpose, &trust, &self.spec).map(|()| c)
-            });
+            let judged = candidate
+                .and_then(|c| judge(&c, &source.id, source.roles, &trust, &self.spec).map(|()| c));
             match judged {
                 Ok(credential) => {
                     log_replaced(&source.owner, current, &credential, trigger);
@@ -328,8 +333,7 @@ impl Credentials {
             // bundle will refuse them.
             for source in &state.sources {
                 let credential = next.get(&source.owner);
-                if let Err(reason) =
-                    judge(credential, &source.id, source.purpose, &trust, &self.spec)
+                if let Err(reason) = judge(credential, &source.id, source.roles, &trust, &self.spec)
                 {
                     warn!(owner = %source.owner, "after the trust reload: our certificate {}: {reason}", describe(credential));
                 }
@@ -341,19 +345,14 @@ impl Credentials {
     }
 
     /// Loads (files) or issues (an issuer) the certificate of `id` (a registered pod's),
-    /// judges it as any other, and puts it in force under `Owner::Workload(name)`; it is
+    /// judges it as a caller's and a server's (a pod is both), and puts it in force under `Owner::Workload(name)`; it is
     /// reloaded or renewed like the configured ones. Replaces an earlier one of the name.
     pub fn add(&self, name: &str, id: &SpiffeId, source: CertSource) -> Result<(), String> {
-        let mut source = Source::new(
-            Owner::Workload(name.into()),
-            id.clone(),
-            Purpose::ClientAuth,
-            source,
-        );
+        let mut source = Source::new(Owner::Workload(name.into()), id.clone(), POD_ROLES, source);
         let credential = source.first_load().map_err(|p| p.message)?;
         let mut state = self.state.lock().expect("credentials lock poisoned");
         let old = self.current();
-        judge(&credential, id, Purpose::ClientAuth, &old.trust, &self.spec)?;
+        judge(&credential, id, POD_ROLES, &old.trust, &self.spec)?;
         source.seen = read_files(&source.config.files());
         state.sources.retain(|s| s.owner != source.owner);
         state.sources.push(source);

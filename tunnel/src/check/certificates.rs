@@ -11,9 +11,9 @@ use super::{
     report::{Lines, Report, Section},
 };
 use crate::{
-    config::{CertSource, Config, Located},
+    config::{CertSource, Config, Located, PodCertificates, Pods},
     errors,
-    identity::{Purpose, SpiffeId},
+    identity::{PodNames, Purpose, SpiffeId},
     tls::{self, Credential, MaterialError},
 };
 
@@ -50,6 +50,59 @@ pub(super) fn check(report: &mut Report, config: &Config, trusted: Option<&Trust
             }
             CertSource::Issuer { dir, ttl } => {
                 issuer::check(&mut lines, config, trusted, &owner, dir, *ttl, now);
+            }
+        }
+    }
+    if let Some(pods) = &config.pods {
+        pods_certificates(&mut lines, config, pods, trusted, now);
+    }
+}
+
+/// `[pods]`: an issuer is judged as the daemon would use it, issuing for an identity of the
+/// template's shape; files per identity can only be judged when a pod is added.
+fn pods_certificates(
+    lines: &mut Lines<'_>,
+    config: &Config,
+    pods: &Pods,
+    trusted: Option<&Trusted>,
+    now: i64,
+) {
+    let sample = pods.spiffe_id.render(&PodNames {
+        trust_domain: &config.trust_domain,
+        namespace: "default",
+        name: "pod",
+        service_account: Some("default"),
+    });
+    let Ok(sample) = sample else {
+        // The template was checked at load; a rendering that fails here cannot happen.
+        return;
+    };
+    match &pods.certificates {
+        PodCertificates::Issuer { dir, ttl } => {
+            let owner = Owner {
+                who: format!("pods (as {sample})"),
+                id: &sample,
+                purpose: Purpose::ClientAuth,
+            };
+            issuer::check(lines, config, trusted, &owner, dir, *ttl, now);
+        }
+        PodCertificates::Files { dir } => {
+            let example = dir.value.join(sample.path().trim_start_matches('/'));
+            let message = format!(
+                "each pod's certificate is read at its ADD from {}/cert.pem and key.pem (for {sample}), and judged then",
+                example.display()
+            );
+            if dir.value.is_dir() {
+                lines.ok("pods: certificate files", message);
+            } else {
+                lines.warn(
+                    "pods: certificate files",
+                    format!("{} does not exist yet; {message}", dir.value.display()),
+                    format!(
+                        "the daemon makes it at start; the outside issuer must write each identity's files there ({})",
+                        at(config, &dir.site)
+                    ),
+                );
             }
         }
     }

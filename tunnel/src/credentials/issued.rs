@@ -139,7 +139,7 @@ impl Credentials {
             };
             let current = next.get_mut(&source.owner);
             let issued = issuer.issue(&source.id).and_then(|c| {
-                judge(&c, &source.id, source.purpose, &old.trust, &self.spec).map(|()| c)
+                judge(&c, &source.id, source.roles, &old.trust, &self.spec).map(|()| c)
             });
             match issued {
                 Ok(credential) => {

@@ -20,6 +20,19 @@ use crate::{
 pub(super) fn judge(
     credential: &Credential,
     id: &SpiffeId,
+    roles: &[Purpose],
+    trust: &Trust,
+    spec: &Spec,
+) -> Result<(), String> {
+    roles
+        .iter()
+        .try_for_each(|role| judge_as(credential, id, *role, trust, spec))
+}
+
+/// [`judge`] for one role.
+fn judge_as(
+    credential: &Credential,
+    id: &SpiffeId,
     purpose: Purpose,
     trust: &Trust,
     spec: &Spec,

@@ -14,7 +14,9 @@ use crate::{
 pub(super) struct Source {
     pub owner: Owner,
     pub id: SpiffeId,
-    pub purpose: Purpose,
+    /// Every role it is presented in, each judged: a node serves, a workload calls, a pod
+    /// does both.
+    pub roles: &'static [Purpose],
     pub config: CertSource,
     /// The files' bytes at the last attempt, good or not: an event that changed nothing
     /// reloads nothing, and a broken file is tried again only once it changes.
@@ -24,11 +26,11 @@ pub(super) struct Source {
 }
 
 impl Source {
-    pub fn new(owner: Owner, id: SpiffeId, purpose: Purpose, config: CertSource) -> Self {
+    pub fn new(owner: Owner, id: SpiffeId, roles: &'static [Purpose], config: CertSource) -> Self {
         Self {
             owner,
             id,
-            purpose,
+            roles,
             config,
             seen: Vec::new(),
             issuer: None,
