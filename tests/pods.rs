@@ -69,6 +69,8 @@ struct Pod {
     uid: String,
     container: String,
     ip: String,
+    /// The pod's IPv6 address (every pod is dual stack).
+    ip6: String,
     cgroup: PathBuf,
 }
 
@@ -145,7 +147,7 @@ admin = "127.0.0.1:15000"
 
 [capture]
 cgroup = "{cgroup}"
-destinations = ["10.1.0.0/16"]
+destinations = ["10.1.0.0/16", "fd01::/16"]
 bpf_dir = "{bpf}"
 
 [outbound]
@@ -210,8 +212,16 @@ impl Cluster {
                 .args(["route", "add", &format!("10.1.{other}.0/24"), "via"])
                 .arg(format!("10.0.0.{other}"))
                 .output(SHORT);
+            host.command("ip")
+                .args(["-6", "route", "add", &format!("fd01:{other}::/64"), "via"])
+                .arg(format!("fd00::{other}"))
+                .output(SHORT);
             host.command("sysctl")
-                .args(["-qw", "net.ipv4.ip_forward=1"])
+                .args([
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv6.conf.all.forwarding=1",
+                ])
                 .output(SHORT);
             let config = dir.join(format!("{label}.toml"));
             fs::write(&config, node_config(&dir, &testbed, &label, setup)).unwrap();
@@ -230,8 +240,12 @@ impl Cluster {
                         "ipam": {
                             "type": "host-local",
                             "dataDir": node_dir.join("ipam"),
-                            "ranges": [[{ "subnet": format!("10.1.{index}.0/24") }]],
-                            "routes": [{ "dst": "0.0.0.0/0" }]
+                            // Dual stack: every pod gets an IPv4 and an IPv6 address.
+                            "ranges": [
+                                [{ "subnet": format!("10.1.{index}.0/24") }],
+                                [{ "subnet": format!("fd01:{index}::/64") }]
+                            ],
+                            "routes": [{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }]
                         }
                     },
                     {
@@ -328,6 +342,7 @@ impl Cluster {
             uid,
             container: format!("sandbox{serial}"),
             ip: String::new(),
+            ip6: String::new(),
             cgroup: self
                 .testbed
                 .cgroup(&format!("{}/pods/{name}-{serial}", n.label)),
@@ -341,6 +356,11 @@ impl Cluster {
                     .as_str()
                     .unwrap_or_else(|| panic!("no address in the chain's result: {result}"));
                 pod.ip = address.split('/').next().unwrap().into();
+                pod.ip6 = result["ips"][1]["address"]
+                    .as_str()
+                    .and_then(|a| a.split('/').next())
+                    .unwrap_or_else(|| panic!("no IPv6 address in the chain's result: {result}"))
+                    .into();
                 // As the kubelet does once the network is up: the pod's status has its IP.
                 let ip = pod.ip.clone();
                 self.edit_api_pod(&pod.uid, |record| record["podIP"] = json!(ip));
@@ -585,6 +605,23 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
         out.stdout.contains("port=8080")
     };
     assert!(reached(), "frontend → orders works before anything else");
+    // And over IPv6 (connect6 → the pod's [::1]:15001, HBONE to the pod's IPv6 address).
+    let out = frontend.netprobe(&["first-line", &orders.ip6, "8080"]);
+    assert!(
+        out.stdout.contains("port=8080"),
+        "frontend → orders over IPv6: {out:?}"
+    );
+    let n2 = cluster.logs(1);
+    let v6 = line_with(
+        &n2,
+        &[
+            "tunnel::access",
+            "src_identity=spiffe://example.org/ns/shop/sa/frontend",
+            &format!("dst=[{}]:8080", orders.ip6),
+        ],
+    )
+    .unwrap_or_else(|| panic!("n2 logs no IPv6 access line for frontend → orders:\n{n2}"));
+    println!("n2 (IPv6): {v6}");
     // A figure, not a limit: new pod-to-pod connections across nodes, each timed from
     // connect to its first byte (pooled tunnel, a delivery socket made in the pod each).
     let latency = frontend.netprobe(&["latency", &orders.ip, "8080", "300"]);
@@ -623,6 +660,20 @@ fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
         )
         .is_some(),
         "{logs}"
+    );
+    let v6 = cluster.nodes[1]
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["expect-refused", &frontend.ip6, "9090"])
+        .output(LONG);
+    println!(
+        "plaintext from n2 to [frontend]:9090 over IPv6: {}",
+        v6.stdout.trim()
+    );
+    assert!(
+        v6.stdout.contains("outcome=reset") || v6.stdout.contains("outcome=refused"),
+        "IPv6 plaintext reached the pod: {v6:?}"
     );
     let probe = cluster.nodes[0]
         .host
