@@ -279,16 +279,24 @@ fn rbac_grants_get_and_list_on_pods_and_nothing_else() {
 }
 
 #[test]
-fn daemonset_rolls_one_node_at_a_time_without_surge() {
+fn daemonset_surges_and_never_leaves_a_node_without_a_daemon() {
     let spec = &daemonset()["spec"];
-    // Two daemons cannot share a node's network namespace (their listeners collide), and
-    // the controller removes an old pod only once its surge replacement is ready: a surge
-    // would stall the rollout (40-daemonset.yaml says more).
+    // The new daemon starts beside the old one and takes over (tests/pods.rs proves it
+    // under traffic); the old pod goes once the new one is ready.
     assert_eq!(
         spec["updateStrategy"],
-        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
     );
     let pod = &spec["template"]["spec"];
+    // Host ports (what `ports` are under hostNetwork) would keep the scheduler from placing
+    // the surge pod beside the old one.
+    for container in pod["containers"].as_array().unwrap() {
+        assert!(
+            container["ports"].is_null(),
+            "container {} declares ports, which block a surge",
+            container["name"]
+        );
+    }
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert_eq!(pod["hostNetwork"], true);
     assert!(pod["hostPID"].is_null(), "hostPID is not needed");

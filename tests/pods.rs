@@ -286,9 +286,15 @@ impl Cluster {
     /// its own as a container runtime would put it (its /proc/self/cgroup then says `/`);
     /// waits until its pod API is served.
     fn start(&mut self, node: usize) {
+        self.nodes[node].daemon = None; // SIGKILL and reap the earlier one, if any
+        let daemon = self.spawn_daemon(node);
+        self.nodes[node].daemon = Some(daemon);
+    }
+
+    /// A daemon for a node, as [`Cluster::start`] runs it, beside any already running there.
+    fn spawn_daemon(&self, node: usize) -> Proc {
         let testbed = &self.testbed;
-        let n = &mut self.nodes[node];
-        n.daemon = None; // SIGKILL and reap the earlier one, if any
+        let n = &self.nodes[node];
         let mut daemon = n
             .host
             .command("unshare")
@@ -305,7 +311,7 @@ impl Cluster {
             .in_cgroup(&testbed.cgroup(&format!("{}/pods/tunnel-daemon", n.label)))
             .spawn();
         daemon.wait_for("pod API ready", SHORT);
-        n.daemon = Some(daemon);
+        daemon
     }
 
     fn logs(&self, node: usize) -> String {
@@ -934,6 +940,60 @@ fn pod_certificates_can_come_from_files_laid_out_per_identity() {
         "frontend → orders after the rotation"
     );
     let _ = fs::remove_dir_all(&certificates);
+}
+
+/// A rolling update with surge: the new daemon starts beside the running one (their
+/// listeners share the ports), takes the pods back and becomes ready; only then is the old
+/// one stopped. Pod traffic runs throughout, every connection counted.
+#[test]
+fn a_new_daemon_takes_over_a_node_beside_the_old_one() {
+    let mut cluster = Cluster::new("pods-takeover", POLICY);
+    let frontend = add(&cluster, 0, "frontend");
+    let orders = add(&cluster, 1, "orders");
+    let _orders = orders.serve(&["serve-tagged", "8080"]);
+    let mut load = frontend
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["load", &orders.ip, "8080", "12", "4", "3"])
+        .spawn();
+    load.wait_for("started", SHORT);
+    std::thread::sleep(Duration::from_secs(2));
+    let new = cluster.spawn_daemon(0);
+    let taken = new.wait_for_line(
+        &["pod taken back from the records", "pod=shop/frontend"],
+        SHORT,
+    );
+    println!("new daemon: {taken}");
+    // The old one drains and exits (as the kubelet stops it once the new pod is ready).
+    let mut old = cluster.nodes[0].daemon.take().unwrap();
+    old.signal("TERM");
+    assert!(
+        old.wait_timeout(LONG).is_some(),
+        "the old daemon did not exit"
+    );
+    let socket = &cluster.nodes[0].socket;
+    assert!(
+        socket.exists(),
+        "the old daemon removed the new one's pod API socket"
+    );
+    cluster.nodes[0].daemon = Some(new);
+    // Registrations reach the new daemon.
+    let ledger = add(&cluster, 0, "ledger");
+    assert!(cluster.pod_cli(0, &["list"]).stdout.contains(&ledger.uid));
+    assert!(load.wait_timeout(LONG).is_some(), "the load did not finish");
+    let counts = load.stdout();
+    println!("pod traffic across the takeover: {}", counts.trim());
+    assert!(
+        counts.contains("short_failed=0"),
+        "{counts}\n{}",
+        load.stderr()
+    );
+    assert!(
+        counts.contains("long_failed=0"),
+        "{counts}\n{}",
+        load.stderr()
+    );
+    assert!(counts.contains("corrupted_bytes=0"), "{counts}");
 }
 
 /// Process figures of a daemon: open fds, threads, resident memory.

@@ -269,16 +269,23 @@ impl Daemon {
         });
         let admin = tokio::spawn(self.admin.serve(admin_state));
         let (trigger, watcher) = drain::channel();
-        let pods = self.pods.map(|(api, manager)| {
-            info!(socket = %api.path().display(), "pod API ready");
-            tokio::spawn(api.serve(manager, watcher.clone()))
-        });
+        let pods_watcher = watcher.clone();
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
         let inbound = tokio::spawn(self.inbound.run(self.inbound_service, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
         let reload = tokio::spawn(self.reload.run());
         let renewals = tokio::spawn(self.credentials.clone().renew_forever());
         let expiry = tokio::spawn(self.credentials.watch_expiry());
+        // Ready once the recorded pods are served again: when another daemon is being
+        // replaced (a rolling update), it is stopped only after this one is ready.
+        let pods = match self.pods {
+            Some((api, manager)) => {
+                manager.restore(&pods_watcher).await;
+                info!(socket = %api.path().display(), "pod API ready");
+                Some(tokio::spawn(api.serve(manager, pods_watcher)))
+            }
+            None => None,
+        };
         readiness.set_ready();
         shutdown.await;
         readiness.set_draining();

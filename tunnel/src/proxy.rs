@@ -40,6 +40,10 @@ pub(crate) fn listen_socket(
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    // A new daemon binds beside the one it replaces (a DaemonSet's rolling update with
+    // surge, or a restart that overlaps): both serve until the old one drains, and the
+    // kernel spreads new connections between them. Only the same user (root) can join.
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;

@@ -23,6 +23,8 @@ const MAX_BODY: usize = 4096;
 /// reach it, and every connection holds a file descriptor the data plane shares: past this
 /// a new connection is closed at once (operators and probes need a handful).
 pub const MAX_CONNECTIONS: usize = 32;
+/// The admin listener's accept queue.
+const ADMIN_BACKLOG: u32 = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -38,8 +40,8 @@ pub struct AdminListener {
 
 impl AdminListener {
     pub async fn bind(addr: SocketAddr) -> Result<Self, AdminError> {
-        let listener = TcpListener::bind(addr)
-            .await
+        // Beside a daemon being replaced, as the other listeners (`proxy::listen`).
+        let listener = crate::proxy::listen(addr, ADMIN_BACKLOG)
             .map_err(|source| AdminError::Bind { addr, source })?;
         Ok(Self { listener })
     }

@@ -8,7 +8,7 @@
 
 use std::{
     io,
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -34,8 +34,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ApiError {
     #[error("cannot create the pod API's directory {dir}: {source}")]
     Directory { dir: PathBuf, source: io::Error },
-    #[error("another process serves the pod API at {0} (is another tunnel daemon running?)")]
-    InUse(PathBuf),
     #[error("cannot listen on the pod API socket {path}: {source}")]
     Bind { path: PathBuf, source: io::Error },
 }
@@ -43,10 +41,15 @@ pub enum ApiError {
 pub struct PodApi {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file's inode: at exit the file is removed only if it is still ours (a
+    /// daemon that replaced this one has bound its own there).
+    inode: u64,
 }
 
 impl PodApi {
-    /// Binds the socket. A socket file nobody answers on is an earlier run's, and replaced.
+    /// Binds the socket, replacing an earlier run's file. If a daemon still answers there
+    /// (the one this daemon replaces, during a rolling update), new registrations come here
+    /// from now on; that daemon keeps serving its connections until it drains.
     pub fn bind(path: &Path) -> Result<Self, ApiError> {
         if let Some(dir) = path.parent() {
             let created = !dir.exists();
@@ -60,7 +63,7 @@ impl PodApi {
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ApiError::InUse(path.into()));
+                info!(socket = %path.display(), "another daemon serves the pod API: taking it over");
             }
             let _ = std::fs::remove_file(path);
         }
@@ -70,9 +73,11 @@ impl PodApi {
         };
         let listener = UnixListener::bind(path).map_err(bind)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind)?;
+        let inode = std::fs::metadata(path).map_err(bind)?.ino();
         Ok(Self {
             listener,
             path: path.into(),
+            inode,
         })
     }
 
@@ -80,9 +85,8 @@ impl PodApi {
         &self.path
     }
 
-    /// Takes back the recorded pods, then answers requests until a drain.
+    /// Answers requests until a drain (the recorded pods are taken back before).
     pub async fn serve(self, pods: Arc<PodManager>, mut drain: DrainWatcher) {
-        pods.restore(&drain).await;
         let vanished = tokio::spawn(pods.clone().forget_vanished_forever());
         let _stop_watching = AbortOnDrop(vanished);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -112,7 +116,10 @@ impl PodApi {
                 drop(slot);
             });
         }
-        let _ = std::fs::remove_file(&self.path);
+        let still_ours = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode);
+        if still_ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
         info!(socket = %self.path.display(), "pod API closed");
     }
 }
