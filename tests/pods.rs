@@ -490,6 +490,11 @@ fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
         0,
         "only HBONE crosses the node link"
     );
+    println!(
+        "tcpdump on n2's eth0 (the node link) during a 1 MiB upload frontend → orders: {} packets, {} bytes, all tcp port 15008, no block of the payload in clear",
+        packets.packet_count(),
+        packets.size()
+    );
     let n2 = cluster.logs(1);
     let access = line_with(
         &n2,
@@ -525,6 +530,11 @@ fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
         packets.packets_not_matching("tcp port 15008"),
         0,
         "only HBONE on the bridge"
+    );
+    println!(
+        "tcpdump on n1's cni0 (the bridge) during a 1 MiB upload frontend → ledger: {} packets, {} bytes, all tcp port 15008, no block of the payload in clear",
+        packets.packet_count(),
+        packets.size()
     );
     let n1 = cluster.logs(0);
     let inbound = line_with(
