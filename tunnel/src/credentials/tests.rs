@@ -355,3 +355,87 @@ async fn the_expiry_watch_warns_once_past_two_thirds_and_says_when_it_has_expire
     );
     watch.abort();
 }
+
+/// Pods' certificates come and go at run time: each ADD and DEL publishes a whole new
+/// snapshot (client configs of every workload and pod), so its cost grows with the pods on
+/// the node. Prints the time of an add at 1 and at 100 pods; checks what is in force.
+#[test]
+fn pods_certificates_are_added_and_removed_whole() {
+    let fixture = Fixture::new();
+    let config = fixture.config();
+    let credentials = load(&config).unwrap();
+    let issuer = CertSource::Issuer {
+        dir: crate::config::Located {
+            value: fixture.path("ca"),
+            site: config.node.credential.site().clone(),
+        },
+        ttl: Duration::from_secs(3600),
+    };
+    let id = |i: usize| -> SpiffeId {
+        format!("spiffe://example.org/ns/shop/sa/pod-{i}")
+            .parse()
+            .unwrap()
+    };
+    let mut times = Vec::new();
+    for i in 0..100 {
+        let started = std::time::Instant::now();
+        credentials
+            .add(&format!("shop/pod-{i}"), &id(i), issuer.clone())
+            .unwrap();
+        times.push(started.elapsed());
+    }
+    println!(
+        "adding a pod's certificate: {:?} with 1 pod, {:?} with 100 (each add issues one and rebuilds every client config)",
+        times[0], times[99]
+    );
+    let snapshot = credentials.current();
+    assert_eq!(snapshot.workloads.len(), 101, "frontend and 100 pods");
+    let pod = &snapshot.workloads["shop/pod-42"];
+    // A pod serves its HBONE listener with it too.
+    assert!(pod.problems(&id(42), Purpose::ServerAuth).is_empty());
+    assert!(pod.problems(&id(42), Purpose::ClientAuth).is_empty());
+    assert!(snapshot.client("shop/pod-42", None).is_some());
+    for i in 0..100 {
+        assert!(credentials.remove(&format!("shop/pod-{i}")));
+    }
+    assert!(!credentials.remove("shop/pod-0"), "removing twice");
+    assert_eq!(credentials.current().workloads.len(), 1);
+    assert_eq!(
+        credentials.expiries().len(),
+        2,
+        "the node and frontend are left"
+    );
+}
+
+#[test]
+fn a_pods_certificate_that_cannot_serve_is_refused() {
+    let fixture = Fixture::new();
+    let config = fixture.config();
+    let credentials = load(&config).unwrap();
+    let id = "spiffe://example.org/ns/shop/sa/client-only";
+    fixture.issue(
+        "client-only",
+        &LeafSpec {
+            extended_key_usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ..good(id)
+        },
+    );
+    let file = |name: &str| crate::config::Located {
+        value: fixture.path("client-only").join(name),
+        site: config.node.credential.site().clone(),
+    };
+    let files = CertSource::Files {
+        cert: file("cert.pem"),
+        key: file("key.pem"),
+    };
+    let e = credentials
+        .add("shop/client-only", &id.parse().unwrap(), files)
+        .unwrap_err();
+    assert!(e.contains("serverAuth"), "{e}");
+    assert!(
+        !credentials
+            .current()
+            .workloads
+            .contains_key("shop/client-only")
+    );
+}
