@@ -134,6 +134,8 @@ pub enum EbpfError {
     Retire { path: PathBuf, source: LinkError },
     #[error("failed to remove {path}")]
     Remove { path: PathBuf, source: io::Error },
+    #[error("map {name} is full ({capacity} entries)")]
+    Full { name: &'static str, capacity: u32 },
 }
 
 /// Installed capture. Dropping it leaves capture in place (it is pinned); only

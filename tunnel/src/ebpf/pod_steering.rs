@@ -46,7 +46,7 @@ struct Maps {
 
 /// One pod's steering as set: its addresses and listener slots, given back by
 /// [`PodSteering::unsteer`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Steered {
     addresses: Vec<IpKey>,
     slots: Vec<u32>,
@@ -157,36 +157,44 @@ impl PodSteering {
     }
 
     /// Steers other hosts' plaintext to `ips` (any port but `hbone_port`) to `listeners`
-    /// (one per family present, IPv4 first).
+    /// (each with whether it is the IPv6 one). On failure nothing of it stays set.
     pub fn steer(
         &self,
         ips: &[IpAddr],
         hbone_port: u16,
         listeners: &[(bool, BorrowedFd<'_>)],
     ) -> Result<Steered, EbpfError> {
+        let mut steered = Steered::default();
+        let filled = self.fill(&mut steered, ips, hbone_port, listeners);
+        if filled.is_err() {
+            self.unsteer(&steered);
+        }
+        filled.map(|()| steered)
+    }
+
+    /// [`PodSteering::steer`]'s entries, each recorded in `steered` as it is set.
+    fn fill(
+        &self,
+        steered: &mut Steered,
+        ips: &[IpAddr],
+        hbone_port: u16,
+        listeners: &[(bool, BorrowedFd<'_>)],
+    ) -> Result<(), EbpfError> {
         let mut maps = self.maps.lock().expect("pod steering lock poisoned");
-        let mut steered = Steered {
-            addresses: Vec::new(),
-            slots: Vec::new(),
-        };
         let mut slot_of_family = StdHashMap::new();
         for (ipv6, socket) in listeners {
             let slot = (0..MAX_POD_LISTENERS)
                 .find(|s| !maps.used.contains(s))
-                .ok_or(EbpfError::MissingMap(
-                    "POD_LISTENERS (every slot is in use)",
-                ))?;
+                .ok_or(EbpfError::Full {
+                    name: MAP_POD_LISTENERS,
+                    capacity: MAX_POD_LISTENERS,
+                })?;
             maps.used.insert(slot);
             steered.slots.push(slot);
             // The listener goes in before any address points at it.
-            if let Err(e) = maps.listeners.set(slot, socket, 0) {
-                drop(maps);
-                self.unsteer(&steered);
-                return Err(EbpfError::Map {
-                    name: MAP_POD_LISTENERS,
-                    source: e,
-                });
-            }
+            maps.listeners
+                .set(slot, socket, 0)
+                .map_err(map_error(MAP_POD_LISTENERS))?;
             slot_of_family.insert(*ipv6, slot);
         }
         for ip in ips {
@@ -199,17 +207,12 @@ impl PodSteering {
                 _pad: 0,
             };
             let key = key(*ip);
-            if let Err(e) = maps.addresses.insert(key, entry, 0) {
-                drop(maps);
-                self.unsteer(&steered);
-                return Err(EbpfError::Map {
-                    name: MAP_POD_ADDRESSES,
-                    source: e,
-                });
-            }
+            maps.addresses
+                .insert(key, entry, 0)
+                .map_err(map_error(MAP_POD_ADDRESSES))?;
             steered.addresses.push(key);
         }
-        Ok(steered)
+        Ok(())
     }
 
     /// Takes a pod's addresses out of steering and frees its slots.
