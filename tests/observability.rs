@@ -10,16 +10,9 @@ use std::{fs, path::Path, time::Duration};
 use support::{LONG, Pair, SHORT, TUNNEL};
 use tunnel::{ca::LeafSpec, identity::SpiffeId};
 
-/// `curl` inside the host, against its daemon's admin port.
+/// `GET path` from the site's daemon's admin API.
 fn admin(site: &support::Site, path: &str) -> String {
-    let out = site
-        .host
-        .command("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:15000{path}"))
-        .output(SHORT);
-    assert!(out.status.success(), "curl {path}: {}", out.stderr);
-    out.stdout
+    support::admin_get(&site.host, path)
 }
 
 /// Every sample of a scrape, by metric name, each with its labels.

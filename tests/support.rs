@@ -138,6 +138,18 @@ pub fn render_example(example: &str, testbed: &Testbed, label: &str, certs: &Pat
         .replace("/sys/fs/cgroup", &cgroup_base.display().to_string())
 }
 
+/// `GET path` from the admin API of the daemon in `host` (`curl` inside the host, on the
+/// default admin port).
+pub fn admin_get(host: &Host, path: &str) -> String {
+    let out = host
+        .command("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:15000{path}"))
+        .output(SHORT);
+    assert!(out.status.success(), "curl {path}: {}", out.stderr);
+    out.stdout
+}
+
 pub fn write(path: &Path, text: &str) -> PathBuf {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path.to_path_buf()

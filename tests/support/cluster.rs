@@ -18,7 +18,7 @@ use std::{
 use serde_json::{Value, json};
 use testbed::{CniFailure, CniRuntime, Host, HostCommand, Netns};
 
-use super::support::{LONG, NETPROBE, Pki, Proc, SHORT, TUNNEL, Testbed};
+use super::support::{LONG, NETPROBE, Pki, Proc, SHORT, TUNNEL, Testbed, admin_get};
 
 pub const KUBEAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/kubeapi.py");
 /// Debian's reference plugins (package containernetworking-plugins).
@@ -438,20 +438,9 @@ pub fn process_figures(pid: u32) -> (usize, usize, u64) {
     (fds, threads, rss_kib)
 }
 
-pub fn admin(node: &Node, path: &str) -> String {
-    let out = node
-        .host
-        .command("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:15000{path}"))
-        .output(SHORT);
-    assert!(out.status.success(), "curl {path}: {}", out.stderr);
-    out.stdout
-}
-
 /// Each capture map's entries, counted when asked (`/debug/capture`), as "NAME=N ...".
 pub fn map_entries(node: &Node) -> String {
-    let capture: Value = serde_json::from_str(&admin(node, "/debug/capture")).unwrap();
+    let capture: Value = serde_json::from_str(&admin_get(&node.host, "/debug/capture")).unwrap();
     capture["maps"]
         .as_array()
         .expect("maps in /debug/capture")
@@ -464,7 +453,7 @@ pub fn map_entries(node: &Node) -> String {
 
 /// Tasks alive in the daemon's runtime (`tunnel_runtime_alive_tasks`).
 pub fn alive_tasks(node: &Node) -> u64 {
-    admin(node, "/metrics")
+    admin_get(&node.host, "/metrics")
         .lines()
         .find_map(|l| l.strip_prefix("tunnel_runtime_alive_tasks "))
         .and_then(|v| v.trim().parse().ok())

@@ -76,32 +76,23 @@ pub fn steer_inbound(ctx: SkLookupContext) -> u32 {
 
 /// The address the connection is for.
 fn local_key(lookup: &aya_ebpf::bindings::bpf_sk_lookup) -> IpKey {
-    if lookup.family == u32::from(AF_INET) {
-        IpKey {
-            addr: [lookup.local_ip4, 0, 0, 0],
-            family: lookup.family,
-        }
-    } else {
-        IpKey {
-            addr: words(&lookup.local_ip6),
-            family: lookup.family,
-        }
-    }
+    ip_key(lookup.family, lookup.local_ip4, &lookup.local_ip6)
 }
 
 /// The address the connection comes from.
 fn remote_key(lookup: &aya_ebpf::bindings::bpf_sk_lookup) -> IpKey {
-    if lookup.family == u32::from(AF_INET) {
-        IpKey {
-            addr: [lookup.remote_ip4, 0, 0, 0],
-            family: lookup.family,
-        }
+    ip_key(lookup.family, lookup.remote_ip4, &lookup.remote_ip6)
+}
+
+/// One end's address as the maps key it: the IPv4 field, or the IPv6 one, by family.
+#[inline(always)]
+fn ip_key(family: u32, ip4: u32, ip6: &[u32; 4]) -> IpKey {
+    let addr = if family == u32::from(AF_INET) {
+        [ip4, 0, 0, 0]
     } else {
-        IpKey {
-            addr: words(&lookup.remote_ip6),
-            family: lookup.family,
-        }
-    }
+        words(ip6)
+    };
+    IpKey { addr, family }
 }
 
 /// An address field of the context, read one word at a time: the verifier only allows

@@ -35,10 +35,6 @@ impl Netns {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The open namespace file (what `setns` and a netns attach take).
     pub fn file(&self) -> &File {
         &self.file
@@ -106,31 +102,34 @@ impl NetnsThread {
             .map_err(|_| io::Error::other("the network namespace thread dropped a request"))?
     }
 
-    /// The addresses of a namespace's interfaces other than loopback (a pod's IPs);
-    /// link-local IPv6 addresses are left out (they name no pod across the network).
+    /// A namespace's [`interface_addresses`] (a pod's IPs).
     pub async fn addresses(&self, netns: &Arc<Netns>) -> io::Result<Vec<IpAddr>> {
-        self.run(netns, || {
-            let mut ips = Vec::new();
-            for interface in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
-                let Some(address) = interface.address else {
-                    continue;
-                };
-                let ip = if let Some(v4) = address.as_sockaddr_in() {
-                    IpAddr::V4(v4.ip())
-                } else if let Some(v6) = address.as_sockaddr_in6() {
-                    IpAddr::V6(v6.ip())
-                } else {
-                    continue;
-                };
-                let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
-                if !ip.is_loopback() && !link_local_v6 && !ips.contains(&ip) {
-                    ips.push(ip);
-                }
-            }
-            Ok(ips)
-        })
-        .await
+        self.run(netns, interface_addresses).await
     }
+}
+
+/// The addresses of the calling thread's namespace, loopback and IPv6 link-local aside:
+/// those name no host across the network (and on a node every pod's veth has a link-local
+/// one).
+pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for interface in nix::ifaddrs::getifaddrs().map_err(io::Error::from)? {
+        let Some(address) = interface.address else {
+            continue;
+        };
+        let ip = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        if !ip.is_loopback() && !link_local_v6 && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    Ok(ips)
 }
 
 /// Where a pod's sockets are made: its namespace, and the thread that enters it. Equal (and

@@ -83,7 +83,7 @@ impl Directory {
     }
 
     /// A pod of this node at `ip`.
-    pub fn identity(&self, ip: IpAddr) -> Option<SpiffeId> {
+    fn identity(&self, ip: IpAddr) -> Option<SpiffeId> {
         self.local
             .read()
             .expect("pod directory poisoned")

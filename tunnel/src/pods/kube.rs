@@ -108,13 +108,7 @@ impl KubeClient {
     /// and runs on this node.
     pub async fn pod(&self, namespace: &str, name: &str, uid: &str) -> Result<PodFacts, String> {
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
-        let body = tokio::time::timeout(CALL_TIMEOUT, self.get(&path))
-            .await
-            .map_err(|_| {
-                format!("the Kubernetes API did not answer GET {path} within {CALL_TIMEOUT:?}")
-            })??;
-        let pod: Pod = serde_json::from_slice(&body)
-            .map_err(|e| format!("the Kubernetes API's answer to GET {path} is not a Pod: {e}"))?;
+        let pod: Pod = self.get_json(&path, "a Pod").await?;
         if pod.metadata.uid != uid {
             return Err(format!(
                 "the Kubernetes API's pod {namespace}/{name} has uid {}, not {uid}: another pod of that name",
@@ -128,27 +122,32 @@ impl KubeClient {
                 "the Kubernetes API places pod {namespace}/{name} on node {theirs}, not on this node ({ours})"
             ));
         }
-        let service_account = pod
-            .spec
-            .service_account_name
-            .filter(|sa| !sa.is_empty())
-            .unwrap_or_else(|| "default".into());
-        Ok(PodFacts { service_account })
+        Ok(PodFacts {
+            service_account: pod.spec.service_account(),
+        })
     }
 
     /// The pods the API has at `ip` that hold it (not host-network pods, which share their
     /// node's address, and not pods that have ended).
     pub async fn pods_at(&self, ip: std::net::IpAddr) -> Result<Vec<PodAtAddress>, String> {
         let path = format!("/api/v1/pods?fieldSelector=status.podIP%3D{ip}");
-        let body = tokio::time::timeout(CALL_TIMEOUT, self.get(&path))
+        let list: PodList = self.get_json(&path, "a PodList").await?;
+        Ok(holders(list))
+    }
+
+    /// `GET path`, within [`CALL_TIMEOUT`], read as JSON of the kind `what` names.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<T, String> {
+        let body = tokio::time::timeout(CALL_TIMEOUT, self.get(path))
             .await
             .map_err(|_| {
                 format!("the Kubernetes API did not answer GET {path} within {CALL_TIMEOUT:?}")
             })??;
-        let list: PodList = serde_json::from_slice(&body).map_err(|e| {
-            format!("the Kubernetes API's answer to GET {path} is not a PodList: {e}")
-        })?;
-        Ok(holders(list))
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("the Kubernetes API's answer to GET {path} is not {what}: {e}"))
     }
 
     async fn get(&self, path: &str) -> Result<Bytes, String> {
@@ -216,13 +215,9 @@ fn holders(list: PodList) -> Vec<PodAtAddress> {
             )
         })
         .map(|pod| PodAtAddress {
+            service_account: pod.spec.service_account(),
             namespace: pod.metadata.namespace.unwrap_or_default(),
             name: pod.metadata.name.unwrap_or_default(),
-            service_account: pod
-                .spec
-                .service_account_name
-                .filter(|sa| !sa.is_empty())
-                .unwrap_or_else(|| "default".into()),
         })
         .collect()
 }
@@ -272,6 +267,16 @@ struct Spec {
     service_account_name: Option<String>,
     node_name: Option<String>,
     host_network: Option<bool>,
+}
+
+impl Spec {
+    /// A pod with no service account named runs as `default`, as Kubernetes does.
+    fn service_account(&self) -> String {
+        self.service_account_name
+            .clone()
+            .filter(|sa| !sa.is_empty())
+            .unwrap_or_else(|| "default".into())
+    }
 }
 
 #[derive(Deserialize)]

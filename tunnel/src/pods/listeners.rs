@@ -14,7 +14,7 @@ use crate::{
     drain::DrainWatcher,
     ebpf::Steered,
     identity::SpiffeId,
-    netns::PodNetwork,
+    netns::{self, PodNetwork},
     proxy::{
         inbound::PodServer,
         outbound::{self, OutboundWorkload, PodCaller},
@@ -134,8 +134,8 @@ impl PodManager {
         network: &PodNetwork,
         listeners: &[tokio::net::TcpListener],
     ) -> Result<Steered, String> {
-        let node_addresses =
-            own_addresses().map_err(|e| format!("cannot read the node's addresses: {e}"))?;
+        let node_addresses = netns::interface_addresses()
+            .map_err(|e| format!("cannot read the node's addresses: {e}"))?;
         self.steering
             .set_node_addresses(&node_addresses)
             .map_err(|e| {
@@ -174,29 +174,6 @@ pub(super) struct Opened {
     pub tasks: Vec<JoinHandle<()>>,
     pub described: Vec<String>,
     pub steered: Steered,
-}
-
-/// The addresses of the daemon's own namespace (the node's), loopback and IPv6 link-local
-/// aside (every pod's veth has one of those on the node, and no probe comes from them).
-fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
-    let mut ips = Vec::new();
-    for interface in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
-        let Some(address) = interface.address else {
-            continue;
-        };
-        let ip = if let Some(v4) = address.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
-        if !ip.is_loopback() && !link_local_v6 && !ips.contains(&ip) {
-            ips.push(ip);
-        }
-    }
-    Ok(ips)
 }
 
 fn listener_addr(listener: &tokio::net::TcpListener) -> String {
