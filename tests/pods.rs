@@ -544,6 +544,60 @@ fn pod_certificates_can_come_from_files_laid_out_per_identity() {
     let _ = fs::remove_dir_all(&certificates);
 }
 
+/// The pod API holds at most 64 requests at once, each sent within 10 s: 70 clients that
+/// connect and say nothing get 64 answers of "no request within 10s" and 6 closed
+/// connections, a registration tool meanwhile is turned away, and the API serves again once
+/// the silent ones have been answered.
+#[test]
+fn the_pod_api_bounds_silent_clients() {
+    let cluster = Cluster::new("pods-api-bounds", "");
+    let node = &cluster.nodes[0];
+    let silent = r#"
+import socket, sys, time
+held = []
+for _ in range(70):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.settimeout(20)
+    held.append(s)
+print("holding", len(held), flush=True)
+answered = closed = 0
+for s in held:
+    try:
+        line = s.makefile().readline()
+    except OSError:
+        line = ""
+    if "no request within" in line:
+        answered += 1
+    elif line == "":
+        closed += 1
+print(f"answered={answered} closed={closed}", flush=True)
+"#;
+    let mut clients = node
+        .host
+        .command("python3")
+        .args(["-c", silent])
+        .arg(&node.socket)
+        .spawn();
+    clients.wait_for("holding", SHORT);
+    std::thread::sleep(Duration::from_millis(300));
+    let turned_away = cluster.pod_cli(0, &["list"]);
+    println!(
+        "tunnel pod list while 64 silent clients hold the API: {}",
+        turned_away.stderr.trim()
+    );
+    assert!(!turned_away.status.success(), "{turned_away:?}");
+    assert!(
+        clients.wait_timeout(LONG).is_some(),
+        "the silent clients were never answered"
+    );
+    let counts = clients.stdout();
+    println!("70 silent clients: {}", counts.trim());
+    assert!(counts.contains("answered=64 closed=6"), "{counts}");
+    let list = cluster.pod_cli(0, &["list"]);
+    assert!(list.status.success(), "the API serves again: {list:?}");
+}
+
 /// A rolling update with surge: the new daemon starts beside the running one (their
 /// listeners share the ports), takes the pods back and becomes ready; only then is the old
 /// one stopped. Pod traffic runs throughout, every connection counted.
