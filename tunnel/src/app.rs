@@ -22,9 +22,10 @@ use crate::{
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
-    pods::{PodApi, PodApiError, PodManager, PodServing, PodsError},
+    pods::{self, PodApi, PodApiError, PodManager, PodServing, PodsError},
     policy::LivePolicy,
     proxy::{
+        destination::{self, Destinations},
         inbound::{Inbound, InboundError, InboundService, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
@@ -179,11 +180,18 @@ impl Daemon {
             info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
         }
         let (original_dst, capture, pod_steering) = capture.into_parts();
+        // With pods, the outbound side asks their directory what a pod address is.
+        let pod_directory = Arc::new(pods::Directory::default());
+        let destinations: Arc<dyn Destinations> = match &config.pods {
+            Some(_) => pod_directory.clone(),
+            None => Arc::new(destination::Unknown),
+        };
         let outbound_inputs = wiring::outbound_inputs(
             &config,
             &credentials,
             &workload_cgroups,
             original_dst,
+            destinations,
             &telemetry,
         );
         let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry);
@@ -206,6 +214,7 @@ impl Daemon {
                     credentials.clone(),
                     PodServing {
                         outbound: outbound_inputs.clone(),
+                        directory: pod_directory,
                         inbound: inbound_service.clone(),
                         plaintext: plaintext_inputs.clone(),
                         steering: pod_steering,

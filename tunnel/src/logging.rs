@@ -7,12 +7,16 @@
 //! - [`AUTH`]: refused handshakes and identities, with the precise reason (optionally also
 //!   written to a file of their own).
 
+mod windows;
+
 use std::{fs::OpenOptions, io::IsTerminal as _, path::Path, sync::Mutex};
 
 use tracing_subscriber::{
     EnvFilter, Layer, Registry, filter::Targets, fmt, layer::SubscriberExt as _, reload,
     util::SubscriberInitExt as _,
 };
+
+pub use windows::{LogNow, LogWindows};
 
 /// The access log's target.
 pub const ACCESS: &str = "tunnel::access";

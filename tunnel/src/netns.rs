@@ -199,7 +199,7 @@ impl PodNetwork {
         let listener = self
             .thread
             .run(&self.netns, move || {
-                crate::proxy::listen_socket(addr, backlog)
+                crate::sys::listen_socket(addr, backlog)
             })
             .await?;
         tokio::net::TcpListener::from_std(listener)

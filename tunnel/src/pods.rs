@@ -21,6 +21,7 @@
 
 mod api;
 mod directory;
+mod error;
 mod kube;
 mod listeners;
 mod names;
@@ -35,6 +36,7 @@ use std::{
 
 pub use api::{ApiError as PodApiError, PodApi};
 pub use directory::Directory;
+pub use error::{PodError, PodsError};
 pub use kube::KubeClient;
 use listeners::Opened;
 use names::check_names;
@@ -47,6 +49,7 @@ use crate::{
     credentials::Credentials,
     drain::DrainWatcher,
     ebpf::{PodSteering, Steered},
+    errors,
     identity::{PodNames, SpiffeId, TrustDomain},
     netns::{Netns, NetnsThread, PodNetwork},
     proxy::{inbound::InboundService, outbound::OutboundInputs, plaintext::PlaintextInputs},
@@ -62,9 +65,11 @@ struct Ports {
     backlog: u32,
 }
 
-/// The node's proxies and steering, which serve each pod's listeners too.
+/// The node's proxies and steering, which serve each pod's listeners too, and the directory
+/// the outbound side asks about pod addresses.
 pub struct PodServing {
     pub outbound: Arc<OutboundInputs>,
+    pub directory: Arc<Directory>,
     pub inbound: InboundService,
     pub plaintext: Arc<PlaintextInputs>,
     pub steering: PodSteering,
@@ -109,19 +114,6 @@ impl Drop for Registered {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PodsError {
-    #[error("cannot use the pod directory {dir}: {source}")]
-    StateDir {
-        dir: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot start the network namespace thread: {0}")]
-    Thread(std::io::Error),
-    #[error("[kubernetes]: {0}")]
-    Kubernetes(String),
-}
-
 impl PodManager {
     pub fn new(
         config: &Config,
@@ -131,6 +123,7 @@ impl PodManager {
     ) -> Result<Self, PodsError> {
         let PodServing {
             outbound,
+            directory,
             inbound,
             plaintext,
             steering,
@@ -151,7 +144,7 @@ impl PodManager {
             .map_err(PodsError::Kubernetes)?
             .map(Arc::new);
         if let Some(kube) = &kube {
-            outbound.pod_identities.look_up_remote(
+            directory.look_up_remote(
                 kube.clone(),
                 settings.spiffe_id.clone(),
                 config.trust_domain.clone(),
@@ -168,7 +161,7 @@ impl PodManager {
                 backlog: config.listen.backlog,
             },
             credentials,
-            directory: outbound.pod_identities.clone(),
+            directory,
             outbound,
             inbound,
             plaintext,
@@ -208,7 +201,7 @@ impl PodManager {
                     info!(%pod, uid = %status.uid, spiffe_id = %status.spiffe_id, "pod taken back from the records")
                 }
                 Err(e) => {
-                    warn!(%pod, uid = %spec.uid, "recorded pod not taken back: {e}")
+                    warn!(%pod, uid = %spec.uid, "recorded pod not taken back: {}", errors::chain(&e))
                 }
             }
         }
@@ -225,7 +218,7 @@ impl PodManager {
 
     /// Registers a pod: opens its listeners, issues its certificate, records it. A pod
     /// already registered with the same uid and namespace is answered as it is.
-    pub async fn add(&self, spec: PodSpec, drain: &DrainWatcher) -> Result<PodStatus, String> {
+    pub async fn add(&self, spec: PodSpec, drain: &DrainWatcher) -> Result<PodStatus, PodError> {
         check_names(&spec)?;
         let mut registered = self.registered.lock().await;
         if let Some(existing) = registered.get(&spec.uid) {
@@ -237,12 +230,12 @@ impl PodManager {
             self.release(&old);
         }
         let registering = self.register(&spec, drain).await?;
-        if let Err(e) = self.records.save(&spec) {
+        if let Err(source) = self.records.save(&spec) {
             self.release(&registering);
-            return Err(format!(
-                "cannot record the pod in {} (a restarted daemon would lose it): {e}",
-                self.settings.state_dir.display()
-            ));
+            return Err(PodError::SaveRecord {
+                dir: self.settings.state_dir.clone(),
+                source,
+            });
         }
         let status = registering.status.clone();
         info!(
@@ -256,16 +249,16 @@ impl PodManager {
 
     /// Forgets a pod: closes its listeners; its connections take no new streams and end
     /// with their own. Whether it was registered.
-    pub async fn del(&self, uid: &str) -> Result<bool, String> {
+    pub async fn del(&self, uid: &str) -> Result<bool, PodError> {
         let removed = self.registered.lock().await.remove(uid);
         let record = self.records.remove(uid);
         let Some(pod) = removed else {
-            record.map_err(|e| format!("cannot remove the pod's record: {e}"))?;
+            record.map_err(PodError::RemoveRecord)?;
             return Ok(false);
         };
         self.release(&pod);
         info!(pod = %pod.name, uid, spiffe_id = %pod.id, "pod removed");
-        record.map_err(|e| format!("pod removed, but its record stays: {e}"))?;
+        record.map_err(PodError::RecordStays)?;
         Ok(true)
     }
 
@@ -293,27 +286,26 @@ impl PodManager {
             for (uid, name, netns) in vanished {
                 info!(pod = %name, %uid, netns = %netns.display(), "the pod's network namespace is gone: the pod is removed");
                 if let Err(e) = self.del(&uid).await {
-                    warn!(pod = %name, %uid, "removing a vanished pod: {e}");
+                    warn!(pod = %name, %uid, "removing a vanished pod: {}", errors::chain(&e));
                 }
             }
         }
     }
 
     /// The pod, if it is registered and its listeners are served.
-    pub async fn check(&self, uid: &str) -> Result<PodStatus, String> {
+    pub async fn check(&self, uid: &str) -> Result<PodStatus, PodError> {
         let registered = self.registered.lock().await;
         let pod = registered
             .get(uid)
-            .ok_or_else(|| format!("pod uid {uid} is not registered"))?;
+            .ok_or_else(|| PodError::NotRegistered(uid.into()))?;
         if pod.tasks.iter().any(JoinHandle::is_finished) {
-            return Err(format!("pod {}: a listener has stopped", pod.name));
+            return Err(PodError::ListenerStopped(pod.name.clone()));
         }
         if !names_its_namespace(pod) {
-            return Err(format!(
-                "pod {}: {} no longer names the namespace it was registered with",
-                pod.name,
-                pod.spec.netns.display()
-            ));
+            return Err(PodError::NetnsChanged {
+                name: pod.name.clone(),
+                netns: pod.spec.netns.clone(),
+            });
         }
         Ok(pod.status.clone())
     }
@@ -331,7 +323,7 @@ impl PodManager {
         // Steering first: the pod's plaintext is dropped from here on, not delivered.
         self.steering.unsteer(&pod.steered);
         if let Err(e) = self.steering.detach(&pod.spec.uid) {
-            warn!(pod = %pod.name, "cannot detach the pod's steering: {}", crate::errors::chain(&e));
+            warn!(pod = %pod.name, "cannot detach the pod's steering: {}", errors::chain(&e));
         }
         for task in &pod.tasks {
             task.abort();
@@ -341,29 +333,29 @@ impl PodManager {
         self.outbound.pool.forget(&pod.name);
     }
 
-    async fn register(&self, spec: &PodSpec, drain: &DrainWatcher) -> Result<Registered, String> {
+    async fn register(&self, spec: &PodSpec, drain: &DrainWatcher) -> Result<Registered, PodError> {
         let name = format!("{}/{}", spec.namespace, spec.name);
-        let netns = Arc::new(Netns::open(&spec.netns).map_err(|e| {
-            format!(
-                "cannot open the pod's network namespace {}: {e}",
-                spec.netns.display()
-            )
-        })?);
+        let netns = Arc::new(
+            Netns::open(&spec.netns).map_err(|source| PodError::OpenNetns {
+                path: spec.netns.clone(),
+                source,
+            })?,
+        );
         let ips = self
             .thread
             .addresses(&netns)
             .await
-            .map_err(|e| format!("cannot read the pod's addresses: {e}"))?;
+            .map_err(PodError::Addresses)?;
         if ips.is_empty() {
-            return Err(format!(
-                "the pod's network namespace {} has no address yet (tunnel-cni must be chained after the plugin that gives the pod its address)",
-                spec.netns.display()
-            ));
+            return Err(PodError::NoAddress(spec.netns.clone()));
         }
         let id = self.identity(spec).await?;
         self.credentials
             .add(&name, &id, self.settings.certificates.source(&id))
-            .map_err(|e| format!("cannot load the pod's certificate ({id}): {e}"))?;
+            .map_err(|e| PodError::Certificate {
+                id: id.clone(),
+                source: e.into(),
+            })?;
         let network = PodNetwork {
             netns: netns.clone(),
             thread: self.thread.clone(),
@@ -407,24 +399,25 @@ impl PodManager {
         }
     }
 
-    async fn identity(&self, spec: &PodSpec) -> Result<SpiffeId, String> {
+    async fn identity(&self, spec: &PodSpec) -> Result<SpiffeId, PodError> {
         if let Some(given) = &spec.spiffe_id {
-            let id = SpiffeId::from_str(given).map_err(|e| e.to_string())?;
+            let id = SpiffeId::from_str(given).map_err(|e| PodError::BadSpiffeId(e.to_string()))?;
             if id.trust_domain() != &self.trust_domain {
-                return Err(format!(
-                    "{id} is not of this node's trust domain {}",
-                    self.trust_domain
-                ));
+                return Err(PodError::OtherTrustDomain {
+                    id,
+                    trust_domain: self.trust_domain.to_string(),
+                });
             }
             return Ok(id);
         }
         let template = &self.settings.spiffe_id;
         let service_account = if template.needs_service_account() {
-            let kube = self.kube.as_ref().ok_or_else(|| {
-                format!(
-                    "the identity template {template} needs the pod's service account, and no Kubernetes API is configured ([kubernetes] api_server, or in-cluster); register with a spiffe_id instead"
-                )
-            })?;
+            let kube = self
+                .kube
+                .as_ref()
+                .ok_or_else(|| PodError::NoKubernetesApi {
+                    template: template.to_string(),
+                })?;
             Some(
                 kube.pod(&spec.namespace, &spec.name, &spec.uid)
                     .await?
@@ -433,12 +426,14 @@ impl PodManager {
         } else {
             None
         };
-        template.render(&PodNames {
-            trust_domain: &self.trust_domain,
-            namespace: &spec.namespace,
-            name: &spec.name,
-            service_account: service_account.as_deref(),
-        })
+        template
+            .render(&PodNames {
+                trust_domain: &self.trust_domain,
+                namespace: &spec.namespace,
+                name: &spec.name,
+                service_account: service_account.as_deref(),
+            })
+            .map_err(|e| PodError::Identity(e.into()))
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod copy;
 mod deliver;
+pub mod destination;
 pub mod hbone;
 pub mod inbound;
 pub mod outbound;
@@ -22,32 +23,7 @@ pub(crate) fn listen(
     addr: std::net::SocketAddr,
     backlog: u32,
 ) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::from_std(listen_socket(addr, backlog)?)
-}
-
-/// A non-blocking listener made without the runtime, so that it can be made on a thread
-/// that has entered a pod's network namespace.
-pub(crate) fn listen_socket(
-    addr: std::net::SocketAddr,
-    backlog: u32,
-) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    // A new daemon binds beside the one it replaces (a DaemonSet's rolling update with
-    // surge, or a restart that overlaps): both serve until the old one drains, and the
-    // kernel spreads new connections between them. Only the same user (root) can join.
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    Ok(socket.into())
+    tokio::net::TcpListener::from_std(crate::sys::listen_socket(addr, backlog)?)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use std::{
     io,
     mem::size_of,
+    net::SocketAddr,
     os::fd::{AsFd, AsRawFd},
     path::Path,
 };
@@ -21,6 +22,28 @@ use nix::{
         socket::{setsockopt, sockopt::IpBindAddressNoPort},
     },
 };
+
+/// A non-blocking listener made without the runtime, so that it can be made on a thread
+/// that has entered a pod's network namespace.
+pub fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    // A new daemon binds beside the one it replaces (a DaemonSet's rolling update with
+    // surge, or a restart that overlaps): both serve until the old one drains, and the
+    // kernel spreads new connections between them. Only the same user (root) can join.
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
 
 /// `SO_NETNS_COOKIE` (Linux 5.14, asm-generic value): libc does not export it yet, nor do
 /// nix or socket2 wrap it.

@@ -14,6 +14,7 @@ use crate::{
     policy::{LivePolicy, Policy},
     proxy::{
         admission::Refusals,
+        destination::Destinations,
         inbound::{InboundInputs, nonlocal_bind::NonlocalBind},
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
         plaintext::PlaintextInputs,
@@ -67,6 +68,7 @@ pub fn outbound_inputs(
     credentials: &Credentials,
     workload_cgroups: &[(String, u64)],
     original_dst: Arc<OriginalDstTable>,
+    destinations: Arc<dyn Destinations>,
     telemetry: &Arc<Telemetry>,
 ) -> OutboundInputs {
     let peers = peer_identities(config);
@@ -93,9 +95,9 @@ pub fn outbound_inputs(
         peer_port: config.outbound.peer_port,
         pool,
         snapshots: credentials.subscribe(),
-        destinations: config.capture.destinations.clone(),
+        captured: config.capture.destinations.clone(),
         telemetry: telemetry.clone(),
-        pod_identities: Arc::default(),
+        destinations,
     }
 }
 
@@ -148,7 +150,6 @@ pub fn inbound_inputs(
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
         nonlocal_bind: NonlocalBind::default(),
         telemetry: telemetry.clone(),
-        #[cfg(test)]
         deliver_to_loopback: false,
     }
 }

@@ -10,7 +10,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use super::CaError;
-use crate::{identity::SpiffeId, tls::provider};
+use crate::identity::SpiffeId;
 
 /// A leaf to sign. [`LeafSpec::workload`] is what `tunnel ca issue` makes; tests change
 /// single fields to make refusals happen.
@@ -76,10 +76,11 @@ impl LeafSpec {
     }
 }
 
-/// 16 random bytes, first bit clear so the DER integer stays positive.
+/// 16 random bytes, first bit clear so the DER integer stays positive. From aws-lc's
+/// random source, as every key the CA makes (rcgen's).
 pub(super) fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
-    provider()
+    rustls::crypto::aws_lc_rs::default_provider()
         .secure_random
         .fill(&mut bytes)
         .expect("the system random source works");

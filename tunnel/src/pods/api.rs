@@ -22,8 +22,8 @@ use tokio::{
 use tracing::{debug, info, warn};
 use tunnel_pod_api::{MAX_MESSAGE, Request, Response};
 
-use super::PodManager;
-use crate::drain::DrainWatcher;
+use super::{PodError, PodManager};
+use crate::{drain::DrainWatcher, errors};
 
 /// Registrations in flight at once (a node starts pods a few at a time).
 pub const MAX_CONNECTIONS: usize = 64;
@@ -32,9 +32,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("cannot create the pod API's directory {dir}: {source}")]
+    #[error("cannot create the pod API's directory {}", .dir.display())]
     Directory { dir: PathBuf, source: io::Error },
-    #[error("cannot listen on the pod API socket {path}: {source}")]
+    #[error("cannot listen on the pod API socket {}", .path.display())]
     Bind { path: PathBuf, source: io::Error },
 }
 
@@ -168,15 +168,20 @@ async fn answer(stream: UnixStream, pods: &PodManager, drain: &DrainWatcher) {
 }
 
 async fn handle(request: Request, pods: &PodManager, drain: &DrainWatcher) -> Response {
-    let refused = |error: String| Response::Error { error };
+    let refused = |error: PodError| Response::Error {
+        error: errors::chain(&error),
+    };
     match request {
         Request::Add(spec) => {
             let pod = format!("{}/{}", spec.namespace, spec.name);
             match pods.add(spec, drain).await {
                 Ok(status) => Response::Pod(status),
                 Err(e) => {
-                    warn!(%pod, "pod registration refused: {e}");
-                    refused(format!("pod {pod}: {e}"))
+                    let error = errors::chain(&e);
+                    warn!(%pod, "pod registration refused: {error}");
+                    Response::Error {
+                        error: format!("pod {pod}: {error}"),
+                    }
                 }
             }
         }

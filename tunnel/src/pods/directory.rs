@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, OnceLock, RwLock},
     time::{Duration, Instant},
 };
@@ -14,7 +14,10 @@ use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 use super::kube::KubeClient;
-use crate::identity::{IdTemplate, PodNames, SpiffeId, TrustDomain};
+use crate::{
+    identity::{IdTemplate, PodNames, SpiffeId, TrustDomain},
+    proxy::destination::{CallerKind, Destination, Destinations, Resolving},
+};
 
 /// How long an answer of the API is used: pod addresses are reused, so not long.
 const FOUND_TTL: Duration = Duration::from_secs(30);
@@ -115,6 +118,23 @@ impl Directory {
                 local.remove(&ip.to_canonical());
             }
         }
+    }
+}
+
+/// For a pod caller, the exact identity of the pod at the destination; a host workload's
+/// calls go to peer daemons, under the peer pattern.
+impl Destinations for Directory {
+    fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Resolving<'_> {
+        Box::pin(async move {
+            let identity = match caller {
+                CallerKind::Pod => self.expected(dst.ip()).await,
+                CallerKind::Host => None,
+            };
+            Destination {
+                target: dst,
+                identity,
+            }
+        })
     }
 }
 

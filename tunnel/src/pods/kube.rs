@@ -5,24 +5,29 @@
 //!
 //! Written over hyper and rustls, which the daemon already has, rather than with the `kube`
 //! crate: one GET needs neither watches nor typed resources, and `kube` + `k8s-openapi` would
-//! add a second HTTP and TLS stack to the build for it.
+//! add a second HTTP and TLS stack to the build for it. The objects' shapes are in
+//! `kube/objects`.
+
+mod objects;
 
 use std::{
+    io,
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
 use bytes::Bytes;
-use http::{Request, header};
+use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
 use rustls_pki_types::{CertificateDer, pem::PemObject as _};
-use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use self::objects::{Pod, PodList, Status, holders};
 use crate::{config::Kubernetes, tls::provider};
 
 /// In-cluster defaults (what every pod, the DaemonSet's included, is given).
@@ -31,6 +36,77 @@ const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A Pod object is a few KiB; anything far larger is not one.
 const MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("{url:?}: {why}")]
+    BadAddress { url: String, why: String },
+    #[error("cannot read the API server's CA {path}")]
+    ReadCa {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("the API server's CA {path}")]
+    BadCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("cannot make a TLS configuration for the API server")]
+    Tls(#[source] rustls::Error),
+    #[error("cannot read the API token {path}")]
+    Token { path: PathBuf, source: io::Error },
+    #[error("cannot connect to {at}")]
+    Connect { at: String, source: io::Error },
+    #[error("{at}: {host:?} is not a TLS server name")]
+    ServerName {
+        at: String,
+        host: String,
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    #[error("TLS with {at}")]
+    Handshake { at: String, source: io::Error },
+    #[error("HTTP with {at}")]
+    Http { at: String, source: hyper::Error },
+    #[error("GET {path} from {at}")]
+    Get {
+        path: String,
+        at: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("GET {path} from {at}: HTTP {status}: {message}")]
+    Status {
+        path: String,
+        at: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("the Kubernetes API did not answer GET {path} within {CALL_TIMEOUT:?}")]
+    Timeout { path: String },
+    #[error("the Kubernetes API's answer to GET {path} is not {what}")]
+    NotJson {
+        path: String,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error(
+        "the Kubernetes API's pod {namespace}/{name} has uid {found}, not {uid}: another pod of that name"
+    )]
+    OtherUid {
+        namespace: String,
+        name: String,
+        found: String,
+        uid: String,
+    },
+    #[error(
+        "the Kubernetes API places pod {namespace}/{name} on node {theirs}, not on this node ({ours})"
+    )]
+    OtherNode {
+        namespace: String,
+        name: String,
+        theirs: String,
+        ours: String,
+    },
+}
 
 /// What the daemon learns of a pod.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +134,7 @@ impl KubeClient {
     /// From `[kubernetes]` and the in-cluster environment; `Ok(None)` when neither names an
     /// API server (the daemon then needs `--spiffe-id` for pods whose template asks for a
     /// service account).
-    pub fn new(config: &Kubernetes) -> Result<Option<Self>, String> {
+    pub fn new(config: &Kubernetes) -> Result<Option<Self>, KubeError> {
         let url = match &config.api_server {
             Some(url) => url.clone(),
             None => match (
@@ -79,21 +155,10 @@ impl KubeClient {
             .token_file
             .clone()
             .unwrap_or_else(|| Path::new(SERVICE_ACCOUNT_DIR).join("token"));
-        let mut roots = RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(&ca_file)
-            .map_err(|e| format!("cannot read the API server's CA {}: {e}", ca_file.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| {
-                format!("cannot read the API server's CA {}: {e}", ca_file.display())
-            })?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("the API server's CA {}: {e}", ca_file.display()))?;
-        }
         let tls = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
+            .map_err(KubeError::Tls)?
+            .with_root_certificates(api_roots(&ca_file)?)
             .with_no_client_auth();
         Ok(Some(Self {
             host,
@@ -106,21 +171,26 @@ impl KubeClient {
 
     /// The pod's service account, once the API confirms it is the pod registered (same uid)
     /// and runs on this node.
-    pub async fn pod(&self, namespace: &str, name: &str, uid: &str) -> Result<PodFacts, String> {
+    pub async fn pod(&self, namespace: &str, name: &str, uid: &str) -> Result<PodFacts, KubeError> {
         let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
         let pod: Pod = self.get_json(&path, "a Pod").await?;
         if pod.metadata.uid != uid {
-            return Err(format!(
-                "the Kubernetes API's pod {namespace}/{name} has uid {}, not {uid}: another pod of that name",
-                pod.metadata.uid
-            ));
+            return Err(KubeError::OtherUid {
+                namespace: namespace.into(),
+                name: name.into(),
+                found: pod.metadata.uid,
+                uid: uid.into(),
+            });
         }
         if let (Some(ours), Some(theirs)) = (&self.node_name, &pod.spec.node_name)
             && ours != theirs
         {
-            return Err(format!(
-                "the Kubernetes API places pod {namespace}/{name} on node {theirs}, not on this node ({ours})"
-            ));
+            return Err(KubeError::OtherNode {
+                namespace: namespace.into(),
+                name: name.into(),
+                theirs: theirs.clone(),
+                ours: ours.clone(),
+            });
         }
         Ok(PodFacts {
             service_account: pod.spec.service_account(),
@@ -129,7 +199,7 @@ impl KubeClient {
 
     /// The pods the API has at `ip` that hold it (not host-network pods, which share their
     /// node's address, and not pods that have ended).
-    pub async fn pods_at(&self, ip: std::net::IpAddr) -> Result<Vec<PodAtAddress>, String> {
+    pub async fn pods_at(&self, ip: IpAddr) -> Result<Vec<PodAtAddress>, KubeError> {
         let path = format!("/api/v1/pods?fieldSelector=status.podIP%3D{ip}");
         let list: PodList = self.get_json(&path, "a PodList").await?;
         Ok(holders(list))
@@ -139,154 +209,143 @@ impl KubeClient {
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-        what: &str,
-    ) -> Result<T, String> {
+        what: &'static str,
+    ) -> Result<T, KubeError> {
         let body = tokio::time::timeout(CALL_TIMEOUT, self.get(path))
             .await
-            .map_err(|_| {
-                format!("the Kubernetes API did not answer GET {path} within {CALL_TIMEOUT:?}")
-            })??;
-        serde_json::from_slice(&body)
-            .map_err(|e| format!("the Kubernetes API's answer to GET {path} is not {what}: {e}"))
+            .map_err(|_| KubeError::Timeout { path: path.into() })??;
+        serde_json::from_slice(&body).map_err(|source| KubeError::NotJson {
+            path: path.into(),
+            what,
+            source,
+        })
     }
 
-    async fn get(&self, path: &str) -> Result<Bytes, String> {
-        let at = || format!("the Kubernetes API at {}:{}", self.host, self.port);
+    async fn get(&self, path: &str) -> Result<Bytes, KubeError> {
+        let at = format!("the Kubernetes API at {}:{}", self.host, self.port);
         // Read per call: projected service-account tokens are rotated on disk.
-        let token = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            format!(
-                "cannot read the API token {}: {e}",
-                self.token_file.display()
-            )
-        })?;
+        let token =
+            std::fs::read_to_string(&self.token_file).map_err(|source| KubeError::Token {
+                path: self.token_file.clone(),
+                source,
+            })?;
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", at()))?;
+            .map_err(|source| KubeError::Connect {
+                at: at.clone(),
+                source,
+            })?;
         let server_name =
-            ServerName::try_from(self.host.clone()).map_err(|e| format!("{}: {e}", at()))?;
+            ServerName::try_from(self.host.clone()).map_err(|source| KubeError::ServerName {
+                at: at.clone(),
+                host: self.host.clone(),
+                source,
+            })?;
         let tls = TlsConnector::from(self.tls.clone())
             .connect(server_name, tcp)
             .await
-            .map_err(|e| format!("TLS with {}: {e}", at()))?;
+            .map_err(|source| KubeError::Handshake {
+                at: at.clone(),
+                source,
+            })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| format!("HTTP with {}: {e}", at()))?;
+            .map_err(|source| KubeError::Http {
+                at: at.clone(),
+                source,
+            })?;
         tokio::spawn(connection);
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| KubeError::Get {
+            path: path.into(),
+            at: at.clone(),
+            source,
+        };
         let request = Request::get(path)
             .header(header::HOST, format!("{}:{}", self.host, self.port))
             .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.into()))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("GET {path} from {}: {e}", at()))?;
+            .map_err(|e| failed(e.into()))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| format!("GET {path} from {}: {e}", at()))?
+            .map_err(failed)?
             .to_bytes();
         if !status.is_success() {
             // The API's Status object says why (forbidden by RBAC, not found...).
             let message = serde_json::from_slice::<Status>(&body)
                 .map(|s| s.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into());
-            return Err(format!(
-                "GET {path} from {}: HTTP {status}: {message}",
-                at()
-            ));
+            return Err(KubeError::Status {
+                path: path.into(),
+                at,
+                status,
+                message,
+            });
         }
         Ok(body)
     }
 }
 
-/// The pods of a list that hold their address: not host-network pods (they share their
-/// node's), not pods that have ended.
-fn holders(list: PodList) -> Vec<PodAtAddress> {
-    list.items
-        .into_iter()
-        .filter(|pod| !pod.spec.host_network.unwrap_or(false))
-        .filter(|pod| {
-            !matches!(
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .map(|pod| PodAtAddress {
-            service_account: pod.spec.service_account(),
-            namespace: pod.metadata.namespace.unwrap_or_default(),
-            name: pod.metadata.name.unwrap_or_default(),
-        })
-        .collect()
+/// The API server's CA bundle as roots.
+fn api_roots(ca_file: &Path) -> Result<RootCertStore, KubeError> {
+    let read = |source| KubeError::ReadCa {
+        path: ca_file.into(),
+        source,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(read)? {
+        roots
+            .add(cert.map_err(read)?)
+            .map_err(|source| KubeError::BadCa {
+                path: ca_file.into(),
+                source,
+            })?;
+    }
+    Ok(roots)
 }
 
-fn host_port(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("{url:?}: the API server is reached over https:// only"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("{url:?}: {port:?} is not a port"))?,
-        ),
-        _ => (authority, 443),
+/// The host and port of an `https://` API server address (parsed by `http`, brackets of an
+/// IPv6 literal removed).
+fn host_port(url: &str) -> Result<(String, u16), KubeError> {
+    let bad = |why: &str| KubeError::BadAddress {
+        url: url.into(),
+        why: why.into(),
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&format!("not a URL ({e})")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("the API server is reached over https:// only"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("names no host"))?;
+    // `http` takes a port it cannot read for none; say so instead of dialling 443.
+    let port = match authority
+        .as_str()
+        .strip_prefix(authority.host())
+        .and_then(|rest| rest.strip_prefix(':'))
+    {
+        None if authority.as_str() != authority.host() => {
+            return Err(bad("user information is not accepted"));
+        }
+        None => 443,
+        Some(port) => port
+            .parse::<u16>()
+            .map_err(|_| bad(&format!("{port:?} is not a port")))?,
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("{url:?} names no host"));
+        return Err(bad("names no host"));
     }
     Ok((host.into(), port))
-}
-
-#[derive(Deserialize)]
-struct PodList {
-    items: Vec<Pod>,
-}
-
-#[derive(Deserialize)]
-struct Pod {
-    metadata: Metadata,
-    spec: Spec,
-    status: Option<PodStatus>,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    uid: String,
-    name: Option<String>,
-    namespace: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Spec {
-    service_account_name: Option<String>,
-    node_name: Option<String>,
-    host_network: Option<bool>,
-}
-
-impl Spec {
-    /// A pod with no service account named runs as `default`, as Kubernetes does.
-    fn service_account(&self) -> String {
-        self.service_account_name
-            .clone()
-            .filter(|sa| !sa.is_empty())
-            .unwrap_or_else(|| "default".into())
-    }
-}
-
-#[derive(Deserialize)]
-struct PodStatus {
-    phase: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Status {
-    message: String,
 }
 
 #[cfg(test)]
@@ -308,49 +367,45 @@ mod tests {
             ("api.example".into(), 443)
         );
         assert!(host_port("http://10.96.0.1").is_err());
-        assert!(host_port("https://h:x").unwrap_err().contains("not a port"));
+        let bad_port = host_port("https://h:x").unwrap_err().to_string();
+        assert!(bad_port.contains("not a port"), "{bad_port}");
+        assert!(host_port("https://user@h:6443").is_err());
+        assert!(host_port("https://:6443").is_err());
     }
 
     #[test]
-    fn only_live_pods_of_their_own_network_hold_an_address() {
-        let json = r#"{"kind":"PodList","apiVersion":"v1","items":[
-            {"metadata":{"name":"orders-1","namespace":"shop","uid":"a"},
-             "spec":{"serviceAccountName":"orders"},"status":{"phase":"Running","podIP":"10.1.2.2"}},
-            {"metadata":{"name":"old","namespace":"shop","uid":"b"},
-             "spec":{"serviceAccountName":"batch"},"status":{"phase":"Succeeded","podIP":"10.1.2.2"}},
-            {"metadata":{"name":"node-exporter","namespace":"mon","uid":"c"},
-             "spec":{"hostNetwork":true},"status":{"phase":"Running","podIP":"10.1.2.2"}},
-            {"metadata":{"name":"web","namespace":"shop","uid":"d"},
-             "spec":{},"status":{"phase":"Pending"}}]}"#;
-        let list: PodList = serde_json::from_str(json).unwrap();
-        let holders = holders(list);
+    fn each_wrapper_prints_its_cause_once() {
+        let io = || io::Error::other("the cause");
+        let at = || "the Kubernetes API at 10.96.0.1:443".to_string();
+        let cases = [
+            KubeError::Token {
+                path: "/var/run/token".into(),
+                source: io(),
+            },
+            KubeError::Connect {
+                at: at(),
+                source: io(),
+            },
+            KubeError::Handshake {
+                at: at(),
+                source: io(),
+            },
+            KubeError::Get {
+                path: "/api/v1/pods".into(),
+                at: at(),
+                source: "the cause".into(),
+            },
+        ];
+        for error in cases {
+            let text = crate::errors::chain(&error);
+            assert_eq!(text.matches("the cause").count(), 1, "{text}");
+        }
         assert_eq!(
-            holders,
-            vec![
-                PodAtAddress {
-                    namespace: "shop".into(),
-                    name: "orders-1".into(),
-                    service_account: "orders".into()
-                },
-                PodAtAddress {
-                    namespace: "shop".into(),
-                    name: "web".into(),
-                    service_account: "default".into()
-                },
-            ]
+            crate::errors::chain(&KubeError::Connect {
+                at: at(),
+                source: io()
+            }),
+            "cannot connect to the Kubernetes API at 10.96.0.1:443: the cause"
         );
-    }
-
-    #[test]
-    fn a_real_pod_object_gives_its_service_account() {
-        // Trimmed from `kubectl get pod -o json` (Kubernetes 1.31).
-        let json = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"orders-7d9f","namespace":"shop",
-            "uid":"6f1c2a9e-1b7e-4c1e-9d7a-2f5a8e0c3b11","labels":{"app":"orders"}},
-            "spec":{"serviceAccountName":"orders","serviceAccount":"orders","nodeName":"node-a",
-            "containers":[{"name":"app","image":"nginx"}]},"status":{"phase":"Running","podIP":"10.244.1.5"}}"#;
-        let pod: Pod = serde_json::from_str(json).unwrap();
-        assert_eq!(pod.spec.service_account_name.as_deref(), Some("orders"));
-        assert_eq!(pod.spec.node_name.as_deref(), Some("node-a"));
-        assert_eq!(pod.metadata.uid, "6f1c2a9e-1b7e-4c1e-9d7a-2f5a8e0c3b11");
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::task::JoinHandle;
 
-use super::PodManager;
+use super::{PodError, PodManager};
 use crate::{
     drain::DrainWatcher,
     ebpf::Steered,
@@ -34,7 +34,7 @@ impl PodManager {
         ips: &[IpAddr],
         network: &PodNetwork,
         drain: &DrainWatcher,
-    ) -> Result<Opened, String> {
+    ) -> Result<Opened, PodError> {
         let ports = &self.ports;
         let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
         outbound_addrs.extend(
@@ -47,9 +47,12 @@ impl PodManager {
             let listener = network
                 .listen(addr, ports.backlog)
                 .await
-                .map_err(|e| format!("cannot open the outbound listener {addr} in the pod: {e}"))?;
-            let cookie = sys::netns_cookie(&listener)
-                .map_err(|e| format!("cannot read the pod's network namespace cookie: {e}"))?;
+                .map_err(|source| PodError::Listen {
+                    kind: "outbound",
+                    addr,
+                    source,
+                })?;
+            let cookie = sys::netns_cookie(&listener).map_err(PodError::NetnsCookie)?;
             outbound_listeners.push((listener, cookie));
         }
         let mut hbone_listeners = Vec::new();
@@ -58,7 +61,11 @@ impl PodManager {
             let listener = network
                 .listen(addr, ports.backlog)
                 .await
-                .map_err(|e| format!("cannot open the HBONE listener {addr} in the pod: {e}"))?;
+                .map_err(|source| PodError::Listen {
+                    kind: "HBONE",
+                    addr,
+                    source,
+                })?;
             hbone_listeners.push(listener);
         }
         // Loopback only: nothing reaches them but what `steer_inbound` hands over.
@@ -69,9 +76,14 @@ impl PodManager {
             plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
         }
         for addr in plaintext_addrs {
-            let listener = network.listen(addr, ports.backlog).await.map_err(|e| {
-                format!("cannot open the plaintext listener {addr} in the pod: {e}")
-            })?;
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|source| PodError::Listen {
+                    kind: "plaintext",
+                    addr,
+                    source,
+                })?;
             plaintext_listeners.push(listener);
         }
         let steered = self.steer(uid, ips, network, &plaintext_listeners)?;
@@ -133,17 +145,11 @@ impl PodManager {
         ips: &[IpAddr],
         network: &PodNetwork,
         listeners: &[tokio::net::TcpListener],
-    ) -> Result<Steered, String> {
-        let node_addresses = netns::interface_addresses()
-            .map_err(|e| format!("cannot read the node's addresses: {e}"))?;
+    ) -> Result<Steered, PodError> {
+        let node_addresses = netns::interface_addresses().map_err(PodError::NodeAddresses)?;
         self.steering
             .set_node_addresses(&node_addresses)
-            .map_err(|e| {
-                format!(
-                    "cannot record the node's addresses: {}",
-                    crate::errors::chain(&e)
-                )
-            })?;
+            .map_err(PodError::RecordNodeAddresses)?;
         let sockets: Vec<_> = listeners
             .iter()
             .map(|l| (l.local_addr().is_ok_and(|a| a.is_ipv6()), l.as_fd()))
@@ -151,18 +157,10 @@ impl PodManager {
         let steered = self
             .steering
             .steer(ips, self.ports.hbone, &sockets)
-            .map_err(|e| {
-                format!(
-                    "cannot steer the pod's inbound plaintext: {}",
-                    crate::errors::chain(&e)
-                )
-            })?;
+            .map_err(PodError::Steer)?;
         if let Err(e) = self.steering.attach(uid, network.netns.file()) {
             self.steering.unsteer(&steered);
-            return Err(format!(
-                "cannot attach inbound steering in the pod's namespace: {}",
-                crate::errors::chain(&e)
-            ));
+            return Err(PodError::AttachSteering(e));
         }
         Ok(steered)
     }

@@ -4,10 +4,12 @@ use std::path::Path;
 
 use tunnel_pod_api::PodSpec;
 
+use super::PodError;
+
 /// Kubernetes names (RFC 1123 labels and subdomains) and uids: nothing else is accepted, so
 /// no registration can smuggle a path or a template placeholder into an identity or a file.
-pub(super) fn check_names(spec: &PodSpec) -> Result<(), String> {
-    let dns = |what: &str, value: &str, max: usize| {
+pub(super) fn check_names(spec: &PodSpec) -> Result<(), PodError> {
+    let dns = |what: &'static str, value: &str, max: usize| {
         let ok = !value.is_empty()
             && value.len() <= max
             && value
@@ -18,9 +20,10 @@ pub(super) fn check_names(spec: &PodSpec) -> Result<(), String> {
         if ok {
             Ok(())
         } else {
-            Err(format!(
-                "{what} {value:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.')"
-            ))
+            Err(PodError::NotAName {
+                what,
+                value: value.into(),
+            })
         }
     };
     dns("namespace", &spec.namespace, 63)?;
@@ -32,16 +35,10 @@ pub(super) fn check_names(spec: &PodSpec) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !uid_ok {
-        return Err(format!(
-            "uid {:?} is not a Kubernetes uid (letters, digits and '-')",
-            spec.uid
-        ));
+        return Err(PodError::NotAUid(spec.uid.clone()));
     }
     if !Path::new(&spec.netns).is_absolute() {
-        return Err(format!(
-            "netns {} must be an absolute path",
-            spec.netns.display()
-        ));
+        return Err(PodError::RelativeNetns(spec.netns.clone()));
     }
     Ok(())
 }
@@ -70,11 +67,16 @@ mod tests {
             (spec("shop", "a", "../u"), "not a Kubernetes uid"),
             (spec("", "a", "u"), "not a Kubernetes name"),
         ] {
-            let e = check_names(&bad).unwrap_err();
+            let e = check_names(&bad).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");
         }
         let mut relative = spec("shop", "a", "u");
         relative.netns = "netns/x".into();
-        assert!(check_names(&relative).unwrap_err().contains("absolute"));
+        assert!(
+            check_names(&relative)
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
     }
 }

@@ -50,6 +50,17 @@ pub enum CopyEnd {
     StreamReset,
 }
 
+/// Why a carried connection ended, in the access log's words: `closed`, a reset and which
+/// side sent it, or what closed its tunnel connection under it (a certificate expired...).
+pub fn close_reason(end: CopyEnd, connection_ended: Option<&String>) -> String {
+    match (end, connection_ended) {
+        (CopyEnd::Closed, _) => "closed".into(),
+        (CopyEnd::SocketReset, _) => "reset by the local side".into(),
+        (CopyEnd::StreamReset, Some(why)) => why.clone(),
+        (CopyEnd::StreamReset, None) => "reset by the tunnel side".into(),
+    }
+}
+
 /// Bytes moved: `to_stream` from the socket to the stream, `to_socket` the other way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyStats {

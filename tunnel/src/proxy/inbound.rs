@@ -83,9 +83,10 @@ pub struct InboundInputs {
     pub nonlocal_bind: nonlocal_bind::NonlocalBind,
     /// Metrics, `/connections`, the access log's and the auth stream's state.
     pub telemetry: Arc<Telemetry>,
-    /// Tests on one machine without root have only loopback to deliver to; production
-    /// never delivers there (a CONNECT must not reach services bound to 127.0.0.1).
-    #[cfg(test)]
+    /// Whether loopback destinations are deliverable: `false` in the daemon (a CONNECT
+    /// must not reach services bound to 127.0.0.1). The in-process tests, which have only
+    /// loopback to deliver to, set it; their refusal cases run with it `false`, so the rule
+    /// they check is compiled exactly as the daemon runs it.
     pub deliver_to_loopback: bool,
 }
 
@@ -129,6 +130,17 @@ impl InboundService {
     pub async fn serve_pod(self, listener: TcpListener, pod: Arc<PodServer>, drain: DrainWatcher) {
         accept_loop(listener, Some(pod), self.0, drain).await;
     }
+}
+
+/// What every stream of one TLS connection shares, for the access log.
+pub(super) struct Session {
+    pub tls: super::hbone::TlsParams,
+    /// The caller's certificate subject (nginx's `$ssl_client_s_dn`), when it has one.
+    pub subject_dn: Option<String>,
+    /// Why the connection was closed under its streams, once it was.
+    pub ended: std::sync::OnceLock<String>,
+    /// The registered pod whose listener accepted it; `None`: the node's.
+    pub pod: Option<Arc<PodServer>>,
 }
 
 /// What every connection task shares: the inputs and the caps' live state.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::metrics::Direction;
-use crate::{logging, proxy::admission::LogWindows};
+use crate::logging::{self, LogWindows};
 
 /// How many failures [`AuthFailures::recent`] remembers.
 pub const REMEMBERED: usize = 20;

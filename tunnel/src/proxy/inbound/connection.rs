@@ -1,32 +1,32 @@
-//! One peer's TLS connection: admission through the handshakes, then HTTP/2 served until
-//! the peer closes, the connection idles out, a PING goes unanswered, a drain ends it, or a
-//! certificate on it expires or is no longer trusted (a replaced node certificate lets it
-//! finish its streams, as a drain does).
+//! One peer's TLS connection, in phases: [`expect_tls`] (the first byte is a handshake
+//! record), [`authenticate`] (the TLS handshake, under the handshake cap), [`speak_h2`]
+//! (the HTTP/2 handshake), [`claim_peer_slot`] (the per-identity cap), then
+//! [`serve_streams`] until the peer closes, the connection idles out, a PING goes
+//! unanswered, a drain ends it, or a certificate on it expires or is no longer trusted (a
+//! replaced node certificate lets it finish its streams, as a drain does). Every phase
+//! before the streams shares one deadline, and every refusal is said in [`refuse`].
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, OnceLock},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
+use h2::server::Connection;
 use tokio::{
     net::TcpStream,
     time::{Instant, sleep_until, timeout_at},
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::{debug, info};
 
-use super::{PodServer, Shared, Unauthenticated, stream};
+use super::{PodServer, Session, Shared, Unauthenticated, stream};
 use crate::{
     credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
-    identity::Purpose,
+    identity::{Purpose, SpiffeId},
     proxy::{
-        admission::Refusal,
+        admission::{KeyedSlot, Refusal},
         copy,
         hbone::{self, TlsParams},
     },
-    telemetry::Direction,
     tls::{self, Phase},
 };
 
@@ -36,61 +36,143 @@ const GOAWAY_LINGER: std::time::Duration = std::time::Duration::from_millis(500)
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+type H2Connection = Connection<TlsStream<TcpStream>, Bytes>;
+
+/// Why a connection was not served.
+enum Refused {
+    /// Closed before saying anything, or the pod it was for is being removed (its
+    /// certificate is gone): nothing worth a line.
+    Silently,
+    /// A refusal counted and logged with the others of its kind (rate-limited).
+    Counted(Refusal, String),
+    /// A refused TLS handshake: said on the auth stream with what the caller presented.
+    Handshake {
+        reason: String,
+        kind: tls::RefusalKind,
+        presented: Option<String>,
+    },
+}
+
+/// A connection through its TLS handshake.
+struct Handshaken {
+    tls: TlsStream<TcpStream>,
+    caller: SpiffeId,
+    session: Arc<Session>,
+    lifetime: Authenticated,
+}
+
 pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     unauthenticated: Unauthenticated,
     pod: Option<Arc<PodServer>>,
     shared: Arc<Shared>,
-    mut drain: DrainWatcher,
+    drain: DrainWatcher,
 ) {
-    let limits = shared.inputs.limits;
     hbone::configure_tunnel_socket(&tcp);
     // One deadline for every step before the connection is served: a slow peer cannot
     // stretch it by being slow in each step in turn.
-    let deadline = Instant::now() + limits.handshake_timeout;
-    let timed_out = || shared.log_refusal(Refusal::HandshakeTimeout, peer, "");
+    let deadline = Instant::now() + shared.inputs.limits.handshake_timeout;
+    let admitted = async {
+        expect_tls(&tcp, deadline).await?;
+        let handshaken = authenticate(tcp, pod, &shared, deadline).await?;
+        let Handshaken {
+            tls,
+            caller,
+            session,
+            lifetime,
+        } = handshaken;
+        let connection = speak_h2(tls, &caller, &shared, deadline).await?;
+        claim_peer_slot(connection, caller, peer, &shared, deadline)
+            .await
+            .map(|(connection, caller, slot)| (connection, caller, slot, session, lifetime))
+    };
+    match admitted.await {
+        Ok((connection, caller, _peer_slot, session, lifetime)) => {
+            drop(unauthenticated);
+            debug!(%peer, %caller, "tunnel connection accepted");
+            serve_streams(
+                connection,
+                peer,
+                Arc::new(caller),
+                session,
+                lifetime,
+                shared,
+                drain,
+            )
+            .await;
+        }
+        Err(refused) => refuse(&shared, peer, refused),
+    }
+}
 
+/// The one place a connection's refusal is counted and said.
+fn refuse(shared: &Shared, peer: SocketAddr, refused: Refused) {
+    match refused {
+        Refused::Silently => {}
+        Refused::Counted(refusal, reason) => shared.log_refusal(refusal, peer, &reason),
+        Refused::Handshake {
+            reason,
+            kind,
+            presented,
+        } => shared.refuse_handshake(peer, &reason, kind, presented),
+    }
+}
+
+fn timed_out() -> Refused {
+    Refused::Counted(Refusal::HandshakeTimeout, String::new())
+}
+
+/// Plaintext on the tunnel port is reset at once, before any TLS work.
+async fn expect_tls(tcp: &TcpStream, deadline: Instant) -> Result<(), Refused> {
     let mut first = [0u8; 1];
     match timeout_at(deadline, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => Ok(()),
         Ok(Ok(1)) => {
-            copy::reset(&tcp);
-            return shared.log_refusal(Refusal::NotTls, peer, "");
+            copy::reset(tcp);
+            Err(Refused::Counted(Refusal::NotTls, String::new()))
         }
-        Ok(_) => return, // closed before saying anything
-        Err(_) => return timed_out(),
+        Ok(_) => Err(Refused::Silently),
+        Err(_) => Err(timed_out()),
     }
+}
+
+/// The TLS handshake, under the cap on handshakes computed at once. A pod's listener
+/// presents the pod's certificate, so the caller can check it reached that workload
+/// (ztunnel does).
+async fn authenticate(
+    tcp: TcpStream,
+    pod: Option<Arc<PodServer>>,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<Handshaken, Refused> {
     let Ok(Ok(handshake_permit)) =
         timeout_at(deadline, shared.handshakes.clone().acquire_owned()).await
     else {
-        return timed_out();
+        return Err(timed_out());
     };
     let Some((snapshot, watch)) =
         Watch::inbound(&shared.inputs.snapshots, pod.as_ref().map(|p| &p.name))
     else {
         // Its certificate is gone: the pod is being removed.
         copy::reset(&tcp);
-        return;
+        return Err(Refused::Silently);
     };
     // A config of this connection's own, so a refusal can name what the caller presented.
-    // A pod's listener presents the pod's certificate, so the caller can check it reached
-    // that workload (ztunnel does).
-    let (server_config, presented) = match tls::recording_server_config(
+    let (server_config, presented) = tls::recording_server_config(
         watch.own.key.clone(),
         snapshot.client_verifier().clone(),
         snapshot.trust.clone(),
-    ) {
-        Ok(built) => built,
-        Err(e) => {
-            let reason = format!("cannot build the TLS configuration: {e}");
-            return shared.refuse_handshake(peer, &reason, tls::RefusalKind::Other, None);
-        }
-    };
+    )
+    .map_err(|e| Refused::Handshake {
+        reason: format!("cannot build the TLS configuration: {e}"),
+        kind: tls::RefusalKind::Other,
+        presented: None,
+    })?;
     drop(snapshot);
-    let acceptor = TlsAcceptor::from(server_config);
     let tls_started = std::time::Instant::now();
-    let mut tls_stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
+    let tls_stream = match timeout_at(deadline, TlsAcceptor::from(server_config).accept(tcp)).await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let presented = presented.get().cloned().unwrap_or_default();
@@ -98,21 +180,25 @@ pub(super) async fn serve(
                 Some(entry) => format!("the certificate has been revoked: {entry}"),
                 None => tls::describe_connection_error(&e, Phase::Handshake),
             };
-            let kind = tls::RefusalKind::in_chain(&e);
-            return shared.refuse_handshake(peer, &reason, kind, presented.identity);
+            return Err(Refused::Handshake {
+                reason,
+                kind: tls::RefusalKind::in_chain(&e),
+                presented: presented.identity,
+            });
         }
-        Err(_) => return timed_out(),
+        Err(_) => return Err(timed_out()),
     };
     drop(handshake_permit);
-    let metrics = &shared.inputs.telemetry.metrics.proxy;
-    metrics.handshake(Direction::Inbound, Some(tls_started.elapsed()));
+    shared.inputs.telemetry.metrics.proxy.handshake(
+        crate::telemetry::Direction::Inbound,
+        Some(tls_started.elapsed()),
+    );
     let Some(caller) = tls::peer_identity(tls_stream.get_ref().1, Purpose::ClientAuth) else {
         // The verifier accepted it, so this cannot happen; refuse rather than assume.
-        return shared.log_refusal(
+        return Err(Refused::Counted(
             Refusal::HandshakeFailed,
-            peer,
-            "verified client certificate has no readable identity",
-        );
+            "verified client certificate has no readable identity".into(),
+        ));
     };
     let peer_chain: Vec<rustls_pki_types::CertificateDer<'static>> = tls_stream
         .get_ref()
@@ -125,42 +211,88 @@ pub(super) async fn serve(
         subject_dn: peer_chain
             .first()
             .and_then(|leaf| subject_dn(leaf.as_ref())),
-        ended: OnceLock::new(),
+        ended: std::sync::OnceLock::new(),
         pod,
     });
-    let mut lifetime = Authenticated::new(watch, peer_chain);
+    Ok(Handshaken {
+        tls: tls_stream,
+        caller,
+        session,
+        lifetime: Authenticated::new(watch, peer_chain),
+    })
+}
+
+/// The HTTP/2 handshake, with the stream and header limits the caps set.
+async fn speak_h2(
+    mut tls_stream: TlsStream<TcpStream>,
+    caller: &SpiffeId,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<H2Connection, Refused> {
     hbone::batch_tls_writes(tls_stream.get_mut().1);
-    let handshake =
-        hbone::server_builder(limits.max_streams_per_connection).handshake::<_, Bytes>(tls_stream);
-    let mut connection = match timeout_at(deadline, handshake).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => {
-            let reason = format!("HTTP/2 from {caller}: {e}");
-            return shared.log_refusal(Refusal::HandshakeFailed, peer, &reason);
-        }
-        Err(_) => return timed_out(),
-    };
-    let Some(_peer_slot) = shared
+    let handshake = hbone::server_builder(shared.inputs.limits.max_streams_per_connection)
+        .handshake::<_, Bytes>(tls_stream);
+    match timeout_at(deadline, handshake).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => Err(Refused::Counted(
+            Refusal::HandshakeFailed,
+            format!("HTTP/2 from {caller}: {e}"),
+        )),
+        Err(_) => Err(timed_out()),
+    }
+}
+
+/// A place under `max_connections_per_peer` for (caller, source address). Past it the
+/// caller is told why in HTTP/2 terms, so its log names a limit rather than guessing at a
+/// refused certificate.
+async fn claim_peer_slot(
+    mut connection: H2Connection,
+    caller: SpiffeId,
+    peer: SocketAddr,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<
+    (
+        H2Connection,
+        SpiffeId,
+        KeyedSlot<(SpiffeId, std::net::IpAddr)>,
+    ),
+    Refused,
+> {
+    if let Some(slot) = shared
         .connections_by_peer
         .try_acquire((caller.clone(), peer.ip()))
-    else {
-        shared.log_refusal(Refusal::ConnectionsPerPeer, peer, &caller.to_string());
-        // Say why in HTTP/2 terms, so the caller's log names a limit rather than guessing at
-        // a refused certificate. Once the GOAWAY is out, hold the socket a moment before
-        // closing: closing at once, with the caller's SETTINGS ack unread, sends a reset that
-        // can destroy the GOAWAY before the caller reads it.
-        connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-        let _ = timeout_at(deadline, async {
-            while connection.accept().await.is_some() {}
-        })
-        .await;
-        tokio::time::sleep_until(deadline.min(Instant::now() + GOAWAY_LINGER)).await;
-        return;
-    };
-    drop(unauthenticated);
-    debug!(%peer, %caller, "tunnel connection accepted");
+    {
+        return Ok((connection, caller, slot));
+    }
+    refuse(
+        shared,
+        peer,
+        Refused::Counted(Refusal::ConnectionsPerPeer, caller.to_string()),
+    );
+    // Once the GOAWAY is out, hold the socket a moment before closing: closing at once,
+    // with the caller's SETTINGS ack unread, sends a reset that can destroy the GOAWAY
+    // before the caller reads it.
+    connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+    let _ = timeout_at(deadline, async {
+        while connection.accept().await.is_some() {}
+    })
+    .await;
+    tokio::time::sleep_until(deadline.min(Instant::now() + GOAWAY_LINGER)).await;
+    Err(Refused::Silently)
+}
 
-    let caller = Arc::new(caller);
+/// Serves the connection's streams, each in a task of its own, until it ends.
+async fn serve_streams(
+    mut connection: H2Connection,
+    peer: SocketAddr,
+    caller: Arc<SpiffeId>,
+    session: Arc<Session>,
+    mut lifetime: Authenticated,
+    shared: Arc<Shared>,
+    mut drain: DrainWatcher,
+) {
+    let limits = shared.inputs.limits;
     let pings = connection
         .ping_pong()
         .expect("a new connection still has its PingPong");
@@ -246,17 +378,6 @@ pub(super) async fn serve(
             None => return,
         }
     }
-}
-
-/// What every stream of one TLS connection shares, for the access log.
-pub(super) struct Session {
-    pub tls: TlsParams,
-    /// The caller's certificate subject (nginx's `$ssl_client_s_dn`), when it has one.
-    pub subject_dn: Option<String>,
-    /// Why the connection was closed under its streams, once it was.
-    pub ended: OnceLock<String>,
-    /// The registered pod whose listener accepted it; `None`: the node's.
-    pub pod: Option<Arc<PodServer>>,
 }
 
 /// A certificate's subject as RFC 4514-ish text, or `None` for an empty subject (SVIDs

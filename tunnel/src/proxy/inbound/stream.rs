@@ -14,18 +14,16 @@ use http::{Request, StatusCode};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::{PodServer, Shared, connection::Session};
+use super::{PodServer, Session, Shared};
 use crate::{
     drain::DrainWatcher,
     identity::SpiffeId,
     logging,
     policy::{self, Decision},
     proxy::{
-        copy::{self, CopyStats},
+        copy::{self, CopyStats, close_reason},
         deliver::{DialError, dial_local},
-        hbone,
-        outbound::close_reason,
-        proxy_protocol,
+        hbone, proxy_protocol,
         xfcc::RequestRewriter,
     },
     telemetry::{
@@ -63,7 +61,7 @@ impl Refused {
 
 pub(super) async fn serve(
     request: Request<h2::RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     peer: SocketAddr,
     caller: Arc<SpiffeId>,
     session: Arc<Session>,
@@ -71,74 +69,121 @@ pub(super) async fn serve(
     _drain: DrainWatcher,
 ) {
     let started = Instant::now();
-    let telemetry = &shared.inputs.telemetry;
-    let metrics = &telemetry.metrics.proxy;
-    let dst = hbone::requested_destination(&request).map_err(|(status, why)| Refused {
+    let requested = hbone::requested_destination(&request).map_err(|(status, why)| Refused {
         status,
         code: "bad_request",
         why: hbone::shortened(&why).into_owned(),
     });
-    let requested = dst.as_ref().ok().copied();
-    let admitted = match dst {
+    let admitted = match requested {
         Ok(dst) => admit(dst, &caller, peer, &shared, session.pod.as_deref())
             .await
-            .map(|a| (dst, a)),
-        Err(refused) => Err(refused),
+            .map_err(|refused| (Some(dst), refused)),
+        Err(refused) => Err((None, refused)),
     };
-    let (
-        dst,
-        Admitted {
-            mut target,
-            workload,
-            decision,
-            rule,
-        },
-    ) = match admitted {
+    let admitted = match admitted {
         Ok(admitted) => admitted,
-        Err(refused) => {
-            metrics.failed(
-                Direction::Inbound,
-                FailReason::of_refusal_code(refused.code),
-            );
-            let dst = requested.map(|d| d.to_string()).unwrap_or_default();
-            info!(
-                src = %peer, src_identity = %caller, %dst, status = refused.status.as_u16(),
-                reason = %refused.why, "refused CONNECT"
-            );
-            let answer = hbone::refusal(refused.status, refused.code, &refused.why);
-            let _ = respond.send_response(answer, true);
-            return;
-        }
+        Err((dst, refused)) => return refuse(respond, refused, dst, peer, &caller, &shared),
     };
+    let mut respond = respond;
     let send = match respond.send_response(hbone::response(StatusCode::OK), false) {
         Ok(send) => send,
         Err(e) => {
-            metrics.failed(Direction::Inbound, FailReason::other);
+            let dst = admitted.dst;
+            shared
+                .inputs
+                .telemetry
+                .metrics
+                .proxy
+                .failed(Direction::Inbound, FailReason::other);
             debug!(%peer, %caller, %dst, error = %e, "stream gone before it was answered");
             return;
         }
     };
-    let rewriter = shared.inputs.xfcc_ports.contains(&dst.port()).then(|| {
+    let carried = carry(
+        admitted,
+        request.into_body(),
+        send,
+        peer,
+        &caller,
+        &session,
+        &shared,
+    )
+    .await;
+    log_access(&carried, peer, &caller, &session, started);
+}
+
+/// The one place a stream is refused: counted, logged, and answered with the status and
+/// the reason.
+fn refuse(
+    mut respond: SendResponse<Bytes>,
+    refused: Refused,
+    requested: Option<SocketAddr>,
+    peer: SocketAddr,
+    caller: &SpiffeId,
+    shared: &Shared,
+) {
+    shared.inputs.telemetry.metrics.proxy.failed(
+        Direction::Inbound,
+        FailReason::of_refusal_code(refused.code),
+    );
+    let dst = requested.map(|d| d.to_string()).unwrap_or_default();
+    info!(
+        src = %peer, src_identity = %caller, %dst, status = refused.status.as_u16(),
+        reason = %refused.why, "refused CONNECT"
+    );
+    let answer = hbone::refusal(refused.status, refused.code, &refused.why);
+    let _ = respond.send_response(answer, true);
+}
+
+/// A carried stream's figures, for the access line.
+struct Carried {
+    dst: SocketAddr,
+    workload: Arc<str>,
+    decision: &'static str,
+    rule: String,
+    stats: CopyStats,
+    close_reason: String,
+}
+
+/// Copies both ways (through the XFCC rewriter on its ports), counted in the metrics and
+/// `/connections` while it runs; a policy reload that denies the caller now ends it.
+async fn carry(
+    admitted: Admitted,
+    body: h2::RecvStream,
+    send: h2::SendStream<Bytes>,
+    peer: SocketAddr,
+    caller: &Arc<SpiffeId>,
+    session: &Session,
+    shared: &Shared,
+) -> Carried {
+    let Admitted {
+        dst,
+        mut target,
+        workload,
+        decision,
+        rule,
+    } = admitted;
+    let inputs = &shared.inputs;
+    let rewriter = inputs.xfcc_ports.contains(&dst.port()).then(|| {
         let by = session
             .pod
             .as_ref()
-            .map_or(&shared.inputs.node_identity, |pod| &pod.identity);
+            .map_or(&inputs.node_identity, |pod| &pod.identity);
         RequestRewriter::new(by, &caller.to_string())
     });
     let registration =
-        shared
-            .inputs
+        inputs
             .live
             .register(caller.clone(), peer.ip(), workload.clone(), dst.port());
-    let workload_id = shared.inputs.workload_ids.get(&workload).cloned();
-    let counted = metrics.open(&TcpLabels {
+    let workload_id = inputs.workload_ids.get(&workload).cloned();
+    let counted = inputs.telemetry.metrics.proxy.open(&TcpLabels {
         direction: Direction::Inbound,
         source_principal: caller.to_string(),
         source_workload: UNKNOWN.into(),
         destination_principal: workload_id.clone().unwrap_or_else(|| UNKNOWN.into()),
         destination_workload: workload.to_string(),
     });
-    let tracked = telemetry.connections.open(ConnectionInfo {
+    let tracked = inputs.telemetry.connections.open(ConnectionInfo {
         direction: "inbound",
         src: peer,
         dst,
@@ -148,7 +193,7 @@ pub(super) async fn serve(
         peer,
     });
     let copied = tokio::select! {
-        copied = copy::bidirectional_rewriting(&mut target, send, request.into_body(), rewriter, Some(tracked.live())) => Some(copied),
+        copied = copy::bidirectional_rewriting(&mut target, send, body, rewriter, Some(tracked.live())) => Some(copied),
         () = registration.closed.notified() => None,
     };
     let (stats, close_reason) = match copied {
@@ -168,6 +213,23 @@ pub(super) async fn serve(
     };
     drop(tracked);
     counted.close(stats.to_stream, stats.to_socket);
+    Carried {
+        dst,
+        workload,
+        decision,
+        rule,
+        stats,
+        close_reason,
+    }
+}
+
+fn log_access(
+    carried: &Carried,
+    peer: SocketAddr,
+    caller: &SpiffeId,
+    session: &Session,
+    started: Instant,
+) {
     info!(
         target: logging::ACCESS,
         direction = "inbound",
@@ -175,24 +237,26 @@ pub(super) async fn serve(
         src_identity = %caller,
         ssl_client_s_dn = session.subject_dn.as_deref().unwrap_or("-"),
         ssl_client_verify = "SUCCESS",
-        %dst,
-        dst_workload = %workload,
+        dst = %carried.dst,
+        dst_workload = %carried.workload,
         peer = %peer,
         peer_identity = %caller,
         ssl_protocol = session.tls.protocol,
         ssl_cipher = session.tls.cipher,
-        decision,
-        rule = %rule,
-        bytes_sent = stats.to_stream,
-        bytes_received = stats.to_socket,
+        decision = carried.decision,
+        rule = %carried.rule,
+        bytes_sent = carried.stats.to_stream,
+        bytes_received = carried.stats.to_socket,
         duration_ms = started.elapsed().as_millis() as u64,
-        close_reason,
+        close_reason = carried.close_reason,
         "connection closed"
     );
 }
 
-/// An admitted stream: the connected target, its workload, and the policy decision.
+/// An admitted stream: its destination, the connected target, its workload, and the
+/// policy decision.
 struct Admitted {
+    dst: SocketAddr,
     target: TcpStream,
     workload: Arc<str>,
     decision: &'static str,
@@ -259,6 +323,7 @@ async fn admit(
     let via = pod.map(|p| &p.network);
     match dial_local(dst, inputs.connect_timeout, header.as_deref(), via).await {
         Ok(target) => Ok(Admitted {
+            dst,
             target,
             workload,
             decision: decision_name,
@@ -283,10 +348,7 @@ async fn admit(
 fn deliverable(shared: &Shared, dst: SocketAddr) -> Result<Arc<str>, Refused> {
     let inputs = &shared.inputs;
     let ip = dst.ip().to_canonical();
-    #[cfg(test)]
     let loopback_refused = ip.is_loopback() && !inputs.deliver_to_loopback;
-    #[cfg(not(test))]
-    let loopback_refused = ip.is_loopback();
     if loopback_refused || ip.is_unspecified() || ip.is_multicast() || is_broadcast(ip) {
         return Err(Refused::forbidden(
             "not_deliverable",

@@ -1,18 +1,21 @@
-//! One dial to a peer daemon (TCP, TLS, HTTP/2 and a PING round trip) and the task that
-//! drives the connection afterwards until it ends.
+//! One dial to a peer daemon, in phases: [`handshake`] (TCP, TLS, HTTP/2 and a PING round
+//! trip, under the connect timeout), the pooled [`Connection`] made from it, and
+//! [`drive`], the task that runs the connection afterwards until it ends.
 
 use std::{
+    net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
+use h2::client::{Connection as H2Connection, SendRequest};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use tokio_rustls::{TlsConnector, client::TlsStream};
 use tracing::{debug, info};
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -37,6 +40,21 @@ use crate::{
     tls::{self, Phase},
 };
 
+/// The h2 connection as the pool drives it: over TLS, recording the TLS error that breaks it.
+type Driver = H2Connection<RecordTlsError<TlsStream<TcpStream>>, Bytes>;
+
+/// What a successful handshake gives.
+struct Dialled {
+    sender: SendRequest<Bytes>,
+    driver: Driver,
+    pings: h2::PingPong,
+    peer_identity: Option<SpiffeId>,
+    tls_failure: Arc<OnceLock<rustls::Error>>,
+    lifetime: Option<Authenticated>,
+    params: TlsParams,
+    took: Duration,
+}
+
 impl Pool {
     /// Dials `key`'s peer with `tls`; the connection's driver runs in a task of its own.
     pub(super) async fn dial(
@@ -46,198 +64,237 @@ impl Pool {
     ) -> Result<Arc<Connection>, PoolError> {
         let settings = self.inner.settings;
         let peer = key.peer;
-        let handshake = async {
-            let tcp = match &key.via {
-                None => TcpStream::connect(peer).await,
-                Some(pod) => pod.connect(peer).await,
-            };
-            let tcp = tcp.map_err(|source| PoolError::Connect {
-                peer,
-                source: Arc::new(source),
-            })?;
-            hbone::configure_tunnel_socket(&tcp);
-            let tls_started = Instant::now();
-            let server_name = ServerName::IpAddress(peer.ip().into());
-            let mut tls_stream = TlsConnector::from(tls.config.clone())
-                .connect(server_name, tcp)
-                .await
-                .map_err(|e| PoolError::Handshake {
-                    peer,
-                    reason: tls::describe_connection_error(&e, Phase::Handshake),
-                    kind: tls::RefusalKind::in_chain(&e),
-                })?;
-            let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
-            let params = TlsParams::of(tls_stream.get_ref().1);
-            let lifetime = match (
-                &self.inner.snapshots,
-                tls_stream.get_ref().1.peer_certificates(),
-            ) {
-                (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
-                    Authenticated::new(
-                        watch,
-                        chain.iter().map(|c| c.clone().into_owned()).collect(),
-                    )
-                }),
-                _ => None,
-            };
-            hbone::batch_tls_writes(tls_stream.get_mut().1);
-            // In TLS 1.3 the client finishes before the server has judged its certificate; a
-            // refusal arrives later, inside h2, which keeps only its text: record it.
-            let (stream, tls_failure) = RecordTlsError::new(tls_stream);
-            let (sender, mut connection) =
-                hbone::client_builder(settings.max_streams_per_connection)
-                    .handshake::<_, Bytes>(stream)
-                    .await
-                    .map_err(|e| PoolError::Handshake {
-                        peer,
-                        reason: tls::describe_connection_error(&e, Phase::Handshake),
-                        kind: tls::RefusalKind::in_chain(&e),
-                    })?;
-            // The peer's SETTINGS, its stream limit among them, come before its answer to a
-            // PING. Until they are applied h2 knows no limit, and the callers waiting on this
-            // dial would send streams past it, which the peer refuses (REFUSED_STREAM).
-            let mut pings = connection
-                .ping_pong()
-                .expect("a new connection still has its PingPong");
-            let failed = tokio::select! {
-                pong = pings.ping(h2::Ping::opaque()) => match pong {
-                    Ok(_) => None,
-                    // The PING fails when the connection ends; the connection's own error says
-                    // why (a GOAWAY's reason, a TLS alert), so ask it, briefly.
-                    Err(ping_error) => Some(
-                        match tokio::time::timeout(Duration::from_millis(100), &mut connection).await {
-                            Ok(Err(ended)) => Some(ended),
-                            _ => Some(ping_error),
-                        },
-                    ),
-                },
-                ended = &mut connection => Some(ended.err()),
-            };
-            if let Some(error) = failed {
-                let kind = match (tls_failure.get(), &error) {
-                    (Some(tls_error), _) => tls::RefusalKind::of(tls_error),
-                    (None, Some(e)) => tls::RefusalKind::in_chain(e),
-                    (None, None) => tls::RefusalKind::Other,
-                };
-                let reason = match (tls_failure.get(), error) {
-                    (Some(tls_error), _) => tls::explain(tls_error),
-                    (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
-                    (None, None) => {
-                        "the peer closed the connection before answering HTTP/2 (its log says why)"
-                            .into()
-                    }
-                };
-                return Err(PoolError::Handshake { peer, reason, kind });
-            }
-            Ok::<_, PoolError>((
-                sender,
-                connection,
-                pings,
-                peer_identity,
-                tls_failure,
-                lifetime,
-                params,
-                tls_started.elapsed(),
-            ))
-        };
-        let dialled = match tokio::time::timeout(settings.connect_timeout, handshake).await {
-            Ok(dialled) => dialled,
-            Err(_) => Err(PoolError::Timeout {
-                peer,
-                timeout: settings.connect_timeout,
-            }),
-        };
+        let dialled = tokio::time::timeout(
+            settings.connect_timeout,
+            handshake(key, tls, self.inner.snapshots.as_ref(), settings),
+        )
+        .await
+        .unwrap_or(Err(PoolError::Timeout {
+            peer,
+            timeout: settings.connect_timeout,
+        }));
         let metrics = &self.inner.telemetry.metrics.proxy;
-        let (sender, mut driver, pings, peer_identity, tls_failure, mut lifetime, params, took) =
-            match dialled {
-                Ok(dialled) => dialled,
-                Err(error) => {
-                    if let PoolError::Handshake { reason, .. } = &error {
-                        metrics.handshake(Direction::Outbound, None);
-                        self.report_refusal(key, None, reason);
-                    }
-                    return Err(error);
+        let dialled = match dialled {
+            Ok(dialled) => dialled,
+            Err(error) => {
+                if let PoolError::Handshake { reason, .. } = &error {
+                    metrics.handshake(Direction::Outbound, None);
+                    self.report_refusal(key, None, reason);
                 }
-            };
-        metrics.handshake(Direction::Outbound, Some(took));
+                return Err(error);
+            }
+        };
+        metrics.handshake(Direction::Outbound, Some(dialled.took));
         let peer_labels = PeerLabels {
-            peer_principal: principal(peer_identity.as_ref()),
+            peer_principal: principal(dialled.peer_identity.as_ref()),
         };
         let pooled = OpenGauge::new(metrics.pool_connections.get_or_create(&peer_labels).clone());
         let connection = Arc::new(Connection {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             generation: tls.generation,
-            sender,
+            sender: dialled.sender,
             streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
-            peer_identity,
-            tls_failure,
-            tls: params,
+            peer_identity: dialled.peer_identity,
+            tls_failure: dialled.tls_failure,
+            tls: dialled.params,
             ended: Arc::default(),
             streams_gauge: metrics.pool_streams.get_or_create(&peer_labels).clone(),
             refusal_reported: AtomicBool::new(false),
         });
-        let watched = Arc::downgrade(&connection);
-        let id = connection.id;
-        tokio::spawn(async move {
-            let _pooled = pooled;
-            let unanswered = hbone::unanswered_ping(pings, settings.keepalive);
-            tokio::pin!(unanswered);
-            let mark_closed = || {
-                if let Some(connection) = watched.upgrade() {
-                    connection.closed.store(true, Ordering::Release);
-                }
-            };
-            let mark_ended = |reason: String| {
-                if let Some(connection) = watched.upgrade() {
-                    let _ = connection.ended.set(reason);
-                }
-            };
-            // Returning drops the connection (and its socket): its streams end with an error.
-            let result = loop {
-                tokio::select! {
-                    result = &mut driver => break Some(result),
-                    () = &mut unanswered => break None,
-                    ending = next_ending(&mut lifetime) => match ending {
-                        Ending::Replaced => {
-                            mark_closed();
-                            let idle = watched
-                                .upgrade()
-                                .is_none_or(|c| c.streams.load(Ordering::Acquire) == 0);
-                            if idle {
-                                // Nothing to finish: close now rather than at the next reap
-                                // (a removed pod's connections would otherwise hold its
-                                // namespace and sockets that long).
-                                debug!(%peer, connection = id, "our certificate was replaced: the idle pooled connection is closed");
-                                return;
-                            }
-                            debug!(%peer, connection = id, "our certificate was replaced: the pooled connection takes no new streams");
-                        }
-                        Ending::Close(reason) => {
-                            mark_closed();
-                            info!(%peer, connection = id, %reason, "pooled connection closed with its streams");
-                            mark_ended(reason.to_string());
-                            return;
-                        }
-                    },
-                }
-            };
-            mark_closed();
-            match result {
-                Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
-                Some(Err(e)) => {
-                    let reason = tls::describe_connection_error(&e, Phase::Established);
-                    info!(%peer, connection = id, %reason, "pooled connection to peer broke");
-                    mark_ended(reason);
-                }
-                None => {
-                    info!(%peer, connection = id, timeout = ?settings.keepalive, "pooled connection closed: the peer stopped answering PINGs");
-                    mark_ended("the peer stopped answering PINGs".into());
-                }
-            }
-        });
+        tokio::spawn(drive(
+            Arc::downgrade(&connection),
+            connection.id,
+            peer,
+            dialled.driver,
+            dialled.pings,
+            dialled.lifetime,
+            settings.keepalive,
+            pooled,
+        ));
         Ok(connection)
+    }
+}
+
+/// TCP (from inside the caller's pod, for a pod), TLS, HTTP/2, then a PING round trip so
+/// the peer's SETTINGS are applied before any stream.
+async fn handshake(
+    key: &PoolKey,
+    tls: &Arc<ClientTls>,
+    snapshots: Option<&watch::Receiver<Arc<Snapshot>>>,
+    settings: PoolSettings,
+) -> Result<Dialled, PoolError> {
+    let peer = key.peer;
+    let tcp = match &key.via {
+        None => TcpStream::connect(peer).await,
+        Some(pod) => pod.connect(peer).await,
+    };
+    let tcp = tcp.map_err(|source| PoolError::Connect {
+        peer,
+        source: Arc::new(source),
+    })?;
+    hbone::configure_tunnel_socket(&tcp);
+    let tls_started = Instant::now();
+    let server_name = ServerName::IpAddress(peer.ip().into());
+    let mut tls_stream = TlsConnector::from(tls.config.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| refused_handshake(peer, &e))?;
+    let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
+    let params = TlsParams::of(tls_stream.get_ref().1);
+    let lifetime = match (snapshots, tls_stream.get_ref().1.peer_certificates()) {
+        (Some(snapshots), Some(chain)) => tls.watch(snapshots).map(|watch| {
+            Authenticated::new(
+                watch,
+                chain.iter().map(|c| c.clone().into_owned()).collect(),
+            )
+        }),
+        _ => None,
+    };
+    hbone::batch_tls_writes(tls_stream.get_mut().1);
+    // In TLS 1.3 the client finishes before the server has judged its certificate; a
+    // refusal arrives later, inside h2, which keeps only its text: record it.
+    let (stream, tls_failure) = RecordTlsError::new(tls_stream);
+    let (sender, mut driver) = hbone::client_builder(settings.max_streams_per_connection)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .map_err(|e| refused_handshake(peer, &e))?;
+    let pings = first_ping(&mut driver, peer, &tls_failure).await?;
+    Ok(Dialled {
+        sender,
+        driver,
+        pings,
+        peer_identity,
+        tls_failure,
+        lifetime,
+        params,
+        took: tls_started.elapsed(),
+    })
+}
+
+fn refused_handshake(peer: SocketAddr, e: &(dyn std::error::Error + 'static)) -> PoolError {
+    PoolError::Handshake {
+        peer,
+        reason: tls::describe_connection_error(e, Phase::Handshake),
+        kind: tls::RefusalKind::in_chain(e),
+    }
+}
+
+/// The peer's SETTINGS, its stream limit among them, come before its answer to a PING.
+/// Until they are applied h2 knows no limit, and the callers waiting on this dial would
+/// send streams past it, which the peer refuses (REFUSED_STREAM). A refusal of our
+/// certificate shows here too: TLS 1.3 lets the server judge it after the client is done.
+async fn first_ping(
+    driver: &mut Driver,
+    peer: SocketAddr,
+    tls_failure: &OnceLock<rustls::Error>,
+) -> Result<h2::PingPong, PoolError> {
+    let mut pings = driver
+        .ping_pong()
+        .expect("a new connection still has its PingPong");
+    let failed = tokio::select! {
+        pong = pings.ping(h2::Ping::opaque()) => match pong {
+            Ok(_) => None,
+            // The PING fails when the connection ends; the connection's own error says
+            // why (a GOAWAY's reason, a TLS alert), so ask it, briefly.
+            Err(ping_error) => Some(
+                match tokio::time::timeout(Duration::from_millis(100), &mut *driver).await {
+                    Ok(Err(ended)) => Some(ended),
+                    _ => Some(ping_error),
+                },
+            ),
+        },
+        ended = &mut *driver => Some(ended.err()),
+    };
+    let Some(error) = failed else {
+        return Ok(pings);
+    };
+    let kind = match (tls_failure.get(), &error) {
+        (Some(tls_error), _) => tls::RefusalKind::of(tls_error),
+        (None, Some(e)) => tls::RefusalKind::in_chain(e),
+        (None, None) => tls::RefusalKind::Other,
+    };
+    let reason = match (tls_failure.get(), error) {
+        (Some(tls_error), _) => tls::explain(tls_error),
+        (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
+        (None, None) => {
+            "the peer closed the connection before answering HTTP/2 (its log says why)".into()
+        }
+    };
+    Err(PoolError::Handshake { peer, reason, kind })
+}
+
+/// Runs a pooled connection until it ends: the peer closes or breaks it, a PING goes
+/// unanswered, the connection is dropped from the pool (idle), or a certificate on it
+/// ends its life. Returning drops the connection (and its socket): its streams end with an
+/// error.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one dialled connection, handed over once"
+)]
+async fn drive(
+    watched: Weak<Connection>,
+    id: u64,
+    peer: SocketAddr,
+    mut driver: Driver,
+    pings: h2::PingPong,
+    mut lifetime: Option<Authenticated>,
+    keepalive: Duration,
+    _pooled: OpenGauge,
+) {
+    let unanswered = hbone::unanswered_ping(pings, keepalive);
+    tokio::pin!(unanswered);
+    let mark_closed = || {
+        if let Some(connection) = watched.upgrade() {
+            connection.closed.store(true, Ordering::Release);
+        }
+    };
+    let mark_ended = |reason: String| {
+        if let Some(connection) = watched.upgrade() {
+            let _ = connection.ended.set(reason);
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut driver => break Some(result),
+            () = &mut unanswered => break None,
+            ending = next_ending(&mut lifetime) => match ending {
+                Ending::Replaced => {
+                    mark_closed();
+                    let idle = watched
+                        .upgrade()
+                        .is_none_or(|c| c.streams.load(Ordering::Acquire) == 0);
+                    if idle {
+                        // Nothing to finish: close now rather than at the next reap (a
+                        // removed pod's connections would otherwise hold its namespace
+                        // and sockets that long).
+                        debug!(%peer, connection = id, "our certificate was replaced: the idle pooled connection is closed");
+                        return;
+                    }
+                    debug!(%peer, connection = id, "our certificate was replaced: the pooled connection takes no new streams");
+                }
+                Ending::Close(reason) => {
+                    mark_closed();
+                    info!(%peer, connection = id, %reason, "pooled connection closed with its streams");
+                    mark_ended(reason.to_string());
+                    return;
+                }
+            },
+        }
+    };
+    mark_closed();
+    match result {
+        Some(Ok(())) => debug!(%peer, connection = id, "pooled connection closed"),
+        Some(Err(e)) => {
+            let reason = tls::describe_connection_error(&e, Phase::Established);
+            info!(%peer, connection = id, %reason, "pooled connection to peer broke");
+            mark_ended(reason);
+        }
+        None => {
+            info!(%peer, connection = id, timeout = ?keepalive, "pooled connection closed: the peer stopped answering PINGs");
+            mark_ended("the peer stopped answering PINGs".into());
+        }
     }
 }
 

@@ -1,0 +1,139 @@
+//! What can go wrong with pods: the node's pod support at start ([`PodsError`]) and one
+//! pod's registration, removal or check ([`PodError`], whose chain the registration API
+//! answers with). Both follow the rule in `errors`: a leaf says everything, a wrapper names
+//! its own step and leaves the cause to `source()`.
+
+use std::{error::Error, io, net::SocketAddr, path::PathBuf};
+
+use super::kube::KubeError;
+use crate::{ebpf::EbpfError, identity::SpiffeId};
+
+/// A cause from a module whose errors are not typed here (credentials, identity templates).
+pub type BoxedCause = Box<dyn Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodsError {
+    #[error("cannot use the pod directory {}", .dir.display())]
+    StateDir { dir: PathBuf, source: io::Error },
+    #[error("cannot start the network namespace thread")]
+    Thread(#[source] io::Error),
+    #[error("[kubernetes]")]
+    Kubernetes(#[source] KubeError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("{what} {value:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.')")]
+    NotAName { what: &'static str, value: String },
+    #[error("uid {0:?} is not a Kubernetes uid (letters, digits and '-')")]
+    NotAUid(String),
+    #[error("netns {} must be an absolute path", .0.display())]
+    RelativeNetns(PathBuf),
+    #[error("cannot open the pod's network namespace {}", .path.display())]
+    OpenNetns { path: PathBuf, source: io::Error },
+    #[error("cannot read the pod's addresses")]
+    Addresses(#[source] io::Error),
+    #[error(
+        "the pod's network namespace {} has no address yet (tunnel-cni must be chained after the plugin that gives the pod its address)",
+        .0.display()
+    )]
+    NoAddress(PathBuf),
+    #[error("{0}")]
+    BadSpiffeId(String),
+    #[error("{id} is not of this node's trust domain {trust_domain}")]
+    OtherTrustDomain { id: SpiffeId, trust_domain: String },
+    #[error(
+        "the identity template {template} needs the pod's service account, and no Kubernetes API is configured ([kubernetes] api_server, or in-cluster); register with a spiffe_id instead"
+    )]
+    NoKubernetesApi { template: String },
+    #[error(transparent)]
+    Kubernetes(#[from] KubeError),
+    #[error(transparent)]
+    Identity(BoxedCause),
+    #[error("cannot load the pod's certificate ({id})")]
+    Certificate { id: SpiffeId, source: BoxedCause },
+    #[error("cannot open the {kind} listener {addr} in the pod")]
+    Listen {
+        kind: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("cannot read the pod's network namespace cookie")]
+    NetnsCookie(#[source] io::Error),
+    #[error("cannot read the node's addresses")]
+    NodeAddresses(#[source] io::Error),
+    #[error("cannot record the node's addresses")]
+    RecordNodeAddresses(#[source] EbpfError),
+    #[error("cannot steer the pod's inbound plaintext")]
+    Steer(#[source] EbpfError),
+    #[error("cannot attach inbound steering in the pod's namespace")]
+    AttachSteering(#[source] EbpfError),
+    #[error("cannot record the pod in {} (a restarted daemon would lose it)", .dir.display())]
+    SaveRecord { dir: PathBuf, source: io::Error },
+    #[error("cannot remove the pod's record")]
+    RemoveRecord(#[source] io::Error),
+    #[error("pod removed, but its record stays")]
+    RecordStays(#[source] io::Error),
+    #[error("pod uid {0} is not registered")]
+    NotRegistered(String),
+    #[error("pod {0}: a listener has stopped")]
+    ListenerStopped(String),
+    #[error("pod {name}: {} no longer names the namespace it was registered with", .netns.display())]
+    NetnsChanged { name: String, netns: PathBuf },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::chain;
+
+    fn once(text: &str, fact: &str) {
+        assert_eq!(text.matches(fact).count(), 1, "{fact:?} once in {text:?}");
+    }
+
+    #[test]
+    fn each_wrapper_prints_its_cause_once() {
+        let io = || io::Error::other("the cause");
+        let cases: Vec<Box<dyn Error>> = vec![
+            Box::new(PodsError::StateDir {
+                dir: "/var/lib/tunnel/pods".into(),
+                source: io(),
+            }),
+            Box::new(PodsError::Thread(io())),
+            Box::new(PodError::OpenNetns {
+                path: "/run/netns/x".into(),
+                source: io(),
+            }),
+            Box::new(PodError::Addresses(io())),
+            Box::new(PodError::Certificate {
+                id: "spiffe://example.org/ns/shop/sa/a".parse().unwrap(),
+                source: "the cause".into(),
+            }),
+            Box::new(PodError::Identity("the cause".into())),
+            Box::new(PodError::Listen {
+                kind: "outbound",
+                addr: "127.0.0.1:15001".parse().unwrap(),
+                source: io(),
+            }),
+            Box::new(PodError::NetnsCookie(io())),
+            Box::new(PodError::NodeAddresses(io())),
+            Box::new(PodError::SaveRecord {
+                dir: "/var/lib/tunnel/pods".into(),
+                source: io(),
+            }),
+            Box::new(PodError::RemoveRecord(io())),
+            Box::new(PodError::RecordStays(io())),
+        ];
+        for error in cases {
+            once(&chain(error.as_ref()), "the cause");
+        }
+        let state_dir = chain(&PodsError::StateDir {
+            dir: "/var/lib/tunnel/pods".into(),
+            source: io(),
+        });
+        assert_eq!(
+            state_dir,
+            "cannot use the pod directory /var/lib/tunnel/pods: the cause"
+        );
+    }
+}

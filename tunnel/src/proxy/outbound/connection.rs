@@ -1,0 +1,363 @@
+//! One captured connection, in phases: [`identify`] the caller, check and [`route`] the
+//! destination, [`open`] a pooled HBONE stream (the application's first bytes ride with
+//! the CONNECT), then [`deliver`]: carry the bytes and write the access line. A phase that
+//! refuses returns a [`Refused`]; [`refuse`] is the one place that logs, counts and resets.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::{
+    OutboundInputs, OutboundWorkload, PodCaller,
+    route::{self, Route},
+};
+use crate::{
+    drain::DrainWatcher,
+    ebpf::OriginalDestination,
+    errors,
+    identity::Purpose,
+    logging,
+    proxy::{
+        copy,
+        pool::{HboneStream, PoolError},
+    },
+    sys,
+    telemetry::{
+        ConnectionInfo, Direction, FailReason,
+        metrics::{ReasonLabels, TcpLabels, UNKNOWN, WorkloadLabels},
+    },
+};
+
+/// The most read from an application before its tunnel is open (one HTTP request's head).
+const EARLY_READ: usize = 16 * 1024;
+
+/// Why a captured connection was refused before its tunnel opened.
+pub(super) enum Refused {
+    /// The caller belongs to no workload: nothing is sent without an identity.
+    NoWorkload,
+    /// The destination names no single host.
+    NoHost(String),
+    /// The TLS material in force has no client config for this workload and peer.
+    NoTlsConfig,
+    /// The application's connection failed before its tunnel opened.
+    ApplicationGone(io::Error),
+    /// No stream could be opened to the peer. `our_certificate`: what is wrong with the
+    /// caller's own certificate, said with the peer's refusal so the caller's log explains
+    /// it too.
+    NotOpened {
+        error: Box<PoolError>,
+        our_certificate: String,
+    },
+}
+
+/// A stream opened for the application's connection.
+struct Opened {
+    stream: HboneStream,
+    peer: SocketAddr,
+    /// The application's bytes sent with the CONNECT.
+    early_len: u64,
+}
+
+pub(super) async fn carry(
+    app: TcpStream,
+    src: SocketAddr,
+    original: OriginalDestination,
+    pod: Option<Arc<PodCaller>>,
+    inputs: Arc<OutboundInputs>,
+    _drain: DrainWatcher,
+) {
+    let started = Instant::now();
+    let Some(workload) = identify(&original, pod.as_deref(), &inputs) else {
+        return refuse(&app, Refused::NoWorkload, src, &original, None, &inputs);
+    };
+    match open(&app, &workload, original.addr, pod.as_deref(), &inputs).await {
+        Ok(opened) => deliver(app, opened, src, &original, &workload, &inputs, started).await,
+        Err(refused) => refuse(&app, refused, src, &original, Some(&workload), &inputs),
+    }
+}
+
+/// Who calls: a pod's listener says whose connection it is; on the host, the caller's
+/// cgroup does.
+fn identify(
+    original: &OriginalDestination,
+    pod: Option<&PodCaller>,
+    inputs: &OutboundInputs,
+) -> Option<Arc<OutboundWorkload>> {
+    match pod {
+        Some(pod) => Some(pod.workload.clone()),
+        None => original
+            .workload_cgroup_id
+            .and_then(|id| inputs.workloads.get(&id))
+            .cloned(),
+    }
+}
+
+/// Routes the destination and opens a pooled stream to it, the application's queued bytes
+/// riding with the CONNECT.
+async fn open(
+    app: &TcpStream,
+    workload: &OutboundWorkload,
+    dst: SocketAddr,
+    pod: Option<&PodCaller>,
+    inputs: &OutboundInputs,
+) -> Result<Opened, Refused> {
+    route::check_host(dst, inputs)?;
+    inputs
+        .telemetry
+        .metrics
+        .proxy
+        .capture_connections
+        .get_or_create(&WorkloadLabels {
+            workload: workload.name.to_string(),
+        })
+        .inc();
+    let _ = app.set_nodelay(true);
+    let snapshot = inputs.snapshots.borrow().clone();
+    let Route { target, key, tls } = route::route(dst, workload, pod, inputs, &snapshot).await?;
+    let early = queued_bytes(app).map_err(Refused::ApplicationGone)?;
+    let early_len = early.len() as u64;
+    // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
+    // otherwise stay inside every connection's task for its whole life.
+    match Box::pin(inputs.pool.open(&key, &tls, target, early)).await {
+        Ok(stream) => Ok(Opened {
+            stream,
+            peer: key.peer,
+            early_len,
+        }),
+        Err(error) => {
+            let our_certificate = match (&error, snapshot.workloads.get(&*workload.name)) {
+                (PoolError::Handshake { .. }, Some(credential)) => credential
+                    .problems(&workload.spiffe_id, Purpose::ClientAuth)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                _ => String::new(),
+            };
+            Err(Refused::NotOpened {
+                error: Box::new(error),
+                our_certificate,
+            })
+        }
+    }
+    // The snapshot is not kept for the connection's life: a long connection would hold
+    // every certificate and config of its time (the pooled connection keeps what it needs).
+}
+
+/// The one refusal site: a line saying why, the counters, and a reset to the application
+/// (never a connection that looks as if it worked).
+fn refuse(
+    app: &TcpStream,
+    refused: Refused,
+    src: SocketAddr,
+    original: &OriginalDestination,
+    workload: Option<&OutboundWorkload>,
+    inputs: &OutboundInputs,
+) {
+    let dst = original.addr;
+    let name = workload.map_or("-", |w| &w.name);
+    let (capture_reason, fail_reason) = match &refused {
+        Refused::NoWorkload => {
+            info!(
+                %src, %dst, pid = original.pid, cgroup_id = original.cgroup_id,
+                "refused: the caller belongs to no workload, and calls without an identity are not sent"
+            );
+            (Some("no_workload"), FailReason::no_identity)
+        }
+        Refused::NoHost(why) => {
+            info!(%src, %dst, workload = name, pid = original.pid, "refused: {why}; nothing is dialled");
+            (Some("no_host"), FailReason::not_deliverable)
+        }
+        Refused::NoTlsConfig => {
+            warn!(%src, %dst, workload = name, "refused: no TLS config for this workload and peer");
+            (None, FailReason::other)
+        }
+        Refused::ApplicationGone(e) => {
+            debug!(%src, %dst, workload = name, error = %e, "application connection failed before its tunnel opened");
+            (None, FailReason::other)
+        }
+        Refused::NotOpened {
+            error,
+            our_certificate,
+        } => {
+            let src_identity = workload
+                .map(|w| w.spiffe_id.to_string())
+                .unwrap_or_default();
+            info!(
+                %src, %dst, workload = name, src_identity, pid = original.pid,
+                error = %errors::chain(error.as_ref()), our_certificate, "refused: tunnel not opened"
+            );
+            (None, error.fail_reason())
+        }
+    };
+    let metrics = &inputs.telemetry.metrics.proxy;
+    if let Some(reason) = capture_reason {
+        metrics
+            .capture_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+    metrics.failed(Direction::Outbound, fail_reason);
+    copy::reset(app);
+}
+
+/// Carries the bytes both ways, counted in the metrics and `/connections` while they flow,
+/// then writes the access line.
+async fn deliver(
+    mut app: TcpStream,
+    opened: Opened,
+    src: SocketAddr,
+    original: &OriginalDestination,
+    workload: &OutboundWorkload,
+    inputs: &OutboundInputs,
+    started: Instant,
+) {
+    let Opened {
+        stream,
+        peer,
+        early_len,
+    } = opened;
+    let dst = original.addr;
+    let peer_identity = stream.peer_identity.as_ref().map(ToString::to_string);
+    let counted = inputs.telemetry.metrics.proxy.open(&TcpLabels {
+        direction: Direction::Outbound,
+        source_principal: workload.spiffe_id.to_string(),
+        source_workload: workload.name.to_string(),
+        destination_principal: peer_identity.clone().unwrap_or_else(|| UNKNOWN.into()),
+        destination_workload: UNKNOWN.into(),
+    });
+    let tracked = inputs.telemetry.connections.open(ConnectionInfo {
+        direction: "outbound",
+        src,
+        dst,
+        src_identity: Some(workload.spiffe_id.to_string()),
+        dst_identity: peer_identity.clone(),
+        workload: workload.name.to_string(),
+        peer,
+    });
+    tracked
+        .live()
+        .bytes_sent
+        .fetch_add(early_len, Ordering::Relaxed);
+    let (connection, tls_params) = (stream.connection, stream.tls);
+    let (mut stats, end) =
+        copy::bidirectional(&mut app, stream.send, stream.recv, Some(tracked.live())).await;
+    stats.to_stream += early_len;
+    counted.close(stats.to_stream, stats.to_socket);
+    drop(tracked);
+    let close_reason = copy::close_reason(end, stream.connection_ended.get());
+    info!(
+        target: logging::ACCESS,
+        direction = "outbound",
+        %src,
+        src_identity = %workload.spiffe_id,
+        ssl_client_verify = "SUCCESS",
+        %dst,
+        dst_workload = "-",
+        workload = %workload.name,
+        pid = original.pid,
+        %peer,
+        peer_identity = peer_identity.as_deref().unwrap_or("-"),
+        ssl_protocol = tls_params.protocol,
+        ssl_cipher = tls_params.cipher,
+        connection,
+        bytes_sent = stats.to_stream,
+        bytes_received = stats.to_socket,
+        duration_ms = started.elapsed().as_millis() as u64,
+        close_reason,
+        "connection closed"
+    );
+}
+
+/// What the application has already sent (client-speaks-first protocols usually have by
+/// the time the connection is accepted), read without waiting; empty if nothing is queued.
+/// Read past tokio, whose readiness for a just-accepted socket is not known until its next
+/// poll of epoll and would report nothing.
+fn queued_bytes(app: &TcpStream) -> io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(EARLY_READ);
+    match sys::recv_queued(app, &mut buf) {
+        Ok(0) => Ok(Bytes::new()),
+        Ok(_) => Ok(buf.freeze()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// A connected pair on loopback: (the application's end, the accepted end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        (client, accepted)
+    }
+
+    /// Waits until the accepted end has something to read (data or EOF), without reading.
+    async fn until_readable(socket: &TcpStream) {
+        let mut byte = [0u8; 1];
+        let _ = socket.peek(&mut byte).await;
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_takes_what_was_sent_and_never_waits() {
+        let (mut app, accepted) = pair().await;
+        assert!(
+            queued_bytes(&accepted).unwrap().is_empty(),
+            "nothing sent yet: empty, at once"
+        );
+        app.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        until_readable(&accepted).await;
+        assert_eq!(
+            &queued_bytes(&accepted).unwrap()[..],
+            b"GET / HTTP/1.1\r\n\r\n"
+        );
+        assert!(queued_bytes(&accepted).unwrap().is_empty(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_leaves_eof_for_the_copy_loop() {
+        let (mut app, mut accepted) = pair().await;
+        app.write_all(b"bye").await.unwrap();
+        app.shutdown().await.unwrap();
+        until_readable(&accepted).await;
+        assert_eq!(&queued_bytes(&accepted).unwrap()[..], b"bye");
+        // The half-close must still be seen by the copy loop, to become END_STREAM.
+        let mut rest = Vec::new();
+        assert_eq!(accepted.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_reads_at_most_one_early_read() {
+        let (mut app, mut accepted) = pair().await;
+        let sent = vec![7u8; EARLY_READ * 2];
+        app.write_all(&sent).await.unwrap();
+        app.shutdown().await.unwrap();
+        until_readable(&accepted).await;
+        let early = queued_bytes(&accepted).unwrap();
+        assert!(!early.is_empty() && early.len() <= EARLY_READ);
+        let mut rest = Vec::new();
+        accepted.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            early.len() + rest.len(),
+            sent.len(),
+            "nothing lost or repeated"
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! Where a captured connection goes and whom it must reach there: a `[[peer]]` pin for the
+//! destination first; else, for the exact identity, whatever [`Destinations`] knows; else
+//! the configured peer pattern. Addresses that name no single host are refused here.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use ipnet::IpNet;
+
+use super::{OutboundInputs, OutboundWorkload, PodCaller, connection::Refused};
+use crate::{
+    credentials::{ClientTls, Snapshot},
+    identity::SpiffeId,
+    proxy::{
+        destination::{CallerKind, Destination},
+        pool::PoolKey,
+    },
+};
+
+/// `[[peer]]` entries: the identity expected of the daemon serving a destination.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentities {
+    entries: Vec<(IpNet, SpiffeId)>,
+}
+
+impl PeerIdentities {
+    pub fn new(entries: Vec<(IpNet, SpiffeId)>) -> Self {
+        Self { entries }
+    }
+
+    /// The most specific entry containing `ip`.
+    pub fn expected(&self, ip: IpAddr) -> Option<&SpiffeId> {
+        self.entries
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, id)| id)
+    }
+}
+
+/// A routed connection: the address its CONNECT names, the pooled connection it rides and
+/// the TLS config that checks whom that connection reached.
+pub(super) struct Route {
+    pub target: SocketAddr,
+    pub key: PoolKey,
+    pub tls: Arc<ClientTls>,
+}
+
+/// Refuses a destination that names no host (nothing is dialled for it).
+pub(super) fn check_host(dst: SocketAddr, inputs: &OutboundInputs) -> Result<(), Refused> {
+    match names_no_host(dst.ip(), &inputs.captured) {
+        Some(why) => Err(Refused::NoHost(why)),
+        None => Ok(()),
+    }
+}
+
+/// A `[[peer]]` pin first; then, for the exact identity, what the destinations' source
+/// knows (ztunnel's rule for pods: the caller checks it reached that workload); else the
+/// configured peer pattern.
+pub(super) async fn route(
+    dst: SocketAddr,
+    workload: &OutboundWorkload,
+    pod: Option<&PodCaller>,
+    inputs: &OutboundInputs,
+    snapshot: &Snapshot,
+) -> Result<Route, Refused> {
+    let pinned = inputs.peers.expected(dst.ip());
+    let destination = match pinned {
+        Some(_) => Destination::unknown(dst),
+        None => {
+            let caller = match pod {
+                Some(_) => CallerKind::Pod,
+                None => CallerKind::Host,
+            };
+            inputs.destinations.resolve(caller, dst).await
+        }
+    };
+    let tls = match &destination.identity {
+        Some(id) => snapshot.client_expecting(&workload.name, id),
+        None => snapshot.client(&workload.name, pinned).cloned(),
+    };
+    let tls = tls.ok_or(Refused::NoTlsConfig)?;
+    Ok(Route {
+        target: destination.target,
+        key: PoolKey {
+            workload: workload.name.clone(),
+            peer: SocketAddr::new(destination.target.ip(), inputs.peer_port),
+            via: pod.map(|p| p.network.clone()),
+        },
+        tls,
+    })
+}
+
+/// Why a destination names no single host (so no peer daemon can serve it), if it does
+/// not: a broadcast or multicast address, or the network or broadcast address of a
+/// captured IPv4 subnet (the kernel lets a process connect() to those).
+fn names_no_host(ip: IpAddr, captured: &[IpNet]) -> Option<String> {
+    let ip = ip.to_canonical();
+    if ip.is_multicast() || ip.is_unspecified() {
+        return Some(format!("{ip} is a multicast or unspecified address"));
+    }
+    if let IpAddr::V4(v4) = ip {
+        if v4.is_broadcast() {
+            return Some(format!("{ip} is the broadcast address"));
+        }
+        let subnet = captured.iter().find(|net| {
+            net.contains(&ip)
+                && net.prefix_len() <= 30
+                && (net.network() == ip || net.broadcast() == ip)
+        });
+        if let Some(net) = subnet {
+            return Some(format!(
+                "{ip} is the network or broadcast address of the captured subnet {net}"
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_and_network_addresses_name_no_host() {
+        let captured: Vec<IpNet> = vec![
+            "10.240.0.0/24".parse().unwrap(),
+            "10.9.9.9/32".parse().unwrap(),
+        ];
+        for ip in [
+            "10.240.0.255",
+            "10.240.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+        ] {
+            assert!(
+                names_no_host(ip.parse().unwrap(), &captured).is_some(),
+                "{ip} names no host"
+            );
+        }
+        for ip in ["10.240.0.1", "10.240.0.254", "10.9.9.9", "fd00::1"] {
+            assert_eq!(names_no_host(ip.parse().unwrap(), &captured), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_peer_entry_wins() {
+        let id = |s: &str| s.parse::<SpiffeId>().unwrap();
+        let peers = PeerIdentities::new(vec![
+            (
+                "10.0.0.0/24".parse().unwrap(),
+                id("spiffe://example.org/node/any"),
+            ),
+            (
+                "10.0.0.2/32".parse().unwrap(),
+                id("spiffe://example.org/node/b"),
+            ),
+        ]);
+        assert_eq!(
+            peers.expected("10.0.0.2".parse().unwrap()),
+            Some(&id("spiffe://example.org/node/b"))
+        );
+        assert_eq!(
+            peers.expected("10.0.0.3".parse().unwrap()),
+            Some(&id("spiffe://example.org/node/any"))
+        );
+        assert_eq!(peers.expected("10.9.0.3".parse().unwrap()), None);
+    }
+}
