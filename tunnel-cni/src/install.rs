@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::{
     config::DEFAULT_TIMEOUT,
     conflist::{self, Change, ConflistError, PLUGIN_TYPE},
+    error::chain,
     files,
 };
 
@@ -43,7 +44,7 @@ const POLL: Duration = Duration::from_millis(500);
 pub enum InstallError {
     #[error("{0}\n\n{USAGE}")]
     Usage(String),
-    #[error("{what} {}: {source}", path.display())]
+    #[error("failed to {what} {}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -56,8 +57,23 @@ pub enum InstallError {
         dir.display()
     )]
     NoNetworkConfig { dir: PathBuf, waited: Duration },
-    #[error("network config {}: {reason}", path.display())]
-    Config { path: PathBuf, reason: String },
+    #[error("network config {} is not JSON", path.display())]
+    NotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot add tunnel-cni to network config {}", path.display())]
+    Conflist {
+        path: PathBuf,
+        source: ConflistError,
+    },
+    #[error(
+        "network config {} is a single-plugin config, and {} (where its conflist would go) \
+         exists already; merge them by hand",
+        path.display(),
+        conflist.display()
+    )]
+    ConflistExists { path: PathBuf, conflist: PathBuf },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -193,10 +209,7 @@ pub fn install(
     let (path, config) = wait_for_config(&options.conf_dir, options.wait, say)?;
     let config_error = |path: &Path| {
         let path = path.to_owned();
-        move |e: ConflistError| InstallError::Config {
-            path,
-            reason: e.to_string(),
-        }
+        move |source| InstallError::Conflist { path, source }
     };
     let entry = conflist::entry(&options.socket, options.timeout_seconds);
     if conflist::is_list(&config) {
@@ -220,13 +233,9 @@ pub fn install(
     conflist::upsert(&mut list, entry).map_err(config_error(&path))?;
     let converted = path.with_extension("conflist");
     if converted.exists() {
-        return Err(InstallError::Config {
-            path: path.clone(),
-            reason: format!(
-                "it is a single-plugin config, and {} (where its conflist would go) exists \
-                 already; merge them by hand",
-                converted.display()
-            ),
+        return Err(InstallError::ConflistExists {
+            path,
+            conflist: converted,
         });
     }
     write_config(&converted, &list)?;
@@ -305,8 +314,9 @@ fn wait_for_config(
         }
         if !said {
             say(format!(
-                "waiting up to {wait:?} for the main network plugin's config in {} ({error})",
-                dir.display()
+                "waiting up to {wait:?} for the main network plugin's config in {} ({})",
+                dir.display(),
+                chain(&error)
             ));
             said = true;
         }
@@ -319,9 +329,9 @@ fn first_config(dir: &Path) -> Result<Option<(PathBuf, Value)>, InstallError> {
         return Ok(None);
     };
     let text = fs::read(&path).map_err(io_error("read", &path))?;
-    let config = serde_json::from_slice(&text).map_err(|e| InstallError::Config {
+    let config = serde_json::from_slice(&text).map_err(|source| InstallError::NotJson {
         path: path.clone(),
-        reason: format!("not JSON: {e}"),
+        source,
     })?;
     Ok(Some((path, config)))
 }
@@ -529,7 +539,11 @@ mod tests {
         assert!(e.to_string().contains("--wait-seconds"), "{e}");
         fs::write(node.conf.join("10-main.conflist"), "{\"cniVersion\":").unwrap();
         let e = install(&options(&node), &node.exe, &mut |_| {}).unwrap_err();
-        assert!(e.to_string().contains("10-main.conflist: not JSON"), "{e}");
+        let printed = chain(&e);
+        assert!(
+            printed.contains("10-main.conflist is not JSON: EOF while parsing"),
+            "{printed}"
+        );
         fs::write(
             node.conf.join("10-main.conflist"),
             json!({"cniVersion": "0.3.1", "name": "k8s", "plugins": [{"type": "flannel"}]})
@@ -537,7 +551,40 @@ mod tests {
         )
         .unwrap();
         let e = install(&options(&node), &node.exe, &mut |_| {}).unwrap_err();
-        assert!(e.to_string().contains("cniVersion is 0.3.1"), "{e}");
+        let printed = chain(&e);
+        assert!(
+            printed.contains("cannot add tunnel-cni to network config ")
+                && printed.contains("10-main.conflist: its cniVersion is 0.3.1"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn each_link_is_printed_once() {
+        let path = PathBuf::from("/etc/cni/net.d/10-main.conflist");
+        let io = io_error("read", &path)(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(
+            chain(&io),
+            "failed to read /etc/cni/net.d/10-main.conflist: permission denied"
+        );
+        let not_json = InstallError::NotJson {
+            path: path.clone(),
+            source: serde_json::from_str::<Value>("{").unwrap_err(),
+        };
+        assert_eq!(
+            chain(&not_json),
+            "network config /etc/cni/net.d/10-main.conflist is not JSON: EOF while parsing an \
+             object at line 1 column 1"
+        );
+        let conflist = InstallError::Conflist {
+            path,
+            source: ConflistError::Missing("name"),
+        };
+        assert_eq!(
+            chain(&conflist),
+            "cannot add tunnel-cni to network config /etc/cni/net.d/10-main.conflist: it has no \
+             \"name\" string"
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn installer(name: &str, run: impl FnOnce() -> Result<(), InstallError>) -> Exit
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tunnel-cni {name}: {e}");
+            eprintln!("tunnel-cni {name}: {}", error::chain(&e));
             ExitCode::from(if matches!(e, InstallError::Usage(_)) {
                 2
             } else {
