@@ -15,14 +15,12 @@ use std::{
     time::Duration,
 };
 
-pub use flags::{InstallOptions, USAGE, UninstallOptions};
+pub use flags::{Cli, Command, InstallOptions, UninstallOptions};
 
 use crate::conflist::{self, ConflistError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{0}\n\n{USAGE}")]
-    Usage(String),
     #[error("failed to {what} {}", path.display())]
     Io {
         what: &'static str,

@@ -1,139 +1,116 @@
-//! The installer's flags: `--name value` or `--name=value`, each at most once.
+//! The installer's command line (clap). Only `tunnel-cni install|uninstall …` is parsed here:
+//! without arguments the binary is the CNI plugin, which the runtime drives through the
+//! environment and stdin, and main.rs never calls clap for it.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use super::InstallError;
+use clap::{Args, Parser, Subcommand};
+
 use crate::config::DEFAULT_TIMEOUT;
 
-pub const USAGE: &str = "\
-usage:
-  tunnel-cni                 run as a CNI plugin (by the container runtime, CNI_COMMAND set)
-  tunnel-cni install --cni-bin-dir DIR --cni-conf-dir DIR [--socket PATH]
-                     [--timeout-seconds N] [--wait-seconds N]
-      copy this binary to DIR/tunnel-cni and append {\"type\":\"tunnel-cni\"} to the plugins of
-      the network config the runtime uses (the lexically first *.conf, *.conflist or *.json
-      in the conf dir; a single-plugin .conf is turned into a .conflist). Re-running updates
-      the entry in place. --wait-seconds: how long to wait for the main network plugin to
-      write its config (default 0: fail at once if there is none).
-  tunnel-cni uninstall --cni-bin-dir DIR --cni-conf-dir DIR
-      take the entry out of every conflist in the conf dir and remove DIR/tunnel-cni
-";
+/// tunnel-cni: the chained CNI plugin that registers each pod with the node's tunnel daemon,
+/// and its installer.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tunnel-cni",
+    after_help = "Without arguments, tunnel-cni is the CNI plugin: the container runtime runs \
+                  it with CNI_COMMAND set and the network config on stdin."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy this binary into the CNI bin dir and add tunnel-cni to the network config the
+    /// runtime uses.
+    ///
+    /// The binary goes to <bin dir>/tunnel-cni; {"type": "tunnel-cni", ...} is appended to the
+    /// plugins of the network config the runtime uses (the lexically first *.conf,
+    /// *.conflist or *.json in the conf dir; a single-plugin .conf is turned into a
+    /// .conflist). Re-running updates the entry in place.
+    Install(InstallOptions),
+    /// Take tunnel-cni out of every conflist in the conf dir, then remove it from the bin dir.
+    Uninstall(UninstallOptions),
+}
+
+#[derive(Debug, PartialEq, Eq, Args)]
 pub struct InstallOptions {
+    /// The CNI bin dir, where the runtime finds plugins (such as /opt/cni/bin).
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
     pub bin_dir: PathBuf,
+    /// The CNI conf dir, where the runtime reads network configs (such as /etc/cni/net.d).
+    #[arg(long = "cni-conf-dir", value_name = "DIR")]
     pub conf_dir: PathBuf,
+    /// The tunnel daemon's pod API socket, for the plugin to call; an absolute path.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = tunnel_pod_api::DEFAULT_SOCKET,
+        value_parser = absolute_path,
+    )]
     pub socket: PathBuf,
+    /// How long the plugin waits for each answer of the daemon.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_TIMEOUT.as_secs(),
+        value_parser = at_least_one,
+    )]
     pub timeout_seconds: u64,
+    /// How long to wait for the main network plugin to write its config (0: fail at once if
+    /// there is none).
+    #[arg(
+        long = "wait-seconds",
+        value_name = "SECONDS",
+        default_value = "0",
+        value_parser = seconds,
+    )]
     pub wait: Duration,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Args)]
 pub struct UninstallOptions {
+    /// The CNI bin dir, where the runtime finds plugins (such as /opt/cni/bin).
+    #[arg(long = "cni-bin-dir", value_name = "DIR")]
     pub bin_dir: PathBuf,
+    /// The CNI conf dir, where the runtime reads network configs (such as /etc/cni/net.d).
+    #[arg(long = "cni-conf-dir", value_name = "DIR")]
     pub conf_dir: PathBuf,
 }
 
-impl InstallOptions {
-    pub fn parse(args: &[String]) -> Result<Self, InstallError> {
-        let mut flags = Flags::parse(
-            args,
-            &[
-                "cni-bin-dir",
-                "cni-conf-dir",
-                "socket",
-                "timeout-seconds",
-                "wait-seconds",
-            ],
-        )?;
-        let socket = PathBuf::from(
-            flags
-                .take("socket")
-                .unwrap_or_else(|| tunnel_pod_api::DEFAULT_SOCKET.into()),
-        );
-        // The runtime starts the plugin from a directory of its choosing.
-        if !socket.is_absolute() {
-            return Err(InstallError::Usage(format!(
-                "--socket {} is not an absolute path",
-                socket.display()
-            )));
-        }
-        let timeout_seconds = flags
-            .number("timeout-seconds")?
-            .unwrap_or(DEFAULT_TIMEOUT.as_secs());
-        if timeout_seconds == 0 {
-            return Err(InstallError::Usage(
-                "--timeout-seconds must be at least 1".into(),
-            ));
-        }
-        Ok(Self {
-            bin_dir: flags.required("cni-bin-dir")?,
-            conf_dir: flags.required("cni-conf-dir")?,
-            socket,
-            timeout_seconds,
-            wait: Duration::from_secs(flags.number("wait-seconds")?.unwrap_or(0)),
-        })
+/// What is wrong with a flag's value; clap names the flag and the value before it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlagError {
+    #[error("not an absolute path (the runtime starts the plugin in a directory of its choosing)")]
+    NotAbsolute,
+    #[error("not a whole number of seconds")]
+    NotSeconds,
+    #[error("must be at least 1")]
+    Zero,
+}
+
+fn absolute_path(value: &str) -> Result<PathBuf, FlagError> {
+    let path = PathBuf::from(value);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(FlagError::NotAbsolute)
     }
 }
 
-impl UninstallOptions {
-    pub fn parse(args: &[String]) -> Result<Self, InstallError> {
-        let mut flags = Flags::parse(args, &["cni-bin-dir", "cni-conf-dir"])?;
-        Ok(Self {
-            bin_dir: flags.required("cni-bin-dir")?,
-            conf_dir: flags.required("cni-conf-dir")?,
-        })
+fn whole_seconds(value: &str) -> Result<u64, FlagError> {
+    value.parse().map_err(|_| FlagError::NotSeconds)
+}
+
+fn at_least_one(value: &str) -> Result<u64, FlagError> {
+    match whole_seconds(value)? {
+        0 => Err(FlagError::Zero),
+        seconds => Ok(seconds),
     }
 }
 
-/// `--name value` and `--name=value`, each at most once, only the known names.
-struct Flags(HashMap<String, String>);
-
-impl Flags {
-    fn parse(args: &[String], known: &[&str]) -> Result<Self, InstallError> {
-        let mut flags = HashMap::new();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let Some(flag) = arg.strip_prefix("--") else {
-                return Err(InstallError::Usage(format!("unexpected argument {arg:?}")));
-            };
-            let (name, value) = match flag.split_once('=') {
-                Some((name, value)) => (name, value.to_owned()),
-                None => (
-                    flag,
-                    args.next()
-                        .ok_or_else(|| InstallError::Usage(format!("--{flag} needs a value")))?
-                        .clone(),
-                ),
-            };
-            if !known.contains(&name) {
-                return Err(InstallError::Usage(format!("unknown option --{name}")));
-            }
-            if flags.insert(name.to_owned(), value).is_some() {
-                return Err(InstallError::Usage(format!("--{name} is given twice")));
-            }
-        }
-        Ok(Self(flags))
-    }
-
-    fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
-    }
-
-    fn required(&mut self, name: &str) -> Result<PathBuf, InstallError> {
-        match self.take(name) {
-            Some(value) if !value.is_empty() => Ok(value.into()),
-            _ => Err(InstallError::Usage(format!("--{name} is required"))),
-        }
-    }
-
-    fn number(&mut self, name: &str) -> Result<Option<u64>, InstallError> {
-        self.take(name)
-            .map(|value| {
-                value.parse().map_err(|_| {
-                    InstallError::Usage(format!("--{name} {value:?} is not a whole number"))
-                })
-            })
-            .transpose()
-    }
+fn seconds(value: &str) -> Result<Duration, FlagError> {
+    whole_seconds(value).map(Duration::from_secs)
 }

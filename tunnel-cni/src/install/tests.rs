@@ -1,5 +1,6 @@
 use std::fs;
 
+use clap::{CommandFactory as _, Parser as _};
 use serde_json::{Value, json};
 
 use super::*;
@@ -50,17 +51,28 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
-fn args(text: &str) -> Vec<String> {
-    text.split_whitespace().map(str::to_owned).collect()
+/// The command line `tunnel-cni <line>`, parsed.
+fn parse(line: &str) -> Result<Command, clap::Error> {
+    Cli::try_parse_from(["tunnel-cni"].into_iter().chain(line.split_whitespace()))
+        .map(|cli| cli.command)
+}
+
+fn install_options(line: &str) -> InstallOptions {
+    match parse(line) {
+        Ok(Command::Install(options)) => options,
+        other => panic!("{line}: {other:?}"),
+    }
+}
+
+#[test]
+fn the_command_line_is_well_formed() {
+    Cli::command().debug_assert();
 }
 
 #[test]
 fn options_are_parsed_with_defaults_and_wrong_ones_named() {
     assert_eq!(
-        InstallOptions::parse(&args(
-            "--cni-bin-dir /opt/cni/bin --cni-conf-dir=/etc/cni/net.d"
-        ))
-        .unwrap(),
+        install_options("install --cni-bin-dir /opt/cni/bin --cni-conf-dir=/etc/cni/net.d"),
         InstallOptions {
             bin_dir: "/opt/cni/bin".into(),
             conf_dir: "/etc/cni/net.d".into(),
@@ -69,40 +81,110 @@ fn options_are_parsed_with_defaults_and_wrong_ones_named() {
             wait: Duration::ZERO,
         }
     );
-    let full = InstallOptions::parse(&args(
-        "--cni-bin-dir b --cni-conf-dir c --socket /s.sock --timeout-seconds 3 --wait-seconds 60",
-    ))
-    .unwrap();
-    assert_eq!(
-        (full.timeout_seconds, full.wait),
-        (3, Duration::from_secs(60))
+    let full = install_options(
+        "install --cni-bin-dir b --cni-conf-dir c --socket /s.sock --timeout-seconds 3 \
+         --wait-seconds 60",
     );
-    for (line, needle) in [
-        ("--cni-conf-dir c", "--cni-bin-dir is required"),
-        (
-            "--cni-bin-dir b --cni-conf-dir c --socket rel.sock",
-            "not an absolute path",
+    assert_eq!(
+        (full.socket, full.timeout_seconds, full.wait),
+        ("/s.sock".into(), 3, Duration::from_secs(60))
+    );
+    match parse("uninstall --cni-bin-dir=b --cni-conf-dir c") {
+        Ok(Command::Uninstall(options)) => assert_eq!(
+            options,
+            UninstallOptions {
+                bin_dir: "b".into(),
+                conf_dir: "c".into()
+            }
         ),
-        (
-            "--cni-bin-dir b --cni-conf-dir c --timeout-seconds soon",
-            "not a whole number",
-        ),
-        (
-            "--cni-bin-dir b --cni-conf-dir c --timeout-seconds 0",
-            "at least 1",
-        ),
-        (
-            "--cni-bin-dir b --cni-conf-dir c --colour red",
-            "unknown option --colour",
-        ),
-        ("--cni-bin-dir b --cni-bin-dir c", "given twice"),
-        ("--cni-bin-dir", "needs a value"),
-        ("stray", "unexpected argument \"stray\""),
-    ] {
-        let e = InstallOptions::parse(&args(line)).unwrap_err().to_string();
-        assert!(e.contains(needle), "{line}: {e}");
+        other => panic!("{other:?}"),
     }
-    assert!(UninstallOptions::parse(&args("--cni-bin-dir b --socket /s")).is_err());
+    for (line, needle) in [
+        (
+            "install --cni-conf-dir c",
+            "not provided:\n  --cni-bin-dir <DIR>",
+        ),
+        (
+            "install --cni-bin-dir b --cni-conf-dir c --socket rel.sock",
+            "'rel.sock' for '--socket <PATH>': not an absolute path",
+        ),
+        (
+            "install --cni-bin-dir b --cni-conf-dir c --timeout-seconds soon",
+            "'soon' for '--timeout-seconds <SECONDS>': not a whole number of seconds",
+        ),
+        (
+            "install --cni-bin-dir b --cni-conf-dir c --timeout-seconds 0",
+            "'0' for '--timeout-seconds <SECONDS>': must be at least 1",
+        ),
+        (
+            "install --cni-bin-dir b --cni-conf-dir c --wait-seconds soon",
+            "'soon' for '--wait-seconds <SECONDS>': not a whole number of seconds",
+        ),
+        (
+            "install --cni-bin-dir b --cni-conf-dir c --colour red",
+            "unexpected argument '--colour'",
+        ),
+        (
+            "install --cni-bin-dir b --cni-bin-dir c",
+            "'--cni-bin-dir <DIR>' cannot be used multiple times",
+        ),
+        (
+            "install --cni-bin-dir",
+            "a value is required for '--cni-bin-dir <DIR>'",
+        ),
+        ("install stray", "unexpected argument 'stray'"),
+        (
+            "uninstall --cni-bin-dir b --cni-conf-dir c --socket /s",
+            "unexpected argument '--socket'",
+        ),
+        ("frobnicate", "unrecognized subcommand 'frobnicate'"),
+    ] {
+        let e = parse(line).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{line}: {e}");
+        assert!(e.to_string().contains(needle), "{line}: {e}");
+    }
+    for line in ["--help", "install --help", "uninstall -h", "help install"] {
+        let help = parse(line).unwrap_err();
+        assert_eq!(help.exit_code(), 0, "{line}: {help}");
+        assert!(
+            help.to_string().contains("Usage: tunnel-cni"),
+            "{line}: {help}"
+        );
+    }
+}
+
+/// The arguments the Kubernetes manifests give `tunnel-cni` in the container `name`.
+fn manifest_args(file: &str, name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes")
+        .join(file);
+    let text = fs::read_to_string(&path).unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|line| line.trim() != format!("- name: {name}"))
+        .skip_while(|line| line.trim() != "args:")
+        .skip(1);
+    let mut args = vec!["tunnel-cni".to_owned()];
+    while let Some(arg) = lines.next().and_then(|line| line.trim().strip_prefix("- ")) {
+        args.push(arg.to_owned());
+    }
+    assert!(args.len() > 1, "no args for {name} in {}", path.display());
+    args
+}
+
+#[test]
+fn the_manifests_flags_parse() {
+    let install = Cli::try_parse_from(manifest_args("40-daemonset.yaml", "install-cni")).unwrap();
+    let Command::Install(options) = install.command else {
+        panic!("{install:?}");
+    };
+    assert_eq!(options.socket, Path::new(tunnel_pod_api::DEFAULT_SOCKET));
+    let uninstall =
+        Cli::try_parse_from(manifest_args("uninstall/uninstall.yaml", "uninstall-cni")).unwrap();
+    assert!(
+        matches!(uninstall.command, Command::Uninstall(_)),
+        "{uninstall:?}"
+    );
 }
 
 #[test]
