@@ -1,7 +1,25 @@
 //! The CNI error result: what the runtime shows when a pod cannot start (kubelet puts `msg` in
 //! the pod's events), so `msg` says what was wrong in a sentence and `details` adds the rest.
+//!
+//! The other errors of this crate follow the daemon's rule (tunnel/src/errors.rs): a leaf says
+//! everything in its message and has no `source()`; a wrapper's message names only its own
+//! step and leaves the cause to `source()`. Printed with [`chain`], each fact appears once.
+
+use std::error::Error;
 
 use serde_json::{Value, json};
+
+/// An error with its causes on one line, `outer: inner: innermost`.
+pub fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 /// Error codes from the CNI specification (0-99 are reserved for it) and our own (100+).
 pub mod code {
@@ -81,5 +99,20 @@ mod tests {
         let detailed = plain.details("more");
         assert_eq!(detailed.to_json("0.4.0")["details"], "more");
         assert_eq!(detailed.to_json("0.4.0")["cniVersion"], "0.4.0");
+    }
+
+    #[test]
+    fn each_link_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to open {path}")]
+        struct Open {
+            path: &'static str,
+            source: std::io::Error,
+        }
+        let error = Open {
+            path: "/x",
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(chain(&error), "failed to open /x: entity not found");
     }
 }

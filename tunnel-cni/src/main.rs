@@ -19,30 +19,27 @@ use std::{
     process::ExitCode,
 };
 
-use install::{InstallError, InstallOptions, USAGE, UninstallOptions};
+use clap::Parser as _;
+use install::{Cli, Command, InstallError};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None => run_plugin(),
-        Some("install") => installer("install", || {
+    // The runtime runs the plugin without arguments; only the installer's commands take any,
+    // and only they go through clap (which exits 2 on a usage error, 0 after --help).
+    if std::env::args_os().len() < 2 {
+        return run_plugin();
+    }
+    match Cli::parse().command {
+        Command::Install(options) => installer(
+            "install",
             install::install(
-                &InstallOptions::parse(&args[1..])?,
+                &options,
                 // The file this process runs from, whatever it was called or linked as.
                 Path::new("/proc/self/exe"),
                 &mut say,
-            )
-        }),
-        Some("uninstall") => installer("uninstall", || {
-            install::uninstall(&UninstallOptions::parse(&args[1..])?, &mut say)
-        }),
-        Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("tunnel-cni: unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
+            ),
+        ),
+        Command::Uninstall(options) => {
+            installer("uninstall", install::uninstall(&options, &mut say))
         }
     }
 }
@@ -51,16 +48,12 @@ fn say(line: String) {
     println!("tunnel-cni: {line}");
 }
 
-fn installer(name: &str, run: impl FnOnce() -> Result<(), InstallError>) -> ExitCode {
-    match run() {
+fn installer(name: &str, result: Result<(), InstallError>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tunnel-cni {name}: {e}");
-            ExitCode::from(if matches!(e, InstallError::Usage(_)) {
-                2
-            } else {
-                1
-            })
+            eprintln!("tunnel-cni {name}: {}", error::chain(&e));
+            ExitCode::FAILURE
         }
     }
 }

@@ -14,7 +14,7 @@ use tunnel_pod_api::{ClientError, PodSpec, Request, Response};
 use crate::{
     args::CniArgs,
     config::{NetConf, SUPPORTED_VERSIONS},
-    error::{CniError, code},
+    error::{CniError, chain, code},
 };
 
 /// What the runtime told us in the environment.
@@ -148,8 +148,9 @@ fn del(invocation: &Invocation, conf: &NetConf) -> Result<Output, CniError> {
         // the runtime from tearing the pod down until the daemon is back.
         Err(e @ (ClientError::Connect { .. } | ClientError::Io { .. })) => {
             eprintln!(
-                "tunnel-cni: DEL of pod uid {uid}: {e}; succeeding anyway, the daemon forgets \
-                 pods whose network namespace is gone when it starts"
+                "tunnel-cni: DEL of pod uid {uid}: {}; succeeding anyway, the daemon forgets \
+                 pods whose network namespace is gone when it starts",
+                chain(&e)
             );
             Ok(None)
         }
@@ -214,7 +215,7 @@ fn call_failed(what: &str, error: ClientError) -> CniError {
         ClientError::Refused(_) => code::DAEMON_REFUSED,
         ClientError::Malformed { .. } => code::DAEMON_CONFUSED,
     };
-    CniError::new(code, format!("{what}: {error}"))
+    CniError::new(code, format!("{what}: {}", chain(&error)))
 }
 
 fn confused(command: &str, response: &Response) -> CniError {

@@ -94,7 +94,7 @@ fn install_without_a_network_config_fails_and_says_why() {
         "--cni-conf-dir",
         conf.to_str().unwrap(),
     ]);
-    assert!(!run.success);
+    assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(
         run.stderr.contains("no network config") && run.stderr.contains("net.d"),
         "{run:#?}"
@@ -104,16 +104,61 @@ fn install_without_a_network_config_fails_and_says_why() {
 #[test]
 fn a_wrong_option_is_a_usage_error() {
     let run = tunnel_cni(&["install", "--cni-bin-dir"]);
-    assert!(!run.success);
+    assert_eq!(run.code, Some(2), "{run:#?}");
     assert!(
-        run.stderr.contains("--cni-bin-dir needs a value"),
+        run.stderr
+            .contains("a value is required for '--cni-bin-dir <DIR>'"),
         "{run:#?}"
     );
-    assert!(run.stderr.contains("usage:"), "{run:#?}");
+    assert!(run.stderr.contains("--help"), "{run:#?}");
+    let run = tunnel_cni(&["install", "--cni-conf-dir", "/etc/cni/net.d"]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("--cni-bin-dir <DIR>"), "{run:#?}");
+    assert!(run.stderr.contains("Usage: tunnel-cni install"), "{run:#?}");
     let run = tunnel_cni(&["frobnicate"]);
-    assert!(!run.success);
+    assert_eq!(run.code, Some(2), "{run:#?}");
     assert!(
-        run.stderr.contains("unknown command \"frobnicate\""),
+        run.stderr.contains("unrecognized subcommand 'frobnicate'"),
         "{run:#?}"
     );
+}
+
+#[test]
+fn help_is_printed_and_is_no_failure() {
+    let run = tunnel_cni(&["install", "--help"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    for flag in [
+        "--cni-bin-dir",
+        "--cni-conf-dir",
+        "--socket",
+        "--timeout-seconds",
+        "--wait-seconds",
+    ] {
+        assert!(run.stdout.contains(flag), "{flag}: {run:#?}");
+    }
+    let run = tunnel_cni(&["--help"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("Without arguments"), "{run:#?}");
+}
+
+#[test]
+fn without_arguments_it_is_the_plugin_whatever_the_environment() {
+    // No CNI_COMMAND: a CNI error on stdout that points at the installer, not clap's usage.
+    let run = support::Run::from(
+        std::process::Command::new(TUNNEL_CNI)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert_eq!(run.json()["code"], 4, "{run:#?}");
+    assert!(
+        run.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("CNI_COMMAND is not set"),
+        "{run:#?}"
+    );
+    assert!(!run.stderr.contains("Usage:"), "{run:#?}");
 }

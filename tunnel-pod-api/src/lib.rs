@@ -80,17 +80,20 @@ pub enum Response {
     Error { error: String },
 }
 
+/// A failed [`call`]. Every variant is a leaf: its message says all there is, the I/O error
+/// of `Connect` and `Io` included, and it has no `source()`; so printing it, alone or as a
+/// chain, says each fact once. The I/O error is still there to match on, as `error`.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach the tunnel daemon's pod API at {socket}: {source}{}",
-        connect_hint(source)
+        "cannot reach the tunnel daemon's pod API at {socket}: {error}{}",
+        connect_hint(error)
     )]
-    Connect { socket: PathBuf, source: io::Error },
+    Connect { socket: PathBuf, error: io::Error },
     #[error("the tunnel daemon's pod API at {socket} did not answer within {timeout:?}")]
     Timeout { socket: PathBuf, timeout: Duration },
-    #[error("talking to the tunnel daemon's pod API at {socket}: {source}")]
-    Io { socket: PathBuf, source: io::Error },
+    #[error("talking to the tunnel daemon's pod API at {socket}: {error}")]
+    Io { socket: PathBuf, error: io::Error },
     #[error(
         "the tunnel daemon's pod API at {socket} answered something that is not a response: {detail}"
     )]
@@ -111,9 +114,9 @@ fn connect_hint(error: &io::Error) -> &'static str {
 /// [`Response::Error`] is returned as [`ClientError::Refused`].
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let deadline = std::time::Instant::now() + timeout;
-    let io_error = |source: io::Error| {
+    let io_error = |error: io::Error| {
         if matches!(
-            source.kind(),
+            error.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
         ) {
             ClientError::Timeout {
@@ -123,13 +126,13 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
         } else {
             ClientError::Io {
                 socket: socket.to_owned(),
-                source,
+                error,
             }
         }
     };
-    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+    let stream = UnixStream::connect(socket).map_err(|error| ClientError::Connect {
         socket: socket.to_owned(),
-        source,
+        error,
     })?;
     let remaining = || {
         deadline
@@ -244,5 +247,50 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/pods.sock"), "{e}");
+        let printed = chain(&e);
+        assert_eq!(
+            printed.matches("No such file or directory").count(),
+            1,
+            "{printed}"
+        );
+        assert!(
+            printed.ends_with("(is the tunnel daemon running on this node, with [pods] enabled?)"),
+            "{printed}"
+        );
+    }
+
+    /// An error with its causes on one line, `outer: inner: innermost`, as the daemon and
+    /// tunnel-cni print errors (this crate cannot use theirs).
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn each_fact_is_printed_once() {
+        let socket = PathBuf::from("/run/tunnel/pods.sock");
+        let denied = ClientError::Connect {
+            socket: socket.clone(),
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            chain(&denied),
+            "cannot reach the tunnel daemon's pod API at /run/tunnel/pods.sock: permission \
+             denied (only root may use the pod API)"
+        );
+        let reset = ClientError::Io {
+            socket,
+            error: io::Error::from(io::ErrorKind::ConnectionReset),
+        };
+        assert_eq!(
+            chain(&reset),
+            "talking to the tunnel daemon's pod API at /run/tunnel/pods.sock: connection reset"
+        );
     }
 }

@@ -176,6 +176,8 @@ fn serve(
 #[derive(Debug)]
 pub struct Run {
     pub success: bool,
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
@@ -243,6 +245,7 @@ impl From<std::process::Output> for Run {
     fn from(output: std::process::Output) -> Self {
         Self {
             success: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             elapsed: Duration::ZERO,
