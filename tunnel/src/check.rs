@@ -13,6 +13,7 @@ mod crl;
 mod host;
 mod issuer;
 mod leaf;
+mod owner;
 mod report;
 mod trust;
 

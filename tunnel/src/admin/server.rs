@@ -192,32 +192,34 @@ fn logging(state: &State, query: Option<&str>) -> Reply {
     }
 }
 
-/// `%XX` escapes and `+` (a space, as HTML forms and `curl --data-urlencode` write it).
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad percent escape at byte {i} of {text:?}"))?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+/// A query value that does not decode. Both are leaves: the message says it all.
+#[derive(Debug, thiserror::Error)]
+enum DecodeError {
+    #[error("bad percent escape at byte {at} of {text:?}")]
+    BadEscape { at: usize, text: String },
+    #[error("{text:?} does not decode to UTF-8")]
+    NotUtf8 { text: String },
+}
+
+/// `%XX` escapes and `+` (a space, as HTML forms and `curl --data-urlencode` write it). A `%`
+/// not followed by two hex digits is refused (`percent-encoding` would keep it as it is).
+fn percent_decode(text: &str) -> Result<String, DecodeError> {
+    let bad_escape = text.match_indices('%').map(|(at, _)| at).find(|&at| {
+        !text
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if let Some(at) = bad_escape {
+        return Err(DecodeError::BadEscape {
+            at,
+            text: text.into(),
+        });
     }
-    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8"))
+    let spaced = text.replace('+', " ");
+    match percent_encoding::percent_decode_str(&spaced).decode_utf8() {
+        Ok(decoded) => Ok(decoded.into_owned()),
+        Err(_) => Err(DecodeError::NotUtf8 { text: text.into() }),
+    }
 }
 
 /// Reads at most [`MAX_BODY`] of a body nobody uses, so the connection can be reused.
@@ -266,7 +268,14 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+    use crate::{
+        admin::{client, tests::serve},
+        errors,
+        test_support::Fixture,
+    };
 
     #[test]
     fn queries_decode_escapes_and_plus() {
@@ -277,5 +286,53 @@ mod tests {
         assert_eq!(percent_decode("a+b").unwrap(), "a b");
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%4").is_err());
+    }
+
+    #[test]
+    fn an_escaped_plus_stays_a_plus_and_escapes_are_decoded_once() {
+        assert_eq!(percent_decode("a%2Bb").unwrap(), "a+b");
+        assert_eq!(percent_decode("%2541").unwrap(), "%41");
+        assert_eq!(percent_decode("caf%C3%A9").unwrap(), "café");
+        assert_eq!(percent_decode("").unwrap(), "");
+    }
+
+    /// Both variants are leaves: the message is the whole story, with no source to repeat.
+    #[test]
+    fn each_decode_error_says_it_once() {
+        let bad = percent_decode("debug%+5").unwrap_err();
+        assert!(bad.source().is_none());
+        assert_eq!(
+            errors::chain(&bad),
+            r#"bad percent escape at byte 5 of "debug%+5""#
+        );
+        let not_utf8 = percent_decode("%FF%FE").unwrap_err();
+        assert!(not_utf8.source().is_none());
+        assert_eq!(
+            errors::chain(&not_utf8),
+            r#""%FF%FE" does not decode to UTF-8"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_level_that_does_not_decode_is_400_and_the_filter_stays() {
+        let fixture = Fixture::new();
+        let server = serve(&fixture).await;
+        let before = server.state.telemetry.logging.current();
+        for (path, body) in [
+            (
+                "/logging?level=%FF",
+                "level: \"%FF\" does not decode to UTF-8\n",
+            ),
+            (
+                "/logging?level=debug%zz",
+                "level: bad percent escape at byte 5 of \"debug%zz\"\n",
+            ),
+        ] {
+            let answer = client::request(server.addr, Method::GET, path, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!((answer.status, answer.body.as_str()), (400, body), "{path}");
+        }
+        assert_eq!(server.state.telemetry.logging.current(), before);
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use rustls_pki_types::{PrivateKeyDer, pem::PemObject as _};
 
 use super::{
-    Trusted, at, issuer,
-    leaf::{self, Leaf},
+    Trusted, at, issuer, leaf,
+    owner::{Leaf, Owner},
     report::{Lines, Report, Section},
 };
 use crate::{
@@ -16,14 +16,6 @@ use crate::{
     identity::{PodNames, Purpose, SpiffeId},
     tls::{self, Credential, MaterialError},
 };
-
-/// Whose certificate it is.
-pub(super) struct Owner<'a> {
-    /// `node`, `workload frontend`: the prefix of its check names.
-    pub who: String,
-    pub id: &'a SpiffeId,
-    pub purpose: Purpose,
-}
 
 pub(super) fn check(report: &mut Report, config: &Config, trusted: Option<&Trusted>, now: i64) {
     let mut lines = Lines::new(report, Section::Certificates);

@@ -6,7 +6,7 @@ use rustls::{CertificateError, Error, pki_types::UnixTime};
 use rustls_pki_types::CertificateDer;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
-use super::{Trusted, leaf::Leaf, report::Lines};
+use super::{Trusted, owner::Leaf, report::Lines};
 use crate::{
     config::Config,
     credentials::PeerVerdict,

@@ -7,11 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
 use super::{
-    Life, Trusted, at,
-    certificates::Owner,
-    chain,
-    leaf::{self, Leaf},
-    life,
+    Life, Trusted, at, chain, leaf, life,
+    owner::{Leaf, Owner},
     report::Lines,
     span,
 };

@@ -5,37 +5,12 @@
 use rustls_pki_types::CertificateDer;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer as _};
 
-use super::{Life, Trusted, chain, life, report::Lines, span};
+use super::{Life, Trusted, chain, life, owner::Leaf, report::Lines, span};
 use crate::{
     config::Config,
-    identity::{CertSummary, Purpose, SpiffeId, SvidError, svid_rules, timestamp},
+    identity::{CertSummary, SpiffeId, SvidError, svid_rules, timestamp},
     tls::{self, CertificateProblem, VerifyError},
 };
-
-/// Whose certificate, and how to talk about it.
-pub(super) struct Leaf<'a> {
-    /// The prefix of its check names: `node`, `workload frontend`.
-    pub who: &'a str,
-    pub id: &'a SpiffeId,
-    pub purpose: Purpose,
-    /// Where it is, for messages: its file.
-    pub origin: String,
-    /// How to get a new one, for hints.
-    pub reissue: String,
-}
-
-impl Leaf<'_> {
-    pub(super) fn check(&self, rule: &str) -> String {
-        format!("{}: {rule}", self.who)
-    }
-
-    pub(super) fn role(&self) -> &'static str {
-        match self.purpose {
-            Purpose::ClientAuth => "as a caller (clientAuth)",
-            Purpose::ServerAuth => "as this host's node (serverAuth)",
-        }
-    }
-}
 
 pub(super) fn check(
     lines: &mut Lines<'_>,

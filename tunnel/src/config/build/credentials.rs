@@ -4,14 +4,39 @@
 use std::time::Duration;
 
 use super::{Checker, KeyPath, at};
-use crate::config::{CertSource, DEFAULT_ISSUED_TTL, Located};
+use crate::config::{
+    CertSource, DEFAULT_ISSUED_TTL, Located,
+    raw::{RawNode, RawWorkload},
+};
 
 /// The four keys a `[node]` or `[[workload]]` table may use to name its certificate.
-pub(in crate::config) struct RawCertKeys<'a> {
+pub(super) struct RawCertKeys<'a> {
     pub cert: Option<&'a str>,
     pub key: Option<&'a str>,
     pub issuer: Option<&'a str>,
     pub ttl: Option<&'a str>,
+}
+
+impl<'a> From<&'a RawNode> for RawCertKeys<'a> {
+    fn from(raw: &'a RawNode) -> Self {
+        Self {
+            cert: raw.cert.as_deref(),
+            key: raw.key.as_deref(),
+            issuer: raw.issuer.as_deref(),
+            ttl: raw.ttl.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a RawWorkload> for RawCertKeys<'a> {
+    fn from(raw: &'a RawWorkload) -> Self {
+        Self {
+            cert: raw.cert.as_deref(),
+            key: raw.key.as_deref(),
+            issuer: raw.issuer.as_deref(),
+            ttl: raw.ttl.as_deref(),
+        }
+    }
 }
 
 impl Checker<'_> {

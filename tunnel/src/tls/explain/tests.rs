@@ -2,18 +2,19 @@ use std::{sync::Arc, time::Duration};
 
 use rcgen::ExtendedKeyUsagePurpose;
 use rustls::{
-    ContentType, HandshakeType, OtherError, PeerMisbehaved,
-    pki_types::{CertificateDer, ServerName},
+    AlertDescription, CertRevocationListError, CertificateError, ContentType, ExtendedKeyPurpose,
+    HandshakeType, OtherError, PeerMisbehaved,
+    pki_types::{CertificateDer, ServerName, UnixTime},
     server::danger::ClientCertVerifier as _,
 };
 
 use super::*;
 use crate::{
     ca::LeafSpec,
-    identity::{SpiffeId, SvidError, TrustDomain},
+    identity::{SpiffeId, SvidError, TrustDomain, timestamp},
     tls::{
         test_pki::{Pki, td},
-        verify::SpiffeClientVerifier,
+        verify::{SpiffeClientVerifier, VerifyError},
     },
 };
 
