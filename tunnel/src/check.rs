@@ -143,7 +143,7 @@ fn life(not_before: i64, not_after: i64, now: i64) -> Life {
 
 /// Roughly how long `seconds` is, in words (`2d 3h`), for either sign.
 fn span(seconds: i64) -> String {
-    crate::tls::span(seconds.unsigned_abs())
+    crate::duration::span(seconds.unsigned_abs())
 }
 
 #[cfg(test)]

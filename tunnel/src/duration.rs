@@ -1,4 +1,5 @@
-//! Human durations as config files and flags write them: `90s`, `30m`, `24h`, `7d`, `250ms`.
+//! Human durations as config files and flags write them (`90s`, `30m`, `24h`, `7d`,
+//! `250ms`), and as messages say them (`2d 3h`).
 
 use std::time::Duration;
 
@@ -46,6 +47,26 @@ pub fn format(duration: Duration) -> String {
         }
     }
     format!("{ms}ms")
+}
+
+/// Roughly how long, in the two largest units: `2d 3h`, `5m 10s`.
+pub fn span(seconds: u64) -> String {
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let Some(first) = units.iter().position(|(_, size)| seconds >= *size) else {
+        return "0s".into();
+    };
+    units[first..]
+        .iter()
+        .take(2)
+        .scan(seconds, |left, (unit, size)| {
+            let count = *left / size;
+            *left %= size;
+            Some((count, unit))
+        })
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, unit)| format!("{count}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ mod verify;
 use std::sync::Arc;
 
 pub use connection_error::{Phase, describe_connection_error};
-pub(crate) use explain::span;
 pub use explain::{explain, rustls_error};
 pub(crate) use material::read_certificates;
 pub use material::{CertificateProblem, Credential, MaterialError, Trust, read_crls};

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     admin::client::{self, ClientError},
     config::{Config, DEFAULT_ADMIN},
-    tls::span,
+    duration::span,
 };
 
 /// Each request's limit, connect included.

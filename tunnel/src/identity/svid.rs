@@ -195,7 +195,7 @@ pub fn hex_serial(bytes: &[u8]) -> String {
 
 /// Rounded as every other message says a span ("23h 59m", not "86399s").
 fn ago(seconds: i64) -> String {
-    crate::tls::span(seconds.unsigned_abs())
+    crate::duration::span(seconds.unsigned_abs())
 }
 
 /// RFC 3339 in UTC.

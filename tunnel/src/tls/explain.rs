@@ -26,7 +26,6 @@ use rustls::{
     EncryptedClientHelloError, Error, InconsistentKeys, InvalidMessage, PeerIncompatible,
 };
 pub(super) use webpki_errors::webpki_error;
-pub(crate) use words::span;
 use words::{enum_name, names, variant_name};
 
 /// The rustls error somewhere in an error's source chain (tokio-rustls and h2 wrap it in

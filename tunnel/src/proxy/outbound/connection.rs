@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     OutboundInputs, OutboundWorkload, PodCaller,
-    route::{self, Route},
+    route::{self, Route, Unroutable},
 };
 use crate::{
     drain::DrainWatcher,
@@ -42,10 +42,8 @@ const EARLY_READ: usize = 16 * 1024;
 pub(super) enum Refused {
     /// The caller belongs to no workload: nothing is sent without an identity.
     NoWorkload,
-    /// The destination names no single host.
-    NoHost(String),
-    /// The TLS material in force has no client config for this workload and peer.
-    NoTlsConfig,
+    /// The destination cannot be routed.
+    Unroutable(Unroutable),
     /// The application's connection failed before its tunnel opened.
     ApplicationGone(io::Error),
     /// No stream could be opened to the peer. `our_certificate`: what is wrong with the
@@ -108,7 +106,7 @@ async fn open(
     pod: Option<&PodCaller>,
     inputs: &OutboundInputs,
 ) -> Result<Opened, Refused> {
-    route::check_host(dst, inputs)?;
+    route::check_host(dst, inputs).map_err(Refused::Unroutable)?;
     inputs
         .telemetry
         .metrics
@@ -120,7 +118,9 @@ async fn open(
         .inc();
     let _ = app.set_nodelay(true);
     let snapshot = inputs.snapshots.borrow().clone();
-    let Route { target, key, tls } = route::route(dst, workload, pod, inputs, &snapshot).await?;
+    let Route { target, key, tls } = route::route(dst, workload, pod, inputs, &snapshot)
+        .await
+        .map_err(Refused::Unroutable)?;
     let early = queued_bytes(app).map_err(Refused::ApplicationGone)?;
     let early_len = early.len() as u64;
     // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
@@ -171,11 +171,11 @@ fn refuse(
             );
             (Some("no_workload"), FailReason::no_identity)
         }
-        Refused::NoHost(why) => {
+        Refused::Unroutable(Unroutable::NoHost(why)) => {
             info!(%src, %dst, workload = name, pid = original.pid, "refused: {why}; nothing is dialled");
             (Some("no_host"), FailReason::not_deliverable)
         }
-        Refused::NoTlsConfig => {
+        Refused::Unroutable(Unroutable::NoTlsConfig) => {
             warn!(%src, %dst, workload = name, "refused: no TLS config for this workload and peer");
             (None, FailReason::other)
         }

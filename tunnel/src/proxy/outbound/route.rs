@@ -9,7 +9,7 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::{OutboundInputs, OutboundWorkload, PodCaller, connection::Refused};
+use super::{OutboundInputs, OutboundWorkload, PodCaller};
 use crate::{
     credentials::{ClientTls, Snapshot},
     identity::SpiffeId,
@@ -40,6 +40,14 @@ impl PeerIdentities {
     }
 }
 
+/// Why a destination cannot be routed.
+pub(super) enum Unroutable {
+    /// It names no single host (the reason in words).
+    NoHost(String),
+    /// The TLS material in force has no client config for this workload and peer.
+    NoTlsConfig,
+}
+
 /// A routed connection: the address its CONNECT names, the pooled connection it rides and
 /// the TLS config that checks whom that connection reached.
 pub(super) struct Route {
@@ -49,9 +57,9 @@ pub(super) struct Route {
 }
 
 /// Refuses a destination that names no host (nothing is dialled for it).
-pub(super) fn check_host(dst: SocketAddr, inputs: &OutboundInputs) -> Result<(), Refused> {
+pub(super) fn check_host(dst: SocketAddr, inputs: &OutboundInputs) -> Result<(), Unroutable> {
     match names_no_host(dst.ip(), &inputs.captured) {
-        Some(why) => Err(Refused::NoHost(why)),
+        Some(why) => Err(Unroutable::NoHost(why)),
         None => Ok(()),
     }
 }
@@ -65,7 +73,7 @@ pub(super) async fn route(
     pod: Option<&PodCaller>,
     inputs: &OutboundInputs,
     snapshot: &Snapshot,
-) -> Result<Route, Refused> {
+) -> Result<Route, Unroutable> {
     let pinned = inputs.peers.expected(dst.ip());
     let destination = match pinned {
         Some(_) => Destination::unknown(dst),
@@ -81,7 +89,7 @@ pub(super) async fn route(
         Some(id) => snapshot.client_expecting(&workload.name, id),
         None => snapshot.client(&workload.name, pinned).cloned(),
     };
-    let tls = tls.ok_or(Refused::NoTlsConfig)?;
+    let tls = tls.ok_or(Unroutable::NoTlsConfig)?;
     Ok(Route {
         target: destination.target,
         key: PoolKey {

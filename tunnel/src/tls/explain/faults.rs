@@ -4,7 +4,8 @@
 
 use rustls::pki_types::UnixTime;
 
-use super::words::{span, time};
+use super::words::time;
+use crate::duration::span;
 
 pub(super) const PURPOSE_HINT: &str = "a caller needs the clientAuth EKU, a server serverAuth";
 

@@ -1,4 +1,4 @@
-//! Values in words: a TLS enum's or a variant's bare name, a time, a span of seconds.
+//! Values in words: a TLS enum's or a variant's bare name, a time.
 
 use rustls::pki_types::UnixTime;
 
@@ -26,24 +26,4 @@ pub(super) fn variant_name(value: &impl std::fmt::Debug) -> String {
 
 pub(super) fn time(at: UnixTime) -> String {
     timestamp(i64::try_from(at.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Roughly how long, in the two largest units: `2d 3h`, `5m 10s`.
-pub(crate) fn span(seconds: u64) -> String {
-    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
-    let Some(first) = units.iter().position(|(_, size)| seconds >= *size) else {
-        return "0s".into();
-    };
-    units[first..]
-        .iter()
-        .take(2)
-        .scan(seconds, |left, (unit, size)| {
-            let count = *left / size;
-            *left %= size;
-            Some((count, unit))
-        })
-        .filter(|(count, _)| *count > 0)
-        .map(|(count, unit)| format!("{count}{unit}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
