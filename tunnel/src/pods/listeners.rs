@@ -35,57 +35,11 @@ impl PodManager {
         network: &PodNetwork,
         drain: &DrainWatcher,
     ) -> Result<Opened, PodError> {
-        let ports = &self.ports;
-        let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
-        outbound_addrs.extend(
-            ports
-                .outbound_v6
-                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
-        );
-        let mut outbound_listeners = Vec::new();
-        for addr in outbound_addrs {
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|source| PodError::Listen {
-                    kind: "outbound",
-                    addr,
-                    source,
-                })?;
-            let cookie = sys::netns_cookie(&listener).map_err(PodError::NetnsCookie)?;
-            outbound_listeners.push((listener, cookie));
-        }
-        let mut hbone_listeners = Vec::new();
-        for ip in ips {
-            let addr = SocketAddr::new(*ip, ports.hbone);
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|source| PodError::Listen {
-                    kind: "HBONE",
-                    addr,
-                    source,
-                })?;
-            hbone_listeners.push(listener);
-        }
-        // Loopback only: nothing reaches them but what `steer_inbound` hands over.
-        let mut plaintext_listeners = Vec::new();
-        let ipv6 = ips.iter().any(IpAddr::is_ipv6);
-        let mut plaintext_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.plaintext))];
-        if ipv6 {
-            plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
-        }
-        for addr in plaintext_addrs {
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|source| PodError::Listen {
-                    kind: "plaintext",
-                    addr,
-                    source,
-                })?;
-            plaintext_listeners.push(listener);
-        }
+        let Bound {
+            outbound: outbound_listeners,
+            hbone: hbone_listeners,
+            plaintext: plaintext_listeners,
+        } = self.bind(ips, network).await?;
         let steered = self.steer(uid, ips, network, &plaintext_listeners)?;
         let mut described = Vec::new();
         let mut tasks = Vec::new();
@@ -136,6 +90,67 @@ impl PodManager {
         })
     }
 
+    /// Binds the pod's listeners inside its namespace: outbound on loopback (where
+    /// `connect4` sends the pod's connects), HBONE on each pod address, plaintext on
+    /// loopback (nothing reaches it but what `steer_inbound` hands over).
+    async fn bind(&self, ips: &[IpAddr], network: &PodNetwork) -> Result<Bound, PodError> {
+        let ports = &self.ports;
+        let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
+        outbound_addrs.extend(
+            ports
+                .outbound_v6
+                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
+        );
+        let mut outbound_listeners = Vec::new();
+        for addr in outbound_addrs {
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|source| PodError::Listen {
+                    kind: "outbound",
+                    addr,
+                    source,
+                })?;
+            let cookie = sys::netns_cookie(&listener).map_err(PodError::NetnsCookie)?;
+            outbound_listeners.push((listener, cookie));
+        }
+        let mut hbone_listeners = Vec::new();
+        for ip in ips {
+            let addr = SocketAddr::new(*ip, ports.hbone);
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|source| PodError::Listen {
+                    kind: "HBONE",
+                    addr,
+                    source,
+                })?;
+            hbone_listeners.push(listener);
+        }
+        let mut plaintext_listeners = Vec::new();
+        let ipv6 = ips.iter().any(IpAddr::is_ipv6);
+        let mut plaintext_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.plaintext))];
+        if ipv6 {
+            plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
+        }
+        for addr in plaintext_addrs {
+            let listener = network
+                .listen(addr, ports.backlog)
+                .await
+                .map_err(|source| PodError::Listen {
+                    kind: "plaintext",
+                    addr,
+                    source,
+                })?;
+            plaintext_listeners.push(listener);
+        }
+        Ok(Bound {
+            outbound: outbound_listeners,
+            hbone: hbone_listeners,
+            plaintext: plaintext_listeners,
+        })
+    }
+
     /// Points `steer_inbound` at the pod's plaintext listeners and attaches it in the pod's
     /// namespace; the node's own addresses (whose connections, the kubelet's probes, are
     /// not steered) are read again first, since a bridge plugin may have just made one.
@@ -164,6 +179,14 @@ impl PodManager {
         }
         Ok(steered)
     }
+}
+
+/// A pod's listeners, bound and not served yet.
+struct Bound {
+    /// With the cookie of the namespace they are in.
+    outbound: Vec<(tokio::net::TcpListener, u64)>,
+    hbone: Vec<tokio::net::TcpListener>,
+    plaintext: Vec<tokio::net::TcpListener>,
 }
 
 /// What opening a pod's listeners gave: their tasks, their addresses for status, and the
