@@ -16,8 +16,11 @@
 //! Pods on one node are tunnelled between each other like pods on two.
 //!
 //! Each pod's identity comes from the registration (`spiffe_id`) or from `[pods] spiffe_id`,
-//! a template whose `{service_account}` is read from the Kubernetes API; its certificate is
-//! issued from `[pods] issuer` and renewed like any issued certificate.
+//! a template whose `{service_account}` is read from the Kubernetes API. Its certificate is
+//! issued in memory from `[pods] issuer` and renewed like any issued certificate, or read
+//! from `[pods] cert_dir`/<identity path>/{cert,key}.pem, written by an outside issuer and
+//! reloaded when it changes. Either way it is held in the credentials' snapshot with the
+//! node's, so rotation, revocation and the connection-lifetime rules apply unchanged.
 
 mod api;
 mod directory;
