@@ -172,15 +172,15 @@ fn refuse(
             (Some("no_workload"), FailReason::no_identity)
         }
         Refused::Unroutable(Unroutable::NoHost(why)) => {
-            info!(%src, %dst, workload = name, pid = original.pid, "refused: {why}; nothing is dialled");
+            info!(%src, %dst, workload = %name, pid = original.pid, "refused: {why}; nothing is dialled");
             (Some("no_host"), FailReason::not_deliverable)
         }
         Refused::Unroutable(Unroutable::NoTlsConfig) => {
-            warn!(%src, %dst, workload = name, "refused: no TLS config for this workload and peer");
+            warn!(%src, %dst, workload = %name, "refused: no TLS config for this workload and peer");
             (None, FailReason::other)
         }
         Refused::ApplicationGone(e) => {
-            debug!(%src, %dst, workload = name, error = %e, "application connection failed before its tunnel opened");
+            debug!(%src, %dst, workload = %name, error = %e, "application connection failed before its tunnel opened");
             (None, FailReason::other)
         }
         Refused::NotOpened {
@@ -191,7 +191,7 @@ fn refuse(
                 .map(|w| w.spiffe_id.to_string())
                 .unwrap_or_default();
             info!(
-                %src, %dst, workload = name, src_identity, pid = original.pid,
+                %src, %dst, workload = %name, %src_identity, pid = original.pid,
                 error = %errors::chain(error.as_ref()), our_certificate, "refused: tunnel not opened"
             );
             (None, error.fail_reason())
