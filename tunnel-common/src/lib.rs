@@ -180,14 +180,31 @@ pub struct PodSteer {
     pub _pad: u16,
 }
 
+// The sizes and alignments the `aya::Pod` SAFETY notes below rely on, each the sum of its
+// fields: a field added, removed or reordered into padding fails the build on both sides.
+const _: () = assert!(size_of::<CaptureConfig>() == 4 + 16 + 2 + 2 + 4); // 28
+const _: () = assert!(align_of::<CaptureConfig>() == 4);
+const _: () = assert!(size_of::<OriginalDst>() == 16 + 8 + 8 + 4 + 2 + 2); // 40
+const _: () = assert!(align_of::<OriginalDst>() == 8);
+const _: () = assert!(size_of::<SocketTuple>() == 8 + 16 + 16 + 2 + 2 + 4); // 48
+const _: () = assert!(align_of::<SocketTuple>() == 8);
+const _: () = assert!(size_of::<IpKey>() == 16 + 4); // 20
+const _: () = assert!(align_of::<IpKey>() == 4);
+const _: () = assert!(size_of::<PodSteer>() == 4 + 2 + 2); // 8
+const _: () = assert!(align_of::<PodSteer>() == 4);
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `repr(C)` structs of integers with no implicit padding (sizes 32, 40, 48
-    // are multiples of their 8-byte alignment and every field boundary is naturally aligned).
+    // SAFETY: plain `repr(C)` structs of integers with no implicit padding: each size is the
+    // sum of its fields' sizes (checked at compile time above), which leaves no room for
+    // padding. `CaptureConfig` is 28 bytes, 4-aligned (u32s and u16s only); `OriginalDst`
+    // (40) and `SocketTuple` (48) are 8-aligned by their u64s, and every field starts at an
+    // offset that is a multiple of its own alignment.
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::OriginalDst {}
     unsafe impl aya::Pod for super::SocketTuple {}
-    // SAFETY: as above: `IpKey` is 5 u32s (20 bytes), `PodSteer` a u32 and two u16s (8).
+    // SAFETY: as above: `IpKey` is 5 u32s (20 bytes, 4-aligned), `PodSteer` a u32 and two
+    // u16s (8 bytes, 4-aligned).
     unsafe impl aya::Pod for super::IpKey {}
     unsafe impl aya::Pod for super::PodSteer {}
 }

@@ -10,6 +10,7 @@
 //! | `GET /metrics` | every metric family, OpenMetrics text |
 //! | `GET /config_dump` | the effective config and the certificates in force, JSON ([`config_dump`]); never a key |
 //! | `GET /connections` | the tunnelled connections open now, JSON |
+//! | `GET /auth_failures` | the last refused handshakes and identities (at most 20, oldest first), JSON |
 //! | `GET or POST /logging[?level=...]` | the log filter in force; with `level`, replaces it first |
 //! | `GET /debug/capture` | programs, links and maps of the capture, JSON ([`capture`]) |
 //!

@@ -208,8 +208,7 @@ impl Ca {
         };
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|e| read_error(&files.intermediate_key, e.to_string()))?;
-        let summary = files::intermediate_summary(&cert_pem)
-            .map_err(|detail| read_error(&files.intermediate_cert, detail))?;
+        let summary = files::intermediate_summary(&files.intermediate_cert, &cert_pem)?;
         let trust_domain = summary
             .uris
             .iter()

@@ -35,11 +35,45 @@ use tracing::{error, info, warn};
 use source::{Source, read_files, trust_files};
 
 use crate::{
+    ca::CaError,
     config::{CertSource, Config, ConfigError, Problem},
     errors,
     identity::{Purpose, SpiffeId, timestamp},
-    tls::{CertificateProblem, Credential, MaterialError, Trust},
+    tls::{self, CertificateProblem, Credential, MaterialError, Trust},
 };
+
+/// Why a certificate could not be read, issued or put in force. Printed with
+/// [`errors::chain`]: the issuer's variants name their step and leave the CA's error to
+/// `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The certificate and key files of a `cert` + `key` source.
+    #[error(transparent)]
+    Files(#[from] MaterialError),
+    /// The issuer's directory does not hold a CA that can sign.
+    #[error("cannot use the issuer {}", dir.display())]
+    LoadIssuer { dir: PathBuf, source: CaError },
+    /// The issuer failed to sign a certificate.
+    #[error("cannot issue from {}", dir.display())]
+    Issue { dir: PathBuf, source: CaError },
+    /// A certificate the issuer signed that rustls cannot present.
+    #[error("the issued certificate is unusable")]
+    Unusable { source: rustls::Error },
+    /// A peer of ours would refuse the certificate (chain, CRLs, validity, EKU, SPIFFE
+    /// rules): how, in words.
+    #[error("{}", tls::explain(.0))]
+    PeersRefuse(rustls::Error),
+    /// Peers accept the chain, but not as the configured identity in this role.
+    #[error("{0}")]
+    Problem(CertificateProblem),
+}
+
+/// `tunnel check` reports an issuer's error as text (`check::issuer`): the whole chain.
+impl From<CredentialsError> for String {
+    fn from(error: CredentialsError) -> Self {
+        errors::chain(&error)
+    }
+}
 
 /// Whose certificate: the node's (presented to callers) or a workload's (presented to peers).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -131,7 +165,7 @@ impl Credentials {
                         workloads.insert(name.clone(), Arc::new(credential));
                     }
                 },
-                Err(problem) => problems.push(problem),
+                Err(e) => problems.push(source.problem(&e)),
             }
         }
         let spec = Arc::new(spec);
@@ -311,12 +345,13 @@ impl Credentials {
                     changed += 1;
                     self.count_reload(true);
                 }
-                Err(reason) => {
+                Err(e) => {
                     self.count_reload(false);
                     error!(
                         trigger, owner = %source.owner, source = %source.config.origin(),
                         in_force = %describe(current),
-                        "certificate reload failed, the certificate in force stays: {reason}; tried again when the file changes"
+                        "certificate reload failed, the certificate in force stays: {}; tried again when the file changes",
+                        errors::chain(&e)
                     )
                 }
             }
@@ -333,9 +368,8 @@ impl Credentials {
             // bundle will refuse them.
             for source in &state.sources {
                 let credential = next.get(&source.owner);
-                if let Err(reason) = judge(credential, &source.id, source.roles, &trust, &self.spec)
-                {
-                    warn!(owner = %source.owner, "after the trust reload: our certificate {}: {reason}", describe(credential));
+                if let Err(e) = judge(credential, &source.id, source.roles, &trust, &self.spec) {
+                    warn!(owner = %source.owner, "after the trust reload: our certificate {}: {}", describe(credential), errors::chain(&e));
                 }
             }
         }
@@ -347,9 +381,14 @@ impl Credentials {
     /// Loads (files) or issues (an issuer) the certificate of `id` (a registered pod's),
     /// judges it as a caller's and a server's (a pod is both), and puts it in force under `Owner::Workload(name)`; it is
     /// reloaded or renewed like the configured ones. Replaces an earlier one of the name.
-    pub fn add(&self, name: &str, id: &SpiffeId, source: CertSource) -> Result<(), String> {
+    pub fn add(
+        &self,
+        name: &str,
+        id: &SpiffeId,
+        source: CertSource,
+    ) -> Result<(), CredentialsError> {
         let mut source = Source::new(Owner::Workload(name.into()), id.clone(), POD_ROLES, source);
-        let credential = source.first_load().map_err(|p| p.message)?;
+        let credential = source.first_load()?;
         let mut state = self.state.lock().expect("credentials lock poisoned");
         let old = self.current();
         judge(&credential, id, POD_ROLES, &old.trust, &self.spec)?;

@@ -11,7 +11,7 @@ pub use pattern::IdPattern;
 pub use svid::{
     CertSummary, Purpose, SvidError, SvidRules, hex_serial, svid_identity, svid_rules, timestamp,
 };
-pub use template::{IdTemplate, PodNames};
+pub use template::{IdTemplate, PodNames, TemplateError};
 
 /// Longest SPIFFE ID implementations must accept (SPIFFE-ID.md §2.3).
 const MAX_ID_BYTES: usize = 2048;

@@ -1,11 +1,11 @@
 //! Startup checks of what the kernel and this process must provide for capture, each with a
 //! precise statement of what is missing and how to get it.
 
-use std::{fmt, fs, path::Path};
+use std::{fmt, fs, io, num::ParseIntError, path::Path};
 
 use aya::util::KernelVersion;
 
-use crate::{cgroup, mounts::MountTable};
+use crate::{cgroup, errors, mounts::MountTable};
 
 /// Oldest kernel with everything the programs use: `getpeername` hooks (5.8), bpf_link for
 /// cgroups (5.7), socket storage from cgroup sock_addr programs and the netns cookie in
@@ -28,6 +28,23 @@ impl fmt::Display for Missing {
         write!(f, "{}: {}", self.what, self.detail)
     }
 }
+
+/// Why this process's capabilities could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot read {STATUS}")]
+    ReadStatus { source: io::Error },
+    #[error("no CapEff line in {STATUS}")]
+    NoCapEff,
+    #[error("bad CapEff {value:?} in {STATUS}")]
+    BadCapEff {
+        value: String,
+        source: ParseIntError,
+    },
+}
+
+/// Where the capabilities are read.
+const STATUS: &str = "/proc/self/status";
 
 /// Everything missing (empty when capture can start).
 pub fn check(mounts: &MountTable) -> Vec<Missing> {
@@ -61,7 +78,7 @@ pub fn check(mounts: &MountTable) -> Vec<Missing> {
     if let Err(e) = cgroup::cgroup2_root(mounts) {
         missing.push(Missing {
             what: "cgroup v2",
-            detail: e.to_string(),
+            detail: errors::chain(&e),
         });
     }
     match effective_capabilities() {
@@ -83,23 +100,31 @@ pub fn check(mounts: &MountTable) -> Vec<Missing> {
                 });
             }
         }
-        Err(detail) => missing.push(Missing {
+        Err(e) => missing.push(Missing {
             what: "capabilities",
-            detail,
+            detail: errors::chain(&e),
         }),
     }
     missing
 }
 
 /// The `CapEff` mask of this process.
-fn effective_capabilities() -> Result<u64, String> {
-    let status =
-        fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+fn effective_capabilities() -> Result<u64, KernelError> {
+    let status = fs::read_to_string(STATUS).map_err(|source| KernelError::ReadStatus { source })?;
+    capabilities_in(&status)
+}
+
+/// The `CapEff` mask of a `/proc/<pid>/status` text.
+fn capabilities_in(status: &str) -> Result<u64, KernelError> {
     let hex = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
-        .ok_or("no CapEff line in /proc/self/status")?;
-    u64::from_str_radix(hex.trim(), 16).map_err(|e| format!("bad CapEff {hex:?}: {e}"))
+        .ok_or(KernelError::NoCapEff)?
+        .trim();
+    u64::from_str_radix(hex, 16).map_err(|source| KernelError::BadCapEff {
+        value: hex.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -117,5 +142,23 @@ mod tests {
         );
         let caps = effective_capabilities().unwrap();
         assert_ne!(caps & (1 << CAP_NET_ADMIN), 0, "CapEff {caps:#x}");
+    }
+
+    #[test]
+    fn each_link_of_a_capability_error_is_printed_once() {
+        let e = capabilities_in("Name:\ttunnel\nCapEff:\t00000zz\n").unwrap_err();
+        assert_eq!(
+            errors::chain(&e),
+            "bad CapEff \"00000zz\" in /proc/self/status: invalid digit found in string"
+        );
+        let e = KernelError::ReadStatus {
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            errors::chain(&e),
+            "cannot read /proc/self/status: entity not found"
+        );
+        let e = capabilities_in("Name:\ttunnel\n").unwrap_err();
+        assert_eq!(errors::chain(&e), "no CapEff line in /proc/self/status");
     }
 }

@@ -12,7 +12,11 @@ mod windows;
 use std::{fs::OpenOptions, io::IsTerminal as _, path::Path, sync::Mutex};
 
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, filter::Targets, fmt, layer::SubscriberExt as _, reload,
+    EnvFilter, Layer, Registry,
+    filter::{ParseError, Targets},
+    fmt,
+    layer::SubscriberExt as _,
+    reload,
     util::SubscriberInitExt as _,
 };
 
@@ -46,6 +50,17 @@ pub struct Options {
     pub auth_log: Option<std::path::PathBuf>,
 }
 
+/// Why the filter was not changed. The admin API answers with the message alone, so each
+/// says its cause in it: `tracing-subscriber`'s errors are values here, not sources (a
+/// `ParseError` prints its cause and returns it from `source()` too).
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("{level:?} is not a level or a filter directive list: {reason}")]
+    InvalidFilter { level: String, reason: ParseError },
+    #[error("cannot change the log filter: {reason}")]
+    Reload { reason: reload::Error },
+}
+
 /// Changes the filter of a running daemon.
 pub struct Control {
     filter: reload::Handle<EnvFilter, Registry>,
@@ -57,13 +72,16 @@ pub struct Control {
 impl Control {
     /// Replaces the filter; `level` is read as at start (a bare level or directives).
     /// Returns the directives now in force.
-    pub fn set(&self, level: &str) -> Result<String, String> {
+    pub fn set(&self, level: &str) -> Result<String, LoggingError> {
         let directives = directives(level, self.access_log);
-        let filter = EnvFilter::try_new(&directives)
-            .map_err(|e| format!("{level:?} is not a level or a filter directive list: {e}"))?;
+        let filter =
+            EnvFilter::try_new(&directives).map_err(|reason| LoggingError::InvalidFilter {
+                level: level.into(),
+                reason,
+            })?;
         self.filter
             .reload(filter)
-            .map_err(|e| format!("cannot change the log filter: {e}"))?;
+            .map_err(|reason| LoggingError::Reload { reason })?;
         *self.current.lock().expect("log filter lock poisoned") = directives.clone();
         Ok(directives)
     }
@@ -190,5 +208,27 @@ mod tests {
             "warn,tunnel=info,tunnel::access=off"
         );
         assert_eq!(directives("h2=trace", true), "h2=trace");
+    }
+
+    #[test]
+    fn a_refused_filter_says_why_once() {
+        let e = detached("info").set("tunnel=loud").unwrap_err();
+        assert!(matches!(e, LoggingError::InvalidFilter { .. }), "{e:?}");
+        let chain = crate::errors::chain(&e);
+        assert_eq!(chain, e.to_string(), "a leaf: the cause is in its message");
+        assert!(
+            chain.starts_with("\"tunnel=loud\" is not a level or a filter directive list: "),
+            "{chain}"
+        );
+        assert_eq!(chain.matches("loud").count(), 1, "{chain}");
+
+        let e = Control::detached().set("debug").unwrap_err();
+        assert!(matches!(e, LoggingError::Reload { .. }), "{e:?}");
+        let chain = crate::errors::chain(&e);
+        assert_eq!(chain, e.to_string());
+        assert!(
+            chain.starts_with("cannot change the log filter: "),
+            "{chain}"
+        );
     }
 }

@@ -1,6 +1,9 @@
-//! What a running daemon says about itself: Prometheus metrics ([`Metrics`], served at
-//! `/metrics` by the admin API) and the log filter it can change at run time. Built once at
-//! start and shared by every part that counts something.
+//! What a running daemon says about itself, one [`Telemetry`] built once at start and shared
+//! by every part that counts something: Prometheus metrics ([`Metrics`], served at
+//! `/metrics` by the admin API), the log filter it can change at run time (`/logging`), the
+//! tunnelled connections open now ([`Connections`], `/connections`), and the last refused
+//! handshakes and identities with their rate-limited log stream ([`AuthFailures`],
+//! `/auth_failures`).
 
 pub mod auth;
 pub mod capture;

@@ -181,8 +181,13 @@ pub(super) fn read(path: &Path) -> Result<String, CaError> {
     })
 }
 
-pub(super) fn intermediate_summary(pem: &str) -> Result<CertSummary, String> {
+/// What the intermediate certificate `pem`, read from `path`, says.
+pub(super) fn intermediate_summary(path: &Path, pem: &str) -> Result<CertSummary, CaError> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
-    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| e.to_string())?;
-    CertSummary::parse(der.as_ref()).map_err(|e| e.to_string())
+    let error = |detail: String| CaError::Read {
+        path: path.into(),
+        detail,
+    };
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| error(e.to_string()))?;
+    CertSummary::parse(der.as_ref()).map_err(|e| error(e.to_string()))
 }

@@ -99,13 +99,14 @@ pub fn revoke(options: &RevokeOptions) -> Result<Revocation, CaError> {
         path: path.into(),
         detail,
     };
-    let target = parse::certificate(&target_der).map_err(|detail| CaError::Certificate {
+    let target = parse::certificate(&target_der).map_err(|e| CaError::Certificate {
         path: options.cert.clone(),
-        detail,
+        detail: e.to_string(),
     })?;
-    let root = parse::certificate(&root_der).map_err(|d| read_error(&files.root_cert, d))?;
+    let root =
+        parse::certificate(&root_der).map_err(|e| read_error(&files.root_cert, e.to_string()))?;
     let intermediate = parse::certificate(&intermediate_der)
-        .map_err(|d| read_error(&files.intermediate_cert, d))?;
+        .map_err(|e| read_error(&files.intermediate_cert, e.to_string()))?;
 
     // A self-signed root says it issued itself; a CRL it signs about itself means nothing.
     if target.subject().as_raw() == root.subject().as_raw()
@@ -213,9 +214,9 @@ pub(super) fn empty_crl(
     issuer_der: &[u8],
     now: OffsetDateTime,
 ) -> Result<String, CaError> {
-    let issuer_cert = parse::certificate(issuer_der).map_err(|detail| CaError::Read {
+    let issuer_cert = parse::certificate(issuer_der).map_err(|e| CaError::Read {
         path: "intermediate.pem".into(),
-        detail,
+        detail: e.to_string(),
     })?;
     let params = CertificateRevocationListParams {
         this_update: now,

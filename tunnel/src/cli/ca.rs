@@ -42,10 +42,10 @@ pub struct InitArgs {
     #[arg(long)]
     pub force: bool,
     /// Validity of the root.
-    #[arg(long, value_parser = parse_duration, default_value = "3650d")]
+    #[arg(long, value_parser = duration::parse, default_value = "3650d")]
     pub root_ttl: Duration,
     /// Validity of the intermediate (capped at the root's).
-    #[arg(long, value_parser = parse_duration, default_value = "730d")]
+    #[arg(long, value_parser = duration::parse, default_value = "730d")]
     pub intermediate_ttl: Duration,
 }
 
@@ -58,7 +58,7 @@ pub struct IssueArgs {
     #[arg(long)]
     pub spiffe_id: String,
     /// Validity: 90s, 30m, 24h, 7d...
-    #[arg(long, value_parser = parse_duration, default_value = "24h")]
+    #[arg(long, value_parser = duration::parse, default_value = "24h")]
     pub ttl: Duration,
     /// Directory to write cert.pem and key.pem to.
     #[arg(long)]
@@ -83,7 +83,7 @@ pub struct RevokeArgs {
     #[arg(long, value_enum, default_value_t = Reason::Unspecified)]
     pub reason: Reason,
     /// When the CRL says its next version will be out (nextUpdate = now + this).
-    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    #[arg(long, value_parser = duration::parse, default_value = "7d")]
     pub next_update: Duration,
 }
 
@@ -194,8 +194,4 @@ fn revoked(revocation: &Revocation) -> String {
         revocation.crl_number,
         timestamp(revocation.next_update.unix_timestamp())
     )
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    duration::parse(text).map_err(|e| e.to_string())
 }

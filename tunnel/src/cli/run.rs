@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub auth_log: Option<PathBuf>,
     /// How long open connections may take to finish after SIGTERM/SIGINT.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = duration::parse)]
     pub drain_timeout: Duration,
 }
 
@@ -99,8 +99,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    duration::parse(text).map_err(|e| e.to_string())
 }

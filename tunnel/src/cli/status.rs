@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::{
     admin::client::{self, ClientError},
-    config::{Config, DEFAULT_ADMIN},
+    config::{Config, ConfigError, DEFAULT_ADMIN},
     duration::span,
 };
 
@@ -104,7 +104,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
 
 /// `--admin`, else `listen.admin` of `--config` (a wildcard asked on loopback), else the
 /// default.
-fn admin_address(args: &StatusArgs) -> Result<SocketAddr, String> {
+fn admin_address(args: &StatusArgs) -> Result<SocketAddr, ConfigError> {
     if let Some(addr) = args.admin {
         return Ok(addr);
     }
@@ -113,7 +113,7 @@ fn admin_address(args: &StatusArgs) -> Result<SocketAddr, String> {
             .parse()
             .expect("the default admin address parses"));
     };
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(path)?;
     let mut addr = config.listen.admin;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr.ip() {

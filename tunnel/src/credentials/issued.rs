@@ -12,18 +12,19 @@ use std::{
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use super::{Credentials, InForce, judge::judge, log_replaced};
+use super::{Credentials, CredentialsError, InForce, judge::judge, log_replaced};
 use crate::{
     ca::{Ca, LeafSpec},
+    errors,
     identity::{SpiffeId, timestamp},
     tls::{Credential, provider},
 };
 
-/// An issuer as the daemon holds it (also used by `tunnel check` to issue as the daemon
-/// would).
 /// Backoff of a failed renewal: doubles from one second, at most a minute.
 const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// An issuer as the daemon holds it (also used by `tunnel check` to issue as the daemon
+/// would).
 pub(crate) struct IssuerState {
     dir: PathBuf,
     ttl: Duration,
@@ -35,7 +36,7 @@ pub(crate) struct IssuerState {
 }
 
 impl IssuerState {
-    pub fn load(dir: &Path, ttl: Duration) -> Result<Self, String> {
+    pub fn load(dir: &Path, ttl: Duration) -> Result<Self, CredentialsError> {
         Ok(Self {
             dir: dir.into(),
             ttl,
@@ -46,14 +47,14 @@ impl IssuerState {
     }
 
     /// Reads the issuer's files again (a CA rotation: leaves come from the new CA at once).
-    pub fn reload(&mut self) -> Result<(), String> {
+    pub fn reload(&mut self) -> Result<(), CredentialsError> {
         self.ca = load_ca(&self.dir)?;
         Ok(())
     }
 
     /// A new certificate for `id`, valid for the TTL (or until the issuer expires, if that
     /// is sooner), and the time to renew it.
-    pub fn issue(&mut self, id: &SpiffeId) -> Result<Credential, String> {
+    pub fn issue(&mut self, id: &SpiffeId) -> Result<Credential, CredentialsError> {
         let mut spec = LeafSpec::workload(id, self.ttl);
         let now = time::OffsetDateTime::now_utc();
         // Backdated a little for peers whose clock is behind, but never by more than a
@@ -70,9 +71,12 @@ impl IssuerState {
         let issued = self
             .ca
             .issue_in_memory(&spec)
-            .map_err(|e| format!("cannot issue from {}: {e}", self.dir.display()))?;
+            .map_err(|source| CredentialsError::Issue {
+                dir: self.dir.clone(),
+                source,
+            })?;
         let credential = Credential::issued(issued.chain, issued.key)
-            .map_err(|e| format!("the issued certificate is unusable: {e}"))?;
+            .map_err(|source| CredentialsError::Unusable { source })?;
         let lifetime = (spec.not_after - now).unsigned_abs();
         self.renew_at = Instant::now() + renewal_delay(lifetime);
         self.failures = 0;
@@ -89,8 +93,11 @@ impl IssuerState {
     }
 }
 
-fn load_ca(dir: &Path) -> Result<Ca, String> {
-    Ca::load(dir).map_err(|e| format!("cannot use the issuer {}: {e}", dir.display()))
+fn load_ca(dir: &Path) -> Result<Ca, CredentialsError> {
+    Ca::load(dir).map_err(|source| CredentialsError::LoadIssuer {
+        dir: dir.into(),
+        source,
+    })
 }
 
 /// Half the lifetime, ± a tenth of it.
@@ -148,13 +155,14 @@ impl Credentials {
                     renewed += 1;
                     self.count_reload(true);
                 }
-                Err(reason) => {
+                Err(e) => {
                     self.count_reload(false);
                     let retry = issuer.back_off();
                     error!(
                         owner = %source.owner, issuer = %issuer.dir.display(), retry_in = ?retry,
                         not_after = %timestamp(current.leaf.not_after),
-                        "certificate renewal failed, the certificate in force stays: {reason}"
+                        "certificate renewal failed, the certificate in force stays: {}",
+                        errors::chain(&e)
                     );
                 }
             }

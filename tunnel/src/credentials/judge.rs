@@ -7,7 +7,7 @@ use rustls::{
     server::danger::ClientCertVerifier as _,
 };
 
-use super::Spec;
+use super::{CredentialsError, Spec};
 use crate::{
     config::{CertSource, Problem},
     identity::{Purpose, SpiffeId, TrustDomain},
@@ -23,7 +23,7 @@ pub(super) fn judge(
     roles: &[Purpose],
     trust: &Trust,
     spec: &Spec,
-) -> Result<(), String> {
+) -> Result<(), CredentialsError> {
     roles
         .iter()
         .try_for_each(|role| judge_as(credential, id, *role, trust, spec))
@@ -36,7 +36,7 @@ fn judge_as(
     purpose: Purpose,
     trust: &Trust,
     spec: &Spec,
-) -> Result<(), String> {
+) -> Result<(), CredentialsError> {
     let (leaf, intermediates) = credential.chain();
     let peers = PeerVerdict {
         trust,
@@ -46,9 +46,9 @@ fn judge_as(
     };
     peers
         .verify(leaf, intermediates, UnixTime::now())
-        .map_err(|e| tls::explain(&e))?;
+        .map_err(CredentialsError::PeersRefuse)?;
     match credential.problems(id, purpose).into_iter().next() {
-        Some(problem) => Err(problem.to_string()),
+        Some(problem) => Err(CredentialsError::Problem(problem)),
         None => Ok(()),
     }
 }

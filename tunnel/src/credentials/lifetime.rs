@@ -24,8 +24,21 @@ use tokio::{
 use super::Snapshot;
 use crate::{
     identity::{CertSummary, timestamp},
-    tls::{self, Credential, PeerExpectation, Trust},
+    tls::{self, Credential, PeerExpectation, RevokedEntry, Trust},
 };
+
+/// Why a live connection's peer is refused by a reloaded trust: the connection closes with
+/// it as its reason.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerRefused {
+    /// A CRL now lists the peer's certificate or an intermediate of its chain.
+    #[error("the peer's certificate is revoked: {0}")]
+    Revoked(RevokedEntry),
+    /// The new trust refuses the chain otherwise (a root removed...), as a peer's verifier
+    /// says it, in words.
+    #[error("the reloaded trust no longer accepts the peer's certificate: {}", tls::explain(.0))]
+    NotAccepted(rustls::Error),
+}
 
 /// Which side of the connection we are, and so which of our certificates is on it and how
 /// the peer is judged.
@@ -145,8 +158,8 @@ impl Authenticated {
     fn judge(&mut self, snapshot: &Snapshot) -> Option<Ending> {
         if !Arc::ptr_eq(&snapshot.trust, &self.watch.trust) {
             self.watch.trust = snapshot.trust.clone();
-            if let Err(reason) = self.peer_still_accepted(snapshot) {
-                return Some(Ending::Close(reason));
+            if let Err(refused) = self.peer_still_accepted(snapshot) {
+                return Some(Ending::Close(refused.to_string()));
             }
         }
         let own_now = match &self.watch.role {
@@ -163,7 +176,7 @@ impl Authenticated {
     }
 
     /// The peer's chain judged again, by the new trust, as a new handshake would judge it.
-    fn peer_still_accepted(&self, snapshot: &Snapshot) -> Result<(), String> {
+    fn peer_still_accepted(&self, snapshot: &Snapshot) -> Result<(), PeerRefused> {
         let Some((leaf, intermediates)) = self.peer_chain.split_first() else {
             return Ok(());
         };
@@ -181,16 +194,12 @@ impl Authenticated {
                     .map(|_| ())
             }
         };
-        verdict.map_err(|e| {
-            let entry = tls::revocation_entry(&snapshot.trust, &self.peer_chain);
-            match entry {
-                Some(entry) => format!("the peer's certificate is revoked: {entry}"),
-                None => format!(
-                    "the reloaded trust no longer accepts the peer's certificate: {}",
-                    tls::explain(&e)
-                ),
-            }
-        })
+        verdict.map_err(
+            |e| match tls::revocation_entry(&snapshot.trust, &self.peer_chain) {
+                Some(entry) => PeerRefused::Revoked(entry),
+                None => PeerRefused::NotAccepted(e),
+            },
+        )
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Owner, issued};
+use super::{CredentialsError, Owner, issued};
 use crate::{
     config::{CertSource, Problem},
     errors,
@@ -37,38 +37,38 @@ impl Source {
         }
     }
 
-    /// The first load, at start: problems at the config key that names the file.
-    pub fn first_load(&mut self) -> Result<Credential, Problem> {
+    /// The first load: the files read, or the issuer loaded and a certificate issued.
+    pub fn first_load(&mut self) -> Result<Credential, CredentialsError> {
         match &self.config {
-            CertSource::Files { cert, key } => {
-                Credential::load(&cert.value, &key.value).map_err(|e| {
-                    let site = match e {
-                        MaterialError::ReadKey { .. } | MaterialError::UnsupportedKey { .. } => {
-                            &key.site
-                        }
-                        _ => &cert.site,
-                    };
-                    Problem::at(site, errors::chain(&e))
-                })
-            }
+            CertSource::Files { cert, key } => Ok(Credential::load(&cert.value, &key.value)?),
             CertSource::Issuer { dir, ttl } => {
-                let mut issuer = issued::IssuerState::load(&dir.value, *ttl)
-                    .map_err(|e| Problem::at(&dir.site, e))?;
-                let credential = issuer
-                    .issue(&self.id)
-                    .map_err(|e| Problem::at(&dir.site, e))?;
+                let mut issuer = issued::IssuerState::load(&dir.value, *ttl)?;
+                let credential = issuer.issue(&self.id)?;
                 self.issuer = Some(issuer);
                 Ok(credential)
             }
         }
     }
 
+    /// A failed first load at start, as a problem at the config key that names the file.
+    pub fn problem(&self, error: &CredentialsError) -> Problem {
+        let site = match (&self.config, error) {
+            (
+                CertSource::Files { key, .. },
+                CredentialsError::Files(
+                    MaterialError::ReadKey { .. } | MaterialError::UnsupportedKey { .. },
+                ),
+            ) => &key.site,
+            (CertSource::Files { cert, .. }, _) => &cert.site,
+            (CertSource::Issuer { dir, .. }, _) => &dir.site,
+        };
+        Problem::at(site, errors::chain(error))
+    }
+
     /// The certificate and key files again (a `cert` + `key` source).
-    pub fn read_files(&self) -> Result<Credential, String> {
+    pub fn read_files(&self) -> Result<Credential, CredentialsError> {
         match &self.config {
-            CertSource::Files { cert, key } => {
-                Credential::load(&cert.value, &key.value).map_err(|e| errors::chain(&e))
-            }
+            CertSource::Files { cert, key } => Ok(Credential::load(&cert.value, &key.value)?),
             CertSource::Issuer { .. } => unreachable!("issuer sources are issued, not read"),
         }
     }

@@ -431,11 +431,87 @@ fn a_pods_certificate_that_cannot_serve_is_refused() {
     let e = credentials
         .add("shop/client-only", &id.parse().unwrap(), files)
         .unwrap_err();
+    assert!(matches!(e, CredentialsError::PeersRefuse(_)), "{e:?}");
+    let e = errors::chain(&e);
     assert!(e.contains("serverAuth"), "{e}");
     assert!(
         !credentials
             .current()
             .workloads
             .contains_key("shop/client-only")
+    );
+}
+
+/// An issuer that is not there: the step, then the CA's own error, each said once.
+#[test]
+fn an_issuer_that_cannot_be_read_is_named_once_with_its_cause() {
+    let fixture = Fixture::new();
+    let dir = fixture.path("no-ca");
+    let e = match issued::IssuerState::load(&dir, Duration::from_secs(3600)) {
+        Ok(_) => panic!("an issuer without files must not load"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, CredentialsError::LoadIssuer { .. }), "{e:?}");
+    let cert = dir.join("intermediate.pem");
+    let cause = std::fs::read_to_string(&cert).unwrap_err();
+    assert_eq!(
+        errors::chain(&e),
+        format!(
+            "cannot use the issuer {}: cannot read the CA file {}: {cause}",
+            dir.display(),
+            cert.display()
+        )
+    );
+}
+
+#[test]
+fn each_link_of_a_credentials_error_is_printed_once() {
+    use std::io;
+    let dir = std::path::PathBuf::from("/ca");
+    let issue = CredentialsError::Issue {
+        dir: dir.clone(),
+        source: CaError::Write {
+            path: "/ca/x".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        },
+    };
+    assert_eq!(
+        errors::chain(&issue),
+        "cannot issue from /ca: failed to write /ca/x: entity not found"
+    );
+    let load = CredentialsError::LoadIssuer {
+        dir,
+        source: CaError::ZeroTtl,
+    };
+    assert_eq!(
+        errors::chain(&load),
+        "cannot use the issuer /ca: a TTL of zero issues a certificate that is never valid"
+    );
+    let unusable = CredentialsError::Unusable {
+        source: rustls::Error::General("no signing key".into()),
+    };
+    assert_eq!(
+        errors::chain(&unusable),
+        format!(
+            "the issued certificate is unusable: {}",
+            rustls::Error::General("no signing key".into())
+        )
+    );
+    assert_eq!(
+        errors::chain(&unusable).matches("no signing key").count(),
+        1
+    );
+    // Transparent: the file's error alone, as `MaterialError` says it.
+    let files = CredentialsError::from(MaterialError::NoCertificates {
+        path: "/x/cert.pem".into(),
+    });
+    assert_eq!(
+        errors::chain(&files),
+        "/x/cert.pem holds no PEM certificate"
+    );
+    // `tunnel check` gets the same text.
+    assert_eq!(
+        String::from(issue),
+        "cannot issue from /ca: failed to write /ca/x: entity not found"
     );
 }

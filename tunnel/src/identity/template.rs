@@ -4,10 +4,44 @@
 
 use std::{fmt, str::FromStr};
 
-use super::{SpiffeId, TrustDomain};
+use super::{IdError, SpiffeId, TrustDomain};
 
 /// The placeholders a template may use.
 const PLACEHOLDERS: [&str; 4] = ["trust_domain", "namespace", "name", "service_account"];
+
+/// A template that cannot be used, or a pod it cannot name.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{template:?}: a '{{' without its '}}'")]
+    Unclosed { template: String },
+    #[error(
+        "{template:?}: unknown placeholder {{{name}}} (known: {})",
+        known_placeholders()
+    )]
+    UnknownPlaceholder { template: String, name: String },
+    #[error("{template:?} gives identities of {found}, not of this trust domain {expected}")]
+    OtherTrustDomain {
+        template: String,
+        found: TrustDomain,
+        expected: TrustDomain,
+    },
+    #[error("the identity template needs the pod's service account")]
+    NoServiceAccount,
+    /// The rendering is not a SPIFFE ID (a name that breaks a path segment).
+    #[error(transparent)]
+    Id(#[from] IdError),
+}
+
+/// Config problems are text (`config::build` reports a refused template as one).
+impl From<TemplateError> for String {
+    fn from(error: TemplateError) -> Self {
+        crate::errors::chain(&error)
+    }
+}
+
+fn known_placeholders() -> String {
+    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+}
 
 /// What a pod's identity is made of.
 pub struct PodNames<'a> {
@@ -25,18 +59,20 @@ impl IdTemplate {
     pub const ISTIO: &'static str = "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}";
 
     /// Checks the placeholders and that a rendering is a SPIFFE ID of `trust_domain`.
-    pub fn parse(text: &str, trust_domain: &TrustDomain) -> Result<Self, String> {
+    pub fn parse(text: &str, trust_domain: &TrustDomain) -> Result<Self, TemplateError> {
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             let Some(close) = rest[open..].find('}') else {
-                return Err(format!("{text:?}: a '{{' without its '}}'"));
+                return Err(TemplateError::Unclosed {
+                    template: text.into(),
+                });
             };
             let name = &rest[open + 1..open + close];
             if !PLACEHOLDERS.contains(&name) {
-                return Err(format!(
-                    "{text:?}: unknown placeholder {{{name}}} (known: {})",
-                    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
-                ));
+                return Err(TemplateError::UnknownPlaceholder {
+                    template: text.into(),
+                    name: name.into(),
+                });
             }
             rest = &rest[open + close + 1..];
         }
@@ -48,10 +84,11 @@ impl IdTemplate {
             service_account: Some("default"),
         })?;
         if sample.trust_domain() != trust_domain {
-            return Err(format!(
-                "{text:?} gives identities of {}, not of this trust domain {trust_domain}",
-                sample.trust_domain()
-            ));
+            return Err(TemplateError::OtherTrustDomain {
+                template: text.into(),
+                found: sample.trust_domain().clone(),
+                expected: trust_domain.clone(),
+            });
         }
         Ok(template)
     }
@@ -62,7 +99,7 @@ impl IdTemplate {
 
     /// The identity for one pod; names that would not make a valid SPIFFE ID path
     /// segment are refused by the ID's own rules.
-    pub fn render(&self, names: &PodNames<'_>) -> Result<SpiffeId, String> {
+    pub fn render(&self, names: &PodNames<'_>) -> Result<SpiffeId, TemplateError> {
         let mut id = self
             .0
             .replace("{trust_domain}", &names.trust_domain.to_string())
@@ -70,11 +107,11 @@ impl IdTemplate {
             .replace("{name}", names.name);
         if self.needs_service_account() {
             let Some(sa) = names.service_account else {
-                return Err("the identity template needs the pod's service account".into());
+                return Err(TemplateError::NoServiceAccount);
             };
             id = id.replace("{service_account}", sa);
         }
-        SpiffeId::from_str(&id).map_err(|e| e.to_string())
+        Ok(SpiffeId::from_str(&id)?)
     }
 }
 
@@ -110,11 +147,22 @@ mod tests {
     #[test]
     fn bad_templates_say_what_is_wrong() {
         let e = IdTemplate::parse("spiffe://{trust_domain}/ns/{namespce}", &td()).unwrap_err();
-        assert!(e.contains("unknown placeholder {namespce}"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "\"spiffe://{trust_domain}/ns/{namespce}\": unknown placeholder {namespce} \
+             (known: {trust_domain}, {namespace}, {name}, {service_account})"
+        );
         let e = IdTemplate::parse("spiffe://other.org/ns/{namespace}", &td()).unwrap_err();
-        assert!(e.contains("not of this trust domain"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "\"spiffe://other.org/ns/{namespace}\" gives identities of other.org, not of this \
+             trust domain cluster.local"
+        );
         let e = IdTemplate::parse("spiffe://{trust_domain}/ns/{namespace", &td()).unwrap_err();
-        assert!(e.contains("without its"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "\"spiffe://{trust_domain}/ns/{namespace\": a '{' without its '}'"
+        );
     }
 
     #[test]
@@ -129,6 +177,28 @@ mod tests {
                 service_account: None,
             })
             .unwrap_err();
-        assert!(e.contains("invalid SPIFFE ID"), "{e}");
+        assert!(matches!(e, TemplateError::Id(_)), "{e:?}");
+        // Transparent: the ID's own error, said once.
+        let chain = crate::errors::chain(&e);
+        assert!(chain.starts_with("invalid SPIFFE ID "), "{chain}");
+        assert_eq!(chain.matches("invalid SPIFFE ID").count(), 1, "{chain}");
+        assert_eq!(chain, e.to_string());
+    }
+
+    #[test]
+    fn a_template_needing_the_service_account_says_so_without_one() {
+        let template = IdTemplate::parse(IdTemplate::ISTIO, &td()).unwrap();
+        let e = template
+            .render(&PodNames {
+                trust_domain: &td(),
+                namespace: "shop",
+                name: "orders-7d9f",
+                service_account: None,
+            })
+            .unwrap_err();
+        assert_eq!(
+            String::from(e),
+            "the identity template needs the pod's service account"
+        );
     }
 }

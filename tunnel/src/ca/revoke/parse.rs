@@ -7,7 +7,9 @@ use rcgen::{RevocationReason, RevokedCertParams, SerialNumber};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, pem::PemObject};
 use x509_parser::{
     certificate::X509Certificate,
+    error::X509Error,
     extensions::{ParsedExtension, X509Extension},
+    nom,
     prelude::FromDer as _,
     revocation_list::{CertificateRevocationList, RevokedCertificate},
     x509::ReasonCode,
@@ -36,11 +38,9 @@ pub(super) fn ca_certificate(path: &Path, pem: &str) -> Result<CertificateDer<'s
     })
 }
 
-/// Errors say which file, so the caller words them.
-pub(super) fn certificate(der: &[u8]) -> Result<X509Certificate<'_>, String> {
-    X509Certificate::from_der(der)
-        .map(|(_, cert)| cert)
-        .map_err(|e| e.to_string())
+/// The parser's error says no file, so the caller words it.
+pub(super) fn certificate(der: &[u8]) -> Result<X509Certificate<'_>, nom::Err<X509Error>> {
+    X509Certificate::from_der(der).map(|(_, cert)| cert)
 }
 
 /// The CRL in `path` (PEM with one `X509 CRL` block, or DER), or none if there is no file.
