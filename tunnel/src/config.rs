@@ -4,6 +4,7 @@
 //!
 //! Relative paths in the file are relative to the file's directory.
 
+mod api_server;
 mod build;
 mod env;
 mod error;
@@ -17,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+pub use api_server::{ApiServer, ApiServerError};
 pub use error::{ConfigError, Located, Problem, Site};
 use ipnet::IpNet;
 pub use raw::{Action, Mode};
@@ -134,7 +136,7 @@ pub const DEFAULT_POD_STATE_DIR: &str = "/var/lib/tunnel/pods";
 #[derive(Clone, Debug, Default)]
 pub struct Kubernetes {
     /// `https://host:port`; default from `KUBERNETES_SERVICE_HOST`/`_PORT` at run time.
-    pub api_server: Option<String>,
+    pub api_server: Option<ApiServer>,
     pub token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     /// This node: a pod the API places on another node is refused.

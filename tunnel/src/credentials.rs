@@ -68,13 +68,6 @@ pub enum CredentialsError {
     Problem(CertificateProblem),
 }
 
-/// `tunnel check` reports an issuer's error as text (`check::issuer`): the whole chain.
-impl From<CredentialsError> for String {
-    fn from(error: CredentialsError) -> Self {
-        errors::chain(&error)
-    }
-}
-
 /// Whose certificate: the node's (presented to callers) or a workload's (presented to peers).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Owner {

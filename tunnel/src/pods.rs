@@ -355,9 +355,9 @@ impl PodManager {
         let id = self.identity(spec).await?;
         self.credentials
             .add(&name, &id, self.settings.certificates.source(&id))
-            .map_err(|e| PodError::Certificate {
+            .map_err(|source| PodError::Certificate {
                 id: id.clone(),
-                source: e.into(),
+                source: Box::new(source),
             })?;
         let network = PodNetwork {
             netns: netns.clone(),
@@ -404,7 +404,7 @@ impl PodManager {
 
     async fn identity(&self, spec: &PodSpec) -> Result<SpiffeId, PodError> {
         if let Some(given) = &spec.spiffe_id {
-            let id = SpiffeId::from_str(given).map_err(|e| PodError::BadSpiffeId(e.to_string()))?;
+            let id = SpiffeId::from_str(given).map_err(PodError::BadSpiffeId)?;
             if id.trust_domain() != &self.trust_domain {
                 return Err(PodError::OtherTrustDomain {
                     id,
@@ -436,7 +436,7 @@ impl PodManager {
                 name: &spec.name,
                 service_account: service_account.as_deref(),
             })
-            .map_err(|e| PodError::Identity(e.into()))
+            .map_err(PodError::Identity)
     }
 }
 

@@ -183,7 +183,11 @@ fn issued(
     let credential = match credential {
         Ok(credential) => credential,
         Err(e) => {
-            lines.fail(format!("{}: chain", owner.who), e, rotate(dir));
+            lines.fail(
+                format!("{}: chain", owner.who),
+                errors::chain(&e),
+                rotate(dir),
+            );
             return;
         }
     };

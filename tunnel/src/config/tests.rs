@@ -830,6 +830,10 @@ fn pods_config_mistakes_are_named() {
             "issuer = \"/ca\"\n[kubernetes]\napi_server = \"http://10.96.0.1\"",
             "https:// only",
         ),
+        (
+            "issuer = \"/ca\"\n[kubernetes]\napi_server = \"https://10.96.0.1:644e\"",
+            "kubernetes.api_server: \"https://10.96.0.1:644e\": \"644e\" is not a port",
+        ),
     ];
     for (pods, says) in cases {
         let message = with_pods(pods).unwrap_err().to_string();

@@ -511,7 +511,7 @@ fn each_link_of_a_credentials_error_is_printed_once() {
     );
     // `tunnel check` gets the same text.
     assert_eq!(
-        String::from(issue),
+        errors::chain(&issue),
         "cannot issue from /ca: failed to write /ca/x: entity not found"
     );
 }

@@ -32,13 +32,6 @@ pub enum TemplateError {
     Id(#[from] IdError),
 }
 
-/// Config problems are text (`config::build` reports a refused template as one).
-impl From<TemplateError> for String {
-    fn from(error: TemplateError) -> Self {
-        crate::errors::chain(&error)
-    }
-}
-
 fn known_placeholders() -> String {
     PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
 }
@@ -197,7 +190,7 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(
-            String::from(e),
+            crate::errors::chain(&e),
             "the identity template needs the pod's service account"
         );
     }

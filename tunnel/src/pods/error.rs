@@ -3,13 +3,14 @@
 //! answers with). Both follow the rule in `errors`: a leaf says everything, a wrapper names
 //! its own step and leaves the cause to `source()`.
 
-use std::{error::Error, io, net::SocketAddr, path::PathBuf};
+use std::{io, net::SocketAddr, path::PathBuf};
 
 use super::kube::KubeError;
-use crate::{ebpf::EbpfError, identity::SpiffeId};
-
-/// A cause from a module whose errors are not typed here (credentials, identity templates).
-pub type BoxedCause = Box<dyn Error + Send + Sync>;
+use crate::{
+    credentials::CredentialsError,
+    ebpf::EbpfError,
+    identity::{IdError, SpiffeId, TemplateError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodsError {
@@ -38,8 +39,8 @@ pub enum PodError {
         .0.display()
     )]
     NoAddress(PathBuf),
-    #[error("{0}")]
-    BadSpiffeId(String),
+    #[error(transparent)]
+    BadSpiffeId(IdError),
     #[error("{id} is not of this node's trust domain {trust_domain}")]
     OtherTrustDomain { id: SpiffeId, trust_domain: String },
     #[error(
@@ -49,9 +50,12 @@ pub enum PodError {
     #[error(transparent)]
     Kubernetes(#[from] KubeError),
     #[error(transparent)]
-    Identity(BoxedCause),
+    Identity(TemplateError),
     #[error("cannot load the pod's certificate ({id})")]
-    Certificate { id: SpiffeId, source: BoxedCause },
+    Certificate {
+        id: SpiffeId,
+        source: Box<CredentialsError>,
+    },
     #[error("cannot open the {kind} listener {addr} in the pod")]
     Listen {
         kind: &'static str,
@@ -94,7 +98,7 @@ mod tests {
     #[test]
     fn each_wrapper_prints_its_cause_once() {
         let io = || io::Error::other("the cause");
-        let cases: Vec<Box<dyn Error>> = vec![
+        let cases: Vec<Box<dyn std::error::Error>> = vec![
             Box::new(PodsError::StateDir {
                 dir: "/var/lib/tunnel/pods".into(),
                 source: io(),
@@ -107,9 +111,10 @@ mod tests {
             Box::new(PodError::Addresses(io())),
             Box::new(PodError::Certificate {
                 id: "spiffe://example.org/ns/shop/sa/a".parse().unwrap(),
-                source: "the cause".into(),
+                source: Box::new(CredentialsError::Unusable {
+                    source: rustls::Error::General("the cause".into()),
+                }),
             }),
-            Box::new(PodError::Identity("the cause".into())),
             Box::new(PodError::Listen {
                 kind: "outbound",
                 addr: "127.0.0.1:15001".parse().unwrap(),

@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
+use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
@@ -28,7 +28,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use self::objects::{Pod, PodList, Status, holders};
-use crate::{config::Kubernetes, tls::provider};
+use crate::{
+    config::{ApiServer, Kubernetes},
+    tls::provider,
+};
 
 /// In-cluster defaults (what every pod, the DaemonSet's included, is given).
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -39,6 +42,7 @@ const MAX_BODY: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    /// The in-cluster environment names no usable API server.
     #[error("{url:?}: {why}")]
     BadAddress { url: String, why: String },
     #[error("cannot read the API server's CA {path}")]
@@ -123,8 +127,7 @@ pub struct PodAtAddress {
 }
 
 pub struct KubeClient {
-    host: String,
-    port: u16,
+    server: ApiServer,
     token_file: PathBuf,
     tls: Arc<ClientConfig>,
     node_name: Option<String>,
@@ -135,18 +138,22 @@ impl KubeClient {
     /// API server (the daemon then needs `--spiffe-id` for pods whose template asks for a
     /// service account).
     pub fn new(config: &Kubernetes) -> Result<Option<Self>, KubeError> {
-        let url = match &config.api_server {
-            Some(url) => url.clone(),
+        let server = match &config.api_server {
+            Some(server) => server.clone(),
             None => match (
                 std::env::var("KUBERNETES_SERVICE_HOST"),
                 std::env::var("KUBERNETES_SERVICE_PORT"),
             ) {
-                (Ok(host), Ok(port)) if host.contains(':') => format!("https://[{host}]:{port}"),
-                (Ok(host), Ok(port)) => format!("https://{host}:{port}"),
+                (Ok(host), Ok(port)) => ApiServer {
+                    port: port.trim().parse().map_err(|_| KubeError::BadAddress {
+                        url: format!("KUBERNETES_SERVICE_PORT={port}"),
+                        why: "not a port".into(),
+                    })?,
+                    host,
+                },
                 _ => return Ok(None),
             },
         };
-        let (host, port) = host_port(&url)?;
         let ca_file = config
             .ca_file
             .clone()
@@ -161,8 +168,7 @@ impl KubeClient {
             .with_root_certificates(api_roots(&ca_file)?)
             .with_no_client_auth();
         Ok(Some(Self {
-            host,
-            port,
+            server,
             token_file,
             tls: Arc::new(tls),
             node_name: config.node_name.clone(),
@@ -222,25 +228,26 @@ impl KubeClient {
     }
 
     async fn get(&self, path: &str) -> Result<Bytes, KubeError> {
-        let at = format!("the Kubernetes API at {}:{}", self.host, self.port);
+        let at = format!("the Kubernetes API at {}", self.server);
         // Read per call: projected service-account tokens are rotated on disk.
         let token =
             std::fs::read_to_string(&self.token_file).map_err(|source| KubeError::Token {
                 path: self.token_file.clone(),
                 source,
             })?;
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = TcpStream::connect((self.server.host.as_str(), self.server.port))
             .await
             .map_err(|source| KubeError::Connect {
                 at: at.clone(),
                 source,
             })?;
-        let server_name =
-            ServerName::try_from(self.host.clone()).map_err(|source| KubeError::ServerName {
+        let server_name = ServerName::try_from(self.server.host.clone()).map_err(|source| {
+            KubeError::ServerName {
                 at: at.clone(),
-                host: self.host.clone(),
+                host: self.server.host.clone(),
                 source,
-            })?;
+            }
+        })?;
         let tls = TlsConnector::from(self.tls.clone())
             .connect(server_name, tcp)
             .await
@@ -261,7 +268,7 @@ impl KubeClient {
             source,
         };
         let request = Request::get(path)
-            .header(header::HOST, format!("{}:{}", self.host, self.port))
+            .header(header::HOST, self.server.to_string())
             .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
@@ -310,68 +317,9 @@ fn api_roots(ca_file: &Path) -> Result<RootCertStore, KubeError> {
     Ok(roots)
 }
 
-/// The host and port of an `https://` API server address (parsed by `http`, brackets of an
-/// IPv6 literal removed).
-fn host_port(url: &str) -> Result<(String, u16), KubeError> {
-    let bad = |why: &str| KubeError::BadAddress {
-        url: url.into(),
-        why: why.into(),
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| bad(&format!("not a URL ({e})")))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(bad("the API server is reached over https:// only"));
-    }
-    let authority = uri.authority().ok_or_else(|| bad("names no host"))?;
-    // `http` takes a port it cannot read for none; say so instead of dialling 443.
-    let port = match authority
-        .as_str()
-        .strip_prefix(authority.host())
-        .and_then(|rest| rest.strip_prefix(':'))
-    {
-        None if authority.as_str() != authority.host() => {
-            return Err(bad("user information is not accepted"));
-        }
-        None => 443,
-        Some(port) => port
-            .parse::<u16>()
-            .map_err(|_| bad(&format!("{port:?} is not a port")))?,
-    };
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(bad("names no host"));
-    }
-    Ok((host.into(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn api_server_urls() {
-        assert_eq!(
-            host_port("https://10.96.0.1:443").unwrap(),
-            ("10.96.0.1".into(), 443)
-        );
-        assert_eq!(
-            host_port("https://[fd00::1]:6443").unwrap(),
-            ("fd00::1".into(), 6443)
-        );
-        assert_eq!(
-            host_port("https://api.example").unwrap(),
-            ("api.example".into(), 443)
-        );
-        assert!(host_port("http://10.96.0.1").is_err());
-        let bad_port = host_port("https://h:x").unwrap_err().to_string();
-        assert!(bad_port.contains("not a port"), "{bad_port}");
-        assert!(host_port("https://user@h:6443").is_err());
-        assert!(host_port("https://:6443").is_err());
-    }
 
     #[test]
     fn each_wrapper_prints_its_cause_once() {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use super::{Checker, at};
 use crate::{
     config::{
-        DEFAULT_ISSUED_TTL, DEFAULT_POD_STATE_DIR, Kubernetes, PodCertificates, Pods,
+        ApiServer, DEFAULT_ISSUED_TTL, DEFAULT_POD_STATE_DIR, Kubernetes, PodCertificates, Pods,
         raw::{RawKubernetes, RawPods},
     },
+    errors,
     identity::{IdTemplate, TrustDomain},
 };
 
@@ -31,7 +32,7 @@ impl Checker<'_> {
         let spiffe_id = td.and_then(|td| match IdTemplate::parse(template, td) {
             Ok(template) => Some(template),
             Err(e) => {
-                self.problem(&path.key("spiffe_id"), e);
+                self.problem(&path.key("spiffe_id"), errors::chain(&e));
                 None
             }
         });
@@ -94,15 +95,15 @@ impl Checker<'_> {
     pub(super) fn kubernetes(&mut self, raw: &RawKubernetes) -> Option<Kubernetes> {
         let path = at("kubernetes");
         let mut ok = true;
-        if let Some(url) = &raw.api_server
-            && !url.starts_with("https://")
-        {
-            self.problem(
-                &path.key("api_server"),
-                format!("{url:?}: the API server is reached over https:// only"),
-            );
-            ok = false;
-        }
+        let api_server = match raw.api_server.as_deref().map(str::parse::<ApiServer>) {
+            None => None,
+            Some(Ok(server)) => Some(server),
+            Some(Err(e)) => {
+                self.problem(&path.key("api_server"), e.to_string());
+                ok = false;
+                None
+            }
+        };
         let mut file = |key: &str, value: &Option<String>| -> Option<Option<PathBuf>> {
             match value {
                 Some(text) => {
@@ -120,7 +121,7 @@ impl Checker<'_> {
         }
         ok.then_some(())?;
         Some(Kubernetes {
-            api_server: raw.api_server.clone(),
+            api_server,
             token_file: token_file?,
             ca_file: ca_file?,
             node_name: raw.node_name.clone(),
