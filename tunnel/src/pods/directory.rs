@@ -198,3 +198,30 @@ impl RemoteLookup {
         (id, FOUND_TTL)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pod_caller_expects_exactly_the_pod_at_the_address() {
+        let directory = Directory::default();
+        let orders: SpiffeId = "spiffe://example.org/ns/shop/sa/orders".parse().unwrap();
+        let ip: IpAddr = "10.1.2.2".parse().unwrap();
+        directory.insert(&[ip], &orders);
+        let dst = SocketAddr::new(ip, 8080);
+        let from_pod = directory.resolve(CallerKind::Pod, dst).await;
+        assert_eq!(from_pod.identity, Some(orders.clone()));
+        assert_eq!(from_pod.target, dst);
+        let from_host = directory.resolve(CallerKind::Host, dst).await;
+        assert_eq!(from_host.identity, None, "a host workload expects a node");
+        // Unknown addresses, with no API to ask: the peer pattern applies.
+        let elsewhere = SocketAddr::new("10.1.3.3".parse().unwrap(), 8080);
+        assert_eq!(
+            directory.resolve(CallerKind::Pod, elsewhere).await.identity,
+            None
+        );
+        directory.remove(&[ip], &orders);
+        assert_eq!(directory.resolve(CallerKind::Pod, dst).await.identity, None);
+    }
+}

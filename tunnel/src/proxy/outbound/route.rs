@@ -14,7 +14,7 @@ use crate::{
     credentials::{ClientTls, Snapshot},
     identity::SpiffeId,
     proxy::{
-        destination::{CallerKind, Destination},
+        destination::{CallerKind, Destination, Destinations},
         pool::PoolKey,
     },
 };
@@ -74,17 +74,12 @@ pub(super) async fn route(
     inputs: &OutboundInputs,
     snapshot: &Snapshot,
 ) -> Result<Route, Unroutable> {
-    let pinned = inputs.peers.expected(dst.ip());
-    let destination = match pinned {
-        Some(_) => Destination::unknown(dst),
-        None => {
-            let caller = match pod {
-                Some(_) => CallerKind::Pod,
-                None => CallerKind::Host,
-            };
-            inputs.destinations.resolve(caller, dst).await
-        }
+    let caller = match pod {
+        Some(_) => CallerKind::Pod,
+        None => CallerKind::Host,
     };
+    let (destination, pinned) =
+        resolve(dst, caller, &inputs.peers, inputs.destinations.as_ref()).await;
     let tls = match &destination.identity {
         Some(id) => snapshot.client_expecting(&workload.name, id),
         None => snapshot.client(&workload.name, pinned).cloned(),
@@ -99,6 +94,20 @@ pub(super) async fn route(
         },
         tls,
     })
+}
+
+/// What `dst` is for this caller, and the `[[peer]]` pin that decides it if one does (then
+/// nothing else is asked: a pin is the operator's word).
+async fn resolve<'a>(
+    dst: SocketAddr,
+    caller: CallerKind,
+    peers: &'a PeerIdentities,
+    destinations: &dyn Destinations,
+) -> (Destination, Option<&'a SpiffeId>) {
+    match peers.expected(dst.ip()) {
+        Some(pinned) => (Destination::unknown(dst), Some(pinned)),
+        None => (destinations.resolve(caller, dst).await, None),
+    }
 }
 
 /// Why a destination names no single host (so no peer daemon can serve it), if it does
@@ -176,5 +185,55 @@ mod tests {
             Some(&id("spiffe://example.org/node/any"))
         );
         assert_eq!(peers.expected("10.9.0.3".parse().unwrap()), None);
+    }
+
+    /// Knows one pod, for pod callers only, and counts what it is asked.
+    struct OnePod {
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Destinations for OnePod {
+        fn resolve(
+            &self,
+            caller: CallerKind,
+            dst: SocketAddr,
+        ) -> crate::proxy::destination::Resolving<'_> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let identity = (caller == CallerKind::Pod && dst.ip().to_string() == "10.1.2.2")
+                .then(|| "spiffe://example.org/ns/shop/sa/orders".parse().unwrap());
+            Box::pin(std::future::ready(Destination {
+                target: dst,
+                identity,
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pin_decides_first_then_the_destinations_source() {
+        let node_b: SpiffeId = "spiffe://example.org/node/b".parse().unwrap();
+        let peers = PeerIdentities::new(vec![("10.1.2.9/32".parse().unwrap(), node_b.clone())]);
+        let pods = OnePod {
+            asked: Default::default(),
+        };
+        let orders = "10.1.2.2:8080".parse().unwrap();
+        let (destination, pinned) = resolve(orders, CallerKind::Pod, &peers, &pods).await;
+        assert_eq!(
+            destination.identity.unwrap().to_string(),
+            "spiffe://example.org/ns/shop/sa/orders"
+        );
+        assert_eq!(destination.target, orders);
+        assert_eq!(pinned, None);
+        let (destination, _) = resolve(orders, CallerKind::Host, &peers, &pods).await;
+        assert_eq!(destination.identity, None, "a host's call expects a node");
+        let pinned_dst = "10.1.2.9:8080".parse().unwrap();
+        let (destination, pinned) = resolve(pinned_dst, CallerKind::Pod, &peers, &pods).await;
+        assert_eq!(pinned, Some(&node_b));
+        assert_eq!(destination, Destination::unknown(pinned_dst));
+        assert_eq!(
+            pods.asked.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "a pinned destination is not asked about"
+        );
     }
 }
