@@ -95,59 +95,41 @@ impl PodManager {
     /// loopback (nothing reaches it but what `steer_inbound` hands over).
     async fn bind(&self, ips: &[IpAddr], network: &PodNetwork) -> Result<Bound, PodError> {
         let ports = &self.ports;
-        let mut outbound_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.outbound))];
-        outbound_addrs.extend(
-            ports
-                .outbound_v6
-                .map(|port| SocketAddr::from((Ipv6Addr::LOCALHOST, port))),
-        );
-        let mut outbound_listeners = Vec::new();
-        for addr in outbound_addrs {
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|source| PodError::Listen {
-                    kind: "outbound",
-                    addr,
-                    source,
-                })?;
+        let listen = |kind: &'static str, addrs: Vec<SocketAddr>| async move {
+            let mut listeners = Vec::new();
+            for addr in addrs {
+                let listener = network
+                    .listen(addr, ports.backlog)
+                    .await
+                    .map_err(|source| PodError::Listen { kind, addr, source })?;
+                listeners.push(listener);
+            }
+            Ok::<_, PodError>(listeners)
+        };
+        let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        let outbound_addrs = std::iter::once(v4(ports.outbound))
+            .chain(ports.outbound_v6.map(v6))
+            .collect();
+        let mut outbound = Vec::new();
+        for listener in listen("outbound", outbound_addrs).await? {
             let cookie = sys::netns_cookie(&listener).map_err(PodError::NetnsCookie)?;
-            outbound_listeners.push((listener, cookie));
+            outbound.push((listener, cookie));
         }
-        let mut hbone_listeners = Vec::new();
-        for ip in ips {
-            let addr = SocketAddr::new(*ip, ports.hbone);
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|source| PodError::Listen {
-                    kind: "HBONE",
-                    addr,
-                    source,
-                })?;
-            hbone_listeners.push(listener);
-        }
-        let mut plaintext_listeners = Vec::new();
+        let hbone_addrs = ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, ports.hbone))
+            .collect();
+        let hbone = listen("HBONE", hbone_addrs).await?;
         let ipv6 = ips.iter().any(IpAddr::is_ipv6);
-        let mut plaintext_addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, ports.plaintext))];
-        if ipv6 {
-            plaintext_addrs.push(SocketAddr::from((Ipv6Addr::LOCALHOST, ports.plaintext)));
-        }
-        for addr in plaintext_addrs {
-            let listener = network
-                .listen(addr, ports.backlog)
-                .await
-                .map_err(|source| PodError::Listen {
-                    kind: "plaintext",
-                    addr,
-                    source,
-                })?;
-            plaintext_listeners.push(listener);
-        }
+        let plaintext_addrs = std::iter::once(v4(ports.plaintext))
+            .chain(ipv6.then(|| v6(ports.plaintext)))
+            .collect();
+        let plaintext = listen("plaintext", plaintext_addrs).await?;
         Ok(Bound {
-            outbound: outbound_listeners,
-            hbone: hbone_listeners,
-            plaintext: plaintext_listeners,
+            outbound,
+            hbone,
+            plaintext,
         })
     }
 
