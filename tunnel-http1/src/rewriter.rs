@@ -324,12 +324,14 @@ fn scan(buf: &[u8], from: usize, unit: Unit) -> Result<Scan, Error> {
 /// request for some parser (`None`: the second byte is needed). If they could, they are
 /// parsed as one (and refused if they are no valid request): the workload may have ignored
 /// the upgrade, and would take them as a request the rewriter did not see. If they cannot,
-/// the connection has switched and the rest passes unread. An HTTP/1 request begins with
-/// ASCII, whitespace included for lenient parsers; a WebSocket frame from a client begins
-/// with a byte that is no printable ASCII (a FIN or RSV bit, or an opcode below 0x09 or
-/// invalid there) or, with an RSV bit, its second byte has the mask bit (0x80) every client
-/// frame must set; a TLS record begins with 0x16. An HTTP/2 preface is ASCII and is refused:
-/// after an h2c upgrade the rewriter could not rewrite HTTP/2 requests.
+/// the connection has switched and the rest passes unread.
+///
+/// An HTTP/1 request begins with ASCII text (or whitespace, for lenient parsers) and its
+/// second byte is ASCII too. A WebSocket frame from a client cannot: its first byte is 0x80
+/// or more with FIN set, or a data opcode 0x00 to 0x02 without (control frames need FIN),
+/// unless an RSV bit makes it text; and its second byte always has the mask bit (0x80) every
+/// client frame must set. A TLS record begins with 0x16. An HTTP/2 preface is ASCII and is
+/// refused: after an h2c upgrade the rewriter could not rewrite HTTP/2 requests.
 fn could_be_http(b0: u8, b1: Option<u8>) -> Option<bool> {
     if !matches!(b0, b'\t'..=b'\r' | b' '..=b'~') {
         return Some(false);
