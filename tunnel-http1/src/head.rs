@@ -57,7 +57,7 @@ pub(crate) fn rewrite(head: &[u8], added: &[u8], out: &mut Vec<u8>) -> Result<Fr
     for field in request.headers.iter() {
         let name = field.name;
         let is_length = name.eq_ignore_ascii_case("content-length");
-        // Repeated lengths were found equal: the workload gets one.
+        // Repeated lengths were found equal (`framing`): the workload gets one.
         if is_xfcc(name) || (is_length && length_written) {
             continue;
         }
@@ -86,6 +86,8 @@ fn framing(method: &str, minor: u8, fields: &[Header<'_>]) -> Result<Framing, Er
     for field in fields {
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
+            // Repeated with the same value, as fields or as a list: accepted (RFC 9110 §8.6)
+            // and forwarded once. With another value: refused.
             let n = content_length(field.value)?;
             match length {
                 Some(earlier) if earlier != n => {
