@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -40,6 +41,8 @@ enum Task {
     Demo,
     /// Set up, then measure direct vs tunnel vs stunnel+nginx side by side (README).
     Bench(bench::Options),
+    /// Run the fuzz targets under fuzz/ (cargo-fuzz on nightly; installed if missing).
+    Fuzz(fuzz::Options),
     /// (bench helper) median connect() latency to ADDR (or to a listener of its own on
     /// loopback: `loopback`) over N tries.
     #[command(hide = true)]
@@ -91,6 +94,7 @@ fn main() -> Result<()> {
             demo::run()
         }
         Task::Bench(options) => bench::run(&options),
+        Task::Fuzz(options) => fuzz::run(&options),
         Task::ProbeConnect { target, count } => bench::probes::connect_latency(&target, count),
         Task::ProbeFirstByte {
             target,
