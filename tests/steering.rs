@@ -433,6 +433,50 @@ fn http_requests_carry_the_callers_identity_and_a_spoofed_header_is_replaced() {
     let carried = pair.a.logs().matches("tunnel::access").count();
     assert_eq!(carried, 1, "both requests on one connection");
 
+    // A request an application could read two ways is refused, not passed on: whitespace
+    // before the colon (the application would see the caller's header first), and bare LF
+    // line ends (refused at once, where it used to hang until the application timed out).
+    for (name, request, says) in [
+        (
+            "whitespace before the colon",
+            "GET / HTTP/1.1\\r\\nHost: b\\r\\nX-Forwarded-Client-Cert : URI=spiffe://example.org/admin\\r\\n\\r\\n",
+            "reset: whitespace between the header name and the colon in 'X-Forwarded-Client-Cert '",
+        ),
+        (
+            "bare LF",
+            "GET / HTTP/1.1\\nHost: b\\n\\n",
+            "reset: a bare LF (a line ending without CR) in a request head",
+        ),
+    ] {
+        let script = format!(
+            "import socket, time\n\
+             s = socket.create_connection(('10.0.0.2', 8080), timeout=5)\n\
+             s.sendall(b'{request}')\n\
+             t = time.monotonic()\n\
+             try:\n    answer = s.recv(4096)\nexcept ConnectionResetError:\n    answer = b'<reset>'\n\
+             print(answer.decode(errors='replace') or '<closed>', round(time.monotonic() - t, 2))"
+        );
+        let out = pair
+            .a
+            .host
+            .command("python3")
+            .args(["-c", &script])
+            .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+            .output(SHORT);
+        println!("{name}: the caller got {}", out.stdout.trim());
+        assert!(
+            out.stdout.starts_with("<reset>") || out.stdout.starts_with("<closed>"),
+            "{name}: {} {}",
+            out.stdout,
+            out.stderr
+        );
+        let line = pair
+            .b
+            .daemon()
+            .wait_for_line(&["tunnel::access", says], SHORT);
+        println!("{name}: B's access line: {line}");
+    }
+
     // Plaintext passed in permissive mode: the forged header is removed, none is added.
     let out = c
         .command("curl")

@@ -25,7 +25,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 
-use super::xfcc::RequestRewriter;
+use super::xfcc::{RequestRewriter, XfccError};
 use crate::telemetry::connections::Live;
 use h2::{Reason, RecvStream, SendStream};
 use tokio::{
@@ -40,7 +40,7 @@ const INITIAL_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
 /// How the copy ended, for the access log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CopyEnd {
     /// Both directions ended with EOF / END_STREAM.
     Closed,
@@ -48,6 +48,9 @@ pub enum CopyEnd {
     SocketReset,
     /// The stream was reset or its connection broke; the local socket was reset.
     StreamReset,
+    /// The caller sent a request the XFCC rewriter cannot frame safely: both sides were
+    /// reset.
+    Unframeable(XfccError),
 }
 
 /// Why a carried connection ended, in the access log's words: `closed`, a reset and which
@@ -58,6 +61,7 @@ pub fn close_reason(end: CopyEnd, connection_ended: Option<&String>) -> String {
         (CopyEnd::SocketReset, _) => "reset by the local side".into(),
         (CopyEnd::StreamReset, Some(why)) => why.clone(),
         (CopyEnd::StreamReset, None) => "reset by the tunnel side".into(),
+        (CopyEnd::Unframeable(why), _) => format!("reset: {why}"),
     }
 }
 
@@ -126,13 +130,14 @@ pub async fn bidirectional_rewriting(
             match result {
                 Err(Failure::Socket) => break CopyEnd::SocketReset,
                 Err(Failure::Stream) => break CopyEnd::StreamReset,
+                Err(Failure::Unframeable(why)) => break CopyEnd::Unframeable(why),
                 Ok(()) if upstream_done && downstream_done => break CopyEnd::Closed,
                 Ok(()) => {}
             }
         }
     };
     match end {
-        CopyEnd::SocketReset => {
+        CopyEnd::SocketReset | CopyEnd::Unframeable(_) => {
             send.send_reset(Reason::CANCEL);
             reset(socket);
         }
@@ -146,6 +151,7 @@ pub async fn bidirectional_rewriting(
 enum Failure {
     Socket,
     Stream,
+    Unframeable(XfccError),
 }
 
 async fn socket_to_stream(
@@ -234,7 +240,7 @@ async fn stream_to_socket(
                         // Unframeable input: reset both sides (as a failed socket does).
                         rewriter.feed(&data, &mut rewritten).map_err(|e| {
                             tracing::info!(reason = %e, "connection reset: its requests cannot be given X-Forwarded-Client-Cert safely");
-                            Failure::Socket
+                            Failure::Unframeable(e)
                         })?;
                         writer.write_all(&rewritten).await
                     }
