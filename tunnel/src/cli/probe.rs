@@ -91,6 +91,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         workload: workload.name.as_str().into(),
         peer,
         via: None,
+        identity: pinned.cloned(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -49,7 +49,7 @@ mod stream;
 pub use error::PoolError;
 use stream::{StreamFailure, connect_stream};
 
-/// A pool key: who calls, and which daemon carries it.
+/// A pool key: who calls, which daemon carries it, and whom that daemon must be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub workload: Arc<str>,
@@ -57,6 +57,12 @@ pub struct PoolKey {
     /// A registered pod's network, where its connections are made (so its address is
     /// their source); `None`: the daemon's own namespace.
     pub via: Option<crate::netns::PodNetwork>,
+    /// The identity the peer must present exactly (a `[[peer]]` pin, or the pod the
+    /// destination is known to be); `None`: the configured peer pattern. Part of the key,
+    /// so a call never rides a connection that was verified for another identity: when the
+    /// pod at an address changes (its IP reused, its service account changed), the next
+    /// call dials and checks the new one.
+    pub identity: Option<SpiffeId>,
 }
 
 /// How long a slow dial failure (timeout, unreachable host) is given to new callers

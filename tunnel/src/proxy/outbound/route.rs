@@ -91,6 +91,7 @@ pub(super) async fn route(
             workload: workload.name.clone(),
             peer: SocketAddr::new(destination.target.ip(), inputs.peer_port),
             via: pod.map(|p| p.network.clone()),
+            identity: destination.identity.or_else(|| pinned.cloned()),
         },
         tls,
     })

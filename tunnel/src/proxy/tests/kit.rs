@@ -268,6 +268,7 @@ from = ["spiffe://example.org/batch/*"]
             workload: "frontend".into(),
             peer,
             via: None,
+            identity: None,
         }
     }
 

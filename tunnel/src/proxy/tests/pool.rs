@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::kit::{Daemon, Kit, Logs, NODE, Relay, Silent, echo_round_trip, limits, pool_settings};
@@ -10,7 +11,7 @@ use crate::{
     errors,
     proxy::{
         inbound::InboundLimits,
-        pool::{NEGATIVE_CACHE, Pool, PoolError, PoolSettings},
+        pool::{NEGATIVE_CACHE, Pool, PoolError, PoolKey, PoolSettings},
     },
 };
 
@@ -416,4 +417,62 @@ async fn a_connection_ends_with_its_streams_when_a_certificate_on_it_expires() {
     let error = kit.open(&pool, daemon.addr).await.err().expect("refused");
     println!("then: {error}");
     assert!(matches!(error, PoolError::Handshake { .. }), "{error}");
+}
+
+/// A pooled connection was verified for one identity: a call that must reach another one at
+/// the same address (the pod there changed) dials and checks anew instead of riding it.
+#[tokio::test]
+async fn a_changed_expected_identity_never_rides_a_connection_made_for_another() {
+    let kit = Kit::new().await;
+    let daemon = Daemon::start(kit.inputs(limits()));
+    let pool = Pool::new(pool_settings());
+    let key_for = |identity: &str| PoolKey {
+        identity: Some(identity.parse().unwrap()),
+        ..kit.key(daemon.addr)
+    };
+    let expecting_node = kit.client_config(&kit.frontend_key, Some(NODE));
+    let other = "spiffe://example.org/ns/shop/sa/audit";
+    let expecting_other = kit.client_config(&kit.frontend_key, Some(other));
+
+    let mut first = pool
+        .open(
+            &key_for(NODE),
+            &expecting_node,
+            kit.orders.addr,
+            Bytes::new(),
+        )
+        .await
+        .expect("the peer is the node expected");
+    echo_round_trip(&mut first.send, &mut first.recv).await;
+    let second = pool
+        .open(
+            &key_for(other),
+            &expecting_other,
+            kit.orders.addr,
+            Bytes::new(),
+        )
+        .await;
+    let error = match second {
+        Ok(stream) => panic!(
+            "expecting {other}, the call rode connection {} made for {NODE}",
+            stream.connection
+        ),
+        Err(e) => errors::chain(&e),
+    };
+    println!("expecting {other} at the same address: {error}");
+    assert!(
+        error.contains(&format!("expected the peer to be {other}")),
+        "{error}"
+    );
+    // The connection made for the node still serves calls that expect the node.
+    let again = pool
+        .open(
+            &key_for(NODE),
+            &expecting_node,
+            kit.orders.addr,
+            Bytes::new(),
+        )
+        .await
+        .expect("the node's connection still serves");
+    assert_eq!(again.connection, first.connection);
 }
