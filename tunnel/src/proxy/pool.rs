@@ -1,5 +1,6 @@
-//! Pooled HBONE connections. Key: (source workload, peer daemon address); never two
-//! identities on one TLS connection. A key holds one or more connections: a new one is
+//! Pooled HBONE connections. Key: (source workload, peer daemon address, the identity the
+//! peer must present); never two of our identities on one TLS connection, and never a call
+//! on a connection verified for another peer identity than the one it expects. A key holds one or more connections: a new one is
 //! dialled when all are at the stream limit.
 //!
 //! Dials for a key are shared: one dial is in flight at a time, every caller that needs a
