@@ -198,7 +198,18 @@ pub struct InMemory {
 }
 
 impl Ca {
+    /// The CA in `dir`, for the trust domain its certificate names (a `spiffe://<trust
+    /// domain>` URI SAN, as `tunnel ca init` writes).
     pub fn load(dir: &Path) -> Result<Self, CaError> {
+        Self::load_for(dir, None)
+    }
+
+    /// The CA in `dir`, for the trust domain its certificate names or, if it names none,
+    /// for `trust_domain`: the X.509-SVID specification asks nothing of a signing
+    /// certificate's SANs, and existing cluster CAs (Istio's `cacerts`, most cert-manager
+    /// issuers) have none. A CA that names another trust domain than `trust_domain` keeps
+    /// its own, and refuses to issue outside it.
+    pub fn load_for(dir: &Path, trust_domain: Option<&TrustDomain>) -> Result<Self, CaError> {
         let files = files::CaFiles::new(dir);
         let cert_pem = files::read(&files.intermediate_cert)?;
         let key_pem = files::read(&files.intermediate_key)?;
@@ -209,16 +220,16 @@ impl Ca {
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|e| read_error(&files.intermediate_key, e.to_string()))?;
         let summary = files::intermediate_summary(&files.intermediate_cert, &cert_pem)?;
-        let trust_domain = summary
+        let named = summary
             .uris
             .iter()
-            .find_map(|uri| TrustDomain::from_spiffe_uri(uri).ok())
-            .ok_or_else(|| {
-                read_error(
-                    &files.intermediate_cert,
-                    "no spiffe://<trust domain> URI SAN".into(),
-                )
-            })?;
+            .find_map(|uri| TrustDomain::from_spiffe_uri(uri).ok());
+        let trust_domain = named.or_else(|| trust_domain.cloned()).ok_or_else(|| {
+            read_error(
+                &files.intermediate_cert,
+                "no spiffe://<trust domain> URI SAN, and no trust domain was given for it".into(),
+            )
+        })?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .map_err(|e| read_error(&files.intermediate_cert, e.to_string()))?;
         let not_after = OffsetDateTime::from_unix_timestamp(summary.not_after)

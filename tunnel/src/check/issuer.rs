@@ -56,7 +56,7 @@ pub(super) fn check(
             dir.value.display()
         ),
     );
-    let ca = match Ca::load(&dir.value) {
+    let ca = match Ca::load_for(&dir.value, Some(&config.trust_domain)) {
         Ok(ca) => ca,
         Err(e) => {
             lines.fail(format!("{who}: issuer loads"), errors::chain(&e), rotate);
@@ -178,8 +178,8 @@ fn issued(
     ttl: Duration,
     now: i64,
 ) {
-    let credential =
-        IssuerState::load(&dir.value, ttl).and_then(|mut issuer| issuer.issue(owner.id));
+    let credential = IssuerState::load(&dir.value, ttl, owner.id.trust_domain())
+        .and_then(|mut issuer| issuer.issue(owner.id));
     let credential = match credential {
         Ok(credential) => credential,
         Err(e) => {

@@ -16,7 +16,7 @@ use super::{Credentials, CredentialsError, InForce, judge::judge, log_replaced};
 use crate::{
     ca::{Ca, LeafSpec},
     errors,
-    identity::{SpiffeId, timestamp},
+    identity::{SpiffeId, TrustDomain, timestamp},
     tls::{Credential, provider},
 };
 
@@ -29,6 +29,8 @@ pub(crate) struct IssuerState {
     dir: PathBuf,
     ttl: Duration,
     ca: Ca,
+    /// Whose certificates it issues, when its own certificate does not say.
+    trust_domain: TrustDomain,
     /// When the certificate in force should be replaced.
     renew_at: Instant,
     /// Renewals failed in a row (for the backoff).
@@ -36,11 +38,17 @@ pub(crate) struct IssuerState {
 }
 
 impl IssuerState {
-    pub fn load(dir: &Path, ttl: Duration) -> Result<Self, CredentialsError> {
+    /// The issuer in `dir`, signing for `trust_domain` if its certificate names none.
+    pub fn load(
+        dir: &Path,
+        ttl: Duration,
+        trust_domain: &TrustDomain,
+    ) -> Result<Self, CredentialsError> {
         Ok(Self {
             dir: dir.into(),
             ttl,
-            ca: load_ca(dir)?,
+            ca: load_ca(dir, trust_domain)?,
+            trust_domain: trust_domain.clone(),
             renew_at: Instant::now(),
             failures: 0,
         })
@@ -48,7 +56,7 @@ impl IssuerState {
 
     /// Reads the issuer's files again (a CA rotation: leaves come from the new CA at once).
     pub fn reload(&mut self) -> Result<(), CredentialsError> {
-        self.ca = load_ca(&self.dir)?;
+        self.ca = load_ca(&self.dir, &self.trust_domain)?;
         Ok(())
     }
 
@@ -93,8 +101,8 @@ impl IssuerState {
     }
 }
 
-fn load_ca(dir: &Path) -> Result<Ca, CredentialsError> {
-    Ca::load(dir).map_err(|source| CredentialsError::LoadIssuer {
+fn load_ca(dir: &Path, trust_domain: &TrustDomain) -> Result<Ca, CredentialsError> {
+    Ca::load_for(dir, Some(trust_domain)).map_err(|source| CredentialsError::LoadIssuer {
         dir: dir.into(),
         source,
     })

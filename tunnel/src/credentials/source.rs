@@ -42,7 +42,8 @@ impl Source {
         match &self.config {
             CertSource::Files { cert, key } => Ok(Credential::load(&cert.value, &key.value)?),
             CertSource::Issuer { dir, ttl } => {
-                let mut issuer = issued::IssuerState::load(&dir.value, *ttl)?;
+                let mut issuer =
+                    issued::IssuerState::load(&dir.value, *ttl, self.id.trust_domain())?;
                 let credential = issuer.issue(&self.id)?;
                 self.issuer = Some(issuer);
                 Ok(credential)

@@ -447,7 +447,8 @@ fn a_pods_certificate_that_cannot_serve_is_refused() {
 fn an_issuer_that_cannot_be_read_is_named_once_with_its_cause() {
     let fixture = Fixture::new();
     let dir = fixture.path("no-ca");
-    let e = match issued::IssuerState::load(&dir, Duration::from_secs(3600)) {
+    let td = "example.org".parse().unwrap();
+    let e = match issued::IssuerState::load(&dir, Duration::from_secs(3600), &td) {
         Ok(_) => panic!("an issuer without files must not load"),
         Err(e) => e,
     };
@@ -513,5 +514,63 @@ fn each_link_of_a_credentials_error_is_printed_once() {
     assert_eq!(
         errors::chain(&issue),
         "cannot issue from /ca: failed to write /ca/x: entity not found"
+    );
+}
+
+/// A cluster's existing CA (Istio's `cacerts`, a cert-manager issuer) has no SPIFFE URI SAN:
+/// the trust domain comes from the config, and the certificates it issues are judged and
+/// used like any others. Here a root made with no SAN at all signs directly.
+#[test]
+fn a_ca_without_any_san_issues_for_the_configured_trust_domain() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let fixture = Fixture::new();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "cluster root (no SAN)");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().unwrap();
+    let root = params.self_signed(&key).unwrap();
+    assert!(params.subject_alt_names.is_empty());
+    let dir = fixture.path("cluster-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("intermediate.pem"), root.pem()).unwrap();
+    std::fs::write(dir.join("intermediate.key"), key.serialize_pem()).unwrap();
+    std::fs::write(fixture.path("cluster-bundle.pem"), root.pem()).unwrap();
+
+    let text = CONFIG
+        .replace("ca/bundle.pem", "cluster-bundle.pem")
+        .replace(
+            "cert = \"node/cert.pem\"\nkey = \"node/key.pem\"",
+            "issuer = \"cluster-ca\"",
+        )
+        .replace(
+            "cert = \"frontend/cert.pem\"\nkey = \"frontend/key.pem\"",
+            "issuer = \"cluster-ca\"",
+        );
+    let config = Config::parse(&text, &fixture.dir.path().join("tunnel.toml")).unwrap();
+    let credentials = load(&config).expect("a CA without SAN issues for example.org");
+    assert!(
+        credentials.refusals(&config).is_empty(),
+        "{:?}",
+        credentials.refusals(&config)
+    );
+    let frontend = &credentials.current().workloads["frontend"];
+    println!(
+        "issued by a root without SAN: {} (serial {})",
+        frontend.leaf.uris.join(", "),
+        frontend.leaf.serial
+    );
+    assert_eq!(frontend.leaf.uris, vec![FRONTEND_ID.to_string()]);
+
+    // Without a trust domain to go by, such a CA is refused, saying why.
+    let error = match crate::ca::Ca::load(&dir) {
+        Ok(_) => panic!("a CA without SAN has no trust domain of its own"),
+        Err(e) => errors::chain(&e),
+    };
+    assert!(
+        error.contains("no spiffe://<trust domain> URI SAN"),
+        "{error}"
     );
 }
