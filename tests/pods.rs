@@ -146,6 +146,10 @@ fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
             "workload=shop/frontend",
             &format!("peer={}:15008", ledger.ip),
             "peer_identity=\"spiffe://example.org/ns/shop/sa/ledger\"",
+            // The pod's own address, not the loopback its connect was captured on, and the
+            // pod it reached.
+            &format!("src={}:", frontend.ip),
+            "dst_workload=spiffe://example.org/ns/shop/sa/ledger",
         ],
     )
     .unwrap_or_else(|| panic!("n1 logs no outbound access line for frontend → ledger:\n{n1}"));
@@ -171,6 +175,9 @@ fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
             "refused: tunnel not opened",
             &format!("dst={}:8080", audit.ip),
             "spiffe://example.org/ns/shop/sa/payments",
+            &format!("src={}:", frontend.ip),
+            // The certificate frontend presented, named.
+            "our_certificate=\"spiffe://example.org/ns/shop/sa/frontend serial ",
         ],
     )
     .unwrap_or_else(|| panic!("n1 did not refuse audit for not being payments:\n{n1}"));

@@ -22,7 +22,7 @@ use crate::{
     drain::DrainWatcher,
     ebpf::OriginalDestination,
     errors,
-    identity::Purpose,
+    identity::{Purpose, SpiffeId, timestamp},
     logging,
     proxy::{
         copy,
@@ -33,6 +33,7 @@ use crate::{
         ConnectionInfo, Direction, FailReason,
         metrics::{ReasonLabels, TcpLabels, UNKNOWN, WorkloadLabels},
     },
+    tls::Credential,
 };
 
 /// The most read from an application before its tunnel is open (one HTTP request's head).
@@ -59,6 +60,8 @@ pub(super) enum Refused {
 struct Opened {
     stream: HboneStream,
     peer: SocketAddr,
+    /// The workload known to be at the destination (a pod's identity).
+    dst_workload: Option<SpiffeId>,
     /// The application's bytes sent with the CONNECT.
     early_len: u64,
 }
@@ -72,6 +75,7 @@ pub(super) async fn carry(
     _drain: DrainWatcher,
 ) {
     let started = Instant::now();
+    let src = shown_source(src, pod.as_deref(), original.addr);
     let Some(workload) = identify(&original, pod.as_deref(), &inputs) else {
         return refuse(&app, Refused::NoWorkload, src, &original, None, &inputs);
     };
@@ -79,6 +83,15 @@ pub(super) async fn carry(
         Ok(opened) => deliver(app, opened, src, &original, &workload, &inputs, started).await,
         Err(refused) => refuse(&app, refused, src, &original, Some(&workload), &inputs),
     }
+}
+
+/// The caller's address as the logs say it. A pod's connection reaches its listener from
+/// loopback: its own address (of the destination's family) is said instead, which is where
+/// its tunnel comes from too.
+fn shown_source(src: SocketAddr, pod: Option<&PodCaller>, dst: SocketAddr) -> SocketAddr {
+    let ipv4 = dst.ip().to_canonical().is_ipv4();
+    pod.and_then(|pod| pod.network.addresses.iter().find(|ip| ip.is_ipv4() == ipv4))
+        .map_or(src, |ip| SocketAddr::new(*ip, src.port()))
 }
 
 /// Who calls: a pod's listener says whose connection it is; on the host, the caller's
@@ -118,7 +131,12 @@ async fn open(
         .inc();
     let _ = app.set_nodelay(true);
     let snapshot = inputs.snapshots.borrow().clone();
-    let Route { target, key, tls } = route::route(dst, workload, pod, inputs, &snapshot)
+    let Route {
+        target,
+        workload: dst_workload,
+        key,
+        tls,
+    } = route::route(dst, workload, pod, inputs, &snapshot)
         .await
         .map_err(Refused::Unroutable)?;
     let early = queued_bytes(app).map_err(Refused::ApplicationGone)?;
@@ -129,17 +147,13 @@ async fn open(
         Ok(stream) => Ok(Opened {
             stream,
             peer: key.peer,
+            dst_workload,
             early_len,
         }),
         Err(error) => {
-            let our_certificate = match (&error, snapshot.workloads.get(&*workload.name)) {
-                (PoolError::Handshake { .. }, Some(credential)) => credential
-                    .problems(&workload.spiffe_id, Purpose::ClientAuth)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                _ => String::new(),
+            let our_certificate = match snapshot.workloads.get(&*workload.name) {
+                Some(credential) => presented(credential, workload, &error),
+                None => String::new(),
             };
             Err(Refused::NotOpened {
                 error: Box::new(error),
@@ -149,6 +163,25 @@ async fn open(
     }
     // The snapshot is not kept for the connection's life: a long connection would hold
     // every certificate and config of its time (the pooled connection keeps what it needs).
+}
+
+/// The certificate the caller presented (its identity, serial and expiry) and, when the
+/// peer refused the handshake, what is wrong with it as far as this host can tell.
+fn presented(credential: &Credential, workload: &OutboundWorkload, error: &PoolError) -> String {
+    let leaf = &credential.leaf;
+    let mut said = format!(
+        "{} serial {} not after {}",
+        leaf.uris.first().map_or("(no URI SAN)", String::as_str),
+        leaf.serial,
+        timestamp(leaf.not_after)
+    );
+    if let PoolError::Handshake { .. } = error {
+        for problem in credential.problems(&workload.spiffe_id, Purpose::ClientAuth) {
+            said.push_str("; ");
+            said.push_str(&problem.to_string());
+        }
+    }
+    said
 }
 
 /// The one refusal site: a line saying why, the counters, and a reset to the application
@@ -222,6 +255,7 @@ async fn deliver(
     let Opened {
         stream,
         peer,
+        dst_workload,
         early_len,
     } = opened;
     let dst = original.addr;
@@ -260,7 +294,7 @@ async fn deliver(
         src_identity = %workload.spiffe_id,
         ssl_client_verify = "SUCCESS",
         %dst,
-        dst_workload = "-",
+        dst_workload = %dst_workload.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
         workload = %workload.name,
         pid = original.pid,
         %peer,

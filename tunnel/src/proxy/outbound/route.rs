@@ -52,6 +52,8 @@ pub(super) enum Unroutable {
 /// the TLS config that checks whom that connection reached.
 pub(super) struct Route {
     pub target: SocketAddr,
+    /// The workload known to serve `target` (a pod's identity), for the access log.
+    pub workload: Option<SpiffeId>,
     pub key: PoolKey,
     pub tls: Arc<ClientTls>,
 }
@@ -87,6 +89,7 @@ pub(super) async fn route(
     let tls = tls.ok_or(Unroutable::NoTlsConfig)?;
     Ok(Route {
         target: destination.target,
+        workload: destination.identity.clone(),
         key: PoolKey {
             workload: workload.name.clone(),
             peer: SocketAddr::new(destination.target.ip(), inputs.peer_port),
