@@ -117,34 +117,20 @@ impl RequestRewriter {
                     if !self.skip_empty_lines(&mut input)? {
                         return Ok(());
                     }
-                    let framing = match self.gather(&mut input, Unit::Head)? {
-                        None => return Ok(()),
-                        Some(Found::Input(end)) => {
-                            let (unit, rest) = input.split_at(end);
-                            input = rest;
-                            head::rewrite(unit, &self.added, out)?
-                        }
-                        Some(Found::Pending) => {
-                            let framing = head::rewrite(&self.pending, &self.added, out)?;
-                            self.release();
-                            framing
-                        }
+                    let rewritten = self.next_unit(&mut input, Unit::Head, |head, added| {
+                        head::rewrite(head, added, out)
+                    })?;
+                    let Some(framing) = rewritten else {
+                        return Ok(());
                     };
                     self.state = self.start(framing);
                 }
                 State::ChunkLine => {
-                    let size = match self.gather(&mut input, Unit::ChunkLine)? {
-                        None => return Ok(()),
-                        Some(Found::Input(end)) => {
-                            let (unit, rest) = input.split_at(end);
-                            input = rest;
-                            chunked::size(&unit[..end - 2])?
-                        }
-                        Some(Found::Pending) => {
-                            let size = chunked::size(&self.pending[..self.pending.len() - 2])?;
-                            self.release();
-                            size
-                        }
+                    let size = self.next_unit(&mut input, Unit::ChunkLine, |line, _| {
+                        chunked::size(&line[..line.len() - 2])
+                    })?;
+                    let Some(size) = size else {
+                        return Ok(());
                     };
                     hex(size, out);
                     out.extend_from_slice(b"\r\n");
@@ -154,17 +140,11 @@ impl RequestRewriter {
                     };
                 }
                 State::Trailers => {
-                    match self.gather(&mut input, Unit::Trailers)? {
-                        None => return Ok(()),
-                        Some(Found::Input(end)) => {
-                            let (unit, rest) = input.split_at(end);
-                            input = rest;
-                            chunked::rewrite_trailers(unit, out)?;
-                        }
-                        Some(Found::Pending) => {
-                            chunked::rewrite_trailers(&self.pending, out)?;
-                            self.release();
-                        }
+                    let rewritten = self.next_unit(&mut input, Unit::Trailers, |trailers, _| {
+                        chunked::rewrite_trailers(trailers, out)
+                    })?;
+                    if rewritten.is_none() {
+                        return Ok(());
                     }
                     self.state = self.end_of_message();
                 }
@@ -278,6 +258,31 @@ impl RequestRewriter {
     }
 
     /// Empties `pending`, keeping a small buffer for the next time.
+    /// Gathers the next `unit` and hands it whole to `use_unit`, with the line this rewriter
+    /// adds (straight from the input when the unit is all there, else from what was kept
+    /// of it); `None` while it is incomplete.
+    fn next_unit<T>(
+        &mut self,
+        input: &mut &[u8],
+        unit: Unit,
+        use_unit: impl FnOnce(&[u8], &[u8]) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        match self.gather(input, unit)? {
+            None => Ok(None),
+            Some(Found::Input(end)) => {
+                let whole: &[u8] = input;
+                let (bytes, rest) = whole.split_at(end);
+                *input = rest;
+                use_unit(bytes, &self.added).map(Some)
+            }
+            Some(Found::Pending) => {
+                let used = use_unit(&self.pending, &self.added);
+                self.release();
+                used.map(Some)
+            }
+        }
+    }
+
     fn release(&mut self) {
         if self.pending.capacity() > 4096 {
             self.pending = Vec::new();
