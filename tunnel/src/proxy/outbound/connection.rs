@@ -394,4 +394,36 @@ mod tests {
             "nothing lost or repeated"
         );
     }
+
+    #[test]
+    fn a_pods_connection_is_said_to_come_from_the_pods_address_of_the_destinations_family() {
+        use crate::netns::{Netns, NetnsThread, PodNetwork};
+        let pod = PodCaller {
+            workload: Arc::new(OutboundWorkload {
+                name: "shop/frontend".into(),
+                spiffe_id: "spiffe://example.org/ns/shop/sa/frontend".parse().unwrap(),
+            }),
+            network: PodNetwork {
+                netns: Arc::new(Netns::open(std::path::Path::new("/proc/self/ns/net")).unwrap()),
+                thread: NetnsThread::start().unwrap(),
+                addresses: vec!["10.1.1.2".parse().unwrap(), "fd01:1::2".parse().unwrap()].into(),
+            },
+        };
+        let loopback: SocketAddr = "127.0.0.1:40830".parse().unwrap();
+        let v4: SocketAddr = "10.1.2.2:8080".parse().unwrap();
+        let v6: SocketAddr = "[fd01:2::2]:8080".parse().unwrap();
+        assert_eq!(
+            shown_source(loopback, Some(&pod), v4),
+            "10.1.1.2:40830".parse().unwrap()
+        );
+        assert_eq!(
+            shown_source("[::1]:40830".parse().unwrap(), Some(&pod), v6),
+            "[fd01:1::2]:40830".parse().unwrap()
+        );
+        assert_eq!(
+            shown_source(loopback, None, v4),
+            loopback,
+            "a host's caller as it is"
+        );
+    }
 }
