@@ -287,11 +287,25 @@ impl Daemon {
         let expiry = tokio::spawn(self.credentials.watch_expiry());
         // Ready once the recorded pods are served again: when another daemon is being
         // replaced (a rolling update), it is stopped only after this one is ready.
+        let mut cluster_view = None;
         let pods = match self.pods {
             Some((api, manager)) => {
+                let view = manager.follow_cluster().map(|(view, following)| {
+                    cluster_view = Some(tokio::spawn(following));
+                    view
+                });
                 manager.restore(&pods_watcher).await;
                 info!(socket = %api.path().display(), "pod API ready");
-                Some(tokio::spawn(api.serve(manager, pods_watcher)))
+                let serving = tokio::spawn(api.serve(manager, pods_watcher));
+                // Ready once the cluster's pods are known too: until then a call to another
+                // node's pod could only expect the peer pattern. Registrations are served
+                // meanwhile.
+                if let Some(view) = view {
+                    view.synced().await;
+                    let (pods, addresses) = view.len();
+                    info!(pods, addresses, "cluster view synced");
+                }
+                Some(serving)
             }
             None => None,
         };
@@ -311,6 +325,9 @@ impl Daemon {
         reload.abort();
         if let Some(pods) = pods {
             pods.abort();
+        }
+        if let Some(view) = cluster_view {
+            view.abort();
         }
         renewals.abort();
         map_counts.abort();

@@ -29,6 +29,7 @@ mod kube;
 mod listeners;
 mod names;
 mod records;
+mod view;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -46,6 +47,7 @@ use names::check_names;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use tunnel_pod_api::{PodSpec, PodStatus};
+pub use view::PodView;
 
 use crate::{
     config::{Config, PodCertificates, Pods as PodsConfig},
@@ -91,6 +93,8 @@ pub struct PodManager {
     thread: NetnsThread,
     directory: Arc<Directory>,
     kube: Option<Arc<KubeClient>>,
+    /// The cluster's pods, kept by a watch, when there is an API to watch.
+    view: Option<Arc<PodView>>,
     records: records::Records,
     /// By uid. One registration at a time: each is a handful of syscalls on the namespace
     /// thread and at most one API call.
@@ -146,12 +150,15 @@ impl PodManager {
         let kube = KubeClient::new(&config.kubernetes)
             .map_err(PodsError::Kubernetes)?
             .map(Arc::new);
-        if let Some(kube) = &kube {
-            directory.look_up_remote(
-                kube.clone(),
-                settings.spiffe_id.clone(),
-                config.trust_domain.clone(),
-            );
+        // Other nodes' pods are known from a watch of the API (started by `follow_cluster`).
+        let view = kube.as_ref().map(|_| {
+            Arc::new(PodView::new(view::Naming {
+                template: settings.spiffe_id.clone(),
+                trust_domain: config.trust_domain.clone(),
+            }))
+        });
+        if let Some(view) = &view {
+            directory.follow_cluster(view.clone());
         }
         Ok(Self {
             settings: settings.clone(),
@@ -171,9 +178,19 @@ impl PodManager {
             steering,
             thread: NetnsThread::start().map_err(PodsError::Thread)?,
             kube,
+            view,
             records,
             registered: tokio::sync::Mutex::default(),
         })
+    }
+
+    /// Keeps the cluster view for good (a watch of every Pod), if there is an API to watch;
+    /// the view is what calls to other nodes' pods expect.
+    pub fn follow_cluster(&self) -> Option<(Arc<PodView>, impl Future<Output = ()> + use<>)> {
+        let (view, kube) = (self.view.clone()?, self.kube.as_ref()?);
+        let client = kube.client();
+        let following = view.clone();
+        Some((view, async move { following.follow(client).await }))
     }
 
     /// Takes back the pods recorded by an earlier run. A pod whose namespace is gone (it

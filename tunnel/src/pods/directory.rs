@@ -1,59 +1,24 @@
 //! The identity a pod must present at an address, for a registered pod calling it: exactly
 //! that pod's, when this node knows which pod holds the address (its own pods, registered
-//! here; other nodes' pods, from the Kubernetes API's pod IP → service account). Where it
-//! knows none, the caller falls back to `[outbound] peer_identity`.
+//! here; other nodes' pods, from the cluster view kept by a watch of the Kubernetes API,
+//! `pods/view`). Where it knows none, the caller falls back to `[outbound] peer_identity`.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, OnceLock, RwLock},
-    time::{Duration, Instant},
+    sync::{Arc, OnceLock, RwLock},
 };
 
-use tokio::sync::OnceCell;
-use tracing::{debug, warn};
-
-use super::kube::KubeClient;
+use super::view::PodView;
 use crate::{
-    identity::{IdTemplate, PodNames, SpiffeId, TrustDomain},
+    identity::SpiffeId,
     proxy::destination::{CallerKind, Destination, Destinations, Resolving},
 };
-
-/// How long an answer of the API is used: pod addresses are reused, so not long.
-const FOUND_TTL: Duration = Duration::from_secs(30);
-/// How long a failed lookup (the API unreachable, forbidden...) stands before it is tried
-/// again; meanwhile the pattern applies.
-const FAILED_TTL: Duration = Duration::from_secs(5);
-/// Remote addresses remembered at most; past it, the expired ones go, then all.
-const MAX_REMOTE: usize = 16384;
 
 #[derive(Default)]
 pub struct Directory {
     local: RwLock<HashMap<IpAddr, SpiffeId>>,
-    remote: OnceLock<RemoteLookup>,
-}
-
-/// Other nodes' pods, by asking the API (one call per address at a time, shared by every
-/// connection waiting for it).
-pub struct RemoteLookup {
-    kube: Arc<KubeClient>,
-    template: IdTemplate,
-    trust_domain: TrustDomain,
-    cache: Mutex<HashMap<IpAddr, Arc<Entry>>>,
-}
-
-struct Entry {
-    created: Instant,
-    answer: OnceCell<(Option<SpiffeId>, Duration)>,
-}
-
-impl Entry {
-    fn fresh(&self) -> bool {
-        match self.answer.get() {
-            Some((_, ttl)) => self.created.elapsed() < *ttl,
-            None => true, // being looked up
-        }
-    }
+    cluster: OnceLock<Arc<PodView>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -63,44 +28,26 @@ impl std::fmt::Debug for Directory {
                 "local",
                 &self.local.read().expect("pod directory poisoned").len(),
             )
-            .field("remote", &self.remote.get().is_some())
+            .field("cluster", &self.cluster.get().map(|view| view.len()))
             .finish()
     }
 }
 
 impl Directory {
-    /// Asks the API about addresses that are not this node's pods (set once, with `[pods]`
-    /// and an API to ask).
-    pub fn look_up_remote(
-        &self,
-        kube: Arc<KubeClient>,
-        template: IdTemplate,
-        trust_domain: TrustDomain,
-    ) {
-        let _ = self.remote.set(RemoteLookup {
-            kube,
-            template,
-            trust_domain,
-            cache: Mutex::default(),
-        });
+    /// Answers for addresses that are not this node's pods from `view` (set once, with
+    /// `[pods]` and an API to watch).
+    pub fn follow_cluster(&self, view: Arc<PodView>) {
+        let _ = self.cluster.set(view);
     }
 
-    /// A pod of this node at `ip`.
-    fn identity(&self, ip: IpAddr) -> Option<SpiffeId> {
-        self.local
-            .read()
-            .expect("pod directory poisoned")
-            .get(&ip.to_canonical())
-            .cloned()
-    }
-
-    /// The identity expected at `ip`: this node's pod there, else the API's; `None` when
-    /// neither knows one.
-    pub async fn expected(&self, ip: IpAddr) -> Option<SpiffeId> {
-        if let Some(id) = self.identity(ip) {
-            return Some(id);
+    /// The identity expected at `ip`: this node's pod there, else the cluster view's; `None`
+    /// when neither knows exactly one.
+    pub fn expected(&self, ip: IpAddr) -> Option<SpiffeId> {
+        let ip = ip.to_canonical();
+        if let Some(id) = self.local.read().expect("pod directory poisoned").get(&ip) {
+            return Some(id.clone());
         }
-        self.remote.get()?.expected(ip.to_canonical()).await
+        self.cluster.get()?.identity(ip)
     }
 
     pub fn insert(&self, ips: &[IpAddr], id: &SpiffeId) {
@@ -125,77 +72,14 @@ impl Directory {
 /// calls go to peer daemons, under the peer pattern.
 impl Destinations for Directory {
     fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Resolving<'_> {
-        Box::pin(async move {
-            let identity = match caller {
-                CallerKind::Pod => self.expected(dst.ip()).await,
-                CallerKind::Host => None,
-            };
-            Destination {
-                target: dst,
-                identity,
-            }
-        })
-    }
-}
-
-impl RemoteLookup {
-    async fn expected(&self, ip: IpAddr) -> Option<SpiffeId> {
-        let entry = {
-            let mut cache = self.cache.lock().expect("pod address cache poisoned");
-            match cache.get(&ip) {
-                Some(entry) if entry.fresh() => entry.clone(),
-                _ => {
-                    if cache.len() >= MAX_REMOTE {
-                        cache.retain(|_, e| e.fresh());
-                        if cache.len() >= MAX_REMOTE {
-                            cache.clear();
-                        }
-                    }
-                    let entry = Arc::new(Entry {
-                        created: Instant::now(),
-                        answer: OnceCell::new(),
-                    });
-                    cache.insert(ip, entry.clone());
-                    entry
-                }
-            }
+        let identity = match caller {
+            CallerKind::Pod => self.expected(dst.ip()),
+            CallerKind::Host => None,
         };
-        let (id, _) = entry.answer.get_or_init(|| self.ask(ip)).await;
-        id.clone()
-    }
-
-    async fn ask(&self, ip: IpAddr) -> (Option<SpiffeId>, Duration) {
-        let pods = match self.kube.pods_at(ip).await {
-            Ok(pods) => pods,
-            Err(e) => {
-                warn!(%ip, "cannot learn which pod holds this address, so the peer pattern applies: {e}");
-                return (None, FAILED_TTL);
-            }
-        };
-        let ids: Vec<SpiffeId> = pods
-            .iter()
-            .filter_map(|pod| {
-                self.template
-                    .render(&PodNames {
-                        trust_domain: &self.trust_domain,
-                        namespace: &pod.namespace,
-                        name: &pod.name,
-                        service_account: Some(&pod.service_account),
-                    })
-                    .ok()
-            })
-            .collect();
-        let id = match ids.split_first() {
-            Some((first, rest)) if rest.iter().all(|id| id == first) => Some(first.clone()),
-            Some(_) => {
-                // Two live pods with one address and different identities (a reuse the API
-                // has not caught up with): no exact expectation is safe to make.
-                debug!(%ip, pods = ?pods, "several identities at one pod address: the peer pattern applies");
-                None
-            }
-            None => None,
-        };
-        (id, FOUND_TTL)
+        Box::pin(std::future::ready(Destination {
+            target: dst,
+            identity,
+        }))
     }
 }
 
