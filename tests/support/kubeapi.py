@@ -481,7 +481,7 @@ def make_handler(store, token):
         protocol_version = "HTTP/1.1"
 
         def answer(self, code, body):
-            data = json.dumps(body).encode()
+            data = json.dumps(body, separators=(",", ":")).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -651,7 +651,7 @@ def make_handler(store, token):
                     "object": {"kind": "Pod", "apiVersion": "v1", "metadata": metadata}}
 
         def chunk(self, event):
-            data = json.dumps(event).encode() + b"\n"
+            data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 

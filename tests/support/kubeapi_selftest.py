@@ -111,6 +111,13 @@ class Watch:
         except Exception:
             self.events.put("cut")
 
+    def end(self, timeout=3):
+        """The way the stream ended (None: the terminating chunk; "cut"), past any events."""
+        while True:
+            event = self.next(timeout=timeout)
+            if event is None or event == "cut":
+                return event
+
     def next(self, timeout=5, skip_bookmarks=True):
         deadline = time.monotonic() + timeout
         while True:
@@ -227,6 +234,22 @@ def run(stand):
     check(e["type"] == "DELETED" and e["object"]["metadata"]["name"] == "d",
           "a pod leaving the selector (another namespace, so another pod): DELETED for the watcher")
 
+    # A change that makes a pod match a label selector: ADDED for that watcher.
+    labelled = stand.watch("labelSelector=tier%3Dback&allowWatchBookmarks=true")
+    check(labelled.next(skip_bookmarks=False)["type"] == "BOOKMARK", "no pod matches yet: only bookmarks")
+    records = stand.read()
+    records[0]["labels"] = {"app": "a", "tier": "back"}
+    stand.write(records)
+    e = labelled.next()
+    check(e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "a",
+          "a pod that comes to match the selector: ADDED for the watcher")
+    records[0]["labels"] = {"app": "a"}
+    stand.write(records)
+    e = labelled.next()
+    check(e["type"] == "DELETED" and e["object"]["metadata"]["labels"] == {"app": "a"},
+          "... and one that stops matching: DELETED, with its new state")
+    labelled.conn.close()
+
     # Streaming list.
     streaming = stand.watch("sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
     events = [streaming.next(skip_bookmarks=False) for _ in range(5)]
@@ -237,11 +260,7 @@ def run(stand):
 
     # timeoutSeconds ends the stream cleanly.
     short = stand.watch("timeoutSeconds=1")
-    while True:
-        e = short.next(timeout=5)
-        if e is None or e == "cut":
-            break
-    check(e is None, "timeoutSeconds: the terminating chunk")
+    check(short.end(timeout=5) is None, "timeoutSeconds: the terminating chunk")
 
     # compact: an old version is gone: 200, then the 410 ERROR event, then the end.
     stand.control("compact")
@@ -253,18 +272,25 @@ def run(stand):
         "reason": "Expired", "code": 410}, f"compact, then an old version: the 410 ERROR event {e}")
     check(old.next() is None, "... and the stream's end")
     code, body = stand.get("/api/v1/pods?limit=1")
-    code, body = stand.get("/api/v1/pods?limit=1&continue=" + body["metadata"]["continue"])
+    stale = body["metadata"]["continue"]
+    code, body = stand.get("/api/v1/pods?limit=1&continue=" + stale)
     check(code == 200, "a continue token of the current version still serves")
+    stand.write(stand.read() + [pod("e", "sa-e")])
+    stand.control("compact")
+    code, body = stand.get("/api/v1/pods?limit=1&continue=" + stale)
+    check(code == 410 and body["reason"] == "Expired", "a continue token older than the history: 410 Expired")
 
     # drop-watches ends every open stream.
     stand.control("drop-watches")
-    while True:
-        e = watch.next(timeout=3, skip_bookmarks=True)
-        if e is None or e == "cut":
-            break
-    check(e is None, "drop-watches: the stream ends (terminating chunk)")
-    e = fresh.next(timeout=3)
-    check(e is None, "drop-watches: every stream ends")
+    check(watch.end() is None, "drop-watches: the stream ends (terminating chunk)")
+    check(fresh.end() is None, "drop-watches: every stream ends")
+
+    # drop-watches abrupt: the connection is cut, no terminating chunk.
+    cut = stand.watch("")
+    for _ in range(4):
+        cut.next()
+    stand.control("drop-watches abrupt")
+    check(cut.end() == "cut", "drop-watches abrupt: the connection cut")
 
     # pause: refused, then served again.
     stand.control("pause 3")
@@ -283,6 +309,14 @@ def run(stand):
             time.sleep(0.2)
     waited = time.monotonic() - started
     check(code == 200 and 2.5 < waited < 5, f"... and served again after {waited:.1f} s")
+
+    # SIGTERM ends the open watches cleanly.
+    last = stand.watch("")
+    for _ in range(4):
+        last.next()
+    stand.proc.terminate()
+    check(last.end() is None, "SIGTERM: open watches end with the terminating chunk")
+    check(stand.proc.wait(5) == 0, "the stand-in exits, 0")
 
 
 if __name__ == "__main__":
