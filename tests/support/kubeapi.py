@@ -40,7 +40,8 @@ as the real server does, with the real object shapes, so the daemon needs no tes
       timeoutSeconds=N     the stream ends cleanly (the terminating chunk) after N seconds.
       Selectors apply to events as the real server's watch cache applies them: a change that
       makes a pod match is sent as ADDED, one that makes it stop matching as DELETED (with
-      the pod's new state), a change on either side of the selector not at all.
+      the pod's new state); a change to a pod that matches neither before nor after is
+      not sent.
   Anything else gets a 404 Status, a request without the expected bearer token a 401 Status;
   every answer that is not a watch has a Content-Length. SIGTERM ends every watch cleanly.
 
@@ -74,7 +75,8 @@ waits for the file to go knows it has.
   drop-watches abrupt  the same, but the connections are cut with no terminating chunk.
   compact              forget the kept history: a watch resuming from any resourceVersion
                        older than the current one gets the 410 ERROR event, a list's
-                       continue token older than it 410 Expired.
+                       continue token older than it 410 Expired (open watches go on:
+                       they have been sent everything up to the current version).
   pause SECONDS        be down for that long: open watches end (as drop-watches), new
                        connections are closed as soon as accepted, requests on kept-alive
                        connections closed unanswered; then serve again.

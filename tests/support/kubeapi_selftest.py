@@ -89,6 +89,7 @@ class Watch:
         self.conn.request("GET", "/api/v1/pods?watch=true&" + query,
                           headers={"Authorization": "Bearer " + TOKEN})
         self.resp = self.conn.getresponse()
+        self.sock = self.conn.sock
         assert self.resp.status == 200, self.resp.status
         assert self.resp.getheader("Transfer-Encoding") == "chunked"
         assert self.resp.getheader("Content-Type") == "application/json"
@@ -110,6 +111,12 @@ class Watch:
                 self.events.put(json.loads(data))
         except Exception:
             self.events.put("cut")
+
+    def close(self):
+        # A shutdown first: it wakes the reading thread, which holds the response's buffer
+        # (conn.close() alone would wait for that read to time out).
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
 
     def end(self, timeout=3):
         """The way the stream ended (None: the terminating chunk; "cut"), past any events."""
@@ -219,7 +226,7 @@ def run(stand):
     resumed = stand.watch(f"resourceVersion={list_rv}")
     kinds = [resumed.next()["type"] for _ in range(3)]
     check(kinds == ["MODIFIED", "ADDED", "DELETED"], "a resume replays the history")
-    resumed.conn.close()
+    resumed.close()
 
     # Without a version: ADDED for every pod first.
     fresh = stand.watch("fieldSelector=metadata.namespace%3Dshop")
@@ -248,7 +255,7 @@ def run(stand):
     e = labelled.next()
     check(e["type"] == "DELETED" and e["object"]["metadata"]["labels"] == {"app": "a"},
           "... and one that stops matching: DELETED, with its new state")
-    labelled.conn.close()
+    labelled.close()
 
     # Streaming list.
     streaming = stand.watch("sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
@@ -256,7 +263,7 @@ def run(stand):
     check([e["type"] for e in events] == ["ADDED"] * 4 + ["BOOKMARK"]
           and events[-1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"},
           "sendInitialEvents: ADDED each, then the initial-events-end BOOKMARK")
-    streaming.conn.close()
+    streaming.close()
 
     # timeoutSeconds ends the stream cleanly.
     short = stand.watch("timeoutSeconds=1")
