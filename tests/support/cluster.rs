@@ -382,6 +382,30 @@ impl Cluster {
         fs::write(&self.api_pods, serde_json::to_vec(&pods).unwrap()).unwrap();
     }
 
+    /// Tells a node's API stand-in one control command (`drop-watches`, `drop-watches
+    /// abrupt`, `compact`, `pause SECONDS`: kubeapi.py's docstring says what each does) and
+    /// waits until it has taken effect (the stand-in removes the file then).
+    #[allow(
+        dead_code,
+        reason = "for the tests of the daemon's pod watch (restarts, compaction, outages)"
+    )]
+    pub fn api_control(&self, node: usize, command: &str) {
+        let kube = self.testbed.dir().join(&self.nodes[node].label).join("kube");
+        let file = kube.join("control");
+        let tmp = kube.join("control.tmp");
+        fs::write(&tmp, format!("{command}\n")).unwrap();
+        fs::rename(&tmp, &file).unwrap();
+        let deadline = std::time::Instant::now() + SHORT;
+        while file.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the API stand-in of {} did not take `{command}`",
+                self.nodes[node].label
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn del_pod(&self, pod: &Pod) {
         let n = &self.nodes[pod.node];
         n.cni
