@@ -390,7 +390,11 @@ impl Cluster {
         reason = "for the tests of the daemon's pod watch (restarts, compaction, outages)"
     )]
     pub fn api_control(&self, node: usize, command: &str) {
-        let kube = self.testbed.dir().join(&self.nodes[node].label).join("kube");
+        let kube = self
+            .testbed
+            .dir()
+            .join(&self.nodes[node].label)
+            .join("kube");
         let file = kube.join("control");
         let tmp = kube.join("control.tmp");
         fs::write(&tmp, format!("{command}\n")).unwrap();
