@@ -208,6 +208,89 @@ fn pods_are_tunnelled_across_and_within_nodes_with_their_own_identities() {
     );
 }
 
+/// Policy for the view's test: frontend may call audit.
+const AUDIT_POLICY: &str = r#"
+[[policy]]
+action = "allow"
+to = "spiffe://example.org/ns/shop/sa/audit"
+from = ["spiffe://example.org/ns/shop/sa/frontend"]
+"#;
+
+/// The daemon knows other nodes' pods from a watch of the API, and keeps knowing them when
+/// the API drops the watch, forgets the history a resume needs (410 Gone) or goes away: it
+/// serves from its last view meanwhile and catches up with what changed.
+#[test]
+fn the_cluster_view_follows_the_api_through_dropped_watches_a_410_and_an_outage() {
+    let cluster = Cluster::new("pods-view", AUDIT_POLICY);
+    let frontend = add(&cluster, 0, "frontend");
+    let audit = add(&cluster, 1, "audit");
+    let _audit = audit.serve(&["serve-tagged", "8080"]);
+    // Until `within`, calls frontend → audit until one gives `want` ("ok" or "refused").
+    let until = |want: &str, within: Duration| -> Duration {
+        let started = Instant::now();
+        loop {
+            let out = frontend.netprobe(&["fan-out", &audit.ip, "8080", "1"]);
+            let ok = out.stdout.trim() == "ok=1 bad=0";
+            if (want == "ok") == ok {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "frontend → audit not {want} within {within:?}: {} {}",
+                out.stdout,
+                out.stderr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("ok", SHORT);
+    let api_says = |service_account: &str| {
+        let service_account = service_account.to_string();
+        cluster.edit_api_pod(&audit.uid, |record| {
+            record["serviceAccountName"] = json!(service_account)
+        });
+    };
+
+    // A changed service account reaches the view through the watch.
+    api_says("payments");
+    let took = until("refused", SHORT);
+    println!("the API says audit runs as payments: refused after {took:?}");
+
+    // The watch dropped (an API server restart): resumed from where it was, the change made
+    // since is seen.
+    cluster.api_control(0, "drop-watches");
+    api_says("audit");
+    let took = until("ok", SHORT);
+    println!("after a dropped watch, audit as audit again: ok after {took:?}");
+
+    // Away, and its history compacted meanwhile: the resume gets 410 Gone, and the view is
+    // listed again, with the change made meanwhile.
+    cluster.api_control(0, "pause 3");
+    api_says("payments");
+    cluster.api_control(0, "compact");
+    let took = until("refused", Duration::from_secs(40));
+    println!("after an outage and a 410, audit as payments: refused after {took:?}");
+    let listed = cluster.logs(0).matches("pod view listed").count();
+    println!("n1 listed the pods {listed} times");
+    assert!(listed >= 2, "no relist after the 410:\n{}", cluster.logs(0));
+
+    // The API away for 5 s: the last view serves, and what changed meanwhile is caught up.
+    cluster.api_control(0, "pause 5");
+    api_says("audit");
+    let during = frontend.netprobe(&["expect-refused", &audit.ip, "8080"]);
+    println!(
+        "during the outage (the last view: payments): {}",
+        during.stdout.trim()
+    );
+    assert!(
+        during.stdout.starts_with("outcome=reset"),
+        "{}",
+        during.stdout
+    );
+    let took = until("ok", Duration::from_secs(40));
+    println!("after the outage, the change made meanwhile applies: ok after {took:?}");
+}
+
 #[test]
 fn failed_registration_fails_the_add_and_del_and_restart_keep_the_node_right() {
     let mut cluster = Cluster::new("pods-lifecycle", POLICY);

@@ -385,10 +385,6 @@ impl Cluster {
     /// Tells a node's API stand-in one control command (`drop-watches`, `drop-watches
     /// abrupt`, `compact`, `pause SECONDS`: kubeapi.py's docstring says what each does) and
     /// waits until it has taken effect (the stand-in removes the file then).
-    #[allow(
-        dead_code,
-        reason = "for the tests of the daemon's pod watch (restarts, compaction, outages)"
-    )]
     pub fn api_control(&self, node: usize, command: &str) {
         let kube = self
             .testbed
