@@ -5,9 +5,12 @@
 //! chained after them. Each node's daemon runs under the node's capture cgroup, in a cgroup
 //! namespace of its own, as a DaemonSet's container does.
 //!
-//! Kubernetes itself cannot run on the test machines: the daemon's API calls (a pod's
-//! service account, the pods at an address) are answered by `tests/support/kubeapi.py`, an
-//! HTTPS stand-in that returns the real Pod and PodList JSON shapes for the pods listed.
+//! Kubernetes itself cannot run on the test machines: the daemon's API calls (a pod's Pod at
+//! ADD, and the list+watch of every Pod its cluster view keeps) are answered by
+//! `tests/support/kubeapi.py`, an HTTPS stand-in that speaks the real list and watch protocol
+//! (resourceVersions, bookmarks, the 410 ERROR event) with the real Pod and PodList shapes,
+//! for the pods listed in a file the tests edit; `api_control` drops its watches, compacts
+//! its history or takes it away for a while.
 
 use std::{
     fs,
