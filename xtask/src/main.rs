@@ -85,6 +85,7 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             setup::all()?;
+            kubeapi_selftest()?;
             let mut test = vec!["test", "--workspace", "--exclude", "tunnel-ebpf"];
             test.extend(args.iter().map(String::as_str));
             test_with_total(&test)
@@ -178,6 +179,21 @@ fn bpf_target_arch(arch: &str) -> Result<&'static str> {
              x86_64, aarch64, arm, loongarch64, mips, mips64, powerpc64, riscv64, s390x)"
         ),
     })
+}
+
+/// Checks the Kubernetes API stand-in the pod tests talk to against the list and watch
+/// protocol first (about 10 s), so a pod test failing is the daemon's failure, not the
+/// stand-in's.
+fn kubeapi_selftest() -> Result<()> {
+    let status = Command::new("python3")
+        .arg(workspace().join("tests/support/kubeapi_selftest.py"))
+        .current_dir(workspace())
+        .status()
+        .context("run tests/support/kubeapi_selftest.py")?;
+    if !status.success() {
+        bail!("the Kubernetes API stand-in's self-check failed ({status})");
+    }
+    Ok(())
 }
 
 /// Runs `cargo test`, echoing its output, and ends with the total over every test binary
