@@ -8,7 +8,7 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::{Checker, at};
+use super::{Checker, KeyPath, at};
 use crate::config::{
     Capture, DEFAULT_ADMIN, DEFAULT_BACKLOG, DEFAULT_INBOUND, DEFAULT_INBOUND_PLAINTEXT,
     DEFAULT_OUTBOUND, Listen, raw::RawListen,
@@ -61,45 +61,18 @@ impl Checker<'_> {
             None => None,
         };
         let inbound = inbound?;
-        let inbound_v6 =
-            match &raw.inbound_v6 {
-                Some(text) => match self.socket_addr(&path.key("inbound_v6"), text)? {
-                    SocketAddr::V6(v6) => Some(v6),
-                    other => {
-                        self.problem(
-                            &path.key("inbound_v6"),
-                            format!("{other} is not an IPv6 address"),
-                        );
-                        return None;
-                    }
-                },
-                None if inbound.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => Some(
-                    SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, inbound.port(), 0, 0),
-                ),
-                None => None,
-            };
+        let inbound_v6 = self.wildcard_v6(&path.key("inbound_v6"), &raw.inbound_v6, inbound)?;
         let inbound_plaintext = self.socket_addr(
             &path.key("inbound_plaintext"),
             raw.inbound_plaintext
                 .as_deref()
                 .unwrap_or(DEFAULT_INBOUND_PLAINTEXT),
         )?;
-        let inbound_plaintext_v6 = match &raw.inbound_plaintext_v6 {
-            Some(text) => match self.socket_addr(&path.key("inbound_plaintext_v6"), text)? {
-                SocketAddr::V6(v6) => Some(v6),
-                other => {
-                    self.problem(
-                        &path.key("inbound_plaintext_v6"),
-                        format!("{other} is not an IPv6 address"),
-                    );
-                    return None;
-                }
-            },
-            None if inbound_plaintext.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => Some(
-                SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, inbound_plaintext.port(), 0, 0),
-            ),
-            None => None,
-        };
+        let inbound_plaintext_v6 = self.wildcard_v6(
+            &path.key("inbound_plaintext_v6"),
+            &raw.inbound_plaintext_v6,
+            inbound_plaintext,
+        )?;
         let backlog = self.at_least_one(&path.key("backlog"), raw.backlog, DEFAULT_BACKLOG);
         let listen = Listen {
             outbound,
@@ -115,6 +88,33 @@ impl Checker<'_> {
         self.admin_exposed(&listen);
         self.listener_ports_clash(raw, &listen);
         Some(listen)
+    }
+
+    /// An IPv6 listener beside an IPv4 one: as given at `key` (an IPv6 address), else the
+    /// IPv6 wildcard on the same port when the IPv4 one is the IPv4 wildcard, else none.
+    /// `None` when the given address is not IPv6 (a problem is recorded).
+    fn wildcard_v6(
+        &mut self,
+        key: &KeyPath,
+        given: &Option<String>,
+        v4: SocketAddr,
+    ) -> Option<Option<SocketAddrV6>> {
+        match given {
+            Some(text) => match self.socket_addr(key, text)? {
+                SocketAddr::V6(v6) => Some(Some(v6)),
+                other => {
+                    self.problem(key, format!("{other} is not an IPv6 address"));
+                    None
+                }
+            },
+            None if v4.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => Some(Some(SocketAddrV6::new(
+                Ipv6Addr::UNSPECIFIED,
+                v4.port(),
+                0,
+                0,
+            ))),
+            None => Some(None),
+        }
     }
 
     /// The admin API answers anyone who reaches it (no authentication): it shows the config
