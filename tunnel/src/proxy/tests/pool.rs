@@ -433,26 +433,21 @@ async fn a_changed_expected_identity_never_rides_a_connection_made_for_another()
     let expecting_node = kit.client_config(&kit.frontend_key, Some(NODE));
     let other = "spiffe://example.org/ns/shop/sa/audit";
     let expecting_other = kit.client_config(&kit.frontend_key, Some(other));
+    let pool = &pool;
+    // Opens a stream to orders through the daemon, expecting the peer to be `identity`.
+    let open = |identity: &str| {
+        let key = key_for(identity);
+        let tls = if identity == NODE {
+            expecting_node.clone()
+        } else {
+            expecting_other.clone()
+        };
+        async move { pool.open(&key, &tls, kit.orders.addr, Bytes::new()).await }
+    };
 
-    let mut first = pool
-        .open(
-            &key_for(NODE),
-            &expecting_node,
-            kit.orders.addr,
-            Bytes::new(),
-        )
-        .await
-        .expect("the peer is the node expected");
+    let mut first = open(NODE).await.expect("the peer is the node expected");
     echo_round_trip(&mut first.send, &mut first.recv).await;
-    let second = pool
-        .open(
-            &key_for(other),
-            &expecting_other,
-            kit.orders.addr,
-            Bytes::new(),
-        )
-        .await;
-    let error = match second {
+    let error = match open(other).await {
         Ok(stream) => panic!(
             "expecting {other}, the call rode connection {} made for {NODE}",
             stream.connection
@@ -465,13 +460,7 @@ async fn a_changed_expected_identity_never_rides_a_connection_made_for_another()
         "{error}"
     );
     // The connection made for the node still serves calls that expect the node.
-    let again = pool
-        .open(
-            &key_for(NODE),
-            &expecting_node,
-            kit.orders.addr,
-            Bytes::new(),
-        )
+    let again = open(NODE)
         .await
         .expect("the node's connection still serves");
     assert_eq!(again.connection, first.connection);
