@@ -12,7 +12,7 @@ use std::{
 use super::view::PodView;
 use crate::{
     identity::SpiffeId,
-    proxy::destination::{CallerKind, Destination, Destinations, Resolving},
+    proxy::destination::{CallerKind, Destination, Destinations},
 };
 
 #[derive(Default)]
@@ -71,15 +71,15 @@ impl Directory {
 /// For a pod caller, the exact identity of the pod at the destination; a host workload's
 /// calls go to peer daemons, under the peer pattern.
 impl Destinations for Directory {
-    fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Resolving<'_> {
+    fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Destination {
         let identity = match caller {
             CallerKind::Pod => self.expected(dst.ip()),
             CallerKind::Host => None,
         };
-        Box::pin(std::future::ready(Destination {
+        Destination {
             target: dst,
             identity,
-        }))
+        }
     }
 }
 
@@ -87,25 +87,22 @@ impl Destinations for Directory {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_pod_caller_expects_exactly_the_pod_at_the_address() {
+    #[test]
+    fn a_pod_caller_expects_exactly_the_pod_at_the_address() {
         let directory = Directory::default();
         let orders: SpiffeId = "spiffe://example.org/ns/shop/sa/orders".parse().unwrap();
         let ip: IpAddr = "10.1.2.2".parse().unwrap();
         directory.insert(&[ip], &orders);
         let dst = SocketAddr::new(ip, 8080);
-        let from_pod = directory.resolve(CallerKind::Pod, dst).await;
+        let from_pod = directory.resolve(CallerKind::Pod, dst);
         assert_eq!(from_pod.identity, Some(orders.clone()));
         assert_eq!(from_pod.target, dst);
-        let from_host = directory.resolve(CallerKind::Host, dst).await;
+        let from_host = directory.resolve(CallerKind::Host, dst);
         assert_eq!(from_host.identity, None, "a host workload expects a node");
         // Unknown addresses, with no API to ask: the peer pattern applies.
         let elsewhere = SocketAddr::new("10.1.3.3".parse().unwrap(), 8080);
-        assert_eq!(
-            directory.resolve(CallerKind::Pod, elsewhere).await.identity,
-            None
-        );
+        assert_eq!(directory.resolve(CallerKind::Pod, elsewhere).identity, None);
         directory.remove(&[ip], &orders);
-        assert_eq!(directory.resolve(CallerKind::Pod, dst).await.identity, None);
+        assert_eq!(directory.resolve(CallerKind::Pod, dst).identity, None);
     }
 }

@@ -3,7 +3,7 @@
 //! Services) reaches it. The data plane never sees the sources behind an answer, so it
 //! depends on none of them; whoever knows more implements [`Destinations`].
 
-use std::{future::Future, net::SocketAddr, pin::Pin};
+use std::net::SocketAddr;
 
 use crate::identity::SpiffeId;
 
@@ -36,21 +36,19 @@ impl Destination {
     }
 }
 
-/// An answer that may need to be looked up (an API call); boxed so the trait can be held as
-/// `dyn`.
-pub type Resolving<'a> = Pin<Box<dyn Future<Output = Destination> + Send + 'a>>;
-
 /// The source of what destinations are. An answer is never an error: what cannot be learnt
 /// is [`Destination::unknown`], and the peer pattern still decides whom the caller accepts.
+/// Synchronous: a source answers from what it already holds (a view kept by a watch), never
+/// by asking someone per connection.
 pub trait Destinations: Send + Sync {
-    fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Resolving<'_>;
+    fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Destination;
 }
 
 /// A host with nothing above the data plane: every destination is unknown.
 pub struct Unknown;
 
 impl Destinations for Unknown {
-    fn resolve(&self, _caller: CallerKind, dst: SocketAddr) -> Resolving<'_> {
-        Box::pin(std::future::ready(Destination::unknown(dst)))
+    fn resolve(&self, _caller: CallerKind, dst: SocketAddr) -> Destination {
+        Destination::unknown(dst)
     }
 }

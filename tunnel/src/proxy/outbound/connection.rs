@@ -136,9 +136,7 @@ async fn open(
         workload: dst_workload,
         key,
         tls,
-    } = route::route(dst, workload, pod, inputs, &snapshot)
-        .await
-        .map_err(Refused::Unroutable)?;
+    } = route::route(dst, workload, pod, inputs, &snapshot).map_err(Refused::Unroutable)?;
     let early = queued_bytes(app).map_err(Refused::ApplicationGone)?;
     let early_len = early.len() as u64;
     // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would

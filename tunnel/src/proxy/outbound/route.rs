@@ -69,7 +69,7 @@ pub(super) fn check_host(dst: SocketAddr, inputs: &OutboundInputs) -> Result<(),
 /// A `[[peer]]` pin first; then, for the exact identity, what the destinations' source
 /// knows (ztunnel's rule for pods: the caller checks it reached that workload); else the
 /// configured peer pattern.
-pub(super) async fn route(
+pub(super) fn route(
     dst: SocketAddr,
     workload: &OutboundWorkload,
     pod: Option<&PodCaller>,
@@ -80,8 +80,7 @@ pub(super) async fn route(
         Some(_) => CallerKind::Pod,
         None => CallerKind::Host,
     };
-    let (destination, pinned) =
-        resolve(dst, caller, &inputs.peers, inputs.destinations.as_ref()).await;
+    let (destination, pinned) = resolve(dst, caller, &inputs.peers, inputs.destinations.as_ref());
     let tls = match &destination.identity {
         Some(id) => snapshot.client_expecting(&workload.name, id),
         None => snapshot.client(&workload.name, pinned).cloned(),
@@ -102,7 +101,7 @@ pub(super) async fn route(
 
 /// What `dst` is for this caller, and the `[[peer]]` pin that decides it if one does (then
 /// nothing else is asked: a pin is the operator's word).
-async fn resolve<'a>(
+fn resolve<'a>(
     dst: SocketAddr,
     caller: CallerKind,
     peers: &'a PeerIdentities,
@@ -110,7 +109,7 @@ async fn resolve<'a>(
 ) -> (Destination, Option<&'a SpiffeId>) {
     match peers.expected(dst.ip()) {
         Some(pinned) => (Destination::unknown(dst), Some(pinned)),
-        None => (destinations.resolve(caller, dst).await, None),
+        None => (destinations.resolve(caller, dst), None),
     }
 }
 
@@ -197,41 +196,37 @@ mod tests {
     }
 
     impl Destinations for OnePod {
-        fn resolve(
-            &self,
-            caller: CallerKind,
-            dst: SocketAddr,
-        ) -> crate::proxy::destination::Resolving<'_> {
+        fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Destination {
             self.asked
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let identity = (caller == CallerKind::Pod && dst.ip().to_string() == "10.1.2.2")
                 .then(|| "spiffe://example.org/ns/shop/sa/orders".parse().unwrap());
-            Box::pin(std::future::ready(Destination {
+            Destination {
                 target: dst,
                 identity,
-            }))
+            }
         }
     }
 
-    #[tokio::test]
-    async fn a_pin_decides_first_then_the_destinations_source() {
+    #[test]
+    fn a_pin_decides_first_then_the_destinations_source() {
         let node_b: SpiffeId = "spiffe://example.org/node/b".parse().unwrap();
         let peers = PeerIdentities::new(vec![("10.1.2.9/32".parse().unwrap(), node_b.clone())]);
         let pods = OnePod {
             asked: Default::default(),
         };
         let orders = "10.1.2.2:8080".parse().unwrap();
-        let (destination, pinned) = resolve(orders, CallerKind::Pod, &peers, &pods).await;
+        let (destination, pinned) = resolve(orders, CallerKind::Pod, &peers, &pods);
         assert_eq!(
             destination.identity.unwrap().to_string(),
             "spiffe://example.org/ns/shop/sa/orders"
         );
         assert_eq!(destination.target, orders);
         assert_eq!(pinned, None);
-        let (destination, _) = resolve(orders, CallerKind::Host, &peers, &pods).await;
+        let (destination, _) = resolve(orders, CallerKind::Host, &peers, &pods);
         assert_eq!(destination.identity, None, "a host's call expects a node");
         let pinned_dst = "10.1.2.9:8080".parse().unwrap();
-        let (destination, pinned) = resolve(pinned_dst, CallerKind::Pod, &peers, &pods).await;
+        let (destination, pinned) = resolve(pinned_dst, CallerKind::Pod, &peers, &pods);
         assert_eq!(pinned, Some(&node_b));
         assert_eq!(destination, Destination::unknown(pinned_dst));
         assert_eq!(
