@@ -12,7 +12,7 @@ use std::{
 use ::kube::{Api, Client, config::AuthInfo};
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::config::{ApiServer, Kubernetes};
+use crate::config::{ApiServer, ApiServerError, Kubernetes};
 
 /// In-cluster defaults (what every pod, the DaemonSet's included, is given).
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -22,8 +22,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     /// The in-cluster environment names no usable API server.
-    #[error("{url:?}: {why}")]
-    BadAddress { url: String, why: String },
+    #[error("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT")]
+    InCluster(#[source] ApiServerError),
     /// kube-rs could not make a client of the configuration. kube-rs's errors print their
     /// cause in their message, so it is kept as text (a leaf), said once.
     #[error("cannot make a Kubernetes API client for {at}: {detail}")]
@@ -87,13 +87,16 @@ impl KubeClient {
                 std::env::var("KUBERNETES_SERVICE_HOST"),
                 std::env::var("KUBERNETES_SERVICE_PORT"),
             ) {
-                (Ok(host), Ok(port)) => ApiServer {
-                    port: port.trim().parse().map_err(|_| KubeError::BadAddress {
-                        url: format!("KUBERNETES_SERVICE_PORT={port}"),
-                        why: "not a port".into(),
-                    })?,
-                    host,
-                },
+                (Ok(host), Ok(port)) => {
+                    let host = if host.contains(':') {
+                        format!("[{host}]")
+                    } else {
+                        host
+                    };
+                    format!("https://{host}:{}", port.trim())
+                        .parse::<ApiServer>()
+                        .map_err(KubeError::InCluster)?
+                }
                 _ => return Ok(None),
             },
         };
@@ -209,5 +212,15 @@ mod tests {
             let text = crate::errors::chain(&error);
             assert_eq!(text.matches("the cause").count(), 1, "{text}");
         }
+    }
+
+    #[test]
+    fn a_bad_in_cluster_address_names_the_variables_then_the_fault() {
+        let fault = "https://10.96.0.1:x".parse::<ApiServer>().unwrap_err();
+        let text = crate::errors::chain(&KubeError::InCluster(fault));
+        assert_eq!(
+            text,
+            "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT: \"https://10.96.0.1:x\": \"x\" is not a port"
+        );
     }
 }
