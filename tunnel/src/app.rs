@@ -301,9 +301,7 @@ impl Daemon {
                 // node's pod could only expect the peer pattern. Registrations are served
                 // meanwhile.
                 if let Some(view) = view {
-                    view.synced().await;
-                    let (pods, addresses) = view.len();
-                    info!(pods, addresses, "cluster view synced");
+                    view.wait().await;
                 }
                 Some(serving)
             }

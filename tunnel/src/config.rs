@@ -141,6 +141,9 @@ pub struct Kubernetes {
     pub ca_file: Option<PathBuf>,
     /// This node: a pod the API places on another node is refused.
     pub node_name: Option<String>,
+    /// The Service (ClusterIP) ranges, IPv4 and IPv6: captured (they are in
+    /// `capture.destinations` too), and resolved to a Service's endpoints by the daemon.
+    pub service_cidrs: Vec<IpNet>,
 }
 
 /// The daemon's own identity, presented by the inbound side.

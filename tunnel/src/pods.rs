@@ -29,6 +29,7 @@ mod kube;
 mod listeners;
 mod names;
 mod records;
+mod services;
 mod view;
 
 use std::{
@@ -44,6 +45,7 @@ pub use error::{PodError, PodsError};
 pub use kube::KubeClient;
 use listeners::Opened;
 use names::check_names;
+use services::ServiceView;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use tunnel_pod_api::{PodSpec, PodStatus};
@@ -59,6 +61,26 @@ use crate::{
     netns::{Netns, NetnsThread, PodNetwork},
     proxy::{inbound::InboundService, outbound::OutboundInputs, plaintext::PlaintextInputs},
 };
+
+/// The cluster view's two halves, to wait for their first sync and say what they hold.
+pub struct ClusterSynced {
+    pods: Arc<PodView>,
+    services: Arc<ServiceView>,
+}
+
+impl ClusterSynced {
+    /// Waits for the first complete list of Pods, Services and EndpointSlices, and logs
+    /// what they hold.
+    pub async fn wait(&self) {
+        tokio::join!(self.pods.synced(), self.services.synced());
+        let (pods, addresses) = self.pods.len();
+        let (services, slices, endpoints) = self.services.len();
+        info!(
+            pods,
+            addresses, services, slices, endpoints, "cluster view synced"
+        );
+    }
+}
 
 /// Where a pod's listeners go, from the node's config.
 #[derive(Clone, Debug)]
@@ -95,6 +117,8 @@ pub struct PodManager {
     kube: Option<Arc<KubeClient>>,
     /// The cluster's pods, kept by a watch, when there is an API to watch.
     view: Option<Arc<PodView>>,
+    /// The cluster's Services and their endpoints, kept by a watch beside `view`.
+    services: Option<Arc<ServiceView>>,
     records: records::Records,
     /// By uid. One registration at a time: each is a handful of syscalls on the namespace
     /// thread and at most one API call.
@@ -160,6 +184,12 @@ impl PodManager {
         if let Some(view) = &view {
             directory.follow_cluster(view.clone());
         }
+        let services = kube
+            .as_ref()
+            .map(|_| Arc::new(ServiceView::new(config.kubernetes.node_name.as_deref())));
+        if let Some(services) = &services {
+            directory.follow_services(services.clone());
+        }
         Ok(Self {
             settings: settings.clone(),
             trust_domain: config.trust_domain.clone(),
@@ -179,18 +209,27 @@ impl PodManager {
             thread: NetnsThread::start().map_err(PodsError::Thread)?,
             kube,
             view,
+            services,
             records,
             registered: tokio::sync::Mutex::default(),
         })
     }
 
-    /// Keeps the cluster view for good (a watch of every Pod), if there is an API to watch;
-    /// the view is what calls to other nodes' pods expect.
-    pub fn follow_cluster(&self) -> Option<(Arc<PodView>, impl Future<Output = ()> + use<>)> {
-        let (view, kube) = (self.view.clone()?, self.kube.as_ref()?);
+    /// Keeps the cluster view for good (a watch of every Pod, Service and EndpointSlice),
+    /// if there is an API to watch: what calls to other nodes' pods expect, and where calls
+    /// to a Service go. The future returned with it waits for the first complete sync.
+    pub fn follow_cluster(&self) -> Option<(ClusterSynced, impl Future<Output = ()> + use<>)> {
+        let (view, services, kube) = (
+            self.view.clone()?,
+            self.services.clone()?,
+            self.kube.as_ref()?,
+        );
         let client = kube.client();
-        let following = view.clone();
-        Some((view, async move { following.follow(client).await }))
+        let (pods, following) = (view.clone(), services.clone());
+        let synced = ClusterSynced { pods, services };
+        Some((synced, async move {
+            tokio::join!(view.follow(client.clone()), following.follow(client));
+        }))
     }
 
     /// Takes back the pods recorded by an earlier run. A pod whose namespace is gone (it

@@ -97,7 +97,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime starts");
-    match runtime.block_on(pool.open(&key, client, args.destination, bytes::Bytes::new())) {
+    match runtime.block_on(pool.open(&key, client, args.destination, bytes::Bytes::new(), None)) {
         Ok(stream) => {
             let peer_id = stream
                 .peer_identity

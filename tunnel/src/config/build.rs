@@ -157,7 +157,12 @@ impl Checker<'_> {
         let crl = self.crl_files(&raw.crl);
         let td = trust_domain.as_ref();
         let node = self.node(&raw.node, td);
-        let capture = self.capture(&raw.capture);
+        let kubernetes = self.kubernetes(
+            raw.kubernetes.as_ref().unwrap_or(&Default::default()),
+            raw.pods.is_some(),
+        );
+        let service_cidrs = kubernetes.as_ref().map_or(&[][..], |k| &k.service_cidrs);
+        let capture = self.capture(&raw.capture, service_cidrs);
         let listen = self.listen(&raw.listen, capture.as_ref());
         let outbound = self.outbound(&raw.outbound, td);
         let inbound = self.inbound(&raw.inbound);
@@ -170,7 +175,6 @@ impl Checker<'_> {
             raw.mode,
         );
         let pods = raw.pods.as_ref().map(|p| self.pods(p, td));
-        let kubernetes = self.kubernetes(raw.kubernetes.as_ref().unwrap_or(&Default::default()));
         let policies = self.policies(&raw.policies, td, &workloads, pods.is_some());
         let peers = self.peers(&raw.peers, td);
         if let Some(outbound) = &outbound {

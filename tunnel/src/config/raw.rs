@@ -57,6 +57,9 @@ pub struct RawKubernetes {
     pub token_file: Option<String>,
     pub ca_file: Option<String>,
     pub node_name: Option<String>,
+    /// The cluster's Service (ClusterIP) ranges, captured like `[capture] destinations`.
+    #[serde(default)]
+    pub service_cidrs: Vec<String>,
 }
 
 /// How a workload treats plaintext from other hosts, and callers when it has no `allow`

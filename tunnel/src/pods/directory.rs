@@ -2,6 +2,8 @@
 //! that pod's, when this node knows which pod holds the address (its own pods, registered
 //! here; other nodes' pods, from the cluster view kept by a watch of the Kubernetes API,
 //! `pods/view`). Where it knows none, the caller falls back to `[outbound] peer_identity`.
+//! A Service's virtual address is resolved to its endpoints first (`pods/services`), each
+//! expected to be the pod it is.
 
 use std::{
     collections::HashMap,
@@ -9,16 +11,20 @@ use std::{
     sync::{Arc, OnceLock, RwLock},
 };
 
-use super::view::PodView;
+use super::{
+    services::{ServiceAnswer, ServiceView},
+    view::PodView,
+};
 use crate::{
     identity::SpiffeId,
-    proxy::destination::{CallerKind, Destination, Destinations},
+    proxy::destination::{Caller, CallerKind, Destination, Destinations, Resolution},
 };
 
 #[derive(Default)]
 pub struct Directory {
     local: RwLock<HashMap<IpAddr, SpiffeId>>,
     cluster: OnceLock<Arc<PodView>>,
+    services: OnceLock<Arc<ServiceView>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -38,6 +44,11 @@ impl Directory {
     /// `[pods]` and an API to watch).
     pub fn follow_cluster(&self, view: Arc<PodView>) {
         let _ = self.cluster.set(view);
+    }
+
+    /// Resolves Services' virtual addresses from `view` (set once, as the cluster view).
+    pub fn follow_services(&self, view: Arc<ServiceView>) {
+        let _ = self.services.set(view);
     }
 
     /// The identity expected at `ip`: this node's pod there, else the cluster view's; `None`
@@ -68,17 +79,39 @@ impl Directory {
     }
 }
 
-/// For a pod caller, the exact identity of the pod at the destination; a host workload's
-/// calls go to peer daemons, under the peer pattern.
+/// A Service's address becomes its endpoints; then, for a pod caller, the exact identity of
+/// the pod at each destination; a host workload's calls go to peer daemons, under the peer
+/// pattern.
 impl Destinations for Directory {
-    fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Destination {
-        let identity = match caller {
-            CallerKind::Pod => self.expected(dst.ip()),
+    fn resolve(&self, caller: Caller, dst: SocketAddr) -> Resolution {
+        let identity = |ip: IpAddr| match caller.kind {
+            CallerKind::Pod => self.expected(ip),
             CallerKind::Host => None,
         };
-        Destination {
-            target: dst,
-            identity,
+        let answer = self
+            .services
+            .get()
+            .and_then(|services| services.resolve(caller.address, dst));
+        match answer {
+            None => Resolution::Direct(Destination {
+                target: dst,
+                identity: identity(dst.ip()),
+                open: None,
+            }),
+            Some(ServiceAnswer::NoEndpoint { service, why }) => {
+                Resolution::NoEndpoint { service, why }
+            }
+            Some(ServiceAnswer::Endpoints { service, endpoints }) => Resolution::Service {
+                service,
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|(target, open)| Destination {
+                        target,
+                        identity: identity(target.ip()),
+                        open: Some(open),
+                    })
+                    .collect(),
+            },
         }
     }
 }
@@ -94,15 +127,25 @@ mod tests {
         let ip: IpAddr = "10.1.2.2".parse().unwrap();
         directory.insert(&[ip], &orders);
         let dst = SocketAddr::new(ip, 8080);
-        let from_pod = directory.resolve(CallerKind::Pod, dst);
+        let resolve = |kind: CallerKind, dst: SocketAddr| {
+            let caller = Caller {
+                kind,
+                address: "10.1.1.9".parse().unwrap(),
+            };
+            match directory.resolve(caller, dst) {
+                Resolution::Direct(destination) => destination,
+                other => panic!("a pod address is itself, not {other:?}"),
+            }
+        };
+        let from_pod = resolve(CallerKind::Pod, dst);
         assert_eq!(from_pod.identity, Some(orders.clone()));
         assert_eq!(from_pod.target, dst);
-        let from_host = directory.resolve(CallerKind::Host, dst);
+        let from_host = resolve(CallerKind::Host, dst);
         assert_eq!(from_host.identity, None, "a host workload expects a node");
         // Unknown addresses, with no API to ask: the peer pattern applies.
         let elsewhere = SocketAddr::new("10.1.3.3".parse().unwrap(), 8080);
-        assert_eq!(directory.resolve(CallerKind::Pod, elsewhere).identity, None);
+        assert_eq!(resolve(CallerKind::Pod, elsewhere).identity, None);
         directory.remove(&[ip], &orders);
-        assert_eq!(directory.resolve(CallerKind::Pod, dst).identity, None);
+        assert_eq!(resolve(CallerKind::Pod, dst).identity, None);
     }
 }

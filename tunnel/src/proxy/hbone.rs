@@ -62,21 +62,56 @@ pub fn server_builder(max_streams: u32) -> h2::server::Builder {
     builder
 }
 
-/// The CONNECT request for one application connection; `forwarded_for`, the original
-/// source's address where it means something to the peer (a pod's), goes in `Forwarded`
-/// (RFC 7239) as ztunnel sends it.
-pub fn connect_request(destination: SocketAddr, forwarded_for: Option<IpAddr>) -> Request<()> {
+/// The header that names the Service a caller addressed (`<namespace>/<name>`), for the
+/// receiving side's access log and metrics. It is the authenticated caller's word, checked
+/// for shape only: a caller can mislabel its own traffic, nothing more.
+pub const SERVICE_HEADER: &str = "tunnel-destination-service";
+/// The longest Service name said: a namespace (63) and a name (63, DNS-1035) with a slash,
+/// with room to spare.
+const MAX_SERVICE_NAME: usize = 256;
+
+/// What a CONNECT says.
+#[derive(Clone, Copy, Debug)]
+pub struct Connect<'a> {
+    pub destination: SocketAddr,
+    /// The original source's address where it means something to the peer (a pod's).
+    pub forwarded_for: Option<IpAddr>,
+    /// The Service the caller addressed, if it addressed one.
+    pub service: Option<&'a str>,
+}
+
+/// The CONNECT request for one application connection; `forwarded_for` goes in `Forwarded`
+/// (RFC 7239) as ztunnel sends it, the Service in [`SERVICE_HEADER`].
+pub fn connect_request(connect: &Connect) -> Request<()> {
     let mut request = Request::builder()
         .method(Method::CONNECT)
-        .uri(destination.to_string());
-    match forwarded_for {
+        .uri(connect.destination.to_string());
+    match connect.forwarded_for {
         Some(IpAddr::V4(ip)) => request = request.header("forwarded", format!("for={ip}")),
         Some(IpAddr::V6(ip)) => request = request.header("forwarded", format!("for=\"[{ip}]\"")),
         None => {}
     }
+    if let Some(service) = connect.service {
+        request = request.header(SERVICE_HEADER, service);
+    }
     request
         .body(())
-        .expect("a socket address is a valid CONNECT authority")
+        .expect("a socket address is a valid CONNECT authority, a Service name a valid value")
+}
+
+/// The Service a CONNECT names, if it names one of the right shape: `<namespace>/<name>`,
+/// lowercase letters, digits, `-` and `.` (anything else is not logged: a peer must not
+/// write into our logs or metric labels what it likes).
+pub fn requested_service<B>(request: &Request<B>) -> Option<&str> {
+    let value = request.headers().get(SERVICE_HEADER)?.to_str().ok()?;
+    let (namespace, name) = value.split_once('/')?;
+    let label = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    (value.len() <= MAX_SERVICE_NAME && label(namespace) && label(name)).then_some(value)
 }
 
 /// The destination a CONNECT request names, or why it names none.
@@ -205,25 +240,64 @@ mod tests {
         for addr in ["10.0.0.2:8080", "[fd00::2]:443"] {
             let addr: SocketAddr = addr.parse().unwrap();
             assert_eq!(
-                requested_destination(&connect_request(addr, None)).unwrap(),
+                requested_destination(&connect_request(&to(addr))).unwrap(),
                 addr
             );
+        }
+    }
+
+    fn to(destination: SocketAddr) -> Connect<'static> {
+        Connect {
+            destination,
+            forwarded_for: None,
+            service: None,
         }
     }
 
     #[test]
     fn a_pods_address_is_sent_as_forwarded_for() {
         let dst: SocketAddr = "10.1.2.2:8080".parse().unwrap();
-        let v4 = connect_request(dst, Some("10.1.1.2".parse().unwrap()));
+        let from = |ip: &str| Connect {
+            forwarded_for: Some(ip.parse().unwrap()),
+            ..to(dst)
+        };
+        let v4 = connect_request(&from("10.1.1.2"));
         assert_eq!(v4.headers()["forwarded"], "for=10.1.1.2");
-        let v6 = connect_request(dst, Some("fd00:1::2".parse().unwrap()));
+        let v6 = connect_request(&from("fd00:1::2"));
         assert_eq!(v6.headers()["forwarded"], "for=\"[fd00:1::2]\"");
         assert!(
-            connect_request(dst, None)
+            connect_request(&to(dst))
                 .headers()
                 .get("forwarded")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_service_named_is_read_back_only_in_its_shape() {
+        let dst: SocketAddr = "10.1.2.2:8080".parse().unwrap();
+        let named = connect_request(&Connect {
+            service: Some("shop/orders"),
+            ..to(dst)
+        });
+        assert_eq!(requested_service(&named), Some("shop/orders"));
+        assert_eq!(requested_service(&connect_request(&to(dst))), None);
+        for bad in [
+            "orders",
+            "shop/",
+            "/orders",
+            "Shop/orders",
+            "shop/or ders",
+            "shop/orders\u{1b}[31m",
+            "a/b/c",
+            &format!("shop/{}", "a".repeat(300)),
+        ] {
+            let mut request = connect_request(&to(dst));
+            if let Ok(value) = http::HeaderValue::from_str(bad) {
+                request.headers_mut().insert(SERVICE_HEADER, value);
+                assert_eq!(requested_service(&request), None, "{bad:?}");
+            }
+        }
     }
 
     #[test]

@@ -248,6 +248,7 @@ async fn pass(
         source_workload: UNKNOWN.into(),
         destination_principal: UNKNOWN.into(),
         destination_workload: workload.to_string(),
+        destination_service: UNKNOWN.into(),
     });
     let ((sent, received), close_reason) = if inputs.xfcc_ports.contains(&dst.port()) {
         // The workload trusts X-Forwarded-Client-Cert on this port: an unauthenticated

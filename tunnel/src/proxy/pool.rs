@@ -27,15 +27,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
-
 use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::SendRequest};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
 use tracing::debug;
 
-use prometheus_client::metrics::gauge::Gauge;
-
-use super::hbone::TlsParams;
+use super::hbone::{self, TlsParams};
 use crate::{
     credentials::{ClientTls, Snapshot},
     identity::SpiffeId,
@@ -208,13 +206,14 @@ impl Pool {
     /// after the answer: the peer can deliver them as soon as it has connected. A pooled
     /// connection that turns out to be dead (or silent) is discarded and the open retried
     /// once on a fresh one (with `early` again), so a peer restart costs the application
-    /// nothing.
+    /// nothing. `service`: the Service the caller addressed, told to the peer for its logs.
     pub async fn open(
         &self,
         key: &PoolKey,
         tls: &Arc<ClientTls>,
         destination: SocketAddr,
         early: Bytes,
+        service: Option<&str>,
     ) -> Result<HboneStream, PoolError> {
         let timeout = self.inner.settings.connect_timeout;
         let mut retried = false;
@@ -227,10 +226,14 @@ impl Pool {
                     &connection.sender,
                     key.peer,
                     connection.peer_identity.as_ref(),
-                    destination,
-                    key.via
-                        .as_ref()
-                        .and_then(|pod| pod.address_like(destination.ip())),
+                    hbone::Connect {
+                        destination,
+                        forwarded_for: key
+                            .via
+                            .as_ref()
+                            .and_then(|pod| pod.address_like(destination.ip())),
+                        service,
+                    },
                     early.clone(),
                     if fresh {
                         Phase::Handshake

@@ -40,6 +40,9 @@ impl Direction {
 }
 
 /// Istio's TCP labels. Principals are SPIFFE IDs (`unknown` where there is none).
+/// `destination_service` (`<namespace>/<name>`) is set on the outbound side, from the
+/// daemon's own view of the cluster's Services; inbound it stays `unknown`, since the only
+/// source there is the caller's word, which must not choose label values.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
     pub direction: Direction,
@@ -47,6 +50,7 @@ pub struct TcpLabels {
     pub source_workload: String,
     pub destination_principal: String,
     pub destination_workload: String,
+    pub destination_service: String,
 }
 
 /// What a missing label value says.
@@ -355,6 +359,7 @@ mod tests {
             source_workload: "frontend".into(),
             destination_principal: UNKNOWN.into(),
             destination_workload: UNKNOWN.into(),
+            destination_service: UNKNOWN.into(),
         };
         let connection = metrics.open(&labels);
         assert_eq!(metrics.connections_closed.get_or_create(&labels).get(), 0);

@@ -1,14 +1,27 @@
 //! `[capture]`: which cgroup's connects are captured, to which destinations and ports, and
 //! where the eBPF pins live.
 
+use ipnet::IpNet;
+
 use super::{Checker, at};
 use crate::config::{Capture, DEFAULT_BPF_DIR, raw::RawCapture};
 
 impl Checker<'_> {
-    pub(super) fn capture(&mut self, raw: &RawCapture) -> Option<Capture> {
+    /// `service_cidrs`: `[kubernetes] service_cidrs`, captured like the listed destinations
+    /// (a connection to a ClusterIP is resolved to an endpoint by the daemon).
+    pub(super) fn capture(&mut self, raw: &RawCapture, service_cidrs: &[IpNet]) -> Option<Capture> {
         let path = at("capture");
         let cgroup = self.absolute_path(&path.key("cgroup"), &raw.cgroup);
-        let destinations = self.cidrs(&path.key("destinations"), &raw.destinations);
+        let destinations = self
+            .cidrs(&path.key("destinations"), &raw.destinations)
+            .map(|mut listed| {
+                for net in service_cidrs {
+                    if !listed.contains(net) {
+                        listed.push(*net);
+                    }
+                }
+                listed
+            });
         if raw.destinations.is_empty() {
             self.problem(
                 &path.key("destinations"),

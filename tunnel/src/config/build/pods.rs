@@ -92,9 +92,19 @@ impl Checker<'_> {
         })
     }
 
-    pub(super) fn kubernetes(&mut self, raw: &RawKubernetes) -> Option<Kubernetes> {
+    /// `pods`: whether `[pods]` is set (Services are resolved only in pod mode).
+    pub(super) fn kubernetes(&mut self, raw: &RawKubernetes, pods: bool) -> Option<Kubernetes> {
         let path = at("kubernetes");
         let mut ok = true;
+        let service_cidrs = self.cidrs(&path.key("service_cidrs"), &raw.service_cidrs);
+        if !raw.service_cidrs.is_empty() && !pods {
+            self.problem(
+                &path.key("service_cidrs"),
+                "needs [pods]: a ClusterIP is resolved to its endpoints from the cluster's \
+                 Services, which the daemon watches in pod mode only",
+            );
+            ok = false;
+        }
         let api_server = match raw.api_server.as_deref().map(str::parse::<ApiServer>) {
             None => None,
             Some(Ok(server)) => Some(server),
@@ -125,6 +135,7 @@ impl Checker<'_> {
             token_file: token_file?,
             ca_file: ca_file?,
             node_name: raw.node_name.clone(),
+            service_cidrs: service_cidrs?,
         })
     }
 }

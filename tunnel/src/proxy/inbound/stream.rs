@@ -74,6 +74,8 @@ pub(super) async fn serve(
         code: "bad_request",
         why: hbone::shortened(&why).into_owned(),
     });
+    // The Service the caller says it addressed, for the access line only.
+    let service: Option<Arc<str>> = hbone::requested_service(&request).map(Into::into);
     let admitted = match requested {
         Ok(dst) => admit(dst, &caller, peer, &shared, session.pod.as_deref())
             .await
@@ -109,7 +111,14 @@ pub(super) async fn serve(
         &shared,
     )
     .await;
-    log_access(&carried, peer, &caller, &session, started);
+    log_access(
+        &carried,
+        service.as_deref(),
+        peer,
+        &caller,
+        &session,
+        started,
+    );
 }
 
 /// The one place a stream is refused: counted, logged, and answered with the status and
@@ -182,6 +191,7 @@ async fn carry(
         source_workload: UNKNOWN.into(),
         destination_principal: workload_id.clone().unwrap_or_else(|| UNKNOWN.into()),
         destination_workload: workload.to_string(),
+        destination_service: UNKNOWN.into(),
     });
     let tracked = inputs.telemetry.connections.open(ConnectionInfo {
         direction: "inbound",
@@ -225,6 +235,7 @@ async fn carry(
 
 fn log_access(
     carried: &Carried,
+    service: Option<&str>,
     peer: SocketAddr,
     caller: &SpiffeId,
     session: &Session,
@@ -238,6 +249,7 @@ fn log_access(
         ssl_client_s_dn = session.subject_dn.as_deref().unwrap_or("-"),
         ssl_client_verify = "SUCCESS",
         dst = %carried.dst,
+        dst_service = service.unwrap_or("-"),
         dst_workload = %carried.workload,
         peer = %peer,
         peer_identity = %caller,

@@ -5,7 +5,7 @@
 
 use std::{
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::Instant,
 };
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     OutboundInputs, OutboundWorkload, PodCaller,
-    route::{self, Route, Unroutable},
+    route::{self, Route, Routes, Unroutable},
 };
 use crate::{
     drain::DrainWatcher,
@@ -26,6 +26,7 @@ use crate::{
     logging,
     proxy::{
         copy,
+        destination::{OpenHeld, ServiceName},
         pool::{HboneStream, PoolError},
     },
     sys,
@@ -60,10 +61,16 @@ pub(super) enum Refused {
 struct Opened {
     stream: HboneStream,
     peer: SocketAddr,
+    /// What the CONNECT named: the destination itself, or the Service endpoint picked.
+    target: SocketAddr,
+    /// The Service the application addressed, if it addressed one.
+    service: Option<ServiceName>,
     /// The workload known to be at the destination (a pod's identity).
     dst_workload: Option<SpiffeId>,
     /// The application's bytes sent with the CONNECT.
     early_len: u64,
+    /// Counts this connection against its Service endpoint while it lives.
+    _open: Option<OpenHeld>,
 }
 
 pub(super) async fn carry(
@@ -79,7 +86,16 @@ pub(super) async fn carry(
     let Some(workload) = identify(&original, pod.as_deref(), &inputs) else {
         return refuse(&app, Refused::NoWorkload, src, &original, None, &inputs);
     };
-    match open(&app, &workload, original.addr, pod.as_deref(), &inputs).await {
+    match open(
+        &app,
+        &workload,
+        original.addr,
+        src.ip(),
+        pod.as_deref(),
+        &inputs,
+    )
+    .await
+    {
         Ok(opened) => deliver(app, opened, src, &original, &workload, &inputs, started).await,
         Err(refused) => refuse(&app, refused, src, &original, Some(&workload), &inputs),
     }
@@ -111,11 +127,15 @@ fn identify(
 }
 
 /// Routes the destination and opens a pooled stream to it, the application's queued bytes
-/// riding with the CONNECT.
+/// riding with the CONNECT. A Service's endpoints are tried in turn while an attempt fails
+/// with nothing delivered (the peer unreachable, the handshake or the CONNECT refused); a
+/// stream that broke after its CONNECT was sent is not sent again elsewhere, since the
+/// application's bytes may have been delivered.
 async fn open(
     app: &TcpStream,
     workload: &OutboundWorkload,
     dst: SocketAddr,
+    caller: IpAddr,
     pod: Option<&PodCaller>,
     inputs: &OutboundInputs,
 ) -> Result<Opened, Refused> {
@@ -131,33 +151,60 @@ async fn open(
         .inc();
     let _ = app.set_nodelay(true);
     let snapshot = inputs.snapshots.borrow().clone();
-    let Route {
-        target,
-        workload: dst_workload,
-        key,
-        tls,
-    } = route::route(dst, workload, pod, inputs, &snapshot).map_err(Refused::Unroutable)?;
+    let Routes { service, routes } =
+        route::route(dst, caller, workload, pod, inputs, &snapshot).map_err(Refused::Unroutable)?;
     let early = queued_bytes(app).map_err(Refused::ApplicationGone)?;
     let early_len = early.len() as u64;
-    // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
-    // otherwise stay inside every connection's task for its whole life.
-    match Box::pin(inputs.pool.open(&key, &tls, target, early)).await {
-        Ok(stream) => Ok(Opened {
-            stream,
-            peer: key.peer,
-            dst_workload,
-            early_len,
-        }),
-        Err(error) => {
-            let our_certificate = match snapshot.workloads.get(&*workload.name) {
-                Some(credential) => presented(credential, workload, &error),
-                None => String::new(),
-            };
-            Err(Refused::NotOpened {
-                error: Box::new(error),
-                our_certificate,
-            })
+    let attempts = routes.len();
+    let mut routes = routes.into_iter().enumerate();
+    loop {
+        let (attempt, route) = routes.next().expect("routes are never empty");
+        let Route {
+            target,
+            workload: dst_workload,
+            key,
+            tls,
+            open,
+        } = route;
+        // Held from the attempt on, so connections opening at once spread too.
+        let held = open.as_ref().map(|count| count.hold());
+        // Boxed: the open (dial, TLS and h2 handshakes) is a large state machine that would
+        // otherwise stay inside every connection's task for its whole life.
+        let opening = inputs
+            .pool
+            .open(&key, &tls, target, early.clone(), service.as_deref());
+        let error = match Box::pin(opening).await {
+            Ok(stream) => {
+                return Ok(Opened {
+                    stream,
+                    peer: key.peer,
+                    target,
+                    service,
+                    dst_workload,
+                    early_len,
+                    _open: held,
+                });
+            }
+            Err(error) => error,
+        };
+        if let Some(service) = &service
+            && attempt + 1 < attempts
+            && error.delivered_nothing()
+        {
+            warn!(
+                %dst, %service, endpoint = %target, attempt = attempt + 1, of = attempts,
+                error = %errors::chain(&error), "Service endpoint not reached; trying another"
+            );
+            continue;
         }
+        let our_certificate = match snapshot.workloads.get(&*workload.name) {
+            Some(credential) => presented(credential, workload, &error),
+            None => String::new(),
+        };
+        return Err(Refused::NotOpened {
+            error: Box::new(error),
+            our_certificate,
+        });
     }
     // The snapshot is not kept for the connection's life: a long connection would hold
     // every certificate and config of its time (the pooled connection keeps what it needs).
@@ -202,11 +249,15 @@ fn refuse(
             );
             (Some("no_workload"), FailReason::no_identity)
         }
-        Refused::Unroutable(Unroutable::NoHost(why)) => {
+        Refused::Unroutable(Unroutable::NotAHost(why)) => {
             info!(%src, %dst, workload = %name, pid = original.pid, "refused: {why}; nothing is dialled");
             (Some("no_host"), FailReason::not_deliverable)
         }
-        Refused::Unroutable(Unroutable::NoTlsConfig) => {
+        Refused::Unroutable(Unroutable::NoEndpoint { service, why }) => {
+            info!(%src, %dst, workload = %name, %service, "refused: Service {service} has {why}; nothing is dialled");
+            (Some("no_endpoint"), FailReason::not_deliverable)
+        }
+        Refused::Unroutable(Unroutable::TlsConfigMissing) => {
             warn!(%src, %dst, workload = %name, "refused: no TLS config for this workload and peer");
             (None, FailReason::other)
         }
@@ -253,8 +304,11 @@ async fn deliver(
     let Opened {
         stream,
         peer,
+        target,
+        service,
         dst_workload,
         early_len,
+        _open,
     } = opened;
     let dst = original.addr;
     let peer_identity = stream.peer_identity.as_ref().map(ToString::to_string);
@@ -264,6 +318,7 @@ async fn deliver(
         source_workload: workload.name.to_string(),
         destination_principal: peer_identity.clone().unwrap_or_else(|| UNKNOWN.into()),
         destination_workload: UNKNOWN.into(),
+        destination_service: service.as_deref().unwrap_or(UNKNOWN).into(),
     });
     let tracked = inputs.telemetry.connections.open(ConnectionInfo {
         direction: "outbound",
@@ -292,6 +347,8 @@ async fn deliver(
         src_identity = %workload.spiffe_id,
         ssl_client_verify = "SUCCESS",
         %dst,
+        dst_service = service.as_deref().unwrap_or("-"),
+        upstream = %target,
         dst_workload = %dst_workload.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
         workload = %workload.name,
         pid = original.pid,

@@ -1,6 +1,8 @@
 //! Where a captured connection goes and whom it must reach there: a `[[peer]]` pin for the
-//! destination first; else, for the exact identity, whatever [`Destinations`] knows; else
-//! the configured peer pattern. Addresses that name no single host are refused here.
+//! destination first; else whatever [`Destinations`] knows (a Service's address becomes the
+//! endpoints to try; a pod's, the exact identity); else the configured peer pattern.
+//! Addresses that name no single host, and Services with nothing to serve them, are refused
+//! here.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -14,7 +16,9 @@ use crate::{
     credentials::{ClientTls, Snapshot},
     identity::SpiffeId,
     proxy::{
-        destination::{CallerKind, Destination, Destinations},
+        destination::{
+            Caller, CallerKind, Destination, Destinations, OpenCount, Resolution, ServiceName,
+        },
         pool::PoolKey,
     },
 };
@@ -43,9 +47,11 @@ impl PeerIdentities {
 /// Why a destination cannot be routed.
 pub(super) enum Unroutable {
     /// It names no single host (the reason in words).
-    NoHost(String),
+    NotAHost(String),
     /// The TLS material in force has no client config for this workload and peer.
-    NoTlsConfig,
+    TlsConfigMissing,
+    /// A Service with no endpoint that may serve the caller (the reason in words).
+    NoEndpoint { service: ServiceName, why: String },
 }
 
 /// A routed connection: the address its CONNECT names, the pooled connection it rides and
@@ -56,59 +62,87 @@ pub(super) struct Route {
     pub workload: Option<SpiffeId>,
     pub key: PoolKey,
     pub tls: Arc<ClientTls>,
+    /// The count of connections open to `target`, for a Service's balancing.
+    pub open: Option<OpenCount>,
+}
+
+/// Where a connection may go: one route for an address that is itself, a few of a
+/// Service's endpoints to try in order for a Service's.
+pub(super) struct Routes {
+    pub service: Option<ServiceName>,
+    /// Never empty.
+    pub routes: Vec<Route>,
 }
 
 /// Refuses a destination that names no host (nothing is dialled for it).
 pub(super) fn check_host(dst: SocketAddr, inputs: &OutboundInputs) -> Result<(), Unroutable> {
     match names_no_host(dst.ip(), &inputs.captured) {
-        Some(why) => Err(Unroutable::NoHost(why)),
+        Some(why) => Err(Unroutable::NotAHost(why)),
         None => Ok(()),
     }
 }
 
-/// A `[[peer]]` pin first; then, for the exact identity, what the destinations' source
-/// knows (ztunnel's rule for pods: the caller checks it reached that workload); else the
-/// configured peer pattern.
+/// A `[[peer]]` pin first; then what the destinations' source knows: a Service's endpoints,
+/// or the exact identity (ztunnel's rule for pods: the caller checks it reached that
+/// workload); else the configured peer pattern. `caller` is the caller's own address.
 pub(super) fn route(
     dst: SocketAddr,
+    caller: IpAddr,
     workload: &OutboundWorkload,
     pod: Option<&PodCaller>,
     inputs: &OutboundInputs,
     snapshot: &Snapshot,
-) -> Result<Route, Unroutable> {
-    let caller = match pod {
-        Some(_) => CallerKind::Pod,
-        None => CallerKind::Host,
-    };
-    let (destination, pinned) = resolve(dst, caller, &inputs.peers, inputs.destinations.as_ref());
-    let tls = match &destination.identity {
-        Some(id) => snapshot.client_expecting(&workload.name, id),
-        None => snapshot.client(&workload.name, pinned).cloned(),
-    };
-    let tls = tls.ok_or(Unroutable::NoTlsConfig)?;
-    Ok(Route {
-        target: destination.target,
-        workload: destination.identity.clone(),
-        key: PoolKey {
-            workload: workload.name.clone(),
-            peer: SocketAddr::new(destination.target.ip(), inputs.peer_port),
-            via: pod.map(|p| p.network.clone()),
-            identity: destination.identity.or_else(|| pinned.cloned()),
+) -> Result<Routes, Unroutable> {
+    let caller = Caller {
+        kind: match pod {
+            Some(_) => CallerKind::Pod,
+            None => CallerKind::Host,
         },
-        tls,
-    })
+        address: caller,
+    };
+    let (resolution, pinned) = resolve(dst, caller, &inputs.peers, inputs.destinations.as_ref());
+    let (service, destinations) = match resolution {
+        Resolution::Direct(destination) => (None, vec![destination]),
+        Resolution::Service { service, endpoints } => (Some(service), endpoints),
+        Resolution::NoEndpoint { service, why } => {
+            return Err(Unroutable::NoEndpoint { service, why });
+        }
+    };
+    let routes = destinations
+        .into_iter()
+        .map(|destination| {
+            let tls = match &destination.identity {
+                Some(id) => snapshot.client_expecting(&workload.name, id),
+                None => snapshot.client(&workload.name, pinned).cloned(),
+            };
+            let tls = tls.ok_or(Unroutable::TlsConfigMissing)?;
+            Ok(Route {
+                target: destination.target,
+                workload: destination.identity.clone(),
+                key: PoolKey {
+                    workload: workload.name.clone(),
+                    peer: SocketAddr::new(destination.target.ip(), inputs.peer_port),
+                    via: pod.map(|p| p.network.clone()),
+                    identity: destination.identity.or_else(|| pinned.cloned()),
+                },
+                tls,
+                open: destination.open,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Routes { service, routes })
 }
 
 /// What `dst` is for this caller, and the `[[peer]]` pin that decides it if one does (then
 /// nothing else is asked: a pin is the operator's word).
 fn resolve<'a>(
     dst: SocketAddr,
-    caller: CallerKind,
+    caller: Caller,
     peers: &'a PeerIdentities,
     destinations: &dyn Destinations,
-) -> (Destination, Option<&'a SpiffeId>) {
+) -> (Resolution, Option<&'a SpiffeId>) {
     match peers.expected(dst.ip()) {
-        Some(pinned) => (Destination::unknown(dst), Some(pinned)),
+        Some(pinned) => (Resolution::Direct(Destination::unknown(dst)), Some(pinned)),
         None => (destinations.resolve(caller, dst), None),
     }
 }
@@ -196,15 +230,30 @@ mod tests {
     }
 
     impl Destinations for OnePod {
-        fn resolve(&self, caller: CallerKind, dst: SocketAddr) -> Destination {
+        fn resolve(&self, caller: Caller, dst: SocketAddr) -> Resolution {
             self.asked
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let identity = (caller == CallerKind::Pod && dst.ip().to_string() == "10.1.2.2")
+            let identity = (caller.kind == CallerKind::Pod && dst.ip().to_string() == "10.1.2.2")
                 .then(|| "spiffe://example.org/ns/shop/sa/orders".parse().unwrap());
-            Destination {
+            Resolution::Direct(Destination {
                 target: dst,
                 identity,
-            }
+                open: None,
+            })
+        }
+    }
+
+    fn caller(kind: CallerKind) -> Caller {
+        Caller {
+            kind,
+            address: "10.1.1.9".parse().unwrap(),
+        }
+    }
+
+    fn direct(resolution: Resolution) -> Destination {
+        match resolution {
+            Resolution::Direct(destination) => destination,
+            other => panic!("expected the address itself, got {other:?}"),
         }
     }
 
@@ -216,19 +265,24 @@ mod tests {
             asked: Default::default(),
         };
         let orders = "10.1.2.2:8080".parse().unwrap();
-        let (destination, pinned) = resolve(orders, CallerKind::Pod, &peers, &pods);
+        let (destination, pinned) = resolve(orders, caller(CallerKind::Pod), &peers, &pods);
+        let destination = direct(destination);
         assert_eq!(
             destination.identity.unwrap().to_string(),
             "spiffe://example.org/ns/shop/sa/orders"
         );
         assert_eq!(destination.target, orders);
         assert_eq!(pinned, None);
-        let (destination, _) = resolve(orders, CallerKind::Host, &peers, &pods);
-        assert_eq!(destination.identity, None, "a host's call expects a node");
+        let (destination, _) = resolve(orders, caller(CallerKind::Host), &peers, &pods);
+        assert_eq!(
+            direct(destination).identity,
+            None,
+            "a host's call expects a node"
+        );
         let pinned_dst = "10.1.2.9:8080".parse().unwrap();
-        let (destination, pinned) = resolve(pinned_dst, CallerKind::Pod, &peers, &pods);
+        let (destination, pinned) = resolve(pinned_dst, caller(CallerKind::Pod), &peers, &pods);
         assert_eq!(pinned, Some(&node_b));
-        assert_eq!(destination, Destination::unknown(pinned_dst));
+        assert_eq!(direct(destination), Destination::unknown(pinned_dst));
         assert_eq!(
             pods.asked.load(std::sync::atomic::Ordering::Relaxed),
             2,

@@ -80,6 +80,21 @@ impl PoolError {
         }
     }
 
+    /// Whether the attempt certainly delivered nothing to the destination: the peer was not
+    /// reached, the handshake failed, or the peer answered the CONNECT with a refusal.
+    /// Then another endpoint may be tried with the same bytes; after a stream broke or went
+    /// unanswered, the bytes may have been delivered.
+    pub fn delivered_nothing(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::Timeout { .. }
+            | Self::Handshake { .. }
+            | Self::Refused { .. }
+            | Self::Abandoned { .. } => true,
+            Self::Stream { .. } | Self::Unanswered { .. } => false,
+        }
+    }
+
     /// A failure that took long to learn (a timeout, an unreachable host): the ones worth
     /// remembering, since each new attempt would cost as long again. A quick refusal (the
     /// peer daemon restarting) is retried at once, so recovery is not delayed.

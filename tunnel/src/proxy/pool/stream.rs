@@ -28,8 +28,7 @@ pub(super) async fn connect_stream(
     sender: &SendRequest<Bytes>,
     peer: SocketAddr,
     peer_identity: Option<&SpiffeId>,
-    destination: SocketAddr,
-    forwarded_for: Option<std::net::IpAddr>,
+    connect: hbone::Connect<'_>,
     early: Bytes,
     phase: Phase,
 ) -> Result<(SendStream<Bytes>, RecvStream), StreamFailure> {
@@ -41,9 +40,10 @@ pub(super) async fn connect_stream(
             StreamFailure::Refused(PoolError::Stream { peer, reason })
         }
     };
+    let destination = connect.destination;
     let mut sender = sender.clone().ready().await.map_err(gone)?;
     let (response, mut send) = sender
-        .send_request(hbone::connect_request(destination, forwarded_for), false)
+        .send_request(hbone::connect_request(&connect), false)
         .map_err(gone)?;
     if !early.is_empty() {
         // Small (one read) and far inside the stream's window: h2 sends it with the request.

@@ -63,6 +63,7 @@ impl Tunnel {
                 &self.kit.frontend,
                 self.workload.local_addr().unwrap(),
                 Bytes::new(),
+                None,
             )
             .await
             .expect("open a stream to the workload");

@@ -12,13 +12,13 @@ use std::{
     time::Duration,
 };
 
-pub use crate::test_support::Logs;
 use bytes::Bytes;
 pub use clients::{Ended, H2Client, connect_from, echo_round_trip, request, wait_end};
 use rustls::sign::CertifiedKey;
 pub use servers::{Echo, Relay, Silent};
 use tokio::{sync::watch, task::JoinHandle};
 
+pub use crate::test_support::Logs;
 use crate::{
     app::wiring,
     ca::{self, Ca, InitOptions, IssueOptions, LeafSpec},
@@ -284,6 +284,7 @@ from = ["spiffe://example.org/batch/*"]
             &self.frontend,
             self.orders.addr,
             Bytes::new(),
+            None,
         )
         .await
     }

@@ -188,6 +188,7 @@ async fn a_policy_denial_is_counted_with_its_reason_and_rule() {
             &kit.frontend,
             kit.billing.addr,
             Bytes::new(),
+            None,
         )
         .await
         .err()
@@ -238,7 +239,13 @@ async fn an_expired_caller_certificate_counts_a_failed_handshake_and_gives_one_a
     let tls = kit.client_config(&expired, None);
     let error = kit
         .pool(pool_settings())
-        .open(&kit.key(daemon.addr), &tls, kit.orders.addr, Bytes::new())
+        .open(
+            &kit.key(daemon.addr),
+            &tls,
+            kit.orders.addr,
+            Bytes::new(),
+            None,
+        )
         .await
         .err()
         .expect("an expired caller is refused");

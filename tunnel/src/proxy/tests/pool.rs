@@ -114,7 +114,7 @@ async fn a_burst_on_a_new_connection_stays_within_the_peers_stream_limit() {
             kit.frontend.clone(),
             kit.orders.addr,
         );
-        opens.spawn(async move { pool.open(&key, &tls, dst, bytes::Bytes::new()).await });
+        opens.spawn(async move { pool.open(&key, &tls, dst, bytes::Bytes::new(), None).await });
     }
     let mut streams = Vec::new();
     while let Some(joined) = opens.join_next().await {
@@ -246,7 +246,7 @@ async fn concurrent_opens_to_a_silent_peer_share_one_dial_and_fail_together_with
             kit.orders.addr,
         );
         opens.spawn(async move {
-            let result = pool.open(&key, &tls, dst, bytes::Bytes::new()).await;
+            let result = pool.open(&key, &tls, dst, bytes::Bytes::new(), None).await;
             (started.elapsed(), result.err())
         });
     }
@@ -442,7 +442,10 @@ async fn a_changed_expected_identity_never_rides_a_connection_made_for_another()
         } else {
             expecting_other.clone()
         };
-        async move { pool.open(&key, &tls, kit.orders.addr, Bytes::new()).await }
+        async move {
+            pool.open(&key, &tls, kit.orders.addr, Bytes::new(), None)
+                .await
+        }
     };
 
     let mut first = open(NODE).await.expect("the peer is the node expected");

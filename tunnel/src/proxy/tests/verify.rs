@@ -166,6 +166,7 @@ async fn a_caller_certificate_that_breaks_an_svid_rule_is_refused_and_the_daemon
                 &tls,
                 kit.orders.addr,
                 bytes::Bytes::new(),
+                None,
             )
             .await
             .err()
@@ -223,6 +224,7 @@ async fn a_node_certificate_that_breaks_an_svid_rule_or_is_not_the_expected_node
                 &tls,
                 kit.orders.addr,
                 bytes::Bytes::new(),
+                None,
             )
             .await
             .err()
