@@ -260,11 +260,14 @@ fn kubectl_apply_of_the_folder_applies_the_install_and_nothing_else() {
 }
 
 #[test]
-fn rbac_grants_get_list_and_watch_on_pods_and_nothing_else() {
+fn rbac_grants_reads_of_pods_services_and_endpointslices_and_nothing_else() {
     let role = object("20-rbac.yaml", "ClusterRole", "tunnel-node");
     assert_eq!(
         role["rules"],
-        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+        json!([
+            {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+        ])
     );
     let binding = object("20-rbac.yaml", "ClusterRoleBinding", "tunnel-node");
     assert_eq!(binding["roleRef"]["name"], "tunnel-node");

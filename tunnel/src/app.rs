@@ -288,27 +288,34 @@ impl Daemon {
         // Ready once the recorded pods are served again: when another daemon is being
         // replaced (a rolling update), it is stopped only after this one is ready.
         let mut cluster_view = None;
+        let mut cluster_synced = None;
         let pods = match self.pods {
             Some((api, manager)) => {
-                let view = manager.follow_cluster().map(|(view, following)| {
+                cluster_synced = manager.follow_cluster().map(|(synced, following)| {
                     cluster_view = Some(tokio::spawn(following));
-                    view
+                    synced
                 });
                 manager.restore(&pods_watcher).await;
                 info!(socket = %api.path().display(), "pod API ready");
-                let serving = tokio::spawn(api.serve(manager, pods_watcher));
-                // Ready once the cluster's pods are known too: until then a call to another
-                // node's pod could only expect the peer pattern. Registrations are served
-                // meanwhile.
-                if let Some(view) = view {
-                    view.wait().await;
-                }
-                Some(serving)
+                Some(tokio::spawn(api.serve(manager, pods_watcher)))
             }
             None => None,
         };
-        readiness.set_ready();
-        shutdown.await;
+        // Ready once the cluster's pods and Services are known too: until then a call to
+        // another node's pod could only expect the peer pattern, and one to a Service would
+        // be refused. Registrations are served meanwhile, and a shutdown is not held up by
+        // an API server that never answers.
+        let became_ready = async {
+            if let Some(synced) = &cluster_synced {
+                synced.wait().await;
+            }
+            readiness.set_ready();
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = became_ready => {}
+        }
         readiness.set_draining();
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
