@@ -8,9 +8,12 @@
 //! Kubernetes itself cannot run on the test machines: the daemon's API calls (a pod's Pod at
 //! ADD, and the list+watch of every Pod its cluster view keeps) are answered by
 //! `tests/support/kubeapi.py`, an HTTPS stand-in that speaks the real list and watch protocol
-//! (resourceVersions, bookmarks, the 410 ERROR event) with the real Pod and PodList shapes,
-//! for the pods listed in a file the tests edit; `api_control` drops its watches, compacts
-//! its history or takes it away for a while.
+//! (resourceVersions, bookmarks, the 410 ERROR event) with the real object and list shapes.
+//! It serves what three files list, which the tests edit: the pods (records it makes Pods of:
+//! `add_pod`, `edit_api_pod`), and the Services and EndpointSlices (the objects themselves,
+//! as a user writes them, completed with the API server's defaults: `set_api_services`,
+//! `set_api_slices`), each resource's list and watch apart, on one resourceVersion counter.
+//! `api_control` drops its watches, compacts its history or takes it away for a while.
 
 use std::{
     fs,
@@ -58,6 +61,12 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The pods the API stand-in knows (it reads the file on every request).
     pub api_pods: PathBuf,
+    /// The Services the API stand-in knows, as a JSON list of Service objects
+    /// (`set_api_services`).
+    pub api_services: PathBuf,
+    /// The EndpointSlices the API stand-in knows, as a JSON list of EndpointSlice objects
+    /// (`set_api_slices`).
+    pub api_slices: PathBuf,
 }
 
 pub struct Pod {
@@ -189,7 +198,11 @@ impl Cluster {
         let pki = Pki::new(testbed.dir());
         let dir = testbed.dir().to_path_buf();
         let api_pods = dir.join("api-pods.json");
-        fs::write(&api_pods, "[]").unwrap();
+        let api_services = dir.join("api-services.json");
+        let api_slices = dir.join("api-slices.json");
+        for file in [&api_pods, &api_services, &api_slices] {
+            fs::write(file, "[]").unwrap();
+        }
         let mut nodes = Vec::new();
         for index in 1..=2u8 {
             let label = format!("n{index}");
@@ -204,6 +217,8 @@ impl Cluster {
                 .arg(node_dir.join("kube"))
                 .args(["6443", API_TOKEN])
                 .arg(&api_pods)
+                .arg(&api_services)
+                .arg(&api_slices)
                 .spawn();
             kubeapi.wait_for("listening", SHORT);
             let other = 3 - index;
@@ -275,6 +290,8 @@ impl Cluster {
             pki,
             nodes,
             api_pods,
+            api_services,
+            api_slices,
         };
         cluster.start(1);
         cluster.start(0);
@@ -366,9 +383,13 @@ impl Cluster {
                     .and_then(|a| a.split('/').next())
                     .unwrap_or_else(|| panic!("no IPv6 address in the chain's result: {result}"))
                     .into();
-                // As the kubelet does once the network is up: the pod's status has its IP.
-                let ip = pod.ip.clone();
-                self.edit_api_pod(&pod.uid, |record| record["podIP"] = json!(ip));
+                // As the kubelet does once the network is up: the pod's status has its
+                // addresses, both of a dual-stack pod's (podIP is the first, IPv4).
+                let (ip, ip6) = (pod.ip.clone(), pod.ip6.clone());
+                self.edit_api_pod(&pod.uid, |record| {
+                    record["podIP"] = json!(ip);
+                    record["podIPs"] = json!([ip, ip6]);
+                });
                 (pod, Ok(()))
             }
             Err(failure) => (pod, Err(failure)),
@@ -383,6 +404,31 @@ impl Cluster {
             edit(record);
         }
         fs::write(&self.api_pods, serde_json::to_vec(&pods).unwrap()).unwrap();
+    }
+
+    /// Sets the Services the API stand-in serves (to every node's daemon): Service objects as
+    /// a user writes them (`metadata.namespace`, `.name`, `.uid` (required), `.labels`,
+    /// `spec`); the stand-in sets `apiVersion`, `kind`, `resourceVersion` and
+    /// `creationTimestamp` and fills in the API server's defaults (kubeapi.py's docstring
+    /// says which). What changed since the last call becomes watch events.
+    #[expect(
+        dead_code,
+        reason = "no test sets them yet: the first test that does drops this"
+    )]
+    pub fn set_api_services(&self, services: &[Value]) {
+        write_atomically(&self.api_services, services);
+    }
+
+    /// Sets the EndpointSlices (discovery.k8s.io/v1) the API stand-in serves, as
+    /// [`Cluster::set_api_services`] does the Services: objects with `metadata` (labelled
+    /// `kubernetes.io/service-name` for their Service), `addressType`, `endpoints` and
+    /// `ports`.
+    #[expect(
+        dead_code,
+        reason = "no test sets them yet: the first test that does drops this"
+    )]
+    pub fn set_api_slices(&self, slices: &[Value]) {
+        write_atomically(&self.api_slices, slices);
     }
 
     /// Tells a node's API stand-in one control command (`drop-watches`, `drop-watches
@@ -427,6 +473,15 @@ impl Cluster {
             .arg(&n.socket)
             .output(SHORT)
     }
+}
+
+/// Writes a JSON list whole: to `<file>.tmp`, then renamed over the file, so the API stand-in
+/// (which reads it every 50 ms) never sees half of it.
+fn write_atomically(path: &Path, items: &[Value]) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    fs::write(&tmp, serde_json::to_vec(items).unwrap()).unwrap();
+    fs::rename(&tmp, path).unwrap();
 }
 
 pub fn add(cluster: &Cluster, node: usize, name: &str) -> Pod {

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """A quick check of kubeapi.py's list+watch protocol, by hand: starts it on a free port with
-a temporary PODS_JSON and drives it over TLS as a client would (list pages, watch, edits of
-the file, bookmarks, compaction, dropped watches, a pause). Exits nonzero on failure.
+a temporary PODS_JSON, SERVICES_JSON and SLICES_JSON and drives it over TLS as a client would
+(list pages, watch, edits of the files, bookmarks, compaction, dropped watches, a pause; the
+Service and EndpointSlice shapes, and each watch seeing its own resource's events only while
+the resourceVersion counter is one). Exits nonzero on failure.
 
 usage: python3 tests/support/kubeapi_selftest.py
 """
@@ -31,28 +33,67 @@ def pod(name, sa, ip=None, ns="shop", node="n1", **extra):
     return record
 
 
+def service(name, cluster_ip, ns="shop", **spec):
+    """A Service as a user writes it (the stand-in fills in the server's defaults)."""
+    return {"metadata": {"namespace": ns, "name": name, "uid": f"svc-{ns}-{name}",
+                         "labels": {"app": name}},
+            "spec": {"selector": {"app": name}, "clusterIP": cluster_ip,
+                     "ports": [{"name": "http", "port": 80}], **spec}}
+
+
+def endpoint_slice(name, service_name, addresses, ns="shop", address_type="IPv4"):
+    """An EndpointSlice as the EndpointSlice controller writes one (ports' protocol left to
+    the defaults)."""
+    return {"metadata": {"namespace": ns, "name": name, "uid": f"eps-{ns}-{name}",
+                         "labels": {"kubernetes.io/service-name": service_name,
+                                    "endpointslice.kubernetes.io/managed-by":
+                                        "endpointslice-controller.k8s.io"}},
+            "addressType": address_type,
+            "endpoints": [{"addresses": [address],
+                           "conditions": {"ready": True, "serving": True, "terminating": False},
+                           "nodeName": "n1", "zone": "z1",
+                           "targetRef": {"kind": "Pod", "namespace": ns, "name": f"{service_name}-{i}",
+                                         "uid": f"uid-{ns}-{service_name}-{i}"},
+                           "hints": {"forZones": [{"name": "z1"}]}}
+                          for i, address in enumerate(addresses)],
+            "ports": [{"name": "http", "port": 8080}]}
+
+
 class Stand:
     def __init__(self, tmp):
         self.dir = tmp
         self.pods = os.path.join(tmp, "pods.json")
+        self.services = os.path.join(tmp, "services.json")
+        self.slices = os.path.join(tmp, "slices.json")
         self.write([pod("a", "sa-a", "10.1.1.2"), pod("b", "sa-b", "10.1.1.3"),
                     pod("c", "sa-c", ns="bank", node="n2"),
                     pod("host", "mon", "10.0.0.1", ns="kube-system", hostNetwork=True)])
+        self.write([service("web", "10.96.0.10"),
+                    service("db", "10.96.0.20", ns="bank",
+                            clusterIPs=["10.96.0.20", "fd00:96::20"]),
+                    service("peers", "None")], self.services)
+        self.write([endpoint_slice("web-4x7kq", "web", ["10.1.1.2"]),
+                    endpoint_slice("web-9dfzm", "web", ["fd01:1::2"], address_type="IPv6"),
+                    endpoint_slice("db-2mxlp", "db", ["10.1.2.7"], ns="bank"),
+                    {"metadata": {"namespace": "shop", "name": "peers-8vq2n", "uid": "eps-shop-peers",
+                                  "labels": {"kubernetes.io/service-name": "peers"}},
+                     "addressType": "IPv4"}], self.slices)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "kubeapi.py"), tmp, str(self.port), TOKEN, self.pods],
+            [sys.executable, os.path.join(HERE, "kubeapi.py"), tmp, str(self.port), TOKEN,
+             self.pods, self.services, self.slices],
             stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "stderr"), "w"), text=True)
         assert self.proc.stdout.readline().strip() == "listening"
         self.ctx = ssl.create_default_context(cafile=os.path.join(tmp, "ca.crt"))
 
-    def write(self, records):
-        with open(self.pods, "w") as f:
-            json.dump(records, f)
+    def write(self, records, path=None, **dump):
+        with open(path or self.pods, "w") as f:
+            json.dump(records, f, **dump)
 
-    def read(self):
-        with open(self.pods) as f:
+    def read(self, path=None):
+        with open(path or self.pods) as f:
             return json.load(f)
 
     def control(self, command):
@@ -76,17 +117,17 @@ class Stand:
         assert resp.getheader("Content-Length") is not None, path
         return resp.status, json.loads(resp.read())
 
-    def watch(self, query):
-        return Watch(self, query)
+    def watch(self, query, path="/api/v1/pods"):
+        return Watch(self, query, path)
 
 
 class Watch:
     """A watch stream read on a thread: its events in a queue, None at a clean end, "cut" when
     the connection ended without the terminating chunk."""
 
-    def __init__(self, stand, query):
+    def __init__(self, stand, query, path):
         self.conn = stand.connection(timeout=30)
-        self.conn.request("GET", "/api/v1/pods?watch=true&" + query,
+        self.conn.request("GET", path + "?watch=true&" + query,
                           headers={"Authorization": "Bearer " + TOKEN})
         self.resp = self.conn.getresponse()
         self.sock = self.conn.sock
@@ -269,6 +310,8 @@ def run(stand):
     short = stand.watch("timeoutSeconds=1")
     check(short.end(timeout=5) is None, "timeoutSeconds: the terminating chunk")
 
+    run_services(stand)
+
     # compact: an old version is gone: 200, then the 410 ERROR event, then the end.
     stand.control("compact")
     old = stand.watch(f"resourceVersion={list_rv}")
@@ -324,6 +367,204 @@ def run(stand):
     stand.proc.terminate()
     check(last.end() is None, "SIGTERM: open watches end with the terminating chunk")
     check(stand.proc.wait(5) == 0, "the stand-in exits, 0")
+
+
+SERVICES = "/api/v1/services"
+SLICES = "/apis/discovery.k8s.io/v1/endpointslices"
+
+
+def names(body):
+    return [o["metadata"]["namespace"] + "/" + o["metadata"]["name"] for o in body["items"]]
+
+
+def run_services(stand):
+    """Services and EndpointSlices: their shapes, paths and selectors; their watches beside
+    the pods' on the one resourceVersion counter."""
+    code, body = stand.get(SERVICES)
+    web = next(o for o in body["items"] if o["metadata"]["name"] == "web")
+    check(code == 200 and body["kind"] == "ServiceList" and body["apiVersion"] == "v1"
+          and names(body) == ["bank/db", "shop/peers", "shop/web"]
+          and all(o["kind"] == "Service" and o["apiVersion"] == "v1" for o in body["items"])
+          and web["metadata"]["uid"] == "svc-shop-web" and web["metadata"]["labels"] == {"app": "web"}
+          and int(web["metadata"]["resourceVersion"]) <= int(body["metadata"]["resourceVersion"])
+          and web["metadata"]["creationTimestamp"].endswith("Z"),
+          "a ServiceList of every namespace: Service items with kind, apiVersion and metadata")
+    check(web["spec"] == {"selector": {"app": "web"}, "clusterIP": "10.96.0.10",
+                          "clusterIPs": ["10.96.0.10"], "type": "ClusterIP",
+                          "sessionAffinity": "None", "internalTrafficPolicy": "Cluster",
+                          "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                          "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                                     "targetPort": 80}]}
+          and web["status"] == {"loadBalancer": {}},
+          "a Service has the API server's defaults filled in")
+    code, db = stand.get("/api/v1/namespaces/bank/services/db")
+    code2, peers = stand.get("/api/v1/namespaces/shop/services/peers")
+    check(code == 200 and db["kind"] == "Service"
+          and db["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+          and db["spec"]["ipFamilyPolicy"] == "RequireDualStack"
+          and code2 == 200 and peers["spec"]["clusterIPs"] == ["None"]
+          and peers["spec"]["ipFamilies"] == ["IPv4"],
+          "GET one Service; a dual-stack one's and a headless one's families")
+    code, body = stand.get("/api/v1/namespaces/shop/services/nope")
+    check(code == 404 and body["message"] == 'services "nope" not found'
+          and body["details"] == {"name": "nope", "kind": "services"}, "an unknown Service: 404 Status")
+    code, body = stand.get("/api/v1/namespaces/shop/services")
+    check(code == 200 and names(body) == ["shop/peers", "shop/web"], "a namespace's ServiceList")
+    code, body = stand.get(SERVICES + "?fieldSelector=metadata.name%3Dweb")
+    code2, body2 = stand.get(SERVICES + "?fieldSelector=spec.nodeName%3Dn1")
+    check(code == 200 and names(body) == ["shop/web"] and code2 == 400
+          and body2["message"] == "field label not supported: spec.nodeName",
+          "Services' field selectors: metadata.name; a Pod's own field gets 400")
+
+    code, body = stand.get(SLICES)
+    by_name = {o["metadata"]["name"]: o for o in body["items"]}
+    v4 = by_name.get("web-4x7kq", {})
+    check(code == 200 and body["kind"] == "EndpointSliceList"
+          and body["apiVersion"] == "discovery.k8s.io/v1"
+          and names(body) == ["bank/db-2mxlp", "shop/peers-8vq2n", "shop/web-4x7kq", "shop/web-9dfzm"]
+          and all(o["kind"] == "EndpointSlice" and o["apiVersion"] == "discovery.k8s.io/v1"
+                  for o in body["items"]),
+          "an EndpointSliceList of every namespace: EndpointSlice items")
+    check(v4.get("addressType") == "IPv4"
+          and v4["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+          and v4["endpoints"][0]["addresses"] == ["10.1.1.2"]
+          and v4["endpoints"][0]["conditions"] == {"ready": True, "serving": True, "terminating": False}
+          and v4["endpoints"][0]["targetRef"]["name"] == "web-0"
+          and v4["endpoints"][0]["hints"] == {"forZones": [{"name": "z1"}]}
+          and by_name["web-9dfzm"]["addressType"] == "IPv6"
+          and by_name["peers-8vq2n"]["endpoints"] is None and by_name["peers-8vq2n"]["ports"] is None,
+          "a slice's endpoints and ports as written (protocol defaulted); an empty one's are null")
+    code, body = stand.get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices"
+                           "?labelSelector=kubernetes.io%2Fservice-name%3Dweb")
+    check(code == 200 and names(body) == ["shop/web-4x7kq", "shop/web-9dfzm"],
+          "a namespace's slices of one Service (labelSelector kubernetes.io/service-name=web)")
+    code, body = stand.get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices/nope")
+    check(code == 404 and body["message"] == 'endpointslices.discovery.k8s.io "nope" not found',
+          "an unknown EndpointSlice: 404 Status, named with its group")
+    code, body = stand.get(SERVICES + "?limit=2")
+    code2, rest = stand.get(SERVICES + "?limit=2&continue=" + body["metadata"]["continue"])
+    check(names(body) + names(rest) == ["bank/db", "shop/peers", "shop/web"]
+          and body["metadata"]["remainingItemCount"] == 1
+          and rest["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"],
+          "a ServiceList in pages")
+
+    # One counter: a pod list, a service list and a slice list are at one version.
+    rv = {stand.get(path)[1]["metadata"]["resourceVersion"]
+          for path in ("/api/v1/pods", SERVICES, SLICES)}
+    check(len(rv) == 1, f"one resourceVersion counter for every resource ({rv})")
+    start = int(rv.pop())
+
+    # Watches from that version, each of its own resource.
+    services = stand.watch(f"resourceVersion={start}&allowWatchBookmarks=true", SERVICES)
+    pods = stand.watch(f"resourceVersion={start}&allowWatchBookmarks=true")
+    web_slices = stand.watch(
+        f"resourceVersion={start}&labelSelector=kubernetes.io%2Fservice-name%3Dweb",
+        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices")
+    records = stand.read(stand.services)
+    stand.write(records, stand.services, indent=2)  # the same content: no event
+    records[2]["spec"]["ports"][0]["port"] = 8443
+    stand.write(records, stand.services)
+    e = services.next()
+    check(e["type"] == "MODIFIED" and e["object"]["kind"] == "Service"
+          and e["object"]["metadata"]["name"] == "peers"
+          and e["object"]["spec"]["ports"][0]["targetPort"] == 8443
+          and int(e["object"]["metadata"]["resourceVersion"]) == start + 1,
+          "a changed Service: MODIFIED (the same content rewritten: none)")
+    stand.write(records + [service("api", "10.96.0.30")], stand.services)
+    e = services.next()
+    check(e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "api"
+          and e["object"]["apiVersion"] == "v1", "a new Service: ADDED")
+    records[0]["metadata"]["uid"] = "svc-shop-web-2"
+    stand.write([r for r in records if r["metadata"]["name"] != "db"] + [service("api", "10.96.0.30")],
+                stand.services)
+    events = [services.next() for _ in range(3)]
+    check([(e["type"], e["object"]["metadata"]["name"], e["object"]["metadata"]["uid"]) for e in events]
+          == [("DELETED", "db", "svc-bank-db"), ("DELETED", "web", "svc-shop-web"),
+              ("ADDED", "web", "svc-shop-web-2")],
+          "a removed Service: DELETED; one whose uid changed: DELETED, then ADDED")
+    last_service_rv = int(events[-1]["object"]["metadata"]["resourceVersion"])
+
+    # The pods' watch saw none of that; a pod's change comes next on the one counter.
+    records = stand.read()
+    next(r for r in records if r["name"] == "c")["serviceAccountName"] = "sa-c2"
+    stand.write(records)
+    e = pods.next()
+    check(e["type"] == "MODIFIED" and e["object"]["kind"] == "Pod"
+          and e["object"]["metadata"]["name"] == "c"
+          and int(e["object"]["metadata"]["resourceVersion"]) == last_service_rv + 1,
+          "a Pod watch sees no Service event; the pod's version follows the Services' on one counter")
+
+    # Slices of one Service, by label.
+    records = stand.read(stand.slices)
+    records[2]["endpoints"] = json.loads(json.dumps(records[0]["endpoints"]))  # db's: not seen
+    stand.write(records, stand.slices)
+    records[0]["endpoints"][0]["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    stand.write(records, stand.slices)
+    e = web_slices.next()
+    check(e["type"] == "MODIFIED" and e["object"]["kind"] == "EndpointSlice"
+          and e["object"]["apiVersion"] == "discovery.k8s.io/v1"
+          and e["object"]["endpoints"][0]["conditions"]["terminating"] is True,
+          "a changed slice of the Service: MODIFIED (another Service's change: not sent)")
+    records[1]["metadata"]["labels"]["kubernetes.io/service-name"] = "api"
+    stand.write(records, stand.slices)
+    e = web_slices.next()
+    check(e["type"] == "DELETED" and e["object"]["metadata"]["name"] == "web-9dfzm"
+          and e["object"]["metadata"]["labels"]["kubernetes.io/service-name"] == "api",
+          "a slice relabelled to another Service: DELETED for the watcher, with its new labels")
+    stand.write(records + [endpoint_slice("web-q7rtw", "web", ["10.1.1.3"])], stand.slices)
+    e = web_slices.next()
+    check(e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "web-q7rtw", "a new slice: ADDED")
+    records[0]["deleted"] = True
+    stand.write(records + [endpoint_slice("web-q7rtw", "web", ["10.1.1.3"])], stand.slices)
+    e = web_slices.next()
+    check(e["type"] == "DELETED" and e["object"]["metadata"]["name"] == "web-4x7kq",
+          'a slice marked "deleted": DELETED')
+    slices_rv = int(e["object"]["metadata"]["resourceVersion"])
+
+    # Resumes replay their own resource's history only.
+    resumed = stand.watch(f"resourceVersion={start}", SERVICES)
+    replay = [resumed.next() for _ in range(5)]
+    check([(e["type"], e["object"]["kind"]) for e in replay]
+          == [("MODIFIED", "Service"), ("ADDED", "Service"), ("DELETED", "Service"),
+              ("DELETED", "Service"), ("ADDED", "Service")],
+          "a Service watch resumed: the Services' kept events, none of the others'")
+    resumed.close()
+    streaming = stand.watch("sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+                            "&allowWatchBookmarks=true", SLICES)
+    events = [streaming.next(skip_bookmarks=False) for _ in range(5)]
+    check([(e["type"], e["object"]["kind"]) for e in events]
+          == [("ADDED", "EndpointSlice")] * 4 + [("BOOKMARK", "EndpointSlice")]
+          and events[-1]["object"]["apiVersion"] == "discovery.k8s.io/v1"
+          and events[-1]["object"]["metadata"]["resourceVersion"] == str(slices_rv),
+          "a slices streaming list: ADDED each slice, then an EndpointSlice BOOKMARK")
+    streaming.close()
+    e = services.next(skip_bookmarks=False, timeout=3)
+    check(e["type"] == "BOOKMARK" and e["object"]["kind"] == "Service"
+          and e["object"]["apiVersion"] == "v1"
+          and int(e["object"]["metadata"]["resourceVersion"]) >= slices_rv,
+          "an idle Service watch: a Service BOOKMARK at the current version")
+
+    # A record that cannot be served is logged; the file's last good state serves.
+    good = stand.read(stand.services)
+    before = stand.get(SERVICES)[1]
+    stand.write(good + [{"metadata": {"namespace": "shop", "name": "nouid"}, "spec": {}}],
+                stand.services)
+    after = stand.get(SERVICES)[1]
+    with open(os.path.join(stand.dir, "stderr")) as f:
+        logged = "Service 'nouid': metadata.uid is required" in f.read()
+    check(after == before and logged, "a Service without its uid: logged, and nothing changes")
+    stand.write(good, stand.services)
+
+    # compact: a slices watch from an older version gets the 410 ERROR event.
+    stand.control("compact")
+    old = stand.watch(f"resourceVersion={start}", SLICES)
+    e = old.next()
+    check(e["type"] == "ERROR" and e["object"]["code"] == 410 and e["object"]["reason"] == "Expired"
+          and e["object"]["message"].startswith(f"too old resource version: {start} (")
+          and old.next() is None,
+          "compact, then a slices watch from an old version: 410 ERROR, then the end")
+    for w in (services, pods, web_slices):
+        w.close()
 
 
 if __name__ == "__main__":
