@@ -22,6 +22,12 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               "xfcc=<every X-Forwarded-Client-Cert it got, joined by |>\n"
   latency HOST PORT N         N new connections in turn to a serve-tagged port, each timed
                               from connect to its tag line; prints "ok=<k> p50_ms=.. p90_ms=.."
+  serve-http PORT NAME        HTTP/1.1: answers each request "served-by=NAME\n", then closes
+  http-calls HOST PORT N [GAP_MS]
+                              N GET / on a new connection each, one after another (GAP_MS
+                              apart), each timed from connect to the response; prints JSON:
+                              {"ok","failed","by": {NAME: calls}, "p50_ms","p99_ms",
+                              "calls": [[unix time, NAME or "error: ..."], ...]}
   load HOST PORT SECONDS STREAMS STREAM_SECONDS
                               traffic against a serve-tagged port for SECONDS: short
                               connections one after another (tag, one echoed line, close)
@@ -81,6 +87,53 @@ def tagged(conn, port):
         conn.sendall(f"port={port}\n".encode())
         while data := conn.recv(CHUNK):
             conn.sendall(data)
+
+
+def http_answer(name):
+    def handle(conn, _port):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(CHUNK)
+                if not chunk:
+                    return
+                head += chunk
+            body = f"served-by={name}\n".encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % len(body) + body
+            )
+    return handle
+
+
+def http_calls(host, port, n, gap_ms):
+    calls, times, by = [], [], {}
+    for _ in range(n):
+        started, at = time.monotonic(), time.time()
+        try:
+            s = connect(host, port)
+            with s:
+                s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                answer = b""
+                while chunk := s.recv(CHUNK):
+                    answer += chunk
+            text = answer.decode(errors="replace")
+            if not text.startswith("HTTP/1.1 200") or "served-by=" not in text:
+                raise OSError(f"unexpected answer {text[:80]!r}")
+            name = text.split("served-by=", 1)[1].strip()
+            times.append((time.monotonic() - started) * 1000)
+            by[name] = by.get(name, 0) + 1
+            calls.append([at, name])
+        except OSError as e:
+            calls.append([at, f"error: {e}"])
+        if gap_ms:
+            time.sleep(gap_ms / 1000)
+    times.sort()
+    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 2) if times else None
+    print(json.dumps({
+        "ok": len(times), "failed": n - len(times), "by": by,
+        "p50_ms": pick(0.5), "p99_ms": pick(0.99), "calls": calls,
+    }), flush=True)
 
 
 def read_exactly(conn, n):
@@ -205,6 +258,10 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "serve-tagged":
         serve(args, tagged)
+    elif cmd == "serve-http":
+        serve([args[0]], http_answer(args[1]))
+    elif cmd == "http-calls":
+        http_calls(args[0], args[1], int(args[2]), int(args[3]) if len(args) > 3 else 0)
     elif cmd == "serve-proxy-v2":
         serve(args, proxy_v2)
     elif cmd == "serve-xfcc":

@@ -249,7 +249,7 @@ fn log_access(
         ssl_client_s_dn = session.subject_dn.as_deref().unwrap_or("-"),
         ssl_client_verify = "SUCCESS",
         dst = %carried.dst,
-        dst_service = service.unwrap_or("-"),
+        dst_service = %service.unwrap_or("-"),
         dst_workload = %carried.workload,
         peer = %peer,
         peer_identity = %caller,

@@ -347,7 +347,7 @@ async fn deliver(
         src_identity = %workload.spiffe_id,
         ssl_client_verify = "SUCCESS",
         %dst,
-        dst_service = service.as_deref().unwrap_or("-"),
+        dst_service = %service.as_deref().unwrap_or("-"),
         upstream = %target,
         dst_workload = %dst_workload.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
         workload = %workload.name,
