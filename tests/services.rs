@@ -98,14 +98,25 @@ fn calls(pod: &Pod, host: &str, port: &str, n: usize, gap_ms: u64) -> Value {
 /// Calls until the daemon's view has the change the test just made (the watch carries it
 /// within milliseconds; this bounds the wait).
 fn until_served(pod: &Pod, host: &str, port: &str, by: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + SHORT;
+    until_served_within(pod, host, port, SHORT, by);
+}
+
+/// [`until_served`] with a bound of its own; how long it took.
+fn until_served_within(
+    pod: &Pod,
+    host: &str,
+    port: &str,
+    within: Duration,
+    by: impl Fn(&Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
     loop {
         let answer = calls(pod, host, port, 1, 0);
         if by(&answer) {
-            return;
+            return started.elapsed();
         }
         assert!(
-            Instant::now() < deadline,
+            started.elapsed() < within,
             "never served as expected: {answer}"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -364,6 +375,58 @@ fn a_service_is_balanced_over_its_endpoints_fails_over_and_refuses_with_none() {
         0,
         "only HBONE crossed the node link during the failover ({})",
         packets.path().display()
+    );
+
+    // The watches dropped without a goodbye (an API server that crashed): resumed, and a
+    // change made since is seen. orders-c comes back; the dead orders-a goes.
+    cluster.api_control(0, "drop-watches abrupt");
+    let mut slices = orders_slices(&[&orders_b, &orders_c]);
+    slices.push(slice("solo", "IPv4", &[&orders_b]));
+    cluster.set_api_slices(&slices);
+    let took = until_served_within(&frontend, ORDERS_V4, "80", SHORT, |a| {
+        a["by"]["orders-c"] == 1
+    });
+    println!("watches cut: orders-c back in the slice, served after {took:.2?}");
+
+    // The API away for 30 s, its history compacted meanwhile (the resume gets 410 Gone and
+    // lists again): the last view serves throughout, and the change made meanwhile is
+    // caught up after.
+    cluster.api_control(0, "pause 30");
+    let away = Instant::now();
+    let mut slices = orders_slices(&[&orders_b]);
+    slices.push(slice("solo", "IPv4", &[&orders_b]));
+    cluster.set_api_slices(&slices);
+    cluster.api_control(0, "compact");
+    let during = calls(&frontend, ORDERS_V4, "80", 40, 0);
+    println!(
+        "API away: 40 calls from the last view: ok={} by {}",
+        during["ok"], during["by"]
+    );
+    assert_eq!(during["ok"], 40, "the last view serves: {during}");
+    assert!(
+        during["by"]["orders-c"].as_u64().unwrap_or(0) > 0,
+        "the change made while away is not seen before the API is back: {during}"
+    );
+    until_served_within(&frontend, ORDERS_V4, "80", Duration::from_secs(90), |_| {
+        let batch = calls(&frontend, ORDERS_V4, "80", 20, 0);
+        batch["by"]["orders-b"] == 20
+    });
+    println!(
+        "API back after 30 s with its history compacted: orders-c gone from the view {:.1?} \
+         after the outage began; slices listed {} times",
+        away.elapsed(),
+        cluster
+            .logs(0)
+            .matches("service view listed its EndpointSlices")
+            .count()
+    );
+    assert!(
+        cluster
+            .logs(0)
+            .matches("service view listed its EndpointSlices")
+            .count()
+            >= 2,
+        "no relist after the 410"
     );
 }
 

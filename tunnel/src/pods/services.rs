@@ -33,10 +33,7 @@ use std::{
 
 use futures::StreamExt as _;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -454,9 +451,7 @@ impl ServiceView {
 
     async fn follow_services(&self, client: Client) {
         let api: Api<Service> = Api::all(client);
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = super::kube::watch(api, watcher::Config::default()).boxed();
         // A relist builds the set of Services anew beside the one serving, then swaps it.
         let mut relist: Option<Vec<(ServiceName, Held)>> = None;
         while let Some(event) = events.next().await {
@@ -519,7 +514,7 @@ impl ServiceView {
     async fn follow_slices(&self, client: Client) {
         let api: Api<EndpointSlice> = Api::all(client);
         let config = watcher::Config::default().labels(SERVICE_NAME_LABEL);
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut events = super::kube::watch(api, config).boxed();
         let mut relist: Option<Vec<EndpointSlice>> = None;
         let node = self.node.as_deref();
         while let Some(event) = events.next().await {

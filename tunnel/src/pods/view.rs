@@ -14,10 +14,7 @@ use std::{
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -167,9 +164,7 @@ impl PodView {
     /// an error is logged and retried with back-off while the last view keeps serving.
     pub async fn follow(&self, client: Client) {
         let pods: Api<Pod> = Api::all(client);
-        let mut events = watcher(pods, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = super::kube::watch(pods, watcher::Config::default()).boxed();
         // A relist builds a new view beside the one serving, and swaps it in whole.
         let mut relist: Option<Pods> = None;
         while let Some(event) = events.next().await {
