@@ -155,6 +155,7 @@ impl PodManager {
             Arc::new(PodView::new(view::Naming {
                 template: settings.spiffe_id.clone(),
                 trust_domain: config.trust_domain.clone(),
+                node_name: config.kubernetes.node_name.clone(),
             }))
         });
         if let Some(view) = &view {
