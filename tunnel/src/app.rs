@@ -219,6 +219,7 @@ impl Daemon {
                         plaintext: plaintext_inputs.clone(),
                         steering: pod_steering,
                     },
+                    telemetry.metrics.pods.clone(),
                 )?;
                 Some((api, Arc::new(manager)))
             }
@@ -288,6 +289,7 @@ impl Daemon {
         // Ready once the recorded pods are served again: when another daemon is being
         // replaced (a rolling update), it is stopped only after this one is ready.
         let mut cluster_view = None;
+        let mut enrolling = None;
         let pods = match self.pods {
             Some((api, manager)) => {
                 let view = manager.follow_cluster().map(|(view, following)| {
@@ -296,14 +298,18 @@ impl Daemon {
                 });
                 manager.restore(&pods_watcher).await;
                 info!(socket = %api.path().display(), "pod API ready");
-                let serving = tokio::spawn(api.serve(manager, pods_watcher));
+                let serving = tokio::spawn(api.serve(manager.clone(), pods_watcher.clone()));
                 // Ready once the cluster's pods are known too: until then a call to another
                 // node's pod could only expect the peer pattern. Registrations are served
-                // meanwhile.
+                // meanwhile. Then the pods of this node that run without a registration (a
+                // DaemonSet installed into a running cluster, a state directory lost) are
+                // enrolled before readiness, so a node reported ready serves all its pods.
                 if let Some(view) = view {
                     view.synced().await;
                     let (pods, addresses) = view.len();
                     info!(pods, addresses, "cluster view synced");
+                    let enrolment = manager.enrol_running(&pods_watcher).await;
+                    enrolling = Some(tokio::spawn(manager.enrol_forever(enrolment, pods_watcher)));
                 }
                 Some(serving)
             }
@@ -328,6 +334,9 @@ impl Daemon {
         }
         if let Some(view) = cluster_view {
             view.abort();
+        }
+        if let Some(enrolling) = enrolling {
+            enrolling.abort();
         }
         renewals.abort();
         map_counts.abort();

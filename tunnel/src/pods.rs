@@ -24,6 +24,7 @@
 
 mod api;
 mod directory;
+mod enrol;
 mod error;
 mod kube;
 mod listeners;
@@ -40,7 +41,8 @@ use std::{
 
 pub use api::{ApiError as PodApiError, PodApi};
 pub use directory::Directory;
-pub use error::{PodError, PodsError};
+pub use enrol::Enrolment;
+pub use error::{EnrolError, PodError, PodsError};
 pub use kube::KubeClient;
 use listeners::Opened;
 use names::check_names;
@@ -58,6 +60,7 @@ use crate::{
     identity::{PodNames, SpiffeId, TrustDomain},
     netns::{Netns, NetnsThread, PodNetwork},
     proxy::{inbound::InboundService, outbound::OutboundInputs, plaintext::PlaintextInputs},
+    telemetry::PodMetrics,
 };
 
 /// Where a pod's listeners go, from the node's config.
@@ -96,6 +99,8 @@ pub struct PodManager {
     /// The cluster's pods, kept by a watch, when there is an API to watch.
     view: Option<Arc<PodView>>,
     records: records::Records,
+    /// Enrolments of pods found running (`pods/enrol`).
+    metrics: PodMetrics,
     /// By uid. One registration at a time: each is a handful of syscalls on the namespace
     /// thread and at most one API call.
     registered: tokio::sync::Mutex<BTreeMap<String, Registered>>,
@@ -127,6 +132,7 @@ impl PodManager {
         settings: &PodsConfig,
         credentials: Arc<Credentials>,
         serving: PodServing,
+        metrics: PodMetrics,
     ) -> Result<Self, PodsError> {
         let PodServing {
             outbound,
@@ -181,6 +187,7 @@ impl PodManager {
             kube,
             view,
             records,
+            metrics,
             registered: tokio::sync::Mutex::default(),
         })
     }
@@ -250,8 +257,45 @@ impl PodManager {
             let old = registered.remove(&spec.uid).expect("just seen");
             self.release(&old);
         }
+        self.register_and_record(&mut registered, spec, drain, true)
+            .await
+    }
+
+    /// Registers a pod found running on the node (`pods/enrol`), unless it is registered
+    /// by now (a CNI ADD won the race, whatever namespace path it gave): `None` then.
+    /// Recorded unless `recorded` is false (see `pods/enrol`).
+    async fn add_unless_registered(
+        &self,
+        spec: PodSpec,
+        drain: &DrainWatcher,
+        recorded: bool,
+    ) -> Result<Option<PodStatus>, PodError> {
+        check_names(&spec)?;
+        let mut registered = self.registered.lock().await;
+        if registered.contains_key(&spec.uid) {
+            return Ok(None);
+        }
+        self.register_and_record(&mut registered, spec, drain, recorded)
+            .await
+            .map(Some)
+    }
+
+    /// What an ADD does once the pod is known not to be registered: serve it, and record it
+    /// (if `recorded`).
+    async fn register_and_record(
+        &self,
+        registered: &mut BTreeMap<String, Registered>,
+        spec: PodSpec,
+        drain: &DrainWatcher,
+        recorded: bool,
+    ) -> Result<PodStatus, PodError> {
         let registering = self.register(&spec, drain).await?;
-        if let Err(source) = self.records.save(&spec) {
+        let saved = if recorded {
+            self.records.save(&spec)
+        } else {
+            Ok(())
+        };
+        if let Err(source) = saved {
             self.release(&registering);
             return Err(PodError::SaveRecord {
                 dir: self.settings.state_dir.clone(),
