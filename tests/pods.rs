@@ -17,7 +17,7 @@ use cluster::{
 };
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::json;
-use support::{LONG, NETPROBE, SHORT, TUNNEL};
+use support::{LONG, NETPROBE, SHORT, TUNNEL, admin_get};
 use tunnel::ca::LeafSpec;
 
 /// Policy on both nodes: frontend may call orders and ledger; nobody else may call anyone.
@@ -686,6 +686,250 @@ print(f"answered={answered} closed={closed}", flush=True)
     assert!(counts.contains("answered=64 closed=6"), "{counts}");
     let list = cluster.pod_cli(0, &["list"]);
     assert!(list.status.success(), "the API serves again: {list:?}");
+}
+
+/// Policy for the enrolment test: frontend may call every pod.
+const FRONTEND_CALLS_ALL: &str = r#"
+[[policy]]
+action = "allow"
+from = ["spiffe://example.org/ns/shop/sa/frontend"]
+"#;
+
+/// How many pods a node runs before its daemon starts.
+const RUNNING: usize = 20;
+
+/// The DaemonSet installed into a running cluster: node n1's pods were made before any
+/// daemon ran there (their conflist had no tunnel-cni), so none is registered; the daemon
+/// finds them from the cluster view and the node's processes, and serves every one, in
+/// strict mode, without restarting any. Two that cannot be enrolled are said and counted. A
+/// daemon restarted without its state directory finds them again.
+#[test]
+fn a_daemon_started_after_its_pods_enrols_every_one_without_a_restart() {
+    let mut cluster = Cluster::with_daemons(
+        "pods-enrol",
+        &Setup {
+            mode: "strict",
+            policy: FRONTEND_CALLS_ALL,
+            pod_certificates: None,
+        },
+        &[1],
+    );
+    let frontend = add(&cluster, 1, "frontend");
+    let started = Instant::now();
+    // Half in the kubelet's cgroupfs layout, half in its systemd layout.
+    let pods: Vec<_> = (0..RUNNING)
+        .map(|i| cluster.add_running_pod(0, &format!("existing-{i}"), i % 2 == 1))
+        .collect();
+    // Two that cannot be enrolled: a pod whose sandbox process is gone, and one whose
+    // namespace does not hold the address the API gives it.
+    let mut gone = cluster.add_running_pod(0, "gone", false);
+    drop(gone.pause.take());
+    let moved = cluster.add_running_pod(0, "moved", true);
+    cluster.edit_api_pod(&moved.uid, |record| {
+        record["podIP"] = json!("10.1.1.250");
+        record["podIPs"] = json!(["10.1.1.250"]);
+    });
+    println!(
+        "{} pods running on n1 with no daemon, made in {:?}",
+        RUNNING + 2,
+        started.elapsed()
+    );
+    let called = &pods[3];
+    let _server = called.serve(&["serve-tagged", "8080"]);
+    let plaintext_from_n2 = |cluster: &Cluster, pod: &cluster::Pod, command: &str| {
+        cluster.nodes[1]
+            .host
+            .command("python3")
+            .arg(NETPROBE)
+            .args([command, &pod.ip, "8080"])
+            .output(LONG)
+    };
+    // Before the daemon, plaintext reaches the pod: the test would see it get through.
+    let before = plaintext_from_n2(&cluster, called, "first-line");
+    assert_eq!(before.stdout.trim(), "port=8080", "{before:?}");
+
+    let start = Instant::now();
+    cluster.start(0);
+    let summary = cluster.nodes[0]
+        .daemon
+        .as_ref()
+        .unwrap()
+        .wait_for_line(&["pods already running on this node enrolled"], SHORT);
+    println!(
+        "n1 started: {summary} ({:?} from the start)",
+        start.elapsed()
+    );
+    let logs = cluster.logs(0);
+    if let Some(scan) = line_with(&logs, &["the node's processes read for pods to enrol"]) {
+        println!("n1: {scan}");
+    }
+    assert!(
+        summary.contains(&format!("enrolled={RUNNING} failed=2")),
+        "{summary}
+{}",
+        cluster.logs(0)
+    );
+    let check_enrolled = |cluster: &Cluster| {
+        let logs = cluster.logs(0);
+        let list = cluster.pod_cli(0, &["list"]).stdout;
+        for pod in &pods {
+            let id = format!("identity=spiffe://example.org/ns/shop/sa/{}", pod.name);
+            assert!(
+                line_with(&list, &[&format!("shop/{} uid={}", pod.name, pod.uid), &id]).is_some(),
+                "{} not registered:
+{list}",
+                pod.name
+            );
+            assert!(
+                line_with(
+                    &logs,
+                    &["running pod enrolled", &format!("pod=shop/{}", pod.name)]
+                )
+                .is_some(),
+                "{logs}"
+            );
+        }
+        assert!(!list.contains("shop/gone") && !list.contains("shop/moved"));
+        let no_process = line_with(
+            &logs,
+            &[
+                "running pod not enrolled",
+                "pod=shop/gone",
+                &format!("uid={}", gone.uid),
+                "reason=no_process",
+            ],
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no line for shop/gone:
+{logs}"
+            )
+        });
+        let not_its_address = line_with(
+            &logs,
+            &[
+                "running pod not enrolled",
+                "pod=shop/moved",
+                &format!("uid={}", moved.uid),
+                "reason=address_not_in_netns",
+                &format!("holds {}", moved.ip),
+            ],
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no line for shop/moved:
+{logs}"
+            )
+        });
+        let metrics = admin_get(&cluster.nodes[0].host, "/metrics");
+        let enrolments: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("tunnel_pod_enrolments_total{"))
+            .collect();
+        let mut expected = vec![
+            format!("tunnel_pod_enrolments_total{{result=\"enrolled\"}} {RUNNING}"),
+            "tunnel_pod_enrolments_total{result=\"failed\",reason=\"no_process\"} 1".into(),
+            "tunnel_pod_enrolments_total{result=\"failed\",reason=\"address_not_in_netns\"} 1"
+                .into(),
+        ];
+        let mut found: Vec<String> = enrolments.iter().map(ToString::to_string).collect();
+        expected.sort();
+        found.sort();
+        assert_eq!(found, expected, "{metrics}");
+        (
+            no_process.to_string(),
+            not_its_address.to_string(),
+            enrolments.join("\n"),
+        )
+    };
+    let (no_process, not_its_address, counted) = check_enrolled(&cluster);
+    println!("n1: {no_process}\nn1: {not_its_address}\nn1 /metrics:\n{counted}");
+
+    // A pod of n2 calls an enrolled pod: tunnelled, expecting and getting its exact identity.
+    let call = || frontend.netprobe(&["first-line", &called.ip, "8080"]);
+    let out = call();
+    assert_eq!(out.stdout.trim(), "port=8080", "{out:?}");
+    let outbound = line_with(
+        &cluster.logs(1),
+        &[
+            "direction=\"outbound\"",
+            "workload=shop/frontend",
+            &format!("peer={}:15008", called.ip),
+            "peer_identity=\"spiffe://example.org/ns/shop/sa/existing-3\"",
+        ],
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "n2 logs no outbound line to existing-3:\n{}",
+            cluster.logs(1)
+        )
+    })
+    .to_string();
+    let inbound = line_with(
+        &cluster.logs(0),
+        &[
+            "tunnel::access",
+            "direction=\"inbound\"",
+            "src_identity=spiffe://example.org/ns/shop/sa/frontend",
+            "dst_workload=spiffe://example.org/ns/shop/sa/existing-3",
+        ],
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "n1 logs no inbound line to existing-3:\n{}",
+            cluster.logs(0)
+        )
+    })
+    .to_string();
+    println!("n2: {outbound}\nn1: {inbound}");
+
+    // Plaintext from the other node to every enrolled pod: refused (strict).
+    let refused_all = |cluster: &Cluster| {
+        let took = Instant::now();
+        for pod in &pods {
+            let out = plaintext_from_n2(cluster, pod, "expect-refused");
+            assert!(
+                out.stdout.starts_with("outcome=reset"),
+                "plaintext to {}: {out:?}",
+                pod.name
+            );
+        }
+        let logs = cluster.logs(0);
+        for pod in &pods {
+            assert!(
+                line_with(
+                    &logs,
+                    &[
+                        "refused plaintext from another host",
+                        &format!("dst={}:8080", pod.ip),
+                        "is in strict mode",
+                    ]
+                )
+                .is_some(),
+                "{logs}"
+            );
+        }
+        took.elapsed()
+    };
+    let took = refused_all(&cluster);
+    println!(
+        "plaintext from n2 to each of the {RUNNING} enrolled pods: reset, logged as refused ({took:?})"
+    );
+
+    // Restarted without its state directory: it finds them again.
+    cluster.stop(0);
+    fs::remove_dir_all(&cluster.nodes[0].state_dir).unwrap();
+    cluster.start(0);
+    let summary = cluster.nodes[0]
+        .daemon
+        .as_ref()
+        .unwrap()
+        .wait_for_line(&["pods already running on this node enrolled"], SHORT);
+    println!("n1 restarted without its state directory: {summary}");
+    check_enrolled(&cluster);
+    assert_eq!(call().stdout.trim(), "port=8080");
+    refused_all(&cluster);
+    println!("the whole test: {:?}", started.elapsed());
 }
 
 /// A rolling update with surge: the new daemon starts beside the running one (their

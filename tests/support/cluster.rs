@@ -17,8 +17,10 @@
 
 use std::{
     fs,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 use serde_json::{Value, json};
@@ -51,6 +53,9 @@ pub struct Node {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub cni: CniRuntime,
+    /// The same network without `tunnel-cni`: how pods made before the DaemonSet was
+    /// installed were set up.
+    pub plain_cni: CniRuntime,
     pub daemon: Option<Proc>,
     pub _kubeapi: Proc,
 }
@@ -80,6 +85,9 @@ pub struct Pod {
     /// The pod's IPv6 address (every pod is dual stack).
     pub ip6: String,
     pub cgroup: PathBuf,
+    /// The sandbox's process (the "pause" container), for a pod made by
+    /// [`Cluster::add_running_pod`]: killed when dropped.
+    pub pause: Option<Proc>,
 }
 
 impl Pod {
@@ -195,6 +203,12 @@ impl Cluster {
     }
 
     pub fn with(name: &str, setup: &Setup) -> Self {
+        Self::with_daemons(name, setup, &[1, 0])
+    }
+
+    /// Two nodes, with daemons started on `started` only, in that order (a node without
+    /// one stands for a node the DaemonSet has not reached yet).
+    pub fn with_daemons(name: &str, setup: &Setup, started: &[usize]) -> Self {
         let mut testbed = Testbed::new(name);
         let pki = Pki::new(testbed.dir());
         let dir = testbed.dir().to_path_buf();
@@ -274,9 +288,16 @@ impl Cluster {
                 tunnel_cni().parent().unwrap().to_path_buf(),
                 PathBuf::from(CNI_PLUGINS),
             ];
+            let mut plain = conflist.clone();
+            plain["plugins"]
+                .as_array_mut()
+                .expect("plugins")
+                .retain(|p| p["type"] != "tunnel-cni");
+            let plain_cni = CniRuntime::new(plugin_dirs.clone(), plain).in_netns(&host.netns);
             let cni = CniRuntime::new(plugin_dirs, conflist).in_netns(&host.netns);
             nodes.push(Node {
                 host,
+                plain_cni,
                 socket: node_dir.join("pods.sock"),
                 state_dir: node_dir.join("state"),
                 label,
@@ -294,9 +315,23 @@ impl Cluster {
             api_services,
             api_slices,
         };
-        cluster.start(1);
-        cluster.start(0);
+        for &node in started {
+            cluster.start(node);
+        }
         cluster
+    }
+
+    /// Stops a node's daemon (SIGTERM, as the kubelet stops a container) and waits for it
+    /// to exit.
+    pub fn stop(&mut self, node: usize) {
+        if let Some(mut daemon) = self.nodes[node].daemon.take() {
+            daemon.signal("TERM");
+            assert!(
+                daemon.wait_timeout(LONG).is_some(),
+                "the daemon of {} did not exit",
+                self.nodes[node].label
+            );
+        }
     }
 
     /// Starts (or restarts) a node's daemon in its own cgroup, and in a cgroup namespace of
@@ -369,6 +404,7 @@ impl Cluster {
             cgroup: self
                 .testbed
                 .cgroup(&format!("{}/pods/{name}-{serial}", n.label)),
+            pause: None,
         };
         match n
             .cni
@@ -394,6 +430,95 @@ impl Cluster {
                 (pod, Ok(()))
             }
             Err(failure) => (pod, Err(failure)),
+        }
+    }
+
+    /// A pod as one made before the DaemonSet was installed looks to a node: its network
+    /// set up by the conflist without `tunnel-cni` (so no daemon knows it), its sandbox
+    /// process (`sleep infinity`, the "pause" container) in its namespace and in the cgroup
+    /// the kubelet makes for it under the capture cgroup (kubepods): the cgroupfs driver's
+    /// `besteffort/pod<uid>/<container>`, or the systemd driver's
+    /// `kubepods-besteffort.slice/kubepods-besteffort-pod<uid with _>.slice/<scope>`. The
+    /// API stand-in knows it, running on this node with both addresses. Its uid has this
+    /// process's id in it: no other test binary's pod can have it.
+    pub fn add_running_pod(&self, node: usize, name: &str, systemd_driver: bool) -> Pod {
+        let n = &self.nodes[node];
+        let serial = NEXT_POD.fetch_add(1, Ordering::Relaxed);
+        let uid = format!(
+            "{:08x}-{serial:04x}-4e1a-9d7a-2f5a8e0c3b11",
+            std::process::id()
+        );
+        let container = format!("sandbox{serial}");
+        let pod_cgroup = if systemd_driver {
+            format!(
+                "{}/pods/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+                n.label,
+                uid.replace('-', "_")
+            )
+        } else {
+            format!("{}/pods/besteffort/pod{uid}", n.label)
+        };
+        let netns = Netns::new("p");
+        let result = n
+            .plain_cni
+            .add(
+                &container,
+                &netns.path(),
+                "eth0",
+                &[
+                    ("K8S_POD_NAMESPACE", "shop"),
+                    ("K8S_POD_NAME", name),
+                    ("K8S_POD_UID", &uid),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("ADD of {name} without tunnel-cni: {e}"));
+        let address = |i: usize| -> String {
+            result["ips"][i]["address"]
+                .as_str()
+                .and_then(|a| a.split('/').next())
+                .unwrap_or_else(|| panic!("no address {i} in the chain's result: {result}"))
+                .into()
+        };
+        let (ip, ip6) = (address(0), address(1));
+        let mut pods: Vec<Value> =
+            serde_json::from_str(&fs::read_to_string(&self.api_pods).unwrap()).unwrap();
+        pods.push(json!({
+            "namespace": "shop", "name": name, "uid": uid,
+            "serviceAccountName": name, "nodeName": n.label,
+            "podIP": ip, "podIPs": [ip, ip6],
+        }));
+        fs::write(&self.api_pods, serde_json::to_vec(&pods).unwrap()).unwrap();
+        let pause = HostCommand::new(
+            netns.path(),
+            self.testbed.cgroup(&format!("{pod_cgroup}/pause")),
+            "sleep",
+        )
+        .arg("infinity")
+        .spawn();
+        // Running once it is in the pod's namespace (the shell joins the cgroup first).
+        let namespace = |path: &Path| fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+        let pod_netns = namespace(&netns.path());
+        let in_pod = Path::new("/proc")
+            .join(pause.pid().to_string())
+            .join("ns/net");
+        testbed::wait_until(
+            SHORT,
+            Duration::from_millis(5),
+            || pod_netns.is_some() && namespace(&in_pod) == pod_netns,
+            || format!("the sandbox process of {name} did not enter its namespace"),
+        );
+        Pod {
+            netns,
+            node,
+            namespace: "shop".into(),
+            name: name.into(),
+            uid,
+            container,
+            ip,
+            ip6,
+            // Its application's processes: a container's cgroup beside the sandbox's.
+            cgroup: self.testbed.cgroup(&format!("{pod_cgroup}/app")),
+            pause: Some(pause),
         }
     }
 

@@ -219,6 +219,7 @@ impl Daemon {
                         plaintext: plaintext_inputs.clone(),
                         steering: pod_steering,
                     },
+                    telemetry.metrics.pods.clone(),
                 )?;
                 Some((api, Arc::new(manager)))
             }
@@ -289,6 +290,8 @@ impl Daemon {
         // replaced (a rolling update), it is stopped only after this one is ready.
         let mut cluster_view = None;
         let mut cluster_synced = None;
+        let mut enrol_with = None;
+        let mut enrolling = None;
         let pods = match self.pods {
             Some((api, manager)) => {
                 cluster_synced = manager.follow_cluster().map(|(synced, following)| {
@@ -297,17 +300,26 @@ impl Daemon {
                 });
                 manager.restore(&pods_watcher).await;
                 info!(socket = %api.path().display(), "pod API ready");
-                Some(tokio::spawn(api.serve(manager, pods_watcher)))
+                let serving = tokio::spawn(api.serve(manager.clone(), pods_watcher.clone()));
+                enrol_with = Some((manager, pods_watcher));
+                Some(serving)
             }
             None => None,
         };
         // Ready once the cluster's pods and Services are known too: until then a call to
         // another node's pod could only expect the peer pattern, and one to a Service would
-        // be refused. Registrations are served meanwhile, and a shutdown is not held up by
-        // an API server that never answers.
+        // be refused. Then the pods of this node that run without a registration (a
+        // DaemonSet installed into a running cluster, a state directory lost) are enrolled
+        // before readiness, so a node reported ready serves all its pods. Registrations are
+        // served meanwhile, and a shutdown is not held up by an API server that never
+        // answers.
         let became_ready = async {
             if let Some(synced) = &cluster_synced {
                 synced.wait().await;
+                if let Some((manager, watcher)) = enrol_with.take() {
+                    let enrolment = manager.enrol_running(&watcher).await;
+                    enrolling = Some(tokio::spawn(manager.enrol_forever(enrolment, watcher)));
+                }
             }
             readiness.set_ready();
             std::future::pending::<()>().await;
@@ -333,6 +345,9 @@ impl Daemon {
         }
         if let Some(view) = cluster_view {
             view.abort();
+        }
+        if let Some(enrolling) = enrolling {
+            enrolling.abort();
         }
         renewals.abort();
         map_counts.abort();

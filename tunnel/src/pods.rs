@@ -24,6 +24,7 @@
 
 mod api;
 mod directory;
+mod enrol;
 mod error;
 mod kube;
 mod listeners;
@@ -41,7 +42,8 @@ use std::{
 
 pub use api::{ApiError as PodApiError, PodApi};
 pub use directory::Directory;
-pub use error::{PodError, PodsError};
+pub use enrol::Enrolment;
+pub use error::{EnrolError, PodError, PodsError};
 pub use kube::KubeClient;
 use listeners::Opened;
 use names::check_names;
@@ -60,6 +62,7 @@ use crate::{
     identity::{PodNames, SpiffeId, TrustDomain},
     netns::{Netns, NetnsThread, PodNetwork},
     proxy::{inbound::InboundService, outbound::OutboundInputs, plaintext::PlaintextInputs},
+    telemetry::PodMetrics,
 };
 
 /// The cluster view's two halves, to wait for their first sync and say what they hold.
@@ -120,6 +123,8 @@ pub struct PodManager {
     /// The cluster's Services and their endpoints, kept by a watch beside `view`.
     services: Option<Arc<ServiceView>>,
     records: records::Records,
+    /// Enrolments of pods found running (`pods/enrol`).
+    metrics: PodMetrics,
     /// By uid. One registration at a time: each is a handful of syscalls on the namespace
     /// thread and at most one API call.
     registered: tokio::sync::Mutex<BTreeMap<String, Registered>>,
@@ -151,6 +156,7 @@ impl PodManager {
         settings: &PodsConfig,
         credentials: Arc<Credentials>,
         serving: PodServing,
+        metrics: PodMetrics,
     ) -> Result<Self, PodsError> {
         let PodServing {
             outbound,
@@ -179,6 +185,7 @@ impl PodManager {
             Arc::new(PodView::new(view::Naming {
                 template: settings.spiffe_id.clone(),
                 trust_domain: config.trust_domain.clone(),
+                node_name: config.kubernetes.node_name.clone(),
             }))
         });
         if let Some(view) = &view {
@@ -211,6 +218,7 @@ impl PodManager {
             view,
             services,
             records,
+            metrics,
             registered: tokio::sync::Mutex::default(),
         })
     }
@@ -288,8 +296,45 @@ impl PodManager {
             let old = registered.remove(&spec.uid).expect("just seen");
             self.release(&old);
         }
+        self.register_and_record(&mut registered, spec, drain, true)
+            .await
+    }
+
+    /// Registers a pod found running on the node (`pods/enrol`), unless it is registered
+    /// by now (a CNI ADD won the race, whatever namespace path it gave): `None` then.
+    /// Recorded unless `recorded` is false (see `pods/enrol`).
+    async fn add_unless_registered(
+        &self,
+        spec: PodSpec,
+        drain: &DrainWatcher,
+        recorded: bool,
+    ) -> Result<Option<PodStatus>, PodError> {
+        check_names(&spec)?;
+        let mut registered = self.registered.lock().await;
+        if registered.contains_key(&spec.uid) {
+            return Ok(None);
+        }
+        self.register_and_record(&mut registered, spec, drain, recorded)
+            .await
+            .map(Some)
+    }
+
+    /// What an ADD does once the pod is known not to be registered: serve it, and record it
+    /// (if `recorded`).
+    async fn register_and_record(
+        &self,
+        registered: &mut BTreeMap<String, Registered>,
+        spec: PodSpec,
+        drain: &DrainWatcher,
+        recorded: bool,
+    ) -> Result<PodStatus, PodError> {
         let registering = self.register(&spec, drain).await?;
-        if let Err(source) = self.records.save(&spec) {
+        let saved = if recorded {
+            self.records.save(&spec)
+        } else {
+            Ok(())
+        };
+        if let Err(source) = saved {
             self.release(&registering);
             return Err(PodError::SaveRecord {
                 dir: self.settings.state_dir.clone(),

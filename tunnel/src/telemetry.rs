@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use auth::{AuthFailure, AuthFailures};
 pub use connections::{ConnectionInfo, ConnectionView, Connections, Tracked};
-pub use metrics::{Direction, FailReason, ProxyMetrics};
+pub use metrics::{Direction, EnrolFailure, FailReason, PodMetrics, ProxyMetrics};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
 use crate::logging;
@@ -56,6 +56,8 @@ pub struct Metrics {
     pub certificates: Arc<certificates::CertificateCollector>,
     /// The capture maps' fill, counted in the background.
     pub capture: Arc<capture::CaptureCollector>,
+    /// Pods enrolled (or not) from what already runs on the node.
+    pub pods: PodMetrics,
 }
 
 impl Metrics {
@@ -63,6 +65,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tunnel");
         let proxy = ProxyMetrics::new();
         proxy.register(&mut registry);
+        let pods = PodMetrics::default();
+        pods.register(&mut registry);
         let certificates = certificates::CertificateCollector::new();
         registry.register_collector(Box::new(certificates.clone()));
         let capture = capture::CaptureCollector::new();
@@ -73,6 +77,7 @@ impl Metrics {
             proxy,
             certificates,
             capture,
+            pods,
         }
     }
 

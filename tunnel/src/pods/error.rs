@@ -1,15 +1,16 @@
-//! What can go wrong with pods: the node's pod support at start ([`PodsError`]) and one
+//! What can go wrong with pods: the node's pod support at start ([`PodsError`]), one
 //! pod's registration, removal or check ([`PodError`], whose chain the registration API
-//! answers with). Both follow the rule in `errors`: a leaf says everything, a wrapper names
+//! answers with), and enrolling a pod found running on the node ([`EnrolError`]). Both follow the rule in `errors`: a leaf says everything, a wrapper names
 //! its own step and leaves the cause to `source()`.
 
-use std::{io, net::SocketAddr, path::PathBuf};
+use std::{io, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use super::kube::KubeError;
 use crate::{
     credentials::CredentialsError,
     ebpf::EbpfError,
     identity::{IdError, SpiffeId, TemplateError},
+    telemetry::EnrolFailure,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,45 @@ pub enum PodError {
     NetnsChanged { name: String, netns: PathBuf },
 }
 
+/// Why a pod the cluster view places on this node, running without a registration, was not
+/// enrolled. Each maps to one reason of the `tunnel_pod_enrolments_total` counter.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    /// Shared by every pod of the pass that met it.
+    #[error("cannot list the node's processes in {}", .dir.display())]
+    Processes {
+        dir: PathBuf,
+        source: Arc<io::Error>,
+    },
+    #[error(
+        "no process of the node is in the pod's cgroup (none names pod{uid} in /proc/<pid>/cgroup): its sandbox is not running, or the daemon does not see the node's processes (hostPID)"
+    )]
+    NoProcess { uid: String },
+    #[error("cannot read the network namespace of the pod's process {pid}")]
+    Namespace { pid: u32, source: io::Error },
+    #[error("cannot read the addresses in the network namespace {}", .path.display())]
+    Addresses { path: PathBuf, source: io::Error },
+    #[error(
+        "no network namespace of the pod's processes holds an address the Kubernetes API gives it ({ips}): {found}"
+    )]
+    NotItsAddress { ips: String, found: String },
+    #[error("cannot register the pod")]
+    Add(#[source] PodError),
+}
+
+impl EnrolError {
+    pub fn reason(&self) -> EnrolFailure {
+        match self {
+            Self::NoProcess { .. } => EnrolFailure::no_process,
+            Self::Processes { .. } | Self::Namespace { .. } | Self::Addresses { .. } => {
+                EnrolFailure::netns_unreadable
+            }
+            Self::NotItsAddress { .. } => EnrolFailure::address_not_in_netns,
+            Self::Add(_) => EnrolFailure::add_failed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +168,19 @@ mod tests {
             }),
             Box::new(PodError::RemoveRecord(io())),
             Box::new(PodError::RecordStays(io())),
+            Box::new(EnrolError::Processes {
+                dir: "/proc".into(),
+                source: Arc::new(io()),
+            }),
+            Box::new(EnrolError::Namespace {
+                pid: 42,
+                source: io(),
+            }),
+            Box::new(EnrolError::Addresses {
+                path: "/proc/42/ns/net".into(),
+                source: io(),
+            }),
+            Box::new(EnrolError::Add(PodError::Addresses(io()))),
         ];
         for error in cases {
             once(&chain(error.as_ref()), "the cause");

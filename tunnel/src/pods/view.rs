@@ -4,7 +4,8 @@
 //! namespaces through kube-rs's `watcher` (list, then watch from the list's resourceVersion,
 //! bookmarks, a relist when the server answers 410 Gone, back-off on errors), so a call's
 //! expectation is a map lookup, never an API call. Only what is used is kept: per pod its
-//! uid, addresses and identity.
+//! uid, addresses and identity, and for a pod of this node (`[kubernetes] node_name`) its
+//! namespace and name too, which enrolling the pods already running needs (`pods/enrol`).
 
 use std::{
     collections::HashMap,
@@ -25,6 +26,27 @@ use crate::identity::{IdTemplate, PodNames, SpiffeId, TrustDomain};
 struct Held {
     ips: Vec<IpAddr>,
     identity: Arc<SpiffeId>,
+    /// Its names, for a pod of this node that is not being deleted; other nodes' pods cost
+    /// a null pointer here.
+    here: Option<Box<Names>>,
+}
+
+/// A pod's namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Names {
+    namespace: String,
+    name: String,
+}
+
+/// A pod of this node with an address of its own, as the API says it: what enrolling it
+/// starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Its addresses, canonical (an IPv4-mapped IPv6 address as IPv4), sorted.
+    pub ips: Vec<IpAddr>,
 }
 
 /// The pods by uid, and who holds each address: usually one pod, two while an address is
@@ -63,6 +85,21 @@ impl Pods {
         }
     }
 
+    fn node_pods(&self) -> Vec<NodePod> {
+        self.by_uid
+            .iter()
+            .filter_map(|(uid, held)| {
+                let names = held.here.as_deref()?;
+                Some(NodePod {
+                    namespace: names.namespace.clone(),
+                    name: names.name.clone(),
+                    uid: uid.to_string(),
+                    ips: held.ips.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The identity at `ip`, if every pod holding it has the same one.
     fn identity(&self, ip: IpAddr) -> Option<SpiffeId> {
         let holders = self.by_ip.get(&ip)?;
@@ -74,10 +111,12 @@ impl Pods {
     }
 }
 
-/// How pods become identities.
+/// How pods become identities, and which node is this one.
 pub struct Naming {
     pub template: IdTemplate,
     pub trust_domain: TrustDomain,
+    /// `[kubernetes] node_name`: without it no pod is known as this node's.
+    pub node_name: Option<String>,
 }
 
 /// The view, shared by the watch task that fills it and the calls that read it.
@@ -102,6 +141,17 @@ impl PodView {
             .read()
             .expect("pod view poisoned")
             .identity(ip.to_canonical())
+    }
+
+    /// This node's pods that hold an address of their own and are not being deleted (not
+    /// host-network pods, not pods that have ended), in no particular order.
+    pub fn node_pods(&self) -> Vec<NodePod> {
+        self.pods.read().expect("pod view poisoned").node_pods()
+    }
+
+    /// Whether the view can tell this node's pods (`[kubernetes] node_name` is set).
+    pub fn knows_this_node(&self) -> bool {
+        self.naming.node_name.is_some()
     }
 
     /// Pods and addresses held, for logs and figures.
@@ -154,9 +204,21 @@ impl PodView {
                 service_account: Some(service_account),
             })
             .ok()?;
+        // A pod being deleted is still called (its address stays until it has gone), but it
+        // is never enrolled: its sandbox may be torn down already.
+        let here = (self.naming.node_name.is_some()
+            && spec.node_name == self.naming.node_name
+            && pod.metadata.deletion_timestamp.is_none())
+        .then(|| {
+            Box::new(Names {
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
+            })
+        });
         Some(Held {
             ips,
             identity: Arc::new(identity),
+            here,
         })
     }
 
@@ -225,6 +287,7 @@ mod tests {
             Some(Held {
                 ips: vec![ip("10.1.2.2"), ip("fd01:2::2")],
                 identity: id("orders").into(),
+                here: None,
             }),
         );
         assert_eq!(pods.identity(ip("10.1.2.2")), Some(id("orders")));
@@ -235,6 +298,7 @@ mod tests {
             Some(Held {
                 ips: vec![ip("10.1.2.2")],
                 identity: id("payments").into(),
+                here: None,
             }),
         );
         assert_eq!(pods.identity(ip("10.1.2.2")), Some(id("payments")));
@@ -255,6 +319,7 @@ mod tests {
             Some(Held {
                 ips: vec![ip("10.1.2.2")],
                 identity: id(sa).into(),
+                here: None,
             })
         };
         pods.put("old", at("orders"));
@@ -262,6 +327,76 @@ mod tests {
         assert_eq!(pods.identity(ip("10.1.2.2")), None);
         pods.put("old", None);
         assert_eq!(pods.identity(ip("10.1.2.2")), Some(id("audit")));
+    }
+
+    fn view_of(node: Option<&str>) -> PodView {
+        let trust_domain: TrustDomain = "example.org".parse().unwrap();
+        PodView::new(Naming {
+            template: IdTemplate::parse(IdTemplate::ISTIO, &trust_domain).unwrap(),
+            trust_domain,
+            node_name: node.map(Into::into),
+        })
+    }
+
+    /// A Pod as the API server returns it (the fields the view reads).
+    fn api_pod(uid: &str, node: &str, extra: serde_json::Value) -> Pod {
+        let mut pod = serde_json::json!({
+            "metadata": {"namespace": "shop", "name": format!("pod-{uid}"), "uid": uid},
+            "spec": {"nodeName": node, "serviceAccountName": "orders", "containers": []},
+            "status": {"phase": "Running", "podIP": "10.1.1.2",
+                       "podIPs": [{"ip": "10.1.1.2"}, {"ip": "fd01:1::2"}]},
+        });
+        for (part, fields) in extra.as_object().unwrap() {
+            for (key, value) in fields.as_object().unwrap() {
+                pod[part][key] = value.clone();
+            }
+        }
+        serde_json::from_value(pod).unwrap()
+    }
+
+    #[test]
+    fn this_nodes_pods_are_kept_with_their_names_and_no_other_nodes_are() {
+        let view = view_of(Some("n1"));
+        let mut pods = Pods::default();
+        let none = serde_json::json!({});
+        for (uid, node, extra) in [
+            ("here", "n1", none.clone()),
+            ("there", "n2", none.clone()),
+            (
+                "leaving",
+                "n1",
+                serde_json::json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+            ),
+            (
+                "host",
+                "n1",
+                serde_json::json!({"spec": {"hostNetwork": true}}),
+            ),
+            (
+                "ended",
+                "n1",
+                serde_json::json!({"status": {"phase": "Succeeded"}}),
+            ),
+        ] {
+            let pod = api_pod(uid, node, extra);
+            pods.put(uid, view.held(&pod));
+        }
+        assert_eq!(
+            pods.node_pods(),
+            vec![NodePod {
+                namespace: "shop".into(),
+                name: "pod-here".into(),
+                uid: "here".into(),
+                ips: vec![ip("10.1.1.2"), ip("fd01:1::2")],
+            }]
+        );
+        // Other nodes' pods, and one being deleted, are still expected at their addresses.
+        assert!(pods.by_uid["there"].here.is_none());
+        assert!(pods.by_uid["leaving"].here.is_none());
+        assert!(!pods.by_uid.contains_key("host") && !pods.by_uid.contains_key("ended"));
+        // Without a node name no pod is this node's.
+        let pod = api_pod("here", "n1", none);
+        assert!(view_of(None).held(&pod).unwrap().here.is_none());
     }
 
     /// A figure, not a limit: what 10,000 dual-stack pods cost the view (`-- --nocapture
@@ -288,6 +423,7 @@ mod tests {
                         IpAddr::from([0xfd01, 0, 0, 0, 0, 0, u16::from(hi), u16::from(lo)]),
                     ],
                     identity: id(&format!("service-{}", i % 1000)).into(),
+                    here: None,
                 }),
             );
         }

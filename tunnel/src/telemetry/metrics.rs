@@ -7,7 +7,7 @@
 //! and adds its byte totals once, when it closes.
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -324,6 +324,61 @@ impl ConnectionMetrics {
     }
 }
 
+/// Why a pod already running on the node could not be enrolled: a fixed set, so the label
+/// stays bounded (`pods/enrol` says each one in words in the log).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum EnrolFailure {
+    /// No process of the node is in the pod's cgroup (its sandbox is gone, or the daemon
+    /// does not see the node's processes).
+    no_process,
+    /// The processes' network namespaces could not be read or entered.
+    netns_unreadable,
+    /// None of the namespaces found holds an address the API gives the pod.
+    address_not_in_netns,
+    /// The registration itself failed (certificate, listeners, steering, record).
+    add_failed,
+}
+
+/// `result="enrolled"`, or `result="failed"` with its `reason`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct EnrolmentLabels(pub Option<EnrolFailure>);
+
+impl EncodeLabelSet for EnrolmentLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self.0 {
+            None => EncodeLabelSet::encode(&[("result", "enrolled")], encoder),
+            Some(reason) => {
+                EncodeLabelSet::encode(&[("result", "failed")], encoder)?;
+                EncodeLabelSet::encode(&[("reason", reason)], encoder)
+            }
+        }
+    }
+}
+
+/// What the pods part of the daemon counts. Cloned into it; the clones share the families.
+#[derive(Clone, Debug, Default)]
+pub struct PodMetrics {
+    pub enrolments: Family<EnrolmentLabels, Counter>,
+}
+
+impl PodMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pod_enrolments",
+            "Pods found running on this node without a registration (at start, or later), by outcome; a pod that keeps failing for the same reason is counted once",
+            self.enrolments.clone(),
+        );
+    }
+
+    /// Counts one enrolment: `None` enrolled, else why not.
+    pub fn enrolment(&self, failure: Option<EnrolFailure>) {
+        self.enrolments
+            .get_or_create(&EnrolmentLabels(failure))
+            .inc();
+    }
+}
+
 /// A label value for an optional identity.
 pub fn principal(id: Option<&impl ToString>) -> String {
     id.map_or_else(|| UNKNOWN.to_string(), ToString::to_string)
@@ -368,5 +423,27 @@ mod tests {
         assert_eq!(metrics.connections_closed.get_or_create(&labels).get(), 1);
         assert_eq!(metrics.sent_bytes.get_or_create(&labels).get(), 10);
         assert_eq!(metrics.received_bytes.get_or_create(&labels).get(), 20);
+    }
+
+    #[test]
+    fn enrolments_name_a_reason_only_when_they_failed() {
+        let pods = PodMetrics::default();
+        let mut registry = Registry::with_prefix("tunnel");
+        pods.register(&mut registry);
+        pods.enrolment(None);
+        pods.enrolment(None);
+        pods.enrolment(Some(EnrolFailure::no_process));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("tunnel_pod_enrolments_total{result=\"enrolled\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tunnel_pod_enrolments_total{result=\"failed\",reason=\"no_process\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 }
