@@ -215,6 +215,101 @@ fn floods_before_tls_leave_legitimate_calls_working() {
     );
 }
 
+/// The pre-TLS slots are shared fairly: 16 addresses, each in a /24 of its own, keeping as
+/// many connections open as they can (each reopened as soon as it is closed), cannot keep
+/// a caller from elsewhere out. Every legitimate call here opens a new tunnel connection
+/// (`tunnel probe` has no pool to reuse).
+#[test]
+fn sixteen_flooding_addresses_cannot_shut_the_door_on_new_callers() {
+    let mut pair = Pair::new("hardening-fair-pretls", |a| a, |b| b);
+    let attacker = pair.testbed.add_host("host-c");
+    let sources: Vec<String> = (0..16).map(|i| format!("10.0.{}.2", 16 + i)).collect();
+    for source in &sources {
+        attacker
+            .command("ip")
+            .args(["addr", "add", &format!("{source}/24"), "dev", "eth0"])
+            .output(SHORT);
+    }
+    pair.b
+        .host
+        .command("ip")
+        .args(["route", "add", "10.0.16.0/20", "via", "10.0.0.3"])
+        .output(SHORT);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
+    let probe = || {
+        pair.a
+            .host
+            .command(support::TUNNEL)
+            .args(["probe", "--as", "frontend", "--config"])
+            .arg(&pair.a.config)
+            .arg("10.0.0.2:8080")
+            .output(SHORT)
+    };
+    assert!(probe().status.success(), "a call before the flood");
+    // Forget that host A was just authenticated: the flood must be survived by fairness,
+    // not by the known sources' reserve (restarting B clears what it knew).
+    pair.b.start(&pair.testbed);
+
+    let mut flood = attacker
+        .command("python3")
+        .args([
+            H2ATTACK,
+            "no-tls-flood",
+            "10.0.0.2",
+            "15008",
+            &sources.join(","),
+            "128",
+            "25",
+        ])
+        .spawn();
+    flood.wait_for("flooding", SHORT);
+    thread::sleep(Duration::from_secs(2));
+    // Calls for 20 s of the flood's 25.
+    let started = Instant::now();
+    let mut calls = 0;
+    let mut failures = Vec::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        let out = probe();
+        calls += 1;
+        if !out.status.success() {
+            failures.push(format!("{}{}", out.stdout, out.stderr));
+        }
+    }
+    let took = started.elapsed();
+    flood.wait_timeout(LONG).expect("the flood ends");
+    let flooded: String = flood
+        .stdout()
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let logs = pair.b.logs();
+    let evictions = logs
+        .lines()
+        .filter(|l| l.contains("evicted_unauthenticated"))
+        .count();
+    println!(
+        "16 addresses in 16 /24s, 128 connections each that never start TLS, reopened as closed: {flooded}; \
+         legitimate calls, each a new tunnel connection: {}/{calls} in {took:.1?}; eviction log lines (rate-limited): {evictions}",
+        calls - failures.len()
+    );
+    if let Some(first) = failures.first() {
+        println!("first failure: {first}");
+    }
+    assert!(calls >= 20, "enough calls to judge: {calls}");
+    assert!(
+        failures.len() * 100 <= calls,
+        "at least 99% of the calls succeed: {} of {calls} failed",
+        failures.len()
+    );
+    assert!(
+        flooded.contains("\"closed_by_server\""),
+        "the flood ran: {flooded}"
+    );
+}
+
 #[test]
 fn a_handshake_flood_leaves_established_callers_served() {
     let mut pair = Pair::new("hardening-handshakes", |a| a, |b| b);

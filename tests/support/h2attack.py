@@ -18,6 +18,11 @@ well-behaved peer never would. Each prints one JSON line that the Rust tests par
   no-tls HOST PORT CONNS SECONDS
       CONNS TCP connections that never send anything, held for SECONDS; reports how many
       the server reset or closed at once and how many it closed later
+  no-tls-flood HOST PORT SOURCES PER_SOURCE SECONDS
+      from each of SOURCES (comma-separated local addresses), PER_SOURCE connections that
+      never send anything, each reopened as soon as the server closes it, for SECONDS;
+      prints "flooding" at the start, then how many were opened, closed by the server and
+      refused
 """
 import json, socket, ssl, struct, sys, threading, time
 
@@ -212,6 +217,55 @@ def no_tls(host, port, conns, seconds):
                       "closed_later": later}), flush=True)
 
 
+def no_tls_flood(host, port, sources, per_source, seconds):
+    """From each of SOURCES (comma-separated addresses of this host), keeps PER_SOURCE
+    connections open that never start TLS, opening a new one as soon as one is closed or
+    refused, for SECONDS: the most pre-TLS pressure these addresses can make."""
+    import selectors
+    deadline = time.monotonic() + float(seconds)
+    totals = {"opened": 0, "closed_by_server": 0, "refused": 0}
+    lock = threading.Lock()
+
+    def one_source(source):
+        sel = selectors.DefaultSelector()
+        opened = closed = refused = 0
+        live = 0
+        while time.monotonic() < deadline:
+            while live < int(per_source) and time.monotonic() < deadline:
+                try:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    s.bind((source, 0))
+                    s.settimeout(2)
+                    s.connect((host, int(port)))
+                    s.setblocking(False)
+                    sel.register(s, selectors.EVENT_READ)
+                    opened += 1
+                    live += 1
+                except OSError:
+                    s.close()
+                    refused += 1
+                    time.sleep(0.001)
+            for key, _ in sel.select(timeout=0.05):
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                closed += 1
+                live -= 1
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        with lock:
+            totals["opened"] += opened
+            totals["closed_by_server"] += closed
+            totals["refused"] += refused
+
+    workers = [threading.Thread(target=one_source, args=(src,)) for src in sources.split(",")]
+    for w in workers:
+        w.start()
+    print("flooding", flush=True)
+    for w in workers:
+        w.join()
+    print(json.dumps(totals), flush=True)
+
+
 def gone(s):
     """Whether the server has closed or reset this socket (without blocking)."""
     s.setblocking(False)
@@ -226,7 +280,7 @@ def gone(s):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {"continuation": continuation, "big-header": big_header, "never-read": never_read,
-     "no-tls": no_tls, "handshakes": handshakes}[cmd](*args)
+     "no-tls": no_tls, "no-tls-flood": no_tls_flood, "handshakes": handshakes}[cmd](*args)
 
 
 if __name__ == "__main__":

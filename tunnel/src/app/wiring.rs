@@ -147,6 +147,11 @@ pub fn inbound_inputs(
         node_identity: config.node.spiffe_id.to_string().into(),
         connect_timeout: config.outbound.connect_timeout,
         limits: config.inbound,
+        known_sources: config
+            .peers
+            .iter()
+            .flat_map(|peer| peer.destinations.iter().copied())
+            .collect(),
         refusals: Arc::new(Refusals::new(REFUSAL_LOG_INTERVAL)),
         nonlocal_bind: NonlocalBind::default(),
         telemetry: telemetry.clone(),

@@ -18,6 +18,10 @@ use crate::{
     telemetry::FailReason,
 };
 
+mod pre_tls;
+
+pub use pre_tls::{PreTls, PreTlsSlot};
+
 /// At most `limit` holders per key (source address, peer identity...).
 pub struct KeyedLimit<K: Eq + Hash + Clone> {
     limit: usize,
@@ -89,6 +93,8 @@ pub enum Refusal {
     HandshakeTimeout,
     /// TLS or HTTP/2 handshake failed (certificate refused, protocol error...).
     HandshakeFailed,
+    /// Its pre-TLS slot was taken by a newcomer: it was the oldest of the busiest prefix.
+    Evicted,
     /// One caller identity from one address already holds its share of connections.
     ConnectionsPerPeer,
     /// Plaintext from another host to a workload port in strict mode.
@@ -96,9 +102,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Unauthenticated,
         Self::UnauthenticatedFromAddress,
+        Self::Evicted,
         Self::NotTls,
         Self::HandshakeTimeout,
         Self::HandshakeFailed,
@@ -110,6 +117,7 @@ impl Refusal {
         match self {
             Self::Unauthenticated => "too_many_unauthenticated",
             Self::UnauthenticatedFromAddress => "too_many_unauthenticated_from_address",
+            Self::Evicted => "evicted_unauthenticated",
             Self::NotTls => "not_tls",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HandshakeFailed => "handshake_failed",
@@ -122,9 +130,10 @@ impl Refusal {
     /// is counted by the kind of its error, where it is refused).
     pub fn fail_reason(self) -> FailReason {
         match self {
-            Self::Unauthenticated | Self::UnauthenticatedFromAddress | Self::ConnectionsPerPeer => {
-                FailReason::limit
-            }
+            Self::Unauthenticated
+            | Self::UnauthenticatedFromAddress
+            | Self::Evicted
+            | Self::ConnectionsPerPeer => FailReason::limit,
             Self::NotTls => FailReason::tls_handshake_failed,
             Self::HandshakeTimeout => FailReason::timeout,
             Self::HandshakeFailed => FailReason::tls_handshake_failed,

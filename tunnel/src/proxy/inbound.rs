@@ -28,14 +28,15 @@ use std::{
     time::Duration,
 };
 
+use ipnet::IpNet;
 use tokio::{
     net::TcpListener,
-    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    sync::{Semaphore, watch},
 };
 use tracing::info;
 
 use super::{
-    admission::{KeyedLimit, KeyedSlot, Refusal, Refusals},
+    admission::{KeyedLimit, PreTls, Refusal, Refusals},
     copy,
 };
 use crate::{
@@ -88,6 +89,9 @@ pub struct InboundInputs {
     /// loopback to deliver to, set it; their refusal cases run with it `false`, so the rule
     /// they check is compiled exactly as the daemon runs it.
     pub deliver_to_loopback: bool,
+    /// Sources known from the start for the pre-TLS slots' reserve: the ranges of the
+    /// `[[peer]]` entries (addresses that complete a handshake become known as they do).
+    pub known_sources: Vec<IpNet>,
 }
 
 /// The caps on what peers can make the inbound side hold: the `[inbound]` config table.
@@ -116,10 +120,14 @@ pub struct InboundService(Arc<Shared>);
 impl InboundService {
     pub fn new(inputs: InboundInputs) -> Self {
         let limits = inputs.limits;
+        let pre_tls = PreTls::new(
+            limits.max_unauthenticated,
+            limits.max_unauthenticated_per_address,
+            inputs.known_sources.clone(),
+        );
         Self(Arc::new(Shared {
             inputs,
-            unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
-            unauthenticated_by_address: KeyedLimit::new(limits.max_unauthenticated_per_address),
+            pre_tls,
             handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
             connections_by_peer: KeyedLimit::new(limits.max_connections_per_peer),
         }))
@@ -146,16 +154,10 @@ pub(super) struct Session {
 /// What every connection task shares: the inputs and the caps' live state.
 struct Shared {
     inputs: InboundInputs,
-    unauthenticated: Arc<Semaphore>,
-    unauthenticated_by_address: Arc<KeyedLimit<IpAddr>>,
+    /// The slots of connections that have not finished their handshakes, shared fairly.
+    pre_tls: Arc<PreTls>,
     handshakes: Arc<Semaphore>,
     connections_by_peer: Arc<KeyedLimit<(SpiffeId, IpAddr)>>,
-}
-
-/// A connection's claim on the unauthenticated caps, given back once it is authenticated.
-struct Unauthenticated {
-    _total: OwnedSemaphorePermit,
-    _from_address: KeyedSlot<IpAddr>,
 }
 
 impl Inbound {
@@ -202,7 +204,7 @@ async fn accept_loop(
     mut drain: DrainWatcher,
 ) {
     while let Some((tcp, peer)) = super::next_connection(&listener, &mut drain, "inbound").await {
-        match admit(&shared, peer.ip()) {
+        match shared.pre_tls.admit(peer.ip()) {
             Ok(unauthenticated) => {
                 tokio::spawn(connection::serve(
                     tcp,
@@ -220,24 +222,6 @@ async fn accept_loop(
             }
         }
     }
-}
-
-/// Takes the connection's unauthenticated slots, per address first (so one address at its
-/// cap cannot use up the shared ones).
-fn admit(shared: &Shared, source: IpAddr) -> Result<Unauthenticated, Refusal> {
-    let from_address = shared
-        .unauthenticated_by_address
-        .try_acquire(source)
-        .ok_or(Refusal::UnauthenticatedFromAddress)?;
-    let total = shared
-        .unauthenticated
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Refusal::Unauthenticated)?;
-    Ok(Unauthenticated {
-        _total: total,
-        _from_address: from_address,
-    })
 }
 
 impl Shared {
@@ -277,6 +261,12 @@ impl Shared {
             let detail = match refusal {
                 Refusal::Unauthenticated => format!(
                     "{} connections have not finished their handshakes (max_unauthenticated)",
+                    limits.max_unauthenticated
+                ),
+                Refusal::Evicted => format!(
+                    "all {} slots of connections that have not finished their handshakes are \
+                     held (max_unauthenticated), and this was the oldest of the prefix holding \
+                     the most: a newcomer took its slot",
                     limits.max_unauthenticated
                 ),
                 Refusal::UnauthenticatedFromAddress => format!(

@@ -17,13 +17,13 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::{debug, info};
 
-use super::{PodServer, Session, Shared, Unauthenticated, stream};
+use super::{PodServer, Session, Shared, stream};
 use crate::{
     credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
     identity::{Purpose, SpiffeId},
     proxy::{
-        admission::{KeyedSlot, Refusal},
+        admission::{KeyedSlot, PreTlsSlot, Refusal},
         copy,
         hbone::{self, TlsParams},
     },
@@ -64,7 +64,7 @@ struct Handshaken {
 pub(super) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    unauthenticated: Unauthenticated,
+    unauthenticated: PreTlsSlot,
     pod: Option<Arc<PodServer>>,
     shared: Arc<Shared>,
     drain: DrainWatcher,
@@ -87,9 +87,16 @@ pub(super) async fn serve(
             .await
             .map(|(connection, caller, slot)| (connection, caller, slot, session, lifetime))
     };
-    match admitted.await {
+    // A newcomer may take this connection's slot while it is still unauthenticated (the
+    // oldest of the busiest prefix goes first): it is then closed.
+    let admitted = tokio::select! {
+        admitted = admitted => admitted,
+        () = unauthenticated.evicted() => Err(Refused::Counted(Refusal::Evicted, String::new())),
+    };
+    match admitted {
         Ok((connection, caller, _peer_slot, session, lifetime)) => {
             drop(unauthenticated);
+            shared.pre_tls.authenticated(peer.ip());
             debug!(%peer, %caller, "tunnel connection accepted");
             serve_streams(
                 connection,

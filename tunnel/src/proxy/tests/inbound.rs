@@ -160,28 +160,28 @@ async fn every_refused_connect_gets_its_status_and_reason_and_nothing_is_deliver
 }
 
 #[tokio::test]
-async fn connections_that_never_speak_are_capped_per_address_and_in_all_then_closed_by_the_handshake_timeout()
+async fn connections_that_never_speak_are_capped_per_address_give_way_oldest_first_and_are_closed_by_the_handshake_timeout()
  {
     let kit = Kit::new().await;
-    let handshake_timeout = Duration::from_millis(300);
+    let handshake_timeout = Duration::from_millis(400);
     let daemon = Daemon::start(kit.inputs(InboundLimits {
         max_unauthenticated: 3,
         max_unauthenticated_per_address: 2,
         handshake_timeout,
         ..limits()
     }));
-    let (flooder, other): (IpAddr, IpAddr) =
-        ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+    // Two flooding addresses of one /24; the legitimate caller (the kit's, 127.0.0.1) is
+    // in another.
+    let (flooder, neighbour): (IpAddr, IpAddr) =
+        ("127.0.1.2".parse().unwrap(), "127.0.1.3".parse().unwrap());
     let count = |refusal| daemon.refusals.count(refusal);
-
-    // 5 from one address: 2 are held, 3 are over the per-address cap.
     let hold = |source| async move {
         let tcp = connect_from(source, daemon.addr)
             .await
             .unwrap_or_else(|e| panic!("a connection within the caps from {source}: {e}"));
         (tcp, Instant::now())
     };
-    // Connects one past the caps and waits for its end: how long the reset took.
+    // Connects one past the per-address cap and waits for its end: how long the reset took.
     let reset = |source| async move {
         let started = Instant::now();
         let ended = match connect_from(source, daemon.addr).await {
@@ -203,63 +203,69 @@ async fn connections_that_never_speak_are_capped_per_address_and_in_all_then_clo
         );
         started.elapsed()
     };
-    let mut held = vec![hold(flooder).await, hold(flooder).await];
+
+    // 5 from one address: 2 are held, 3 are over the per-address cap.
+    let mut oldest = hold(flooder).await;
+    let mut held = vec![hold(flooder).await];
     let mut resets = Vec::new();
     for _ in 0..3 {
         resets.push(reset(flooder).await);
     }
-    // 3 from another: 1 is held (3 in all), 2 are over the total cap.
-    held.push(hold(other).await);
-    for _ in 0..2 {
-        resets.push(reset(other).await);
-    }
-    let slowest_reset = resets.iter().max().copied().unwrap();
     assert_eq!(count(Refusal::UnauthenticatedFromAddress), 3);
-    assert_eq!(count(Refusal::Unauthenticated), 2);
-
-    // A real caller while the slots are taken is turned away too.
-    let early = Pool::new(pool_settings());
-    let refused = kit
-        .open(&early, daemon.addr)
+    // A third slot from the neighbour: all 3 are held.
+    held.push(hold(neighbour).await);
+    // Full: the neighbour's next connection takes the slot of the oldest of its prefix.
+    held.push(hold(neighbour).await);
+    let (ended, _) = wait_end(&mut oldest.0, Duration::from_secs(1))
         .await
-        .err()
-        .expect("no slot for a caller while they are all taken");
-    assert_eq!(count(Refusal::Unauthenticated), 3);
-
-    let mut closed_after = Vec::new();
-    for (tcp, connected) in &mut held {
-        let (ended, _) = wait_end(tcp, Duration::from_secs(2))
-            .await
-            .expect("a silent connection is closed by the handshake timeout");
-        assert_eq!(ended, Ended::Closed, "closed, not reset");
-        closed_after.push(connected.elapsed());
-    }
+        .expect("the oldest connection of the busiest prefix is closed at once");
     println!(
-        "extra connections reset within {slowest_reset:?} of connecting; a pool open while full failed with: {}; \
-         held ones closed after {closed_after:?} (handshake timeout {handshake_timeout:?})",
-        errors::chain(&refused)
+        "the oldest of the flood ended ({ended:?}) {:?} after it connected, when a 4th connection came",
+        oldest.1.elapsed()
     );
     assert!(
-        slowest_reset < Duration::from_millis(200),
-        "resets are prompt: {slowest_reset:?}"
+        oldest.1.elapsed() < handshake_timeout,
+        "evicted, not timed out"
     );
-    for after in &closed_after {
-        assert!(
-            *after >= handshake_timeout - Duration::from_millis(20)
-                && *after < handshake_timeout + Duration::from_millis(500),
-            "closed by the handshake timeout: {after:?}"
-        );
-    }
-    assert_eq!(count(Refusal::HandshakeTimeout), 3);
 
-    // The slots are free again: a legitimate caller gets through (a new pool: the first
-    // one remembers its failure for a second).
+    // A real caller while every slot is a flooder's gets through: it takes the oldest's.
     let pool = Pool::new(pool_settings());
     let mut stream = kit
         .open(&pool, daemon.addr)
         .await
-        .expect("a caller gets through once the idle ones are gone");
+        .expect("a caller from another prefix gets a slot while the flood holds them all");
     echo_round_trip(&mut stream.send, &mut stream.recv).await;
+    assert_eq!(count(Refusal::Evicted), 2);
+    assert_eq!(count(Refusal::Unauthenticated), 0);
+    let slowest_reset = resets.iter().max().copied().unwrap();
+    assert!(
+        slowest_reset < Duration::from_millis(200),
+        "resets are prompt: {slowest_reset:?}"
+    );
+
+    // What is left of the flood is closed by the handshake timeout; one was evicted for
+    // the real caller.
+    let mut closed_after = Vec::new();
+    for (tcp, connected) in &mut held {
+        let (ended, _) = wait_end(tcp, Duration::from_secs(2))
+            .await
+            .expect("a silent connection is closed");
+        assert_eq!(ended, Ended::Closed, "closed, not reset");
+        closed_after.push(connected.elapsed());
+    }
+    println!(
+        "extra connections reset within {slowest_reset:?} of connecting; the flood's connections closed after \
+         {closed_after:?} (handshake timeout {handshake_timeout:?}; the oldest of them evicted for the caller)"
+    );
+    assert_eq!(count(Refusal::HandshakeTimeout), 2);
+    assert!(
+        closed_after
+            .iter()
+            .filter(|after| **after >= handshake_timeout - Duration::from_millis(20))
+            .count()
+            == 2,
+        "two timed out, one was evicted: {closed_after:?}"
+    );
 }
 
 #[tokio::test]
