@@ -726,3 +726,76 @@ fn source_address_rules_dry_run_and_audit_rules_work_end_to_end() {
         .daemon()
         .wait_for_line(&["refused: tunnel not opened", "HTTP 403"], SHORT);
 }
+
+const TLSSCAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/tlsscan.py");
+/// The Python of the venv `cargo xtask setup` makes for sslyze.
+const SSLYZE_PYTHON: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/tools/sslyze/bin/python"
+);
+
+/// What a TLS scanner (sslyze, presenting a workload's certificate where asked) sees on the
+/// tunnel port: TLS 1.3 only, a client certificate required, no session resumption (no
+/// tickets, no ids), no 0-RTT; and what a capture shows two daemons agree on: the
+/// post-quantum hybrid group.
+#[test]
+fn a_tls_scan_of_the_tunnel_port_finds_tls_1_3_only_a_required_client_certificate_and_no_resumption()
+ {
+    assert!(
+        std::path::Path::new(SSLYZE_PYTHON).exists(),
+        "{SSLYZE_PYTHON} is missing: `cargo xtask setup` installs sslyze"
+    );
+    let mut pair = Pair::new("mtls-tls-scan", |a| a, |b| b);
+    pair.start();
+    let _server = pair.serve_on_b(&["serve-sink", "8080"], 8080);
+    let certs = pair.testbed.dir().join("etc-host-a/frontend");
+    let out = pair
+        .a
+        .host
+        .command(SSLYZE_PYTHON)
+        .arg(TLSSCAN)
+        .args(["scan", "10.0.0.2", "15008"])
+        .arg(certs.join("cert.pem"))
+        .arg(certs.join("key.pem"))
+        .output(LONG);
+    println!("sslyze of 10.0.0.2:15008: {}", out.stdout.trim());
+    let scan: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr));
+    assert_eq!(scan["accepted"], serde_json::json!(["tls_1_3"]), "{scan}");
+    assert_eq!(
+        scan["without_certificate"], "refused: TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "{scan}"
+    );
+    assert_eq!(scan["early_data"], false, "{scan}");
+    // sslyze can test resumption over TLS 1.2 only, which is refused; over TLS 1.3 no ticket
+    // is sent, so nothing can be resumed.
+    assert_eq!(
+        scan["tls_1_3_resumption"],
+        serde_json::json!({"ticket": false, "resumed": false}),
+        "{scan}"
+    );
+
+    // Between the daemons: the group in B's ServerHello, read off the wire.
+    let link = pair.b.host.capture(
+        "eth0",
+        "tcp port 15008",
+        pair.testbed.dir().join("hello.pcap"),
+    );
+    let call = pair.frontend(&["upload", "10.0.0.2", "8080", "1000"]);
+    assert!(call.stdout.contains("bytes=1000"), "{call:?}");
+    let packets = link.stop();
+    let groups = pair
+        .a
+        .host
+        .command(SSLYZE_PYTHON)
+        .arg(TLSSCAN)
+        .arg("server-groups")
+        .arg(packets.path())
+        .arg("15008")
+        .output(SHORT);
+    println!(
+        "key exchange groups in B's ServerHellos to A: {}",
+        groups.stdout.trim()
+    );
+    assert_eq!(groups.stdout.trim(), "[\"X25519MLKEM768\"]", "{groups:?}");
+}

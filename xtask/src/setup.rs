@@ -3,8 +3,9 @@
 //! crate builds it with `-Z build-std=core`), and `bpf-linker` built against LLVM 22: it
 //! links the LLVM bitcode nightly's rustc emits, so its LLVM must have the same major
 //! version, and building it against the system's LLVM needs that LLVM's development
-//! packages (with Polly and zstd, which Debian's LLVM libraries link to). Also the validator
-//! the Kubernetes manifests' test runs (`kubernetes-validate`, from PyPI, in a venv).
+//! packages (with Polly and zstd, which Debian's LLVM libraries link to). Also the Python
+//! tools tests run, from PyPI, each in a venv: the validator of the Kubernetes manifests'
+//! test (`kubernetes-validate`) and the TLS scanner of the tunnel port's test (`sslyze`).
 
 use std::process::Command;
 
@@ -24,7 +25,7 @@ const TEST_PACKAGES: [&str; 9] = [
     // The certificate tests make their faulty certificates with another toolkit than the
     // daemon's own CA code (tests/support/mkpki.py, run by Debian's /usr/bin/python3).
     "python3-cryptography",
-    // `python3 -m venv` of Debian's Python needs it (ensurepip), for kubernetes-validate.
+    // `python3 -m venv` of Debian's Python needs it (ensurepip), for the PyPI tools.
     "python3-venv",
     // tunnel-cni's end-to-end tests chain it after the reference bridge and host-local
     // plugins (/usr/lib/cni), driven as a container runtime drives them.
@@ -35,35 +36,44 @@ const TEST_PACKAGES: [&str; 9] = [
 const KUBERNETES_VALIDATE: &str = "1.37.0";
 /// Its venv, relative to the workspace; tests/manifests.rs runs it from there.
 const KUBERNETES_VALIDATE_VENV: &str = "target/tools/kubernetes-validate";
+/// The TLS scanner tests/mtls.rs points at the tunnel port, pinned, and its venv.
+const SSLYZE: &str = "6.3.1";
+const SSLYZE_VENV: &str = "target/tools/sslyze";
 
 /// Everything for building and testing.
 pub fn all() -> Result<()> {
     apt(&TEST_PACKAGES)?;
-    kubernetes_validate()?;
+    python_tool(
+        "kubernetes-validate",
+        KUBERNETES_VALIDATE,
+        KUBERNETES_VALIDATE_VENV,
+    )?;
+    python_tool("sslyze", SSLYZE, SSLYZE_VENV)?;
     build_tools()
 }
 
-/// `kubernetes-validate` (and PyYAML, its dependency) in a venv of the project's own, made
-/// by Debian's Python. Not pip into the system: Debian's Python is externally managed
-/// (PEP 668: pip refuses without `--break-system-packages`), and PyPI packages there would
-/// shadow the Debian ones other tests use. Nor the `python3` first on PATH, which may be
-/// another installation that the next machine lacks. Under target/, so `cargo clean`
-/// removes it and the next setup makes it again; a venv whose validator is not the pinned
-/// version is made anew.
-fn kubernetes_validate() -> Result<()> {
-    let venv = crate::workspace().join(KUBERNETES_VALIDATE_VENV);
-    let validator = venv.join("bin/kubernetes-validate");
-    let installed = Command::new(&validator)
-        .arg("--version")
+/// A PyPI package, pinned, in a venv of the project's own made by Debian's Python. Not pip
+/// into the system: Debian's Python is externally managed (PEP 668: pip refuses without
+/// `--break-system-packages`), and PyPI packages there would shadow the Debian ones other
+/// tests use. Nor the `python3` first on PATH, which may be another installation that the
+/// next machine lacks. Under target/, so `cargo clean` removes it and the next setup makes
+/// it again; a venv without the pinned version is made anew.
+fn python_tool(package: &str, version: &str, venv: &str) -> Result<()> {
+    let venv = crate::workspace().join(venv);
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["show", "--disable-pip-version-check", package])
         .output()
         .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == KUBERNETES_VALIDATE
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == format!("Version: {version}"))
         });
     if installed {
         return Ok(());
     }
     say(&format!(
-        "installing kubernetes-validate {KUBERNETES_VALIDATE} in {}",
+        "installing {package} {version} in {}",
         venv.display()
     ));
     run(Command::new("/usr/bin/python3")
@@ -73,7 +83,7 @@ fn kubernetes_validate() -> Result<()> {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
+        &format!("{package}=={version}"),
     ]))
 }
 
