@@ -32,9 +32,10 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               traffic against a serve-tagged port for SECONDS: short
                               connections one after another (tag, one echoed line, close)
                               beside STREAMS long ones, each echoing checksummed chunks for
-                              STREAM_SECONDS, then closing and starting over. Prints "started",
-                              then "short_ok=.. short_failed=.. long_ok=.. long_failed=..
-                              corrupted_bytes=.. echoed_bytes=..", failures on stderr
+                              STREAM_SECONDS, then closing and starting over (50 ms after a
+                              failure). Prints "started", then "short_ok=.. short_failed=..
+                              long_ok=.. long_failed=.. corrupted_bytes=.. echoed_bytes=..",
+                              each failure on stderr with its unix time
 """
 import hashlib, json, random, socket, sys, threading, time
 
@@ -209,10 +210,10 @@ def load(host, port, seconds, streams, stream_seconds):
                 s.close()
                 count(**({"short_ok": 1} if ok else {"short_failed": 1}))
                 if not ok:
-                    print(f"short {i}: wrong answer", file=sys.stderr, flush=True)
-            except OSError as e:
+                    print(f"{time.time():.3f} short {i}: wrong answer", file=sys.stderr, flush=True)
+            except (OSError, EOFError) as e:
                 count(short_failed=1)
-                print(f"short {i}: {e}", file=sys.stderr, flush=True)
+                print(f"{time.time():.3f} short {i}: {e}", file=sys.stderr, flush=True)
             time.sleep(0.02)
 
     def long(worker):
@@ -240,9 +241,13 @@ def load(host, port, seconds, streams, stream_seconds):
                     time.sleep(0.01)
                 s.close()
                 count(long_ok=1)
-            except OSError as e:
+            except (OSError, EOFError) as e:
+                # EOFError: the echo ended early (read_exactly); a failure like any other,
+                # not an exception that would end this worker unseen.
                 count(long_failed=1)
-                print(f"long {worker}/{n} at chunk {seq}: {e}", file=sys.stderr, flush=True)
+                print(f"{time.time():.3f} long {worker}/{n} at chunk {seq}: {e}", file=sys.stderr, flush=True)
+                # Not a tight loop while the path is down: the failures stay countable.
+                time.sleep(0.05)
 
     threads = [threading.Thread(target=short) for _ in range(2)]
     threads += [threading.Thread(target=long, args=(w,)) for w in range(streams)]

@@ -43,6 +43,13 @@ enum Task {
     Bench(bench::Options),
     /// Run the fuzz targets under fuzz/ (cargo-fuzz on nightly; installed if missing).
     Fuzz(fuzz::Options),
+    /// Set up, then run the soak (tests/soak.rs): mixed pod traffic across two nodes for
+    /// MINUTES while certificates renew, the policy reloads, pods come and go and daemons
+    /// are killed -9; needs root.
+    Soak {
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+    },
     /// (bench helper) median connect() latency to ADDR (or to a listener of its own on
     /// loopback: `loopback`) over N tries.
     #[command(hide = true)]
@@ -96,6 +103,20 @@ fn main() -> Result<()> {
         }
         Task::Bench(options) => bench::run(&options),
         Task::Fuzz(options) => fuzz::run(&options),
+        Task::Soak { minutes } => {
+            setup::all()?;
+            let status = Command::new("cargo")
+                .args(["test", "--package", "tunnel", "--test", "soak"])
+                .args(["--", "--ignored", "--nocapture"])
+                .env("TUNNEL_SOAK_MINUTES", minutes.to_string())
+                .current_dir(workspace())
+                .status()
+                .context("run cargo test")?;
+            if !status.success() {
+                bail!("the soak failed");
+            }
+            Ok(())
+        }
         Task::ProbeConnect { target, count } => bench::probes::connect_latency(&target, count),
         Task::ProbeFirstByte {
             target,
