@@ -165,8 +165,8 @@ impl Checker<'_> {
         let capture = self.capture(&raw.capture, service_cidrs);
         let listen = self.listen(&raw.listen, capture.as_ref());
         let outbound = self.outbound(&raw.outbound, td);
-        let inbound = self.inbound(&raw.inbound);
         let runtime = self.runtime(&raw.runtime);
+        let inbound = self.inbound(&raw.inbound, runtime.as_ref());
         let workloads = self.workloads(
             &raw.workloads,
             td,

@@ -2,10 +2,15 @@
 //! `Inbound::DEFAULT`.
 
 use super::{Checker, KeyPath, at};
-use crate::config::{Inbound, raw::RawInbound};
+use crate::config::{Inbound, Runtime, raw::RawInbound};
 
 impl Checker<'_> {
-    pub(super) fn inbound(&mut self, raw: &RawInbound) -> Option<Inbound> {
+    /// `runtime`: the runtime's threads decide the default of `max_handshakes`.
+    pub(super) fn inbound(
+        &mut self,
+        raw: &RawInbound,
+        runtime: Option<&Runtime>,
+    ) -> Option<Inbound> {
         let path = at("inbound");
         let d = Inbound::DEFAULT;
         let max_unauthenticated = self.at_least_one(
@@ -21,7 +26,7 @@ impl Checker<'_> {
         let max_handshakes = self.at_least_one(
             &path.key("max_handshakes"),
             raw.max_handshakes,
-            d.max_handshakes,
+            Inbound::default_max_handshakes(runtime.map_or(1, |r| r.worker_threads)),
         );
         let max_connections_per_peer = self.at_least_one(
             &path.key("max_connections_per_peer"),
