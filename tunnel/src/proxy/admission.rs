@@ -87,8 +87,11 @@ pub enum Refusal {
     NotTls,
     /// No (complete) handshake within the handshake timeout.
     HandshakeTimeout,
-    /// TLS or HTTP/2 handshake failed (certificate refused, protocol error...).
+    /// The TLS handshake failed (certificate refused, protocol error...).
     HandshakeFailed,
+    /// The TLS handshake completed, but HTTP/2 did not: the peer closed, or its preface was
+    /// not HTTP/2 or did not come within the handshake timeout.
+    NoStream,
     /// One caller identity from one address already holds its share of connections.
     ConnectionsPerPeer,
     /// Plaintext from another host to a workload port in strict mode.
@@ -96,12 +99,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Unauthenticated,
         Self::UnauthenticatedFromAddress,
         Self::NotTls,
         Self::HandshakeTimeout,
         Self::HandshakeFailed,
+        Self::NoStream,
         Self::ConnectionsPerPeer,
         Self::Plaintext,
     ];
@@ -113,6 +117,7 @@ impl Refusal {
             Self::NotTls => "not_tls",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HandshakeFailed => "handshake_failed",
+            Self::NoStream => "no_stream",
             Self::ConnectionsPerPeer => "too_many_connections_for_peer",
             Self::Plaintext => "plaintext",
         }
@@ -128,6 +133,7 @@ impl Refusal {
             Self::NotTls => FailReason::tls_handshake_failed,
             Self::HandshakeTimeout => FailReason::timeout,
             Self::HandshakeFailed => FailReason::tls_handshake_failed,
+            Self::NoStream => FailReason::no_stream,
             Self::Plaintext => FailReason::plaintext_refused,
         }
     }
