@@ -325,13 +325,23 @@ fn daemonset_surges_and_never_leaves_a_node_without_a_daemon() {
 }
 
 #[test]
-fn probes_ask_the_admin_api_on_loopback() {
+fn probes_ask_the_health_port_on_loopback() {
     let daemonset = daemonset();
     let tunnel = container(&daemonset["spec"]["template"]["spec"], "tunnel");
     let config = config();
     let admin = config_str(&config, "listen", "admin");
-    let (host, port) = admin.rsplit_once(':').unwrap();
-    assert_eq!(host, "127.0.0.1", "listen.admin stays on loopback");
+    assert!(
+        admin.starts_with("127.0.0.1:"),
+        "listen.admin stays on loopback"
+    );
+    // A listener of its own, which the admin port's clients cannot crowd out.
+    let health = config_str(&config, "listen", "health");
+    let (host, port) = health.rsplit_once(':').unwrap();
+    assert_eq!(
+        host, "127.0.0.1",
+        "the probes come from the node's namespace"
+    );
+    assert_ne!(admin, health);
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         assert_eq!(
             tunnel[probe]["httpGet"],
@@ -514,6 +524,11 @@ fn configmap_config_parses_and_agrees_with_the_daemonset() {
             config_str(&config, "capture", "cgroup"),
         ),
         ("run", "/run/tunnel", config_str(&config, "pods", "socket")),
+        (
+            "run",
+            "/run/tunnel",
+            config_str(&config, "listen", "control"),
+        ),
         (
             "state",
             "/var/lib/tunnel",

@@ -126,16 +126,27 @@ pub fn start_daemon(testbed: &Testbed, host: &Host, label: &str, config: &Path) 
 }
 
 /// An example config made to run in a testbed: `/etc/tunnel/` becomes the test's cert dir,
-/// `/sys/fs/cgroup` the host's cgroup subtree, and the pin dir a unique one.
+/// `/sys/fs/cgroup` the host's cgroup subtree, the pin dir a unique one, and `/run/tunnel/`
+/// (the control socket's directory) one of the host's own in the test's dir.
 pub fn render_example(example: &str, testbed: &Testbed, label: &str, certs: &Path) -> String {
     let text = fs::read_to_string(Path::new(EXAMPLES).join(example)).expect("read example config");
     let cgroup_base = testbed.cgroup(label);
     text.replace("/etc/tunnel/", &format!("{}/", certs.display()))
         .replace(
+            "/run/tunnel/",
+            &format!("{}/", run_dir(testbed, label).display()),
+        )
+        .replace(
             "/sys/fs/bpf/tunnel",
             &testbed.bpf_dir(label).display().to_string(),
         )
         .replace("/sys/fs/cgroup", &cgroup_base.display().to_string())
+}
+
+/// Where a host's daemon keeps its control socket in a testbed (`/run/tunnel` in the
+/// examples).
+pub fn run_dir(testbed: &Testbed, label: &str) -> PathBuf {
+    testbed.dir().join(format!("run-{label}"))
 }
 
 /// `GET path` from the admin API of the daemon in `host` (`curl` inside the host, on the

@@ -140,11 +140,16 @@ impl Drop for Testbed {
 }
 
 /// An example config (from `config/`) made to run in this testbed: `/etc/tunnel/` becomes
-/// `certs`, `/sys/fs/cgroup` the cgroup subtree `label` of this testbed, and the pin dir a
-/// unique one.
+/// `certs`, `/sys/fs/cgroup` the cgroup subtree `label` of this testbed, the pin dir a
+/// unique one, and `/run/tunnel/` (the control socket's directory) `run-<label>` in the
+/// testbed's directory.
 pub fn render_config(testbed: &Testbed, text: &str, label: &str, certs: &Path) -> String {
     let cgroup_base = testbed.cgroup(label);
     text.replace("/etc/tunnel/", &format!("{}/", certs.display()))
+        .replace(
+            "/run/tunnel/",
+            &format!("{}/", testbed.dir().join(format!("run-{label}")).display()),
+        )
         .replace(
             "/sys/fs/bpf/tunnel",
             &testbed.bpf_dir(label).display().to_string(),

@@ -160,6 +160,7 @@ ttl = "1h"
 
 [listen]
 admin = "127.0.0.1:15000"
+control = "{dir}/{label}/control.sock"
 
 [capture]
 cgroup = "{cgroup}"

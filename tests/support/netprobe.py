@@ -36,6 +36,18 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               failure). Prints "started", then "short_ok=.. short_failed=..
                               long_ok=.. long_failed=.. corrupted_bytes=.. echoed_bytes=..",
                               each failure on stderr with its unix time
+  slow-clients HOST SECONDS RECONNECT SLOW POLL...
+                              for SECONDS: holds slow HTTP clients, SLOW a comma-separated
+                              list of PORT:N (N connections to PORT; even ones send nothing,
+                              odd ones a request line, then one byte of a header that never
+                              ends each second;
+                              with RECONNECT=1 each is opened again when the server closes
+                              it), while each POLL (PORT/PATH) is asked GET on a new
+                              connection every 50 ms, 2 s allowed (a kubelet probe's
+                              timeout). Prints "holding" once connected, then JSON:
+                              {"held", "closed_by_server", "polls": {POLL: {"ok", "failed",
+                              "p50_ms", "p99_ms", "max_ms", "longest_failure_s",
+                              "errors": {what: count}}}}
 """
 import hashlib, json, random, socket, sys, threading, time
 
@@ -135,6 +147,106 @@ def http_calls(host, port, n, gap_ms):
         "ok": len(times), "failed": n - len(times), "by": by,
         "p50_ms": pick(0.5), "p99_ms": pick(0.99), "calls": calls,
     }), flush=True)
+
+
+def slow_clients(host, seconds, reconnect, slow, polls):
+    """Slow clients on some ports while others are polled; see the module's docstring."""
+    import selectors
+
+    deadline = time.monotonic() + seconds
+    targets = []
+    for spec in slow.split(","):
+        if spec:
+            port, n = spec.split(":")
+            targets += [int(port)] * int(n)
+    selector = selectors.DefaultSelector()
+    held = {}  # socket -> (index, port)
+    stats = {"held": 0, "closed_by_server": 0}
+
+    def open_slow(index, port):
+        try:
+            s = connect(host, port, timeout=2)
+        except OSError:
+            return False
+        if index % 2:
+            s.sendall(b"GET /healthz/ready HTTP/1.1\r\nX-Slow: ")
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ)
+        held[s] = (index, port)
+        return True
+
+    for index, port in enumerate(targets):
+        open_slow(index, port)
+    stats["held"] = len(held)
+    print("holding", flush=True)
+    results = {}
+
+    def poll(target):
+        port, path = target.split("/", 1)
+        times, errors, failing_since, longest = [], {}, None, 0.0
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                with connect(host, port, timeout=2) as s:
+                    s.settimeout(max(0.001, 2 - (time.monotonic() - started)))
+                    s.sendall(f"GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                    answer = b""
+                    while chunk := s.recv(CHUNK):
+                        answer += chunk
+                status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/1.1 ") else "none"
+                if status != "200":
+                    raise OSError(f"HTTP {status}")
+                times.append((time.monotonic() - started) * 1000)
+                if failing_since is not None:
+                    longest = max(longest, started - failing_since)
+                    failing_since = None
+            except OSError as e:
+                what = type(e).__name__ if not str(e).startswith("HTTP") else str(e)
+                errors[what] = errors.get(what, 0) + 1
+                if failing_since is None:
+                    failing_since = started
+            time.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
+        if failing_since is not None:
+            longest = max(longest, time.monotonic() - failing_since)
+        ordered = sorted(times)
+        pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else None
+        results[target] = {
+            "ok": len(times), "failed": sum(errors.values()),
+            "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "max_ms": round(ordered[-1], 2) if ordered else None,
+            "longest_failure_s": round(longest, 2), "errors": errors,
+        }
+
+    pollers = [threading.Thread(target=poll, args=(p,)) for p in polls]
+    for t in pollers:
+        t.start()
+    next_drip = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=0.1):
+            s = key.fileobj
+            try:
+                data = s.recv(CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                index, port = held.pop(s)
+                selector.unregister(s)
+                s.close()
+                stats["closed_by_server"] += 1
+                if reconnect:
+                    open_slow(index, port)
+        if time.monotonic() >= next_drip:
+            next_drip += 1
+            for s, (index, _) in list(held.items()):
+                if index % 2:
+                    try:
+                        s.send(b"a")
+                    except OSError:
+                        pass
+    for t in pollers:
+        t.join()
+    stats["polls"] = results
+    print(json.dumps(stats), flush=True)
 
 
 def read_exactly(conn, n):
@@ -376,6 +488,8 @@ def main():
         print(f"holding={len(held)}", flush=True)
         time.sleep(seconds)
         print(f"held={len(held)}", flush=True)
+    elif cmd == "slow-clients":
+        slow_clients(args[0], float(args[1]), args[2] == "1", args[3], args[4:])
     elif cmd == "load":
         load(args[0], args[1], float(args[2]), int(args[3]), float(args[4]))
     elif cmd == "latency":

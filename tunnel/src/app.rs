@@ -13,7 +13,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    admin::{self, AdminError, AdminListener, Readiness},
+    admin::{self, AdminError, AdminListener, ControlSocket, HealthListener, Readiness},
     cgroup::{self, CgroupDir},
     config::{Config, ConfigError, Located, Problem},
     credentials::Credentials,
@@ -90,6 +90,10 @@ pub struct Daemon {
     telemetry: Arc<Telemetry>,
     /// Bound with the other listeners, served once the daemon is ready.
     admin: AdminListener,
+    /// The probes' listener, likewise.
+    health: HealthListener,
+    /// The admin API for root, likewise.
+    control: ControlSocket,
     /// The pod registration API and the registry behind it, with `[pods]`.
     pods: Option<(PodApi, Arc<PodManager>)>,
     config: Arc<Config>,
@@ -153,7 +157,9 @@ impl Daemon {
             config.listen.inbound_plaintext_v6,
             config.listen.backlog,
         )?;
-        let admin = AdminListener::bind(config.listen.admin).await?;
+        let admin = AdminListener::bind(config.listen.admin, config.listen.backlog).await?;
+        let health = HealthListener::bind(config.listen.health, config.listen.backlog).await?;
+        let control = ControlSocket::bind(&config.listen.control)?;
         let pod_api = match &config.pods {
             Some(pods) => Some(PodApi::bind(&pods.socket)?),
             None => None,
@@ -230,6 +236,8 @@ impl Daemon {
             inbound = ?inbound.addresses(),
             inbound_plaintext = ?plaintext.addresses(),
             admin = %config.listen.admin,
+            health = %config.listen.health,
+            control = %config.listen.control.display(),
             steered_ports = ?spec.steer_ports,
             node = %config.node.spiffe_id,
             workloads = config.workloads.len(),
@@ -250,6 +258,8 @@ impl Daemon {
             credentials,
             telemetry,
             admin,
+            health,
+            control,
             pods,
             config: Arc::new(config),
             capture,
@@ -277,6 +287,8 @@ impl Daemon {
             capture: Some(capture),
             readiness: readiness.clone(),
         });
+        let health = tokio::spawn(self.health.serve(admin_state.clone()));
+        let control = tokio::spawn(self.control.serve(admin_state.clone()));
         let admin = tokio::spawn(self.admin.serve(admin_state));
         let (trigger, watcher) = drain::channel();
         let pods_watcher = watcher.clone();
@@ -353,6 +365,8 @@ impl Daemon {
         map_counts.abort();
         expiry.abort();
         admin.abort();
+        health.abort();
+        control.abort();
     }
 }
 

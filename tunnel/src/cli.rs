@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod check;
+pub mod log_level;
 pub mod pod;
 pub mod probe;
 pub mod run;
@@ -29,6 +30,9 @@ pub enum Command {
     /// Ask the running daemon (its admin API) whether it is ready, and about its
     /// certificates, peers and connections.
     Status(status::StatusArgs),
+    /// Show the running daemon's log filter, or change it through its control socket
+    /// (root only).
+    LogLevel(log_level::LogLevelArgs),
     /// Register, remove and list pods through the running daemon's pod API ([pods]).
     Pod(pod::PodArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).

@@ -30,6 +30,10 @@ pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/tunnel";
 pub const DEFAULT_OUTBOUND: &str = "127.0.0.1:15001";
 pub const DEFAULT_INBOUND: &str = "0.0.0.0:15008";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+/// Readiness alone, for probes (Istio's and ztunnel's health port).
+pub const DEFAULT_HEALTH: &str = "127.0.0.1:15021";
+/// The control socket: the admin API for root, where the log filter is changed.
+pub const DEFAULT_CONTROL: &str = "/run/tunnel/control.sock";
 /// Where other hosts' plaintext connections to workload ports are steered.
 pub const DEFAULT_INBOUND_PLAINTEXT: &str = "0.0.0.0:15006";
 /// The HBONE port of peer daemons.
@@ -64,6 +68,7 @@ pub struct Config {
     pub outbound: Outbound,
     pub inbound: Inbound,
     pub runtime: Runtime,
+    pub logging: Logging,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
     /// Files of more `[[policy]]` rules (already read into `policies`), watched for reload.
@@ -220,16 +225,25 @@ pub struct Listen {
     /// `admin_allow_remote`.
     pub admin: SocketAddr,
     pub admin_allow_remote: bool,
+    /// `/healthz/ready` alone, for probes, on a listener of its own.
+    pub health: SocketAddr,
+    /// The control socket (root only): the admin API, and the only place it changes
+    /// anything.
+    pub control: PathBuf,
     /// Accept queue length of every listener.
     pub backlog: u32,
 }
 
 impl Listen {
-    /// Every port the daemon binds (or reserves: admin): never a workload's port, and never
-    /// a destination the inbound side delivers to.
+    /// Every port the daemon binds (or reserves: admin, health): never a workload's port,
+    /// and never a destination the inbound side delivers to.
     pub fn own_ports(&self) -> BTreeSet<u16> {
-        let mut ports =
-            BTreeSet::from([self.outbound.port(), self.inbound.port(), self.admin.port()]);
+        let mut ports = BTreeSet::from([
+            self.outbound.port(),
+            self.inbound.port(),
+            self.admin.port(),
+            self.health.port(),
+        ]);
         ports.extend(self.outbound_v6.map(|a| a.port()));
         ports.extend(self.inbound_v6.map(|a| a.port()));
         ports.insert(self.inbound_plaintext.port());
@@ -310,6 +324,15 @@ impl Inbound {
         idle_timeout: Duration::from_secs(600),
         keepalive: DEFAULT_KEEPALIVE,
     };
+}
+
+/// `[logging]`: what a change of the log filter at run time may do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Logging {
+    /// Lets the control socket set `tunnel::access` (the access log) and `tunnel::auth`
+    /// (the auth-failure stream) below the level they had at start. Off: the audit trail
+    /// keeps its level whoever asks.
+    pub allow_lowering_access_and_auth: bool,
 }
 
 /// How the daemon runs its work.

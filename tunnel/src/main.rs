@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => cli::probe::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::LogLevel(args) => cli::log_level::run(args),
         Command::Pod(args) => cli::pod::run(args),
         Command::Ca(command) => cli::ca::run(command),
     }

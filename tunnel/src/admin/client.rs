@@ -1,13 +1,21 @@
-//! A minimal client of the admin API (HTTP/1.1 over one TCP connection per request), for
-//! `tunnel status` and the tests.
+//! A minimal client of the admin API (HTTP/1.1, one connection per request): over TCP for
+//! `tunnel status` and the tests, over the control socket for `tunnel log-level`.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpStream, UnixStream},
+};
 
 /// An answer of the admin API.
 #[derive(Clone, Debug)]
@@ -21,15 +29,22 @@ pub struct Answer {
 pub enum ClientError {
     #[error("no daemon answers on {addr} (is tunnel running? is listen.admin elsewhere?)")]
     Refused { addr: SocketAddr },
-    #[error("{addr} did not answer {path} within {timeout:?}")]
+    #[error(
+        "no daemon answers on {} (is tunnel running? is listen.control elsewhere?)",
+        .path.display()
+    )]
+    NoSocket { path: PathBuf },
+    #[error("{}: permission denied; only root may use the control socket", .path.display())]
+    NotAllowed { path: PathBuf },
+    #[error("{at} did not answer {path} within {timeout:?}")]
     Timeout {
-        addr: SocketAddr,
+        at: String,
         path: String,
         timeout: Duration,
     },
-    #[error("{addr}: {path}: {detail}")]
+    #[error("{at}: {path}: {detail}")]
     Other {
-        addr: SocketAddr,
+        at: String,
         path: String,
         detail: String,
     },
@@ -42,53 +57,108 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<Answer, ClientError> {
-    let other = |detail: String| ClientError::Other {
-        addr,
-        path: path.into(),
-        detail,
-    };
+    let at = addr.to_string();
     let exchange = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
             io::ErrorKind::ConnectionRefused => ClientError::Refused { addr },
-            _ => other(format!("cannot connect: {e}")),
+            _ => other(&at, path, format!("cannot connect: {e}")),
         })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| other(e.to_string()))?;
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| other(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| other(e.to_string()))?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| other(e.to_string()))?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            content_type,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        exchange(stream, &at, &at, method, path).await
     };
+    within(timeout, &at, path, exchange).await
+}
+
+/// `method path` on the control socket at `socket`, within `timeout`.
+pub async fn request_unix(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    let at = socket.display().to_string();
+    let exchange = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ClientError::NoSocket {
+                        path: socket.into(),
+                    }
+                }
+                io::ErrorKind::PermissionDenied => ClientError::NotAllowed {
+                    path: socket.into(),
+                },
+                _ => other(&at, path, format!("cannot connect: {e}")),
+            })?;
+        exchange(stream, &at, "localhost", method, path).await
+    };
+    within(timeout, &at, path, exchange).await
+}
+
+fn other(at: &str, path: &str, detail: String) -> ClientError {
+    ClientError::Other {
+        at: at.into(),
+        path: path.into(),
+        detail,
+    }
+}
+
+async fn within(
+    timeout: Duration,
+    at: &str,
+    path: &str,
+    exchange: impl Future<Output = Result<Answer, ClientError>>,
+) -> Result<Answer, ClientError> {
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ClientError::Timeout {
-            addr,
+            at: at.into(),
             path: path.into(),
             timeout,
         })?
+}
+
+/// One request on `stream`; `at` names the daemon in errors, `host` goes in the header.
+async fn exchange<IO>(
+    stream: IO,
+    at: &str,
+    host: &str,
+    method: Method,
+    path: &str,
+) -> Result<Answer, ClientError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let other = |detail: String| other(at, path, detail);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| other(e.to_string()))?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| other(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| other(e.to_string()))?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| other(e.to_string()))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }

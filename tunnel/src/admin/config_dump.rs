@@ -64,6 +64,8 @@ pub struct Listen {
     pub inbound_plaintext_v6: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub admin_allow_remote: bool,
+    pub health: SocketAddr,
+    pub control: PathBuf,
     pub backlog: u32,
 }
 
@@ -223,6 +225,8 @@ pub fn dump(state: &State) -> Dump {
             inbound_plaintext_v6: config.listen.inbound_plaintext_v6.map(SocketAddr::V6),
             admin: config.listen.admin,
             admin_allow_remote: config.listen.admin_allow_remote,
+            health: config.listen.health,
+            control: config.listen.control.clone(),
             backlog: config.listen.backlog,
         },
         capture: Capture {

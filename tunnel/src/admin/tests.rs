@@ -1,13 +1,19 @@
-//! The admin API in process: a server on 127.0.0.1:0 over the test fixture's config and
+//! The admin API in process: the admin port and the health port on 127.0.0.1:0 and the
+//! control socket in the fixture's directory, over the test fixture's config and
 //! certificates, asked over real HTTP/1.1.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use http::Method;
 use rustls_pki_types::pem::PemObject as _;
 
 use super::{
-    AdminListener, OPENMETRICS, Readiness, State,
+    AdminListener, ControlSocket, HealthListener, OPENMETRICS, Readiness, State,
     client::{self, Answer},
 };
 use crate::{
@@ -16,24 +22,33 @@ use crate::{
     logging,
     policy::{LivePolicy, Policy},
     telemetry::{ConnectionInfo, Telemetry},
-    test_support::Fixture,
+    test_support::{Fixture, Logs},
 };
 
 pub(crate) struct Server {
+    /// The admin port.
     pub addr: SocketAddr,
+    pub health: SocketAddr,
+    pub control: PathBuf,
     pub state: Arc<State>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 /// Serves the fixture's config, not yet ready.
 pub(crate) async fn serve(fixture: &Fixture) -> Server {
-    let config = fixture.config();
+    serve_with(fixture, fixture.config()).await
+}
+
+/// Serves `config` (the fixture's, changed), not yet ready.
+pub(crate) async fn serve_with(fixture: &Fixture, config: crate::config::Config) -> Server {
     let credentials = Credentials::load(&config, wiring::credentials_spec(&config)).unwrap();
     let state = Arc::new(State {
         policy: LivePolicy::new(Policy::from_config(&config)),
@@ -43,12 +58,28 @@ pub(crate) async fn serve(fixture: &Fixture) -> Server {
         capture: None,
         readiness: Arc::new(Readiness::new()),
     });
-    let listener = AdminListener::bind("127.0.0.1:0".parse().unwrap())
+    let listener = AdminListener::bind("127.0.0.1:0".parse().unwrap(), 128)
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(listener.serve(state.clone()));
-    Server { addr, state, task }
+    let health = HealthListener::bind("127.0.0.1:0".parse().unwrap(), 128)
+        .await
+        .unwrap();
+    let health_addr = health.local_addr().unwrap();
+    let control = fixture.path("run/control.sock");
+    let socket = ControlSocket::bind(&control).unwrap();
+    let tasks = vec![
+        tokio::spawn(listener.serve(state.clone())),
+        tokio::spawn(health.serve(state.clone())),
+        tokio::spawn(socket.serve(state.clone())),
+    ];
+    Server {
+        addr,
+        health: health_addr,
+        control,
+        state,
+        tasks,
+    }
 }
 
 async fn ask(server: &Server, method: Method, path: &str) -> Answer {
@@ -183,7 +214,7 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn logging_shows_the_filter_and_changes_it_on_get_or_post_refusing_a_bad_one() {
+async fn the_admin_port_shows_the_log_filter_and_answers_a_change_with_where_to_go() {
     let fixture = Fixture::new();
     let server = serve(&fixture).await;
     let control = server.state.telemetry.logging.clone();
@@ -192,37 +223,151 @@ async fn logging_shows_the_filter_and_changes_it_on_get_or_post_refusing_a_bad_o
         (answer.status, answer.body.as_str()),
         (200, "warn,tunnel=info\n")
     );
+    for (method, path, status) in [
+        (Method::GET, "/logging?level=debug", 403),
+        (Method::POST, "/logging?level=debug", 405),
+        (Method::POST, "/logging", 405),
+        (Method::GET, "/logging?level=%FF", 403),
+    ] {
+        let answer = ask(&server, method.clone(), path).await;
+        println!("{method} {path}: {} {}", answer.status, answer.body.trim());
+        assert_eq!(answer.status, status, "{method} {path}");
+        assert!(
+            answer.body.contains("the admin port is read-only")
+                && answer.body.contains("/run/tunnel/control.sock")
+                && answer.body.contains("tunnel log-level"),
+            "{}",
+            answer.body
+        );
+    }
+    assert_eq!(control.current(), "warn,tunnel=info", "nothing changed");
+}
 
-    let answer = get(&server, "/logging?level=debug").await;
+async fn change(server: &Server, method: Method, path: &str) -> Answer {
+    client::request_unix(&server.control, method, path, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_control_socket_changes_the_filter_strictly_and_logs_who_did() {
+    let logs = Logs::capture();
+    let fixture = Fixture::new();
+    let server = serve(&fixture).await;
+    let control = server.state.telemetry.logging.clone();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&server.control).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the socket is root's alone");
+
+    let answer = change(&server, Method::POST, "/logging?level=debug").await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
         (200, "warn,tunnel=debug\n")
     );
     assert_eq!(control.current(), "warn,tunnel=debug");
+    let line = logs
+        .wait_for(
+            "log filter changed through the control socket",
+            Duration::from_secs(1),
+        )
+        .await;
+    println!("{line}");
+    let uid = nix::unistd::geteuid().as_raw();
+    for field in [
+        format!("uid={uid}"),
+        format!("pid={}", std::process::id()),
+        "from=warn,tunnel=info".into(),
+        "to=warn,tunnel=debug".into(),
+    ] {
+        assert!(line.contains(&field), "{field} in {line}");
+    }
 
-    let answer = ask(&server, Method::POST, "/logging?level=warn%2Ch2%3Dtrace").await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (200, "warn,h2=trace\n")
-    );
-    assert_eq!(control.current(), "warn,h2=trace");
-
-    let answer = get(&server, "/logging?level=tunnel%3Dloud").await;
-    assert_eq!(answer.status, 400);
-    assert!(
-        answer
-            .body
-            .contains("not a level or a filter directive list"),
-        "{}",
-        answer.body
-    );
+    // The examples, and what the query cannot carry.
+    for (path, status, says) in [
+        (
+            "/logging?level=garbage%25%25%25",
+            400,
+            "is not a log target of this daemon",
+        ),
+        (
+            "/logging?level=tunnel%5B%7Bx%7D%5D%3Ddebug",
+            400,
+            "span and field filters",
+        ),
+        (
+            "/logging?level=tunnel%3A%3Aaccess%3Doff",
+            403,
+            "would lower tunnel::access from info to off",
+        ),
+        (
+            "/logging?level=warn",
+            403,
+            "keep them: warn,tunnel=warn,tunnel::access=info",
+        ),
+        ("/logging?level=%FF", 400, "does not decode to UTF-8"),
+        (
+            "/logging?level=debug%zz",
+            400,
+            "bad percent escape at byte 5",
+        ),
+        ("/logging?level=", 400, "the filter is empty"),
+        ("/logging", 400, "no filter"),
+    ] {
+        let answer = change(&server, Method::POST, path).await;
+        println!("POST {path}: {} {}", answer.status, answer.body.trim());
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(answer.body.contains(says), "{path}: {}", answer.body);
+    }
     assert_eq!(
         control.current(),
-        "warn,h2=trace",
-        "a refused filter changes nothing"
+        "warn,tunnel=debug",
+        "refusals change nothing"
     );
-    let answer = get(&server, "/logging?level=").await;
-    assert_eq!(answer.status, 400);
+    assert!(
+        !logs.lines_with("log filter change refused").is_empty(),
+        "refusals are logged with who asked"
+    );
+    let answer = change(&server, Method::GET, "/logging?level=info").await;
+    assert_eq!(answer.status, 405, "a change is a POST: {}", answer.body);
+    let answer = change(&server, Method::GET, "/logging").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "warn,tunnel=debug\n")
+    );
+    // The rest of the API answers there too.
+    assert_eq!(change(&server, Method::GET, "/metrics").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_config_that_allows_it_may_lower_the_audit_trail() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.logging.allow_lowering_access_and_auth = true;
+    let server = serve_with(&fixture, config).await;
+    let answer = change(&server, Method::POST, "/logging?level=warn").await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "warn,tunnel=warn\n")
+    );
+}
+
+#[tokio::test]
+async fn a_quieting_change_is_recorded_before_it_takes_effect() {
+    let logs = Logs::capture();
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.logging.allow_lowering_access_and_auth = true;
+    let server = serve_with(&fixture, config).await;
+    let answer = change(&server, Method::POST, "/logging?level=error").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let line = logs
+        .wait_for(
+            "log filter changed through the control socket",
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(line.contains("to=warn,tunnel=error"), "{line}");
 }
 
 #[tokio::test]
@@ -282,23 +427,119 @@ async fn connections_and_capture_are_json() {
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_are_closed_and_the_api_answers_again_once_one_ends() {
+async fn the_health_port_answers_readiness_alone() {
+    let fixture = Fixture::new();
+    let server = serve(&fixture).await;
+    let health = |path: &'static str| {
+        let addr = server.health;
+        async move {
+            client::request(addr, Method::GET, path, Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(health("/healthz/ready").await.status, 503);
+    server.state.readiness.set_ready();
+    let answer = health("/healthz/ready").await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "ready\n"));
+    let answer = health("/metrics").await;
+    assert_eq!(answer.status, 404);
+    assert!(
+        answer
+            .body
+            .contains("this port answers GET /healthz/ready only")
+            && answer.body.contains("127.0.0.1:15000"),
+        "{}",
+        answer.body
+    );
+    let answer = health("/logging").await;
+    assert_eq!(answer.status, 404);
+}
+
+/// Opens `n` connections to `addr` that never send a request.
+async fn hold(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    held
+}
+
+/// The attack, in process: silent connections on both ports, first as many as the
+/// issue's (200), then more than either port holds, while readiness is asked on both. Each
+/// answer comes within 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_connections_even_past_the_cap_do_not_keep_readiness_from_answering() {
+    let fixture = Fixture::new();
+    let server = serve(&fixture).await;
+    server.state.readiness.set_ready();
+    let mut held = Vec::new();
+    for n in [200, super::server::MAX_CONNECTIONS + 100 - 200] {
+        held.extend(hold(server.addr, n).await);
+        held.extend(hold(server.health, n).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut times = Vec::new();
+        for i in 0..40 {
+            let addr = if i % 2 == 0 {
+                server.addr
+            } else {
+                server.health
+            };
+            let started = Instant::now();
+            let answer =
+                client::request(addr, Method::GET, "/healthz/ready", Duration::from_secs(2))
+                    .await
+                    .unwrap_or_else(|e| panic!("ask {i} ({addr}): {e}"));
+            times.push(started.elapsed());
+            assert_eq!(answer.status, 200);
+        }
+        times.sort();
+        println!(
+            "readiness with {} silent connections on each port: p50 {:?}, max {:?}",
+            held.len() / 2,
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+        assert!(
+            times[times.len() - 1] < Duration::from_millis(100),
+            "{times:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_connection_past_the_cap_takes_the_place_of_the_oldest_idle_one() {
     use tokio::io::AsyncReadExt as _;
     let fixture = Fixture::new();
     let server = serve(&fixture).await;
-    let mut held = Vec::new();
-    for _ in 0..super::server::MAX_CONNECTIONS {
-        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
-    }
-    // Give the server the time to take each one.
+    let mut held = hold(server.addr, super::server::MAX_CONNECTIONS).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _newcomer = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte))
+    let read = tokio::time::timeout(Duration::from_secs(2), held[0].read(&mut byte))
         .await
-        .expect("closed at once, not left waiting");
+        .expect("the oldest is closed at once");
     assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
-    drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(get(&server, "/metrics").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_head_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let fixture = Fixture::new();
+    let server = serve(&fixture).await;
+    let mut silent = hold(server.addr, 1).await.pop().unwrap();
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut byte))
+        .await
+        .expect("closed by the server");
+    let after = started.elapsed();
+    println!("a silent connection closed after {after:?}: {read:?}");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+    let timeout = super::server::HEADER_TIMEOUT;
+    assert!(
+        after >= timeout - Duration::from_millis(100) && after < timeout + Duration::from_secs(1),
+        "{after:?}"
+    );
 }

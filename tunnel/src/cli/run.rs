@@ -22,7 +22,7 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub config: PathBuf,
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
-    /// RUST_LOG overrides it; the admin API's /logging changes it at run time.
+    /// RUST_LOG overrides it; `tunnel log-level` changes it at run time (root only).
     #[arg(long, default_value = "info")]
     pub log_level: String,
     /// Log lines as readable text or as one JSON object each.

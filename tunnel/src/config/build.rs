@@ -13,8 +13,8 @@ use std::{
 };
 
 use super::{
-    Config, ConfigError, DEFAULT_WORKER_THREADS, MAX_WORKER_THREADS, Node, Policy, Problem,
-    Runtime, Site,
+    Config, ConfigError, DEFAULT_WORKER_THREADS, Logging, MAX_WORKER_THREADS, Node, Policy,
+    Problem, Runtime, Site,
     error::{Locator, Step, render},
     raw::{RawConfig, RawNode, RawPolicyFile, RawRuntime},
 };
@@ -175,6 +175,9 @@ impl Checker<'_> {
             raw.mode,
         );
         let pods = raw.pods.as_ref().map(|p| self.pods(p, td));
+        if let (Some(listen), Some(Some(pods))) = (&listen, &pods) {
+            self.sockets_apart(listen, pods, raw.listen.control.is_some());
+        }
         let policies = self.policies(&raw.policies, td, &workloads, pods.is_some());
         let peers = self.peers(&raw.peers, td);
         if let Some(outbound) = &outbound {
@@ -192,6 +195,9 @@ impl Checker<'_> {
             outbound: outbound?,
             inbound: inbound?,
             runtime: runtime?,
+            logging: Logging {
+                allow_lowering_access_and_auth: raw.logging.allow_lowering_access_and_auth,
+            },
             workloads,
             policies,
             policy_files: Vec::new(),
@@ -209,6 +215,26 @@ impl Checker<'_> {
             spiffe_id: spiffe_id?,
             credential: credential?,
         })
+    }
+
+    /// The control socket and the pod API each need a path of their own: binding one would
+    /// replace the other's file.
+    fn sockets_apart(&mut self, listen: &super::Listen, pods: &super::Pods, control_written: bool) {
+        if listen.control != pods.socket {
+            return;
+        }
+        let key = if control_written {
+            at("listen").key("control")
+        } else {
+            at("pods").key("socket")
+        };
+        self.problem(
+            &key,
+            format!(
+                "{} is both listen.control and [pods] socket; each needs a path of its own",
+                listen.control.display()
+            ),
+        );
     }
 
     fn runtime(&mut self, raw: &RawRuntime) -> Option<Runtime> {

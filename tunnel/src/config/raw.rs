@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub inbound: RawInbound,
     #[serde(default)]
     pub runtime: RawRuntime,
+    #[serde(default)]
+    pub logging: RawLogging,
     #[serde(default, rename = "workload")]
     pub workloads: Vec<RawWorkload>,
     #[serde(default, rename = "policy")]
@@ -115,7 +117,20 @@ pub struct RawListen {
     /// and shows the config: loopback unless this is set).
     #[serde(default)]
     pub admin_allow_remote: bool,
+    /// `/healthz/ready` alone, for probes.
+    pub health: Option<String>,
+    /// The control socket's path (root only).
+    pub control: Option<String>,
     pub backlog: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// Lets a filter change lower `tunnel::access` and `tunnel::auth` below their level at
+    /// start.
+    #[serde(default)]
+    pub allow_lowering_access_and_auth: bool,
 }
 
 #[derive(Debug, Deserialize)]

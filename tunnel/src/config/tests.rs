@@ -511,7 +511,7 @@ fn the_daemons_own_ports_include_the_ipv6_and_plaintext_listeners() {
     let config = parse(&with_v6).unwrap();
     assert_eq!(
         config.listen.own_ports(),
-        BTreeSet::from([15000, 15001, 15002, 15006, 15008, 15009])
+        BTreeSet::from([15000, 15001, 15002, 15006, 15008, 15009, 15021])
     );
     // So no workload may take one of them.
     let message = parse(&with_v6.replace(ORDERS_PORTS, "ports = [15009] #"))
@@ -765,6 +765,62 @@ fn the_admin_api_listens_on_loopback_unless_remote_access_is_allowed_in_so_many_
         parse(&CONTRACT.replacen("admin = \"127.0.0.1:15000\"", "admin = \"[::1]:15000\"", 1))
             .unwrap();
     assert!(!ipv6_loopback.listen.admin_allow_remote);
+}
+
+#[test]
+fn the_health_port_and_the_control_socket_have_defaults_and_places_of_their_own() {
+    let config = parse(CONTRACT).unwrap();
+    assert_eq!(config.listen.health.to_string(), "127.0.0.1:15021");
+    assert_eq!(config.listen.control, Path::new("/run/tunnel/control.sock"));
+    assert!(!config.logging.allow_lowering_access_and_auth);
+
+    let set = parse(&CONTRACT.replacen(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\nhealth = \"0.0.0.0:15121\"\ncontrol = \"/var/run/t/ctl.sock\"",
+        1,
+    ))
+    .unwrap();
+    assert_eq!(set.listen.health.to_string(), "0.0.0.0:15121");
+    assert_eq!(set.listen.control, Path::new("/var/run/t/ctl.sock"));
+
+    let message = error_after(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\nhealth = \"127.0.0.1:15000\"",
+    );
+    assert!(
+        message.contains("listen.health: port 15000 is also the port of listen.admin"),
+        "{message}"
+    );
+    let message = error_after(
+        "admin = \"127.0.0.1:15000\"",
+        "admin = \"127.0.0.1:15000\"\ncontrol = \"run/control.sock\"",
+    );
+    assert!(
+        message.contains("listen.control: \"run/control.sock\" must be an absolute path"),
+        "{message}"
+    );
+    let message = with_pods("socket = \"/run/tunnel/control.sock\"\nissuer = \"/etc/tunnel/ca\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(
+            "pods.socket: /run/tunnel/control.sock is both listen.control and [pods] socket"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn lowering_the_audit_trail_at_run_time_is_allowed_in_so_many_words() {
+    let config = parse(&format!(
+        "{CONTRACT}\n[logging]\nallow_lowering_access_and_auth = true\n"
+    ))
+    .unwrap();
+    assert!(config.logging.allow_lowering_access_and_auth);
+    let message = parse(&format!("{CONTRACT}\n[logging]\nallow_quieting = true\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("allow_quieting"), "{message}");
 }
 
 /// The contract example with `[pods]` (and what follows it) appended.

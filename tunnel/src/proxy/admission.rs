@@ -91,10 +91,13 @@ pub enum Refusal {
     NotTls,
     /// No (complete) handshake within the handshake timeout.
     HandshakeTimeout,
-    /// TLS or HTTP/2 handshake failed (certificate refused, protocol error...).
+    /// The TLS handshake failed (certificate refused, protocol error...).
     HandshakeFailed,
     /// Its pre-TLS slot was taken by a newcomer: it was the oldest of the busiest prefix.
     Evicted,
+    /// The TLS handshake completed, but HTTP/2 did not: the peer closed, or its preface was
+    /// not HTTP/2 or did not come within the handshake timeout.
+    NoStream,
     /// One caller identity from one address already holds its share of connections.
     ConnectionsPerPeer,
     /// Plaintext from another host to a workload port in strict mode.
@@ -102,13 +105,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Unauthenticated,
         Self::UnauthenticatedFromAddress,
         Self::Evicted,
         Self::NotTls,
         Self::HandshakeTimeout,
         Self::HandshakeFailed,
+        Self::NoStream,
         Self::ConnectionsPerPeer,
         Self::Plaintext,
     ];
@@ -121,6 +125,7 @@ impl Refusal {
             Self::NotTls => "not_tls",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HandshakeFailed => "handshake_failed",
+            Self::NoStream => "no_stream",
             Self::ConnectionsPerPeer => "too_many_connections_for_peer",
             Self::Plaintext => "plaintext",
         }
@@ -137,6 +142,7 @@ impl Refusal {
             Self::NotTls => FailReason::tls_handshake_failed,
             Self::HandshakeTimeout => FailReason::timeout,
             Self::HandshakeFailed => FailReason::tls_handshake_failed,
+            Self::NoStream => FailReason::no_stream,
             Self::Plaintext => FailReason::plaintext_refused,
         }
     }

@@ -286,6 +286,9 @@ impl Shared {
                 Refusal::NotTls => "plaintext (not TLS) on the tunnel port".into(),
                 Refusal::Plaintext => "plaintext to a workload port".into(),
                 Refusal::HandshakeFailed => "handshake failed".into(),
+                Refusal::NoStream => {
+                    "authenticated, but no HTTP/2 connection followed the TLS handshake".into()
+                }
             };
             let reason = if reason.is_empty() {
                 detail

@@ -62,6 +62,10 @@ pub const UNKNOWN: &str = "unknown";
 pub enum FailReason {
     policy_denied,
     tls_handshake_failed,
+    /// Inbound: the TLS handshake completed (counted `ok`), but no stream came: the peer
+    /// closed, its HTTP/2 preface failed or never came, or it opened no stream before the
+    /// handshake timeout.
+    no_stream,
     peer_identity_mismatch,
     revoked,
     upstream_refused,

@@ -1,17 +1,18 @@
 //! `[listen]`: the daemon's listener addresses (IPv6 twins derived when unset), the admin
-//! API kept on loopback, and no two listeners on one port.
+//! API kept on loopback, the control socket's path, and no two listeners on one port.
 
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
+    path::PathBuf,
 };
 
 use ipnet::IpNet;
 
 use super::{Checker, KeyPath, at};
 use crate::config::{
-    Capture, DEFAULT_ADMIN, DEFAULT_BACKLOG, DEFAULT_INBOUND, DEFAULT_INBOUND_PLAINTEXT,
-    DEFAULT_OUTBOUND, Listen, raw::RawListen,
+    Capture, DEFAULT_ADMIN, DEFAULT_BACKLOG, DEFAULT_CONTROL, DEFAULT_HEALTH, DEFAULT_INBOUND,
+    DEFAULT_INBOUND_PLAINTEXT, DEFAULT_OUTBOUND, Listen, raw::RawListen,
 };
 
 impl Checker<'_> {
@@ -29,6 +30,16 @@ impl Checker<'_> {
             &path.key("admin"),
             raw.admin.as_deref().unwrap_or(DEFAULT_ADMIN),
         );
+        let health = self.socket_addr(
+            &path.key("health"),
+            raw.health.as_deref().unwrap_or(DEFAULT_HEALTH),
+        );
+        let control = match &raw.control {
+            Some(text) => self
+                .absolute_path(&path.key("control"), text)
+                .map(|l| l.value),
+            None => Some(PathBuf::from(DEFAULT_CONTROL)),
+        };
         let outbound = match outbound? {
             SocketAddr::V4(v4) if !v4.ip().is_unspecified() => v4,
             other => {
@@ -83,6 +94,8 @@ impl Checker<'_> {
             inbound_plaintext_v6,
             admin: admin?,
             admin_allow_remote: raw.admin_allow_remote,
+            health: health?,
+            control: control?,
             backlog: backlog?,
         };
         self.admin_exposed(&listen);
@@ -135,9 +148,9 @@ impl Checker<'_> {
         );
     }
 
-    /// Outbound, inbound and admin each need a port of their own: two listeners on one port
-    /// cannot both bind (and a port shared with the reserved admin port would make it
-    /// ambiguous). The IPv4 and IPv6 listeners of one role share a port by design. Each
+    /// Outbound, inbound, admin and health each need a port of their own: two listeners on
+    /// one port cannot both bind (and a port shared with the reserved admin port would make
+    /// it ambiguous). The IPv4 and IPv6 listeners of one role share a port by design. Each
     /// clash is reported once, at a key the file sets.
     fn listener_ports_clash(&mut self, raw: &RawListen, listen: &Listen) {
         let written = |key: &str| match key {
@@ -147,6 +160,7 @@ impl Checker<'_> {
             "inbound_v6" => raw.inbound_v6.is_some(),
             "inbound_plaintext" => raw.inbound_plaintext.is_some(),
             "inbound_plaintext_v6" => raw.inbound_plaintext_v6.is_some(),
+            "health" => raw.health.is_some(),
             _ => raw.admin.is_some(),
         };
         let role = |key: &'static str| key.trim_end_matches("_v6");
@@ -161,6 +175,7 @@ impl Checker<'_> {
                 listen.inbound_plaintext_v6.map(|a| a.port()),
             ),
             ("admin", Some(listen.admin.port())),
+            ("health", Some(listen.health.port())),
         ]
         .into_iter()
         .filter_map(|(key, port)| Some((key, port?)))
@@ -180,7 +195,8 @@ impl Checker<'_> {
                     &at("listen").key(key),
                     format!(
                         "port {port} is also the port of listen.{other}; the outbound, inbound, \
-                         inbound-plaintext and admin listeners each need a port of their own"
+                         inbound-plaintext, admin and health listeners each need a port of their \
+                         own"
                     ),
                 );
             }

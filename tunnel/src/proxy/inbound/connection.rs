@@ -27,6 +27,7 @@ use crate::{
         copy,
         hbone::{self, TlsParams},
     },
+    telemetry::{Direction, FailReason},
     tls::{self, Phase},
 };
 
@@ -239,13 +240,21 @@ async fn speak_h2(
     hbone::batch_tls_writes(tls_stream.get_mut().1);
     let handshake = hbone::server_builder(shared.inputs.limits.max_streams_per_connection)
         .handshake::<_, Bytes>(tls_stream);
+    // The TLS handshake was counted `ok`: what fails from here is not a handshake failure
+    // but a connection that carries nothing (`no_stream`).
     match timeout_at(deadline, handshake).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(e)) => Err(Refused::Counted(
-            Refusal::HandshakeFailed,
+            Refusal::NoStream,
             format!("HTTP/2 from {caller}: {e}"),
         )),
-        Err(_) => Err(timed_out()),
+        Err(_) => Err(Refused::Counted(
+            Refusal::NoStream,
+            format!(
+                "no HTTP/2 preface from {caller} within {:?}",
+                shared.inputs.limits.handshake_timeout
+            ),
+        )),
     }
 }
 
@@ -307,14 +316,27 @@ async fn serve_streams(
     tokio::pin!(unanswered);
     // A pool dials because it has a stream to open, so the first one is due at once: a
     // connection that opens none within the handshake timeout is closed as idle (this also
-    // bounds a header block that never ends).
+    // bounds a header block that never ends), and counted as `no_stream`, as is one the
+    // peer ends (or lets die) before its first stream.
     let mut idle_deadline = Instant::now() + limits.handshake_timeout;
     let mut closing = false;
+    let mut opened_a_stream = false;
+    let no_stream = || {
+        shared
+            .inputs
+            .telemetry
+            .metrics
+            .proxy
+            .failed(Direction::Inbound, FailReason::no_stream);
+    };
     loop {
         let next = tokio::select! {
             next = connection.accept() => next,
             () = &mut unanswered => {
                 debug!(%peer, %caller, timeout = ?limits.keepalive, "closing tunnel connection: PING unanswered");
+                if !opened_a_stream && !closing {
+                    no_stream();
+                }
                 return;
             }
             () = sleep_until(idle_deadline) => {
@@ -327,6 +349,9 @@ async fn serve_streams(
                     idle_deadline = Instant::now() + limits.idle_timeout;
                 } else {
                     debug!(%peer, %caller, idle_timeout = ?limits.idle_timeout, "closing idle tunnel connection");
+                    if !opened_a_stream {
+                        no_stream();
+                    }
                     connection.graceful_shutdown();
                     closing = true;
                     idle_deadline = Instant::now() + limits.keepalive;
@@ -365,6 +390,7 @@ async fn serve_streams(
         };
         match next {
             Some(Ok((request, respond))) => {
+                opened_a_stream = true;
                 if !closing {
                     idle_deadline = Instant::now() + limits.idle_timeout;
                 }
@@ -380,9 +406,17 @@ async fn serve_streams(
             }
             Some(Err(e)) => {
                 debug!(%peer, caller = %caller, error = %e, "tunnel connection ended with an error");
+                if !opened_a_stream && !closing {
+                    no_stream();
+                }
                 return;
             }
-            None => return,
+            None => {
+                if !opened_a_stream && !closing {
+                    no_stream();
+                }
+                return;
+            }
         }
     }
 }

@@ -295,6 +295,95 @@ async fn an_expired_caller_certificate_counts_a_failed_handshake_and_gives_one_a
     );
 }
 
+/// Waits (up to 2 s) until `name` with `labels` reaches `at_least`; its value then.
+async fn reaches(telemetry: &Telemetry, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = value(telemetry, name, labels);
+        if now >= at_least || tokio::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A handshake that completes but carries nothing is counted `ok` as a handshake and
+/// `no_stream` as a connection, never `tls_handshake_failed`: the peer closing after TLS,
+/// sending something that is not HTTP/2, or opening no stream before the handshake timeout.
+#[tokio::test]
+async fn a_completed_handshake_that_opens_no_stream_is_no_stream_not_a_handshake_failure() {
+    use tokio::io::AsyncWriteExt as _;
+    let kit = Kit::new().await;
+    let handshake_timeout = Duration::from_millis(300);
+    let daemon = Daemon::start(kit.inputs(crate::proxy::inbound::InboundLimits {
+        handshake_timeout,
+        ..limits()
+    }));
+    let tls = |addr: std::net::SocketAddr| {
+        let config = kit.frontend.config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(config)
+                .connect(
+                    rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+                    tcp,
+                )
+                .await
+                .expect("the TLS handshake completes")
+        }
+    };
+    let failed = |reason| [("direction", "inbound"), ("reason", reason)];
+    let failures = "tunnel_tcp_connections_failed_total";
+    // TLS, then closed.
+    let mut closed = tls(daemon.addr).await;
+    closed.shutdown().await.unwrap();
+    drop(closed);
+    // TLS, then not HTTP/2.
+    let mut garbage = tls(daemon.addr).await;
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    garbage.flush().await.unwrap();
+    // TLS and HTTP/2, then no stream.
+    let idle = super::kit::H2Client::connect(daemon.addr, &kit.frontend.config).await;
+    let no_stream = reaches(&kit.telemetry, failures, &failed("no_stream"), 3.0).await;
+    let text = kit.telemetry.metrics.encode();
+    println!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("tunnel_tcp_connections_failed_total")
+                || l.starts_with("tunnel_tls_handshakes_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(no_stream, 3.0, "{text}");
+    assert_eq!(
+        value(&kit.telemetry, failures, &failed("tls_handshake_failed")),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &kit.telemetry,
+            "tunnel_tls_handshakes_total",
+            &[("direction", "inbound"), ("outcome", "ok")]
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &kit.telemetry,
+            "tunnel_tls_handshakes_total",
+            &[("direction", "inbound"), ("outcome", "failed")]
+        ),
+        0.0,
+        "{text}"
+    );
+    drop((garbage, idle));
+}
+
 #[tokio::test]
 async fn the_metrics_name_every_family_once_the_credentials_are_followed() {
     let kit = Kit::new().await;
