@@ -304,7 +304,11 @@ impl Daemon {
                 enrol_with = Some((manager, pods_watcher));
                 Some(serving)
             }
-            None => None,
+            None => {
+                // Held, it would keep the drain waiting for its whole deadline.
+                drop(pods_watcher);
+                None
+            }
         };
         // Ready once the cluster's pods and Services are known too: until then a call to
         // another node's pod could only expect the peer pattern, and one to a Service would
@@ -328,6 +332,9 @@ impl Daemon {
             () = shutdown => {}
             () = became_ready => {}
         }
+        // A shutdown before the cluster view was listed: the enrolment never started, and its
+        // drain watcher must not hold the drain up.
+        drop(enrol_with);
         readiness.set_draining();
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
