@@ -3,6 +3,7 @@
 //! half-running), serve, drain.
 
 mod reload;
+pub mod upgrade;
 pub(crate) mod wiring;
 
 use std::{
@@ -24,6 +25,7 @@ use crate::{
     mounts::MountTable,
     pods::{self, PodApi, PodApiError, PodManager, PodServing, PodsError},
     policy::LivePolicy,
+    systemd,
     proxy::{
         destination::{self, Destinations},
         inbound::{Inbound, InboundError, InboundService, nonlocal_bind},
@@ -259,8 +261,15 @@ impl Daemon {
     /// Serves until `shutdown` resolves, then stops accepting and drains connections for up
     /// to `drain_deadline`. Capture stays installed: captured connects are refused until the
     /// next run takes over.
+    ///
+    /// Under a service manager (systemd's `Type=notify`), says when it is ready, reloading
+    /// and stopping, pings its watchdog, and on SIGUSR2 starts the binary again beside itself
+    /// to hand over to it (`app/upgrade`).
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) {
+        let predecessor = upgrade::predecessor();
         let readiness = Arc::new(Readiness::new());
+        let watchdog = systemd::watchdog().map(tokio::spawn);
+        let upgrades = tokio::spawn(upgrade::on_sigusr2());
         let capture = Arc::new(self.capture);
         let map_counts = tokio::spawn(
             self.telemetry
@@ -326,6 +335,7 @@ impl Daemon {
                 }
             }
             readiness.set_ready();
+            upgrade::announce_ready(predecessor).await;
             std::future::pending::<()>().await;
         };
         tokio::select! {
@@ -336,6 +346,12 @@ impl Daemon {
         // drain watcher must not hold the drain up.
         drop(enrol_with);
         readiness.set_draining();
+        // Stopped by the daemon that took over, this one is no longer the service: the service
+        // goes on.
+        if !upgrade::handing_over() {
+            systemd::stopping();
+        }
+        upgrades.abort();
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
             DrainOutcome::Complete => info!("drained"),
@@ -360,6 +376,9 @@ impl Daemon {
         map_counts.abort();
         expiry.abort();
         admin.abort();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
     }
 }
 
