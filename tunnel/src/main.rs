@@ -12,5 +12,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Pod(args) => cli::pod::run(args),
         Command::Ca(command) => cli::ca::run(command),
+        Command::Completions(args) => cli::completions::run(args),
+        Command::Manpages(args) => cli::manpages::run(args),
     }
 }
