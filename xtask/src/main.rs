@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod package;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -43,6 +44,9 @@ enum Task {
     Bench(bench::Options),
     /// Run the fuzz targets under fuzz/ (cargo-fuzz on nightly; installed if missing).
     Fuzz(fuzz::Options),
+    /// Build the Debian package of the host service: target/package/tunnel_<version>_<arch>.deb
+    /// (release binaries, the systemd unit, a conffile, man pages, completions), then lintian.
+    Package(package::Options),
     /// (bench helper) median connect() latency to ADDR (or to a listener of its own on
     /// loopback: `loopback`) over N tries.
     #[command(hide = true)]
@@ -96,6 +100,7 @@ fn main() -> Result<()> {
         }
         Task::Bench(options) => bench::run(&options),
         Task::Fuzz(options) => fuzz::run(&options),
+        Task::Package(options) => package::run(&options),
         Task::ProbeConnect { target, count } => bench::probes::connect_latency(&target, count),
         Task::ProbeFirstByte {
             target,
