@@ -25,13 +25,13 @@ use crate::{
     mounts::MountTable,
     pods::{self, PodApi, PodApiError, PodManager, PodServing, PodsError},
     policy::LivePolicy,
-    systemd,
     proxy::{
         destination::{self, Destinations},
         inbound::{Inbound, InboundError, InboundService, nonlocal_bind},
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
+    systemd,
     telemetry::Telemetry,
 };
 

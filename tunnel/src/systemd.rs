@@ -46,7 +46,9 @@ pub fn reloading() {
         ]),
         // systemd wants the timestamp with RELOADING=1 (it tells this reload from an older
         // one); without a clock, say nothing rather than half.
-        Err(e) => warn!(error = %e, "cannot read the monotonic clock: the reload is not announced to the service manager"),
+        Err(e) => {
+            warn!(error = %e, "cannot read the monotonic clock: the reload is not announced to the service manager")
+        }
     }
 }
 
@@ -98,8 +100,13 @@ pub async fn became_main(predecessor: u32) {
     }
     let barrier = tokio::task::spawn_blocking(barrier);
     match tokio::time::timeout(BARRIER_TIMEOUT, barrier).await {
-        Ok(Ok(Ok(()))) => debug!(predecessor, "the service manager knows the new main process"),
-        Ok(Ok(Err(e))) => warn!(error = %e, "cannot confirm that the service manager read MAINPID="),
+        Ok(Ok(Ok(()))) => debug!(
+            predecessor,
+            "the service manager knows the new main process"
+        ),
+        Ok(Ok(Err(e))) => {
+            warn!(error = %e, "cannot confirm that the service manager read MAINPID=")
+        }
         Ok(Err(e)) => warn!(error = %e, "cannot confirm that the service manager read MAINPID="),
         Err(_) => warn!(
             timeout = ?BARRIER_TIMEOUT,

@@ -96,13 +96,19 @@ fn debian_release_and_mirror() -> Result<(String, String)> {
         .map(|c| c.trim_matches('"').to_string())
         .context("no VERSION_CODENAME in /etc/os-release")?;
     let mut sources = Vec::new();
-    for file in ["/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"] {
+    for file in [
+        "/etc/apt/sources.list",
+        "/etc/apt/sources.list.d/debian.sources",
+    ] {
         sources.extend(std::fs::read_to_string(file).ok());
     }
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "list" || e == "sources") {
+            if path
+                .extension()
+                .is_some_and(|e| e == "list" || e == "sources")
+            {
                 sources.extend(std::fs::read_to_string(path).ok());
             }
         }
@@ -291,11 +297,15 @@ mod tests {
             Some("http://mirror.test/debian")
         );
         assert_eq!(mirror_for(deb822, "trixie"), None);
-        let one_line = "# comment\ndeb [arch=amd64] http://mirror.test/debian bookworm main contrib\n";
+        let one_line =
+            "# comment\ndeb [arch=amd64] http://mirror.test/debian bookworm main contrib\n";
         assert_eq!(
             mirror_for(one_line, "bookworm").as_deref(),
             Some("http://mirror.test/debian")
         );
-        assert_eq!(mirror_for("deb http://x.test/debian bookworm contrib\n", "bookworm"), None);
+        assert_eq!(
+            mirror_for("deb http://x.test/debian bookworm contrib\n", "bookworm"),
+            None
+        );
     }
 }

@@ -166,7 +166,11 @@ fn own_path() -> std::io::Result<PathBuf> {
 }
 
 fn undeleted(exe: PathBuf) -> PathBuf {
-    match exe.as_os_str().to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+    match exe
+        .as_os_str()
+        .to_str()
+        .and_then(|p| p.strip_suffix(" (deleted)"))
+    {
         Some(path) => PathBuf::from(path),
         None => exe,
     }
@@ -183,7 +187,11 @@ mod tests {
         // Inherited by a process elsewhere, gone, or this very process.
         assert!(!same_service(4242, Some(service), Some("0::/user.slice\n")));
         assert!(!same_service(4242, Some(service), None));
-        assert!(!same_service(std::process::id(), Some(service), Some(service)));
+        assert!(!same_service(
+            std::process::id(),
+            Some(service),
+            Some(service)
+        ));
     }
 
     #[test]

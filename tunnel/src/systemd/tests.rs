@@ -95,7 +95,10 @@ fn receive(socket: &UnixDatagram) -> String {
 }
 
 /// Closes a descriptor received with a message, as systemd closes a barrier's.
-#[allow(unsafe_code, reason = "sendfd hands received descriptors over as raw numbers")]
+#[allow(
+    unsafe_code,
+    reason = "sendfd hands received descriptors over as raw numbers"
+)]
 fn close_received(fd: std::os::fd::RawFd) {
     // SAFETY: the descriptor was just received and nothing else owns it.
     drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
@@ -118,7 +121,10 @@ fn ready_reload_and_stop_reach_the_service_manager() {
     let after = monotonic_usec();
     finish(child);
     println!("received: {messages:?}");
-    assert!(messages[0].starts_with("READY=1\nSTATUS=ready"), "{messages:?}");
+    assert!(
+        messages[0].starts_with("READY=1\nSTATUS=ready"),
+        "{messages:?}"
+    );
     let reloading: Vec<&str> = messages[1].lines().collect();
     assert_eq!(reloading[0], "RELOADING=1", "{messages:?}");
     let stamp: i128 = reloading[1]
@@ -168,7 +174,10 @@ fn the_watchdog_is_pinged_at_half_its_period_and_missed_while_the_runtime_hangs(
         longest >= Duration::from_millis(600),
         "the pings went on while the runtime was blocked: longest gap {longest:?}"
     );
-    let regular = gaps.iter().filter(|g| **g < Duration::from_millis(200)).count();
+    let regular = gaps
+        .iter()
+        .filter(|g| **g < Duration::from_millis(200))
+        .count();
     assert!(
         regular >= 5,
         "a running runtime pings every 100 ms: {gaps:?}"
@@ -190,7 +199,10 @@ fn nothing_is_sent_or_awaited_without_a_notify_socket() {
     let child = spawn_child("became main", &[]);
     let stdout = finish(child);
     assert!(stdout.contains("became_main returned"), "{stdout}");
-    assert!(started.elapsed() < BARRIER_TIMEOUT, "it waited for a barrier");
+    assert!(
+        started.elapsed() < BARRIER_TIMEOUT,
+        "it waited for a barrier"
+    );
 }
 
 #[test]
