@@ -99,7 +99,10 @@ fn build(
     }
     let tunnel = root.join("usr/bin/tunnel");
     install_binary(&bin_dir.join("tunnel"), &tunnel)?;
-    install_binary(&bin_dir.join("tunnel-cni"), &root.join("usr/lib/cni/tunnel-cni"))?;
+    install_binary(
+        &bin_dir.join("tunnel-cni"),
+        &root.join("usr/lib/cni/tunnel-cni"),
+    )?;
     copy(
         &deploy.join("systemd/tunnel.service"),
         &root.join("lib/systemd/system/tunnel.service"),
@@ -112,7 +115,12 @@ fn build(
     )?;
 
     let man_dir = root.join("usr/share/man/man1");
-    check(Command::new(&tunnel).arg("manpages").arg("--out").arg(&man_dir))?;
+    check(
+        Command::new(&tunnel)
+            .arg("manpages")
+            .arg("--out")
+            .arg(&man_dir),
+    )?;
     for page in fs::read_dir(&man_dir)? {
         gzip(&page?.path())?;
     }
@@ -132,9 +140,17 @@ fn build(
     }
 
     let doc = root.join("usr/share/doc/tunnel");
-    copy(&deploy.join("debian/copyright"), &doc.join("copyright"), 0o644)?;
+    copy(
+        &deploy.join("debian/copyright"),
+        &doc.join("copyright"),
+        0o644,
+    )?;
     // A native package (no Debian revision): changelog.gz, not changelog.Debian.gz.
-    write(&doc.join("changelog"), changelog(version)?.as_bytes(), 0o644)?;
+    write(
+        &doc.join("changelog"),
+        changelog(version)?.as_bytes(),
+        0o644,
+    )?;
     gzip(&doc.join("changelog"))?;
     write(
         &root.join("usr/share/lintian/overrides/tunnel"),
@@ -156,25 +172,38 @@ fn build(
 
     let control = root.join("DEBIAN");
     for script in ["postinst", "prerm", "postrm"] {
-        copy(&deploy.join("debian").join(script), &control.join(script), 0o755)?;
+        copy(
+            &deploy.join("debian").join(script),
+            &control.join(script),
+            0o755,
+        )?;
     }
-    write(&control.join("conffiles"), b"/etc/tunnel/tunnel.toml\n", 0o644)?;
+    write(
+        &control.join("conffiles"),
+        b"/etc/tunnel/tunnel.toml\n",
+        0o644,
+    )?;
     write(&control.join("md5sums"), md5sums(&root)?.as_bytes(), 0o644)?;
     let template = fs::read_to_string(deploy.join("debian/control"))?;
     let fields = template
         .replace("@VERSION@", version)
         .replace("@ARCH@", arch)
         .replace("@INSTALLED_SIZE@", &installed_size_kib(&root)?.to_string())
-        .replace("@DEPENDS@", &shlib_depends(&root, &[&tunnel, &root.join("usr/lib/cni/tunnel-cni")])?);
+        .replace(
+            "@DEPENDS@",
+            &shlib_depends(&root, &[&tunnel, &root.join("usr/lib/cni/tunnel-cni")])?,
+        );
     write(&control.join("control"), fields.as_bytes(), 0o644)?;
 
     let deb = out.join(format!("tunnel_{version}_{arch}.deb"));
-    check(Command::new("dpkg-deb")
-        .arg("--root-owner-group")
-        .args(compression)
-        .arg("--build")
-        .arg(&root)
-        .arg(&deb))?;
+    check(
+        Command::new("dpkg-deb")
+            .arg("--root-owner-group")
+            .args(compression)
+            .arg("--build")
+            .arg(&root)
+            .arg(&deb),
+    )?;
     fs::remove_dir_all(&root)?;
     Ok(deb)
 }
@@ -218,10 +247,17 @@ fn install_binary(from: &Path, to: &Path) -> Result<()> {
         bail!("{} is missing: build it first", from.display());
     }
     fs::create_dir_all(to.parent().expect("a path in the package"))?;
-    check(Command::new("strip")
-        .args(["--strip-unneeded", "--remove-section=.comment", "--remove-section=.note", "-o"])
-        .arg(to)
-        .arg(from))?;
+    check(
+        Command::new("strip")
+            .args([
+                "--strip-unneeded",
+                "--remove-section=.comment",
+                "--remove-section=.note",
+                "-o",
+            ])
+            .arg(to)
+            .arg(from),
+    )?;
     set_mode(to, 0o755)
 }
 
@@ -301,7 +337,9 @@ fn installed_size_kib(root: &Path) -> Result<u64> {
 /// The shared libraries' packages the binaries need, as dpkg-shlibdeps says (it wants a
 /// `debian/control` beside it, so it runs in a scratch directory that has one).
 fn shlib_depends(root: &Path, binaries: &[&Path]) -> Result<String> {
-    let scratch = root.with_extension("shlibdeps");
+    let mut name = root.file_name().expect("a named root").to_os_string();
+    name.push(".shlibdeps");
+    let scratch = root.with_file_name(name);
     fs::create_dir_all(scratch.join("debian"))?;
     fs::write(
         scratch.join("debian/control"),
