@@ -274,6 +274,40 @@ fn the_package_installs_runs_reloads_upgrades_without_a_gap_and_purges() {
     );
     assert_eq!(container.call(), "served-by=orders");
 
+    // The watchdog, shortened to 2 s by a drop-in: pinged while the daemon runs, and a daemon
+    // that stops running (SIGSTOP) is killed and started again by systemd.
+    container.sh(
+        "mkdir -p /etc/systemd/system/tunnel.service.d && \
+         printf '[Service]\\nWatchdogSec=2s\\n' > /etc/systemd/system/tunnel.service.d/watchdog.conf && \
+         systemctl daemon-reload && systemctl restart tunnel",
+    );
+    let pinged = || container.out("systemctl show -p WatchdogTimestampMonotonic --value tunnel");
+    let before = pinged();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_ne!(pinged(), before, "no watchdog ping in 2.5 s");
+    let stopped = container.out("systemctl show -p MainPID --value tunnel");
+    container.sh(&format!("kill -STOP {stopped}"));
+    testbed::wait_until(
+        WAIT,
+        Duration::from_millis(200),
+        || container.show("NRestarts,ActiveState") == "NRestarts=1\nActiveState=active",
+        || {
+            let state = container.show("NRestarts,ActiveState");
+            format!(
+                "not restarted after its watchdog: {state}\n{}",
+                container.journal()
+            )
+        },
+    );
+    let journal = container.journal();
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    println!("a stopped daemon missed its watchdog and was restarted");
+    container.sh(
+        "rm -r /etc/systemd/system/tunnel.service.d && systemctl daemon-reload && \
+         systemctl reset-failed tunnel",
+    );
+    assert_eq!(container.call(), "served-by=orders");
+
     // Purge: the daemon stopped and drained (not killed), capture removed, nothing of the
     // package or the daemon left; the administrator's certificates stay.
     container.sh("dpkg --purge tunnel");
