@@ -3,6 +3,7 @@
 //! half-running), serve, drain.
 
 mod reload;
+pub mod upgrade;
 pub(crate) mod wiring;
 
 use std::{
@@ -30,6 +31,7 @@ use crate::{
         outbound::{Outbound, OutboundError, OutboundInputs},
         plaintext::{Plaintext, PlaintextError, PlaintextInputs},
     },
+    systemd,
     telemetry::Telemetry,
 };
 
@@ -269,8 +271,15 @@ impl Daemon {
     /// Serves until `shutdown` resolves, then stops accepting and drains connections for up
     /// to `drain_deadline`. Capture stays installed: captured connects are refused until the
     /// next run takes over.
+    ///
+    /// Under a service manager (systemd's `Type=notify`), says when it is ready, reloading
+    /// and stopping, pings its watchdog, and on SIGUSR2 starts the binary again beside itself
+    /// to hand over to it (`app/upgrade`).
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) {
+        let predecessor = upgrade::predecessor();
         let readiness = Arc::new(Readiness::new());
+        let watchdog = systemd::watchdog().map(tokio::spawn);
+        let upgrades = tokio::spawn(upgrade::on_sigusr2());
         let capture = Arc::new(self.capture);
         let map_counts = tokio::spawn(
             self.telemetry
@@ -316,7 +325,11 @@ impl Daemon {
                 enrol_with = Some((manager, pods_watcher));
                 Some(serving)
             }
-            None => None,
+            None => {
+                // Held, it would keep the drain waiting for its whole deadline.
+                drop(pods_watcher);
+                None
+            }
         };
         // Ready once the cluster's pods and Services are known too: until then a call to
         // another node's pod could only expect the peer pattern, and one to a Service would
@@ -334,13 +347,23 @@ impl Daemon {
                 }
             }
             readiness.set_ready();
+            upgrade::announce_ready(predecessor).await;
             std::future::pending::<()>().await;
         };
         tokio::select! {
             () = shutdown => {}
             () = became_ready => {}
         }
+        // A shutdown before the cluster view was listed: the enrolment never started, and its
+        // drain watcher must not hold the drain up.
+        drop(enrol_with);
         readiness.set_draining();
+        // Stopped by the daemon that took over, this one is no longer the service: the service
+        // goes on.
+        if !upgrade::handing_over() {
+            systemd::stopping();
+        }
+        upgrades.abort();
         info!(deadline = ?drain_deadline, "shutting down: no new connections, draining open ones");
         match trigger.drain(drain_deadline).await {
             DrainOutcome::Complete => info!("drained"),
@@ -367,6 +390,9 @@ impl Daemon {
         admin.abort();
         health.abort();
         control.abort();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 
 pub mod ca;
 pub mod check;
+pub mod completions;
 pub mod log_level;
+pub mod manpages;
 pub mod pod;
 pub mod probe;
 pub mod run;
@@ -40,6 +42,11 @@ pub enum Command {
     /// Manage a built-in certificate authority (for labs, tests and small setups).
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages (used to build the package).
+    #[command(hide = true)]
+    Manpages(manpages::ManpagesArgs),
 }
 
 /// Logs of the one-shot commands (probe, check): text on stderr at `level` (see

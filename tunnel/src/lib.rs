@@ -27,6 +27,7 @@ pub mod pods;
 pub mod policy;
 pub mod proxy;
 pub mod sys;
+pub mod systemd;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;

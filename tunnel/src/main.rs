@@ -13,5 +13,7 @@ fn main() -> ExitCode {
         Command::LogLevel(args) => cli::log_level::run(args),
         Command::Pod(args) => cli::pod::run(args),
         Command::Ca(command) => cli::ca::run(command),
+        Command::Completions(args) => cli::completions::run(args),
+        Command::Manpages(args) => cli::manpages::run(args),
     }
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod package;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -50,6 +51,9 @@ enum Task {
         #[arg(long, default_value_t = 3.0)]
         minutes: f64,
     },
+    /// Build the Debian package of the host service: target/package/tunnel_<version>_<arch>.deb
+    /// (release binaries, the systemd unit, a conffile, man pages, completions), then lintian.
+    Package(package::Options),
     /// (bench helper) median connect() latency to ADDR (or to a listener of its own on
     /// loopback: `loopback`) over N tries.
     #[command(hide = true)]
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Task::Package(options) => package::run(&options),
         Task::ProbeConnect { target, count } => bench::probes::connect_latency(&target, count),
         Task::ProbeFirstByte {
             target,

@@ -31,6 +31,18 @@ const TEST_PACKAGES: [&str; 9] = [
     // plugins (/usr/lib/cni), driven as a container runtime drives them.
     "containernetworking-plugins",
 ];
+/// What `cargo xtask package` runs: dpkg-shlibdeps (dpkg-dev), strip (binutils), lintian.
+pub const PACKAGE_TOOLS: [&str; 3] = ["dpkg-dev", "binutils", "lintian"];
+/// What the package's test runs besides those: debootstrap makes a Debian root once
+/// (`DEBIAN_ROOT`), systemd-nspawn boots it, systemd-analyze scores the unit.
+const PACKAGE_TEST_PACKAGES: [&str; 3] = ["debootstrap", "systemd-container", "systemd"];
+/// The booted root's packages beyond debootstrap's minimal base: systemd as init, and what
+/// the test runs inside (procps for the unit's ExecReload, curl as a workload).
+const DEBIAN_ROOT_PACKAGES: &str = "systemd,systemd-sysv,dbus,procps,curl";
+/// The Debian root the package test boots, relative to the workspace: made once, used
+/// read-only under an overlay by each run.
+pub const DEBIAN_ROOT: &str = "target/tools/debian-root";
+
 /// The Kubernetes manifests' schema validator (tests/manifests.rs), pinned: its release
 /// fixes which Kubernetes versions' schemas it carries (up to 1.37 for this one).
 const KUBERNETES_VALIDATE: &str = "1.37.0";
@@ -43,13 +55,110 @@ const SSLYZE_VENV: &str = "target/tools/sslyze";
 /// Everything for building and testing.
 pub fn all() -> Result<()> {
     apt(&TEST_PACKAGES)?;
+    apt(&PACKAGE_TOOLS)?;
+    apt(&PACKAGE_TEST_PACKAGES)?;
     python_tool(
         "kubernetes-validate",
         KUBERNETES_VALIDATE,
         KUBERNETES_VALIDATE_VENV,
     )?;
     python_tool("sslyze", SSLYZE, SSLYZE_VENV)?;
+    debian_root()?;
     build_tools()
+}
+
+/// A Debian root for the package test to boot with systemd-nspawn: debootstrap's minimal
+/// base of this machine's release with systemd, from the mirror apt uses here (about two
+/// minutes and 270 MB, once). A root whose last step did not finish is made anew.
+fn debian_root() -> Result<()> {
+    let root = crate::workspace().join(DEBIAN_ROOT);
+    let done = root.with_extension("done");
+    if done.exists() {
+        return Ok(());
+    }
+    let (codename, mirror) = debian_release_and_mirror()?;
+    say(&format!(
+        "making a Debian {codename} root for the package test in {}",
+        root.display()
+    ));
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("remove {}", root.display()))?;
+    }
+    run(Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            &format!("--include={DEBIAN_ROOT_PACKAGES}"),
+            &codename,
+        ])
+        .arg(&root)
+        .arg(&mirror))?;
+    std::fs::write(&done, "")?;
+    Ok(())
+}
+
+/// This machine's Debian codename (os-release) and the first mirror apt has for it.
+fn debian_release_and_mirror() -> Result<(String, String)> {
+    let os_release = std::fs::read_to_string("/etc/os-release").context("read /etc/os-release")?;
+    let codename = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .context("no VERSION_CODENAME in /etc/os-release")?;
+    let mut sources = Vec::new();
+    for file in [
+        "/etc/apt/sources.list",
+        "/etc/apt/sources.list.d/debian.sources",
+    ] {
+        sources.extend(std::fs::read_to_string(file).ok());
+    }
+    if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "list" || e == "sources")
+            {
+                sources.extend(std::fs::read_to_string(path).ok());
+            }
+        }
+    }
+    let mirror = sources
+        .iter()
+        .find_map(|text| mirror_for(text, &codename))
+        .with_context(|| format!("apt has no source for {codename} main"))?;
+    Ok((codename, mirror))
+}
+
+/// The URI of `codename`'s main component in an apt sources text (one-line or deb822).
+fn mirror_for(text: &str, codename: &str) -> Option<String> {
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() == Some(&"deb") {
+            let rest: Vec<&&str> = fields[1..].iter().filter(|f| !f.starts_with('[')).collect();
+            if rest.len() >= 3 && *rest[1] == codename && rest[2..].iter().any(|c| **c == "main") {
+                return Some(rest[0].to_string());
+            }
+        }
+    }
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let types = field("Types:").unwrap_or("");
+        let suites = field("Suites:").unwrap_or("");
+        let components = field("Components:").unwrap_or("");
+        if types.split_whitespace().any(|t| t == "deb")
+            && suites.split_whitespace().any(|s| s == codename)
+            && components.split_whitespace().any(|c| c == "main")
+            && let Some(uris) = field("URIs:")
+        {
+            return uris.split_whitespace().next().map(str::to_string);
+        }
+    }
+    None
 }
 
 /// A PyPI package, pinned, in a venv of the project's own made by Debian's Python. Not pip
@@ -183,4 +292,30 @@ fn run(command: &mut Command) -> Result<()> {
 
 fn say(message: &str) {
     eprintln!("xtask setup: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_is_read_from_either_sources_format() {
+        let deb822 = "Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
+                      Types: deb\nURIs: http://security.test/debian-security\nSuites: bookworm-security\nComponents: main\n";
+        assert_eq!(
+            mirror_for(deb822, "bookworm").as_deref(),
+            Some("http://mirror.test/debian")
+        );
+        assert_eq!(mirror_for(deb822, "trixie"), None);
+        let one_line =
+            "# comment\ndeb [arch=amd64] http://mirror.test/debian bookworm main contrib\n";
+        assert_eq!(
+            mirror_for(one_line, "bookworm").as_deref(),
+            Some("http://mirror.test/debian")
+        );
+        assert_eq!(
+            mirror_for("deb http://x.test/debian bookworm contrib\n", "bookworm"),
+            None
+        );
+    }
 }

@@ -23,6 +23,7 @@ use crate::{
     credentials::Credentials,
     policy::{LivePolicy, Policy},
     proxy::inbound::live::LiveStreams,
+    systemd,
 };
 
 /// Changes closer together than this make one reload (a save is several events).
@@ -122,16 +123,22 @@ impl Reload {
     }
 
     /// Reloads on every SIGHUP and every settled change in the config file's directory,
-    /// until the daemon stops.
-    pub async fn run(mut self) {
+    /// until the daemon stops. SIGHUP is taken from the call on, not from the task's first
+    /// poll: the daemon says it is ready right after, and a `systemctl reload` then must not
+    /// meet the signal's default action (which ends the process).
+    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
+        let hangups = match signal(SignalKind::hangup()) {
             Ok(hangups) => Some(hangups),
             Err(e) => {
                 warn!(error = %e, "cannot install a SIGHUP handler: reload by signal is off");
                 None
             }
         };
+        self.serve(hangups)
+    }
+
+    async fn serve(mut self, mut hangups: Option<tokio::signal::unix::Signal>) {
         let (changed_tx, mut changed) = mpsc::unbounded_channel();
         // Kept alive for as long as this task runs; dropping it stops the watch.
         let _watcher = self.watch_directories(changed_tx);
@@ -147,8 +154,16 @@ impl Reload {
                 else => return,
             };
             let why = if signalled { "SIGHUP" } else { "file change" };
+            // A reload by signal (systemctl reload sends SIGHUP) is announced to the service
+            // manager: RELOADING=1 now, READY=1 once the policy and certificates are read.
+            if signalled {
+                systemd::reloading();
+            }
             self.apply(why, signalled);
             self.credentials.reload(why);
+            if signalled {
+                systemd::reloaded();
+            }
         }
     }
 
