@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod check;
+pub mod idle;
 pub mod pod;
 pub mod probe;
 pub mod run;
@@ -33,6 +34,9 @@ pub enum Command {
     Pod(pod::PodArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).
     Uninstall(uninstall::UninstallArgs),
+    /// Print a message, then do nothing until stopped: the last container of the uninstall
+    /// DaemonSet, in an image that has no shell and no `sleep`.
+    Idle(idle::IdleArgs),
     /// Manage a built-in certificate authority (for labs, tests and small setups).
     #[command(subcommand)]
     Ca(ca::CaCommand),
