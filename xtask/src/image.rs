@@ -63,8 +63,17 @@ pub fn build() -> Result<PathBuf> {
     let tag = format!("{NAME}:{version}");
     let archive = out.join(format!("tunnel_{version}.oci.tar"));
     let _ = fs::remove_file(&archive);
+    let iidfile = out.join("image-id");
     run(Command::new("podman")
-        .args(["build", "--quiet", "--no-cache", "--pull=never"])
+        .args([
+            "build",
+            "--quiet",
+            "--no-cache",
+            "--layers=false",
+            "--pull=never",
+        ])
+        .arg("--iidfile")
+        .arg(&iidfile)
         // Image and layer times at the epoch: the same binaries make the same image.
         .args(["--timestamp", "0"])
         .args(["--build-arg", &format!("VERSION={version}")])
@@ -75,9 +84,11 @@ pub fn build() -> Result<PathBuf> {
         .args(["save", "--quiet", "--format", "oci-archive", "--output"])
         .arg(&archive)
         .arg(&tag));
-    // The archive is the product; the local copy would only go stale.
+    // The archive is the product; the local copy would only go stale. By id: by name, podman
+    // only untags an image that another name points at too.
+    let id = fs::read_to_string(&iidfile).unwrap_or_default();
     let _ = Command::new("podman")
-        .args(["rmi", "--force", &tag])
+        .args(["rmi", "--force", id.trim()])
         .output();
     saved?;
     let (files, bytes) = tree_size(&rootfs)?;
