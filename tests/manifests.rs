@@ -565,3 +565,32 @@ fn configmap_config_parses_and_agrees_with_the_daemonset() {
         assert_eq!(flag(install, flag_name), dir);
     }
 }
+
+/// The image (`cargo xtask image`, tests/image.rs) holds `/usr/local/bin/tunnel` and
+/// `tunnel-cni` and no shell: every container of every manifest, the uninstall DaemonSet's
+/// included, names one of them as its command.
+#[test]
+fn every_container_runs_a_program_the_image_holds() {
+    let files = ["40-daemonset.yaml", "uninstall/uninstall.yaml"];
+    let mut seen = 0;
+    for file in files {
+        for document in documents(file) {
+            let pod = &document["spec"]["template"]["spec"];
+            for container in all_containers(pod) {
+                let command = container["command"][0].as_str().unwrap_or_else(|| {
+                    panic!("{file}: container {} names no command", container["name"])
+                });
+                assert!(
+                    ["/usr/local/bin/tunnel", "/usr/local/bin/tunnel-cni"].contains(&command),
+                    "{file}: container {} runs {command}, which the image does not hold",
+                    container["name"]
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(
+        seen, 6,
+        "the DaemonSet's 2 containers and the uninstall DaemonSet's 4"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod check;
 pub mod completions;
+pub mod idle;
 pub mod log_level;
 pub mod manpages;
 pub mod pod;
@@ -39,6 +40,9 @@ pub enum Command {
     Pod(pod::PodArgs),
     /// Remove the pinned capture programs (capture stops; traffic goes out directly).
     Uninstall(uninstall::UninstallArgs),
+    /// Print a message, then do nothing until stopped: the last container of the uninstall
+    /// DaemonSet, in an image that has no shell and no `sleep`.
+    Idle(idle::IdleArgs),
     /// Manage a built-in certificate authority (for labs, tests and small setups).
     #[command(subcommand)]
     Ca(ca::CaCommand),

@@ -7,6 +7,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => cli::run::run(args),
         Command::Uninstall(args) => cli::uninstall::run(args),
+        Command::Idle(args) => cli::idle::run(args),
         Command::Probe(args) => cli::probe::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Status(args) => cli::status::run(args),

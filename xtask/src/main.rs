@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod image;
 mod package;
 mod setup;
 
@@ -27,6 +28,9 @@ enum Task {
     /// Build only the eBPF object (target/bpfel-unknown-none/release/tunnel-ebpf on a
     /// little-endian host).
     BuildEbpf,
+    /// Build the DaemonSet's image (deploy/kubernetes/Dockerfile, from scratch) offline with
+    /// podman, as an OCI archive: target/image/tunnel_<version>.oci.tar.
+    Image,
     /// Build and run the daemon: `cargo xtask run -- --config FILE`.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -85,6 +89,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::all(),
         Task::BuildEbpf => build_ebpf(),
+        Task::Image => image::build().map(drop),
         Task::Run { args } => {
             setup::build_tools()?;
             cargo(&["build", "--package", "tunnel"])?;
@@ -97,6 +102,8 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::all()?;
             kubeapi_selftest()?;
+            // tests/image.rs runs the archive.
+            image::build()?;
             let mut test = vec!["test", "--workspace", "--exclude", "tunnel-ebpf"];
             test.extend(args.iter().map(String::as_str));
             test_with_total(&test)

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 const LLVM: &str = "22";
 const BUILD_PACKAGES: [&str; 3] = ["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 /// What the end-to-end tests and the demo run inside test hosts.
-const TEST_PACKAGES: [&str; 9] = [
+const TEST_PACKAGES: [&str; 11] = [
     "iproute2",
     "util-linux",
     "curl",
@@ -30,6 +30,11 @@ const TEST_PACKAGES: [&str; 9] = [
     // tunnel-cni's end-to-end tests chain it after the reference bridge and host-local
     // plugins (/usr/lib/cni), driven as a container runtime drives them.
     "containernetworking-plugins",
+    // tests/image.rs runs the DaemonSet's image (`cargo xtask image` builds it with podman
+    // too) under runc, the runtime containerd uses by default: Debian's podman prefers crun,
+    // which refuses a host whose cgroup v2 hierarchy beside v1 ones has controllers.
+    "podman",
+    "runc",
 ];
 /// What `cargo xtask package` runs: dpkg-shlibdeps (dpkg-dev), strip (binutils), lintian.
 pub const PACKAGE_TOOLS: [&str; 3] = ["dpkg-dev", "binutils", "lintian"];

@@ -27,8 +27,9 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  tunnel status\n  tunnel status --config /etc/tunnel/tunnel.toml\n  \
-tunnel status --admin 127.0.0.1:15000 --json\n\n\
-Exit codes: 0 the daemon is ready, 1 it is not or does not answer."
+tunnel status --admin 127.0.0.1:15000 --json\n  tunnel status --admin 127.0.0.1:15000 --wait-gone\n\n\
+Exit codes: 0 the daemon is ready, 1 it is not or does not answer.\n\
+With --wait-gone: 0 once no daemon answers."
 )]
 pub struct StatusArgs {
     /// The daemon's admin API address [default: 127.0.0.1:15000, or listen.admin of --config].
@@ -40,6 +41,11 @@ pub struct StatusArgs {
     /// One JSON document of everything fetched, instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the status: wait while a daemon answers on the admin address, ready or not
+    /// (saying so every 5 s), and exit 0 once none does. For a step that must not run under a
+    /// live daemon (the uninstall DaemonSet's first).
+    #[arg(long, conflicts_with = "json")]
+    pub wait_gone: bool,
 }
 
 /// What the daemon said, endpoint by endpoint (`--json` prints it).
@@ -79,6 +85,10 @@ pub fn run(args: StatusArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("a current-thread runtime starts");
+    if args.wait_gone {
+        runtime.block_on(wait_gone(addr));
+        return ExitCode::SUCCESS;
+    }
     let status = match runtime.block_on(fetch(addr)) {
         Ok(status) => status,
         Err(e) => {
@@ -122,6 +132,30 @@ fn admin_address(args: &StatusArgs) -> Result<SocketAddr, ConfigError> {
         });
     }
     Ok(addr)
+}
+
+/// Returns once nothing answers on `addr`: the connection is refused (or fails otherwise,
+/// which no daemon does). An answer of any status, or a connection that is accepted but not
+/// answered in time (a stuck daemon), is a daemon still there.
+async fn wait_gone(addr: SocketAddr) {
+    loop {
+        match client::request(addr, Method::GET, "/healthz/ready", TIMEOUT).await {
+            Ok(_) | Err(ClientError::Timeout { .. }) => {
+                println!(
+                    "a tunnel daemon still answers on {addr}: waiting until it is gone \
+                     (on Kubernetes: delete ds/tunnel first)"
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            // (NoSocket and NotAllowed are the control socket's; an HTTP port never says them.)
+            Err(
+                ClientError::Refused { .. }
+                | ClientError::Other { .. }
+                | ClientError::NoSocket { .. }
+                | ClientError::NotAllowed { .. },
+            ) => return,
+        }
+    }
 }
 
 /// Asks every endpoint `status` uses. Only an unreachable daemon is an error; an endpoint
@@ -434,5 +468,20 @@ tunnel_pool_connections_other 9\n# EOF\n";
         assert_eq!(pools.len(), 1);
         assert_eq!(pools[0].peer_principal, "spiffe://example.org/node/b");
         assert_eq!(pools[0].connections, 2.0);
+    }
+}
+
+#[cfg(test)]
+mod wait_gone_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn returns_once_nothing_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        tokio::time::timeout(Duration::from_secs(5), wait_gone(addr))
+            .await
+            .expect("wait_gone returns when the connection is refused");
     }
 }

@@ -40,6 +40,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::cli::ca",
     "tunnel::cli::check",
     "tunnel::cli::completions",
+    "tunnel::cli::idle",
     "tunnel::cli::log_level",
     "tunnel::cli::manpages",
     "tunnel::cli::pod",

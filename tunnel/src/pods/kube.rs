@@ -164,7 +164,18 @@ impl KubeClient {
                 })?;
         let mut kube_config = ::kube::Config::new(url);
         // Both re-read by kube-rs as they rotate (projected tokens do, hourly).
-        kube_config.root_cert_file = Some(file(&config.ca_file, "ca.crt"));
+        let ca_file = file(&config.ca_file, "ca.crt");
+        // The certificates themselves too: without them kube-rs first sets up the system's
+        // trust store (and fails where there is none, as in the image, which has no CA
+        // certificates) before it hands verification to the file's.
+        kube_config.root_cert =
+            Some(
+                ca_certificates(&ca_file).map_err(|detail| KubeError::Client {
+                    at: at.clone(),
+                    detail,
+                })?,
+            );
+        kube_config.root_cert_file = Some(ca_file);
         kube_config.auth_info = AuthInfo {
             token_file: Some(file(&config.token_file, "token").display().to_string()),
             ..AuthInfo::default()
@@ -239,6 +250,18 @@ impl KubeClient {
     }
 }
 
+/// The API server's CA certificates (DER) from its PEM file: one at least.
+fn ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs.into_iter().map(|c| c.to_vec()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +284,27 @@ mod tests {
             let text = crate::errors::chain(&error);
             assert_eq!(text.matches("the cause").count(), 1, "{text}");
         }
+    }
+
+    #[test]
+    fn the_ca_file_gives_its_certificates_or_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::ca::init(&crate::ca::InitOptions {
+            trust_domain: "example.org".parse().unwrap(),
+            out: dir.path().join("ca"),
+            force: false,
+            root_ttl: crate::ca::DEFAULT_ROOT_TTL,
+            intermediate_ttl: crate::ca::DEFAULT_INTERMEDIATE_TTL,
+        });
+        ca.unwrap();
+        let bundle = dir.path().join("ca/bundle.pem");
+        assert_eq!(ca_certificates(&bundle).unwrap().len(), 1);
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "").unwrap();
+        let error = ca_certificates(&empty).unwrap_err();
+        assert!(error.contains("no certificate"), "{error}");
+        let missing = ca_certificates(&dir.path().join("missing.crt")).unwrap_err();
+        assert!(missing.contains("missing.crt"), "{missing}");
     }
 
     #[test]
