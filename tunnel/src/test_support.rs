@@ -16,6 +16,16 @@ use crate::{
     config::Config,
 };
 
+/// This process's resident memory (`VmRSS`), for tests that print what a structure costs.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
 pub const NODE_ID: &str = "spiffe://example.org/node/a";
 pub const FRONTEND_ID: &str = "spiffe://example.org/frontend";
 

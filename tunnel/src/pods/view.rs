@@ -403,14 +403,7 @@ mod tests {
     /// --test-threads 1` for a clean reading; other tests running beside it add to the RSS).
     #[test]
     fn the_view_of_10000_dual_stack_pods() {
-        fn rss_kib() -> u64 {
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-                .unwrap()
-        }
+        use crate::test_support::rss_kib;
         let before = rss_kib();
         let mut pods = Pods::default();
         for i in 0..10_000u32 {

@@ -358,14 +358,7 @@ fn removing_every_slice_leaves_no_endpoint_state_behind() {
 /// (`-- --nocapture --test-threads 1` for a clean reading).
 #[test]
 fn the_view_of_1000_services_with_10000_endpoints() {
-    fn rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap()
-    }
+    use crate::test_support::rss_kib;
     let services: Vec<Service> = (0..1000u32)
         .map(|i| {
             let [_, _, hi, lo] = i.to_be_bytes();
