@@ -25,19 +25,9 @@ pub const NAME: &str = "ghcr.io/tunnel-project/tunnel";
 const BINARIES: [&str; 2] = ["tunnel", "tunnel-cni"];
 
 pub fn build() -> Result<PathBuf> {
-    crate::setup::build_tools()?;
     crate::setup::apt(&["podman"])?;
-    crate::cargo(&[
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "tunnel",
-        "--package",
-        "tunnel-cni",
-    ])?;
+    let release = crate::release_binaries()?;
     let workspace = crate::workspace();
-    let release = workspace.join("target/release");
     let version = version(&release.join("tunnel"))?;
     let out = workspace.join("target/image");
     let context = out.join("context");

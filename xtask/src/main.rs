@@ -267,6 +267,22 @@ fn test_with_total(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The release `tunnel` and `tunnel-cni` (the image and the package ship both); their
+/// directory.
+pub fn release_binaries() -> Result<PathBuf> {
+    setup::build_tools()?;
+    cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "tunnel",
+        "--package",
+        "tunnel-cni",
+    ])?;
+    Ok(workspace().join("target/release"))
+}
+
 pub fn cargo(args: &[&str]) -> Result<()> {
     let status = Command::new("cargo")
         .args(args)

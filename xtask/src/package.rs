@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, setup, workspace};
+use crate::{setup, workspace};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -48,19 +48,7 @@ pub fn run(options: &Options) -> Result<()> {
     setup::apt(&setup::PACKAGE_TOOLS)?;
     let bin_dir = match &options.prebuilt {
         Some(dir) => dir.clone(),
-        None => {
-            setup::build_tools()?;
-            cargo(&[
-                "build",
-                "--release",
-                "--locked",
-                "--package",
-                "tunnel",
-                "--package",
-                "tunnel-cni",
-            ])?;
-            workspace().join("target/release")
-        }
+        None => crate::release_binaries()?,
     };
     let version = match &options.version {
         Some(version) => version.clone(),
