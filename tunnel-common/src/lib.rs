@@ -104,6 +104,8 @@ pub const PROGRAM_GETPEERNAME6: &str = "getpeername6";
 pub const PROGRAM_SOCK_OPS: &str = "sock_ops";
 /// The `sk_lookup` program, attached to the daemon's network namespace (not a cgroup).
 pub const PROGRAM_STEER_INBOUND: &str = "steer_inbound";
+/// The `sk_reuseport/migrate` program, attached to each listener's `SO_REUSEPORT` group.
+pub const PROGRAM_MIGRATE_QUEUED: &str = "migrate_queued";
 
 /// `CaptureConfig::flags`: only destination ports in [`MAP_PORTS`] are captured.
 pub const FLAG_PORT_FILTER: u32 = 1;

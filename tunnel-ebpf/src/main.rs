@@ -7,6 +7,7 @@
 //! | `sock_ops`     | cgroup TCP events      | publish the 4-tuple → original destination        |
 //! | `getpeername4/6` | cgroup `getpeername()` | show the application the address it dialled     |
 //! | `steer_inbound` | netns `sk_lookup`      | steer other hosts' plaintext to the daemon        |
+//! | `migrate_queued` | `SO_REUSEPORT` group  | hand a closing listener's queue to its successor  |
 #![no_std]
 #![no_main]
 
@@ -14,6 +15,7 @@ mod addr;
 mod connect;
 mod getpeername;
 mod maps;
+mod migrate;
 mod sock_ops;
 mod steer;
 

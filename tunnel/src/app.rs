@@ -19,7 +19,7 @@ use crate::{
     config::{Config, ConfigError, Located, Problem},
     credentials::Credentials,
     drain::{self, DrainOutcome},
-    ebpf::{self, Capture, CaptureSpec, CaptureState, EbpfError},
+    ebpf::{self, Capture, CaptureParts, CaptureSpec, CaptureState, EbpfError},
     errors,
     kernel::{self, Missing},
     mounts::MountTable,
@@ -58,6 +58,11 @@ pub enum StartError {
     PodApi(#[from] PodApiError),
     #[error(transparent)]
     Pods(#[from] PodsError),
+    #[error("cannot attach migrate_queued to the listener {addr}")]
+    MigrateQueue {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 impl StartError {
@@ -72,7 +77,8 @@ impl StartError {
             | Self::Plaintext(_)
             | Self::Admin(_)
             | Self::PodApi(_)
-            | Self::Pods(_) => 1,
+            | Self::Pods(_)
+            | Self::MigrateQueue { .. } => 1,
         }
     }
 }
@@ -187,7 +193,28 @@ impl Daemon {
         if !capture.retired_generations().is_empty() {
             info!(previous = ?capture.retired_generations(), "took over capture from an earlier run");
         }
-        let (original_dst, capture, pod_steering) = capture.into_parts();
+        let CaptureParts {
+            original_dst,
+            state: capture,
+            pod_steering,
+            queue_migration,
+        } = capture.into_parts();
+        // A takeover closes the old daemon's listeners while this one's serve beside them:
+        // what is queued on those then moves here instead of being reset.
+        let listening = (outbound.listening())
+            .chain(inbound.listening())
+            .chain(plaintext.listening())
+            .chain([admin.listening(), health.listening()]);
+        for listener in listening {
+            queue_migration
+                .attach(listener)
+                .map_err(|source| StartError::MigrateQueue {
+                    addr: listener
+                        .local_addr()
+                        .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string()),
+                    source,
+                })?;
+        }
         // With pods, the outbound side asks their directory what a pod address is.
         let pod_directory = Arc::new(pods::Directory::default());
         let destinations: Arc<dyn Destinations> = match &config.pods {
@@ -226,6 +253,7 @@ impl Daemon {
                         inbound: inbound_service.clone(),
                         plaintext: plaintext_inputs.clone(),
                         steering: pod_steering,
+                        queue_migration,
                     },
                     telemetry.metrics.pods.clone(),
                 )?;

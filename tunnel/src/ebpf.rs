@@ -17,6 +17,7 @@ mod maps;
 mod original_dst;
 mod pins;
 mod pod_steering;
+mod queue_migration;
 
 use std::{
     collections::BTreeSet,
@@ -41,6 +42,7 @@ use ipnet::IpNet;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
 pub use pod_steering::{PodSteering, Steered};
+pub use queue_migration::QueueMigration;
 use tunnel_common::{
     MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
     PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_STEER_INBOUND,
@@ -150,6 +152,18 @@ pub struct Capture {
     maps: Vec<(&'static str, aya::maps::Map)>,
     /// The loaded object, for attaching `steer_inbound` in pods' namespaces.
     pod_steering: PodSteering,
+    queue_migration: QueueMigration,
+}
+
+/// What the rest of the daemon keeps of an installed capture.
+pub struct CaptureParts {
+    /// Where accepted connections find their original destination.
+    pub original_dst: Arc<OriginalDstTable>,
+    /// What the admin API shows of the capture.
+    pub state: CaptureState,
+    pub pod_steering: PodSteering,
+    /// For every listener the daemon opens.
+    pub queue_migration: QueueMigration,
 }
 
 impl Capture {
@@ -222,6 +236,7 @@ impl Capture {
             .filter(|name| **name != MAP_ORIGINAL_DST_BY_TUPLE)
             .filter_map(|name| Some((*name, ebpf.take_map(name)?)))
             .collect();
+        let queue_migration = QueueMigration::load(&mut ebpf)?;
         let pod_steering = PodSteering::new(ebpf, layout.maps_dir(), &spec.bpf_dir)?;
         Ok(Self {
             original_dst,
@@ -230,12 +245,11 @@ impl Capture {
             maps_dir: layout.maps_dir().to_path_buf(),
             maps,
             pod_steering,
+            queue_migration,
         })
     }
 
-    /// Where accepted connections find their original destination, what the admin API
-    /// shows of the capture, and pods' steering.
-    pub fn into_parts(self) -> (Arc<OriginalDstTable>, CaptureState, PodSteering) {
+    pub fn into_parts(self) -> CaptureParts {
         let original_dst = Arc::new(self.original_dst);
         let state = CaptureState {
             programs: self.programs,
@@ -243,7 +257,12 @@ impl Capture {
             maps: self.maps,
             original_dst: original_dst.clone(),
         };
-        (original_dst, state, self.pod_steering)
+        CaptureParts {
+            original_dst,
+            state,
+            pod_steering: self.pod_steering,
+            queue_migration: self.queue_migration,
+        }
     }
 
     /// Generations of earlier runs whose links this install replaced.

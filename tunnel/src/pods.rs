@@ -57,7 +57,7 @@ use crate::{
     config::{Config, PodCertificates, Pods as PodsConfig},
     credentials::Credentials,
     drain::DrainWatcher,
-    ebpf::{PodSteering, Steered},
+    ebpf::{PodSteering, QueueMigration, Steered},
     errors,
     identity::{PodNames, SpiffeId, TrustDomain},
     netns::{Netns, NetnsThread, PodNetwork},
@@ -103,6 +103,8 @@ pub struct PodServing {
     pub inbound: InboundService,
     pub plaintext: Arc<PlaintextInputs>,
     pub steering: PodSteering,
+    /// Attached to each pod listener's group, as to the node's listeners.
+    pub queue_migration: QueueMigration,
 }
 
 /// The registered pods and what serving one takes.
@@ -115,6 +117,7 @@ pub struct PodManager {
     inbound: InboundService,
     plaintext: Arc<PlaintextInputs>,
     steering: PodSteering,
+    queue_migration: QueueMigration,
     thread: NetnsThread,
     directory: Arc<Directory>,
     kube: Option<Arc<KubeClient>>,
@@ -164,6 +167,7 @@ impl PodManager {
             inbound,
             plaintext,
             steering,
+            queue_migration,
         } = serving;
         let records =
             records::Records::open(&settings.state_dir).map_err(|source| PodsError::StateDir {
@@ -213,6 +217,7 @@ impl PodManager {
             inbound,
             plaintext,
             steering,
+            queue_migration,
             thread: NetnsThread::start().map_err(PodsError::Thread)?,
             kube,
             view,

@@ -1,10 +1,10 @@
 //! System calls that std and tokio do not make for us, through nix and socket2 where they
 //! wrap them. What neither offers is done here with `unsafe`, each block saying why it is
-//! sound: reading `SO_NETNS_COOKIE`, and marking the bytes `recv` wrote into a buffer's
-//! spare capacity as initialised. This is the only module of `tunnel` with `unsafe`.
+//! sound: reading `SO_NETNS_COOKIE`, attaching a program with `SO_ATTACH_REUSEPORT_EBPF`,
+//! and marking the bytes `recv` wrote into a buffer's spare capacity as initialised. This is the only module of `tunnel` with `unsafe`.
 #![expect(
     unsafe_code,
-    reason = "two calls nix and socket2 do not wrap, audited here"
+    reason = "three calls nix and socket2 do not wrap, audited here"
 )]
 
 use std::{
@@ -43,6 +43,29 @@ pub fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<std::net::Tcp
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket.into())
+}
+
+/// Attaches a loaded `BPF_PROG_TYPE_SK_REUSEPORT` program to the `SO_REUSEPORT` group of
+/// `socket`, for the whole group (`SO_ATTACH_REUSEPORT_EBPF`). aya's `SkReuseport::attach`
+/// needs the program object, which stays inside its loaded `Ebpf`; nix wraps only the
+/// classic-BPF variant of the option.
+pub fn attach_reuseport_program(socket: &impl AsFd, program: &impl AsFd) -> io::Result<()> {
+    let program = program.as_fd().as_raw_fd();
+    // SAFETY: the option value is a valid `c_int` (an fd the caller keeps open for the
+    // call) and its exact size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_EBPF,
+            (&raw const program).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `SO_NETNS_COOKIE` (Linux 5.14, asm-generic value): libc does not export it yet, nor do

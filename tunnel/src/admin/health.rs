@@ -42,6 +42,11 @@ impl HealthListener {
         self.listener.local_addr()
     }
 
+    /// The listening socket, for what applies to every listener.
+    pub fn listening(&self) -> &TcpListener {
+        &self.listener
+    }
+
     /// Answers until the task is aborted.
     pub async fn serve(self, state: Arc<State>) {
         let limits = Limits {

@@ -71,6 +71,11 @@ impl AdminListener {
         self.listener.local_addr()
     }
 
+    /// The listening socket, for what applies to every listener.
+    pub fn listening(&self) -> &TcpListener {
+        &self.listener
+    }
+
     /// Answers until the task is aborted. Each connection is its own task.
     pub async fn serve(self, state: Arc<State>) {
         serving::serve_tcp(self.listener, "admin API", LIMITS, move |request| {

@@ -80,6 +80,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::ebpf::original_dst",
     "tunnel::ebpf::pins",
     "tunnel::ebpf::pod_steering",
+    "tunnel::ebpf::queue_migration",
     "tunnel::errors",
     "tunnel::identity",
     "tunnel::identity::pattern",

@@ -63,6 +63,12 @@ pub enum PodError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("cannot attach migrate_queued to the {kind} listener {addr} in the pod")]
+    MigrateQueue {
+        kind: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     #[error("cannot read the pod's network namespace cookie")]
     NetnsCookie(#[source] io::Error),
     #[error("cannot read the node's addresses")]
@@ -156,6 +162,11 @@ mod tests {
                 }),
             }),
             Box::new(PodError::Listen {
+                kind: "outbound",
+                addr: "127.0.0.1:15001".parse().unwrap(),
+                source: io(),
+            }),
+            Box::new(PodError::MigrateQueue {
                 kind: "outbound",
                 addr: "127.0.0.1:15001".parse().unwrap(),
                 source: io(),

@@ -102,6 +102,11 @@ impl PodManager {
                     .listen(addr, ports.backlog)
                     .await
                     .map_err(|source| PodError::Listen { kind, addr, source })?;
+                // As the node's listeners (`ebpf/queue_migration`): at a takeover, what is
+                // queued on the old daemon's listener moves to this one.
+                self.queue_migration
+                    .attach(&listener)
+                    .map_err(|source| PodError::MigrateQueue { kind, addr, source })?;
                 listeners.push(listener);
             }
             Ok::<_, PodError>(listeners)

@@ -182,6 +182,11 @@ impl Inbound {
             .collect()
     }
 
+    /// The listening sockets, for what applies to them all.
+    pub fn listening(&self) -> impl Iterator<Item = &TcpListener> {
+        self.listeners.iter()
+    }
+
     /// Accepts until a drain is signalled; open connections are told to finish (GOAWAY) and
     /// the drain waits for their streams.
     pub async fn run(self, service: InboundService, drain: DrainWatcher) {

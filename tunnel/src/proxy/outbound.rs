@@ -103,6 +103,11 @@ impl Outbound {
             .collect()
     }
 
+    /// The listening sockets, for what applies to them all.
+    pub fn listening(&self) -> impl Iterator<Item = &TcpListener> {
+        self.listeners.iter().map(|(listener, _)| listener)
+    }
+
     /// Accepts until a drain is signalled; each connection then runs to its end (it holds a
     /// watcher, so the drain waits for it).
     pub async fn run(self, inputs: Arc<OutboundInputs>, drain: DrainWatcher) {

@@ -94,6 +94,11 @@ impl Plaintext {
             .collect()
     }
 
+    /// The listening sockets, for what applies to them all.
+    pub fn listening(&self) -> impl Iterator<Item = &TcpListener> {
+        self.listeners.iter().map(|(listener, _)| listener)
+    }
+
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
