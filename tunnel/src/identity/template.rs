@@ -25,6 +25,11 @@ pub enum TemplateError {
         found: TrustDomain,
         expected: TrustDomain,
     },
+    #[error(
+        "{template:?}: only {{trust_domain}} may stand in the trust domain part (a pod's names \
+         there would give each pod an identity of another trust domain)"
+    )]
+    PlaceholderInTrustDomain { template: String },
     #[error("the identity template needs the pod's service account")]
     NoServiceAccount,
     /// The rendering is not a SPIFFE ID (a name that breaks a path segment).
@@ -69,6 +74,16 @@ impl IdTemplate {
             }
             rest = &rest[open + close + 1..];
         }
+        // The sample below names one pod; the trust domain must not depend on the pod at all.
+        let domain_filled = text.replace("{trust_domain}", &trust_domain.to_string());
+        let authority = domain_filled
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split('/').next());
+        if authority.is_some_and(|a| a.contains('{')) {
+            return Err(TemplateError::PlaceholderInTrustDomain {
+                template: text.into(),
+            });
+        }
         let template = Self(text.into());
         let sample = template.render(&PodNames {
             trust_domain,
@@ -104,7 +119,15 @@ impl IdTemplate {
             };
             id = id.replace("{service_account}", sa);
         }
-        Ok(SpiffeId::from_str(&id)?)
+        let id = SpiffeId::from_str(&id)?;
+        if id.trust_domain() != names.trust_domain {
+            return Err(TemplateError::OtherTrustDomain {
+                template: self.0.clone(),
+                found: id.trust_domain().clone(),
+                expected: names.trust_domain.clone(),
+            });
+        }
+        Ok(id)
     }
 }
 
@@ -156,6 +179,50 @@ mod tests {
             e.to_string(),
             "\"spiffe://{trust_domain}/ns/{namespace\": a '{' without its '}'"
         );
+    }
+
+    /// Found by the `spiffe_id` fuzz target: `spiffe://ex{namespace}/{name}` was accepted for
+    /// the trust domain `exdefault`, because the check renders one sample pod (namespace
+    /// `default`), and then gave pod `kube-system/a.b` the identity
+    /// `spiffe://exkube-system/a.b`, of another trust domain.
+    #[test]
+    fn a_pods_names_never_reach_the_trust_domain() {
+        for (template, td) in [
+            ("spiffe://ex{namespace}/{name}", "exdefault"),
+            (
+                "spiffe://{namespace}.cluster.local/sa/{service_account}",
+                "default.cluster.local",
+            ),
+            ("spiffe://{name}/x", "pod"),
+            ("spiffe://{trust_domain}{name}/x", "cluster.local"),
+        ] {
+            let td: TrustDomain = td.parse().unwrap();
+            let e = IdTemplate::parse(template, &td).unwrap_err();
+            assert!(
+                matches!(e, TemplateError::PlaceholderInTrustDomain { .. }),
+                "{template}: {e}"
+            );
+            assert!(
+                e.to_string().contains("only {trust_domain} may stand"),
+                "{e}"
+            );
+            // Rendering checks it too, whatever made the template.
+            let e = IdTemplate(template.into())
+                .render(&PodNames {
+                    trust_domain: &td,
+                    namespace: "kube-system",
+                    name: "a.b",
+                    service_account: Some("x"),
+                })
+                .unwrap_err();
+            assert!(matches!(e, TemplateError::OtherTrustDomain { .. }), "{e}");
+        }
+        for fine in [
+            "spiffe://{trust_domain}/ns/{namespace}/pod/{name}",
+            "spiffe://cluster.local/{namespace}.{name}",
+        ] {
+            assert!(IdTemplate::parse(fine, &td()).is_ok(), "{fine}");
+        }
     }
 
     #[test]
