@@ -20,7 +20,7 @@ use std::{
 };
 
 pub use files::{CaFiles, IssuedFiles};
-pub use leaf::LeafSpec;
+pub use leaf::{LeafSpec, valid_until};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
@@ -301,7 +301,7 @@ fn ca_params(
     // constraints: webpki cannot evaluate them and would refuse every leaf.
     params.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
     params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + ttl;
+    params.not_after = valid_until(now, ttl);
     params.serial_number = Some(leaf::random_serial());
     params.use_authority_key_identifier_extension = true;
     Ok(params)

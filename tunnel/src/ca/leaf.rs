@@ -26,6 +26,20 @@ pub struct LeafSpec {
     pub is_ca: bool,
 }
 
+/// `start + ttl`, or the last second a certificate can name (9999-12-31T23:59:59Z, X.509's
+/// GeneralizedTime) when that comes first: a TTL comes from a config file or a flag and may
+/// be any length (`ttl = "99999999d"`), where `start + ttl` would overflow the date.
+pub fn valid_until(start: OffsetDateTime, ttl: Duration) -> OffsetDateTime {
+    let last = time::Date::from_calendar_date(9999, time::Month::December, 31)
+        .and_then(|day| day.with_hms(23, 59, 59))
+        .expect("a valid date")
+        .assume_utc();
+    time::Duration::try_from(ttl)
+        .ok()
+        .and_then(|ttl| start.checked_add(ttl))
+        .map_or(last, |end| end.min(last))
+}
+
 impl LeafSpec {
     /// An X.509-SVID: one URI SAN, not a CA, digitalSignature, serverAuth + clientAuth, valid
     /// from five minutes ago (clock skew) for `ttl`.
@@ -35,7 +49,7 @@ impl LeafSpec {
             uris: vec![id.to_string()],
             organization: id.trust_domain().to_string(),
             not_before: now - time::Duration::minutes(5),
-            not_after: now + ttl,
+            not_after: valid_until(now, ttl),
             extended_key_usages: vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,

@@ -239,3 +239,45 @@ fn a_new_ca_has_an_empty_crl_that_revoke_extends() {
         (1, "2".to_string())
     );
 }
+
+/// Found while writing the `config` fuzz target: a config's `ttl` (or `tunnel ca issue
+/// --ttl`, `tunnel ca init --root-ttl`) may be any length, and `now + ttl` overflowed the
+/// date: `ttl = "18446744073709551615ms"` validated, then the daemon panicked issuing its
+/// first certificate. Such a certificate now lasts until the last second X.509 can name.
+#[test]
+fn a_ttl_past_the_end_of_x509_time_stops_there() {
+    let last = time::Date::from_calendar_date(9999, time::Month::December, 31)
+        .unwrap()
+        .with_hms(23, 59, 59)
+        .unwrap()
+        .assume_utc();
+    let id: SpiffeId = "spiffe://example.org/frontend".parse().unwrap();
+    for ttl in [
+        Duration::MAX,
+        Duration::from_millis(u64::MAX),
+        Duration::from_secs(1 << 40),
+    ] {
+        assert_eq!(LeafSpec::workload(&id, ttl).not_after, last, "{ttl:?}");
+    }
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        valid_until(now, Duration::from_secs(3600)),
+        now + Duration::from_secs(3600)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    init(&InitOptions {
+        root_ttl: Duration::MAX,
+        intermediate_ttl: Duration::MAX,
+        ..init_options(dir.path())
+    })
+    .unwrap();
+    let issued = issue(&issue_options(
+        dir.path(),
+        "spiffe://example.org/frontend",
+        Duration::MAX,
+    ))
+    .unwrap();
+    let leaf = crate::identity::CertSummary::parse(leaf_der(&issued.cert).as_ref()).unwrap();
+    assert_eq!(leaf.not_after, last.unix_timestamp());
+}
