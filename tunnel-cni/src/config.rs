@@ -205,6 +205,25 @@ mod tests {
         assert_eq!(e.code, code::DECODE);
     }
 
+    /// Found while writing the `cni_stdin` fuzz target (its seed `huge-timeout`): the
+    /// largest `timeout_seconds` reads, and the pod API client's deadline overflowed the
+    /// clock with it, so ADD, DEL and CHECK panicked instead of calling the daemon.
+    #[test]
+    fn the_largest_timeout_reads_and_bounds_a_call() {
+        let conf = parse(json!({"cniVersion": "1.0.0", "timeout_seconds": u64::MAX})).unwrap();
+        assert_eq!(conf.timeout, Duration::from_secs(u64::MAX));
+        let e = tunnel_pod_api::call(
+            std::path::Path::new("/nonexistent/pods.sock"),
+            &tunnel_pod_api::Request::Del { uid: "u".into() },
+            conf.timeout,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, tunnel_pod_api::ClientError::Connect { .. }),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_error_version_is_the_configs_when_readable() {
         assert_eq!(version_of(br#"{"cniVersion":"0.4.0"}"#), "0.4.0");

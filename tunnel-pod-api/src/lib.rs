@@ -23,6 +23,11 @@ pub const DEFAULT_SOCKET: &str = "/run/tunnel/pods.sock";
 /// The largest request or response line either side reads (a list of many pods fits).
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
+/// The longest wait [`call`] keeps a deadline for: a longer timeout (tunnel-cni's
+/// `timeout_seconds` may be any number) waits this long, which is as good as for ever,
+/// where the clock could not add it.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -113,7 +118,7 @@ fn connect_hint(error: &io::Error) -> &'static str {
 /// Sends one request and waits at most `timeout` in all for its answer. A daemon's
 /// [`Response::Error`] is returned as [`ClientError::Refused`].
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = std::time::Instant::now() + timeout.min(LONGEST_WAIT);
     let io_error = |error: io::Error| {
         if matches!(
             error.kind(),
@@ -236,6 +241,20 @@ mod tests {
         let e = call(&path, &Request::List, Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Found while writing the `cni_stdin` fuzz target: a network config with
+    /// `"timeout_seconds": 18446744073709551615` reads, and the client's deadline (now + the
+    /// timeout) overflowed the clock: the plugin panicked on ADD, DEL and CHECK.
+    #[test]
+    fn a_timeout_too_long_for_the_clock_is_waited_as_long_as_it_can() {
+        let e = call(
+            Path::new("/nonexistent/pods.sock"),
+            &Request::List,
+            Duration::from_secs(u64::MAX),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ClientError::Connect { .. }), "{e}");
     }
 
     #[test]
