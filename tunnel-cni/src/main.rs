@@ -5,10 +5,7 @@
 //! Without arguments it is the plugin (the runtime passes everything in the environment and
 //! on stdin, and reads the result on stdout), so it prints nothing else to stdout.
 
-mod args;
-mod config;
 mod conflist;
-mod error;
 mod files;
 mod install;
 mod plugin;
@@ -21,6 +18,7 @@ use std::{
 
 use clap::Parser as _;
 use install::{Cli, Command, InstallError};
+use tunnel_cni::{args, config, error};
 
 fn main() -> ExitCode {
     // The runtime runs the plugin without arguments; only the installer's commands take any,

@@ -429,9 +429,25 @@ impl Config {
 
     /// Checks config text; `file` names it in messages and anchors relative paths.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        let text = env::expand(text, |name| std::env::var(name).ok())
-            .map_err(|problems| ConfigError::new(file, problems))?;
-        build::build(&text, file)
+        Self::parse_with(
+            text,
+            file,
+            |name| std::env::var(name).ok(),
+            |path| fs::read_to_string(path),
+        )
+    }
+
+    /// [`Config::parse`] with the environment `${NAME}` is expanded from and the reading of
+    /// `policy_files` given: for the fuzz targets, which must not depend on the process's
+    /// environment or read whatever file a generated input names.
+    pub fn parse_with(
+        text: &str,
+        file: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        read: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = env::expand(text, env).map_err(|problems| ConfigError::new(file, problems))?;
+        build::build(&text, file, &read)
     }
 
     pub fn workload(&self, name: &str) -> Option<&Workload> {

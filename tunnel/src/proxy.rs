@@ -11,7 +11,8 @@ pub mod inbound;
 pub mod outbound;
 pub mod plaintext;
 pub mod pool;
-mod proxy_protocol;
+/// Public for the `proxy_protocol` fuzz target (fuzz/).
+pub mod proxy_protocol;
 mod record_tls_error;
 pub mod xfcc;
 

@@ -19,7 +19,9 @@ use std::sync::Arc;
 pub use connection_error::{Phase, describe_connection_error};
 pub use explain::{explain, rustls_error};
 pub(crate) use material::read_certificates;
-pub use material::{CertificateProblem, Credential, MaterialError, Trust, read_crls};
+pub use material::{
+    CertificateProblem, Credential, MaterialError, Trust, crls_from_bytes, parse_crl, read_crls,
+};
 pub use presented::{Presented, PresentedSlot, recording_server_config};
 pub use provider::provider;
 pub use refusal_kind::RefusalKind;

@@ -33,7 +33,12 @@ mod workloads;
 
 use syntax::deserialize;
 
-pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
+/// `read` reads a `policy_files` entry (`fs::read_to_string` but in the fuzz targets).
+pub fn build(
+    text: &str,
+    file: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Config, ConfigError> {
     let locator = Locator::new(text);
     let raw: RawConfig = deserialize(text, file, &locator)?;
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -55,7 +60,7 @@ pub fn build(text: &str, file: &Path) -> Result<Config, ConfigError> {
     };
     for (i, name) in policy_files.iter().enumerate() {
         let path = base.join(name);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = read(&path).map_err(|e| {
             let key = render(&at("policy_files").index(i).0);
             ConfigError {
                 file: file.into(),

@@ -8,7 +8,7 @@ use super::PodError;
 
 /// Kubernetes names (RFC 1123 labels and subdomains) and uids: nothing else is accepted, so
 /// no registration can smuggle a path or a template placeholder into an identity or a file.
-pub(super) fn check_names(spec: &PodSpec) -> Result<(), PodError> {
+pub fn check_names(spec: &PodSpec) -> Result<(), PodError> {
     let dns = |what: &'static str, value: &str, max: usize| {
         let ok = !value.is_empty()
             && value.len() <= max

@@ -186,7 +186,7 @@ pub fn refusal(status: StatusCode, code: &str, why: &str) -> http::Response<()> 
 }
 
 /// The refusal a peer daemon gave, from its answer: (code, sentence).
-pub fn refusal_reason(response: &http::Response<h2::RecvStream>) -> Option<(String, String)> {
+pub fn refusal_reason<B>(response: &http::Response<B>) -> Option<(String, String)> {
     let text = response.headers().get(REFUSAL_HEADER)?.to_str().ok()?;
     let text = shortened(text);
     let (code, why) = text.split_once("; ").unwrap_or(("", &text));

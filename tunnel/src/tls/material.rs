@@ -71,14 +71,7 @@ impl Trust {
         let mut parsed_crls = Vec::new();
         for file in crl_files {
             for crl in read_crls(file)? {
-                let parsed =
-                    webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
-                        MaterialError::ReadCrl {
-                            path: file.clone(),
-                            detail: super::explain::webpki_error(&e),
-                        }
-                    })?;
-                parsed_crls.push(parsed.into());
+                parsed_crls.push(parse_crl(&crl, file)?);
                 crls.push(crl);
             }
         }
@@ -90,12 +83,33 @@ impl Trust {
     }
 }
 
+/// A CRL as the verifiers judge by it (webpki's reading); `path` names its file in errors.
+pub fn parse_crl(
+    crl: &CertificateRevocationListDer<'_>,
+    path: &Path,
+) -> Result<webpki::CertRevocationList<'static>, MaterialError> {
+    webpki::OwnedCertRevocationList::from_der(crl.as_ref())
+        .map(Into::into)
+        .map_err(|e| MaterialError::ReadCrl {
+            path: path.into(),
+            detail: super::explain::webpki_error(&e),
+        })
+}
+
 /// Every CRL in a file: PEM (one or more `X509 CRL` blocks) or a single DER one.
 pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, MaterialError> {
     let bytes = std::fs::read(path).map_err(|e| MaterialError::ReadCrl {
         path: path.into(),
         detail: e.to_string(),
     })?;
+    crls_from_bytes(bytes, path)
+}
+
+/// [`read_crls`] on a file's bytes, read already; `path` names the file in errors.
+pub fn crls_from_bytes(
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, MaterialError> {
     // DER starts with a SEQUENCE tag; PEM with text.
     if bytes.first() == Some(&0x30) {
         return Ok(vec![CertificateRevocationListDer::from(bytes)]);
