@@ -11,7 +11,9 @@
 //!    workload names, ports and cgroups not shared, ports not the daemon's own, PROXY, XFCC
 //!    and per-port modes only on the workload's ports, the peer pattern matching no workload,
 //!    policies naming a workload (or a pod identity with `[pods]`), 1 to 256 threads, no zero
-//!    duration, the pod identity template giving identities of the trust domain;
+//!    duration, the pod identity template giving identities of the trust domain, a port of its
+//!    own for each listener (health's included), the admin API on loopback unless allowed
+//!    otherwise, the control socket an absolute path apart from the pod API's;
 //! 3. every TTL of a certificate the daemon issues itself can be issued (the leaf's dates);
 //! 4. validating is deterministic and does not depend on the file's formatting: the same
 //!    document written out again by the toml crate validates to the same config (lines
@@ -199,12 +201,31 @@ fn rules(config: &Config) {
     for d in [i.handshake_timeout, i.idle_timeout, i.keepalive] {
         assert!(!d.is_zero());
     }
-    for listener in [
-        config.listen.inbound,
-        config.listen.admin,
-        config.listen.inbound_plaintext,
-    ] {
-        assert_ne!(listener.port(), 0);
+    let l = &config.listen;
+    // One port per listener role (an IPv6 twin shares its IPv4 listener's), none of them 0.
+    let roles = [
+        ("outbound", Some(l.outbound.port()), l.outbound_v6.map(|a| a.port())),
+        ("inbound", Some(l.inbound.port()), l.inbound_v6.map(|a| a.port())),
+        (
+            "inbound_plaintext",
+            Some(l.inbound_plaintext.port()),
+            l.inbound_plaintext_v6.map(|a| a.port()),
+        ),
+        ("admin", Some(l.admin.port()), None),
+        ("health", Some(l.health.port()), None),
+    ];
+    let mut taken = std::collections::BTreeMap::new();
+    for (role, v4, v6) in roles {
+        for port in [v4, v6].into_iter().flatten() {
+            assert_ne!(port, 0, "listen.{role}");
+            let first = *taken.entry(port).or_insert(role);
+            assert_eq!(first, role, "port {port} is listen.{first}'s and listen.{role}'s");
+        }
+    }
+    assert!(l.admin.ip().is_loopback() || l.admin_allow_remote, "{l:?}");
+    assert!(l.control.is_absolute(), "{l:?}");
+    if let Some(pods) = &config.pods {
+        assert_ne!(l.control, pods.socket, "the control socket is the pod API's");
     }
     if let Some(pods) = &config.pods {
         // Names as Kubernetes and the pod API's checks let them through.
