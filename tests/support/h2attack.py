@@ -9,9 +9,9 @@ well-behaved peer never would. Each prints one JSON line that the Rust tests par
   big-header HOST PORT CERT KEY CA DEST BYTES
       one CONNECT to DEST carrying a header of BYTES; reports the answer (status, reset,
       GOAWAY or close)
-  never-read HOST PORT CERT KEY CA DEST STREAMS SECONDS
-      one connection advertising a 2 GiB window, opening STREAMS CONNECTs to DEST, then
-      never reading a byte for SECONDS
+  never-read HOST PORT CERT KEY CA DEST STREAMS SECONDS [CONNS]
+      CONNS connections (default 1), each advertising a 2 GiB window and opening STREAMS
+      CONNECTs to DEST; prints "holding", then never reads a byte for SECONDS
   handshakes HOST PORT CERT KEY CA PROCS SECONDS
       PROCS processes doing full mTLS handshakes in a loop (connect, handshake, close) for
       SECONDS; reports how many completed and how many failed
@@ -162,19 +162,25 @@ def big_header(host, port, cert, key, ca, dest, size):
     print(json.dumps(answer), flush=True)
 
 
-def never_read(host, port, cert, key, ca, dest, streams, seconds):
-    s = tls_connect(host, port, cert, key, ca)
-    settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)
-    s.sendall(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
-    opened = 0
-    for i in range(int(streams)):
+def never_read(host, port, cert, key, ca, dest, streams, seconds, conns="1"):
+    held, opened = [], 0
+    for _ in range(int(conns)):
         try:
-            s.sendall(frame(HEADERS, END_HEADERS, 2 * i + 1, connect_block(dest)))
-            opened += 1
+            s = tls_connect(host, port, cert, key, ca)
         except (OSError, ssl.SSLError):
             break
+        settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)
+        s.sendall(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
+        for i in range(int(streams)):
+            try:
+                s.sendall(frame(HEADERS, END_HEADERS, 2 * i + 1, connect_block(dest)))
+                opened += 1
+            except (OSError, ssl.SSLError):
+                break
+        held.append(s)
+    print("holding", flush=True)
     time.sleep(float(seconds))
-    print(json.dumps({"requested": opened}), flush=True)
+    print(json.dumps({"requested": opened, "connections": len(held)}), flush=True)
 
 
 def handshakes(host, port, cert, key, ca, procs, seconds):

@@ -68,6 +68,7 @@ pub struct Config {
     pub outbound: Outbound,
     pub inbound: Inbound,
     pub runtime: Runtime,
+    pub limits: Limits,
     pub logging: Logging,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
@@ -323,6 +324,20 @@ impl Inbound {
         // Longer than the pool's default idle timeout, so the caller's side closes first.
         idle_timeout: Duration::from_secs(600),
         keepalive: DEFAULT_KEEPALIVE,
+    };
+}
+
+/// `[limits]`: what the daemon as a whole may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Every byte buffered for others, both ways, on every connection
+    /// (`proxy::budget`).
+    pub max_buffered_bytes: u64,
+}
+
+impl Limits {
+    pub const DEFAULT: Self = Self {
+        max_buffered_bytes: crate::proxy::budget::DEFAULT_MAX_BUFFERED,
     };
 }
 

@@ -1,10 +1,11 @@
 //! System calls that std and tokio do not make for us, through nix and socket2 where they
 //! wrap them. What neither offers is done here with `unsafe`, each block saying why it is
 //! sound: reading `SO_NETNS_COOKIE`, attaching a program with `SO_ATTACH_REUSEPORT_EBPF`,
-//! and marking the bytes `recv` wrote into a buffer's spare capacity as initialised. This is the only module of `tunnel` with `unsafe`.
+//! marking the bytes `recv` wrote into a buffer's spare capacity as initialised, and
+//! `malloc_trim`. This is the only module of `tunnel` with `unsafe`.
 #![expect(
     unsafe_code,
-    reason = "three calls nix and socket2 do not wrap, audited here"
+    reason = "four calls nix and socket2 do not wrap, audited here"
 )]
 
 use std::{
@@ -66,6 +67,16 @@ pub fn attach_reuseport_program(socket: &impl AsFd, program: &impl AsFd) -> io::
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Gives the pages glibc's allocator holds free back to the system (`malloc_trim(0)`, every
+/// arena). Freed buffers of 16–256 KiB stay in the allocator's heaps otherwise: glibc raises
+/// its mmap threshold as large blocks are freed, so later ones come from the heap, which
+/// only shrinks from its top. Returns whether memory was released.
+pub fn release_free_memory() -> bool {
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks; it
+    // takes no pointer and is safe to call from any thread at any time.
+    unsafe { libc::malloc_trim(0) == 1 }
 }
 
 /// `SO_NETNS_COOKIE` (Linux 5.14, asm-generic value): libc does not export it yet, nor do

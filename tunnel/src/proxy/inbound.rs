@@ -92,6 +92,8 @@ pub struct InboundInputs {
     /// Sources known from the start for the pre-TLS slots' reserve: the ranges of the
     /// `[[peer]]` entries (addresses that complete a handshake become known as they do).
     pub known_sources: Vec<IpNet>,
+    /// Charged for each connection's receive window and each copy's reads.
+    pub budget: Arc<super::budget::BufferBudget>,
 }
 
 /// The caps on what peers can make the inbound side hold: the `[inbound]` config table.

@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
+use crate::proxy::budget::{Chunk, Window};
 use h2::server::Connection;
 use tokio::{
     net::TcpStream,
@@ -37,7 +37,7 @@ const GOAWAY_LINGER: std::time::Duration = std::time::Duration::from_millis(500)
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-type H2Connection = Connection<TlsStream<TcpStream>, Bytes>;
+type H2Connection = Connection<TlsStream<TcpStream>, Chunk>;
 
 /// Why a connection was not served.
 enum Refused {
@@ -83,10 +83,14 @@ pub(super) async fn serve(
             session,
             lifetime,
         } = handshaken;
-        let connection = speak_h2(tls, &caller, &shared, deadline).await?;
+        // Charged once the caller is known; held while the connection lives.
+        let window = shared.inputs.budget.window(hbone::TLS_WRITE_BATCH);
+        let connection = speak_h2(tls, &caller, &shared, deadline, &window).await?;
         claim_peer_slot(connection, caller, peer, &shared, deadline)
             .await
-            .map(|(connection, caller, slot)| (connection, caller, slot, session, lifetime))
+            .map(|(connection, caller, slot)| {
+                (connection, caller, slot, session, lifetime, window.charge)
+            })
     };
     // A newcomer may take this connection's slot while it is still unauthenticated (the
     // oldest of the busiest prefix goes first): it is then closed.
@@ -95,7 +99,7 @@ pub(super) async fn serve(
         () = unauthenticated.evicted() => Err(Refused::Counted(Refusal::Evicted, String::new())),
     };
     match admitted {
-        Ok((connection, caller, _peer_slot, session, lifetime)) => {
+        Ok((connection, caller, _peer_slot, session, lifetime, _window)) => {
             drop(unauthenticated);
             shared.pre_tls.authenticated(peer.ip());
             debug!(%peer, %caller, "tunnel connection accepted");
@@ -236,10 +240,14 @@ async fn speak_h2(
     caller: &SpiffeId,
     shared: &Shared,
     deadline: Instant,
+    window: &Window,
 ) -> Result<H2Connection, Refused> {
-    hbone::batch_tls_writes(tls_stream.get_mut().1);
-    let handshake = hbone::server_builder(shared.inputs.limits.max_streams_per_connection)
-        .handshake::<_, Bytes>(tls_stream);
+    if window.batch_tls {
+        hbone::batch_tls_writes(tls_stream.get_mut().1);
+    }
+    let handshake =
+        hbone::server_builder(shared.inputs.limits.max_streams_per_connection, window.size)
+            .handshake::<_, Chunk>(tls_stream);
     // The TLS handshake was counted `ok`: what fails from here is not a handshake failure
     // but a connection that carries nothing (`no_stream`).
     match timeout_at(deadline, handshake).await {

@@ -334,8 +334,14 @@ async fn deliver(
         .bytes_sent
         .fetch_add(early_len, Ordering::Relaxed);
     let (connection, tls_params) = (stream.connection, stream.tls);
-    let (mut stats, end) =
-        copy::bidirectional(&mut app, stream.send, stream.recv, Some(tracked.live())).await;
+    let (mut stats, end) = copy::bidirectional(
+        &mut app,
+        stream.send,
+        stream.recv,
+        Some(tracked.live()),
+        &inputs.budget,
+    )
+    .await;
     stats.to_stream += early_len;
     counted.close(stats.to_stream, stats.to_socket);
     drop(tracked);

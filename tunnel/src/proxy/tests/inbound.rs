@@ -335,7 +335,7 @@ async fn a_connection_without_streams_is_sent_goaway_and_closed_after_the_idle_t
         .expect("CONNECT");
     assert_eq!(status, StatusCode::OK);
     echo_round_trip(&mut send, &mut recv).await;
-    send.send_data(Bytes::new(), true).unwrap();
+    send.send_data(Bytes::new().into(), true).unwrap();
     while let Some(data) = recv.data().await {
         data.expect("the stream ends cleanly");
     }

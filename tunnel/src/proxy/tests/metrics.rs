@@ -52,7 +52,7 @@ async fn carried_streams_move_the_opened_closed_and_byte_counters_by_what_they_c
         let mut stream = kit.open(&pool, daemon.addr).await.expect("open a stream");
         stream
             .send
-            .send_data(payload.clone(), true)
+            .send_data(payload.clone().into(), true)
             .expect("send on the stream");
         let mut echoed = 0;
         while let Some(data) = stream.recv.data().await {
