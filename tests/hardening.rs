@@ -27,6 +27,18 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
+/// User and system CPU time a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // After the command's closing parenthesis: fields 3.. of proc(5); utime and stime are
+    // the 14th and 15th, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc fd")
@@ -689,6 +701,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         attack.wait_for("holding", LONG);
     }
     let held_from = Instant::now();
+    let cpu_from = cpu_seconds(pid);
     let mut peak = 0.0_f64;
     let mut served_peak = 0;
     let mut legit: Option<(Proc, Instant)> = None;
@@ -709,6 +722,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         }
         thread::sleep(Duration::from_millis(250));
     }
+    let busy = (cpu_seconds(pid) - cpu_from) / held_from.elapsed().as_secs_f64();
     let metrics = support::admin_get(&pair.b.host, "/metrics");
     let metric = |name: &str| {
         metrics
@@ -736,10 +750,27 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
     let (mut call, started) = legit.expect("a legitimate call was made during the attack");
     let legit_took = call.wait_timeout(LONG).map(|_| started.elapsed());
     let legit_ok = call.stdout().contains("bytes=1000000");
+    // How long B carried it (the process's own time includes starting Python on a machine
+    // that the attack's 12,800 source threads keep busy).
+    let carried: Vec<String> = pair
+        .b
+        .logs()
+        .lines()
+        .filter(|l| l.contains("tunnel::access") && l.contains("dst=10.0.0.2:8081"))
+        .filter_map(|l| {
+            l.split("duration_ms=")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(String::from)
+        })
+        .collect();
     println!(
         "{IDENTITIES} identities x 32 connections x 100 streams never read: the daemon's sockets +{served_peak}; \
          daemon RSS idle {idle:.1} MiB, peak {peak:.1} MiB (bound: budget {BUDGET_MIB} + 64), after {after:.1} MiB; \
-         a legitimate 1 MB download started during the attack: ok={legit_ok}, ended after {legit_took:?}\n\
+         a legitimate 1 MB download started during the attack: ok={legit_ok}, process ended after {legit_took:?}, \
+         carried by B in ms (warm-up, then during the attack): {carried:?}; \
+         the daemon used {busy:.2} CPU cores meanwhile\n\
          during: {}\nafter: {buffered_after:?}\n{}\n{}\n{}",
         metric("tunnel_buffered_bytes"),
         metric("tunnel_buffer_budget_paused_total"),
@@ -754,17 +785,12 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         metrics.contains("tunnel_buffer_budget_paused_total"),
         "the budget is reported"
     );
-    // What the budget bounds is what the daemon buffers (the metrics above: reads and
-    // windows together at most the budget). On top of it come the state of each of 12,800
-    // streams (socket, task, h2's stream), not charged yet, and the allocator's
-    // fragmentation while thousands of reclaimed streams free buffers and others take new
-    // ones. Measured growth: 217–321 MiB over idle in four runs, so the issue's bound
-    // (budget + 64 MB, counted from zero) is not met yet; asserted here is what keeps the
-    // daemon bounded (it grew by 1.17 GB for one identity before the budget).
+    // The budget bounds what the daemon buffers (the metrics above: reads and windows
+    // together at most the budget; each identity's reads at most an eighth of it). The
+    // state of each of 12,800 streams (socket, task, h2's stream) comes on top, uncharged.
     assert!(
-        peak - idle < BUDGET_MIB + 128.0,
-        "RSS grew by {:.1} MiB, over the budget + 128 MiB",
-        peak - idle
+        peak < BUDGET_MIB + 64.0,
+        "RSS peaked at {peak:.1} MiB, over the budget + 64 MiB"
     );
     assert!(
         metric("tunnel_buffered_bytes")

@@ -16,6 +16,11 @@
 //!   (back-pressure; TCP then slows them) instead of allocating, and says so
 //!   (`tunnel_buffer_budget_paused_total`, and a line at most every
 //!   [`PAUSE_LOG_INTERVAL`]). Waiters are served in order, so no stream starves.
+//! - **One party cannot take it all.** The reads of the streams that one remote identity
+//!   drains (the caller on the inbound side, the peer on the outbound side) may hold at
+//!   most [`PARTY_SHARE`] of the budget: past it, that party's streams wait on their own,
+//!   and everyone else's reads go on. Without it, 4 identities whose streams never read
+//!   held the whole budget and a legitimate download made meanwhile waited 20–30 s.
 //! - **A stream whose peer takes nothing is reset while the budget is spent.** Waiting
 //!   readers would otherwise queue behind bytes that never leave (a peer that never reads
 //!   holds its charges for good), and every stream of the daemon would stall with them.
@@ -36,8 +41,9 @@
 //! the bound.
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -47,13 +53,19 @@ use bytes::{Buf, Bytes};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-/// The default budget: the receive windows of 8 fully used connections and, beside them,
-/// 128 MiB of reads in flight (512 streams each with a full read and h2's send buffer
-/// waiting). A node that moves more at once is throttled, not failed; one that must hold
+/// The default budget: the receive windows of 4 fully used connections (and smaller ones
+/// for the rest) and, beside them, 192 MiB of reads in flight (384 streams each with a
+/// full read and h2's send buffer waiting), at most 32 MiB of it drained by one identity. A node that moves more at once is throttled, not failed; one that must hold
 /// more raises it.
 pub const DEFAULT_MAX_BUFFERED: u64 = 256 * 1024 * 1024;
-/// The part of the budget receive windows may hold, at most.
-pub const WINDOW_SHARE: (u64, u64) = (1, 2);
+/// The part of the budget receive windows may hold, at most. A window is charged for what
+/// a peer may send, not for what it has sent; at a half, the windows of 8 attackers'
+/// connections and their reads took the whole budget, and a legitimate read waited 20 s.
+pub const WINDOW_SHARE: (u64, u64) = (1, 4);
+/// The part of the budget the reads drained by one remote identity may hold, at most.
+pub const PARTY_SHARE: (u64, u64) = (1, 8);
+/// Parties remembered before the forgotten ones (no stream left) are swept out.
+const PARTIES_SWEPT_PAST: usize = 1024;
 /// The receive windows a connection may get, largest first, each charged with the TLS
 /// write batch beside it; the first the budget can give is taken.
 pub const WINDOW_TIERS: [u32; 4] = [
@@ -93,6 +105,16 @@ pub struct BufferBudget {
     /// Connections given a smaller window than the largest tier.
     narrowed: AtomicU64,
     last_said: Mutex<Option<Instant>>,
+    /// Each remote identity's share, while one of its streams holds it.
+    parties: Mutex<HashMap<Arc<str>, Weak<Semaphore>>>,
+}
+
+/// What a stream's reads are charged to: the daemon's budget and the share of the remote
+/// identity that drains them.
+#[derive(Clone, Debug)]
+pub struct ReadBudget {
+    budget: Arc<BufferBudget>,
+    party: Arc<Semaphore>,
 }
 
 /// Bytes held against the budget, given back when dropped.
@@ -104,6 +126,8 @@ pub struct Charge {
     window: bool,
     /// The stream whose read it paid for.
     stream: Option<Arc<StreamHold>>,
+    /// The party share it also holds.
+    party: Option<Arc<Semaphore>>,
 }
 
 /// What one stream holds against the budget: its read buffer and the chunks h2 has not
@@ -170,7 +194,30 @@ impl BufferBudget {
             reclaimed: AtomicU64::new(0),
             narrowed: AtomicU64::new(0),
             last_said: Mutex::new(None),
+            parties: Mutex::default(),
         })
+    }
+
+    /// The budget for the reads of streams that `party` (a remote identity) drains.
+    pub fn for_party(self: &Arc<Self>, party: &str) -> ReadBudget {
+        let mut parties = self.parties.lock().expect("budget parties lock poisoned");
+        if let Some(share) = parties.get(party).and_then(Weak::upgrade) {
+            return ReadBudget {
+                budget: self.clone(),
+                party: share,
+            };
+        }
+        if parties.len() >= PARTIES_SWEPT_PAST {
+            parties.retain(|_, share| share.strong_count() > 0);
+        }
+        let share = Arc::new(Semaphore::new(permits(
+            self.limit / PARTY_SHARE.1 * PARTY_SHARE.0,
+        )));
+        parties.insert(party.into(), Arc::downgrade(&share));
+        ReadBudget {
+            budget: self.clone(),
+            party: share,
+        }
     }
 
     pub fn limit(&self) -> u64 {
@@ -232,44 +279,6 @@ impl BufferBudget {
         self.reclaimed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A charge for a read of `bytes` by `stream`, if the budget has it now.
-    pub fn try_charge_read(
-        self: &Arc<Self>,
-        bytes: usize,
-        stream: &Arc<StreamHold>,
-    ) -> Option<Charge> {
-        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.bytes.try_acquire_many(bytes).ok()?.forget();
-        Some(self.read_charge(bytes, stream))
-    }
-
-    /// A charge for a read of `bytes` by `stream`, waiting (in turn with other readers)
-    /// while the budget is spent.
-    pub async fn charge_read(self: &Arc<Self>, bytes: usize, stream: &Arc<StreamHold>) -> Charge {
-        if let Some(charge) = self.try_charge_read(bytes, stream) {
-            return charge;
-        }
-        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.paused.fetch_add(1, Ordering::Relaxed);
-        self.say_spent();
-        let _waiting = Waiting::enter(&self.waiting);
-        // Never closed, so this only waits.
-        if let Ok(permit) = self.bytes.acquire_many(bytes).await {
-            permit.forget();
-        }
-        self.read_charge(bytes, stream)
-    }
-
-    fn read_charge(self: &Arc<Self>, bytes: u32, stream: &Arc<StreamHold>) -> Charge {
-        stream.0.fetch_add(u64::from(bytes), Ordering::Relaxed);
-        Charge {
-            budget: self.clone(),
-            bytes,
-            window: false,
-            stream: Some(stream.clone()),
-        }
-    }
-
     /// The largest window of [`WINDOW_TIERS`] the budget can give now, charged with
     /// `tls_batch` beside it; else [`FLOOR_WINDOW`], uncharged and without the batch.
     pub fn window(self: &Arc<Self>, tls_batch: usize) -> Window {
@@ -296,6 +305,7 @@ impl BufferBudget {
                     bytes,
                     window: true,
                     stream: None,
+                    party: None,
                 }),
             };
         }
@@ -324,6 +334,57 @@ impl BufferBudget {
     }
 }
 
+impl ReadBudget {
+    pub fn budget(&self) -> &BufferBudget {
+        &self.budget
+    }
+
+    /// A charge for a read of `bytes` by `stream`, if the party's share and the budget
+    /// have it now.
+    pub fn try_charge(&self, bytes: usize, stream: &Arc<StreamHold>) -> Option<Charge> {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let party = self.party.try_acquire_many(bytes).ok()?;
+        let budget = self.budget.bytes.try_acquire_many(bytes).ok()?;
+        party.forget();
+        budget.forget();
+        Some(self.charged(bytes, stream))
+    }
+
+    /// A charge for a read of `bytes` by `stream`, waiting (in turn with the party's other
+    /// streams, then with every reader) while the share or the budget is spent.
+    pub async fn charge(&self, bytes: usize, stream: &Arc<StreamHold>) -> Charge {
+        if let Some(charge) = self.try_charge(bytes, stream) {
+            return charge;
+        }
+        let budget = &self.budget;
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        budget.paused.fetch_add(1, Ordering::Relaxed);
+        // Never closed, so these only wait.
+        if let Ok(permit) = self.party.acquire_many(bytes).await {
+            permit.forget();
+        }
+        if budget.bytes.available_permits() < bytes as usize {
+            budget.say_spent();
+        }
+        let _waiting = Waiting::enter(&budget.waiting);
+        if let Ok(permit) = budget.bytes.acquire_many(bytes).await {
+            permit.forget();
+        }
+        self.charged(bytes, stream)
+    }
+
+    fn charged(&self, bytes: u32, stream: &Arc<StreamHold>) -> Charge {
+        stream.0.fetch_add(u64::from(bytes), Ordering::Relaxed);
+        Charge {
+            budget: self.budget.clone(),
+            bytes,
+            window: false,
+            stream: Some(stream.clone()),
+            party: Some(self.party.clone()),
+        }
+    }
+}
+
 fn permits(bytes: u64) -> usize {
     usize::try_from(bytes).unwrap_or(Semaphore::MAX_PERMITS)
 }
@@ -333,6 +394,9 @@ impl Drop for Charge {
         let bytes = self.bytes as usize;
         if let Some(stream) = &self.stream {
             stream.0.fetch_sub(u64::from(self.bytes), Ordering::Relaxed);
+        }
+        if let Some(party) = &self.party {
+            party.add_permits(bytes);
         }
         self.budget.bytes.add_permits(bytes);
         if self.window {
@@ -416,29 +480,72 @@ mod tests {
     async fn a_read_waits_while_the_budget_is_spent_and_goes_on_when_a_chunk_is_dropped() {
         let budget = BufferBudget::new(MIB);
         let stream = Arc::new(StreamHold::default());
-        let held = budget.charge_read(MIB as usize, &stream).await;
+        // Eight parties, each at its share: the whole budget.
+        let mut held: Vec<Charge> = (0..8)
+            .map(|n| {
+                budget
+                    .for_party(&format!("party-{n}"))
+                    .try_charge((MIB / 8) as usize, &stream)
+                    .expect("a party's share is an eighth of the budget")
+            })
+            .collect();
         assert_eq!(budget.in_use(), MIB);
         assert_eq!(stream.bytes(), MIB);
         let waiting = tokio::spawn({
             let budget = budget.clone();
             let other = Arc::new(StreamHold::default());
-            async move { budget.charge_read(64 * 1024, &other).await }
+            async move { budget.for_party("newcomer").charge(64 * 1024, &other).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "a read past the budget waits");
         assert_eq!(budget.paused(), 1);
         assert!(budget.under_pressure());
-        let chunk = Chunk::new(Bytes::from_static(b"x"), Some(held));
+        let chunk = Chunk::new(Bytes::from_static(b"x"), held.pop());
         drop(chunk);
-        assert_eq!(stream.bytes(), 0);
+        assert_eq!(stream.bytes(), MIB - MIB / 8);
         let charge = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("the waiting read is charged once bytes are given back")
             .unwrap();
-        assert_eq!(budget.in_use(), 64 * 1024);
+        assert_eq!(budget.in_use(), MIB - MIB / 8 + 64 * 1024);
         assert!(!budget.under_pressure());
-        drop(charge);
+        drop((charge, held));
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_party_past_its_share_waits_alone() {
+        let budget = BufferBudget::new(MIB);
+        let stream = Arc::new(StreamHold::default());
+        let greedy = budget.for_party("greedy");
+        let share = greedy.try_charge((MIB / 8) as usize, &stream).unwrap();
+        assert!(
+            greedy.try_charge(1, &stream).is_none(),
+            "past its share, a party gets nothing more"
+        );
+        let more = tokio::spawn({
+            let greedy = greedy.clone();
+            let stream = stream.clone();
+            async move { greedy.charge(1024, &stream).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!more.is_finished());
+        assert!(
+            !budget.under_pressure(),
+            "waiting on its own share is no pressure on the budget"
+        );
+        let other = budget
+            .for_party("other")
+            .try_charge((MIB / 8) as usize, &stream);
+        assert!(other.is_some(), "others still read");
+        drop(share);
+        let more = tokio::time::timeout(Duration::from_secs(5), more)
+            .await
+            .expect("the party reads again once its bytes are gone")
+            .unwrap();
+        drop((more, other));
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(budget.parties.lock().unwrap().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
@@ -447,8 +554,9 @@ mod tests {
         let stream = Arc::new(StreamHold::default());
         let idle = tokio::time::timeout(STALL * 3, stalled(&stream)).await;
         assert!(idle.is_err(), "a stream holding nothing never stalls");
-        let first = budget.try_charge_read(1000, &stream).unwrap();
-        let second = budget.try_charge_read(1000, &stream).unwrap();
+        let reads = budget.for_party("a");
+        let first = reads.try_charge(1000, &stream).unwrap();
+        let second = reads.try_charge(1000, &stream).unwrap();
         let draining = async {
             tokio::time::sleep(STALL / 2).await;
             drop(first);
@@ -469,7 +577,7 @@ mod tests {
     fn the_charge_stays_with_the_last_piece_of_a_split_chunk() {
         let budget = BufferBudget::new(MIB);
         let stream = Arc::new(StreamHold::default());
-        let charge = budget.try_charge_read(1000, &stream).unwrap();
+        let charge = budget.for_party("a").try_charge(1000, &stream).unwrap();
         let mut rest = Chunk::new(Bytes::from(vec![7u8; 1000]), Some(charge));
         let first = rest.split_to(400);
         assert_eq!((first.len(), rest.len()), (400, 600));
@@ -481,7 +589,7 @@ mod tests {
 
     #[test]
     fn windows_narrow_as_their_share_is_taken_and_never_take_the_reads_share() {
-        let budget = BufferBudget::new(64 * MIB);
+        let budget = BufferBudget::new(128 * MIB);
         let batch = 256 * 1024;
         let mut sizes = Vec::new();
         let mut held = Vec::new();
@@ -490,15 +598,16 @@ mod tests {
             sizes.push(window.size);
             held.push(window);
         }
-        // 32 MiB for windows: one of 16 MiB, then 4 MiB ones, then smaller, then the floor.
+        // A quarter, 32 MiB, for windows: one of 16 MiB, then 4 MiB ones, then smaller, then
+        // the floor.
         assert_eq!(sizes[0], 16 * 1024 * 1024);
         assert_eq!(sizes[1], 4 * 1024 * 1024);
         assert_eq!(*sizes.last().unwrap(), FLOOR_WINDOW);
         assert!(!held.last().unwrap().batch_tls);
         assert!(budget.in_windows() <= 32 * MIB);
         assert!(
-            budget.limit() - budget.in_use() >= 32 * MIB,
-            "half the budget is left for reads"
+            budget.limit() - budget.in_use() >= 96 * MIB,
+            "three quarters of the budget are left for reads"
         );
         drop(held);
         assert_eq!(budget.in_use(), 0);

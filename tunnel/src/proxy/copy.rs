@@ -31,7 +31,7 @@ use std::{
 use bytes::BytesMut;
 
 use super::{
-    budget::{self, BufferBudget, Chunk, StreamHold},
+    budget::{self, BufferBudget, Chunk, ReadBudget, StreamHold},
     xfcc::{RequestRewriter, XfccError},
 };
 use crate::telemetry::connections::Live;
@@ -89,13 +89,13 @@ pub struct CopyStats {
 
 /// Runs both directions to completion. `live`, when given, is the connection's entry in
 /// `/connections`: each read adds to its byte counters (one relaxed atomic add). Reads from
-/// the socket are charged to `budget`.
+/// the socket are charged to `budget` (the party's: whoever drains the stream).
 pub async fn bidirectional(
     socket: &mut TcpStream,
     send: SendStream<Chunk>,
     recv: RecvStream,
     live: Option<&Live>,
-    budget: &Arc<BufferBudget>,
+    budget: &ReadBudget,
 ) -> (CopyStats, CopyEnd) {
     bidirectional_rewriting(socket, send, recv, None, live, budget).await
 }
@@ -121,7 +121,7 @@ pub async fn bidirectional_rewriting(
     mut recv: RecvStream,
     rewriter: Option<RequestRewriter>,
     live: Option<&Live>,
-    budget: &Arc<BufferBudget>,
+    budget: &ReadBudget,
 ) -> (CopyStats, CopyEnd) {
     let mut stats = CopyStats::default();
     let (shown_sent, shown_received) = (
@@ -181,7 +181,7 @@ async fn socket_to_stream(
     send: &mut SendStream<Chunk>,
     moved: &mut u64,
     shown: Shown<'_>,
-    budget: &Arc<BufferBudget>,
+    reads: &ReadBudget,
 ) -> Result<(), Failure> {
     let mut read_size = INITIAL_READ;
     let hold = Arc::new(StreamHold::default());
@@ -194,13 +194,13 @@ async fn socket_to_stream(
         // Charged before the buffer exists; with the budget spent this waits, and the
         // socket is not read: back-pressure on the sender. While it waits, this stream's
         // own bytes in h2 must still be leaving, or it gives them back.
-        let charge = match budget.try_charge_read(read_size, &hold) {
+        let charge = match reads.try_charge(read_size, &hold) {
             Some(charge) => charge,
             None => tokio::select! {
                 biased;
-                charge = budget.charge_read(read_size, &hold) => charge,
+                charge = reads.charge(read_size, &hold) => charge,
                 () = budget::stalled(&hold) => {
-                    budget.count_reclaimed();
+                    reads.budget().count_reclaimed();
                     return Err(Failure::Stalled);
                 }
             },
@@ -235,7 +235,13 @@ async fn socket_to_stream(
         }
         // The whole buffer goes (a short read's spare capacity with it, freed when h2 is
         // done with the bytes): it is what the charge is for.
-        send_all(send, Chunk::new(buf.freeze(), Some(charge)), &hold, budget).await?;
+        send_all(
+            send,
+            Chunk::new(buf.freeze(), Some(charge)),
+            &hold,
+            reads.budget(),
+        )
+        .await?;
     }
 }
 

@@ -72,7 +72,14 @@ impl Tunnel {
         let outbound = tokio::spawn(async move {
             let stream = stream;
             let budget = BufferBudget::new(crate::config::Limits::DEFAULT.max_buffered_bytes);
-            copy::bidirectional(&mut socket, stream.send, stream.recv, None, &budget).await
+            copy::bidirectional(
+                &mut socket,
+                stream.send,
+                stream.recv,
+                None,
+                &budget.for_party("test"),
+            )
+            .await
         });
         let (workload, _) = tokio::time::timeout(Duration::from_secs(5), self.workload.accept())
             .await
