@@ -39,6 +39,8 @@ pub struct Dump {
     pub outbound: Outbound,
     pub inbound: Inbound,
     pub worker_threads: usize,
+    /// `[limits] max_buffered_bytes`.
+    pub max_buffered_bytes: u64,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
     pub policy_files: Vec<PathBuf>,
@@ -259,6 +261,7 @@ pub fn dump(state: &State) -> Dump {
             keepalive: secs(config.inbound.keepalive),
         },
         worker_threads: config.runtime.worker_threads,
+        max_buffered_bytes: config.limits.max_buffered_bytes,
         workloads: config
             .workloads
             .iter()
