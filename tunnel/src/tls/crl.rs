@@ -28,11 +28,32 @@ use signature::Signature;
 use webpki::{BorrowedCertRevocationList, CertRevocationList, Error, VerifiedPath};
 use x509_parser::{prelude::FromDer as _, time::ASN1Time, x509::X509Name};
 
+/// Memory released at once from this much on (bytes) is handed back to the system.
+const BIG: usize = 1 << 20;
+
 /// The CRLs in force, in the order of the config (the first one that speaks for a
 /// certificate is the one that judges it, as in webpki).
 #[derive(Debug, Default)]
 pub struct Crls {
     lists: Vec<Crl>,
+}
+
+impl Drop for Crls {
+    /// A big list replaced (by a shorter one, or none) gives its memory back to the system
+    /// when the last connection judged by it is gone.
+    fn drop(&mut self) {
+        let bytes = self.heap_bytes();
+        drop(std::mem::take(&mut self.lists));
+        released(bytes);
+    }
+}
+
+/// After `bytes` of CRL data have been freed: big enough, and the heap's free pages go back
+/// to the system, not only to the allocator (`sys::release_free_heap`).
+fn released(bytes: usize) {
+    if bytes >= BIG {
+        crate::sys::release_free_heap();
+    }
 }
 
 /// One CRL.
@@ -60,7 +81,10 @@ pub struct CrlSummary {
 }
 
 impl Crls {
-    pub fn new(lists: Vec<Crl>) -> Self {
+    /// The lists read from the CRL files; `read` is how many bytes of DER that took, freed
+    /// by now but for the signed bytes still to be verified.
+    pub fn new(lists: Vec<Crl>, read: usize) -> Self {
+        released(read);
         Self { lists }
     }
 

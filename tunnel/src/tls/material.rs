@@ -70,9 +70,10 @@ impl Trust {
                 source,
             })?;
         }
-        let mut crls = Vec::new();
+        let (mut crls, mut read) = (Vec::new(), 0);
         for file in crl_files {
             for der in read_crls(file)? {
+                read += der.len();
                 let crl = Crl::from_der(der).map_err(|e| MaterialError::ReadCrl {
                     path: file.clone(),
                     detail: super::explain::webpki_error(&e),
@@ -85,7 +86,7 @@ impl Trust {
         }
         Ok(Self {
             roots: Arc::new(roots),
-            crls: Arc::new(Crls::new(crls)),
+            crls: Arc::new(Crls::new(crls, read)),
         })
     }
 }

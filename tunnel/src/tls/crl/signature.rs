@@ -85,7 +85,11 @@ impl Signature {
         }
         match signed.verify(spki) {
             Ok(()) => {
-                *state = State::Verified(spki.into());
+                let released = std::mem::replace(&mut *state, State::Verified(spki.into()));
+                drop(state);
+                let bytes = released.heap_bytes();
+                drop(released);
+                super::released(bytes);
                 Ok(())
             }
             Err(error) => {

@@ -141,7 +141,7 @@ fn trust(roots: &[&Ca], lists: &[Vec<u8>]) -> Trust {
         .collect();
     Trust {
         roots: Arc::new(store),
-        crls: Arc::new(Crls::new(crls)),
+        crls: Arc::new(Crls::new(crls, 0)),
     }
 }
 
@@ -537,7 +537,7 @@ fn entries_say_what_webpki_says_of_each_serial() {
     .der()
     .to_vec();
     let theirs = CertRevocationList::from(OwnedCertRevocationList::from_der(&der).unwrap());
-    let ours = Crls::new(vec![Crl::from_der(der).unwrap()]);
+    let ours = Crls::new(vec![Crl::from_der(der).unwrap()], 0);
     let issuer = theirs.issuer().to_vec();
     let summary = ours.iter().next().unwrap().summary().clone();
     assert_eq!(summary.entries, 2050);
