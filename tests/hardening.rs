@@ -18,13 +18,7 @@ const H2ATTACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/h2
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc status");
-    kib / 1024.0
+    support::rss_kib(pid) as f64 / 1024.0
 }
 
 /// User and system CPU time a process has used, in seconds.

@@ -1,8 +1,9 @@
 //! System calls that std and tokio do not make for us, through nix and socket2 where they
 //! wrap them. What neither offers is done here with `unsafe`, each block saying why it is
 //! sound: reading `SO_NETNS_COOKIE`, attaching a program with `SO_ATTACH_REUSEPORT_EBPF`,
-//! marking the bytes `recv` wrote into a buffer's spare capacity as initialised, and
-//! `malloc_trim`. This is the only module of `tunnel` with `unsafe`.
+//! marking the bytes `recv` wrote into a buffer's spare capacity as initialised, and handing
+//! free heap back to the system (`malloc_trim`). This is the only module of `tunnel` with
+//! `unsafe`.
 #![expect(
     unsafe_code,
     reason = "four calls nix and socket2 do not wrap, audited here"
@@ -67,16 +68,6 @@ pub fn attach_reuseport_program(socket: &impl AsFd, program: &impl AsFd) -> io::
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Gives the pages glibc's allocator holds free back to the system (`malloc_trim(0)`, every
-/// arena). Freed buffers of 16–256 KiB stay in the allocator's heaps otherwise: glibc raises
-/// its mmap threshold as large blocks are freed, so later ones come from the heap, which
-/// only shrinks from its top. Returns whether memory was released.
-pub fn release_free_memory() -> bool {
-    // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks; it
-    // takes no pointer and is safe to call from any thread at any time.
-    unsafe { libc::malloc_trim(0) == 1 }
 }
 
 /// `SO_NETNS_COOKIE` (Linux 5.14, asm-generic value): libc does not export it yet, nor do
@@ -145,6 +136,22 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         return Ok(hard);
     }
     Ok(soft)
+}
+
+/// Hands the heap's free pages back to the system (glibc's `malloc_trim(0)`). glibc keeps
+/// what the process frees for reuse, and once a block of many megabytes has been freed it
+/// serves blocks up to that size from its arenas instead of fresh mappings: the megabytes a
+/// big CRL passes through at load (the file, its DER, the sort) would stay resident long
+/// after they are freed, and so would a whole list replaced by a short one; so would the
+/// 16–256 KiB read buffers of a flood once it has passed (`proxy::budget`). Called after
+/// such a release, never on a path that runs per connection. Elsewhere than glibc, nothing.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointer and only walks glibc's own arenas, each under
+    // its lock; it may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

@@ -258,8 +258,8 @@ impl BufferBudget {
             high = high.max(now);
             if high > self.limit / 4 && now < self.limit / 16 {
                 high = now;
-                let released = tokio::task::spawn_blocking(crate::sys::release_free_memory).await;
-                tracing::debug!(?released, in_use = now, "buffers given back after a surge");
+                let _ = tokio::task::spawn_blocking(crate::sys::release_free_heap).await;
+                tracing::debug!(in_use = now, "buffers given back after a surge");
             }
         }
     }

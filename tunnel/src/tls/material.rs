@@ -10,10 +10,14 @@ use std::{
 
 use rustls::{RootCertStore, sign::CertifiedKey};
 use rustls_pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
+    CertificateDer, PrivateKeyDer,
+    pem::{PemObject, SectionKind},
 };
 
-use super::provider;
+use super::{
+    crl::{Crl, Crls},
+    provider,
+};
 use crate::identity::{self, CertSummary, Purpose, SpiffeId, SvidError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +49,9 @@ pub enum MaterialError {
 #[derive(Clone, Debug)]
 pub struct Trust {
     pub roots: Arc<RootCertStore>,
-    /// As read, for rustls's client verifier (which parses them itself).
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// The same, parsed once, for the server verifier and for re-judging live connections.
-    pub parsed_crls: Arc<Vec<webpki::CertRevocationList<'static>>>,
+    /// Each CRL once, compactly (`tls::crl`): what both verifiers check, and what names a
+    /// revoked certificate in logs.
+    pub crls: Arc<Crls>,
 }
 
 impl Trust {
@@ -67,40 +70,41 @@ impl Trust {
                 source,
             })?;
         }
-        let mut crls = Vec::new();
-        let mut parsed_crls = Vec::new();
+        let (mut crls, mut read) = (Vec::new(), 0);
         for file in crl_files {
-            for crl in read_crls(file)? {
-                let parsed =
-                    webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
-                        MaterialError::ReadCrl {
-                            path: file.clone(),
-                            detail: super::explain::webpki_error(&e),
-                        }
-                    })?;
-                parsed_crls.push(parsed.into());
+            for der in read_crls(file)? {
+                read += der.len();
+                let crl = Crl::from_der(der).map_err(|e| MaterialError::ReadCrl {
+                    path: file.clone(),
+                    detail: super::explain::webpki_error(&e),
+                })?;
+                // A root's list is verified now and its signed bytes let go; an
+                // intermediate's waits for the intermediate (the first chain that has it).
+                crl.verify_with(&roots.roots);
                 crls.push(crl);
             }
         }
         Ok(Self {
             roots: Arc::new(roots),
-            crls,
-            parsed_crls: Arc::new(parsed_crls),
+            crls: Arc::new(Crls::new(crls, read)),
         })
     }
 }
 
-/// Every CRL in a file: PEM (one or more `X509 CRL` blocks) or a single DER one.
-pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, MaterialError> {
+/// Every CRL in a file, as DER: PEM (one or more `X509 CRL` blocks) or a single DER one.
+pub fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>, MaterialError> {
     let bytes = std::fs::read(path).map_err(|e| MaterialError::ReadCrl {
         path: path.into(),
         detail: e.to_string(),
     })?;
     // DER starts with a SEQUENCE tag; PEM with text.
     if bytes.first() == Some(&0x30) {
-        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+        return Ok(vec![bytes]);
     }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+    // Decoded straight into a buffer of our own: a big list is not copied again.
+    let crls = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+        .filter(|section| !matches!(section, Ok((kind, _)) if *kind != SectionKind::Crl))
+        .map(|section| section.map(|(_, der)| der))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| MaterialError::ReadCrl {
             path: path.into(),
