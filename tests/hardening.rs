@@ -668,7 +668,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         })
         .collect();
     pair.start();
-    let _endless = pair.serve_on_b(&["serve-source", "8080", "100000000000"], 8080);
+    let _endless = pair.serve_on_b(&["serve-endless", "8080"], 8080);
     let _megabyte = pair.serve_on_b(&["serve-source", "8081", "1000000"], 8081);
     let pid = pair.b.daemon().pid();
     // Warm: one legitimate download, so the idle level includes a served connection.
@@ -744,8 +744,11 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
     let (mut call, started) = legit.expect("a legitimate call was made during the attack");
     let legit_took = call.wait_timeout(LONG).map(|_| started.elapsed());
     let legit_ok = call.stdout().contains("bytes=1000000");
-    // How long B carried it (the process's own time includes starting Python on a machine
-    // that the attack's 12,800 source threads keep busy).
+    // How long B carried it. The process itself takes far longer (about 20 s): its
+    // connection reaches A's daemon late, and B's log shows the stream arriving ~18 s
+    // after the process started. Every namespace here shares one kernel, whose TCP memory
+    // the 12,800 back-pressured sockets to the endless source hold; that is the likely
+    // cause, not verified.
     let carried: Vec<String> = pair
         .b
         .logs()

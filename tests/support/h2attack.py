@@ -59,14 +59,18 @@ def connect_block(dest, extra=b""):
     return literal(b":method", b"CONNECT") + literal(b":authority", dest.encode()) + extra
 
 
-def tls_connect(host, port, cert, key, ca, timeout=10):
+def tls_connect(host, port, cert, key, ca, timeout=10, rcvbuf=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False  # the server's identity is a SPIFFE URI, not a host name
     ctx.load_verify_locations(ca)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection((host, int(port)), timeout=timeout)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.settimeout(timeout)
+    raw.connect((host, int(port)))
     s = ctx.wrap_socket(raw)
     s.sendall(PREFACE + frame(SETTINGS, 0, 0))
     return s
@@ -166,7 +170,9 @@ def never_read(host, port, cert, key, ca, dest, streams, seconds, conns="1"):
     held, opened = [], 0
     for _ in range(int(conns)):
         try:
-            s = tls_connect(host, port, cert, key, ca)
+            # A small receive buffer: what is never read stays in the daemon, not in this
+            # host's kernel (whose TCP memory, shared by every namespace, the test needs).
+            s = tls_connect(host, port, cert, key, ca, rcvbuf=65536)
         except (OSError, ssl.SSLError):
             break
         settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)

@@ -6,6 +6,8 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               prints "accepted from ADDR" per connection
   serve-sink PORT             reads until EOF, answers "sha256=<hex> bytes=<n>\n", closes
   serve-source PORT BYTES     sends BYTES of deterministic data, then closes
+  serve-endless PORT          sends to every connection for as long as it takes bytes, from
+                              one thread (thousands of connections cost no thread each)
   peer HOST PORT              connects; prints getpeername and getsockname
   upload HOST PORT BYTES      sends BYTES, shuts down its write side, prints the reply
   download HOST PORT BYTES    prints sha256 and size of what it received
@@ -96,6 +98,34 @@ def serve(ports, handler):
     print("listening", flush=True)
     while True:
         time.sleep(3600)
+
+
+def serve_endless(port):
+    import selectors
+    block = b"x" * 65536
+    sel = selectors.DefaultSelector()
+    s = listener(port)
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+    print("listening", flush=True)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is s:
+                try:
+                    while True:
+                        conn, _ = s.accept()
+                        conn.setblocking(False)
+                        sel.register(conn, selectors.EVENT_WRITE)
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                key.fileobj.send(block)
+            except BlockingIOError:
+                pass
+            except OSError:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
 
 
 def tagged(conn, port):
@@ -454,6 +484,8 @@ def main():
         print(s.makefile().readline().strip())
     elif cmd == "serve-sink":
         serve(args, sink)
+    elif cmd == "serve-endless":
+        serve_endless(args[0])
     elif cmd == "serve-source":
         size = int(args[1])
         def source(conn, _port):

@@ -245,7 +245,7 @@ impl Daemon {
             inbound_inputs.live.clone(),
             credentials.clone(),
         );
-        let inbound_service = InboundService::new(inbound_inputs);
+        let inbound_service = InboundService::new(inbound_inputs)?;
         let pods = match (pod_api, &config.pods) {
             (Some(api), Some(settings)) => {
                 let manager = PodManager::new(

@@ -115,6 +115,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::proxy::hbone",
     "tunnel::proxy::inbound",
     "tunnel::proxy::inbound::connection",
+    "tunnel::proxy::inbound::handshake_thread",
     "tunnel::proxy::inbound::live",
     "tunnel::proxy::inbound::nonlocal_bind",
     "tunnel::proxy::inbound::stream",

@@ -14,10 +14,14 @@ use tokio::{
     net::TcpStream,
     time::{Instant, sleep_until, timeout_at},
 };
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
-use super::{PodServer, Session, Shared, stream};
+use super::{
+    PodServer, Session, Shared,
+    handshake_thread::{Handshake, Rehomed},
+    stream,
+};
 use crate::{
     credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
@@ -37,7 +41,7 @@ const GOAWAY_LINGER: std::time::Duration = std::time::Duration::from_millis(500)
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-type H2Connection = Connection<TlsStream<TcpStream>, Chunk>;
+type H2Connection = Connection<TlsStream<Rehomed>, Chunk>;
 
 /// Why a connection was not served.
 enum Refused {
@@ -56,7 +60,7 @@ enum Refused {
 
 /// A connection through its TLS handshake.
 struct Handshaken {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<Rehomed>,
     caller: SpiffeId,
     session: Arc<Session>,
     lifetime: Authenticated,
@@ -183,10 +187,14 @@ async fn authenticate(
     })?;
     drop(snapshot);
     let tls_started = std::time::Instant::now();
-    let tls_stream = match timeout_at(deadline, TlsAcceptor::from(server_config).accept(tcp)).await
+    // On the handshake thread: its crypto does not hold up the streams of this runtime.
+    let tls_stream = match shared
+        .handshake_thread
+        .accept(server_config, tcp, deadline)
+        .await
     {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
+        Handshake::Done(stream) => *stream,
+        Handshake::Failed(e) => {
             let presented = presented.get().cloned().unwrap_or_default();
             let reason = match &presented.revoked {
                 Some(entry) => format!("the certificate has been revoked: {entry}"),
@@ -198,7 +206,7 @@ async fn authenticate(
                 presented: presented.identity,
             });
         }
-        Err(_) => return Err(timed_out()),
+        Handshake::TimedOut => return Err(timed_out()),
     };
     drop(handshake_permit);
     shared.inputs.telemetry.metrics.proxy.handshake(
@@ -236,7 +244,7 @@ async fn authenticate(
 
 /// The HTTP/2 handshake, with the stream and header limits the caps set.
 async fn speak_h2(
-    mut tls_stream: TlsStream<TcpStream>,
+    mut tls_stream: TlsStream<Rehomed>,
     caller: &SpiffeId,
     shared: &Shared,
     deadline: Instant,

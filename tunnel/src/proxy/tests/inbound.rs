@@ -401,6 +401,16 @@ async fn a_caller_that_sends_its_client_hello_and_stops_is_cut_off_by_the_handsh
             && after < handshake_timeout + Duration::from_millis(500),
         "cut off by the handshake timeout: {after:?}"
     );
+    // Counted by the connection's task once the handshake thread gives the verdict back,
+    // a moment after that thread closed the socket.
+    let counted = async {
+        while daemon.refusals.count(Refusal::HandshakeTimeout) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), counted)
+        .await
+        .expect("the timeout is counted");
     assert_eq!(daemon.refusals.count(Refusal::HandshakeTimeout), 1);
 }
 

@@ -343,8 +343,13 @@ impl Daemon {
         inputs.own_ports.insert(addr.port());
         let refusals = inputs.refusals.clone();
         let (trigger, watcher) = drain::channel();
-        let task =
-            tokio::spawn(inbound.run(crate::proxy::inbound::InboundService::new(inputs), watcher));
+        let task = tokio::spawn(
+            inbound.run(
+                crate::proxy::inbound::InboundService::new(inputs)
+                    .expect("the handshake thread starts"),
+                watcher,
+            ),
+        );
         Self {
             addr,
             refusals,
