@@ -1,12 +1,12 @@
 //! System calls that std and tokio do not make for us, through nix and socket2 where they
 //! wrap them. What neither offers is done here with `unsafe`, each block saying why it is
 //! sound: reading `SO_NETNS_COOKIE`, attaching a program with `SO_ATTACH_REUSEPORT_EBPF`,
-//! marking the bytes `recv` wrote into a buffer's spare capacity as initialised, and handing
-//! free heap back to the system (`malloc_trim`). This is the only module of `tunnel` with
+//! marking the bytes `recv` wrote into a buffer's spare capacity as initialised, handing
+//! free heap back to the system (`malloc_trim`), and a thread's priority (`setpriority`). This is the only module of `tunnel` with
 //! `unsafe`.
 #![expect(
     unsafe_code,
-    reason = "four calls nix and socket2 do not wrap, audited here"
+    reason = "five calls nix and socket2 do not wrap, audited here"
 )]
 
 use std::{
@@ -136,6 +136,20 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         return Ok(hard);
     }
     Ok(soft)
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: `setpriority` with
+/// `PRIO_PROCESS` and a thread id applies to that thread only). Lowering needs no
+/// privilege. nix wraps neither call.
+pub fn lower_this_thread_priority(nice: i32) -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw();
+    let tid = libc::id_t::try_from(tid).map_err(io::Error::other)?;
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Hands the heap's free pages back to the system (glibc's `malloc_trim(0)`). glibc keeps
