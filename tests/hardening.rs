@@ -8,6 +8,7 @@ mod support;
 use std::{
     fs,
     path::PathBuf,
+    sync::{RwLock, RwLockReadGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -15,6 +16,17 @@ use std::{
 use support::{LONG, NETPROBE, Pair, Proc, SHORT};
 
 const H2ATTACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/h2attack.py");
+
+/// The buffer-budget test fills the kernel's TCP memory, which every namespace shares (its
+/// 12,800 back-pressured streams hold their socket buffers full): while it runs, any other
+/// test's connections stall. It takes this lock alone; every other test shares it.
+static KERNEL_TCP_MEMORY: RwLock<()> = RwLock::new(());
+
+fn sharing_the_kernel() -> RwLockReadGuard<'static, ()> {
+    KERNEL_TCP_MEMORY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
@@ -31,6 +43,21 @@ fn cpu_seconds(pid: u32) -> f64 {
         .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
+}
+
+/// `/metrics`, asked up to 6 times: with the kernel's TCP memory full, a connection to the
+/// admin port can stall for seconds before it is served.
+fn metrics_under_pressure(host: &support::Host) -> String {
+    for _ in 0..5 {
+        let out = host
+            .command("curl")
+            .args(["-sS", "--max-time", "5", "http://127.0.0.1:15000/metrics"])
+            .output(SHORT);
+        if out.status.success() {
+            return out.stdout;
+        }
+    }
+    support::admin_get(host, "/metrics")
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -82,6 +109,7 @@ fn inbound_limits(extra: &str) -> impl Fn(String) -> String {
 
 #[test]
 fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new(
         "hardening-memory",
         |a| a,
@@ -180,6 +208,7 @@ fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
 
 #[test]
 fn floods_before_tls_leave_legitimate_calls_working() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new(
         "hardening-pretls",
         |a| a,
@@ -237,6 +266,7 @@ fn floods_before_tls_leave_legitimate_calls_working() {
 /// (`tunnel probe` has no pool to reuse).
 #[test]
 fn sixteen_flooding_addresses_cannot_shut_the_door_on_new_callers() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-fair-pretls", |a| a, |b| b);
     let attacker = pair.testbed.add_host("host-c");
     let sources: Vec<String> = (0..16).map(|i| format!("10.0.{}.2", 16 + i)).collect();
@@ -328,6 +358,7 @@ fn sixteen_flooding_addresses_cannot_shut_the_door_on_new_callers() {
 
 #[test]
 fn a_handshake_flood_leaves_established_callers_served() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-handshakes", |a| a, |b| b);
     let attacker = pair.testbed.add_host("host-c");
     pair.start();
@@ -392,6 +423,7 @@ fn a_handshake_flood_leaves_established_callers_served() {
 
 #[test]
 fn a_burst_of_captured_connects_fits_the_accept_queue() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-burst", |a| a, |b| b);
     pair.start();
     let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
@@ -428,6 +460,7 @@ fn listen_overflows(host: &support::Host) -> u64 {
 
 #[test]
 fn a_partition_strands_nothing_on_the_receiving_side() {
+    let _kernel = sharing_the_kernel();
     let keepalive = |config: String| {
         format!("{config}\n[outbound]\nkeepalive = \"2s\"\nconnect_timeout = \"2s\"\n")
     };
@@ -515,6 +548,7 @@ fn established_on(host: &support::Host, port: u16) -> usize {
 
 #[test]
 fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
+    let _kernel = sharing_the_kernel();
     let timeout = |config: String| format!("{config}\n[outbound]\nconnect_timeout = \"2s\"\n");
     let mut pair = Pair::new("hardening-unreachable", timeout, |b| b);
     pair.start();
@@ -571,6 +605,7 @@ fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
 
 #[test]
 fn non_local_binds_keep_the_daemon_from_delivering() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-nonlocal", |a| a, |b| b);
     let sysctl = |host: &support::Host, value: &str| {
         let out = host
@@ -640,6 +675,9 @@ fn non_local_binds_keep_the_daemon_from_delivering() {
 /// reclaimed).
 #[test]
 fn many_identities_that_never_read_stay_within_the_buffer_budget() {
+    let _kernel = KERNEL_TCP_MEMORY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     const IDENTITIES: usize = 4;
     const BUDGET_MIB: f64 = 256.0;
     let mut pair = Pair::new(
@@ -717,7 +755,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         thread::sleep(Duration::from_millis(250));
     }
     let busy = (cpu_seconds(pid) - cpu_from) / held_from.elapsed().as_secs_f64();
-    let metrics = support::admin_get(&pair.b.host, "/metrics");
+    let metrics = metrics_under_pressure(&pair.b.host);
     let metric = |name: &str| {
         metrics
             .lines()
@@ -736,7 +774,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         thread::sleep(Duration::from_millis(500));
         after = rss_mib(pid);
     }
-    let metrics_after = support::admin_get(&pair.b.host, "/metrics");
+    let metrics_after = metrics_under_pressure(&pair.b.host);
     let buffered_after: Vec<&str> = metrics_after
         .lines()
         .filter(|l| l.starts_with("tunnel_buffered_bytes"))
