@@ -158,6 +158,8 @@ pub(super) struct Session {
     pub ended: std::sync::OnceLock<String>,
     /// The registered pod whose listener accepted it; `None`: the node's.
     pub pod: Option<Arc<PodServer>>,
+    /// What its streams' reads are charged to.
+    pub reads: super::budget::ReadBudget,
 }
 
 /// What every connection task shares: the inputs and the caps' live state.

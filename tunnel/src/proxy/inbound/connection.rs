@@ -233,6 +233,9 @@ async fn authenticate(
             .and_then(|leaf| subject_dn(leaf.as_ref())),
         ended: std::sync::OnceLock::new(),
         pod,
+        // The caller drains what its streams read from workloads: its share of the budget,
+        // looked up once for the connection.
+        reads: shared.inputs.budget.for_party(&caller.to_string()),
     });
     Ok(Handshaken {
         tls: tls_stream,

@@ -202,10 +202,8 @@ async fn carry(
         workload: workload.to_string(),
         peer,
     });
-    // The caller drains what is read from the workload: its share of the budget.
-    let reads = inputs.budget.for_party(&caller.to_string());
     let copied = tokio::select! {
-        copied = copy::bidirectional_rewriting(&mut target, send, body, rewriter, Some(tracked.live()), &reads) => Some(copied),
+        copied = copy::bidirectional_rewriting(&mut target, send, body, rewriter, Some(tracked.live()), &session.reads) => Some(copied),
         () = registration.closed.notified() => None,
     };
     let (stats, close_reason) = match copied {
