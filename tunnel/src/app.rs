@@ -224,7 +224,7 @@ impl Daemon {
         };
         // One budget for what both sides buffer (`proxy::budget`).
         let budget = BufferBudget::new(config.limits.max_buffered_bytes);
-        telemetry.metrics.buffers.follow(&budget);
+        telemetry.metrics.buffers.follow(budget.clone());
         let outbound_inputs = wiring::outbound_inputs(
             &config,
             &credentials,

@@ -327,6 +327,12 @@ impl Inbound {
     };
 }
 
+/// The default budget: the receive windows of 4 fully used connections (and smaller ones
+/// for the rest) and, beside them, 192 MiB of reads in flight (384 streams each with a
+/// full read and h2's send buffer waiting), at most 32 MiB of it drained by one identity. A node that moves more at once is throttled, not failed; one that must hold
+/// more raises it.
+pub const DEFAULT_MAX_BUFFERED: u64 = 256 * 1024 * 1024;
+
 /// `[limits]`: what the daemon as a whole may hold.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -337,7 +343,7 @@ pub struct Limits {
 
 impl Limits {
     pub const DEFAULT: Self = Self {
-        max_buffered_bytes: crate::proxy::budget::DEFAULT_MAX_BUFFERED,
+        max_buffered_bytes: DEFAULT_MAX_BUFFERED,
     };
 }
 

@@ -53,11 +53,6 @@ use bytes::{Buf, Bytes};
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-/// The default budget: the receive windows of 4 fully used connections (and smaller ones
-/// for the rest) and, beside them, 192 MiB of reads in flight (384 streams each with a
-/// full read and h2's send buffer waiting), at most 32 MiB of it drained by one identity. A node that moves more at once is throttled, not failed; one that must hold
-/// more raises it.
-pub const DEFAULT_MAX_BUFFERED: u64 = 256 * 1024 * 1024;
 /// The part of the budget receive windows may hold, at most. A window is charged for what
 /// a peer may send, not for what it has sent; at a half, the windows of 8 attackers'
 /// connections and their reads took the whole budget, and a legitimate read waited 20 s.
@@ -331,6 +326,32 @@ impl BufferBudget {
             in_windows = self.in_windows(),
             "the buffer budget ([limits] max_buffered_bytes) is spent: reads from senders wait until buffered bytes are written out"
         );
+    }
+}
+
+impl crate::telemetry::buffers::BufferFigures for BufferBudget {
+    fn limit(&self) -> u64 {
+        BufferBudget::limit(self)
+    }
+
+    fn in_use(&self) -> u64 {
+        BufferBudget::in_use(self)
+    }
+
+    fn in_windows(&self) -> u64 {
+        BufferBudget::in_windows(self)
+    }
+
+    fn paused(&self) -> u64 {
+        BufferBudget::paused(self)
+    }
+
+    fn reclaimed(&self) -> u64 {
+        BufferBudget::reclaimed(self)
+    }
+
+    fn narrowed(&self) -> u64 {
+        BufferBudget::narrowed(self)
     }
 }
 

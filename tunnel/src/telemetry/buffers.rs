@@ -14,7 +14,17 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, family::Family, gauge::ConstGauge, gauge::Gauge},
 };
 
-use crate::proxy::budget::BufferBudget;
+/// What the collector reads of the buffer budget at each scrape (`proxy::budget`
+/// implements it: the data plane depends on telemetry, not the other way round).
+pub trait BufferFigures: Send + Sync + std::fmt::Debug {
+    fn limit(&self) -> u64;
+    /// Held by reads and windows together.
+    fn in_use(&self) -> u64;
+    fn in_windows(&self) -> u64;
+    fn paused(&self) -> u64;
+    fn reclaimed(&self) -> u64;
+    fn narrowed(&self) -> u64;
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HeldBy {
@@ -23,7 +33,7 @@ struct HeldBy {
 
 #[derive(Debug, Default)]
 pub struct BufferCollector {
-    budget: OnceLock<Arc<BufferBudget>>,
+    budget: OnceLock<Arc<dyn BufferFigures>>,
 }
 
 impl BufferCollector {
@@ -32,8 +42,8 @@ impl BufferCollector {
     }
 
     /// Reports `budget` from now on (the daemon has one; a second call is ignored).
-    pub fn follow(&self, budget: &Arc<BufferBudget>) {
-        let _ = self.budget.set(budget.clone());
+    pub fn follow(&self, budget: Arc<dyn BufferFigures>) {
+        let _ = self.budget.set(budget);
     }
 }
 
