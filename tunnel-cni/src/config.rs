@@ -224,6 +224,21 @@ mod tests {
         );
     }
 
+    /// Found by the `cni_stdin` fuzz target (its seed `float-in-prev-result`): a number in
+    /// the previous plugin's result, `5e71`, read as a float off in its last digit
+    /// (serde_json's fast float reading is not exact unless `float_roundtrip`), so ADD
+    /// passed on another number than it was given, which read back as yet another.
+    #[test]
+    fn numbers_in_the_previous_result_pass_through_unchanged() {
+        let stdin = br#"{"cniVersion": "1.0.0", "prevResult": {"interfaces": [{"mtu": 5e71}],
+            "ips": [{"interface": 0, "weight": 0.1}]}}"#;
+        let result = Value::Object(NetConf::parse(stdin).unwrap().prev_result.unwrap());
+        assert_eq!(result["interfaces"][0]["mtu"].as_f64(), Some(5e71));
+        assert_eq!(result["ips"][0]["weight"].as_f64(), Some(0.1));
+        let written = result.to_string();
+        assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), result);
+    }
+
     #[test]
     fn the_error_version_is_the_configs_when_readable() {
         assert_eq!(version_of(br#"{"cniVersion":"0.4.0"}"#), "0.4.0");
