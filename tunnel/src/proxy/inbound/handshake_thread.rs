@@ -28,7 +28,6 @@ use tokio::{
     net::TcpStream,
     runtime::Handle,
     sync::oneshot,
-    task::JoinHandle,
     time::{Instant, timeout_at},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
@@ -93,7 +92,8 @@ impl HandshakeThread {
             Ok(std) => std,
             Err(e) => return Handshake::Failed(e),
         };
-        let mut task = AbortOnDrop(self.handle.spawn(async move {
+        // Aborted if whoever awaits it goes away.
+        let mut task = crate::drain::AbortOnDrop(self.handle.spawn(async move {
             let tcp = Rehomed(Some(TcpStream::from_std(std)?));
             match timeout_at(deadline, TlsAcceptor::from(config).accept(tcp)).await {
                 Ok(accepted) => accepted.map(Some),
@@ -112,15 +112,6 @@ impl HandshakeThread {
             Ok(None) => Handshake::TimedOut,
             Err(e) => Handshake::Failed(e),
         }
-    }
-}
-
-/// A spawned handshake, aborted if whoever awaits it goes away.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
