@@ -8,6 +8,7 @@ mod support;
 use std::{
     fs,
     path::PathBuf,
+    sync::{RwLock, RwLockReadGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -16,15 +17,47 @@ use support::{LONG, NETPROBE, Pair, Proc, SHORT};
 
 const H2ATTACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/h2attack.py");
 
+/// The buffer-budget test fills the kernel's TCP memory, which every namespace shares (its
+/// 12,800 back-pressured streams hold their socket buffers full): while it runs, any other
+/// test's connections stall. It takes this lock alone; every other test shares it.
+static KERNEL_TCP_MEMORY: RwLock<()> = RwLock::new(());
+
+fn sharing_the_kernel() -> RwLockReadGuard<'static, ()> {
+    KERNEL_TCP_MEMORY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc status");
-    kib / 1024.0
+    support::rss_kib(pid) as f64 / 1024.0
+}
+
+/// User and system CPU time a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // After the command's closing parenthesis: fields 3.. of proc(5); utime and stime are
+    // the 14th and 15th, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// `/metrics`, asked up to 6 times: with the kernel's TCP memory full, a connection to the
+/// admin port can stall for seconds before it is served.
+fn metrics_under_pressure(host: &support::Host) -> String {
+    for _ in 0..5 {
+        let out = host
+            .command("curl")
+            .args(["-sS", "--max-time", "5", "http://127.0.0.1:15000/metrics"])
+            .output(SHORT);
+        if out.status.success() {
+            return out.stdout;
+        }
+    }
+    support::admin_get(host, "/metrics")
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -76,6 +109,7 @@ fn inbound_limits(extra: &str) -> impl Fn(String) -> String {
 
 #[test]
 fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new(
         "hardening-memory",
         |a| a,
@@ -174,6 +208,7 @@ fn an_authenticated_caller_cannot_grow_the_peer_daemon_without_bound() {
 
 #[test]
 fn floods_before_tls_leave_legitimate_calls_working() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new(
         "hardening-pretls",
         |a| a,
@@ -231,6 +266,7 @@ fn floods_before_tls_leave_legitimate_calls_working() {
 /// (`tunnel probe` has no pool to reuse).
 #[test]
 fn sixteen_flooding_addresses_cannot_shut_the_door_on_new_callers() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-fair-pretls", |a| a, |b| b);
     let attacker = pair.testbed.add_host("host-c");
     let sources: Vec<String> = (0..16).map(|i| format!("10.0.{}.2", 16 + i)).collect();
@@ -322,6 +358,7 @@ fn sixteen_flooding_addresses_cannot_shut_the_door_on_new_callers() {
 
 #[test]
 fn a_handshake_flood_leaves_established_callers_served() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-handshakes", |a| a, |b| b);
     let attacker = pair.testbed.add_host("host-c");
     pair.start();
@@ -386,6 +423,7 @@ fn a_handshake_flood_leaves_established_callers_served() {
 
 #[test]
 fn a_burst_of_captured_connects_fits_the_accept_queue() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-burst", |a| a, |b| b);
     pair.start();
     let _server = pair.serve_on_b(&["serve-tagged", "8080"], 8080);
@@ -422,6 +460,7 @@ fn listen_overflows(host: &support::Host) -> u64 {
 
 #[test]
 fn a_partition_strands_nothing_on_the_receiving_side() {
+    let _kernel = sharing_the_kernel();
     let keepalive = |config: String| {
         format!("{config}\n[outbound]\nkeepalive = \"2s\"\nconnect_timeout = \"2s\"\n")
     };
@@ -509,6 +548,7 @@ fn established_on(host: &support::Host, port: u16) -> usize {
 
 #[test]
 fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
+    let _kernel = sharing_the_kernel();
     let timeout = |config: String| format!("{config}\n[outbound]\nconnect_timeout = \"2s\"\n");
     let mut pair = Pair::new("hardening-unreachable", timeout, |b| b);
     pair.start();
@@ -565,6 +605,7 @@ fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
 
 #[test]
 fn non_local_binds_keep_the_daemon_from_delivering() {
+    let _kernel = sharing_the_kernel();
     let mut pair = Pair::new("hardening-nonlocal", |a| a, |b| b);
     let sysctl = |host: &support::Host, value: &str| {
         let out = host
@@ -624,4 +665,182 @@ fn non_local_binds_keep_the_daemon_from_delivering() {
         "the CONNECT is refused with the reason"
     );
     sysctl(&pair.b.host, "0");
+}
+
+/// The buffer budget's case: 4 identities × 32 connections × 100 streams, every stream
+/// towards a server that sends without end, none ever read. The daemon's RSS is sampled
+/// while the attackers hold their streams; what it charges stays within the budget, its
+/// growth is bounded, it returns to within 64 MB of its idle level once they are gone, and
+/// a legitimate call made during the attack completes (its streams' stalled buffers are
+/// reclaimed).
+#[test]
+fn many_identities_that_never_read_stay_within_the_buffer_budget() {
+    let _kernel = KERNEL_TCP_MEMORY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    const IDENTITIES: usize = 4;
+    const BUDGET_MIB: f64 = 256.0;
+    let mut pair = Pair::new(
+        "hardening-budget",
+        |a| a,
+        // Port 8080 sends without end (the attackers'), 8081 one megabyte (the legitimate
+        // caller's).
+        |b| {
+            let b = b.replace("ports = [8080]", "ports = [8080, 8081]");
+            format!(
+                "{b}\n[[policy]]\naction = \"allow\"\nto = \"orders\"\nfrom = [\"spiffe://example.org/attacker/*\"]\n"
+            )
+        },
+    );
+    let attackers: Vec<[String; 3]> = (1..=IDENTITIES)
+        .map(|n| {
+            let dir = pair
+                .pki
+                .issue(&format!("attacker/{n}"), &format!("attacker-{n}"));
+            [
+                dir.join("cert.pem"),
+                dir.join("key.pem"),
+                pair.pki.dir.join("etc-host-a/ca/bundle.pem"),
+            ]
+            .map(|p| p.display().to_string())
+        })
+        .collect();
+    pair.start();
+    let _endless = pair.serve_on_b(&["serve-endless", "8080"], 8080);
+    let _megabyte = pair.serve_on_b(&["serve-source", "8081", "1000000"], 8081);
+    let pid = pair.b.daemon().pid();
+    // Warm: one legitimate download, so the idle level includes a served connection.
+    let warm = pair.frontend(&["download", "10.0.0.2", "8081", "1000000"]);
+    assert!(warm.stdout.contains("bytes=1000000"), "{warm:?}");
+    thread::sleep(Duration::from_secs(1));
+    let idle = rss_mib(pid);
+    let idle_fds = open_fds(pid);
+
+    let mut attacks: Vec<Proc> = attackers
+        .iter()
+        .map(|[cert, key, ca]| {
+            pair.a
+                .host
+                .command("python3")
+                .arg(H2ATTACK)
+                .arg("never-read")
+                .args(["10.0.0.2", "15008", cert, key, ca])
+                .args(["10.0.0.2:8080", "100", "25", "32"])
+                .spawn()
+        })
+        .collect();
+    for attack in &mut attacks {
+        attack.wait_for("holding", LONG);
+    }
+    let held_from = Instant::now();
+    let cpu_from = cpu_seconds(pid);
+    let mut peak = 0.0_f64;
+    let mut served_peak = 0;
+    let mut legit: Option<(Proc, Instant)> = None;
+    while held_from.elapsed() < Duration::from_secs(15) {
+        peak = peak.max(rss_mib(pid));
+        // Each stream delivered is a socket of the daemon (`ss` is too slow at this scale).
+        served_peak = served_peak.max(open_fds(pid).saturating_sub(idle_fds));
+        if legit.is_none() && held_from.elapsed() > Duration::from_secs(5) {
+            let call = pair
+                .a
+                .host
+                .command("python3")
+                .arg(support::NETPROBE)
+                .args(["download", "10.0.0.2", "8081", "1000000"])
+                .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+                .spawn();
+            legit = Some((call, Instant::now()));
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let busy = (cpu_seconds(pid) - cpu_from) / held_from.elapsed().as_secs_f64();
+    let metrics = metrics_under_pressure(&pair.b.host);
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    for attack in &mut attacks {
+        attack.wait_timeout(LONG).expect("the attacker finishes");
+    }
+    let mut after = rss_mib(pid);
+    for _ in 0..20 {
+        if after - idle < 64.0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+        after = rss_mib(pid);
+    }
+    let metrics_after = metrics_under_pressure(&pair.b.host);
+    let buffered_after: Vec<&str> = metrics_after
+        .lines()
+        .filter(|l| l.starts_with("tunnel_buffered_bytes"))
+        .collect();
+    let (mut call, started) = legit.expect("a legitimate call was made during the attack");
+    let legit_took = call.wait_timeout(LONG).map(|_| started.elapsed());
+    let legit_ok = call.stdout().contains("bytes=1000000");
+    // How long B carried it. The process itself takes far longer (about 20 s): its
+    // connection reaches A's daemon late, and B's log shows the stream arriving ~18 s
+    // after the process started. Every namespace here shares one kernel, whose TCP memory
+    // the 12,800 back-pressured sockets to the endless source hold; that is the likely
+    // cause, not verified.
+    let carried: Vec<String> = pair
+        .b
+        .logs()
+        .lines()
+        .filter(|l| l.contains("tunnel::access") && l.contains("dst=10.0.0.2:8081"))
+        .filter_map(|l| {
+            l.split("duration_ms=")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(String::from)
+        })
+        .collect();
+    println!(
+        "{IDENTITIES} identities x 32 connections x 100 streams never read: the daemon's sockets +{served_peak}; \
+         daemon RSS idle {idle:.1} MiB, peak {peak:.1} MiB (bound: budget {BUDGET_MIB} + 64), after {after:.1} MiB; \
+         a legitimate 1 MB download started during the attack: ok={legit_ok}, process ended after {legit_took:?}, \
+         carried by B in ms (warm-up, then during the attack): {carried:?}; \
+         the daemon used {busy:.2} CPU cores meanwhile\n\
+         during: {}\nafter: {buffered_after:?}\n{}\n{}\n{}",
+        metric("tunnel_buffered_bytes"),
+        metric("tunnel_buffer_budget_paused_total"),
+        metric("tunnel_buffer_budget_reclaimed_total"),
+        metric("tunnel_buffer_windows_narrowed_total"),
+    );
+    assert!(
+        served_peak >= 1000,
+        "the attack reached the destination: {served_peak} streams"
+    );
+    assert!(
+        metrics.contains("tunnel_buffer_budget_paused_total"),
+        "the budget is reported"
+    );
+    // The budget bounds what the daemon buffers (the metrics above: reads and windows
+    // together at most the budget; each identity's reads at most an eighth of it). The
+    // state of each of 12,800 streams (socket, task, h2's stream) comes on top, uncharged.
+    assert!(
+        peak < BUDGET_MIB + 64.0,
+        "RSS peaked at {peak:.1} MiB, over the budget + 64 MiB"
+    );
+    assert!(
+        metric("tunnel_buffered_bytes")
+            .split("; ")
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            <= BUDGET_MIB * 1024.0 * 1024.0,
+        "what is charged stays within the budget"
+    );
+    assert!(
+        after - idle < 64.0,
+        "RSS {after:.1} MiB is not back within 64 MiB of idle ({idle:.1} MiB)"
+    );
+    assert!(
+        legit_ok,
+        "the legitimate call during the attack completed: {legit_took:?}"
+    );
 }

@@ -161,6 +161,18 @@ pub fn admin_get(host: &Host, path: &str) -> String {
     out.stdout
 }
 
+/// Resident memory of a process (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
 pub fn write(path: &Path, text: &str) -> PathBuf {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path.to_path_buf()

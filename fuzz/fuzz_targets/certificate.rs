@@ -27,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 use rustls::{
     RootCertStore,
     client::danger::ServerCertVerifier,
-    pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime},
+    pki_types::{CertificateDer, ServerName, UnixTime},
     server::danger::ClientCertVerifier,
 };
 use tunnel::{
@@ -55,19 +55,11 @@ static JUDGES: LazyLock<Judges> = LazyLock::new(|| {
     roots
         .add(CertificateDer::from(pki::ROOT))
         .expect("the fixture root");
-    let crls: Vec<CertificateRevocationListDer<'static>> = [pki::CRL_INTERMEDIATE, pki::CRL_ROOT]
+    let crls = [pki::CRL_INTERMEDIATE, pki::CRL_ROOT]
         .into_iter()
-        .map(CertificateRevocationListDer::from)
+        .map(|der| parse_crl(der.to_vec(), "crl.der".as_ref()).expect("the fixture CRLs"))
         .collect();
-    let parsed = crls
-        .iter()
-        .map(|crl| parse_crl(crl, "crl.der".as_ref()).expect("the fixture CRLs"))
-        .collect();
-    let trust = Trust {
-        roots: Arc::new(roots),
-        crls,
-        parsed_crls: Arc::new(parsed),
-    };
+    let trust = Trust::new(roots, crls, 0);
     let td: TrustDomain = pki::TRUST_DOMAIN.parse().unwrap();
     let nodes = IdPattern::nodes_of(&td);
     Judges {

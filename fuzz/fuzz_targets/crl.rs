@@ -1,5 +1,5 @@
 //! A CRL file as the daemon loads it (`tls::crls_from_bytes`: PEM blocks or one DER CRL,
-//! then `tls::parse_crl`: webpki, what the verifiers enforce) and as `tunnel check`
+//! then `tls::parse_crl`: webpki's parsing, held compactly as the verifiers enforce it) and as `tunnel check`
 //! describes it (x509-parser), and the verdicts the daemon gives with it.
 //!
 //! Input: the file's bytes. The chains judged are tests/support/mkpki.py's (`fixtures/pki/`:
@@ -23,7 +23,9 @@ use libfuzzer_sys::fuzz_target;
 use rustls::{RootCertStore, pki_types::CertificateDer, server::danger::ClientCertVerifier};
 use tunnel::{
     identity::{TrustDomain, timestamp},
-    tls::{RefusalKind, SpiffeClientVerifier, Trust, crls_from_bytes, parse_crl, revocation_entry},
+    tls::{
+        Crl, RefusalKind, SpiffeClientVerifier, Trust, crls_from_bytes, parse_crl, revocation_entry,
+    },
 };
 use tunnel_fuzz::pki;
 use x509_parser::{
@@ -45,8 +47,8 @@ fuzz_target!(|file: &[u8]| {
     let chains =
         [pki::FRONTEND, pki::REVOKED_LEAF, pki::REVOKED_INTERMEDIATE].map(|c| pki::chain(&c));
     let now = pki::now();
-    for crl in &crls {
-        let enforced = match parse_crl(crl, path) {
+    for der in &crls {
+        let enforced = match parse_crl(der.clone(), path) {
             Ok(enforced) => enforced,
             Err(e) => {
                 assert!(e.to_string().contains(FILE), "{e}");
@@ -54,7 +56,7 @@ fuzz_target!(|file: &[u8]| {
             }
         };
         // 2. What check reads.
-        let described = CertificateRevocationList::from_der(crl.as_ref())
+        let described = CertificateRevocationList::from_der(der)
             .map(|(_, described)| described)
             .unwrap_or_else(|e| panic!("the daemon enforces a CRL tunnel check cannot read: {e}"));
         // x509-parser stops reading a Name at the first RDN it cannot parse, and keeps only
@@ -71,7 +73,7 @@ fuzz_target!(|file: &[u8]| {
             .collect();
         for serial in &listed {
             assert!(
-                matches!(enforced.find_serial(serial), Ok(Some(_))),
+                enforced.find(serial).is_some(),
                 "check lists {serial:02x?}, the daemon does not find it"
             );
         }
@@ -80,7 +82,7 @@ fuzz_target!(|file: &[u8]| {
                 let serial = serial(der);
                 if !listed.contains(&serial) {
                     assert!(
-                        matches!(enforced.find_serial(serial), Ok(None)),
+                        enforced.find(serial).is_none(),
                         "the daemon finds {serial:02x?}, check does not list it"
                     );
                 }
@@ -90,7 +92,7 @@ fuzz_target!(|file: &[u8]| {
         let _ = described.next_update().map(|t| timestamp(t.timestamp()));
 
         // 3. Verdicts with it.
-        let trust = trust(crl.clone(), enforced);
+        let trust = trust(enforced, der.len());
         let td: TrustDomain = pki::TRUST_DOMAIN.parse().unwrap();
         let verifier = SpiffeClientVerifier::new(&trust, td)
             .unwrap_or_else(|e| panic!("a CRL that loads makes no verifier: {e}"));
@@ -117,19 +119,12 @@ fuzz_target!(|file: &[u8]| {
     }
 });
 
-fn trust(
-    crl: rustls::pki_types::CertificateRevocationListDer<'static>,
-    enforced: webpki::CertRevocationList<'static>,
-) -> Trust {
+fn trust(enforced: Crl, read: usize) -> Trust {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from(pki::ROOT))
         .expect("the fixture root");
-    Trust {
-        roots: Arc::new(roots),
-        crls: vec![crl],
-        parsed_crls: Arc::new(vec![enforced]),
-    }
+    Trust::new(roots, vec![enforced], read)
 }
 
 fn serial<'a>(der: &'a CertificateDer<'_>) -> &'a [u8] {

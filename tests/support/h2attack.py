@@ -9,9 +9,9 @@ well-behaved peer never would. Each prints one JSON line that the Rust tests par
   big-header HOST PORT CERT KEY CA DEST BYTES
       one CONNECT to DEST carrying a header of BYTES; reports the answer (status, reset,
       GOAWAY or close)
-  never-read HOST PORT CERT KEY CA DEST STREAMS SECONDS
-      one connection advertising a 2 GiB window, opening STREAMS CONNECTs to DEST, then
-      never reading a byte for SECONDS
+  never-read HOST PORT CERT KEY CA DEST STREAMS SECONDS [CONNS]
+      CONNS connections (default 1), each advertising a 2 GiB window and opening STREAMS
+      CONNECTs to DEST; prints "holding", then never reads a byte for SECONDS
   handshakes HOST PORT CERT KEY CA PROCS SECONDS
       PROCS processes doing full mTLS handshakes in a loop (connect, handshake, close) for
       SECONDS; reports how many completed and how many failed
@@ -59,14 +59,18 @@ def connect_block(dest, extra=b""):
     return literal(b":method", b"CONNECT") + literal(b":authority", dest.encode()) + extra
 
 
-def tls_connect(host, port, cert, key, ca, timeout=10):
+def tls_connect(host, port, cert, key, ca, timeout=10, rcvbuf=None):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False  # the server's identity is a SPIFFE URI, not a host name
     ctx.load_verify_locations(ca)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
-    raw = socket.create_connection((host, int(port)), timeout=timeout)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.settimeout(timeout)
+    raw.connect((host, int(port)))
     s = ctx.wrap_socket(raw)
     s.sendall(PREFACE + frame(SETTINGS, 0, 0))
     return s
@@ -162,19 +166,27 @@ def big_header(host, port, cert, key, ca, dest, size):
     print(json.dumps(answer), flush=True)
 
 
-def never_read(host, port, cert, key, ca, dest, streams, seconds):
-    s = tls_connect(host, port, cert, key, ca)
-    settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)
-    s.sendall(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
-    opened = 0
-    for i in range(int(streams)):
+def never_read(host, port, cert, key, ca, dest, streams, seconds, conns="1"):
+    held, opened = [], 0
+    for _ in range(int(conns)):
         try:
-            s.sendall(frame(HEADERS, END_HEADERS, 2 * i + 1, connect_block(dest)))
-            opened += 1
+            # A small receive buffer: what is never read stays in the daemon, not in this
+            # host's kernel (whose TCP memory, shared by every namespace, the test needs).
+            s = tls_connect(host, port, cert, key, ca, rcvbuf=65536)
         except (OSError, ssl.SSLError):
             break
+        settings = struct.pack(">HI", SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW)
+        s.sendall(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - 65535)))
+        for i in range(int(streams)):
+            try:
+                s.sendall(frame(HEADERS, END_HEADERS, 2 * i + 1, connect_block(dest)))
+                opened += 1
+            except (OSError, ssl.SSLError):
+                break
+        held.append(s)
+    print("holding", flush=True)
     time.sleep(float(seconds))
-    print(json.dumps({"requested": opened}), flush=True)
+    print(json.dumps({"requested": opened, "connections": len(held)}), flush=True)
 
 
 def handshakes(host, port, cert, key, ca, procs, seconds):

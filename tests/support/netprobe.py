@@ -6,6 +6,8 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               prints "accepted from ADDR" per connection
   serve-sink PORT             reads until EOF, answers "sha256=<hex> bytes=<n>\n", closes
   serve-source PORT BYTES     sends BYTES of deterministic data, then closes
+  serve-endless PORT          sends to every connection for as long as it takes bytes, from
+                              one thread (thousands of connections cost no thread each)
   peer HOST PORT              connects; prints getpeername and getsockname
   upload HOST PORT BYTES      sends BYTES, shuts down its write side, prints the reply
   download HOST PORT BYTES    prints sha256 and size of what it received
@@ -48,6 +50,11 @@ Each command prints one result line (or JSON) that the Rust tests parse.
                               {"held", "closed_by_server", "polls": {POLL: {"ok", "failed",
                               "p50_ms", "p99_ms", "max_ms", "longest_failure_s",
                               "errors": {what: count}}}}
+  handshakes HOST PORT CERT KEY N
+                              N TLS 1.3 handshakes (ALPN h2) in turn with a tunnel port,
+                              presenting CERT/KEY, each judged by the server: its first
+                              HTTP/2 frame accepts, an alert refuses. Prints "ok=<k>
+                              refused=<m> p50_ms=.. p90_ms=.. alert=<first alert or none>"
 """
 import hashlib, json, random, socket, sys, threading, time
 
@@ -91,6 +98,34 @@ def serve(ports, handler):
     print("listening", flush=True)
     while True:
         time.sleep(3600)
+
+
+def serve_endless(port):
+    import selectors
+    block = b"x" * 65536
+    sel = selectors.DefaultSelector()
+    s = listener(port)
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+    print("listening", flush=True)
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj is s:
+                try:
+                    while True:
+                        conn, _ = s.accept()
+                        conn.setblocking(False)
+                        sel.register(conn, selectors.EVENT_WRITE)
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                key.fileobj.send(block)
+            except BlockingIOError:
+                pass
+            except OSError:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
 
 
 def tagged(conn, port):
@@ -371,6 +406,42 @@ def load(host, port, seconds, streams, stream_seconds):
     print(" ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
 
 
+def handshakes(host, port, cert, key, n):
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # Only the server's verdict on CERT is measured here, not the server's certificate.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    context.load_cert_chain(cert, key)
+    # The HTTP/2 client preface and an empty SETTINGS frame.
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+    times, refused, alert = [], 0, "none"
+    for _ in range(n):
+        started = time.monotonic()
+        try:
+            with connect(host, port) as raw, context.wrap_socket(raw) as tls:
+                # In TLS 1.3 the server judges a client's certificate after the client's
+                # Finished, so the verdict is what comes next: a frame or an alert.
+                tls.sendall(preface)
+                if not tls.recv(9):
+                    raise OSError("closed without a frame")
+            times.append((time.monotonic() - started) * 1000)
+        except ssl.SSLError as e:
+            refused += 1
+            if alert == "none":
+                alert = e.reason or str(e)
+        except OSError as e:
+            refused += 1
+            if alert == "none":
+                alert = f"error:{e}".replace(" ", "_")
+    times.sort()
+    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 2) if times else None
+    print(f"ok={len(times)} refused={refused} p50_ms={pick(0.5)} p90_ms={pick(0.9)} alert={alert}")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "serve-tagged":
@@ -413,6 +484,8 @@ def main():
         print(s.makefile().readline().strip())
     elif cmd == "serve-sink":
         serve(args, sink)
+    elif cmd == "serve-endless":
+        serve_endless(args[0])
     elif cmd == "serve-source":
         size = int(args[1])
         def source(conn, _port):
@@ -492,6 +565,8 @@ def main():
         slow_clients(args[0], float(args[1]), args[2] == "1", args[3], args[4:])
     elif cmd == "load":
         load(args[0], args[1], float(args[2]), int(args[3]), float(args[4]))
+    elif cmd == "handshakes":
+        handshakes(args[0], args[1], args[2], args[3], int(args[4]))
     elif cmd == "latency":
         host, port, n = args[0], args[1], int(args[2])
         times = []

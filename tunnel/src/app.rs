@@ -25,6 +25,7 @@ use crate::{
     mounts::MountTable,
     pods::{self, PodApi, PodApiError, PodManager, PodServing, PodsError},
     policy::LivePolicy,
+    proxy::budget::BufferBudget,
     proxy::{
         destination::{self, Destinations},
         inbound::{Inbound, InboundError, InboundService, nonlocal_bind},
@@ -221,6 +222,9 @@ impl Daemon {
             Some(_) => pod_directory.clone(),
             None => Arc::new(destination::Unknown),
         };
+        // One budget for what both sides buffer (`proxy::budget`).
+        let budget = BufferBudget::new(config.limits.max_buffered_bytes);
+        telemetry.metrics.buffers.follow(budget.clone());
         let outbound_inputs = wiring::outbound_inputs(
             &config,
             &credentials,
@@ -228,8 +232,9 @@ impl Daemon {
             original_dst,
             destinations,
             &telemetry,
+            &budget,
         );
-        let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry);
+        let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry, &budget);
         telemetry.metrics.certificates.follow(&credentials);
         let plaintext_inputs = Arc::new(wiring::plaintext_inputs(&config, &inbound_inputs));
         let outbound_inputs = Arc::new(outbound_inputs);
@@ -240,7 +245,7 @@ impl Daemon {
             inbound_inputs.live.clone(),
             credentials.clone(),
         );
-        let inbound_service = InboundService::new(inbound_inputs);
+        let inbound_service = InboundService::new(inbound_inputs)?;
         let pods = match (pod_api, &config.pods) {
             (Some(api), Some(settings)) => {
                 let manager = PodManager::new(
@@ -329,6 +334,7 @@ impl Daemon {
         let admin = tokio::spawn(self.admin.serve(admin_state));
         let (trigger, watcher) = drain::channel();
         let pods_watcher = watcher.clone();
+        let give_back = tokio::spawn(self.outbound_inputs.budget.clone().give_back_forever());
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
         let inbound = tokio::spawn(self.inbound.run(self.inbound_service, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
@@ -413,6 +419,7 @@ impl Daemon {
             enrolling.abort();
         }
         renewals.abort();
+        give_back.abort();
         map_counts.abort();
         expiry.abort();
         admin.abort();

@@ -68,6 +68,7 @@ pub struct Config {
     pub outbound: Outbound,
     pub inbound: Inbound,
     pub runtime: Runtime,
+    pub limits: Limits,
     pub logging: Logging,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
@@ -285,9 +286,10 @@ pub struct Inbound {
     pub max_unauthenticated: usize,
     /// The same, from one source address: one flooding host cannot take every slot.
     pub max_unauthenticated_per_address: usize,
-    /// TLS handshakes computed at once; the rest wait (within the handshake timeout), so a
-    /// handshake flood cannot starve established connections of the CPU. Default: half the
-    /// runtime's threads, at least one ([`Inbound::default_max_handshakes`]).
+    /// TLS handshakes under way at once; the rest wait (within the handshake timeout).
+    /// They are computed on a thread of their own (`proxy::inbound::handshake_thread`).
+    /// Default: half the runtime's threads, at least one
+    /// ([`Inbound::default_max_handshakes`]).
     pub max_handshakes: usize,
     /// Authenticated connections per (caller identity, source address). A peer daemon's
     /// pool needs one per 100 concurrent streams of a workload.
@@ -303,12 +305,11 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// At most half the runtime's threads busy with handshakes, at least one: handshake
-    /// crypto runs on the runtime's threads, so a flood of handshakes otherwise takes the
-    /// CPU from established connections. Measured on the default one thread, under a flood
-    /// of full handshakes from 20 processes (tests/hardening.rs): legitimate new connections
-    /// over an established tunnel p50 8.3 ms with 1 at once against 33–72 ms with 4 (2–3 ms
-    /// quiet), with as many flood handshakes served.
+    /// Half the runtime's threads, at least one. Chosen when handshakes ran on the runtime's
+    /// threads (measured then on one thread, under a flood of full handshakes from 20
+    /// processes: new calls over an established tunnel p50 8.3 ms with 1 at once against
+    /// 33–72 ms with 4, 2–3 ms quiet). They now run on a thread of their own, which
+    /// computes one at a time whatever this is; it caps handshakes waiting on their peers.
     pub fn default_max_handshakes(worker_threads: usize) -> usize {
         (worker_threads / 2).max(1)
     }
@@ -323,6 +324,26 @@ impl Inbound {
         // Longer than the pool's default idle timeout, so the caller's side closes first.
         idle_timeout: Duration::from_secs(600),
         keepalive: DEFAULT_KEEPALIVE,
+    };
+}
+
+/// The default budget: the receive windows of 4 fully used connections (and smaller ones
+/// for the rest) and, beside them, 192 MiB of reads in flight (384 streams each with a
+/// full read and h2's send buffer waiting), at most 32 MiB of it drained by one identity. A node that moves more at once is throttled, not failed; one that must hold
+/// more raises it.
+pub const DEFAULT_MAX_BUFFERED: u64 = 256 * 1024 * 1024;
+
+/// `[limits]`: what the daemon as a whole may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Every byte buffered for others, both ways, on every connection
+    /// (`proxy::budget`).
+    pub max_buffered_bytes: u64,
+}
+
+impl Limits {
+    pub const DEFAULT: Self = Self {
+        max_buffered_bytes: DEFAULT_MAX_BUFFERED,
     };
 }
 

@@ -295,9 +295,10 @@ impl Credentials {
             state.trust_seen = seen;
             match Trust::load(&self.bundle, &self.crl_files) {
                 Ok(new) => {
+                    let crl_entries: usize = new.crls.iter().map(|crl| crl.summary().entries).sum();
                     info!(
                         trigger, bundle = %self.bundle.display(), roots = new.roots.len(), crls = new.crls.len(),
-                        "trust bundle and CRLs reloaded"
+                        crl_entries, "trust bundle and CRLs reloaded"
                     );
                     trust = Arc::new(new);
                     changed += 1;

@@ -1,6 +1,7 @@
 //! Graceful shutdown. Every long-lived task holds a [`DrainWatcher`]; the owner of the
 //! [`DrainTrigger`] signals them and waits until the last watcher is dropped, or until a
-//! deadline passes.
+//! deadline passes. A task that must end with whoever started it is held in an
+//! [`AbortOnDrop`].
 
 use std::time::Duration;
 
@@ -57,6 +58,15 @@ impl DrainWatcher {
     pub async fn signaled(&mut self) {
         // An error means the trigger is gone, which is as final as a signal.
         let _ = self.signal.wait_for(|draining| *draining).await;
+    }
+}
+
+/// Aborts a task when dropped: its starter's end (or its being dropped mid-way) ends it too.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -3,6 +3,7 @@
 //! and delivers to local workloads.
 
 pub mod admission;
+pub mod budget;
 pub mod copy;
 mod deliver;
 pub mod destination;

@@ -1,10 +1,12 @@
 //! System calls that std and tokio do not make for us, through nix and socket2 where they
 //! wrap them. What neither offers is done here with `unsafe`, each block saying why it is
 //! sound: reading `SO_NETNS_COOKIE`, attaching a program with `SO_ATTACH_REUSEPORT_EBPF`,
-//! and marking the bytes `recv` wrote into a buffer's spare capacity as initialised. This is the only module of `tunnel` with `unsafe`.
+//! marking the bytes `recv` wrote into a buffer's spare capacity as initialised, handing
+//! free heap back to the system (`malloc_trim`), and a thread's priority (`setpriority`). This is the only module of `tunnel` with
+//! `unsafe`.
 #![expect(
     unsafe_code,
-    reason = "three calls nix and socket2 do not wrap, audited here"
+    reason = "five calls nix and socket2 do not wrap, audited here"
 )]
 
 use std::{
@@ -134,6 +136,36 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
         return Ok(hard);
     }
     Ok(soft)
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: `setpriority` with
+/// `PRIO_PROCESS` and a thread id applies to that thread only). Lowering needs no
+/// privilege. nix wraps neither call.
+pub fn lower_this_thread_priority(nice: i32) -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw();
+    let tid = libc::id_t::try_from(tid).map_err(io::Error::other)?;
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Hands the heap's free pages back to the system (glibc's `malloc_trim(0)`). glibc keeps
+/// what the process frees for reuse, and once a block of many megabytes has been freed it
+/// serves blocks up to that size from its arenas instead of fresh mappings: the megabytes a
+/// big CRL passes through at load (the file, its DER, the sort) would stay resident long
+/// after they are freed, and so would a whole list replaced by a short one; so would the
+/// 16–256 KiB read buffers of a flood once it has passed (`proxy::budget`). Called after
+/// such a release, never on a path that runs per connection. Elsewhere than glibc, nothing.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointer and only walks glibc's own arenas, each under
+    // its lock; it may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

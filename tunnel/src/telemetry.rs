@@ -6,6 +6,7 @@
 //! `/auth_failures`).
 
 pub mod auth;
+pub mod buffers;
 pub mod capture;
 pub mod certificates;
 pub mod connections;
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// The certificates' expiries and reloads, read at each scrape.
     pub certificates: Arc<certificates::CertificateCollector>,
+    /// The buffer budget, read at each scrape.
+    pub buffers: Arc<buffers::BufferCollector>,
     /// The capture maps' fill, counted in the background.
     pub capture: Arc<capture::CaptureCollector>,
     /// Pods enrolled (or not) from what already runs on the node.
@@ -69,6 +72,8 @@ impl Metrics {
         pods.register(&mut registry);
         let certificates = certificates::CertificateCollector::new();
         registry.register_collector(Box::new(certificates.clone()));
+        let buffers = buffers::BufferCollector::new();
+        registry.register_collector(Box::new(buffers.clone()));
         let capture = capture::CaptureCollector::new();
         registry.register_collector(Box::new(capture.clone()));
         registry.register_collector(Box::new(runtime::RuntimeCollector));
@@ -76,6 +81,7 @@ impl Metrics {
             registry,
             proxy,
             certificates,
+            buffers,
             capture,
             pods,
         }

@@ -3,7 +3,9 @@
 //! certificate verification, so a removed or expired identity would survive it), no SNI (the
 //! identity is the URI SAN, not a DNS name), and no early data.
 
+mod chain;
 mod connection_error;
+mod crl;
 mod explain;
 mod material;
 mod presented;
@@ -17,6 +19,7 @@ mod verify;
 use std::sync::Arc;
 
 pub use connection_error::{Phase, describe_connection_error};
+pub use crl::{Crl, CrlSummary, Crls};
 pub use explain::{explain, rustls_error};
 pub(crate) use material::read_certificates;
 pub use material::{

@@ -14,9 +14,7 @@ use std::{
 
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
-use x509_parser::{
-    certificate::X509Certificate, prelude::FromDer, revocation_list::CertificateRevocationList,
-};
+use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
 use super::State;
 use crate::{
@@ -39,6 +37,8 @@ pub struct Dump {
     pub outbound: Outbound,
     pub inbound: Inbound,
     pub worker_threads: usize,
+    /// `[limits] max_buffered_bytes`.
+    pub max_buffered_bytes: u64,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,
     pub policy_files: Vec<PathBuf>,
@@ -259,6 +259,7 @@ pub fn dump(state: &State) -> Dump {
             keepalive: secs(config.inbound.keepalive),
         },
         worker_threads: config.runtime.worker_threads,
+        max_buffered_bytes: config.limits.max_buffered_bytes,
         workloads: config
             .workloads
             .iter()
@@ -390,15 +391,16 @@ fn trust(config: &Config, trust: &crate::tls::Trust, now: i64) -> TrustView {
         roots,
         bundle_error,
         crl_files: config.crl.iter().map(|c| c.value.clone()).collect(),
+        // As read at load: a big list is not parsed again for each request.
         crls: trust
             .crls
             .iter()
-            .filter_map(|der| CertificateRevocationList::from_der(der.as_ref()).ok())
-            .map(|(_, crl)| Crl {
-                issuer: crl.issuer().to_string(),
-                this_update: timestamp(crl.last_update().timestamp()),
-                next_update: crl.next_update().map(|t| timestamp(t.timestamp())),
-                revoked: crl.iter_revoked_certificates().count(),
+            .map(|crl| crl.summary())
+            .map(|summary| Crl {
+                issuer: summary.issuer.clone(),
+                this_update: timestamp(summary.this_update),
+                next_update: summary.next_update.map(timestamp),
+                revoked: summary.entries,
             })
             .collect(),
     }

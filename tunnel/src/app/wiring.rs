@@ -14,6 +14,7 @@ use crate::{
     policy::{LivePolicy, Policy},
     proxy::{
         admission::Refusals,
+        budget::BufferBudget,
         destination::Destinations,
         inbound::{InboundInputs, nonlocal_bind::NonlocalBind},
         outbound::{OutboundInputs, OutboundWorkload, PeerIdentities},
@@ -70,6 +71,7 @@ pub fn outbound_inputs(
     original_dst: Arc<OriginalDstTable>,
     destinations: Arc<dyn Destinations>,
     telemetry: &Arc<Telemetry>,
+    budget: &Arc<BufferBudget>,
 ) -> OutboundInputs {
     let peers = peer_identities(config);
     let mut workloads = HashMap::new();
@@ -84,7 +86,7 @@ pub fn outbound_inputs(
         workloads.insert(*cgroup_id, Arc::new(outbound));
     }
     let pool = Pool::following(
-        pool_settings(config),
+        pool_settings(config, budget),
         Some(credentials.subscribe()),
         telemetry.clone(),
     );
@@ -98,16 +100,18 @@ pub fn outbound_inputs(
         captured: config.capture.destinations.clone(),
         telemetry: telemetry.clone(),
         destinations,
+        budget: budget.clone(),
     }
 }
 
 /// The pool as `[outbound]` sets it (the daemon's and `tunnel probe`'s).
-pub fn pool_settings(config: &Config) -> PoolSettings {
+pub fn pool_settings(config: &Config, budget: &Arc<BufferBudget>) -> PoolSettings {
     PoolSettings {
         max_streams_per_connection: config.outbound.max_streams_per_connection,
         idle_timeout: config.outbound.idle_timeout,
         connect_timeout: config.outbound.connect_timeout,
         keepalive: config.outbound.keepalive,
+        budget: budget.clone(),
     }
 }
 
@@ -115,6 +119,7 @@ pub fn inbound_inputs(
     config: &Config,
     credentials: &Credentials,
     telemetry: &Arc<Telemetry>,
+    budget: &Arc<BufferBudget>,
 ) -> InboundInputs {
     let workloads_by_port = config
         .workloads
@@ -156,6 +161,7 @@ pub fn inbound_inputs(
         nonlocal_bind: NonlocalBind::default(),
         telemetry: telemetry.clone(),
         deliver_to_loopback: false,
+        budget: budget.clone(),
     }
 }
 

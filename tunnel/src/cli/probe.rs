@@ -9,6 +9,7 @@ use crate::{
     app::wiring,
     config::Config,
     credentials::Credentials,
+    proxy::budget::BufferBudget,
     proxy::pool::{Pool, PoolError, PoolKey},
     tls::PeerExpectation,
 };
@@ -84,7 +85,8 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let client = snapshot
         .client(&workload.name, pinned)
         .expect("a TLS config exists for every workload and peer identity");
-    let mut settings = wiring::pool_settings(&config);
+    let budget = BufferBudget::new(config.limits.max_buffered_bytes);
+    let mut settings = wiring::pool_settings(&config, &budget);
     settings.max_streams_per_connection = 1;
     let pool = Pool::new(settings);
     let key = PoolKey {

@@ -172,6 +172,7 @@ impl Checker<'_> {
         let outbound = self.outbound(&raw.outbound, td);
         let runtime = self.runtime(&raw.runtime);
         let inbound = self.inbound(&raw.inbound, runtime.as_ref());
+        let limits = self.limits(&raw.limits);
         let workloads = self.workloads(
             &raw.workloads,
             td,
@@ -200,6 +201,7 @@ impl Checker<'_> {
             outbound: outbound?,
             inbound: inbound?,
             runtime: runtime?,
+            limits: limits?,
             logging: Logging {
                 allow_lowering_access_and_auth: raw.logging.allow_lowering_access_and_auth,
             },

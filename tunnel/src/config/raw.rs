@@ -24,6 +24,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub runtime: RawRuntime,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub logging: RawLogging,
     #[serde(default, rename = "workload")]
     pub workloads: Vec<RawWorkload>,
@@ -172,6 +174,21 @@ pub struct RawInbound {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
+}
+
+/// `[limits]`: what the daemon as a whole may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_buffered_bytes: Option<RawSize>,
+}
+
+/// A size: a count of bytes, or text with a unit (`"256MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

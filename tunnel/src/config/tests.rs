@@ -923,3 +923,30 @@ fn environment_references_are_expanded_before_reading() {
         "{unset}"
     );
 }
+
+#[test]
+fn the_buffer_budget_takes_a_size_and_refuses_a_useless_one() {
+    let with = |limits: &str| format!("{CONTRACT}\n[limits]\n{limits}\n");
+    assert_eq!(
+        parse(CONTRACT).unwrap().limits.max_buffered_bytes,
+        256 << 20,
+        "the default"
+    );
+    let config = parse(&with("max_buffered_bytes = \"1GiB\"")).unwrap();
+    assert_eq!(config.limits.max_buffered_bytes, 1 << 30);
+    let config = parse(&with("max_buffered_bytes = 67108864")).unwrap();
+    assert_eq!(config.limits.max_buffered_bytes, 64 << 20);
+    for (value, said) in [
+        ("\"16MiB\"", "below the least the daemon works with, 32MiB"),
+        ("\"256MB\"", "unknown unit \"MB\""),
+        ("\"lots\"", "is not a size"),
+    ] {
+        let error = parse(&with(&format!("max_buffered_bytes = {value}")))
+            .expect_err(value)
+            .to_string();
+        assert!(
+            error.contains("limits.max_buffered_bytes") && error.contains(said),
+            "{value}: {error}"
+        );
+    }
+}

@@ -18,7 +18,7 @@ pub(super) struct Source {
     /// does both.
     pub roles: &'static [Purpose],
     pub config: CertSource,
-    /// The files' bytes at the last attempt, good or not: an event that changed nothing
+    /// The files' digests at the last attempt, good or not: an event that changed nothing
     /// reloads nothing, and a broken file is tried again only once it changes.
     pub seen: Vec<u8>,
     /// For `issuer` sources: the CA and the renewal schedule.
@@ -81,18 +81,45 @@ pub(super) fn trust_files(bundle: &Path, crls: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The files' bytes, each behind its length (an unreadable file reads as a marker), to tell
-/// a change from an event that changed nothing.
+/// Each file's length and SHA-256 (an unreadable file reads as a marker), to tell a change
+/// from an event that changed nothing. A digest rather than the bytes: a big CRL is not held
+/// a second time just to be compared, nor a private key longer than it takes to load it.
 pub(super) fn read_files(files: &[PathBuf]) -> Vec<u8> {
     let mut all = Vec::new();
     for file in files {
-        match std::fs::read(file) {
-            Ok(bytes) => {
-                all.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-                all.extend_from_slice(&bytes);
+        match digest(file) {
+            Ok((length, digest)) => {
+                all.extend_from_slice(&length.to_le_bytes());
+                all.extend_from_slice(&digest);
             }
             Err(_) => all.extend_from_slice(&u64::MAX.to_le_bytes()),
         }
     }
     all
+}
+
+/// A file's length and SHA-256, read in pieces (a CRL may be many megabytes).
+fn digest(path: &Path) -> std::io::Result<(u64, Vec<u8>)> {
+    use std::io::Read as _;
+    let sha256 = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .expect("a TLS 1.3 suite")
+        .common
+        .hash_provider;
+    let mut file = std::fs::File::open(path)?;
+    let mut context = sha256.start();
+    let mut buffer = vec![0; 64 * 1024];
+    let mut length = 0u64;
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                context.update(&buffer[..n]);
+                length += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((length, context.finish().as_ref().to_vec()))
 }

@@ -88,7 +88,8 @@ impl PodApi {
     /// Answers requests until a drain (the recorded pods are taken back before).
     pub async fn serve(self, pods: Arc<PodManager>, mut drain: DrainWatcher) {
         let vanished = tokio::spawn(pods.clone().forget_vanished_forever());
-        let _stop_watching = AbortOnDrop(vanished);
+        // The namespace watch ends with the API.
+        let _stop_watching = crate::drain::AbortOnDrop(vanished);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let stream = tokio::select! {
@@ -121,15 +122,6 @@ impl PodApi {
             let _ = std::fs::remove_file(&self.path);
         }
         info!(socket = %self.path.display(), "pod API closed");
-    }
-}
-
-/// Aborts a task when dropped (the namespace watch ends with the API).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -9,6 +9,8 @@
 //! - Memory follows the flow: an idle connection holds no buffer; a read buffer is taken when
 //!   the socket becomes readable, starts at 16 KiB and doubles up to 256 KiB while reads keep
 //!   filling it, and is given back when the socket runs dry. Data goes to h2 without a copy.
+//! - Every read buffer is charged to the daemon's buffer budget before the read, and the
+//!   charge goes into h2 with the bytes (`budget::Chunk`): with the budget spent, reads wait.
 //! - One system call per read or write where possible: reads and writes go through tokio's
 //!   `AsyncRead`/`AsyncWrite`, which take a short read (or write) as proof the socket is
 //!   drained (or full). Its `try_read`/`try_write` do not, and cost an extra call that fails
@@ -18,14 +20,20 @@ use std::{
     future::{Future, poll_fn},
     net::Shutdown,
     pin::pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::Poll,
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use super::xfcc::{RequestRewriter, XfccError};
+use super::{
+    budget::{self, BufferBudget, Chunk, ReadBudget, StreamHold},
+    xfcc::{RequestRewriter, XfccError},
+};
 use crate::telemetry::connections::Live;
 use h2::{Reason, RecvStream, SendStream};
 use tokio::{
@@ -51,6 +59,9 @@ pub enum CopyEnd {
     /// The caller sent a request the XFCC rewriter cannot frame safely: both sides were
     /// reset.
     Unframeable(XfccError),
+    /// The peer took none of what the stream held for `budget::STALL` while the buffer
+    /// budget was spent: both sides were reset, and the stream's buffers given back.
+    Stalled,
 }
 
 /// Why a carried connection ended, in the access log's words: `closed`, a reset and which
@@ -62,6 +73,10 @@ pub fn close_reason(end: CopyEnd, connection_ended: Option<&String>) -> String {
         (CopyEnd::StreamReset, Some(why)) => why.clone(),
         (CopyEnd::StreamReset, None) => "reset by the tunnel side".into(),
         (CopyEnd::Unframeable(why), _) => format!("reset: {why}"),
+        (CopyEnd::Stalled, _) => format!(
+            "reset: the peer took nothing for {}s while the buffer budget was spent",
+            budget::STALL.as_secs()
+        ),
     }
 }
 
@@ -73,14 +88,16 @@ pub struct CopyStats {
 }
 
 /// Runs both directions to completion. `live`, when given, is the connection's entry in
-/// `/connections`: each read adds to its byte counters (one relaxed atomic add).
+/// `/connections`: each read adds to its byte counters (one relaxed atomic add). Reads from
+/// the socket are charged to `budget` (the party's: whoever drains the stream).
 pub async fn bidirectional(
     socket: &mut TcpStream,
-    send: SendStream<Bytes>,
+    send: SendStream<Chunk>,
     recv: RecvStream,
     live: Option<&Live>,
+    budget: &ReadBudget,
 ) -> (CopyStats, CopyEnd) {
-    bidirectional_rewriting(socket, send, recv, None, live).await
+    bidirectional_rewriting(socket, send, recv, None, live, budget).await
 }
 
 /// Where a direction's running total is also shown, if anywhere.
@@ -100,10 +117,11 @@ impl Shown<'_> {
 /// frame safely resets both sides.
 pub async fn bidirectional_rewriting(
     socket: &mut TcpStream,
-    mut send: SendStream<Bytes>,
+    mut send: SendStream<Chunk>,
     mut recv: RecvStream,
     rewriter: Option<RequestRewriter>,
     live: Option<&Live>,
+    budget: &ReadBudget,
 ) -> (CopyStats, CopyEnd) {
     let mut stats = CopyStats::default();
     let (shown_sent, shown_received) = (
@@ -112,7 +130,8 @@ pub async fn bidirectional_rewriting(
     );
     let end = {
         let (reader, writer) = socket.split();
-        let upstream = socket_to_stream(reader, &mut send, &mut stats.to_stream, shown_sent);
+        let upstream =
+            socket_to_stream(reader, &mut send, &mut stats.to_stream, shown_sent, budget);
         let downstream = stream_to_socket(
             &mut recv,
             writer,
@@ -131,13 +150,14 @@ pub async fn bidirectional_rewriting(
                 Err(Failure::Socket) => break CopyEnd::SocketReset,
                 Err(Failure::Stream) => break CopyEnd::StreamReset,
                 Err(Failure::Unframeable(why)) => break CopyEnd::Unframeable(why),
+                Err(Failure::Stalled) => break CopyEnd::Stalled,
                 Ok(()) if upstream_done && downstream_done => break CopyEnd::Closed,
                 Ok(()) => {}
             }
         }
     };
     match end {
-        CopyEnd::SocketReset | CopyEnd::Unframeable(_) => {
+        CopyEnd::SocketReset | CopyEnd::Unframeable(_) | CopyEnd::Stalled => {
             send.send_reset(Reason::CANCEL);
             reset(socket);
         }
@@ -152,23 +172,40 @@ enum Failure {
     Socket,
     Stream,
     Unframeable(XfccError),
+    /// Reclaimed for the budget (`CopyEnd::Stalled`).
+    Stalled,
 }
 
 async fn socket_to_stream(
     mut reader: ReadHalf<'_>,
-    send: &mut SendStream<Bytes>,
+    send: &mut SendStream<Chunk>,
     moved: &mut u64,
     shown: Shown<'_>,
+    reads: &ReadBudget,
 ) -> Result<(), Failure> {
     let mut read_size = INITIAL_READ;
-    let mut buf = BytesMut::new();
+    let hold = Arc::new(StreamHold::default());
     loop {
         reader
             .as_ref()
             .readable()
             .await
             .map_err(|_| Failure::Socket)?;
-        buf.reserve(read_size);
+        // Charged before the buffer exists; with the budget spent this waits, and the
+        // socket is not read: back-pressure on the sender. While it waits, this stream's
+        // own bytes in h2 must still be leaving, or it gives them back.
+        let charge = match reads.try_charge(read_size, &hold) {
+            Some(charge) => charge,
+            None => tokio::select! {
+                biased;
+                charge = reads.charge(read_size, &hold) => charge,
+                () = budget::stalled(&hold) => {
+                    reads.budget().count_reclaimed();
+                    return Err(Failure::Stalled);
+                }
+            },
+        };
+        let mut buf = BytesMut::with_capacity(read_size);
         // One attempt: readiness may be stale (the last read drained the socket exactly).
         let polled = {
             let mut read = pin!(reader.read_buf(&mut buf));
@@ -176,13 +213,13 @@ async fn socket_to_stream(
         };
         let n = match polled {
             Poll::Pending => {
-                // tokio cleared the stale readiness; wait again without holding the buffer.
-                buf = BytesMut::new();
+                // tokio cleared the stale readiness; wait again without holding the buffer
+                // (or its charge).
                 continue;
             }
             Poll::Ready(Ok(0)) => {
                 // EOF: the application closed its write side. Carry it as END_STREAM.
-                send.send_data(Bytes::new(), true)
+                send.send_data(Chunk::default(), true)
                     .map_err(|_| Failure::Stream)?;
                 return Ok(());
             }
@@ -196,28 +233,51 @@ async fn socket_to_stream(
         if filled && read_size < MAX_READ {
             read_size *= 2;
         }
-        send_all(send, buf.split().freeze()).await?;
-        if !filled {
-            // Drained the socket; don't sit on spare capacity while it may go idle.
-            buf = BytesMut::new();
-        }
+        // The whole buffer goes (a short read's spare capacity with it, freed when h2 is
+        // done with the bytes): it is what the charge is for.
+        send_all(
+            send,
+            Chunk::new(buf.freeze(), Some(charge)),
+            &hold,
+            reads.budget(),
+        )
+        .await?;
     }
 }
 
 /// Hands `data` to h2 within the stream's flow-control window (h2 would buffer without
-/// bound otherwise).
-async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), Failure> {
+/// bound otherwise). Waiting for the peer to open it is flow control, unless the budget
+/// is spent and what the stream holds does not drain (`budget::stalled`).
+async fn send_all(
+    send: &mut SendStream<Chunk>,
+    mut data: Chunk,
+    hold: &StreamHold,
+    budget: &BufferBudget,
+) -> Result<(), Failure> {
     send.reserve_capacity(data.len());
     while !data.is_empty() {
         let capacity = match send.capacity() {
-            0 => match poll_fn(|cx| send.poll_capacity(cx)).await {
-                Some(Ok(capacity)) => capacity,
-                Some(Err(_)) | None => return Err(Failure::Stream),
+            0 => loop {
+                tokio::select! {
+                    biased;
+                    polled = poll_fn(|cx| send.poll_capacity(cx)) => match polled {
+                        Some(Ok(capacity)) => break capacity,
+                        Some(Err(_)) | None => return Err(Failure::Stream),
+                    },
+                    () = budget::stalled(hold) => if budget.under_pressure() {
+                        budget.count_reclaimed();
+                        return Err(Failure::Stalled);
+                    },
+                }
             },
             capacity => capacity,
         };
-        let chunk = data.split_to(capacity.min(data.len()));
-        send.send_data(chunk, false).map_err(|_| Failure::Stream)?;
+        let piece = if capacity >= data.len() {
+            std::mem::take(&mut data)
+        } else {
+            data.split_to(capacity)
+        };
+        send.send_data(piece, false).map_err(|_| Failure::Stream)?;
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use http::{Method, Request, StatusCode};
 /// One stream's receive window: enough for a single stream to fill a fast link (the
 /// bandwidth-delay product of a 25 Gbit/s, 1 ms path is ~3 MiB).
 pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-/// The whole connection's receive window, shared by its streams.
+/// The whole connection's receive window, shared by its streams, when the buffer budget
+/// can give it (`budget::WINDOW_TIERS`).
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Largest DATA frame we accept; big frames mean fewer frame headers and wakeups per MiB.
 pub const MAX_FRAME: u32 = 1024 * 1024;
@@ -28,20 +29,21 @@ pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// How many encrypted bytes rustls holds before they must be written to the socket. Its
 /// default, 64 KiB, makes one system call per 64 KiB of a bulk transfer; a larger batch
 /// carries one h2 DATA frame in a handful of writes. Only a busy connection fills it.
-const TLS_WRITE_BATCH: usize = 256 * 1024;
+pub const TLS_WRITE_BATCH: usize = 256 * 1024;
 
 /// Lets a TLS connection that carries HBONE batch [`TLS_WRITE_BATCH`] bytes per write.
 pub fn batch_tls_writes<Data>(connection: &mut rustls::ConnectionCommon<Data>) {
     connection.set_buffer_limit(Some(TLS_WRITE_BATCH));
 }
 
-/// Applies the shared settings to a client builder.
-pub fn client_builder(max_streams: u32) -> h2::client::Builder {
+/// Applies the shared settings to a client builder, with the receive window the buffer
+/// budget gave the connection.
+pub fn client_builder(max_streams: u32, connection_window: u32) -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
         .max_header_list_size(MAX_HEADER_LIST)
         .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_connection_window_size(connection_window)
         .max_frame_size(MAX_FRAME)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_concurrent_streams(max_streams)
@@ -49,13 +51,14 @@ pub fn client_builder(max_streams: u32) -> h2::client::Builder {
     builder
 }
 
-/// Applies the shared settings to a server builder.
-pub fn server_builder(max_streams: u32) -> h2::server::Builder {
+/// Applies the shared settings to a server builder, with the receive window the buffer
+/// budget gave the connection.
+pub fn server_builder(max_streams: u32, connection_window: u32) -> h2::server::Builder {
     let mut builder = h2::server::Builder::new();
     builder
         .max_header_list_size(MAX_HEADER_LIST)
         .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_connection_window_size(connection_window)
         .max_frame_size(MAX_FRAME)
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_concurrent_streams(max_streams);

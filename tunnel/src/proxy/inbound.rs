@@ -16,6 +16,7 @@
 //! and the memory bound they give are in ARCHITECTURE.md.
 
 mod connection;
+mod handshake_thread;
 pub mod live;
 pub mod nonlocal_bind;
 mod stream;
@@ -52,6 +53,8 @@ use crate::{
 pub enum InboundError {
     #[error("failed to bind the inbound listener {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("failed to start the thread that computes TLS handshakes")]
+    HandshakeThread(#[source] io::Error),
 }
 
 /// What the inbound side needs besides its listener.
@@ -92,6 +95,8 @@ pub struct InboundInputs {
     /// Sources known from the start for the pre-TLS slots' reserve: the ranges of the
     /// `[[peer]]` entries (addresses that complete a handshake become known as they do).
     pub known_sources: Vec<IpNet>,
+    /// Charged for each connection's receive window and each copy's reads.
+    pub budget: Arc<super::budget::BufferBudget>,
 }
 
 /// The caps on what peers can make the inbound side hold: the `[inbound]` config table.
@@ -118,19 +123,23 @@ pub struct PodServer {
 pub struct InboundService(Arc<Shared>);
 
 impl InboundService {
-    pub fn new(inputs: InboundInputs) -> Self {
+    /// Fails only if the handshake thread cannot be started.
+    pub fn new(inputs: InboundInputs) -> Result<Self, InboundError> {
         let limits = inputs.limits;
         let pre_tls = PreTls::new(
             limits.max_unauthenticated,
             limits.max_unauthenticated_per_address,
             inputs.known_sources.clone(),
         );
-        Self(Arc::new(Shared {
+        let handshake_thread =
+            handshake_thread::HandshakeThread::start().map_err(InboundError::HandshakeThread)?;
+        Ok(Self(Arc::new(Shared {
             inputs,
             pre_tls,
             handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
+            handshake_thread,
             connections_by_peer: KeyedLimit::new(limits.max_connections_per_peer),
-        }))
+        })))
     }
 
     /// Serves a pod's HBONE listener (bound on its address inside its namespace) until a
@@ -149,6 +158,8 @@ pub(super) struct Session {
     pub ended: std::sync::OnceLock<String>,
     /// The registered pod whose listener accepted it; `None`: the node's.
     pub pod: Option<Arc<PodServer>>,
+    /// What its streams' reads are charged to.
+    pub reads: super::budget::ReadBudget,
 }
 
 /// What every connection task shares: the inputs and the caps' live state.
@@ -157,6 +168,8 @@ struct Shared {
     /// The slots of connections that have not finished their handshakes, shared fairly.
     pre_tls: Arc<PreTls>,
     handshakes: Arc<Semaphore>,
+    /// Where the handshakes are computed.
+    handshake_thread: handshake_thread::HandshakeThread,
     connections_by_peer: Arc<KeyedLimit<(SpiffeId, IpAddr)>>,
 }
 

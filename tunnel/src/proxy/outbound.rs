@@ -63,6 +63,8 @@ pub struct OutboundInputs {
     /// What a destination is, from whoever knows more than the data plane (registered pods;
     /// [`Unknown`](super::destination::Unknown) on a host without them).
     pub destinations: Arc<dyn Destinations>,
+    /// What the copies charge their reads to.
+    pub budget: Arc<super::budget::BufferBudget>,
 }
 
 /// A registered pod as its outbound listener knows it: who calls, and from where.

@@ -28,6 +28,8 @@ use std::{
 };
 
 use bytes::Bytes;
+
+use crate::proxy::budget::{BufferBudget, Chunk};
 use h2::{RecvStream, SendStream, client::SendRequest};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
@@ -68,7 +70,7 @@ pub struct PoolKey {
 /// without dialling again.
 pub const NEGATIVE_CACHE: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PoolSettings {
     pub max_streams_per_connection: u32,
     pub idle_timeout: Duration,
@@ -76,11 +78,13 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// PING period on pooled connections, and how long a PING may go unanswered.
     pub keepalive: Duration,
+    /// Charged for each connection's receive window.
+    pub budget: Arc<BufferBudget>,
 }
 
 /// An open CONNECT stream, counted against its connection until dropped.
 pub struct HboneStream {
-    pub send: SendStream<Bytes>,
+    pub send: SendStream<Chunk>,
     pub recv: RecvStream,
     /// The pooled connection carrying it (for logs).
     pub connection: u64,
@@ -123,7 +127,7 @@ struct Connection {
     id: u64,
     /// The generation of TLS material it was made with.
     generation: u64,
-    sender: SendRequest<Bytes>,
+    sender: SendRequest<Chunk>,
     streams: AtomicU32,
     closed: AtomicBool,
     idle_since: Mutex<Instant>,

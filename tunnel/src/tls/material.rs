@@ -10,10 +10,14 @@ use std::{
 
 use rustls::{RootCertStore, sign::CertifiedKey};
 use rustls_pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
+    CertificateDer, PrivateKeyDer,
+    pem::{PemObject, SectionKind},
 };
 
-use super::provider;
+use super::{
+    crl::{Crl, Crls},
+    provider,
+};
 use crate::identity::{self, CertSummary, Purpose, SpiffeId, SvidError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +49,9 @@ pub enum MaterialError {
 #[derive(Clone, Debug)]
 pub struct Trust {
     pub roots: Arc<RootCertStore>,
-    /// As read, for rustls's client verifier (which parses them itself).
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// The same, parsed once, for the server verifier and for re-judging live connections.
-    pub parsed_crls: Arc<Vec<webpki::CertRevocationList<'static>>>,
+    /// Each CRL once, compactly (`tls::crl`): what both verifiers check, and what names a
+    /// revoked certificate in logs.
+    pub crls: Arc<Crls>,
 }
 
 impl Trust {
@@ -67,37 +70,40 @@ impl Trust {
                 source,
             })?;
         }
-        let mut crls = Vec::new();
-        let mut parsed_crls = Vec::new();
+        let (mut crls, mut read) = (Vec::new(), 0);
         for file in crl_files {
-            for crl in read_crls(file)? {
-                parsed_crls.push(parse_crl(&crl, file)?);
-                crls.push(crl);
+            for der in read_crls(file)? {
+                read += der.len();
+                crls.push(parse_crl(der, file)?);
             }
         }
-        Ok(Self {
+        Ok(Self::new(roots, crls, read))
+    }
+
+    /// The roots with the CRLs read from files of `read` bytes of DER in all.
+    pub fn new(roots: RootCertStore, crls: Vec<Crl>, read: usize) -> Self {
+        for crl in &crls {
+            // A root's list is verified now and its signed bytes let go; an
+            // intermediate's waits for the intermediate (the first chain that has it).
+            crl.verify_with(&roots.roots);
+        }
+        Self {
             roots: Arc::new(roots),
-            crls,
-            parsed_crls: Arc::new(parsed_crls),
-        })
+            crls: Arc::new(Crls::new(crls, read)),
+        }
     }
 }
 
-/// A CRL as the verifiers judge by it (webpki's reading); `path` names its file in errors.
-pub fn parse_crl(
-    crl: &CertificateRevocationListDer<'_>,
-    path: &Path,
-) -> Result<webpki::CertRevocationList<'static>, MaterialError> {
-    webpki::OwnedCertRevocationList::from_der(crl.as_ref())
-        .map(Into::into)
-        .map_err(|e| MaterialError::ReadCrl {
-            path: path.into(),
-            detail: super::explain::webpki_error(&e),
-        })
+/// One CRL of the file `path` (named in the error), as the verifiers judge by it.
+pub fn parse_crl(der: Vec<u8>, path: &Path) -> Result<Crl, MaterialError> {
+    Crl::from_der(der).map_err(|e| MaterialError::ReadCrl {
+        path: path.into(),
+        detail: super::explain::webpki_error(&e),
+    })
 }
 
-/// Every CRL in a file: PEM (one or more `X509 CRL` blocks) or a single DER one.
-pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, MaterialError> {
+/// Every CRL in a file, as DER: PEM (one or more `X509 CRL` blocks) or a single DER one.
+pub fn read_crls(path: &Path) -> Result<Vec<Vec<u8>>, MaterialError> {
     let bytes = std::fs::read(path).map_err(|e| MaterialError::ReadCrl {
         path: path.into(),
         detail: e.to_string(),
@@ -106,15 +112,15 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 }
 
 /// [`read_crls`] on a file's bytes, read already; `path` names the file in errors.
-pub fn crls_from_bytes(
-    bytes: Vec<u8>,
-    path: &Path,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, MaterialError> {
+pub fn crls_from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Vec<Vec<u8>>, MaterialError> {
     // DER starts with a SEQUENCE tag; PEM with text.
     if bytes.first() == Some(&0x30) {
-        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+        return Ok(vec![bytes]);
     }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+    // Decoded straight into a buffer of our own: a big list is not copied again.
+    let crls = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+        .filter(|section| !matches!(section, Ok((kind, _)) if *kind != SectionKind::Crl))
+        .map(|section| section.map(|(_, der)| der))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| MaterialError::ReadCrl {
             path: path.into(),

@@ -1,29 +1,24 @@
 //! Certificate verifiers for both ends of the tunnel. Each one first lets webpki verify the
 //! chain to the bundle (signatures, validity, EKU, and revocation of every certificate in the
-//! chain by the configured CRLs; a CA without a CRL is not an error), and only then applies
-//! the SPIFFE rules and the trust domain on top: never the other way round, and never by
-//! reinterpreting a name-mismatch error from a verifier that checks both at once (which is
-//! why `WebPkiServerVerifier` is not used: SPIFFE verifiers built on it have failed open by
-//! mistaking a chain error for the expected name error and accepting the certificate).
+//! chain by the configured CRLs; a CA without a CRL is not an error: `tls::chain`), and only
+//! then applies the SPIFFE rules and the trust domain on top: never the other way round, and
+//! never by reinterpreting a name-mismatch error from a verifier that checks both at once
+//! (which is why `WebPkiServerVerifier` is not used: SPIFFE verifiers built on it have failed
+//! open by mistaking a chain error for the expected name error and accepting the
+//! certificate). Neither is rustls's `WebPkiClientVerifier`: it would parse the CRLs again,
+//! into a copy of its own, and check a CRL's signature at every handshake.
 
 use std::sync::Arc;
 
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
-    SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{verify_tls12_signature, verify_tls13_signature},
     pki_types::{CertificateDer, ServerName, UnixTime},
-    server::{
-        WebPkiClientVerifier,
-        danger::{ClientCertVerified, ClientCertVerifier},
-    },
-};
-use webpki::{
-    ExpirationPolicy, RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+    server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 
-use super::{Trust, provider};
+use super::{Trust, chain, provider};
 use crate::identity::{self, IdPattern, Purpose, SpiffeId, SvidError, TrustDomain};
 
 /// Why a certificate that chains correctly is still refused. Carried inside
@@ -97,31 +92,28 @@ pub fn peer_identity(conn: &rustls::CommonState, purpose: Purpose) -> Option<Spi
     identity::svid_identity(leaf.as_ref(), purpose).ok()
 }
 
-/// Inbound: webpki's client verifier (chain, validity, clientAuth EKU if present), then the
-/// SPIFFE leaf rules (which also require the EKU to be present) and the trust domain.
+/// Inbound: webpki's chain check for a client (clientAuth EKU if present), then the SPIFFE
+/// leaf rules (which also require the EKU to be present) and the trust domain. Its refusals
+/// are worded as rustls's own client verifier words them.
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
+    trust: Trust,
+    /// The roots' names, sent in the CertificateRequest.
+    root_hints: Vec<DistinguishedName>,
     trust_domain: TrustDomain,
 }
 
 impl SpiffeClientVerifier {
     pub fn new(trust: &Trust, trust_domain: TrustDomain) -> Result<Self, Error> {
-        let mut builder =
-            WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider());
-        if !trust.crls.is_empty() {
-            // Every certificate of the chain is checked; a CA that has no CRL here is not a
-            // refusal (only some CAs may publish one), and a CRL past its next update still
-            // counts (`tunnel check` warns about it): a stale list revokes, a missing one not.
-            builder = builder
-                .with_crls(trust.crls.iter().cloned())
-                .allow_unknown_revocation_status();
+        if trust.roots.is_empty() {
+            // As rustls's builder refuses it.
+            return Err(Error::General(
+                "client verifier: no root trust anchors were provided".into(),
+            ));
         }
-        let chain = builder
-            .build()
-            .map_err(|e| Error::General(format!("client verifier: {e}")))?;
         Ok(Self {
-            chain,
+            root_hints: trust.roots.subjects(),
+            trust: trust.clone(),
             trust_domain,
         })
     }
@@ -133,7 +125,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
+        &self.root_hints
     }
 
     fn verify_client_cert(
@@ -142,8 +134,14 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.chain
-            .verify_client_cert(end_entity, intermediates, now)?;
+        chain::verify(
+            &self.trust,
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+        )
+        .map_err(chain::client_error)?;
         let id = identity::svid_identity(end_entity.as_ref(), Purpose::ClientAuth)
             .map_err(|e| refuse(e.into()))?;
         if !id.is_in(&self.trust_domain) {
@@ -161,7 +159,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -170,11 +173,18 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -182,8 +192,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 /// the SPIFFE rules, the trust domain and the expected peer identity.
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
-    roots: Arc<RootCertStore>,
-    crls: Arc<Vec<webpki::CertRevocationList<'static>>>,
+    trust: Trust,
     trust_domain: TrustDomain,
     expected: PeerExpectation,
 }
@@ -191,61 +200,11 @@ pub struct SpiffeServerVerifier {
 impl SpiffeServerVerifier {
     pub fn new(trust: &Trust, trust_domain: TrustDomain, expected: PeerExpectation) -> Self {
         Self {
-            roots: trust.roots.clone(),
-            crls: trust.parsed_crls.clone(),
+            trust: trust.clone(),
             trust_domain,
             expected,
         }
     }
-
-    /// webpki's chain check for a server (serverAuth), with the same revocation rules as the
-    /// client verifier's. rustls's own helper for this takes no CRLs, and its verifier with
-    /// CRLs also checks a DNS or IP name, which an X.509-SVID does not carry.
-    fn verify_chain(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(chain_error)?;
-        let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
-        let revocation = RevocationOptionsBuilder::new(&crls).ok().map(|builder| {
-            builder
-                .with_depth(RevocationCheckDepth::Chain)
-                .with_status_policy(UnknownStatusPolicy::Allow)
-                .with_expiration_policy(ExpirationPolicy::Ignore)
-                .build()
-        });
-        cert.verify_for_usage(
-            provider().signature_verification_algorithms.all,
-            &self.roots.roots,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-            revocation,
-            None,
-        )
-        .map(|_| ())
-        .map_err(chain_error)
-    }
-}
-
-/// A webpki verdict as rustls words it for the errors `explain` knows by name; the rest
-/// travel as webpki's own error, which `explain` reads too.
-fn chain_error(error: webpki::Error) -> Error {
-    use webpki::Error as E;
-    let certificate = match error {
-        E::CertExpired { time, not_after } => CertificateError::ExpiredContext { time, not_after },
-        E::CertNotValidYet { time, not_before } => {
-            CertificateError::NotValidYetContext { time, not_before }
-        }
-        E::UnknownIssuer => CertificateError::UnknownIssuer,
-        E::CertRevoked => CertificateError::Revoked,
-        E::InvalidSignatureForPublicKey => CertificateError::BadSignature,
-        E::BadDer | E::BadDerTime => CertificateError::BadEncoding,
-        other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
-    };
-    Error::InvalidCertificate(certificate)
 }
 
 impl ServerCertVerifier for SpiffeServerVerifier {
@@ -257,7 +216,16 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.verify_chain(end_entity, intermediates, now)?;
+        // rustls's helper for this takes no CRLs, and its verifier with CRLs also checks a
+        // DNS or IP name, which an X.509-SVID does not carry.
+        chain::verify(
+            &self.trust,
+            end_entity,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+        )
+        .map_err(chain::server_error)?;
         let id = identity::svid_identity(end_entity.as_ref(), Purpose::ServerAuth)
             .map_err(|e| refuse(e.into()))?;
         if !id.is_in(&self.trust_domain) {

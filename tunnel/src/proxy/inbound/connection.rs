@@ -8,16 +8,20 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
+use crate::proxy::budget::{Chunk, Window};
 use h2::server::Connection;
 use tokio::{
     net::TcpStream,
     time::{Instant, sleep_until, timeout_at},
 };
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
-use super::{PodServer, Session, Shared, stream};
+use super::{
+    PodServer, Session, Shared,
+    handshake_thread::{Handshake, Rehomed},
+    stream,
+};
 use crate::{
     credentials::lifetime::{Authenticated, Ending, Watch},
     drain::DrainWatcher,
@@ -37,7 +41,7 @@ const GOAWAY_LINGER: std::time::Duration = std::time::Duration::from_millis(500)
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-type H2Connection = Connection<TlsStream<TcpStream>, Bytes>;
+type H2Connection = Connection<TlsStream<Rehomed>, Chunk>;
 
 /// Why a connection was not served.
 enum Refused {
@@ -56,7 +60,7 @@ enum Refused {
 
 /// A connection through its TLS handshake.
 struct Handshaken {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<Rehomed>,
     caller: SpiffeId,
     session: Arc<Session>,
     lifetime: Authenticated,
@@ -83,10 +87,14 @@ pub(super) async fn serve(
             session,
             lifetime,
         } = handshaken;
-        let connection = speak_h2(tls, &caller, &shared, deadline).await?;
+        // Charged once the caller is known; held while the connection lives.
+        let window = shared.inputs.budget.window(hbone::TLS_WRITE_BATCH);
+        let connection = speak_h2(tls, &caller, &shared, deadline, &window).await?;
         claim_peer_slot(connection, caller, peer, &shared, deadline)
             .await
-            .map(|(connection, caller, slot)| (connection, caller, slot, session, lifetime))
+            .map(|(connection, caller, slot)| {
+                (connection, caller, slot, session, lifetime, window.charge)
+            })
     };
     // A newcomer may take this connection's slot while it is still unauthenticated (the
     // oldest of the busiest prefix goes first): it is then closed.
@@ -95,7 +103,7 @@ pub(super) async fn serve(
         () = unauthenticated.evicted() => Err(Refused::Counted(Refusal::Evicted, String::new())),
     };
     match admitted {
-        Ok((connection, caller, _peer_slot, session, lifetime)) => {
+        Ok((connection, caller, _peer_slot, session, lifetime, _window)) => {
             drop(unauthenticated);
             shared.pre_tls.authenticated(peer.ip());
             debug!(%peer, %caller, "tunnel connection accepted");
@@ -179,10 +187,14 @@ async fn authenticate(
     })?;
     drop(snapshot);
     let tls_started = std::time::Instant::now();
-    let tls_stream = match timeout_at(deadline, TlsAcceptor::from(server_config).accept(tcp)).await
+    // On the handshake thread: its crypto does not hold up the streams of this runtime.
+    let tls_stream = match shared
+        .handshake_thread
+        .accept(server_config, tcp, deadline)
+        .await
     {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
+        Handshake::Done(stream) => *stream,
+        Handshake::Failed(e) => {
             let presented = presented.get().cloned().unwrap_or_default();
             let reason = match &presented.revoked {
                 Some(entry) => format!("the certificate has been revoked: {entry}"),
@@ -194,7 +206,7 @@ async fn authenticate(
                 presented: presented.identity,
             });
         }
-        Err(_) => return Err(timed_out()),
+        Handshake::TimedOut => return Err(timed_out()),
     };
     drop(handshake_permit);
     shared.inputs.telemetry.metrics.proxy.handshake(
@@ -221,6 +233,9 @@ async fn authenticate(
             .and_then(|leaf| subject_dn(leaf.as_ref())),
         ended: std::sync::OnceLock::new(),
         pod,
+        // The caller drains what its streams read from workloads: its share of the budget,
+        // looked up once for the connection.
+        reads: shared.inputs.budget.for_party(&caller.to_string()),
     });
     Ok(Handshaken {
         tls: tls_stream,
@@ -232,14 +247,18 @@ async fn authenticate(
 
 /// The HTTP/2 handshake, with the stream and header limits the caps set.
 async fn speak_h2(
-    mut tls_stream: TlsStream<TcpStream>,
+    mut tls_stream: TlsStream<Rehomed>,
     caller: &SpiffeId,
     shared: &Shared,
     deadline: Instant,
+    window: &Window,
 ) -> Result<H2Connection, Refused> {
-    hbone::batch_tls_writes(tls_stream.get_mut().1);
-    let handshake = hbone::server_builder(shared.inputs.limits.max_streams_per_connection)
-        .handshake::<_, Bytes>(tls_stream);
+    if window.batch_tls {
+        hbone::batch_tls_writes(tls_stream.get_mut().1);
+    }
+    let handshake =
+        hbone::server_builder(shared.inputs.limits.max_streams_per_connection, window.size)
+            .handshake::<_, Chunk>(tls_stream);
     // The TLS handshake was counted `ok`: what fails from here is not a handshake failure
     // but a connection that carries nothing (`no_stream`).
     match timeout_at(deadline, handshake).await {

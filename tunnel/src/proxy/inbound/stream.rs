@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use bytes::Bytes;
+use crate::proxy::budget::Chunk;
 use h2::server::SendResponse;
 use http::{Request, StatusCode};
 use tokio::net::TcpStream;
@@ -61,7 +61,7 @@ impl Refused {
 
 pub(super) async fn serve(
     request: Request<h2::RecvStream>,
-    respond: SendResponse<Bytes>,
+    respond: SendResponse<Chunk>,
     peer: SocketAddr,
     caller: Arc<SpiffeId>,
     session: Arc<Session>,
@@ -124,7 +124,7 @@ pub(super) async fn serve(
 /// The one place a stream is refused: counted, logged, and answered with the status and
 /// the reason.
 fn refuse(
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Chunk>,
     refused: Refused,
     requested: Option<SocketAddr>,
     peer: SocketAddr,
@@ -159,7 +159,7 @@ struct Carried {
 async fn carry(
     admitted: Admitted,
     body: h2::RecvStream,
-    send: h2::SendStream<Bytes>,
+    send: h2::SendStream<Chunk>,
     peer: SocketAddr,
     caller: &Arc<SpiffeId>,
     session: &Session,
@@ -203,7 +203,7 @@ async fn carry(
         peer,
     });
     let copied = tokio::select! {
-        copied = copy::bidirectional_rewriting(&mut target, send, body, rewriter, Some(tracked.live())) => Some(copied),
+        copied = copy::bidirectional_rewriting(&mut target, send, body, rewriter, Some(tracked.live()), &session.reads) => Some(copied),
         () = registration.closed.notified() => None,
     };
     let (stats, close_reason) = match copied {

@@ -334,8 +334,18 @@ async fn deliver(
         .bytes_sent
         .fetch_add(early_len, Ordering::Relaxed);
     let (connection, tls_params) = (stream.connection, stream.tls);
-    let (mut stats, end) =
-        copy::bidirectional(&mut app, stream.send, stream.recv, Some(tracked.live())).await;
+    // The peer drains what is read from the application: its share of the budget.
+    let reads = inputs
+        .budget
+        .for_party(peer_identity.as_deref().unwrap_or(UNKNOWN));
+    let (mut stats, end) = copy::bidirectional(
+        &mut app,
+        stream.send,
+        stream.recv,
+        Some(tracked.live()),
+        &reads,
+    )
+    .await;
     stats.to_stream += early_len;
     counted.close(stats.to_stream, stats.to_socket);
     drop(tracked);

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use crate::proxy::budget::{Charge, Chunk};
 use h2::client::{Connection as H2Connection, SendRequest};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -41,11 +41,11 @@ use crate::{
 };
 
 /// The h2 connection as the pool drives it: over TLS, recording the TLS error that breaks it.
-type Driver = H2Connection<RecordTlsError<TlsStream<TcpStream>>, Bytes>;
+type Driver = H2Connection<RecordTlsError<TlsStream<TcpStream>>, Chunk>;
 
 /// What a successful handshake gives.
 struct Dialled {
-    sender: SendRequest<Bytes>,
+    sender: SendRequest<Chunk>,
     driver: Driver,
     pings: h2::PingPong,
     peer_identity: Option<SpiffeId>,
@@ -53,6 +53,15 @@ struct Dialled {
     lifetime: Option<Authenticated>,
     params: TlsParams,
     took: Duration,
+    /// The budget's charge for the connection's receive window.
+    window: Option<Charge>,
+}
+
+/// What a connection's driver holds until the connection ends: its place in the pool's
+/// gauge and its receive window's charge.
+struct Held {
+    _pooled: OpenGauge,
+    _window: Option<Charge>,
 }
 
 impl Pool {
@@ -62,7 +71,7 @@ impl Pool {
         key: &PoolKey,
         tls: &Arc<ClientTls>,
     ) -> Result<Arc<Connection>, PoolError> {
-        let settings = self.inner.settings;
+        let settings = &self.inner.settings;
         let peer = key.peer;
         let dialled = tokio::time::timeout(
             settings.connect_timeout,
@@ -111,7 +120,10 @@ impl Pool {
             dialled.pings,
             dialled.lifetime,
             settings.keepalive,
-            pooled,
+            Held {
+                _pooled: pooled,
+                _window: dialled.window,
+            },
         ));
         Ok(connection)
     }
@@ -123,7 +135,7 @@ async fn handshake(
     key: &PoolKey,
     tls: &Arc<ClientTls>,
     snapshots: Option<&watch::Receiver<Arc<Snapshot>>>,
-    settings: PoolSettings,
+    settings: &PoolSettings,
 ) -> Result<Dialled, PoolError> {
     let peer = key.peer;
     let tcp = match &key.via {
@@ -152,14 +164,18 @@ async fn handshake(
         }),
         _ => None,
     };
-    hbone::batch_tls_writes(tls_stream.get_mut().1);
+    let window = settings.budget.window(hbone::TLS_WRITE_BATCH);
+    if window.batch_tls {
+        hbone::batch_tls_writes(tls_stream.get_mut().1);
+    }
     // In TLS 1.3 the client finishes before the server has judged its certificate; a
     // refusal arrives later, inside h2, which keeps only its text: record it.
     let (stream, tls_failure) = RecordTlsError::new(tls_stream);
-    let (sender, mut driver) = hbone::client_builder(settings.max_streams_per_connection)
-        .handshake::<_, Bytes>(stream)
-        .await
-        .map_err(|e| refused_handshake(peer, &e))?;
+    let (sender, mut driver) =
+        hbone::client_builder(settings.max_streams_per_connection, window.size)
+            .handshake::<_, Chunk>(stream)
+            .await
+            .map_err(|e| refused_handshake(peer, &e))?;
     let pings = first_ping(&mut driver, peer, &tls_failure).await?;
     Ok(Dialled {
         sender,
@@ -170,6 +186,7 @@ async fn handshake(
         lifetime,
         params,
         took: tls_started.elapsed(),
+        window: window.charge,
     })
 }
 
@@ -241,7 +258,7 @@ async fn drive(
     pings: h2::PingPong,
     mut lifetime: Option<Authenticated>,
     keepalive: Duration,
-    _pooled: OpenGauge,
+    _held: Held,
 ) {
     let unanswered = hbone::unanswered_ping(pings, keepalive);
     tokio::pin!(unanswered);

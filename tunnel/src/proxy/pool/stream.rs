@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+
+use crate::proxy::budget::Chunk;
 use h2::{RecvStream, SendStream, client::SendRequest};
 
 use super::{
@@ -25,13 +27,13 @@ pub(super) enum StreamFailure {
 /// Opens one stream; `phase` says how to word a connection that ends under it (on a fresh
 /// connection that is the server refusing our certificate, see [`Pool::open`]).
 pub(super) async fn connect_stream(
-    sender: &SendRequest<Bytes>,
+    sender: &SendRequest<Chunk>,
     peer: SocketAddr,
     peer_identity: Option<&SpiffeId>,
     connect: hbone::Connect<'_>,
     early: Bytes,
     phase: Phase,
-) -> Result<(SendStream<Bytes>, RecvStream), StreamFailure> {
+) -> Result<(SendStream<Chunk>, RecvStream), StreamFailure> {
     let gone = |e: h2::Error| {
         let reason = tls::describe_connection_error(&e, phase);
         if e.is_io() || e.is_go_away() {
@@ -47,7 +49,7 @@ pub(super) async fn connect_stream(
         .map_err(gone)?;
     if !early.is_empty() {
         // Small (one read) and far inside the stream's window: h2 sends it with the request.
-        send.send_data(early, false).map_err(gone)?;
+        send.send_data(Chunk::from(early), false).map_err(gone)?;
     }
     let response = response.await.map_err(gone)?;
     if response.status() != http::StatusCode::OK {

@@ -13,6 +13,7 @@ use tokio::{
 
 use super::kit::{Daemon, Ended, Kit, Logs, add_workload_port, limits, pool_settings, wait_end};
 use crate::proxy::{
+    budget::BufferBudget,
     copy::{self, CopyEnd, CopyStats},
     pool::Pool,
 };
@@ -70,7 +71,15 @@ impl Tunnel {
         // As the outbound side carries a captured connection.
         let outbound = tokio::spawn(async move {
             let stream = stream;
-            copy::bidirectional(&mut socket, stream.send, stream.recv, None).await
+            let budget = BufferBudget::new(crate::config::Limits::DEFAULT.max_buffered_bytes);
+            copy::bidirectional(
+                &mut socket,
+                stream.send,
+                stream.recv,
+                None,
+                &budget.for_party("test"),
+            )
+            .await
         });
         let (workload, _) = tokio::time::timeout(Duration::from_secs(5), self.workload.accept())
             .await

@@ -335,7 +335,7 @@ async fn a_connection_without_streams_is_sent_goaway_and_closed_after_the_idle_t
         .expect("CONNECT");
     assert_eq!(status, StatusCode::OK);
     echo_round_trip(&mut send, &mut recv).await;
-    send.send_data(Bytes::new(), true).unwrap();
+    send.send_data(Bytes::new().into(), true).unwrap();
     while let Some(data) = recv.data().await {
         data.expect("the stream ends cleanly");
     }
@@ -401,6 +401,16 @@ async fn a_caller_that_sends_its_client_hello_and_stops_is_cut_off_by_the_handsh
             && after < handshake_timeout + Duration::from_millis(500),
         "cut off by the handshake timeout: {after:?}"
     );
+    // Counted by the connection's task once the handshake thread gives the verdict back,
+    // a moment after that thread closed the socket.
+    let counted = async {
+        while daemon.refusals.count(Refusal::HandshakeTimeout) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), counted)
+        .await
+        .expect("the timeout is counted");
     assert_eq!(daemon.refusals.count(Refusal::HandshakeTimeout), 1);
 }
 

@@ -28,6 +28,7 @@ use crate::{
     identity::{CertSummary, SpiffeId},
     proxy::{
         admission::Refusals,
+        budget::BufferBudget,
         inbound::{Inbound, InboundInputs, InboundLimits},
         pool::{HboneStream, Pool, PoolError, PoolKey, PoolSettings},
     },
@@ -217,7 +218,12 @@ from = ["spiffe://example.org/batch/*"]
     /// with loopback delivery allowed (tests have nothing else to deliver to), every refusal
     /// logged (no rate limit, so the tests can read each reason), and `limits`.
     pub fn inputs(&self, limits: InboundLimits) -> InboundInputs {
-        let mut inputs = wiring::inbound_inputs(&self.config, &self.credentials, &self.telemetry);
+        let mut inputs = wiring::inbound_inputs(
+            &self.config,
+            &self.credentials,
+            &self.telemetry,
+            &BufferBudget::new(self.config.limits.max_buffered_bytes),
+        );
         inputs.deliver_to_loopback = true;
         inputs.refusals = Arc::new(Refusals::new(Duration::ZERO));
         inputs.limits = limits;
@@ -312,6 +318,7 @@ pub fn pool_settings() -> PoolSettings {
         idle_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(2),
         keepalive: Duration::from_secs(30),
+        budget: BufferBudget::new(crate::config::Limits::DEFAULT.max_buffered_bytes),
     }
 }
 
@@ -336,8 +343,13 @@ impl Daemon {
         inputs.own_ports.insert(addr.port());
         let refusals = inputs.refusals.clone();
         let (trigger, watcher) = drain::channel();
-        let task =
-            tokio::spawn(inbound.run(crate::proxy::inbound::InboundService::new(inputs), watcher));
+        let task = tokio::spawn(
+            inbound.run(
+                crate::proxy::inbound::InboundService::new(inputs)
+                    .expect("the handshake thread starts"),
+                watcher,
+            ),
+        );
         Self {
             addr,
             refusals,

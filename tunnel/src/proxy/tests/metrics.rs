@@ -52,7 +52,7 @@ async fn carried_streams_move_the_opened_closed_and_byte_counters_by_what_they_c
         let mut stream = kit.open(&pool, daemon.addr).await.expect("open a stream");
         stream
             .send
-            .send_data(payload.clone(), true)
+            .send_data(payload.clone().into(), true)
             .expect("send on the stream");
         let mut echoed = 0;
         while let Some(data) = stream.recv.data().await {
@@ -253,6 +253,19 @@ async fn an_expired_caller_certificate_counts_a_failed_handshake_and_gives_one_a
         .wait_for("authentication failed", Duration::from_secs(2))
         .await;
     println!("{line}\ncaller: {error}");
+    // The inbound side counts once its handshake thread has given the verdict back, which
+    // can be a moment after the caller saw the refusal.
+    let counted = async {
+        while value(
+            &kit.telemetry,
+            "tunnel_tls_handshakes_total",
+            &[("direction", "inbound"), ("outcome", "failed")],
+        ) < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), counted).await;
     let text = kit.telemetry.metrics.encode();
     assert_eq!(
         value(

@@ -8,6 +8,8 @@ use std::{
 };
 
 use bytes::Bytes;
+
+use crate::proxy::budget::Chunk;
 use h2::client::SendRequest;
 use http::{Method, Request, StatusCode};
 use rustls::ClientConfig;
@@ -23,7 +25,7 @@ use crate::proxy::hbone;
 
 /// A raw HTTP/2 client over the frontend's mTLS, for requests the pool would never send.
 pub struct H2Client {
-    pub sender: SendRequest<Bytes>,
+    pub sender: SendRequest<Chunk>,
     /// The connection's driver; ends when the connection does.
     pub driver: JoinHandle<Result<(), h2::Error>>,
 }
@@ -37,8 +39,8 @@ impl H2Client {
             .connect(ServerName::IpAddress(addr.ip().into()), tcp)
             .await
             .expect("TLS handshake with the daemon");
-        let (sender, connection) = hbone::client_builder(100)
-            .handshake::<_, Bytes>(tls_stream)
+        let (sender, connection) = hbone::client_builder(100, hbone::CONNECTION_WINDOW)
+            .handshake::<_, Chunk>(tls_stream)
             .await
             .expect("HTTP/2 handshake with the daemon");
         let driver = tokio::spawn(connection);
@@ -49,7 +51,7 @@ impl H2Client {
     pub async fn send(
         &self,
         request: Request<()>,
-    ) -> Result<(StatusCode, h2::SendStream<Bytes>, h2::RecvStream), h2::Error> {
+    ) -> Result<(StatusCode, h2::SendStream<Chunk>, h2::RecvStream), h2::Error> {
         let mut sender = self.sender.clone().ready().await?;
         let (response, send) = sender.send_request(request, false)?;
         let response = tokio::time::timeout(Duration::from_secs(5), response)
@@ -92,9 +94,9 @@ pub fn request(method: Method, uri: &str) -> Request<()> {
 }
 
 /// Sends `data` on an HBONE stream and reads back as many bytes (the far end echoes).
-pub async fn echo_round_trip(send: &mut h2::SendStream<Bytes>, recv: &mut h2::RecvStream) {
+pub async fn echo_round_trip(send: &mut h2::SendStream<Chunk>, recv: &mut h2::RecvStream) {
     let data = Bytes::from_static(b"hello through the tunnel");
-    send.send_data(data.clone(), false)
+    send.send_data(Chunk::from(data.clone()), false)
         .expect("send on the stream");
     let mut echoed = Vec::new();
     while echoed.len() < data.len() {
