@@ -9,8 +9,13 @@
 //!
 //! Together they are the daemon's audit trail, so a change of the filter at run time may
 //! not drop lines either wrote at start unless the config allows it ([`Control::prepare`]).
+//!
+//! The daemon's runtime threads write their lines in batches, when they go idle
+//! ([`batched`]).
 
+mod batched;
 pub mod directives;
+mod fields;
 pub mod targets;
 mod windows;
 
@@ -25,6 +30,7 @@ use tracing_subscriber::{
     util::SubscriberInitExt as _,
 };
 
+pub use batched::{batch_this_thread, flush_this_thread};
 pub use windows::{LogNow, LogWindows};
 
 /// The access log's target.
@@ -274,15 +280,20 @@ pub fn init(options: &Options) -> Control {
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::stderr().is_terminal();
     let stderr = match options.format {
+        Format::Text if ansi => fmt::layer()
+            .with_writer(batched::Stderr)
+            .with_ansi(true)
+            .boxed(),
         Format::Text => fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(ansi)
+            .with_writer(batched::Stderr)
+            .with_ansi(false)
+            .fmt_fields(fields::plain())
             .boxed(),
         Format::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_writer(std::io::stderr)
+            .with_writer(batched::Stderr)
             .boxed(),
     };
     let auth_file = options.auth_log.as_deref().and_then(|path| {
@@ -309,6 +320,7 @@ fn auth_file_layer(
         Format::Text => fmt::layer()
             .with_writer(writer)
             .with_ansi(false)
+            .fmt_fields(fields::plain())
             .with_filter(only_auth)
             .boxed(),
         Format::Json => fmt::layer()

@@ -41,6 +41,9 @@ pub fn listen_socket(addr: SocketAddr, backlog: u32) -> io::Result<std::net::Tcp
     // surge, or a restart that overlaps): both serve until the old one drains, and the
     // kernel spreads new connections between them. Only the same user (root) can join.
     socket.set_reuse_port(true)?;
+    // Accepted sockets inherit it: no Nagle delay on anything the daemon carries, without a
+    // setsockopt per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
@@ -181,6 +184,15 @@ mod tests {
         let cookie = netns_cookie(&a).unwrap();
         assert_ne!(cookie, 0);
         assert_eq!(cookie, netns_cookie(&b).unwrap());
+    }
+
+    #[test]
+    fn an_accepted_connection_has_no_nagle_delay_from_its_listener() {
+        let listener = listen_socket("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is inherited");
     }
 
     #[test]

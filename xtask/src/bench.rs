@@ -50,6 +50,9 @@ pub struct Options {
     /// builds on the same machine, alternating: run-to-run noise here is ±15%).
     #[arg(long, value_name = "PATH")]
     pub daemon: Option<PathBuf>,
+    /// Run both daemons with `--no-access-log`, to measure what the access log costs.
+    #[arg(long)]
+    pub no_access_log: bool,
 }
 const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
@@ -100,7 +103,7 @@ pub fn run(options: &Options) -> Result<()> {
     let a = testbed.add_host("host-a");
     let b = testbed.add_host("host-b");
     let certs = baseline::certificates(&testbed, &tunnel)?;
-    let daemons = start_daemons(&testbed, &a, &b, &tunnel, &certs)?;
+    let daemons = start_daemons(&testbed, &a, &b, &tunnel, &certs, options.no_access_log)?;
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = [
         tools::rss_kib(daemons[0].pid())?,
@@ -353,6 +356,7 @@ fn start_daemons(
     b: &Host,
     tunnel: &std::path::Path,
     certs: &baseline::Certs,
+    no_access_log: bool,
 ) -> Result<[Proc; 2]> {
     let render = |example: &str,
                   label: &str,
@@ -378,6 +382,7 @@ fn start_daemons(
             .command(&tunnel.display().to_string())
             .args(["run", "--config"])
             .arg(config)
+            .args(no_access_log.then_some("--no-access-log"))
             .in_cgroup(&testbed.cgroup(&format!("{label}/daemon")))
             .spawn();
         daemon.wait_for("tunnel ready", Duration::from_secs(15));

@@ -79,10 +79,7 @@ pub fn outbound_inputs(
         let workload = config
             .workload(name)
             .expect("cgroups were resolved from configured workloads");
-        let outbound = OutboundWorkload {
-            name: name.as_str().into(),
-            spiffe_id: workload.spiffe_id.clone(),
-        };
+        let outbound = OutboundWorkload::new(name.as_str().into(), workload.spiffe_id.clone());
         workloads.insert(*cgroup_id, Arc::new(outbound));
     }
     let pool = Pool::following(
@@ -139,7 +136,7 @@ pub fn inbound_inputs(
             config
                 .workloads
                 .iter()
-                .map(|w| (Arc::from(w.name.as_str()), w.spiffe_id.to_string()))
+                .map(|w| (Arc::from(w.name.as_str()), w.spiffe_id.to_string().into()))
                 .collect(),
         ),
         own_ports: config.listen.own_ports(),

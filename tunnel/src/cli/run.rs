@@ -54,21 +54,31 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     let mut builder = match config.runtime.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
+        1 => {
+            // block_on runs the current-thread runtime on this thread.
+            logging::batch_this_thread();
+            tokio::runtime::Builder::new_current_thread()
+        }
         workers => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers);
+            builder
+                .worker_threads(workers)
+                .on_thread_start(logging::batch_this_thread)
+                .on_thread_stop(logging::flush_this_thread);
             builder
         }
     };
+    // A runtime thread's log lines are written when it has nothing left to run.
+    builder.on_thread_park(logging::flush_this_thread);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "failed to start the async runtime");
+            logging::flush_this_thread();
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let daemon = match Daemon::start(config, Arc::new(Telemetry::new(logging))).await {
             Ok(daemon) => daemon,
             Err(StartError::Config(e)) => {
@@ -82,7 +92,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         };
         daemon.run(shutdown_signal(), args.drain_timeout).await;
         ExitCode::SUCCESS
-    })
+    });
+    logging::flush_this_thread();
+    code
 }
 
 /// SIGTERM (systemd, kubelet) or SIGINT (a terminal).

@@ -44,10 +44,7 @@ impl PodManager {
         let mut described = Vec::new();
         let mut tasks = Vec::new();
         let caller = Arc::new(PodCaller {
-            workload: Arc::new(OutboundWorkload {
-                name: name.into(),
-                spiffe_id: id.clone(),
-            }),
+            workload: Arc::new(OutboundWorkload::new(name.into(), id.clone())),
             network: network.clone(),
         });
         for (listener, cookie) in outbound_listeners {

@@ -69,7 +69,7 @@ pub struct InboundInputs {
     /// Local port → the workload that owns it.
     pub workloads_by_port: Arc<HashMap<u16, Arc<str>>>,
     /// Workload name → its SPIFFE ID (the metrics' `destination_principal`).
-    pub workload_ids: Arc<HashMap<Arc<str>, String>>,
+    pub workload_ids: Arc<HashMap<Arc<str>, Arc<str>>>,
     /// The daemon's own ports, never a destination.
     pub own_ports: BTreeSet<u16>,
     /// Ports whose deliveries start with a PROXY protocol v2 header.
@@ -160,6 +160,8 @@ pub(super) struct Session {
     pub pod: Option<Arc<PodServer>>,
     /// What its streams' reads are charged to.
     pub reads: super::budget::ReadBudget,
+    /// The caller's SPIFFE ID as text, for its streams' labels and lines.
+    pub caller_principal: crate::telemetry::metrics::Label,
 }
 
 /// What every connection task shares: the inputs and the caps' live state.

@@ -30,7 +30,10 @@ use crate::{
     errors,
     identity::SpiffeId,
     sys,
-    telemetry::{Direction, FailReason, Telemetry, metrics::ReasonLabels},
+    telemetry::{
+        Direction, FailReason, Telemetry,
+        metrics::{Label, ReasonLabels},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,18 @@ pub enum OutboundError {
 pub struct OutboundWorkload {
     pub name: Arc<str>,
     pub spiffe_id: SpiffeId,
+    /// `spiffe_id` as text, for its connections' labels and lines.
+    pub principal: Label,
+}
+
+impl OutboundWorkload {
+    pub fn new(name: Arc<str>, spiffe_id: SpiffeId) -> Self {
+        Self {
+            name,
+            principal: spiffe_id.to_string().into(),
+            spiffe_id,
+        }
+    }
 }
 
 /// What the outbound side needs besides its listeners.

@@ -34,7 +34,7 @@ use crate::{
     policy::LivePolicy,
     telemetry::{
         Direction, FailReason, Telemetry,
-        metrics::{TcpLabels, UNKNOWN},
+        metrics::{TcpLabels, unknown},
     },
 };
 
@@ -227,7 +227,6 @@ async fn pass(
     _drain: DrainWatcher,
 ) {
     let started = Instant::now();
-    let _ = stream.set_nodelay(true);
     let header = inputs
         .proxy_protocol_ports
         .contains(&dst.port())
@@ -249,11 +248,11 @@ async fn pass(
     };
     let counted = inputs.telemetry.metrics.proxy.open(&TcpLabels {
         direction: Direction::Inbound,
-        source_principal: UNKNOWN.into(),
-        source_workload: UNKNOWN.into(),
-        destination_principal: UNKNOWN.into(),
-        destination_workload: workload.to_string(),
-        destination_service: UNKNOWN.into(),
+        source_principal: unknown(),
+        source_workload: unknown(),
+        destination_principal: unknown(),
+        destination_workload: workload.clone(),
+        destination_service: unknown(),
     });
     let ((sent, received), close_reason) = if inputs.xfcc_ports.contains(&dst.port()) {
         // The workload trusts X-Forwarded-Client-Cert on this port: an unauthenticated

@@ -39,7 +39,7 @@ use super::hbone::{self, TlsParams};
 use crate::{
     credentials::{ClientTls, Snapshot},
     identity::SpiffeId,
-    telemetry::{AuthFailure, Direction, Telemetry},
+    telemetry::{AuthFailure, Direction, Telemetry, metrics::Label},
     tls::{self, Phase},
 };
 
@@ -88,7 +88,8 @@ pub struct HboneStream {
     pub recv: RecvStream,
     /// The pooled connection carrying it (for logs).
     pub connection: u64,
-    pub peer_identity: Option<SpiffeId>,
+    /// The peer daemon's SPIFFE ID, as text (made once per pooled connection).
+    pub peer_identity: Option<Label>,
     /// What its TLS connection negotiated.
     pub tls: TlsParams,
     /// Why its pooled connection was closed under it, once it was (a certificate expired,
@@ -132,6 +133,8 @@ struct Connection {
     closed: AtomicBool,
     idle_since: Mutex<Instant>,
     peer_identity: Option<SpiffeId>,
+    /// `peer_identity` as text, for each stream's labels and lines.
+    peer_principal: Option<Label>,
     /// The TLS error that broke the connection, if one did (h2 reports only its text).
     tls_failure: Arc<OnceLock<rustls::Error>>,
     tls: TlsParams,
@@ -254,7 +257,7 @@ impl Pool {
                         send,
                         recv,
                         connection: connection.id,
-                        peer_identity: connection.peer_identity.clone(),
+                        peer_identity: connection.peer_principal.clone(),
                         tls: connection.tls,
                         connection_ended: connection.ended.clone(),
                         _lease: lease,

@@ -15,6 +15,8 @@ use std::{
 
 use serde::Serialize;
 
+use super::metrics::Label;
+
 /// What is known of a connection when its tunnel opens.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConnectionInfo {
@@ -22,10 +24,10 @@ pub struct ConnectionInfo {
     pub direction: &'static str,
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    pub src_identity: Option<String>,
-    pub dst_identity: Option<String>,
+    pub src_identity: Option<Label>,
+    pub dst_identity: Option<Label>,
     /// The local workload: the caller (outbound) or the callee (inbound).
-    pub workload: String,
+    pub workload: Label,
     /// The other daemon's tunnel address.
     pub peer: SocketAddr,
 }

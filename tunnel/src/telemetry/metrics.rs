@@ -4,7 +4,14 @@
 //! Cardinality is bounded by the config: labels are identities, workload names, rule
 //! origins and fixed reason sets, never addresses or per-connection values. The hot path
 //! resolves a connection's labelled counters once, when it opens ([`ConnectionMetrics`]),
-//! and adds its byte totals once, when it closes.
+//! and adds its byte totals once, when it closes. Label values are shared text ([`Label`]),
+//! made once per workload, peer or connection, so a connection's labels cost no copy of
+//! them, and its four counters are found with one lookup of the label set.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, RwLock},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
@@ -39,6 +46,9 @@ impl Direction {
     }
 }
 
+/// A label value: text made once and shared by every connection that carries it.
+pub type Label = Arc<str>;
+
 /// Istio's TCP labels. Principals are SPIFFE IDs (`unknown` where there is none).
 /// `destination_service` (`<namespace>/<name>`) is set on the outbound side, from the
 /// daemon's own view of the cluster's Services; inbound it stays `unknown`, since the only
@@ -46,15 +56,21 @@ impl Direction {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
     pub direction: Direction,
-    pub source_principal: String,
-    pub source_workload: String,
-    pub destination_principal: String,
-    pub destination_workload: String,
-    pub destination_service: String,
+    pub source_principal: Label,
+    pub source_workload: Label,
+    pub destination_principal: Label,
+    pub destination_workload: Label,
+    pub destination_service: Label,
 }
 
 /// What a missing label value says.
 pub const UNKNOWN: &str = "unknown";
+
+/// [`UNKNOWN`] as a [`Label`].
+pub fn unknown() -> Label {
+    static LABEL: LazyLock<Label> = LazyLock::new(|| UNKNOWN.into());
+    LABEL.clone()
+}
 
 /// Why a connection was not carried: a fixed set, so the label stays bounded.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -142,7 +158,7 @@ pub struct HandshakeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    pub workload: String,
+    pub workload: Label,
     /// allow | deny | audit
     pub decision: &'static str,
     /// The deciding rule's origin, or `mode`.
@@ -156,7 +172,7 @@ pub struct PeerLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkloadLabels {
-    pub workload: String,
+    pub workload: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,6 +199,9 @@ pub struct ProxyMetrics {
     pub pool_streams: Family<PeerLabels, Gauge>,
     pub capture_connections: Family<WorkloadLabels, Counter>,
     pub capture_refused: Family<ReasonLabels, Counter>,
+    /// Each TCP label set's four counters, resolved once: label sets are bounded by the
+    /// config, and a connection then finds its counters with one lookup, not four.
+    tcp_counters: RwLock<HashMap<TcpLabels, Arc<TcpCounters>>>,
 }
 
 impl ProxyMetrics {
@@ -200,6 +219,7 @@ impl ProxyMetrics {
             pool_streams: Family::default(),
             capture_connections: Family::default(),
             capture_refused: Family::default(),
+            tcp_counters: RwLock::default(),
         }
     }
 
@@ -298,12 +318,29 @@ impl ProxyMetrics {
 
     /// Counts a connection opened and resolves its counters, once.
     pub fn open(&self, labels: &TcpLabels) -> ConnectionMetrics {
-        self.connections_opened.get_or_create(labels).inc();
-        ConnectionMetrics {
-            closed: self.connections_closed.get_or_create(labels).clone(),
-            sent: self.sent_bytes.get_or_create(labels).clone(),
-            received: self.received_bytes.get_or_create(labels).clone(),
-        }
+        let known = self
+            .tcp_counters
+            .read()
+            .expect("metrics lock poisoned")
+            .get(labels)
+            .cloned();
+        let counters = known.unwrap_or_else(|| {
+            self.tcp_counters
+                .write()
+                .expect("metrics lock poisoned")
+                .entry(labels.clone())
+                .or_insert_with(|| {
+                    Arc::new(TcpCounters {
+                        opened: self.connections_opened.get_or_create(labels).clone(),
+                        closed: self.connections_closed.get_or_create(labels).clone(),
+                        sent: self.sent_bytes.get_or_create(labels).clone(),
+                        received: self.received_bytes.get_or_create(labels).clone(),
+                    })
+                })
+                .clone()
+        });
+        counters.opened.inc();
+        ConnectionMetrics { counters }
     }
 }
 
@@ -313,18 +350,24 @@ impl Default for ProxyMetrics {
     }
 }
 
-/// One connection's counters, resolved when it opened; counted once when it closes.
-pub struct ConnectionMetrics {
+/// The counters of one TCP label set (each a handle on the family's own).
+struct TcpCounters {
+    opened: Counter,
     closed: Counter,
     sent: Counter,
     received: Counter,
 }
 
+/// One connection's counters, resolved when it opened; counted once when it closes.
+pub struct ConnectionMetrics {
+    counters: Arc<TcpCounters>,
+}
+
 impl ConnectionMetrics {
     pub fn close(self, sent: u64, received: u64) {
-        self.sent.inc_by(sent);
-        self.received.inc_by(received);
-        self.closed.inc();
+        self.counters.sent.inc_by(sent);
+        self.counters.received.inc_by(received);
+        self.counters.closed.inc();
     }
 }
 

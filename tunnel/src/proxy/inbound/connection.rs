@@ -226,6 +226,7 @@ async fn authenticate(
         .peer_certificates()
         .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
+    let caller_principal: crate::telemetry::metrics::Label = caller.to_string().into();
     let session = Arc::new(Session {
         tls: TlsParams::of(tls_stream.get_ref().1),
         subject_dn: peer_chain
@@ -235,7 +236,8 @@ async fn authenticate(
         pod,
         // The caller drains what its streams read from workloads: its share of the budget,
         // looked up once for the connection.
-        reads: shared.inputs.budget.for_party(&caller.to_string()),
+        reads: shared.inputs.budget.for_party(&caller_principal),
+        caller_principal,
     });
     Ok(Handshaken {
         tls: tls_stream,

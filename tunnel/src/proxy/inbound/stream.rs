@@ -28,7 +28,7 @@ use crate::{
     },
     telemetry::{
         ConnectionInfo, Direction, FailReason,
-        metrics::{DecisionLabels, TcpLabels, UNKNOWN},
+        metrics::{DecisionLabels, TcpLabels, unknown},
     },
 };
 
@@ -178,7 +178,7 @@ async fn carry(
             .pod
             .as_ref()
             .map_or(&inputs.node_identity, |pod| &pod.identity);
-        RequestRewriter::new(by, &caller.to_string())
+        RequestRewriter::new(by, &session.caller_principal)
     });
     let registration =
         inputs
@@ -187,19 +187,19 @@ async fn carry(
     let workload_id = inputs.workload_ids.get(&workload).cloned();
     let counted = inputs.telemetry.metrics.proxy.open(&TcpLabels {
         direction: Direction::Inbound,
-        source_principal: caller.to_string(),
-        source_workload: UNKNOWN.into(),
-        destination_principal: workload_id.clone().unwrap_or_else(|| UNKNOWN.into()),
-        destination_workload: workload.to_string(),
-        destination_service: UNKNOWN.into(),
+        source_principal: session.caller_principal.clone(),
+        source_workload: unknown(),
+        destination_principal: workload_id.clone().unwrap_or_else(unknown),
+        destination_workload: workload.clone(),
+        destination_service: unknown(),
     });
     let tracked = inputs.telemetry.connections.open(ConnectionInfo {
         direction: "inbound",
         src: peer,
         dst,
-        src_identity: Some(caller.to_string()),
+        src_identity: Some(session.caller_principal.clone()),
         dst_identity: workload_id,
-        workload: workload.to_string(),
+        workload: workload.clone(),
         peer,
     });
     let copied = tokio::select! {
@@ -301,7 +301,7 @@ async fn admit(
         .proxy
         .authorization_decisions
         .get_or_create(&DecisionLabels {
-            workload: workload.to_string(),
+            workload: workload.clone(),
             decision: decision.name(),
             rule: decision.rule().to_string(),
         })

@@ -32,7 +32,7 @@ use crate::{
     sys,
     telemetry::{
         ConnectionInfo, Direction, FailReason,
-        metrics::{ReasonLabels, TcpLabels, UNKNOWN, WorkloadLabels},
+        metrics::{ReasonLabels, TcpLabels, UNKNOWN, WorkloadLabels, unknown},
     },
     tls::Credential,
 };
@@ -146,10 +146,9 @@ async fn open(
         .proxy
         .capture_connections
         .get_or_create(&WorkloadLabels {
-            workload: workload.name.to_string(),
+            workload: workload.name.clone(),
         })
         .inc();
-    let _ = app.set_nodelay(true);
     let snapshot = inputs.snapshots.borrow().clone();
     let Routes { service, routes } =
         route::route(dst, caller, workload, pod, inputs, &snapshot).map_err(Refused::Unroutable)?;
@@ -311,22 +310,22 @@ async fn deliver(
         _open,
     } = opened;
     let dst = original.addr;
-    let peer_identity = stream.peer_identity.as_ref().map(ToString::to_string);
+    let peer_identity = stream.peer_identity.clone();
     let counted = inputs.telemetry.metrics.proxy.open(&TcpLabels {
         direction: Direction::Outbound,
-        source_principal: workload.spiffe_id.to_string(),
-        source_workload: workload.name.to_string(),
-        destination_principal: peer_identity.clone().unwrap_or_else(|| UNKNOWN.into()),
-        destination_workload: UNKNOWN.into(),
-        destination_service: service.as_deref().unwrap_or(UNKNOWN).into(),
+        source_principal: workload.principal.clone(),
+        source_workload: workload.name.clone(),
+        destination_principal: peer_identity.clone().unwrap_or_else(unknown),
+        destination_workload: unknown(),
+        destination_service: service.clone().unwrap_or_else(unknown),
     });
     let tracked = inputs.telemetry.connections.open(ConnectionInfo {
         direction: "outbound",
         src,
         dst,
-        src_identity: Some(workload.spiffe_id.to_string()),
+        src_identity: Some(workload.principal.clone()),
         dst_identity: peer_identity.clone(),
-        workload: workload.name.to_string(),
+        workload: workload.name.clone(),
         peer,
     });
     tracked
@@ -464,10 +463,10 @@ mod tests {
     fn a_pods_connection_is_said_to_come_from_the_pods_address_of_the_destinations_family() {
         use crate::netns::{Netns, NetnsThread, PodNetwork};
         let pod = PodCaller {
-            workload: Arc::new(OutboundWorkload {
-                name: "shop/frontend".into(),
-                spiffe_id: "spiffe://example.org/ns/shop/sa/frontend".parse().unwrap(),
-            }),
+            workload: Arc::new(OutboundWorkload::new(
+                "shop/frontend".into(),
+                "spiffe://example.org/ns/shop/sa/frontend".parse().unwrap(),
+            )),
             network: PodNetwork {
                 netns: Arc::new(Netns::open(std::path::Path::new("/proc/self/ns/net")).unwrap()),
                 thread: NetnsThread::start().unwrap(),

@@ -105,6 +105,10 @@ impl Pool {
             streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
+            peer_principal: dialled
+                .peer_identity
+                .as_ref()
+                .map(|id| id.to_string().into()),
             peer_identity: dialled.peer_identity,
             tls_failure: dialled.tls_failure,
             tls: dialled.params,

@@ -166,7 +166,7 @@ async fn an_open_stream_is_listed_with_its_bytes_while_it_lasts() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     let view = &listed[0];
     assert_eq!(view.info.direction, "inbound");
-    assert_eq!(view.info.workload, "orders");
+    assert_eq!(&*view.info.workload, "orders");
     assert_eq!(view.info.src_identity.as_deref(), Some(FRONTEND));
     let hello = "hello through the tunnel".len() as u64;
     assert_eq!((view.bytes_received, view.bytes_sent), (hello, hello));
