@@ -30,7 +30,7 @@ use tracing_subscriber::{
     util::SubscriberInitExt as _,
 };
 
-pub use batched::{batch_this_thread, flush_this_thread};
+pub use batched::{batch_this_thread, flush_on_panic, flush_this_thread};
 pub use windows::{LogNow, LogWindows};
 
 /// The access log's target.

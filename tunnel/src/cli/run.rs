@@ -53,6 +53,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    logging::flush_on_panic();
     let mut builder = match config.runtime.worker_threads {
         1 => {
             // block_on runs the current-thread runtime on this thread.

@@ -10,8 +10,9 @@
 //! one of the largest items of a new connection's cost (a system call, expensive on CPUs
 //! with speculative-execution mitigations). Under load, one write now carries the lines of
 //! many connections; idle, a line waits only until the runtime has nothing left to run,
-//! which is at once. A line is never dropped: only a `kill -9` can lose what is buffered,
-//! at most the lines since the thread last went idle.
+//! which is at once. A line is never dropped: the buffer is written out when the daemon
+//! returns and when its thread panics ([`flush_on_panic`]); only a `kill -9` can lose what
+//! is buffered, at most the lines since the thread last went idle.
 //!
 //! Why not a writer thread (tracing-appender's non-blocking writer): each line it is handed
 //! while it sleeps costs a wake-up (a futex call and a context switch on these 2 cores),
@@ -49,6 +50,16 @@ pub fn batch_this_thread() {
             since: None,
         })
     });
+}
+
+/// A panic writes out the panicking thread's lines before the panic's own message, so the
+/// lines that led to it are not lost with the thread (or the process).
+pub fn flush_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        flush_this_thread();
+        previous(panic);
+    }));
 }
 
 /// Writes what this thread has buffered (nothing on a thread that does not batch).
