@@ -47,8 +47,9 @@ impl Counts {
         counts
     }
 
-    /// Prints the counts and fails on any failed connection or corrupted byte.
-    fn assert_clean(&self, scenario: &str, load: &Proc) {
+    /// Prints the counts and fails on any failed connection or corrupted byte, with the
+    /// daemons' lines that say why a connection ended otherwise than cleanly.
+    fn assert_clean(&self, scenario: &str, load: &Proc, pair: &Pair) {
         println!(
             "{scenario}: short connections ok={} failed={}, long streams ok={} failed={}, \
              echoed {} MiB, corrupted bytes {}",
@@ -61,14 +62,35 @@ impl Counts {
         );
         assert!(
             self.short_failed == 0 && self.long_failed == 0 && self.corrupted_bytes == 0,
-            "{scenario}: connections failed or bytes were corrupted:\n{}",
-            load.stderr()
+            "{scenario}: connections failed or bytes were corrupted:\n{}\nwhat the daemons said \
+             of it:\nA:\n{}\nB:\n{}",
+            load.stderr(),
+            unclean_lines(&pair.a.logs()),
+            unclean_lines(&pair.b.logs()),
         );
         assert!(
             self.short_ok > 50 && self.long_ok > 0 && self.echoed_bytes > 0,
             "{scenario}: the load did not run: {self:?}"
         );
     }
+}
+
+/// A daemon's lines about connections that did not end cleanly: refusals, resets, closed
+/// tunnel connections, warnings and errors.
+fn unclean_lines(logs: &str) -> String {
+    const SIGNS: [&str; 7] = [
+        "refused",
+        "reset",
+        "closed with its streams",
+        "not opened",
+        "GOAWAY",
+        " WARN ",
+        " ERROR ",
+    ];
+    logs.lines()
+        .filter(|line| SIGNS.iter().any(|sign| line.contains(sign)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Two hosts from the examples with `orders` serving on B, both daemons up; `prepare` may
@@ -217,6 +239,7 @@ fn leaves_rotated_by_rename_and_by_a_secret_volume_swap_fail_no_connection() {
     counts.assert_clean(
         "3 rotations of A's workload certificate (rename) and B's node certificate (volume swap)",
         &load,
+        &pair,
     );
     // Not vacuous: the pool moved to new connections, and B asked its callers to move.
     let drained = count_lines(&pair.a.logs(), &["made with replaced material: draining"]);
@@ -255,7 +278,11 @@ fn a_workload_renewing_its_own_certificate_fails_no_connection() {
         &pair.a.logs(),
         &["certificate replaced", "trigger=\"renewal\"", FRONTEND],
     );
-    counts.assert_clean(&format!("{renewals} renewals of a 20 s certificate"), &load);
+    counts.assert_clean(
+        &format!("{renewals} renewals of a 20 s certificate"),
+        &load,
+        &pair,
+    );
     let expired = count_lines(&pair.a.logs(), &["closed with its streams", "expired"]);
     println!("connections still open when a certificate on them expired, closed then: {expired}");
     assert!(
@@ -312,7 +339,7 @@ fn a_ca_rotated_in_three_steps_fails_no_connection() {
     set_bundles(&new_root);
     trust_reloaded(2);
     let (counts, load) = finish_load(load, 40);
-    counts.assert_clean("a CA rotated in three steps", &load);
+    counts.assert_clean("a CA rotated in three steps", &load, &pair);
     for site in [&pair.a, &pair.b] {
         let logs = site.logs();
         assert_eq!(
@@ -366,7 +393,7 @@ fn a_broken_certificate_file_keeps_the_one_in_force_until_it_is_fixed() {
     );
     wait_for_lines(pair.b.daemon(), &["certificate replaced", NODE], 1, SHORT);
     let (counts, load) = finish_load(load, 25);
-    counts.assert_clean("broken certificate files written, then fixed", &load);
+    counts.assert_clean("broken certificate files written, then fixed", &load, &pair);
 }
 
 fn wait_line(daemon: &Proc, needles: &[&str]) -> String {
