@@ -167,7 +167,7 @@ pub struct DecisionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
-    pub peer_principal: String,
+    pub peer_principal: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -424,11 +424,6 @@ impl PodMetrics {
             .get_or_create(&EnrolmentLabels(failure))
             .inc();
     }
-}
-
-/// A label value for an optional identity.
-pub fn principal(id: Option<&impl ToString>) -> String {
-    id.map_or_else(|| UNKNOWN.to_string(), ToString::to_string)
 }
 
 #[cfg(test)]

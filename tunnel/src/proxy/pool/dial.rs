@@ -35,7 +35,7 @@ use crate::{
     identity::Purpose,
     telemetry::{
         Direction,
-        metrics::{PeerLabels, principal},
+        metrics::{Label, PeerLabels, unknown},
     },
     tls::{self, Phase},
 };
@@ -94,8 +94,13 @@ impl Pool {
             }
         };
         metrics.handshake(Direction::Outbound, Some(dialled.took));
+        // The peer's ID as text, made once: the pool gauges' label and each stream's.
+        let peer_principal: Option<Label> = dialled
+            .peer_identity
+            .as_ref()
+            .map(|id| id.to_string().into());
         let peer_labels = PeerLabels {
-            peer_principal: principal(dialled.peer_identity.as_ref()),
+            peer_principal: peer_principal.clone().unwrap_or_else(unknown),
         };
         let pooled = OpenGauge::new(metrics.pool_connections.get_or_create(&peer_labels).clone());
         let connection = Arc::new(Connection {
@@ -105,10 +110,7 @@ impl Pool {
             streams: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
-            peer_principal: dialled
-                .peer_identity
-                .as_ref()
-                .map(|id| id.to_string().into()),
+            peer_principal,
             peer_identity: dialled.peer_identity,
             tls_failure: dialled.tls_failure,
             tls: dialled.params,
