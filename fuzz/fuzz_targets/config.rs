@@ -25,7 +25,7 @@ use std::{collections::BTreeSet, io, path::Path};
 use libfuzzer_sys::fuzz_target;
 use tunnel::{
     ca::LeafSpec,
-    config::{CertSource, Config, PodCertificates},
+    config::{CertSource, Config, PodCertificates, expand_env},
     identity::{PodNames, SpiffeId},
 };
 use tunnel_fuzz::parts;
@@ -85,7 +85,9 @@ fuzz_target!(|data: &[u8]| {
     // The expanded document, written out again: comments, layout, quoting and key order are
     // the toml crate's now. A "${" left in a value (a multi-line string's line starting with
     // '#' is not expanded) would be expanded on the second reading: not comparable.
-    let Ok(document) = toml::from_str::<toml::Table>(&expand(text)) else {
+    let Ok(document) = toml::from_str::<toml::Table>(
+        &expand_env(text, env).expect("only text that expanded without a problem gets here"),
+    ) else {
         panic!("the config validated but its expanded text is not a TOML table");
     };
     let rewritten = toml::to_string(&document).expect("a parsed table writes out");
@@ -101,28 +103,6 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("the same document written otherwise is refused: {e}\n{rewritten}"),
     }
 });
-
-/// `${NAME}` expanded as the config reader does, for the documents compared in check 4
-/// (only called on text that expanded without a problem).
-fn expand(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        if line.trim_start().starts_with('#') || !line.contains("${") {
-            out.push_str(line);
-            continue;
-        }
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find('}').expect("expanded without a problem");
-            out.push_str(&env(&after[..end]).expect("a set variable"));
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-    }
-    out
-}
 
 /// A Debug rendering with every `line: Some(N)` made `line: _`.
 fn without_lines(debug: &str) -> String {

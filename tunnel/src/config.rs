@@ -19,6 +19,8 @@ use std::{
 };
 
 pub use api_server::{ApiServer, ApiServerError};
+/// Public for the `config` fuzz target (fuzz/), which expands documents as the reader does.
+pub use env::expand as expand_env;
 pub use error::{ConfigError, Located, Problem, Site};
 use ipnet::IpNet;
 pub use raw::{Action, Mode};
