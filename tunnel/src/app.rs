@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     admin::{self, AdminError, AdminListener, ControlSocket, HealthListener, Readiness},
@@ -111,6 +111,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config: Config, telemetry: Arc<Telemetry>) -> Result<Self, StartError> {
+        // Beside the rest of the start (BPF, certificates, listeners), so it adds no time.
+        let crypto_warm_up = std::thread::Builder::new()
+            .name("tunnel-warm-up".into())
+            .spawn(crate::tls::warm_up);
         let mounts = MountTable::read().map_err(|e| {
             StartError::Kernel(vec![Missing {
                 what: "mounts",
@@ -266,6 +270,10 @@ impl Daemon {
             }
             _ => None,
         };
+        match crypto_warm_up.map(std::thread::JoinHandle::join) {
+            Ok(Ok(took)) => debug!(took_ms = took.as_millis(), "crypto warmed up"),
+            _ => warn!("crypto warm-up did not run; the first handshake will be slower"),
+        }
         info!(
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),

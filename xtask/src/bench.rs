@@ -111,6 +111,17 @@ pub fn run(options: &Options) -> Result<()> {
     ];
 
     let _servers = baseline::servers(&testbed, &b, &certs)?;
+    // Before anything else has gone through the daemons: what the first caller waits.
+    let first_calls = Probe::run(
+        &a,
+        &xtask,
+        &testbed.cgroup("a/workloads/frontend"),
+        &["probe-first-calls", "10.0.0.2:8080", "50"],
+    );
+    let first_call_us = [
+        first_calls.field("first_us=")?,
+        first_calls.field("warm_p50_us=")?,
+    ];
     let _stunnel = baseline::stunnel(&testbed, &a, &certs)?;
     let plain = testbed.cgroup("clients");
     let paths = [
@@ -158,7 +169,8 @@ pub fn run(options: &Options) -> Result<()> {
             eprintln!("bench: {} run {run}: {}", result.name, result.last_run());
         }
     }
-    let extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?;
+    let mut extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?;
+    extra.first_call_us = first_call_us;
     let report = report::Report {
         runs: options.runs,
         paths: results,

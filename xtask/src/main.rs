@@ -69,6 +69,13 @@ enum Task {
         connections: usize,
         seconds: u64,
     },
+    /// (bench helper) N calls one after another; the first one's connect-to-first-byte and
+    /// the median of the rest.
+    #[command(hide = true)]
+    ProbeFirstCalls {
+        target: std::net::SocketAddr,
+        count: usize,
+    },
     /// (bench helper) keep-alive requests one at a time at RATE/s; p50/p90/p99 latency.
     #[command(hide = true)]
     ProbeRate {
@@ -135,6 +142,7 @@ fn main() -> Result<()> {
             connections,
             seconds,
         } => bench::probes::connect_to_first_byte(target, connections, seconds),
+        Task::ProbeFirstCalls { target, count } => bench::probes::first_calls(target, count),
         Task::ProbeRate {
             target,
             rate,

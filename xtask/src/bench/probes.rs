@@ -78,6 +78,28 @@ pub fn connect_to_first_byte(target: SocketAddr, connections: usize, seconds: u6
     Ok(())
 }
 
+/// `count` calls one after another (connect, one HTTP/1.1 request with `Connection: close`,
+/// first byte): the first is what a caller of a daemon that just started waits (its pool
+/// still has to dial and handshake), the rest what a caller of a warm daemon waits.
+pub fn first_calls(target: SocketAddr, count: usize) -> Result<()> {
+    anyhow::ensure!(count >= 2, "first calls: need at least 2 calls, got {count}");
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let started = Instant::now();
+        let first_byte = one_request(target).with_context(|| format!("call {i} to {target}"))?;
+        samples.push(first_byte.duration_since(started));
+    }
+    let first = samples[0];
+    let mut warm = samples[1..].to_vec();
+    warm.sort();
+    println!(
+        "first_us={:.1} warm_p50_us={:.1}",
+        first.as_secs_f64() * 1e6,
+        quantile_us(&warm, 0.5)
+    );
+    Ok(())
+}
+
 fn one_request(target: SocketAddr) -> std::io::Result<Instant> {
     let mut stream = TcpStream::connect(target)?;
     stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;

@@ -122,6 +122,8 @@ pub struct TunnelResult {
     pub rss_after_kib: [u64; 2],
     pub connect_captured_us: Vec<f64>,
     pub connect_plain_us: Vec<f64>,
+    /// The first call through daemons that just started, and the median of the next 49.
+    pub first_call_us: [f64; 2],
 }
 
 pub struct Report {
@@ -211,6 +213,11 @@ impl Report {
             out,
             "| connect() median: captured / not captured | {captured:.1} µs / {plain:.1} µs (hook adds {:.1} µs) |",
             captured - plain
+        );
+        let _ = writeln!(
+            out,
+            "| first call after start / warm call (connect to first byte) | {:.0} µs / {:.0} µs |",
+            t.first_call_us[0], t.first_call_us[1]
         );
         out
     }
