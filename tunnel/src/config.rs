@@ -23,7 +23,7 @@ pub use api_server::{ApiServer, ApiServerError};
 pub use env::expand as expand_env;
 pub use error::{ConfigError, Located, Problem, Site};
 use ipnet::IpNet;
-pub use raw::{Action, Mode};
+pub use raw::{Action, Aead, Crypto, Mode};
 
 use crate::identity::{IdPattern, IdTemplate, SpiffeId, TrustDomain};
 
@@ -71,6 +71,7 @@ pub struct Config {
     pub inbound: Inbound,
     pub runtime: Runtime,
     pub limits: Limits,
+    pub crypto: Crypto,
     pub logging: Logging,
     pub workloads: Vec<Workload>,
     pub policies: Vec<Policy>,

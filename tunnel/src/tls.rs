@@ -1,8 +1,10 @@
-//! Every rustls configuration of the daemon is built here, and only here: aws-lc-rs, TLS 1.3
+//! Every rustls configuration of the daemon is built here, and only here: aws-lc-rs (AES-GCM
+//! from ring where that is faster, see [`aead`]), TLS 1.3
 //! only, AES-GCM, ALPN `h2`, session resumption off on both sides (a resumed session skips
 //! certificate verification, so a removed or expired identity would survive it), no SNI (the
 //! identity is the URI SAN, not a DNS name), and no early data.
 
+pub mod aead;
 mod chain;
 mod connection_error;
 mod crl;

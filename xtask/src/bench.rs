@@ -103,7 +103,8 @@ pub fn run(options: &Options) -> Result<()> {
     let a = testbed.add_host("host-a");
     let b = testbed.add_host("host-b");
     let certs = baseline::certificates(&testbed, &tunnel)?;
-    let daemons = start_daemons(&testbed, &a, &b, &tunnel, &certs, options.no_access_log)?;
+    let daemons = start_daemons(&testbed, &a, &b, &tunnel, &certs, options)?;
+    let record_cipher = [record_cipher(&daemons[0]), record_cipher(&daemons[1])];
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = [
         tools::rss_kib(daemons[0].pid())?,
@@ -171,6 +172,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let mut extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?;
     extra.first_call_us = first_call_us;
+    extra.record_cipher = record_cipher;
     let report = report::Report {
         runs: options.runs,
         paths: results,
@@ -368,8 +370,13 @@ fn start_daemons(
     b: &Host,
     tunnel: &std::path::Path,
     certs: &baseline::Certs,
-    no_access_log: bool,
+    options: &Options,
 ) -> Result<[Proc; 2]> {
+    // Only when asked: a build from before `[crypto]` refuses the section.
+    let crypto = match options.aead.as_str() {
+        "auto" => String::new(),
+        aead => format!("\n[crypto]\naead = {aead:?}\n"),
+    };
     let render = |example: &str,
                   label: &str,
                   dir: &std::path::Path,
@@ -394,7 +401,7 @@ fn start_daemons(
             .command(&tunnel.display().to_string())
             .args(["run", "--config"])
             .arg(config)
-            .args(no_access_log.then_some("--no-access-log"))
+            .args(options.no_access_log.then_some("--no-access-log"))
             .in_cgroup(&testbed.cgroup(&format!("{label}/daemon")))
             .spawn();
         daemon.wait_for("tunnel ready", Duration::from_secs(15));
@@ -403,6 +410,16 @@ fn start_daemons(
     let daemon_b = start(b, "b", &config_b);
     let daemon_a = start(a, "a", &config_a);
     Ok([daemon_a, daemon_b])
+}
+
+/// What the daemon said it chose for its record cipher, and why.
+fn record_cipher(daemon: &Proc) -> String {
+    daemon
+        .logs()
+        .lines()
+        .find(|line| line.contains("record cipher chosen"))
+        .and_then(|line| line.split_once("aead=").map(|(_, rest)| rest))
+        .map_or_else(|| "not logged".into(), |rest| rest.trim().trim_matches('"').to_string())
 }
 
 /// A finished run of one of the hidden `cargo xtask probe-*` helpers in a test host.

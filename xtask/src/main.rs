@@ -113,7 +113,20 @@ fn main() -> Result<()> {
             image::build()?;
             let mut test = vec!["test", "--workspace", "--exclude", "tunnel-ebpf"];
             test.extend(args.iter().map(String::as_str));
-            test_with_total(&test)
+            test_with_total(&test)?;
+            // The FIPS build: aws-lc-rs's FIPS module for everything, no ring. Its crypto
+            // tests, and that the provider calls itself FIPS.
+            cargo(&[
+                "test",
+                "--package",
+                "tunnel",
+                "--lib",
+                "--no-default-features",
+                "--features",
+                "fips",
+                "--",
+                "tls::",
+            ])
         }
         Task::Demo => {
             setup::all()?;

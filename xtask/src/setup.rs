@@ -38,6 +38,9 @@ const TEST_PACKAGES: [&str; 11] = [
 ];
 /// What `cargo xtask package` runs: dpkg-shlibdeps (dpkg-dev), strip (binutils), lintian.
 pub const PACKAGE_TOOLS: [&str; 3] = ["dpkg-dev", "binutils", "lintian"];
+/// What building aws-lc-rs's FIPS module needs (the FIPS build of the daemon, which
+/// `cargo xtask test` builds and tests: `--no-default-features --features fips`).
+const FIPS_BUILD_PACKAGES: [&str; 2] = ["golang-go", "cmake"];
 /// What the package's test runs besides those: debootstrap makes a Debian root once
 /// (`DEBIAN_ROOT`), systemd-nspawn boots it, systemd-analyze scores the unit.
 const PACKAGE_TEST_PACKAGES: [&str; 3] = ["debootstrap", "systemd-container", "systemd"];
@@ -62,6 +65,7 @@ pub fn all() -> Result<()> {
     apt(&TEST_PACKAGES)?;
     apt(&PACKAGE_TOOLS)?;
     apt(&PACKAGE_TEST_PACKAGES)?;
+    apt(&FIPS_BUILD_PACKAGES)?;
     python_tool(
         "kubernetes-validate",
         KUBERNETES_VALIDATE,

@@ -3,13 +3,14 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Args;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::{
     app::{Daemon, StartError},
-    config::Config,
+    config::{Aead, Config},
     duration, errors, logging,
     telemetry::Telemetry,
+    tls::{self, aead::AeadImplementation},
 };
 
 #[derive(Debug, Args)]
@@ -54,6 +55,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     logging::flush_on_panic();
+    choose_record_cipher(config.crypto.aead);
     let mut builder = match config.runtime.worker_threads {
         1 => {
             // block_on runs the current-thread runtime on this thread.
@@ -96,6 +98,21 @@ pub fn run(args: RunArgs) -> ExitCode {
     });
     logging::flush_this_thread();
     code
+}
+
+/// Before any TLS configuration is built: the provider reads the choice once.
+fn choose_record_cipher(setting: Aead) {
+    let forced = match setting {
+        Aead::Auto => None,
+        Aead::AwsLc => Some(AeadImplementation::AwsLc),
+        #[cfg(feature = "ring-aead")]
+        Aead::Ring => Some(AeadImplementation::Ring),
+        // The config refuses it in a build without ring.
+        #[cfg(not(feature = "ring-aead"))]
+        Aead::Ring => Some(AeadImplementation::AwsLc),
+    };
+    let choice = tls::aead::choose(forced);
+    info!(aead = %choice, "record cipher chosen");
 }
 
 /// SIGTERM (systemd, kubelet) or SIGINT (a terminal).

@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     Config, ConfigError, DEFAULT_WORKER_THREADS, Logging, MAX_WORKER_THREADS, Node, Policy,
-    Problem, Runtime, Site,
+    Aead, Crypto, Problem, Runtime, Site,
     error::{Locator, Step, render},
     raw::{RawConfig, RawNode, RawPolicyFile, RawRuntime},
 };
@@ -171,6 +171,7 @@ impl Checker<'_> {
         let listen = self.listen(&raw.listen, capture.as_ref());
         let outbound = self.outbound(&raw.outbound, td);
         let runtime = self.runtime(&raw.runtime);
+        self.crypto(raw.crypto);
         let inbound = self.inbound(&raw.inbound, runtime.as_ref());
         let limits = self.limits(&raw.limits);
         let workloads = self.workloads(
@@ -202,6 +203,7 @@ impl Checker<'_> {
             inbound: inbound?,
             runtime: runtime?,
             limits: limits?,
+            crypto: raw.crypto,
             logging: Logging {
                 allow_lowering_access_and_auth: raw.logging.allow_lowering_access_and_auth,
             },
@@ -242,6 +244,16 @@ impl Checker<'_> {
                 listen.control.display()
             ),
         );
+    }
+
+    fn crypto(&mut self, crypto: Crypto) {
+        if crypto.aead == Aead::Ring && !cfg!(feature = "ring-aead") {
+            let key = at("crypto").key("aead");
+            self.problem(
+                &key,
+                "\"ring\": this build has no ring (built without the ring-aead feature, as a FIPS build is); use \"aws-lc\" or \"auto\"".to_string(),
+            );
+        }
     }
 
     fn runtime(&mut self, raw: &RawRuntime) -> Option<Runtime> {

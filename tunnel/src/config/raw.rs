@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub crypto: Crypto,
+    #[serde(default)]
     pub logging: RawLogging,
     #[serde(default, rename = "workload")]
     pub workloads: Vec<RawWorkload>,
@@ -174,6 +176,25 @@ pub struct RawInbound {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
+}
+
+/// `[crypto]`: which library does what.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Crypto {
+    #[serde(default)]
+    pub aead: Aead,
+}
+
+/// Whose AES-GCM seals the tunnel's records.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aead {
+    /// The faster on this host, measured at start.
+    #[default]
+    Auto,
+    AwsLc,
+    Ring,
 }
 
 /// `[limits]`: what the daemon as a whole may hold.

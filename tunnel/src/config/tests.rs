@@ -314,6 +314,27 @@ fn outbound_settings_parse_durations() {
 }
 
 #[test]
+fn the_record_cipher_is_chosen_at_start_unless_the_config_names_one() {
+    assert_eq!(parse(CONTRACT).unwrap().crypto.aead, Aead::Auto);
+    let config = parse(&format!("{CONTRACT}\n[crypto]\naead = \"aws-lc\"\n")).unwrap();
+    assert_eq!(config.crypto.aead, Aead::AwsLc);
+    let ring = parse(&format!("{CONTRACT}\n[crypto]\naead = \"ring\"\n"));
+    if cfg!(feature = "ring-aead") {
+        assert_eq!(ring.unwrap().crypto.aead, Aead::Ring);
+    } else {
+        let message = ring.unwrap_err().to_string();
+        assert!(message.contains("crypto.aead: \"ring\": this build has no ring"), "{message}");
+    }
+    let message = parse(&format!("{CONTRACT}\n[crypto]\naead = \"chacha\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("unknown variant `chacha`, expected one of `auto`, `aws-lc`, `ring`"),
+        "{message}"
+    );
+}
+
+#[test]
 fn runtime_threads_default_to_one_and_are_bounded() {
     assert_eq!(parse(CONTRACT).unwrap().runtime.worker_threads, 1);
     let config = parse(&format!("{CONTRACT}\n[runtime]\nworker_threads = 4\n")).unwrap();

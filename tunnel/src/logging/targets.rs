@@ -143,6 +143,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::telemetry::metrics",
     "tunnel::telemetry::runtime",
     "tunnel::tls",
+    "tunnel::tls::aead",
     "tunnel::tls::chain",
     "tunnel::tls::connection_error",
     "tunnel::tls::crl",

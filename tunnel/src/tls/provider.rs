@@ -1,37 +1,59 @@
-//! The one crypto provider: aws-lc-rs, narrowed to what the tunnel allows.
+//! The one crypto provider: aws-lc-rs (with the record cipher of [`super::aead`]'s
+//! choice), narrowed to what the tunnel allows.
 
 use std::{
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
-use rustls::crypto::{
-    CryptoProvider,
-    aws_lc_rs::{self, cipher_suite, kx_group},
+use rustls::{
+    SupportedCipherSuite,
+    crypto::{
+        CryptoProvider,
+        aws_lc_rs::{self, cipher_suite, kx_group},
+    },
 };
 
+use super::aead::{self, AeadImplementation};
+
 /// TLS 1.3 AES-GCM suites only (AES-128 first: same security margin for our purpose and
-/// faster on every CPU with AES-NI); key exchange prefers the post-quantum hybrid, which
-/// costs little because pooled connections handshake rarely, with X25519 for peers that
-/// lack it (e.g. `openssl s_client` from OpenSSL 3.0).
+/// faster on every CPU with AES-NI), from the library [`super::aead`] chose for this host;
+/// key exchange prefers the post-quantum hybrid, which costs little because pooled
+/// connections handshake rarely, with X25519 for peers that lack it (e.g. `openssl
+/// s_client` from OpenSSL 3.0). A FIPS build offers only approved groups.
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
             Arc::new(CryptoProvider {
-                cipher_suites: vec![
-                    cipher_suite::TLS13_AES_128_GCM_SHA256,
-                    cipher_suite::TLS13_AES_256_GCM_SHA384,
-                ],
-                kx_groups: vec![
-                    kx_group::X25519MLKEM768,
-                    kx_group::X25519,
-                    kx_group::SECP256R1,
-                ],
+                cipher_suites: cipher_suites(aead::chosen()),
+                kx_groups: if cfg!(feature = "fips") {
+                    vec![kx_group::X25519MLKEM768, kx_group::SECP256R1]
+                } else {
+                    vec![
+                        kx_group::X25519MLKEM768,
+                        kx_group::X25519,
+                        kx_group::SECP256R1,
+                    ]
+                },
                 ..aws_lc_rs::default_provider()
             })
         })
         .clone()
+}
+
+fn cipher_suites(from: AeadImplementation) -> Vec<SupportedCipherSuite> {
+    match from {
+        AeadImplementation::AwsLc => vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ],
+        #[cfg(feature = "ring-aead")]
+        AeadImplementation::Ring => vec![
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        ],
+    }
 }
 
 /// Does once, at start, what the first handshake would otherwise do lazily while a caller
@@ -57,4 +79,23 @@ pub fn warm_up() -> Duration {
         }
     }
     started.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(feature = "fips")]
+    fn a_fips_build_uses_only_approved_algorithms() {
+        assert!(provider().fips(), "{:?}", provider());
+    }
+
+    #[test]
+    fn the_post_quantum_hybrid_is_offered_first() {
+        assert_eq!(
+            provider().kx_groups[0].name(),
+            rustls::NamedGroup::X25519MLKEM768
+        );
+    }
 }

@@ -124,6 +124,8 @@ pub struct TunnelResult {
     pub connect_plain_us: Vec<f64>,
     /// The first call through daemons that just started, and the median of the next 49.
     pub first_call_us: [f64; 2],
+    /// What each daemon chose for its record cipher, as it logged it (A, B).
+    pub record_cipher: [String; 2],
 }
 
 pub struct Report {
@@ -218,6 +220,11 @@ impl Report {
             out,
             "| first call after start / warm call (connect to first byte) | {:.0} µs / {:.0} µs |",
             t.first_call_us[0], t.first_call_us[1]
+        );
+        let _ = writeln!(
+            out,
+            "| record cipher A / B | {} / {} |",
+            t.record_cipher[0], t.record_cipher[1]
         );
         out
     }
