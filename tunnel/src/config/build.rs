@@ -13,8 +13,8 @@ use std::{
 };
 
 use super::{
-    Config, ConfigError, DEFAULT_WORKER_THREADS, Logging, MAX_WORKER_THREADS, Node, Policy,
-    Aead, Crypto, Problem, Runtime, Site,
+    Aead, Config, ConfigError, Crypto, DEFAULT_WORKER_THREADS, Logging, MAX_WORKER_THREADS, Node,
+    Policy, Problem, Runtime, Site,
     error::{Locator, Step, render},
     raw::{RawConfig, RawNode, RawPolicyFile, RawRuntime},
 };

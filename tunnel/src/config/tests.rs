@@ -323,7 +323,10 @@ fn the_record_cipher_is_chosen_at_start_unless_the_config_names_one() {
         assert_eq!(ring.unwrap().crypto.aead, Aead::Ring);
     } else {
         let message = ring.unwrap_err().to_string();
-        assert!(message.contains("crypto.aead: \"ring\": this build has no ring"), "{message}");
+        assert!(
+            message.contains("crypto.aead: \"ring\": this build has no ring"),
+            "{message}"
+        );
     }
     let message = parse(&format!("{CONTRACT}\n[crypto]\naead = \"chacha\"\n"))
         .unwrap_err()

@@ -82,7 +82,10 @@ pub fn connect_to_first_byte(target: SocketAddr, connections: usize, seconds: u6
 /// first byte): the first is what a caller of a daemon that just started waits (its pool
 /// still has to dial and handshake), the rest what a caller of a warm daemon waits.
 pub fn first_calls(target: SocketAddr, count: usize) -> Result<()> {
-    anyhow::ensure!(count >= 2, "first calls: need at least 2 calls, got {count}");
+    anyhow::ensure!(
+        count >= 2,
+        "first calls: need at least 2 calls, got {count}"
+    );
     let mut samples = Vec::with_capacity(count);
     for i in 0..count {
         let started = Instant::now();
