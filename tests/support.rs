@@ -127,9 +127,12 @@ pub fn start_daemon(testbed: &Testbed, host: &Host, label: &str, config: &Path) 
 
 /// An example config made to run in a testbed: `/etc/tunnel/` becomes the test's cert dir,
 /// `/sys/fs/cgroup` the host's cgroup subtree, the pin dir a unique one, and `/run/tunnel/`
-/// (the control socket's directory) one of the host's own in the test's dir.
+/// (the control socket's directory) one of the host's own in the test's dir. With
+/// `TUNNEL_TEST_SOCKMAP` set (`true` or `false`), `[capture] sockmap` is that, so the suite
+/// can run with the sockmap hop on and off whatever the default.
 pub fn render_example(example: &str, testbed: &Testbed, label: &str, certs: &Path) -> String {
     let text = fs::read_to_string(Path::new(EXAMPLES).join(example)).expect("read example config");
+    let text = sockmap_from_env(text);
     let cgroup_base = testbed.cgroup(label);
     text.replace("/etc/tunnel/", &format!("{}/", certs.display()))
         .replace(
@@ -141,6 +144,30 @@ pub fn render_example(example: &str, testbed: &Testbed, label: &str, certs: &Pat
             &testbed.bpf_dir(label).display().to_string(),
         )
         .replace("/sys/fs/cgroup", &cgroup_base.display().to_string())
+}
+
+/// `text` with `[capture] sockmap` as `TUNNEL_TEST_SOCKMAP` says (`true` or `false`), or as
+/// it is when that is not set.
+pub fn sockmap_from_env(text: String) -> String {
+    match std::env::var("TUNNEL_TEST_SOCKMAP") {
+        Ok(on) => {
+            assert!(
+                on == "true" || on == "false",
+                "TUNNEL_TEST_SOCKMAP={on:?}: true or false"
+            );
+            with_sockmap(&text, on == "true")
+        }
+        Err(_) => text,
+    }
+}
+
+/// `text` with `[capture] sockmap` set to `on` (replacing a setting already there).
+pub fn with_sockmap(text: &str, on: bool) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("sockmap = "))
+        .collect();
+    (kept.join("\n") + "\n").replacen("[capture]\n", &format!("[capture]\nsockmap = {on}\n"), 1)
 }
 
 /// Where a host's daemon keeps its control socket in a testbed (`/run/tunnel` in the

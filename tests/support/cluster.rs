@@ -147,7 +147,7 @@ pub fn node_config(cluster_dir: &Path, testbed: &Testbed, label: &str, setup: &S
     let pod_certificates = pod_certificates.unwrap_or(&issued);
     let cgroup = testbed.cgroup(&format!("{label}/pods"));
     let bpf = testbed.bpf_dir(label);
-    format!(
+    super::support::sockmap_from_env(format!(
         r#"
 trust_domain = "example.org"
 trust_bundle = "{dir}/ca/bundle.pem"
@@ -186,7 +186,7 @@ service_cidrs = ["10.96.0.0/16", "fd00:96::/112"]
 "#,
         cgroup = cgroup.display(),
         bpf = bpf.display(),
-    )
+    ))
 }
 
 impl Cluster {

@@ -5,6 +5,8 @@ Each command prints one result line (or JSON) that the Rust tests parse.
   serve-tagged PORT...        each connection first receives "port=PORT\n", then an echo;
                               prints "accepted from ADDR" per connection
   serve-sink PORT             reads until EOF, answers "sha256=<hex> bytes=<n>\n", closes
+  serve-slow-sink PORT        the same, pausing 2 ms after each read (a reader slower than
+                              its sender, so back-pressure reaches the sender)
   serve-source PORT BYTES     sends BYTES of deterministic data, then closes
   serve-endless PORT          sends to every connection for as long as it takes bytes, from
                               one thread (thousands of connections cost no thread each)
@@ -322,12 +324,13 @@ def proxy_v2(conn, _port):
         conn.sendall(f"proxy src={src}:{sport} dst={dst}:{dport} spiffe={spiffe}\n".encode())
 
 
-def sink(conn, _port):
+def sink(conn, _port, pause=0.0):
     with conn:
         h, n = hashlib.sha256(), 0
         while data := conn.recv(CHUNK):
             h.update(data)
             n += len(data)
+            time.sleep(pause)
         # The client has shut down its write side; the reply still reaches it (half-close).
         time.sleep(0.2)
         conn.sendall(f"sha256={h.hexdigest()} bytes={n}\n".encode())
@@ -484,6 +487,8 @@ def main():
         print(s.makefile().readline().strip())
     elif cmd == "serve-sink":
         serve(args, sink)
+    elif cmd == "serve-slow-sink":
+        serve(args, lambda conn, port: sink(conn, port, pause=0.002))
     elif cmd == "serve-endless":
         serve_endless(args[0])
     elif cmd == "serve-source":

@@ -51,8 +51,37 @@ pub const MAP_POD_LISTENERS: &str = "POD_LISTENERS";
 /// pods (the kubelet's probes) are not steered.
 pub const MAP_NODE_ADDRESSES: &str = "NODE_ADDRESSES";
 
+/// Map: `SockHash<SocketTuple>`, both ends of each captured application's connection to the
+/// daemon's outbound listener, each keyed by its own view of the connection (local end in
+/// `src`) when the sockmap hop is on ([`FLAG_SOCKMAP`]). `redirect_local`, attached to it,
+/// moves what one end sends straight into the other's receive queue. The kernel removes a
+/// socket when it closes.
+pub const MAP_LOCAL_PEERS: &str = "LOCAL_PEERS";
+/// Map: `SkStorage<u64>`, on each socket of [`MAP_LOCAL_PEERS`]: the bytes it has moved
+/// through the map, or [`LOCAL_ON_TCP`] once it has gone back to TCP for good (its share
+/// spent, or no peer found). Made when the socket joins, freed with it.
+pub const MAP_LOCAL_SENT: &str = "LOCAL_SENT";
+/// [`MAP_LOCAL_SENT`]'s value for a sender that stays on TCP.
+pub const LOCAL_ON_TCP: u64 = u64::MAX;
+/// Bytes one direction of a connection may move through the sockmap before it goes back to
+/// TCP. Moved bytes wait in the receiver's queue outside TCP's flow control and memory
+/// accounting: a receiver slower than its sender would let them pile up until the host's
+/// TCP memory ran out, and then the sender's writes fail with ENOMEM (iperf3 through the
+/// hop: "Cannot allocate memory"). TCP's own default receive buffer (`tcp_rmem`'s middle
+/// value) bounds what waits unread, as TCP would let it.
+pub const LOCAL_MAX_MOVED: u64 = 128 * 1024;
+/// Map: `PerCpuArray<u64>`, messages `redirect_local` moved ([`LOCAL_REDIRECTED`]) and left
+/// on TCP ([`LOCAL_FELL_BACK`]), sockets that joined [`MAP_LOCAL_PEERS`]
+/// ([`LOCAL_JOINED`]) and those the map refused ([`LOCAL_JOIN_FAILED`]: full).
+pub const MAP_LOCAL_COUNTS: &str = "LOCAL_COUNTS";
+pub const LOCAL_REDIRECTED: u32 = 0;
+pub const LOCAL_FELL_BACK: u32 = 1;
+pub const LOCAL_JOINED: u32 = 2;
+pub const LOCAL_JOIN_FAILED: u32 = 3;
+pub const LOCAL_COUNTERS: u32 = 4;
+
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
-pub const MAP_NAMES: [&str; 15] = [
+pub const MAP_NAMES: [&str; 18] = [
     MAP_CONFIG,
     MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6,
@@ -68,6 +97,9 @@ pub const MAP_NAMES: [&str; 15] = [
     MAP_POD_ADDRESSES,
     MAP_POD_LISTENERS,
     MAP_NODE_ADDRESSES,
+    MAP_LOCAL_PEERS,
+    MAP_LOCAL_SENT,
+    MAP_LOCAL_COUNTS,
 ];
 
 /// Version of the map layout above. A daemon only reuses pinned maps of its own layout; a
@@ -95,6 +127,9 @@ pub const MAX_CGROUP_DEPTH: u32 = 32;
 /// establishment to close). Beyond it the LRU map drops the least recently used entries,
 /// those of connections the daemon accepted long ago and will not look up again.
 pub const MAX_TRACKED_CONNECTIONS: u32 = 65536;
+/// Sockets in [`MAP_LOCAL_PEERS`], two per connection. Past it a connection keeps the TCP
+/// path (its insertion fails; nothing is evicted).
+pub const MAX_LOCAL_PEERS: u32 = 2 * MAX_TRACKED_CONNECTIONS;
 
 /// Program names, as the `#[...]` attributes in `tunnel-ebpf` name the functions.
 pub const PROGRAM_CONNECT4: &str = "connect4";
@@ -102,6 +137,11 @@ pub const PROGRAM_CONNECT6: &str = "connect6";
 pub const PROGRAM_GETPEERNAME4: &str = "getpeername4";
 pub const PROGRAM_GETPEERNAME6: &str = "getpeername6";
 pub const PROGRAM_SOCK_OPS: &str = "sock_ops";
+/// `sock_ops` on the daemon's own cgroup: its end of a captured connection joins
+/// [`MAP_LOCAL_PEERS`].
+pub const PROGRAM_SOCK_OPS_DAEMON: &str = "sock_ops_daemon";
+/// The `sk_msg` program, attached to [`MAP_LOCAL_PEERS`] (not a cgroup).
+pub const PROGRAM_REDIRECT_LOCAL: &str = "redirect_local";
 /// The `sk_lookup` program, attached to the daemon's network namespace (not a cgroup).
 pub const PROGRAM_STEER_INBOUND: &str = "steer_inbound";
 /// The `sk_reuseport/migrate` program, attached to each listener's `SO_REUSEPORT` group.
@@ -111,6 +151,9 @@ pub const PROGRAM_MIGRATE_QUEUED: &str = "migrate_queued";
 pub const FLAG_PORT_FILTER: u32 = 1;
 /// `CaptureConfig::flags`: the daemon has written the config; nothing is captured before.
 pub const FLAG_ENABLED: u32 = 2;
+/// `CaptureConfig::flags`: the loopback hop between applications and the daemon goes
+/// through [`MAP_LOCAL_PEERS`] (`[capture] sockmap`).
+pub const FLAG_SOCKMAP: u32 = 4;
 
 /// Value stored in the tries and sets (presence is what counts).
 pub const PRESENT: u8 = 1;

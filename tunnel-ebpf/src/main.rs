@@ -8,6 +8,8 @@
 //! | `getpeername4/6` | cgroup `getpeername()` | show the application the address it dialled     |
 //! | `steer_inbound` | netns `sk_lookup`      | steer other hosts' plaintext to the daemon        |
 //! | `migrate_queued` | `SO_REUSEPORT` group  | hand a closing listener's queue to its successor  |
+//! | `sock_ops_daemon` | daemon's cgroup TCP events | the daemon's end of a captured connection joins `LOCAL_PEERS` |
+//! | `redirect_local` | `LOCAL_PEERS` `sk_msg` | move bytes between an application and the daemon without loopback TCP |
 #![no_std]
 #![no_main]
 
@@ -16,6 +18,7 @@ mod connect;
 mod getpeername;
 mod maps;
 mod migrate;
+mod redirect;
 mod sock_ops;
 mod steer;
 

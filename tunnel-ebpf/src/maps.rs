@@ -3,13 +3,13 @@
 //! and removes its entries).
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, SkStorage, SockMap},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SkStorage, SockHash, SockMap},
     macros::btf_map,
 };
 use tunnel_common::{
-    CaptureConfig, IpKey, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_NODE_ADDRESSES, MAX_POD_ADDRESSES,
-    MAX_POD_LISTENERS, MAX_PORTS, MAX_TRACKED_CONNECTIONS, MAX_WORKLOAD_CGROUPS, OriginalDst,
-    PodSteer, SocketTuple,
+    CaptureConfig, IpKey, LOCAL_COUNTERS, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_LOCAL_PEERS,
+    MAX_NODE_ADDRESSES, MAX_POD_ADDRESSES, MAX_POD_LISTENERS, MAX_PORTS, MAX_TRACKED_CONNECTIONS,
+    MAX_WORKLOAD_CGROUPS, OriginalDst, PodSteer, SocketTuple,
 };
 
 #[btf_map]
@@ -68,3 +68,17 @@ pub static POD_LISTENERS: SockMap<{ MAX_POD_LISTENERS as usize }> = SockMap::new
 /// The node's own addresses, whose connections to its pods are not steered.
 #[btf_map]
 pub static NODE_ADDRESSES: HashMap<IpKey, u8, { MAX_NODE_ADDRESSES as usize }> = HashMap::new();
+
+/// Both ends of captured connections to the daemon's outbound listener, each under its own
+/// view of the connection; `redirect_local` is attached to it.
+#[btf_map]
+pub static LOCAL_PEERS: SockHash<SocketTuple, { MAX_LOCAL_PEERS as usize }> = SockHash::new();
+
+/// On each socket of `LOCAL_PEERS`: bytes it moved, or `LOCAL_ON_TCP` (see
+/// `redirect_local`). Lives and dies with the socket.
+#[btf_map]
+pub static LOCAL_SENT: SkStorage<u64> = SkStorage::new();
+
+/// What the sockmap hop did, per CPU (`LOCAL_REDIRECTED` and the other indexes).
+#[btf_map]
+pub static LOCAL_COUNTS: PerCpuArray<u64, { LOCAL_COUNTERS as usize }> = PerCpuArray::new();

@@ -4,23 +4,33 @@
 //!
 //! Ordering: `ACTIVE_ESTABLISHED` runs on the client while it processes the SYN-ACK, before
 //! its final ACK is sent, so the entry exists before the daemon's `accept()` can return.
+//!
+//! With the sockmap hop on (`FLAG_SOCKMAP`), both ends of such a connection also join
+//! `LOCAL_PEERS` before either can send: the application's end here, at
+//! `ACTIVE_ESTABLISHED`; the daemon's end in `sock_ops_daemon` (attached to the daemon's
+//! cgroup) at `PASSIVE_ESTABLISHED`, when the final ACK reaches the listener, before
+//! `accept()` returns it. `redirect_local` then moves each end's sends into the other's
+//! receive queue.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_TCP_CLOSE, bpf_sock,
+        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_TCP_CLOSE, bpf_sock,
     },
     helpers::{bpf_get_netns_cookie, generated::bpf_sk_storage_get},
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use tunnel_common::{AF_INET, OriginalDst, SocketTuple};
+use tunnel_common::{
+    AF_INET, FLAG_SOCKMAP, LOCAL_JOIN_FAILED, LOCAL_JOINED, OriginalDst, SocketTuple,
+};
 
 use crate::{
     addr::v4_mapped,
-    maps::{ORIGINAL_DST_BY_SOCKET, ORIGINAL_DST_BY_TUPLE},
+    maps::{CONFIG, LOCAL_PEERS, LOCAL_SENT, ORIGINAL_DST_BY_SOCKET, ORIGINAL_DST_BY_TUPLE},
+    redirect::{count, reversed},
 };
 
 const AF_INET_SOCKET: u32 = 2;
@@ -37,6 +47,22 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     DONE
 }
 
+/// The daemon's end of a captured connection: accepted by the outbound listener from a
+/// socket `sock_ops` published. Attached to the daemon's own cgroup.
+#[sock_ops]
+pub fn sock_ops_daemon(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if sockmap_on() => {
+            let tuple = tuple(&ctx);
+            if ORIGINAL_DST_BY_TUPLE.get_ptr(reversed(&tuple)).is_some() {
+                join_local_peers(&ctx, tuple);
+            }
+        }
+        _ => {}
+    }
+    DONE
+}
+
 fn on_established(ctx: &SockOpsContext) {
     let Some(original) = original_dst(ctx) else {
         return;
@@ -45,6 +71,9 @@ fn on_established(ctx: &SockOpsContext) {
     if ORIGINAL_DST_BY_TUPLE.insert(&tuple, &original, 0).is_ok() {
         // Ask for state changes of this socket (only captured ones) to clean up at close.
         let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+        if sockmap_on() {
+            join_local_peers(ctx, tuple);
+        }
     }
 }
 
@@ -53,6 +82,48 @@ fn on_close(ctx: &SockOpsContext) {
     // LRU) is no error.
     let _ = ORIGINAL_DST_BY_TUPLE.remove(&tuple(ctx));
 }
+
+fn sockmap_on() -> bool {
+    CONFIG
+        .get(0)
+        .is_some_and(|config| config.flags & FLAG_SOCKMAP != 0)
+}
+
+/// Gives this socket its count of moved bytes (`LOCAL_SENT`, zero), then puts it in
+/// `LOCAL_PEERS` under its own view of the connection. If either fails (memory, or the map
+/// is full) the socket stays out of the map and its connection on TCP.
+fn join_local_peers(ctx: &SockOpsContext, mut tuple: SocketTuple) {
+    // SAFETY: `ctx.ops` is the `bpf_sock_ops` context the kernel passed to this program; the
+    // verifier lets it read `sk`, typed as a socket pointer that may be null (checked).
+    let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        count(LOCAL_JOIN_FAILED);
+        return;
+    }
+    let map = (&raw const LOCAL_SENT).cast_mut().cast::<c_void>();
+    // SAFETY: `map` is the socket storage map, `sk` a non-null socket from the context; with
+    // F_CREATE and no initial value the kernel makes a zeroed value; the result is checked.
+    let moved =
+        unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), SK_STORAGE_CREATE) };
+    if moved.is_null() {
+        count(LOCAL_JOIN_FAILED);
+        return;
+    }
+    // SAFETY: `ctx.ops` is this program's context, valid for its run; the helper reads the
+    // socket from it.
+    let ops = unsafe { &mut *ctx.ops };
+    if LOCAL_PEERS
+        .update(&mut tuple, ops, u64::from(BPF_ANY))
+        .is_ok()
+    {
+        count(LOCAL_JOINED);
+    } else {
+        count(LOCAL_JOIN_FAILED);
+    }
+}
+
+/// `BPF_SK_STORAGE_GET_F_CREATE`.
+const SK_STORAGE_CREATE: u64 = 1;
 
 fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
     // SAFETY: `ctx.ops` is the `bpf_sock_ops` context the kernel passed to this program; the
@@ -77,8 +148,9 @@ fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
     }
 }
 
-/// The connection as the application's socket sees it (local = application side). A
-/// v4-mapped IPv6 socket is keyed as IPv4, which is how the daemon's IPv4 listener sees it.
+/// The connection as this socket sees it (local = `src`): for the application's socket,
+/// application side first. A v4-mapped IPv6 socket is keyed as IPv4, which is how the
+/// daemon's IPv4 listener sees it.
 fn tuple(ctx: &SockOpsContext) -> SocketTuple {
     // SAFETY: the helper is given this program's own context, as sock_ops programs must.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.ops.cast()) };

@@ -187,6 +187,8 @@ impl Daemon {
             exclude: config.capture.exclude.clone(),
             ports: config.capture.ports.clone(),
             exempt_cgroups: BTreeSet::from([own.id]),
+            daemon_cgroup: own.path.clone(),
+            sockmap: config.capture.sockmap,
             workload_cgroups: workload_cgroups.iter().map(|(_, id)| *id).collect(),
             steer_ports: config
                 .workloads
@@ -274,6 +276,10 @@ impl Daemon {
             Ok(Ok(took)) => debug!(took_ms = took.as_millis(), "crypto warmed up"),
             _ => warn!("crypto warm-up did not run; the first handshake will be slower"),
         }
+        // What the start allocated and let go (the capture object's parse, the certificates'
+        // PEM, the warm-up thread's arena) goes back to the system rather than stay resident
+        // for the daemon's life.
+        crate::sys::release_free_heap();
         info!(
             outbound = ?outbound.addresses(),
             inbound = ?inbound.addresses(),

@@ -264,6 +264,9 @@ pub struct Capture {
     pub ports: Option<BTreeSet<u16>>,
     pub exclude: Vec<IpNet>,
     pub bpf_dir: Located<PathBuf>,
+    /// The hop between captured applications and the daemon through a sockmap
+    /// (`redirect_local`) instead of loopback TCP, where the kernel supports it.
+    pub sockmap: bool,
 }
 
 /// How captured connections travel to peers.

@@ -13,6 +13,7 @@
 
 mod aya_error;
 mod inventory;
+mod local_hop;
 mod maps;
 mod original_dst;
 mod pins;
@@ -37,7 +38,7 @@ use aya::{
     },
 };
 pub use aya_error::AyaError;
-pub use inventory::{CaptureState, MapView, ProgramView};
+pub use inventory::{CaptureState, MapView, ProgramView, SockmapCounts};
 use ipnet::IpNet;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
@@ -45,7 +46,7 @@ pub use pod_steering::{PodSteering, Steered};
 pub use queue_migration::QueueMigration;
 use tunnel_common::{
     MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
-    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_STEER_INBOUND,
+    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_SOCK_OPS_DAEMON, PROGRAM_STEER_INBOUND,
 };
 
 use crate::cgroup::CgroupDir;
@@ -79,6 +80,11 @@ pub struct CaptureSpec {
     pub ports: Option<BTreeSet<u16>>,
     /// Never captured: the daemon's own cgroup, so its upstream connects cannot loop.
     pub exempt_cgroups: BTreeSet<u64>,
+    /// The daemon's own cgroup, where `sock_ops_daemon` is attached for the sockmap hop.
+    pub daemon_cgroup: PathBuf,
+    /// The hop between applications and the daemon through `LOCAL_PEERS` (if the kernel
+    /// lets `redirect_local` attach).
+    pub sockmap: bool,
     /// Cgroups of configured workloads (identity is picked from the deepest one).
     pub workload_cgroups: BTreeSet<u64>,
     /// Local ports owned by workloads: other hosts' connections to them are steered to the
@@ -153,6 +159,7 @@ pub struct Capture {
     /// The loaded object, for attaching `steer_inbound` in pods' namespaces.
     pod_steering: PodSteering,
     queue_migration: QueueMigration,
+    local_hop: Option<local_hop::RedirectAttached>,
 }
 
 /// What the rest of the daemon keeps of an installed capture.
@@ -199,7 +206,17 @@ impl Capture {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| EbpfError::Load(e.into()))?;
-        maps::sync(&mut ebpf, spec)?;
+        // Before the config word lets sockets join the map: each takes the map's program
+        // when it joins. A kernel that refuses it leaves the hop on loopback TCP.
+        let local_hop = if spec.sockmap {
+            local_hop::attach_redirect(&mut ebpf)
+                .inspect_err(|e| tracing::warn!(error = %crate::errors::chain(e), "[capture] sockmap: the kernel refused the sockmap hop; applications and the daemon stay on loopback TCP"))
+                .ok()
+        } else {
+            None
+        };
+        let sockmap = local_hop.is_some();
+        maps::sync(&mut ebpf, spec, sockmap)?;
         // The listeners go in before the steering program attaches, so it never finds an
         // empty slot while this daemon runs.
         maps::set_plaintext_listeners(&mut ebpf, plaintext_listeners)?;
@@ -213,6 +230,16 @@ impl Capture {
             let link = attach(&mut ebpf, name, &cgroup)?;
             layout.pin_link(name, link)?;
             programs.push(program_view(layout, name, &spec.cgroup.path));
+        }
+        if sockmap {
+            let daemon = local_hop::daemon_cgroup(&spec.daemon_cgroup)?;
+            let link = attach(&mut ebpf, PROGRAM_SOCK_OPS_DAEMON, &daemon)?;
+            layout.pin_link(PROGRAM_SOCK_OPS_DAEMON, link)?;
+            programs.push(program_view(
+                layout,
+                PROGRAM_SOCK_OPS_DAEMON,
+                &spec.daemon_cgroup,
+            ));
         }
         let netns = File::open(OWN_NETNS).map_err(|source| EbpfError::OpenNetns {
             path: OWN_NETNS.into(),
@@ -246,6 +273,7 @@ impl Capture {
             maps,
             pod_steering,
             queue_migration,
+            local_hop,
         })
     }
 
@@ -256,6 +284,7 @@ impl Capture {
             maps_dir: self.maps_dir,
             maps: self.maps,
             original_dst: original_dst.clone(),
+            _local_hop: self.local_hop,
         };
         CaptureParts {
             original_dst,

@@ -53,6 +53,12 @@ pub struct Options {
     /// Run both daemons with `--no-access-log`, to measure what the access log costs.
     #[arg(long)]
     pub no_access_log: bool,
+    /// The daemons' record cipher (`[crypto] aead`): auto (chosen at start), aws-lc or ring.
+    #[arg(long, default_value = "auto")]
+    pub aead: String,
+    /// `[capture] sockmap` for both daemons: true or false (unset: the config's default).
+    #[arg(long)]
+    pub sockmap: Option<bool>,
 }
 const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
@@ -392,9 +398,13 @@ fn start_daemons(
     };
     testbed.cgroup("a/workloads/frontend");
     testbed.cgroup("b/workloads");
-    let config_a = render("host-a.toml", "a", &certs.a, &|t| t)?;
+    let sockmap = |text: String| match options.sockmap {
+        Some(on) => text.replacen("[capture]\n", &format!("[capture]\nsockmap = {on}\n"), 1),
+        None => text,
+    };
+    let config_a = render("host-a.toml", "a", &certs.a, &|t| sockmap(t) + &crypto)?;
     let config_b = render("host-b.toml", "b", &certs.b, &|t| {
-        t.replace("ports = [8080]", "ports = [8080, 5201]")
+        sockmap(t.replace("ports = [8080]", "ports = [8080, 5201]")) + &crypto
     })?;
     let start = |host: &Host, label: &str, config: &PathBuf| {
         let mut daemon = host
@@ -419,7 +429,10 @@ fn record_cipher(daemon: &Proc) -> String {
         .lines()
         .find(|line| line.contains("record cipher chosen"))
         .and_then(|line| line.split_once("aead=").map(|(_, rest)| rest))
-        .map_or_else(|| "not logged".into(), |rest| rest.trim().trim_matches('"').to_string())
+        .map_or_else(
+            || "not logged".into(),
+            |rest| rest.trim().trim_matches('"').to_string(),
+        )
 }
 
 /// A finished run of one of the hidden `cargo xtask probe-*` helpers in a test host.

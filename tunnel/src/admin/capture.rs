@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::ebpf::{CaptureState, MapView, ProgramView};
+use crate::ebpf::{CaptureState, MapView, ProgramView, SockmapCounts};
 
 #[derive(Serialize)]
 pub struct View {
@@ -15,6 +15,9 @@ pub struct View {
     pub detached: Vec<&'static str>,
     pub maps_dir: Option<PathBuf>,
     pub maps: Vec<MapView>,
+    /// Messages between applications and the daemon that the sockmap hop moved, and those
+    /// it left on TCP, since the maps were made (`[capture] sockmap`).
+    pub sockmap: Option<SockmapCounts>,
 }
 
 /// Blocking (counts map entries, see [`CaptureState::maps`]).
@@ -26,6 +29,7 @@ pub fn view(capture: Option<&CaptureState>) -> View {
             detached: capture.missing_links(),
             maps_dir: Some(capture.maps_dir().clone()),
             maps: capture.maps(),
+            sockmap: capture.sockmap_counts(),
         },
         None => View {
             installed: false,
@@ -33,6 +37,7 @@ pub fn view(capture: Option<&CaptureState>) -> View {
             detached: Vec::new(),
             maps_dir: None,
             maps: Vec::new(),
+            sockmap: None,
         },
     }
 }

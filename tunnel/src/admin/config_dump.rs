@@ -77,6 +77,7 @@ pub struct Capture {
     /// `null`: every port.
     pub ports: Option<Vec<u16>>,
     pub bpf_dir: PathBuf,
+    pub sockmap: bool,
 }
 
 #[derive(Serialize)]
@@ -239,6 +240,7 @@ pub fn dump(state: &State) -> Dump {
                 .as_ref()
                 .map(|p| p.iter().copied().collect()),
             bpf_dir: config.capture.bpf_dir.value.clone(),
+            sockmap: config.capture.sockmap,
         },
         outbound: Outbound {
             peer_identity: config.outbound.peer_identity.to_string(),

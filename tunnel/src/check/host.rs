@@ -28,6 +28,7 @@ pub(super) fn check(report: &mut Report, config: &Config) {
         }
     };
     requirements(&mut lines, &mounts);
+    sockmap(&mut lines, config);
     nonlocal_bind(&mut lines);
     cgroup_exists(
         &mut lines,
@@ -72,6 +73,50 @@ fn requirements(lines: &mut Lines<'_>, mounts: &MountTable) {
             }
         };
         lines.fail(m.what, m.detail, hint.into());
+    }
+}
+
+/// Whether this kernel can carry the hop between applications and the daemon through a
+/// sockmap (`[capture] sockmap`): a socket hash map and an `sk_msg` program, probed by
+/// loading the smallest of each. Without them `tunnel run` warns and keeps loopback TCP.
+fn sockmap(lines: &mut Lines<'_>, config: &Config) {
+    use aya::{
+        maps::MapType,
+        programs::ProgramType,
+        sys::{is_map_supported, is_program_supported},
+    };
+    let map = is_map_supported(MapType::SockHash).map_err(|e| e.to_string());
+    let program = is_program_supported(ProgramType::SkMsg).map_err(|e| e.to_string());
+    let check = "sockmap";
+    let wanted = if config.capture.sockmap {
+        "[capture] sockmap = true"
+    } else {
+        "[capture] sockmap is off"
+    };
+    match (map, program) {
+        (Ok(true), Ok(true)) => lines.ok(
+            check,
+            format!("the kernel has socket hash maps and sk_msg programs ({wanted})"),
+        ),
+        (map, program) => {
+            let why = match (map, program) {
+                (Err(e), _) | (_, Err(e)) => format!("cannot probe: {e}"),
+                (Ok(false), _) => "no socket hash maps (BPF_MAP_TYPE_SOCKHASH)".to_string(),
+                _ => "no sk_msg programs (BPF_PROG_TYPE_SK_MSG)".to_string(),
+            };
+            let message =
+                format!("{why}: applications and the daemon stay on loopback TCP ({wanted})");
+            if config.capture.sockmap {
+                lines.warn(
+                    check,
+                    message,
+                    "build the kernel with CONFIG_BPF_STREAM_PARSER=y and CONFIG_NET_SOCK_MSG=y,                      or set [capture] sockmap = false to silence this"
+                        .into(),
+                );
+            } else {
+                lines.ok(check, message);
+            }
+        }
     }
 }
 

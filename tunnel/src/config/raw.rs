@@ -146,6 +146,10 @@ pub struct RawCapture {
     #[serde(default)]
     pub exclude: Vec<String>,
     pub bpf_dir: Option<String>,
+    /// Bytes between captured applications and the daemon through a sockmap, not loopback
+    /// TCP.
+    #[serde(default)]
+    pub sockmap: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

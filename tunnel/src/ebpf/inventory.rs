@@ -5,14 +5,16 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use aya::maps::{HashMap, LpmTrie, Map, MapData};
+use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray};
 use serde::Serialize;
 use tunnel_common::{
-    IpKey, MAP_CONFIG, MAP_DESTINATIONS_V4, MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6,
-    MAP_EXEMPT_CGROUPS, MAP_NODE_ADDRESSES, MAP_ORIGINAL_DST_BY_SOCKET, MAP_ORIGINAL_DST_BY_TUPLE,
-    MAP_PLAINTEXT_LISTENERS, MAP_POD_ADDRESSES, MAP_POD_LISTENERS, MAP_PORTS, MAP_STEER_PORTS,
-    MAP_WORKLOAD_CGROUPS, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
-    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_STEER_INBOUND, PodSteer,
+    IpKey, LOCAL_FELL_BACK, LOCAL_JOIN_FAILED, LOCAL_JOINED, LOCAL_REDIRECTED, MAP_CONFIG,
+    MAP_DESTINATIONS_V4, MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6, MAP_EXEMPT_CGROUPS,
+    MAP_LOCAL_COUNTS, MAP_LOCAL_PEERS, MAP_LOCAL_SENT, MAP_NODE_ADDRESSES,
+    MAP_ORIGINAL_DST_BY_SOCKET, MAP_ORIGINAL_DST_BY_TUPLE, MAP_PLAINTEXT_LISTENERS,
+    MAP_POD_ADDRESSES, MAP_POD_LISTENERS, MAP_PORTS, MAP_STEER_PORTS, MAP_WORKLOAD_CGROUPS,
+    PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4, PROGRAM_GETPEERNAME6,
+    PROGRAM_SOCK_OPS, PROGRAM_SOCK_OPS_DAEMON, PROGRAM_STEER_INBOUND, PodSteer,
 };
 
 use super::OriginalDstTable;
@@ -55,12 +57,14 @@ pub struct CaptureState {
     /// Every map the install loaded but the tuple map, kept (not reopened) for counting.
     pub(super) maps: Vec<(&'static str, Map)>,
     pub(super) original_dst: Arc<OriginalDstTable>,
+    /// The sockmap hop's program stays attached while the daemon keeps this.
+    pub(super) _local_hop: Option<super::local_hop::RedirectAttached>,
 }
 
 /// The hook each program runs at.
 pub(super) fn hook(program: &str) -> &'static str {
     match program {
-        PROGRAM_SOCK_OPS => "sockops",
+        PROGRAM_SOCK_OPS | PROGRAM_SOCK_OPS_DAEMON => "sockops",
         PROGRAM_GETPEERNAME4 => "cgroup/getpeername4",
         PROGRAM_GETPEERNAME6 => "cgroup/getpeername6",
         PROGRAM_CONNECT4 => "cgroup/connect4",
@@ -90,6 +94,27 @@ impl CaptureState {
             .collect()
     }
 
+    /// What `redirect_local` counted, summed over CPUs; `None` if the map cannot be read.
+    pub fn sockmap_counts(&self) -> Option<SockmapCounts> {
+        let (_, map) = self
+            .maps
+            .iter()
+            .find(|(name, _)| *name == MAP_LOCAL_COUNTS)?;
+        let counts = PerCpuArray::<&MapData, u64>::try_from(map).ok()?;
+        let sum = |index| {
+            counts
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum::<u64>())
+                .ok()
+        };
+        Some(SockmapCounts {
+            redirected: sum(LOCAL_REDIRECTED)?,
+            left_on_tcp: sum(LOCAL_FELL_BACK)?,
+            sockets_joined: sum(LOCAL_JOINED)?,
+            sockets_refused: sum(LOCAL_JOIN_FAILED)?,
+        })
+    }
+
     /// Every map with its kernel metadata and entry count.
     ///
     /// Cost: one `bpf(BPF_OBJ_GET_INFO_BY_FD)` per map, and counting iterates keys with one
@@ -114,6 +139,17 @@ impl CaptureState {
         views.sort_by_key(|v| v.name);
         views
     }
+}
+
+/// What the sockmap hop did since its maps were made: messages it moved between an
+/// application and the daemon, those it left on TCP (no peer in the map), sockets that
+/// joined the map and those the map refused (full).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct SockmapCounts {
+    pub redirected: u64,
+    pub left_on_tcp: u64,
+    pub sockets_joined: u64,
+    pub sockets_refused: u64,
 }
 
 enum Count {
@@ -159,6 +195,8 @@ fn map_data(map: &Map) -> Option<&MapData> {
         | Map::LruHashMap(d)
         | Map::LpmTrie(d)
         | Map::SockMap(d)
+        | Map::SockHash(d)
+        | Map::PerCpuArray(d)
         | Map::SkStorage(d) => Some(d),
         _ => None,
     }
@@ -208,6 +246,11 @@ fn count(name: &str, map: &Map) -> Count {
             Err(e) => Count::Counted(Err(e)),
         },
         MAP_NODE_ADDRESSES => hash!(IpKey),
+        MAP_LOCAL_PEERS => Count::Not("a socket hash: its sockets cannot be listed from userspace"),
+        MAP_LOCAL_SENT => Count::Not(
+            "socket-local storage: entries live on the sockets and cannot be listed from userspace",
+        ),
+        MAP_LOCAL_COUNTS => Count::Not("counters (see sockmap)"),
         MAP_ORIGINAL_DST_BY_SOCKET => Count::Not(
             "socket-local storage: entries live on the sockets and cannot be listed from userspace",
         ),

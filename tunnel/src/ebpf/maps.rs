@@ -14,17 +14,19 @@ use aya::{
 };
 use ipnet::IpNet;
 use tunnel_common::{
-    CaptureConfig, FLAG_ENABLED, FLAG_PORT_FILTER, MAP_CONFIG, MAP_DESTINATIONS_V4,
+    CaptureConfig, FLAG_ENABLED, FLAG_PORT_FILTER, FLAG_SOCKMAP, MAP_CONFIG, MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6, MAP_EXEMPT_CGROUPS,
     MAP_PLAINTEXT_LISTENERS, MAP_PORTS, MAP_STEER_PORTS, MAP_WORKLOAD_CGROUPS, PRESENT,
 };
 
 use super::{CaptureSpec, EbpfError};
 
-pub fn sync(ebpf: &mut Ebpf, spec: &CaptureSpec) -> Result<(), EbpfError> {
+/// `sockmap`: whether the hop through `LOCAL_PEERS` is on (asked for, and its program
+/// attached).
+pub fn sync(ebpf: &mut Ebpf, spec: &CaptureSpec, sockmap: bool) -> Result<(), EbpfError> {
     let wanted = Wanted::from(spec);
     wanted.apply(ebpf, Phase::AddNew)?;
-    write_config(ebpf, spec)?;
+    write_config(ebpf, spec, sockmap)?;
     wanted.apply(ebpf, Phase::RemoveStale)
 }
 
@@ -147,10 +149,13 @@ pub fn set_plaintext_listeners(
     Ok(())
 }
 
-fn write_config(ebpf: &mut Ebpf, spec: &CaptureSpec) -> Result<(), EbpfError> {
+fn write_config(ebpf: &mut Ebpf, spec: &CaptureSpec, sockmap: bool) -> Result<(), EbpfError> {
     let mut flags = FLAG_ENABLED;
     if spec.ports.is_some() {
         flags |= FLAG_PORT_FILTER;
+    }
+    if sockmap {
+        flags |= FLAG_SOCKMAP;
     }
     let (listener_v6_addr, listener_v6_port) = spec
         .listener_v6

@@ -76,6 +76,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::ebpf",
     "tunnel::ebpf::aya_error",
     "tunnel::ebpf::inventory",
+    "tunnel::ebpf::local_hop",
     "tunnel::ebpf::maps",
     "tunnel::ebpf::original_dst",
     "tunnel::ebpf::pins",

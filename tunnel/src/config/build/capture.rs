@@ -50,6 +50,7 @@ impl Checker<'_> {
             ports: ports?,
             exclude: exclude?,
             bpf_dir: bpf_dir?,
+            sockmap: raw.sockmap,
         })
     }
 }

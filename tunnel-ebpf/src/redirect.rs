@@ -1,0 +1,140 @@
+//! `redirect_local` (`sk_msg`, attached to `LOCAL_PEERS`): what one end of a captured
+//! connection sends to the other end on this host (the application to the daemon's
+//! outbound listener, and back) goes straight into the other end's receive queue, without a
+//! trip through loopback TCP (segments, ACKs, softirq work on both ends). The FIN and a
+//! reset still go through TCP; they follow the bytes, which were queued when sent.
+//!
+//! Order: both ends join `LOCAL_PEERS` before either can send (see `sock_ops`), so from the
+//! first byte each direction is redirected. A receiver reads the bytes queued by redirects
+//! before those TCP queued, so a direction may go from the map to TCP (what it sent earlier
+//! is read first) but never back: once on TCP, a sender stays there (`LOCAL_SENT` says
+//! `LOCAL_ON_TCP`). It goes there when it finds no peer (the map was full) and when it has
+//! moved `LOCAL_MAX_MOVED` bytes: redirected bytes wait outside TCP's flow control, so only
+//! that much may ever wait unread; a bulk transfer moves its first 128 KiB here and the rest
+//! by TCP, while requests and responses of short connections move entirely.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{BPF_F_INGRESS, sk_action::SK_PASS},
+    helpers::{bpf_get_netns_cookie, generated::bpf_sk_storage_get},
+    macros::sk_msg,
+    programs::SkMsgContext,
+};
+use tunnel_common::{
+    AF_INET, AF_INET6, LOCAL_FELL_BACK, LOCAL_MAX_MOVED, LOCAL_ON_TCP, LOCAL_REDIRECTED,
+    SocketTuple,
+};
+
+use crate::{
+    addr::v4_mapped,
+    maps::{LOCAL_COUNTS, LOCAL_PEERS, LOCAL_SENT},
+};
+
+const AF_INET_SOCKET: u32 = 2;
+
+#[sk_msg]
+pub fn redirect_local(ctx: SkMsgContext) -> u32 {
+    let Some(moved) = moved_by(&ctx) else {
+        // Every socket of the map has its count from when it joined; one without cannot be
+        // told apart from one that went back to TCP, so it stays there.
+        count(LOCAL_FELL_BACK);
+        return SK_PASS;
+    };
+    // SAFETY: this socket's own storage, valid while the program runs; the socket's lock,
+    // held by the send, serializes its messages.
+    let already = unsafe { *moved };
+    let size = u64::from(ctx.size());
+    if already != LOCAL_ON_TCP && already + size <= LOCAL_MAX_MOVED {
+        let mut peer = reversed(&tuple(&ctx));
+        // Sets the redirect and answers SK_PASS when the peer is in the map, SK_DROP when it
+        // is not; the verdict is what this program returns.
+        let flags = u64::from(BPF_F_INGRESS);
+        if LOCAL_PEERS.redirect_msg(&ctx, &mut peer, flags) == i64::from(SK_PASS) {
+            // SAFETY: as above.
+            unsafe { *moved = already + size };
+            count(LOCAL_REDIRECTED);
+            return SK_PASS;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *moved = LOCAL_ON_TCP };
+    count(LOCAL_FELL_BACK);
+    SK_PASS
+}
+
+/// The sending socket's count in `LOCAL_SENT` (made when it joined the map).
+fn moved_by(ctx: &SkMsgContext) -> Option<*mut u64> {
+    // SAFETY: `ctx.msg` is the `sk_msg_md` context the kernel passed to this program; the
+    // verifier lets it read `sk`, the sending socket.
+    let sk = unsafe { (*ctx.msg).__bindgen_anon_3.sk };
+    if sk.is_null() {
+        return None;
+    }
+    let map = (&raw const LOCAL_SENT).cast_mut().cast::<c_void>();
+    // SAFETY: `map` is a socket storage map and `sk` a non-null socket from the context;
+    // flags 0 creates nothing, so no initial value is needed; the result is checked.
+    let slot = unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), 0) };
+    (!slot.is_null()).then_some(slot.cast::<u64>())
+}
+
+/// The same connection as the other end sees it.
+pub fn reversed(tuple: &SocketTuple) -> SocketTuple {
+    SocketTuple {
+        src_addr: tuple.dst_addr,
+        dst_addr: tuple.src_addr,
+        src_port: tuple.dst_port,
+        dst_port: tuple.src_port,
+        ..*tuple
+    }
+}
+
+pub fn count(index: u32) {
+    if let Some(counter) = LOCAL_COUNTS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU array slot, valid for the map's life and touched only by this CPU
+        // while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// The connection as the sending socket sees it, keyed as `sock_ops` keys it.
+fn tuple(ctx: &SkMsgContext) -> SocketTuple {
+    // SAFETY: `ctx.msg` is the `sk_msg_md` context the kernel passed to this program.
+    let md = unsafe { &*ctx.msg };
+    // SAFETY: the helper is given this program's own context.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.msg.cast()) };
+    // As in sock_ops: local_port is host order; remote_port is network order in the upper 16
+    // bits on little-endian.
+    let src_port = md.local_port as u16;
+    let dst_port = u16::from_be(if cfg!(target_endian = "little") {
+        (md.remote_port >> 16) as u16
+    } else {
+        md.remote_port as u16
+    });
+    let mut tuple = SocketTuple {
+        netns_cookie,
+        src_port,
+        dst_port,
+        ..SocketTuple::default()
+    };
+    if md.family == AF_INET_SOCKET {
+        tuple.family = u32::from(AF_INET);
+        tuple.src_addr[0] = md.local_ip4;
+        tuple.dst_addr[0] = md.remote_ip4;
+        return tuple;
+    }
+    let (src, dst) = (md.local_ip6, md.remote_ip6);
+    match (v4_mapped(&src), v4_mapped(&dst)) {
+        (Some(src4), Some(dst4)) => {
+            tuple.family = u32::from(AF_INET);
+            tuple.src_addr[0] = src4;
+            tuple.dst_addr[0] = dst4;
+        }
+        _ => {
+            tuple.family = u32::from(AF_INET6);
+            tuple.src_addr = src;
+            tuple.dst_addr = dst;
+        }
+    }
+    tuple
+}
