@@ -77,6 +77,11 @@ static CHOSEN: OnceLock<AeadChoice> = OnceLock::new();
 /// run before the first TLS configuration is built ([`super::provider`] reads it once);
 /// later calls return the first choice.
 pub fn choose(forced: Option<AeadImplementation>) -> &'static AeadChoice {
+    if super::provider::built() {
+        tracing::warn!(
+            "the record cipher was chosen after the TLS provider was built: the provider keeps aws-lc"
+        );
+    }
     CHOSEN.get_or_init(|| match forced {
         Some(implementation) => AeadChoice {
             implementation,
@@ -84,6 +89,16 @@ pub fn choose(forced: Option<AeadImplementation>) -> &'static AeadChoice {
         },
         None => by_measurement(),
     })
+}
+
+/// Seals one full record with `implementation`: its code's first run, done at start.
+pub(super) fn seal_one_record(implementation: AeadImplementation) {
+    let mut record = vec![0_u8; RECORD];
+    match implementation {
+        AeadImplementation::AwsLc => aws_lc_sealer()(&mut record),
+        #[cfg(feature = "ring-aead")]
+        AeadImplementation::Ring => ring_sealer()(&mut record),
+    }
 }
 
 /// The choice made, or aws-lc for a process that never chose (the command line's tools).
