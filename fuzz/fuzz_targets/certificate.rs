@@ -21,7 +21,7 @@
 //! 3. every refusal has a one-line sentence; serials are upper-case hex.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use rustls::{

@@ -17,7 +17,7 @@
 //!    is refused.
 #![no_main]
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use rustls::{RootCertStore, pki_types::CertificateDer, server::danger::ClientCertVerifier};
