@@ -21,6 +21,7 @@ mod migrate;
 mod redirect;
 mod sock_ops;
 mod steer;
+mod tuple;
 
 #[cfg(not(test))]
 #[panic_handler]

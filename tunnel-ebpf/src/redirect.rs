@@ -22,16 +22,13 @@ use aya_ebpf::{
     programs::SkMsgContext,
 };
 use tunnel_common::{
-    AF_INET, AF_INET6, LOCAL_FELL_BACK, LOCAL_MAX_MOVED, LOCAL_ON_TCP, LOCAL_REDIRECTED,
-    SocketTuple,
+    LOCAL_FELL_BACK, LOCAL_MAX_MOVED, LOCAL_ON_TCP, LOCAL_REDIRECTED, SocketTuple,
 };
 
 use crate::{
-    addr::v4_mapped,
     maps::{LOCAL_COUNTS, LOCAL_PEERS, LOCAL_SENT},
+    tuple::{SocketFields, reversed, socket_tuple},
 };
-
-const AF_INET_SOCKET: u32 = 2;
 
 #[sk_msg]
 pub fn redirect_local(ctx: SkMsgContext) -> u32 {
@@ -78,17 +75,7 @@ fn moved_by(ctx: &SkMsgContext) -> Option<*mut u64> {
     (!slot.is_null()).then_some(slot.cast::<u64>())
 }
 
-/// The same connection as the other end sees it.
-pub fn reversed(tuple: &SocketTuple) -> SocketTuple {
-    SocketTuple {
-        src_addr: tuple.dst_addr,
-        dst_addr: tuple.src_addr,
-        src_port: tuple.dst_port,
-        dst_port: tuple.src_port,
-        ..*tuple
-    }
-}
-
+/// Adds one to this CPU's counter `index` of `LOCAL_COUNTS`.
 pub fn count(index: u32) {
     if let Some(counter) = LOCAL_COUNTS.get_ptr_mut(index) {
         // SAFETY: a per-CPU array slot, valid for the map's life and touched only by this CPU
@@ -101,40 +88,13 @@ pub fn count(index: u32) {
 fn tuple(ctx: &SkMsgContext) -> SocketTuple {
     // SAFETY: `ctx.msg` is the `sk_msg_md` context the kernel passed to this program.
     let md = unsafe { &*ctx.msg };
-    // SAFETY: the helper is given this program's own context.
-    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.msg.cast()) };
-    // As in sock_ops: local_port is host order; remote_port is network order in the upper 16
-    // bits on little-endian.
-    let src_port = md.local_port as u16;
-    let dst_port = u16::from_be(if cfg!(target_endian = "little") {
-        (md.remote_port >> 16) as u16
-    } else {
-        md.remote_port as u16
-    });
-    let mut tuple = SocketTuple {
-        netns_cookie,
-        src_port,
-        dst_port,
-        ..SocketTuple::default()
-    };
-    if md.family == AF_INET_SOCKET {
-        tuple.family = u32::from(AF_INET);
-        tuple.src_addr[0] = md.local_ip4;
-        tuple.dst_addr[0] = md.remote_ip4;
-        return tuple;
-    }
-    let (src, dst) = (md.local_ip6, md.remote_ip6);
-    match (v4_mapped(&src), v4_mapped(&dst)) {
-        (Some(src4), Some(dst4)) => {
-            tuple.family = u32::from(AF_INET);
-            tuple.src_addr[0] = src4;
-            tuple.dst_addr[0] = dst4;
-        }
-        _ => {
-            tuple.family = u32::from(AF_INET6);
-            tuple.src_addr = src;
-            tuple.dst_addr = dst;
-        }
-    }
-    tuple
+    socket_tuple(SocketFields {
+        // SAFETY: the helper is given this program's own context.
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.msg.cast()) },
+        family: md.family,
+        local_port: md.local_port,
+        remote_port: md.remote_port,
+        ip4: || (md.local_ip4, md.remote_ip4),
+        ip6: || (md.local_ip6, md.remote_ip6),
+    })
 }

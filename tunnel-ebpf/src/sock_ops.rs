@@ -23,17 +23,13 @@ use aya_ebpf::{
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use tunnel_common::{
-    AF_INET, FLAG_SOCKMAP, LOCAL_JOIN_FAILED, LOCAL_JOINED, OriginalDst, SocketTuple,
-};
+use tunnel_common::{FLAG_SOCKMAP, LOCAL_JOIN_FAILED, LOCAL_JOINED, OriginalDst, SocketTuple};
 
 use crate::{
-    addr::v4_mapped,
     maps::{CONFIG, LOCAL_PEERS, LOCAL_SENT, ORIGINAL_DST_BY_SOCKET, ORIGINAL_DST_BY_TUPLE},
-    redirect::{count, reversed},
+    redirect::count,
+    tuple::{SocketFields, reversed, socket_tuple},
 };
-
-const AF_INET_SOCKET: u32 = 2;
 /// `sock_ops` programs return 1; the value only matters for ops that ask for a reply.
 const DONE: u32 = 1;
 
@@ -148,44 +144,16 @@ fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
     }
 }
 
-/// The connection as this socket sees it (local = `src`): for the application's socket,
-/// application side first. A v4-mapped IPv6 socket is keyed as IPv4, which is how the
-/// daemon's IPv4 listener sees it.
+/// The connection as this socket sees it (local end in `src`): for the application's
+/// socket, application side first.
 fn tuple(ctx: &SockOpsContext) -> SocketTuple {
-    // SAFETY: the helper is given this program's own context, as sock_ops programs must.
-    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.ops.cast()) };
-    // local_port is host order; remote_port is network order in the upper 16 bits on
-    // little-endian (kernel: sock_ops_convert_ctx_access).
-    let src_port = ctx.local_port() as u16;
-    let dst_port = u16::from_be(if cfg!(target_endian = "little") {
-        (ctx.remote_port() >> 16) as u16
-    } else {
-        ctx.remote_port() as u16
-    });
-    let mut tuple = SocketTuple {
-        netns_cookie,
-        src_port,
-        dst_port,
-        ..SocketTuple::default()
-    };
-    if ctx.family() == AF_INET_SOCKET {
-        tuple.family = u32::from(AF_INET);
-        tuple.src_addr[0] = ctx.local_ip4();
-        tuple.dst_addr[0] = ctx.remote_ip4();
-        return tuple;
-    }
-    let (src, dst) = (ctx.local_ip6(), ctx.remote_ip6());
-    match (v4_mapped(&src), v4_mapped(&dst)) {
-        (Some(src4), Some(dst4)) => {
-            tuple.family = u32::from(AF_INET);
-            tuple.src_addr[0] = src4;
-            tuple.dst_addr[0] = dst4;
-        }
-        _ => {
-            tuple.family = u32::from(tunnel_common::AF_INET6);
-            tuple.src_addr = src;
-            tuple.dst_addr = dst;
-        }
-    }
-    tuple
+    socket_tuple(SocketFields {
+        // SAFETY: the helper is given this program's own context, as sock_ops programs must.
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.ops.cast()) },
+        family: ctx.family(),
+        local_port: ctx.local_port(),
+        remote_port: ctx.remote_port(),
+        ip4: || (ctx.local_ip4(), ctx.remote_ip4()),
+        ip6: || (ctx.local_ip6(), ctx.remote_ip6()),
+    })
 }
