@@ -336,7 +336,7 @@ fn the_sockmap_hop_carries_bytes_in_order_and_only_when_on() {
         } else {
             "capture-sockmap-off"
         };
-        let mut pair = Pair::new(name, |a| support::with_sockmap(&a, on), ports);
+        let mut pair = Pair::new(name, |a| testbed::with_sockmap(&a, on), ports);
         pair.start();
         const SIZE: &str = "33554432";
         let _sink = pair.serve_on_b(&["serve-sink", "8080"], 8080);

@@ -155,19 +155,10 @@ pub fn sockmap_from_env(text: String) -> String {
                 on == "true" || on == "false",
                 "TUNNEL_TEST_SOCKMAP={on:?}: true or false"
             );
-            with_sockmap(&text, on == "true")
+            testbed::with_sockmap(&text, on == "true")
         }
         Err(_) => text,
     }
-}
-
-/// `text` with `[capture] sockmap` set to `on` (replacing a setting already there).
-pub fn with_sockmap(text: &str, on: bool) -> String {
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|line| !line.starts_with("sockmap = "))
-        .collect();
-    (kept.join("\n") + "\n").replacen("[capture]\n", &format!("[capture]\nsockmap = {on}\n"), 1)
 }
 
 /// Where a host's daemon keeps its control socket in a testbed (`/run/tunnel` in the

@@ -157,6 +157,16 @@ pub fn render_config(testbed: &Testbed, text: &str, label: &str, certs: &Path) -
         .replace("/sys/fs/cgroup", &cgroup_base.display().to_string())
 }
 
+/// A config's text with `[capture] sockmap` set to `on` (replacing a setting already there),
+/// for the tests and the bench that run with the sockmap hop on and off.
+pub fn with_sockmap(text: &str, on: bool) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("sockmap = "))
+        .collect();
+    (kept.join("\n") + "\n").replacen("[capture]\n", &format!("[capture]\nsockmap = {on}\n"), 1)
+}
+
 /// Where the cgroup v2 hierarchy is mounted (found in /proc/self/mounts).
 /// Polls `done` every `period` until it holds; panics with `what` (and the time waited)
 /// once `timeout` has passed.

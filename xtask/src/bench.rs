@@ -399,7 +399,7 @@ fn start_daemons(
     testbed.cgroup("a/workloads/frontend");
     testbed.cgroup("b/workloads");
     let sockmap = |text: String| match options.sockmap {
-        Some(on) => text.replacen("[capture]\n", &format!("[capture]\nsockmap = {on}\n"), 1),
+        Some(on) => testbed::with_sockmap(&text, on),
         None => text,
     };
     let config_a = render("host-a.toml", "a", &certs.a, &|t| sockmap(t) + &crypto)?;
