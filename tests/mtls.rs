@@ -799,3 +799,73 @@ fn a_tls_scan_of_the_tunnel_port_finds_tls_1_3_only_a_required_client_certificat
     );
     assert_eq!(groups.stdout.trim(), "[\"X25519MLKEM768\"]", "{groups:?}");
 }
+
+/// `[runtime] threads = 2` on both hosts: each daemon serves its listeners from two
+/// runtimes (two sockets per address in one `SO_REUSEPORT` group), each runtime with its own
+/// pool, and everything still arrives whole; a drain still ends the daemon in time.
+#[test]
+fn two_data_plane_runtimes_split_the_connections_and_each_keeps_its_pool() {
+    let two = |text: String| testbed::with_runtime_threads(&text, 2);
+    let mut pair = Pair::new("mtls-two-runtimes", two, |b| {
+        two(b).replace("ports = [8080]", "ports = [8080, 8081]")
+    });
+    pair.start();
+    let _sink = pair.serve_on_b(&["serve-sink", "8080"], 8080);
+    let _tagged = pair.serve_on_b(&["serve-tagged", "8081"], 8081);
+
+    for host in [&pair.a.host, &pair.b.host] {
+        let listening = host
+            .command("ss")
+            .args(["-Hltn", "sport = :15001 or sport = :15008"])
+            .output(SHORT);
+        let mut sockets = std::collections::BTreeMap::<&str, usize>::new();
+        for line in listening.stdout.lines() {
+            let local = line.split_whitespace().nth(3).expect("ss: local address");
+            *sockets.entry(local).or_default() += 1;
+        }
+        assert!(
+            sockets.len() >= 2 && sockets.values().all(|n| *n == 2),
+            "two runtimes: two sockets on each outbound and inbound address:\n{}",
+            listening.stdout
+        );
+    }
+    let out = pair.frontend(&["upload", "10.0.0.2", "8080", PAYLOAD_SIZE]);
+    let sent = &out.stdout[out.stdout.find("sent sha256=").unwrap() + 12..][..64];
+    assert!(
+        out.stdout.contains(&format!("reply sha256={sent}")),
+        "payload corrupted: {}",
+        out.stdout
+    );
+
+    // 40 connections held at once: the kernel spreads them over both runtimes' listeners
+    // (all on one of two would happen once in 2^39), and each runtime dials its own pooled
+    // connection to B rather than reach across to the other's.
+    let mut holder = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["hold", "10.0.0.2", "8081", "40", "3"])
+        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+        .spawn();
+    holder.wait_for("holding=40", LONG);
+    assert_eq!(
+        pair.a.host.established_to(15008),
+        2,
+        "one pooled TLS connection per runtime"
+    );
+    holder.wait_for("held=40", LONG);
+    holder.wait_timeout(LONG).expect("holder exits");
+    // More at once than one pooled connection takes (100 streams): every runtime's pool
+    // grows as it should.
+    let out = pair.frontend(&["fan-out", "10.0.0.2", "8081", "300"]);
+    assert_eq!(out.stdout.trim(), "ok=300 bad=0", "{}", out.stderr);
+
+    let daemon = pair.a.daemon.as_mut().unwrap();
+    daemon.signal("TERM");
+    let status = daemon
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the daemon exits after SIGTERM");
+    assert!(status.success(), "{status:?}: {}", daemon.logs());
+    assert!(daemon.logs().contains("drained"), "{}", daemon.logs());
+}

@@ -167,7 +167,22 @@ pub fn with_sockmap(text: &str, on: bool) -> String {
     (kept.join("\n") + "\n").replacen("[capture]\n", &format!("[capture]\nsockmap = {on}\n"), 1)
 }
 
-/// Where the cgroup v2 hierarchy is mounted (found in /proc/self/mounts).
+/// `text` (a daemon config) with `[runtime] threads = threads`, replacing a setting already
+/// there; a `[runtime]` table is added if there is none.
+pub fn with_runtime_threads(text: &str, threads: usize) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("threads = "))
+        .collect();
+    let text = kept.join("\n") + "\n";
+    let setting = format!("[runtime]\nthreads = {threads}\n");
+    if text.contains("[runtime]\n") {
+        text.replacen("[runtime]\n", &setting, 1)
+    } else {
+        format!("{text}\n{setting}")
+    }
+}
+
 /// Polls `done` every `period` until it holds; panics with `what` (and the time waited)
 /// once `timeout` has passed.
 pub fn wait_until(

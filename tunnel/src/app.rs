@@ -3,6 +3,7 @@
 //! half-running), serve, drain.
 
 mod reload;
+mod runtimes;
 pub mod upgrade;
 pub(crate) mod wiring;
 
@@ -12,6 +13,8 @@ use std::{
 };
 
 use tracing::{debug, info, warn};
+
+use runtimes::{RuntimeListeners, Runtimes};
 
 use crate::{
     admin::{self, AdminError, AdminListener, ControlSocket, HealthListener, Readiness},
@@ -59,6 +62,8 @@ pub enum StartError {
     PodApi(#[from] PodApiError),
     #[error(transparent)]
     Pods(#[from] PodsError),
+    #[error("cannot start the data-plane runtimes ([runtime] threads)")]
+    Runtimes(#[source] std::io::Error),
     #[error("cannot attach migrate_queued to the listener {addr}")]
     MigrateQueue {
         addr: String,
@@ -79,6 +84,7 @@ impl StartError {
             | Self::Admin(_)
             | Self::PodApi(_)
             | Self::Pods(_)
+            | Self::Runtimes(_)
             | Self::MigrateQueue { .. } => 1,
         }
     }
@@ -107,6 +113,8 @@ pub struct Daemon {
     pods: Option<(PodApi, Arc<PodManager>)>,
     config: Arc<Config>,
     capture: CaptureState,
+    /// The data-plane runtimes beside the main one, waiting to serve.
+    runtimes: Runtimes,
 }
 
 impl Daemon {
@@ -165,6 +173,13 @@ impl Daemon {
         let mut inbound_addrs = vec![config.listen.inbound];
         inbound_addrs.extend(config.listen.inbound_v6.map(SocketAddr::V6));
         let inbound = Inbound::bind(&inbound_addrs, config.listen.backlog)?;
+        let mut more_runtimes = Vec::new();
+        for _ in 1..config.runtime.threads {
+            more_runtimes.push(RuntimeListeners {
+                outbound: Outbound::bind(&outbound_addrs, config.listen.backlog)?,
+                inbound: Inbound::bind(&inbound_addrs, config.listen.backlog)?,
+            });
+        }
         let plaintext = Plaintext::bind(
             config.listen.inbound_plaintext,
             config.listen.inbound_plaintext_v6,
@@ -208,8 +223,12 @@ impl Daemon {
         } = capture.into_parts();
         // A takeover closes the old daemon's listeners while this one's serve beside them:
         // what is queued on those then moves here instead of being reset.
+        let more_listening = more_runtimes
+            .iter()
+            .flat_map(|r| r.outbound.listening().chain(r.inbound.listening()));
         let listening = (outbound.listening())
             .chain(inbound.listening())
+            .chain(more_listening)
             .chain(plaintext.listening())
             .chain([admin.listening(), health.listening()]);
         for listener in listening {
@@ -252,6 +271,14 @@ impl Daemon {
             credentials.clone(),
         );
         let inbound_service = InboundService::new(inbound_inputs)?;
+        let runtimes = Runtimes::start(
+            more_runtimes,
+            &outbound_inputs,
+            &inbound_service,
+            &telemetry,
+        )
+        .await
+        .map_err(StartError::Runtimes)?;
         let pods = match (pod_api, &config.pods) {
             (Some(api), Some(settings)) => {
                 let manager = PodManager::new(
@@ -312,6 +339,7 @@ impl Daemon {
             pods,
             config: Arc::new(config),
             capture,
+            runtimes,
         })
     }
 
@@ -349,6 +377,7 @@ impl Daemon {
         let (trigger, watcher) = drain::channel();
         let pods_watcher = watcher.clone();
         let give_back = tokio::spawn(self.outbound_inputs.budget.clone().give_back_forever());
+        let runtimes = self.runtimes.serve(&watcher);
         let outbound = tokio::spawn(self.outbound.run(self.outbound_inputs, watcher.clone()));
         let inbound = tokio::spawn(self.inbound.run(self.inbound_service, watcher.clone()));
         let plaintext = tokio::spawn(self.plaintext.run(self.plaintext_inputs, watcher));
@@ -419,6 +448,7 @@ impl Daemon {
                 warn!("drain deadline passed; closing the remaining connections")
             }
         }
+        runtimes.stop().await;
         outbound.abort();
         inbound.abort();
         plaintext.abort();

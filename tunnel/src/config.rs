@@ -52,6 +52,10 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// throughput; see README, Performance.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
 pub const MAX_WORKER_THREADS: usize = 256;
+/// One data-plane runtime: on the 2-core benchmark, where the load generators compete for
+/// the same cores, a second one did not pay for itself; see README, Performance.
+pub const DEFAULT_THREADS: usize = 1;
+pub const MAX_THREADS: usize = 64;
 /// Validity of a certificate the daemon issues itself (`issuer` without `ttl`).
 pub const DEFAULT_ISSUED_TTL: Duration = Duration::from_secs(3600);
 
@@ -368,6 +372,11 @@ pub struct Runtime {
     /// 1: everything on one thread (tokio's current-thread runtime); more: a work-stealing
     /// pool of that many threads.
     pub worker_threads: usize,
+    /// Data-plane runtimes: each a thread with a current-thread runtime of its own, its own
+    /// outbound and inbound listeners (one `SO_REUSEPORT` group per address, so the kernel
+    /// spreads connections over them) and its own pool, so a connection never crosses
+    /// threads. The first is the daemon's main runtime.
+    pub threads: usize,
 }
 
 #[derive(Clone, Debug)]

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub capture: Arc<capture::CaptureCollector>,
     /// Pods enrolled (or not) from what already runs on the node.
     pub pods: PodMetrics,
+    /// The data-plane runtimes' tasks, read at each scrape.
+    pub runtimes: Arc<runtime::RuntimeCollector>,
 }
 
 impl Metrics {
@@ -76,7 +78,8 @@ impl Metrics {
         registry.register_collector(Box::new(buffers.clone()));
         let capture = capture::CaptureCollector::new();
         registry.register_collector(Box::new(capture.clone()));
-        registry.register_collector(Box::new(runtime::RuntimeCollector));
+        let runtimes = runtime::RuntimeCollector::new();
+        registry.register_collector(Box::new(runtimes.clone()));
         Self {
             registry,
             proxy,
@@ -84,6 +87,7 @@ impl Metrics {
             buffers,
             capture,
             pods,
+            runtimes,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct Options {
     /// `[capture] sockmap` for both daemons: true or false (unset: the config's default).
     #[arg(long)]
     pub sockmap: Option<bool>,
+    /// `[runtime] threads` for both daemons: their data-plane runtimes (unset: the default).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
@@ -398,13 +401,20 @@ fn start_daemons(
     };
     testbed.cgroup("a/workloads/frontend");
     testbed.cgroup("b/workloads");
-    let sockmap = |text: String| match options.sockmap {
-        Some(on) => testbed::with_sockmap(&text, on),
-        None => text,
+    // The options that set the daemons' config (`--sockmap`, `--threads`).
+    let settings = |text: String| {
+        let text = match options.sockmap {
+            Some(on) => testbed::with_sockmap(&text, on),
+            None => text,
+        };
+        match options.threads {
+            Some(threads) => testbed::with_runtime_threads(&text, threads),
+            None => text,
+        }
     };
-    let config_a = render("host-a.toml", "a", &certs.a, &|t| sockmap(t) + &crypto)?;
+    let config_a = render("host-a.toml", "a", &certs.a, &|t| settings(t) + &crypto)?;
     let config_b = render("host-b.toml", "b", &certs.b, &|t| {
-        sockmap(t.replace("ports = [8080]", "ports = [8080, 5201]")) + &crypto
+        settings(t.replace("ports = [8080]", "ports = [8080, 5201]")) + &crypto
     })?;
     let start = |host: &Host, label: &str, config: &PathBuf| {
         let mut daemon = host

@@ -37,6 +37,8 @@ pub struct Dump {
     pub outbound: Outbound,
     pub inbound: Inbound,
     pub worker_threads: usize,
+    /// `[runtime] threads`.
+    pub threads: usize,
     /// `[limits] max_buffered_bytes`.
     pub max_buffered_bytes: u64,
     pub workloads: Vec<Workload>,
@@ -261,6 +263,7 @@ pub fn dump(state: &State) -> Dump {
             keepalive: secs(config.inbound.keepalive),
         },
         worker_threads: config.runtime.worker_threads,
+        threads: config.runtime.threads,
         max_buffered_bytes: config.limits.max_buffered_bytes,
         workloads: config
             .workloads

@@ -13,8 +13,8 @@ use std::{
 };
 
 use super::{
-    Aead, Config, ConfigError, Crypto, DEFAULT_WORKER_THREADS, Logging, MAX_WORKER_THREADS, Node,
-    Policy, Problem, Runtime, Site,
+    Aead, Config, ConfigError, Crypto, DEFAULT_THREADS, DEFAULT_WORKER_THREADS, Logging,
+    MAX_THREADS, MAX_WORKER_THREADS, Node, Policy, Problem, Runtime, Site,
     error::{Locator, Step, render},
     raw::{RawConfig, RawNode, RawPolicyFile, RawRuntime},
 };
@@ -263,6 +263,25 @@ impl Checker<'_> {
             self.problem(&key, format!("must be from 1 to {MAX_WORKER_THREADS}"));
             return None;
         }
-        Some(Runtime { worker_threads })
+        let threads = raw.threads.unwrap_or(DEFAULT_THREADS);
+        if !(1..=MAX_THREADS).contains(&threads) {
+            let key = at("runtime").key("threads");
+            self.problem(&key, format!("must be from 1 to {MAX_THREADS}"));
+            return None;
+        }
+        if threads > 1 && worker_threads > 1 {
+            let key = at("runtime").key("threads");
+            self.problem(
+                &key,
+                format!(
+                    "{threads} runtimes of one thread each, and worker_threads = {worker_threads} makes the main one a pool: set one of them"
+                ),
+            );
+            return None;
+        }
+        Some(Runtime {
+            worker_threads,
+            threads,
+        })
     }
 }

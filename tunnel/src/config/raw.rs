@@ -180,6 +180,7 @@ pub struct RawInbound {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 /// `[crypto]`: which library does what.

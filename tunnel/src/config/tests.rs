@@ -352,6 +352,31 @@ fn runtime_threads_default_to_one_and_are_bounded() {
 }
 
 #[test]
+fn data_plane_runtimes_default_to_one_are_bounded_and_exclude_a_worker_pool() {
+    assert_eq!(parse(CONTRACT).unwrap().runtime.threads, 1);
+    let config = parse(&format!("{CONTRACT}\n[runtime]\nthreads = 2\n")).unwrap();
+    assert_eq!(config.runtime.threads, 2);
+    for threads in [0, 65] {
+        let message = parse(&format!("{CONTRACT}\n[runtime]\nthreads = {threads}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("runtime.threads: must be from 1 to 64"),
+            "{message}"
+        );
+    }
+    let message = parse(&format!(
+        "{CONTRACT}\n[runtime]\nthreads = 2\nworker_threads = 4\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("runtime.threads: 2 runtimes of one thread each, and worker_threads = 4"),
+        "{message}"
+    );
+}
+
+#[test]
 fn prefix_patterns_match_by_prefix() {
     let text = CONTRACT.replace(
         "from = [\"spiffe://example.org/frontend\"]",

@@ -18,6 +18,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::admin::serving",
     "tunnel::app",
     "tunnel::app::reload",
+    "tunnel::app::runtimes",
     "tunnel::app::upgrade",
     "tunnel::app::wiring",
     "tunnel::ca",

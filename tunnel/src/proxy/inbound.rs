@@ -205,15 +205,32 @@ impl Inbound {
     /// Accepts until a drain is signalled; open connections are told to finish (GOAWAY) and
     /// the drain waits for their streams.
     pub async fn run(self, service: InboundService, drain: DrainWatcher) {
+        let watch = tokio::spawn(service.0.inputs.nonlocal_bind.clone().watch());
+        self.accept(service, drain).await;
+        watch.abort();
+    }
+
+    /// What [`Inbound::run`] does but for the watch of the non-local bind sysctls, which
+    /// the main runtime keeps: another data-plane runtime's listeners.
+    pub async fn accept(self, service: InboundService, drain: DrainWatcher) {
         let shared = service.0;
-        let watch = tokio::spawn(shared.inputs.nonlocal_bind.clone().watch());
         let mut tasks = tokio::task::JoinSet::new();
         for listener in self.listeners {
             tasks.spawn(accept_loop(listener, None, shared.clone(), drain.clone()));
         }
         drop(drain);
         while tasks.join_next().await.is_some() {}
-        watch.abort();
+    }
+
+    /// The same listeners registered with the runtime this is called on (see
+    /// [`super::outbound::Outbound::rehome`]).
+    pub fn rehome(self) -> io::Result<Self> {
+        let listeners = self
+            .listeners
+            .into_iter()
+            .map(|listener| TcpListener::from_std(listener.into_std()?))
+            .collect::<io::Result<_>>()?;
+        Ok(Self { listeners })
     }
 }
 

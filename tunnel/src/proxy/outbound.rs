@@ -82,6 +82,24 @@ pub struct OutboundInputs {
     pub budget: Arc<super::budget::BufferBudget>,
 }
 
+impl OutboundInputs {
+    /// The same inputs with a pool of their own, for another data-plane runtime.
+    pub fn for_another_runtime(&self) -> Self {
+        Self {
+            original_dst: self.original_dst.clone(),
+            workloads: self.workloads.clone(),
+            peers: self.peers.clone(),
+            peer_port: self.peer_port,
+            pool: self.pool.sibling(),
+            snapshots: self.snapshots.clone(),
+            captured: self.captured.clone(),
+            telemetry: self.telemetry.clone(),
+            destinations: self.destinations.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
 /// A registered pod as its outbound listener knows it: who calls, and from where.
 pub struct PodCaller {
     pub workload: Arc<OutboundWorkload>,
@@ -127,6 +145,18 @@ impl Outbound {
 
     /// Accepts until a drain is signalled; each connection then runs to its end (it holds a
     /// watcher, so the drain waits for it).
+    /// The same listeners registered with the runtime this is called on (another
+    /// data-plane runtime's: they were bound on the main one, so that a bind failure stops
+    /// the start).
+    pub fn rehome(self) -> io::Result<Self> {
+        let listeners = self
+            .listeners
+            .into_iter()
+            .map(|(listener, cookie)| Ok((TcpListener::from_std(listener.into_std()?)?, cookie)))
+            .collect::<io::Result<_>>()?;
+        Ok(Self { listeners })
+    }
+
     pub async fn run(self, inputs: Arc<OutboundInputs>, drain: DrainWatcher) {
         let reaper = tokio::spawn(inputs.pool.clone().reap_idle());
         let mut tasks = tokio::task::JoinSet::new();

@@ -108,7 +108,9 @@ struct Inner {
     /// The material in force, followed by every connection (none: tools and tests).
     snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
     keys: Mutex<HashMap<PoolKey, KeyState>>,
-    next_id: AtomicU64,
+    /// Shared with its siblings, so a connection's number names one connection in the
+    /// logs whichever runtime's pool holds it.
+    next_id: Arc<AtomicU64>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -192,15 +194,36 @@ impl Pool {
         snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
+        Self::numbered_from(settings, snapshots, telemetry, Arc::new(AtomicU64::new(1)))
+    }
+
+    fn numbered_from(
+        settings: PoolSettings,
+        snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
+        telemetry: Arc<Telemetry>,
+        next_id: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 settings,
                 snapshots,
                 keys: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                next_id,
                 telemetry,
             }),
         }
+    }
+
+    /// An empty pool like this one (same settings, material and telemetry), for a
+    /// data-plane runtime of its own: its connections are driven on the runtime that dials
+    /// them, so each runtime keeps its own.
+    pub fn sibling(&self) -> Self {
+        Self::numbered_from(
+            self.inner.settings.clone(),
+            self.inner.snapshots.clone(),
+            self.inner.telemetry.clone(),
+            self.inner.next_id.clone(),
+        )
     }
 
     /// Where the pool counts what it does.
