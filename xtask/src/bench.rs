@@ -67,6 +67,8 @@ const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
 const IDLE_CONNECTIONS: usize = 10_000;
 const CONNECT_SAMPLES: usize = 2_000;
+/// Connections opened at once by the burst probe.
+const BURST: usize = 3_000;
 /// Requests per second of the fixed-rate latency probe (ztunnel publishes its figures at 1k).
 const FIXED_RATE: u32 = 1_000;
 const BENCH_PACKAGES: [&str; 5] = ["iperf3", "wrk", "nginx", "libnginx-mod-stream", "stunnel4"];
@@ -271,6 +273,25 @@ fn measure_run(
         let first_byte = Probe::run(a, xtask, &path.cgroup, &args);
         result.push(Metric::FirstByteP99, first_byte.field("p99_us=")?);
     }
+    for (path, result) in paths.iter().zip(results.iter_mut()) {
+        let target = path.target();
+        eprintln!(
+            "bench: run {run}, {}: a burst of {BURST} connects",
+            path.name
+        );
+        let count = BURST.to_string();
+        let burst =
+            Probe::run_with_files(a, xtask, &path.cgroup, &["probe-burst", &target, &count]);
+        result.push(Metric::BurstP50, burst.field("p50_us=")?);
+        result.push(Metric::BurstP99, burst.field("p99_us=")?);
+        let errors = burst.field("errors=")?;
+        if errors > 0.0 {
+            eprintln!(
+                "bench: run {run}, {}: {errors} of the burst's {BURST} connections failed",
+                path.name
+            );
+        }
+    }
     Ok(())
 }
 
@@ -456,6 +477,30 @@ impl Probe {
         let out = a
             .command(&xtask.display().to_string())
             .args(args)
+            .in_cgroup(cgroup)
+            .output(Duration::from_secs(60));
+        Self {
+            what: format!("{} in {}", args.join(" "), cgroup.display()),
+            out,
+        }
+    }
+
+    /// [`Probe::run`] for a probe that holds more sockets than the default limit of open
+    /// files allows.
+    fn run_with_files(
+        a: &Host,
+        xtask: &std::path::Path,
+        cgroup: &std::path::Path,
+        args: &[&str],
+    ) -> Self {
+        let command = format!(
+            "ulimit -n 20000 && exec {} {}",
+            xtask.display(),
+            args.join(" ")
+        );
+        let out = a
+            .command("sh")
+            .args(["-c", &command])
             .in_cgroup(cgroup)
             .output(Duration::from_secs(60));
         Self {

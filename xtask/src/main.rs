@@ -69,6 +69,13 @@ enum Task {
         connections: usize,
         seconds: u64,
     },
+    /// (bench helper) N connections opened at once (one HTTP/1.1 request each); p50/p99
+    /// from their release to their first byte.
+    #[command(hide = true)]
+    ProbeBurst {
+        target: std::net::SocketAddr,
+        count: usize,
+    },
     /// (bench helper) N calls one after another; the first one's connect-to-first-byte and
     /// the median of the rest.
     #[command(hide = true)]
@@ -156,6 +163,7 @@ fn main() -> Result<()> {
             seconds,
         } => bench::probes::connect_to_first_byte(target, connections, seconds),
         Task::ProbeFirstCalls { target, count } => bench::probes::first_calls(target, count),
+        Task::ProbeBurst { target, count } => bench::probes::burst(target, count),
         Task::ProbeRate {
             target,
             rate,

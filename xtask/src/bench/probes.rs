@@ -4,6 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
+    sync::{Arc, Barrier},
     thread,
     time::{Duration, Instant},
 };
@@ -99,6 +100,47 @@ pub fn first_calls(target: SocketAddr, count: usize) -> Result<()> {
         "first_us={:.1} warm_p50_us={:.1}",
         first.as_secs_f64() * 1e6,
         quantile_us(&warm, 0.5)
+    );
+    Ok(())
+}
+
+/// `count` connections opened at once: as many threads, released together, each connecting
+/// and sending one HTTP/1.1 request with `Connection: close`. Each sample is the time from
+/// the release to that connection's first byte: every connection was asked for at that
+/// instant, so what it waited for (the load generator's own threads to run, a queue in a
+/// proxy) counts the same way on every path. A connection that failed is counted in
+/// `errors`, not sampled.
+pub fn burst(target: SocketAddr, count: usize) -> Result<()> {
+    // The workers and this thread, which takes the time of the release.
+    let gate = Arc::new(Barrier::new(count + 1));
+    let workers = (0..count)
+        .map(|_| {
+            let gate = gate.clone();
+            thread::Builder::new()
+                // Thousands of threads that each hold a socket and a few buffers.
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    gate.wait();
+                    one_request(target)
+                })
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("start the burst's threads")?;
+    gate.wait();
+    let released = Instant::now();
+    let mut samples = Vec::with_capacity(count);
+    let mut errors = 0usize;
+    for worker in workers {
+        match worker.join().expect("burst thread") {
+            Ok(first_byte) => samples.push(first_byte.saturating_duration_since(released)),
+            Err(_) => errors += 1,
+        }
+    }
+    samples.sort();
+    println!(
+        "p50_us={:.1} p99_us={:.1} errors={errors}",
+        quantile_us(&samples, 0.5),
+        quantile_us(&samples, 0.99)
     );
     Ok(())
 }

@@ -14,13 +14,15 @@ pub enum Metric {
     FixedRateP99,
     NewConnRps,
     FirstByteP99,
+    BurstP50,
+    BurstP99,
     CpuPerGb,
     CpuPer1kRequests,
     CpuPer1kConnections,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 13] = [
         Metric::Throughput,
         Metric::KeepaliveRps,
         Metric::KeepaliveP50,
@@ -29,6 +31,8 @@ impl Metric {
         Metric::FixedRateP99,
         Metric::NewConnRps,
         Metric::FirstByteP99,
+        Metric::BurstP50,
+        Metric::BurstP99,
         Metric::CpuPerGb,
         Metric::CpuPer1kRequests,
         Metric::CpuPer1kConnections,
@@ -45,6 +49,8 @@ impl Metric {
             Metric::FixedRateP99 => ("fixed_rate_p99_us", "p99 at 1000 req/s", "µs"),
             Metric::NewConnRps => ("new_conn_rps", "new connections/s", "conn/s"),
             Metric::FirstByteP99 => ("first_byte_p99_us", "p99 connect-to-first-byte", "µs"),
+            Metric::BurstP50 => ("burst_p50_us", "burst of 3000 connects p50", "µs"),
+            Metric::BurstP99 => ("burst_p99_us", "burst of 3000 connects p99", "µs"),
             Metric::CpuPerGb => ("cpu_s_per_gb", "proxy CPU per GB carried", "CPU-s/GB"),
             Metric::CpuPer1kRequests => {
                 ("cpu_ms_per_1k_req", "proxy CPU per 1k requests", "CPU-ms")
