@@ -14,6 +14,7 @@ pub mod plaintext;
 pub mod pool;
 /// Public for the `proxy_protocol` fuzz target (fuzz/).
 pub mod proxy_protocol;
+mod read_ahead;
 mod record_tls_error;
 pub mod xfcc;
 

@@ -132,6 +132,7 @@ pub const MODULES: &[&str] = &[
     "tunnel::proxy::pool::error",
     "tunnel::proxy::pool::stream",
     "tunnel::proxy::proxy_protocol",
+    "tunnel::proxy::read_ahead",
     "tunnel::proxy::record_tls_error",
     "tunnel::proxy::xfcc",
     "tunnel::sys",

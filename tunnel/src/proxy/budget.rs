@@ -171,8 +171,9 @@ impl Drop for Waiting<'_> {
 #[derive(Debug)]
 pub struct Window {
     pub size: u32,
-    /// Whether to batch TLS writes (`hbone::batch_tls_writes`): only when charged for.
-    pub batch_tls: bool,
+    /// Whether to give the connection its large TLS buffers (`hbone::use_large_tls_buffers`):
+    /// only when charged for.
+    pub large_tls_buffers: bool,
     pub charge: Option<Charge>,
 }
 
@@ -296,7 +297,7 @@ impl BufferBudget {
             }
             return Window {
                 size,
-                batch_tls: true,
+                large_tls_buffers: true,
                 charge: Some(Charge {
                     budget: self.clone(),
                     bytes,
@@ -309,7 +310,7 @@ impl BufferBudget {
         self.narrowed.fetch_add(1, Ordering::Relaxed);
         Window {
             size: FLOOR_WINDOW,
-            batch_tls: false,
+            large_tls_buffers: false,
             charge: None,
         }
     }

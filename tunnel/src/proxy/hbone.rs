@@ -31,9 +31,18 @@ pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// carries one h2 DATA frame in a handful of writes. Only a busy connection fills it.
 pub const TLS_WRITE_BATCH: usize = 256 * 1024;
 
-/// Lets a TLS connection that carries HBONE batch [`TLS_WRITE_BATCH`] bytes per write.
-pub fn batch_tls_writes<Data>(connection: &mut rustls::ConnectionCommon<Data>) {
+/// What a connection's large TLS buffers take at most, charged to the buffer budget: the
+/// write batch and the read-ahead.
+pub const LARGE_TLS_BUFFERS: usize = TLS_WRITE_BATCH + super::read_ahead::READ_AHEAD;
+
+/// Lets a TLS connection that carries HBONE batch [`TLS_WRITE_BATCH`] bytes per write and
+/// read up to `READ_AHEAD` bytes per system call.
+pub fn use_large_tls_buffers<IO, Data>(
+    io: &mut super::read_ahead::ReadAhead<IO>,
+    connection: &mut rustls::ConnectionCommon<Data>,
+) {
     connection.set_buffer_limit(Some(TLS_WRITE_BATCH));
+    io.switch_on();
 }
 
 /// Applies the shared settings to a client builder, with the receive window the buffer

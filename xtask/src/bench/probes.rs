@@ -4,7 +4,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    sync::{Arc, Barrier},
+    sync::{Arc, RwLock},
     thread,
     time::{Duration, Instant},
 };
@@ -111,8 +111,10 @@ pub fn first_calls(target: SocketAddr, count: usize) -> Result<()> {
 /// proxy) counts the same way on every path. A connection that failed is counted in
 /// `errors`, not sampled.
 pub fn burst(target: SocketAddr, count: usize) -> Result<()> {
-    // The workers and this thread, which takes the time of the release.
-    let gate = Arc::new(Barrier::new(count + 1));
+    // Held while the threads start; each waits to read it. Dropping it releases them all,
+    // after the release instant is taken, so no sample can start before it.
+    let gate = Arc::new(RwLock::new(()));
+    let closed = gate.write().expect("burst gate");
     let workers = (0..count)
         .map(|_| {
             let gate = gate.clone();
@@ -120,19 +122,21 @@ pub fn burst(target: SocketAddr, count: usize) -> Result<()> {
                 // Thousands of threads that each hold a socket and a few buffers.
                 .stack_size(64 * 1024)
                 .spawn(move || {
-                    gate.wait();
+                    drop(gate.read().expect("burst gate"));
                     one_request(target)
                 })
         })
         .collect::<std::io::Result<Vec<_>>>()
         .context("start the burst's threads")?;
-    gate.wait();
+    // Let every thread reach the gate.
+    thread::sleep(Duration::from_millis(200));
     let released = Instant::now();
+    drop(closed);
     let mut samples = Vec::with_capacity(count);
     let mut errors = 0usize;
     for worker in workers {
         match worker.join().expect("burst thread") {
-            Ok(first_byte) => samples.push(first_byte.saturating_duration_since(released)),
+            Ok(first_byte) => samples.push(first_byte.duration_since(released)),
             Err(_) => errors += 1,
         }
     }

@@ -129,7 +129,7 @@ fn windows_narrow_as_their_share_is_taken_and_never_take_the_reads_share() {
     assert_eq!(sizes[0], 16 * 1024 * 1024);
     assert_eq!(sizes[1], 4 * 1024 * 1024);
     assert_eq!(*sizes.last().unwrap(), FLOOR_WINDOW);
-    assert!(!held.last().unwrap().batch_tls);
+    assert!(!held.last().unwrap().large_tls_buffers);
     assert!(budget.in_windows() <= 32 * MIB);
     assert!(
         budget.limit() - budget.in_use() >= 96 * MIB,

@@ -8,7 +8,10 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use crate::proxy::budget::{Chunk, Window};
+use crate::proxy::{
+    budget::{Chunk, Window},
+    read_ahead::ReadAhead,
+};
 use h2::server::Connection;
 use tokio::{
     net::TcpStream,
@@ -41,7 +44,7 @@ const GOAWAY_LINGER: std::time::Duration = std::time::Duration::from_millis(500)
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-type H2Connection = Connection<TlsStream<Rehomed>, Chunk>;
+type H2Connection = Connection<TlsStream<ReadAhead<Rehomed>>, Chunk>;
 
 /// Why a connection was not served.
 enum Refused {
@@ -60,7 +63,7 @@ enum Refused {
 
 /// A connection through its TLS handshake.
 struct Handshaken {
-    tls: TlsStream<Rehomed>,
+    tls: TlsStream<ReadAhead<Rehomed>>,
     caller: SpiffeId,
     session: Arc<Session>,
     lifetime: Authenticated,
@@ -88,7 +91,7 @@ pub(super) async fn serve(
             lifetime,
         } = handshaken;
         // Charged once the caller is known; held while the connection lives.
-        let window = shared.inputs.budget.window(hbone::TLS_WRITE_BATCH);
+        let window = shared.inputs.budget.window(hbone::LARGE_TLS_BUFFERS);
         let connection = speak_h2(tls, &caller, &shared, deadline, &window).await?;
         claim_peer_slot(connection, caller, peer, &shared, deadline)
             .await
@@ -249,14 +252,15 @@ async fn authenticate(
 
 /// The HTTP/2 handshake, with the stream and header limits the caps set.
 async fn speak_h2(
-    mut tls_stream: TlsStream<Rehomed>,
+    mut tls_stream: TlsStream<ReadAhead<Rehomed>>,
     caller: &SpiffeId,
     shared: &Shared,
     deadline: Instant,
     window: &Window,
 ) -> Result<H2Connection, Refused> {
-    if window.batch_tls {
-        hbone::batch_tls_writes(tls_stream.get_mut().1);
+    if window.large_tls_buffers {
+        let (io, connection) = tls_stream.get_mut();
+        hbone::use_large_tls_buffers(io, connection);
     }
     let handshake =
         hbone::server_builder(shared.inputs.limits.max_streams_per_connection, window.size)

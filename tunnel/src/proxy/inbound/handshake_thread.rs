@@ -32,6 +32,8 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
+use crate::proxy::read_ahead::ReadAhead;
+
 /// The handshake thread's nice value. Under a flood its work competes for the CPU with the
 /// thread that carries the streams; the kernel then weighs the streams about ten times
 /// higher, and gives the handshakes what is left. Measured under a flood of full
@@ -50,7 +52,7 @@ pub struct HandshakeThread {
 
 /// How a handshake on the thread ended.
 pub enum Handshake {
-    Done(Box<TlsStream<Rehomed>>),
+    Done(Box<TlsStream<ReadAhead<Rehomed>>>),
     Failed(io::Error),
     TimedOut,
 }
@@ -94,7 +96,7 @@ impl HandshakeThread {
         };
         // Aborted if whoever awaits it goes away.
         let mut task = crate::drain::AbortOnDrop(self.handle.spawn(async move {
-            let tcp = Rehomed(Some(TcpStream::from_std(std)?));
+            let tcp = ReadAhead::new(Rehomed(Some(TcpStream::from_std(std)?)));
             match timeout_at(deadline, TlsAcceptor::from(config).accept(tcp)).await {
                 Ok(accepted) => accepted.map(Some),
                 Err(_) => Ok(None),
@@ -105,7 +107,7 @@ impl HandshakeThread {
             Err(e) => return Handshake::Failed(io::Error::other(e)),
         };
         match finished {
-            Ok(Some(mut stream)) => match stream.get_mut().0.rehome() {
+            Ok(Some(mut stream)) => match stream.get_mut().0.get_mut().rehome() {
                 Ok(()) => Handshake::Done(Box::new(stream)),
                 Err(e) => Handshake::Failed(e),
             },

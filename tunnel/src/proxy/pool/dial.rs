@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::{
     super::{
         hbone::{self, TlsParams},
+        read_ahead::ReadAhead,
         record_tls_error::RecordTlsError,
     },
     *,
@@ -41,7 +42,7 @@ use crate::{
 };
 
 /// The h2 connection as the pool drives it: over TLS, recording the TLS error that breaks it.
-type Driver = H2Connection<RecordTlsError<TlsStream<TcpStream>>, Chunk>;
+type Driver = H2Connection<RecordTlsError<TlsStream<ReadAhead<TcpStream>>>, Chunk>;
 
 /// What a successful handshake gives.
 struct Dialled {
@@ -156,7 +157,7 @@ async fn handshake(
     let tls_started = Instant::now();
     let server_name = ServerName::IpAddress(peer.ip().into());
     let mut tls_stream = TlsConnector::from(tls.config.clone())
-        .connect(server_name, tcp)
+        .connect(server_name, ReadAhead::new(tcp))
         .await
         .map_err(|e| refused_handshake(peer, &e))?;
     let peer_identity = tls::peer_identity(tls_stream.get_ref().1, Purpose::ServerAuth);
@@ -170,9 +171,10 @@ async fn handshake(
         }),
         _ => None,
     };
-    let window = settings.budget.window(hbone::TLS_WRITE_BATCH);
-    if window.batch_tls {
-        hbone::batch_tls_writes(tls_stream.get_mut().1);
+    let window = settings.budget.window(hbone::LARGE_TLS_BUFFERS);
+    if window.large_tls_buffers {
+        let (io, connection) = tls_stream.get_mut();
+        hbone::use_large_tls_buffers(io, connection);
     }
     // In TLS 1.3 the client finishes before the server has judged its certificate; a
     // refusal arrives later, inside h2, which keeps only its text: record it.
