@@ -28,7 +28,7 @@ pub use material::{
     CertificateProblem, Credential, MaterialError, Trust, crls_from_bytes, parse_crl, read_crls,
 };
 pub use presented::{Presented, PresentedSlot, recording_server_config};
-pub use provider::{provider, warm_up};
+pub use provider::{choose_record_cipher, provider, warm_up};
 pub use refusal_kind::RefusalKind;
 pub use revocation::{RevokedEntry, revocation_entry};
 use rustls::{

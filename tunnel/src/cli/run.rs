@@ -111,7 +111,7 @@ fn choose_record_cipher(setting: Aead) {
         #[cfg(not(feature = "ring-aead"))]
         Aead::Ring => Some(AeadImplementation::AwsLc),
     };
-    let choice = tls::aead::choose(forced);
+    let choice = tls::choose_record_cipher(forced);
     info!(aead = %choice, "record cipher chosen");
 }
 

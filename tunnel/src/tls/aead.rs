@@ -73,15 +73,10 @@ const MARGIN: f64 = 1.10;
 
 static CHOSEN: OnceLock<AeadChoice> = OnceLock::new();
 
-/// Chooses the record cipher for this process: `forced`, or the faster by measurement. Must
-/// run before the first TLS configuration is built ([`super::provider`] reads it once);
-/// later calls return the first choice.
-pub fn choose(forced: Option<AeadImplementation>) -> &'static AeadChoice {
-    if super::provider::built() {
-        tracing::warn!(
-            "the record cipher was chosen after the TLS provider was built: the provider keeps aws-lc"
-        );
-    }
+/// Chooses the record cipher for this process: `forced`, or the faster by measurement.
+/// Later calls return the first choice. The provider reads it once, when it is built:
+/// choose through `provider::choose_record_cipher`, which says when that was too late.
+pub(super) fn choose(forced: Option<AeadImplementation>) -> &'static AeadChoice {
     CHOSEN.get_or_init(|| match forced {
         Some(implementation) => AeadChoice {
             implementation,

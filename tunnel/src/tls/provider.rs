@@ -43,9 +43,16 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
 
-/// Whether [`provider`] has been built (and so has read the record cipher's choice).
-pub(super) fn built() -> bool {
-    PROVIDER.get().is_some()
+/// Chooses the record cipher ([`aead::choose`]): `forced`, or the faster by measurement.
+/// Must run before the first TLS configuration is built, since [`provider`] reads the
+/// choice once.
+pub fn choose_record_cipher(forced: Option<AeadImplementation>) -> &'static aead::AeadChoice {
+    if PROVIDER.get().is_some() {
+        tracing::warn!(
+            "the record cipher was chosen after the TLS provider was built: the provider keeps aws-lc"
+        );
+    }
+    aead::choose(forced)
 }
 
 fn cipher_suites(from: AeadImplementation) -> Vec<SupportedCipherSuite> {
