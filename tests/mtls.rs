@@ -861,11 +861,33 @@ fn two_data_plane_runtimes_split_the_connections_and_each_keeps_its_pool() {
     let out = pair.frontend(&["fan-out", "10.0.0.2", "8081", "300"]);
     assert_eq!(out.stdout.trim(), "ok=300 bad=0", "{}", out.stderr);
 
+    // A drain waits for the connections of both runtimes (40 held: both have some) and
+    // ends as soon as the application closes them, well before its deadline (5 s).
+    let mut holder = pair
+        .a
+        .host
+        .command("python3")
+        .arg(NETPROBE)
+        .args(["hold", "10.0.0.2", "8081", "40", "3"])
+        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
+        .spawn();
+    holder.wait_for("holding=40", LONG);
     let daemon = pair.a.daemon.as_mut().unwrap();
     daemon.signal("TERM");
+    assert!(
+        daemon.wait_timeout(Duration::from_secs(1)).is_none(),
+        "the daemon left while connections were open: {}",
+        daemon.logs()
+    );
+    holder.wait_for("held=40", LONG);
+    holder.wait_timeout(LONG).expect("holder exits");
     let status = daemon
         .wait_timeout(Duration::from_secs(10))
-        .expect("the daemon exits after SIGTERM");
+        .expect("the daemon exits once its connections are closed");
     assert!(status.success(), "{status:?}: {}", daemon.logs());
-    assert!(daemon.logs().contains("drained"), "{}", daemon.logs());
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("drained") && !logs.contains("drain deadline passed"),
+        "{logs}"
+    );
 }
