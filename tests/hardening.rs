@@ -839,8 +839,24 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         after - idle < 64.0,
         "RSS {after:.1} MiB is not back within 64 MiB of idle ({idle:.1} MiB)"
     );
+    let a_said: Vec<String> = pair
+        .a
+        .logs()
+        .lines()
+        .filter(|l| l.contains("dst=10.0.0.2:8081"))
+        .map(String::from)
+        .chain(
+            pair.b
+                .logs()
+                .lines()
+                .filter(|l| l.contains("dst=10.0.0.2:8081"))
+                .map(String::from),
+        )
+        .collect();
     assert!(
         legit_ok,
-        "the legitimate call during the attack completed: {legit_took:?}"
+        "the legitimate call during the attack completed: {legit_took:?}: {}{}\nthe daemons said: {a_said:#?}",
+        call.stdout(),
+        call.stderr()
     );
 }

@@ -7,7 +7,8 @@ Each command prints one result line (or JSON) that the Rust tests parse.
   serve-sink PORT             reads until EOF, answers "sha256=<hex> bytes=<n>\n", closes
   serve-slow-sink PORT        the same, pausing 2 ms after each read (a reader slower than
                               its sender, so back-pressure reaches the sender)
-  serve-source PORT BYTES     sends BYTES of deterministic data, then closes
+  serve-source PORT BYTES     sends BYTES of deterministic data, half-closes, and closes when
+                              the caller has
   serve-endless PORT          sends to every connection for as long as it takes bytes, from
                               one thread (thousands of connections cost no thread each)
   peer HOST PORT              connects; prints getpeername and getsockname
@@ -497,6 +498,17 @@ def main():
             with conn:
                 for piece in pattern(size):
                     conn.sendall(piece)
+                # Half-close and wait for the caller's close: a socket closed with bytes
+                # still unsent is orphaned, and under TCP memory pressure (the hardening
+                # tests exhaust the one kernel all test hosts share) the kernel resets an
+                # orphan instead of sending the rest.
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(60)
+                try:
+                    while conn.recv(CHUNK):
+                        pass
+                except OSError:
+                    pass
         serve(args[:1], source)
     elif cmd == "peer":
         s = connect(args[0], args[1])
