@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{LONG, NETPROBE, Pair, Proc, SHORT};
+use support::{LONG, Pair, Proc, SHORT};
 
 const H2ATTACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/support/h2attack.py");
 
@@ -567,14 +567,7 @@ fn connects_to_an_unreachable_peer_fail_together_within_the_connect_timeout() {
     // 10.0.0.77 is inside the captured range, and no host answers there.
     let started = Instant::now();
     let callers: Vec<Proc> = (0..10)
-        .map(|_| {
-            pair.a
-                .host
-                .command("python3")
-                .args([NETPROBE, "expect-refused", "10.0.0.77", "8080"])
-                .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
-                .spawn()
-        })
+        .map(|_| pair.spawn_frontend(&["expect-refused", "10.0.0.77", "8080"]))
         .collect();
     // Each caller's own measure: from its connect to the reset it got.
     let mut ends = Vec::new();
@@ -742,14 +735,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         // Each stream delivered is a socket of the daemon (`ss` is too slow at this scale).
         served_peak = served_peak.max(open_fds(pid).saturating_sub(idle_fds));
         if legit.is_none() && held_from.elapsed() > Duration::from_secs(5) {
-            let call = pair
-                .a
-                .host
-                .command("python3")
-                .arg(support::NETPROBE)
-                .args(["download", "10.0.0.2", "8081", "1000000"])
-                .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
-                .spawn();
+            let call = pair.spawn_frontend(&["download", "10.0.0.2", "8081", "1000000"]);
             legit = Some((call, Instant::now()));
         }
         thread::sleep(Duration::from_millis(250));
@@ -839,7 +825,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         after - idle < 64.0,
         "RSS {after:.1} MiB is not back within 64 MiB of idle ({idle:.1} MiB)"
     );
-    let a_said: Vec<String> = pair
+    let daemons_said: Vec<String> = pair
         .a
         .logs()
         .lines()
@@ -855,7 +841,7 @@ fn many_identities_that_never_read_stay_within_the_buffer_budget() {
         .collect();
     assert!(
         legit_ok,
-        "the legitimate call during the attack completed: {legit_took:?}: {}{}\nthe daemons said: {a_said:#?}",
+        "the legitimate call during the attack completed: {legit_took:?}: {}{}\nthe daemons said: {daemons_said:#?}",
         call.stdout(),
         call.stderr()
     );

@@ -60,18 +60,9 @@ fn plaintext_never_crosses_the_wire_and_connections_share_tunnels() {
     );
 
     // 120 concurrent application connections: two TLS connections (100 streams each at most).
-    let frontend = pair.a.workload_cgroup(&pair.testbed, "frontend");
     let mut holders: Vec<_> = [60, 60]
         .iter()
-        .map(|n| {
-            pair.a
-                .host
-                .command("python3")
-                .arg(NETPROBE)
-                .args(["hold", "10.0.0.2", "8081", &n.to_string(), "3"])
-                .in_cgroup(&frontend)
-                .spawn()
-        })
+        .map(|n| pair.spawn_frontend(&["hold", "10.0.0.2", "8081", &n.to_string(), "3"]))
         .collect();
     for holder in &mut holders {
         holder.wait_for("holding=60", LONG);
@@ -840,14 +831,7 @@ fn two_data_plane_runtimes_split_the_connections_and_each_keeps_its_pool() {
     // 40 connections held at once: the kernel spreads them over both runtimes' listeners
     // (all on one of two would happen once in 2^39), and each runtime dials its own pooled
     // connection to B rather than reach across to the other's.
-    let mut holder = pair
-        .a
-        .host
-        .command("python3")
-        .arg(NETPROBE)
-        .args(["hold", "10.0.0.2", "8081", "40", "3"])
-        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
-        .spawn();
+    let mut holder = pair.spawn_frontend(&["hold", "10.0.0.2", "8081", "40", "3"]);
     holder.wait_for("holding=40", LONG);
     assert_eq!(
         pair.a.host.established_to(15008),
@@ -863,14 +847,7 @@ fn two_data_plane_runtimes_split_the_connections_and_each_keeps_its_pool() {
 
     // A drain waits for the connections of both runtimes (40 held: both have some) and
     // ends as soon as the application closes them, well before its deadline (5 s).
-    let mut holder = pair
-        .a
-        .host
-        .command("python3")
-        .arg(NETPROBE)
-        .args(["hold", "10.0.0.2", "8081", "40", "3"])
-        .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
-        .spawn();
+    let mut holder = pair.spawn_frontend(&["hold", "10.0.0.2", "8081", "40", "3"]);
     holder.wait_for("holding=40", LONG);
     let daemon = pair.a.daemon.as_mut().unwrap();
     daemon.signal("TERM");

@@ -247,14 +247,7 @@ fn a_reload_switches_modes_and_closes_what_the_new_policy_denies() {
     // Two tunnelled connections held open across the reload: the new rule denies the one to
     // 8080 and allows the one to 8081.
     let hold = |port: &str| {
-        let mut held = pair
-            .a
-            .host
-            .command("python3")
-            .arg(NETPROBE)
-            .args(["hold", "10.0.0.2", port, "1", "30"])
-            .in_cgroup(&pair.a.workload_cgroup(&pair.testbed, "frontend"))
-            .spawn();
+        let mut held = pair.spawn_frontend(&["hold", "10.0.0.2", port, "1", "30"]);
         held.wait_for("holding=1", SHORT);
         held
     };

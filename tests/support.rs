@@ -112,6 +112,16 @@ impl Site {
             .in_cgroup(&self.workload_cgroup(testbed, workload))
             .output(LONG)
     }
+
+    /// Starts a netprobe command as a process of workload `workload`, without waiting.
+    pub fn spawn_probe(&self, testbed: &Testbed, workload: &str, args: &[&str]) -> Proc {
+        self.host
+            .command("python3")
+            .arg(NETPROBE)
+            .args(args)
+            .in_cgroup(&self.workload_cgroup(testbed, workload))
+            .spawn()
+    }
 }
 
 pub fn start_daemon(testbed: &Testbed, host: &Host, label: &str, config: &Path) -> Proc {
@@ -283,6 +293,11 @@ impl Pair {
     /// Runs netprobe on host A as workload `frontend`.
     pub fn frontend(&self, args: &[&str]) -> testbed::Output {
         self.a.probe(&self.testbed, "frontend", args)
+    }
+
+    /// Starts netprobe on host A as workload `frontend`, without waiting.
+    pub fn spawn_frontend(&self, args: &[&str]) -> Proc {
+        self.a.spawn_probe(&self.testbed, "frontend", args)
     }
 }
 

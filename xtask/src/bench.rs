@@ -26,7 +26,7 @@ mod tools;
 use std::{fs, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
-use testbed::{Host, Proc, Testbed};
+use testbed::{Host, HostCommand, Proc, Testbed};
 
 use crate::{cargo, setup, workspace};
 use profiler::Profiler;
@@ -372,9 +372,14 @@ fn tunnel_only(
         .command("sh")
         .args([
             "-c",
-            &format!(
-                "ulimit -n 20000 && exec {} probe-hold 10.0.0.2:8080 {IDLE_CONNECTIONS} 30",
-                xtask.display()
+            &with_files(
+                xtask,
+                &[
+                    "probe-hold",
+                    "10.0.0.2:8080",
+                    &IDLE_CONNECTIONS.to_string(),
+                    "30",
+                ],
             ),
         ])
         .in_cgroup(&frontend)
@@ -474,15 +479,8 @@ struct Probe {
 
 impl Probe {
     fn run(a: &Host, xtask: &std::path::Path, cgroup: &std::path::Path, args: &[&str]) -> Self {
-        let out = a
-            .command(&xtask.display().to_string())
-            .args(args)
-            .in_cgroup(cgroup)
-            .output(Duration::from_secs(60));
-        Self {
-            what: format!("{} in {}", args.join(" "), cgroup.display()),
-            out,
-        }
+        let command = a.command(&xtask.display().to_string()).args(args);
+        Self::output(command, cgroup, args)
     }
 
     /// [`Probe::run`] for a probe that holds more sockets than the default limit of open
@@ -493,19 +491,14 @@ impl Probe {
         cgroup: &std::path::Path,
         args: &[&str],
     ) -> Self {
-        let command = format!(
-            "ulimit -n 20000 && exec {} {}",
-            xtask.display(),
-            args.join(" ")
-        );
-        let out = a
-            .command("sh")
-            .args(["-c", &command])
-            .in_cgroup(cgroup)
-            .output(Duration::from_secs(60));
+        let command = a.command("sh").args(["-c", &with_files(xtask, args)]);
+        Self::output(command, cgroup, args)
+    }
+
+    fn output(command: HostCommand, cgroup: &std::path::Path, args: &[&str]) -> Self {
         Self {
             what: format!("{} in {}", args.join(" "), cgroup.display()),
-            out,
+            out: command.in_cgroup(cgroup).output(Duration::from_secs(60)),
         }
     }
 
@@ -518,4 +511,14 @@ impl Probe {
             )
         })
     }
+}
+
+/// A shell command that runs `xtask args` with room for 20,000 open files (a probe that
+/// holds thousands of sockets).
+fn with_files(xtask: &std::path::Path, args: &[&str]) -> String {
+    format!(
+        "ulimit -n 20000 && exec {} {}",
+        xtask.display(),
+        args.join(" ")
+    )
 }

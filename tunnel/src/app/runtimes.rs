@@ -93,7 +93,7 @@ impl Runtimes {
                     drain: drain.clone(),
                     stop,
                 };
-                // A runtime gone already logged why.
+                // A runtime already gone (it panicked, and the panic said so) takes no word.
                 go.send(word).ok().map(|()| (thread, stop_sender))
             })
             .collect();

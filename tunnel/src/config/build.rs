@@ -257,18 +257,13 @@ impl Checker<'_> {
     }
 
     fn runtime(&mut self, raw: &RawRuntime) -> Option<Runtime> {
-        let worker_threads = raw.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS);
-        if !(1..=MAX_WORKER_THREADS).contains(&worker_threads) {
-            let key = at("runtime").key("worker_threads");
-            self.problem(&key, format!("must be from 1 to {MAX_WORKER_THREADS}"));
-            return None;
-        }
-        let threads = raw.threads.unwrap_or(DEFAULT_THREADS);
-        if !(1..=MAX_THREADS).contains(&threads) {
-            let key = at("runtime").key("threads");
-            self.problem(&key, format!("must be from 1 to {MAX_THREADS}"));
-            return None;
-        }
+        let worker_threads = self.thread_count(
+            "worker_threads",
+            raw.worker_threads,
+            DEFAULT_WORKER_THREADS,
+            MAX_WORKER_THREADS,
+        )?;
+        let threads = self.thread_count("threads", raw.threads, DEFAULT_THREADS, MAX_THREADS)?;
         if threads > 1 && worker_threads > 1 {
             let key = at("runtime").key("threads");
             self.problem(
@@ -283,5 +278,22 @@ impl Checker<'_> {
             worker_threads,
             threads,
         })
+    }
+
+    /// `[runtime] name`, or `default`; from 1 to `max`.
+    fn thread_count(
+        &mut self,
+        name: &str,
+        value: Option<usize>,
+        default: usize,
+        max: usize,
+    ) -> Option<usize> {
+        let count = value.unwrap_or(default);
+        if !(1..=max).contains(&count) {
+            let key = at("runtime").key(name);
+            self.problem(&key, format!("must be from 1 to {max}"));
+            return None;
+        }
+        Some(count)
     }
 }

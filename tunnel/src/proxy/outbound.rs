@@ -143,8 +143,6 @@ impl Outbound {
         self.listeners.iter().map(|(listener, _)| listener)
     }
 
-    /// Accepts until a drain is signalled; each connection then runs to its end (it holds a
-    /// watcher, so the drain waits for it).
     /// The same listeners registered with the runtime this is called on (another
     /// data-plane runtime's: they were bound on the main one, so that a bind failure stops
     /// the start).
@@ -157,6 +155,8 @@ impl Outbound {
         Ok(Self { listeners })
     }
 
+    /// Accepts until a drain is signalled; each connection then runs to its end (it holds a
+    /// watcher, so the drain waits for it).
     pub async fn run(self, inputs: Arc<OutboundInputs>, drain: DrainWatcher) {
         let reaper = tokio::spawn(inputs.pool.clone().reap_idle());
         let mut tasks = tokio::task::JoinSet::new();
