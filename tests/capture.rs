@@ -330,7 +330,11 @@ fn large_transfers_arrive_intact_and_half_close_is_carried() {
 #[test]
 fn the_sockmap_hop_carries_bytes_in_order_and_only_when_on() {
     for on in [true, false] {
-        let ports = |b: String| b.replace("ports = [8080]", "ports = [8080, 8081, 8082, 8083]");
+        // Both hosts: A's hop is application → daemon, B's is daemon → workload.
+        let ports = |b: String| {
+            let b = b.replace("ports = [8080]", "ports = [8080, 8081, 8082, 8083]");
+            testbed::with_sockmap(&b, on)
+        };
         let name = if on {
             "capture-sockmap-on"
         } else {
@@ -339,10 +343,12 @@ fn the_sockmap_hop_carries_bytes_in_order_and_only_when_on() {
         let mut pair = Pair::new(name, |a| testbed::with_sockmap(&a, on), ports);
         pair.start();
         const SIZE: &str = "33554432";
-        let _sink = pair.serve_on_b(&["serve-sink", "8080"], 8080);
-        let _source = pair.serve_on_b(&["serve-source", "8081", SIZE], 8081);
-        let _tagged = pair.serve_on_b(&["serve-tagged", "8082"], 8082);
-        let _slow = pair.serve_on_b(&["serve-slow-sink", "8083"], 8083);
+        // In B's capture cgroup, where its workloads' ends join the map.
+        let serve = |args: &[&str], port| pair.serve_on_b_as("orders", args, port);
+        let _sink = serve(&["serve-sink", "8080"], 8080);
+        let _source = serve(&["serve-source", "8081", SIZE], 8081);
+        let _tagged = serve(&["serve-tagged", "8082"], 8082);
+        let _slow = serve(&["serve-slow-sink", "8083"], 8083);
 
         let out = pair.frontend(&["upload", "10.0.0.2", "8080", SIZE]);
         let sent = field(&out.stdout, "sent sha256=");
@@ -382,22 +388,44 @@ fn the_sockmap_hop_carries_bytes_in_order_and_only_when_on() {
             out.stderr
         );
 
-        let capture = admin_get(&pair.a.host, "/debug/capture");
-        let json: serde_json::Value = serde_json::from_str(&capture).unwrap();
-        let redirected = json["sockmap"]["redirected"].as_u64().unwrap();
-        let left_on_tcp = json["sockmap"]["left_on_tcp"].as_u64().unwrap();
-        println!("sockmap {on}: {}", json["sockmap"]);
+        // Every call above was one delivery on B: both its ends joined there.
+        const DELIVERIES: u64 = 3 + 200;
+        for (host, side) in [(&pair.a.host, "A"), (&pair.b.host, "B")] {
+            let capture = admin_get(host, "/debug/capture");
+            let json: serde_json::Value = serde_json::from_str(&capture).unwrap();
+            let counts = &json["sockmap"];
+            let redirected = counts["redirected"].as_u64().unwrap();
+            let left_on_tcp = counts["left_on_tcp"].as_u64().unwrap();
+            let joined = counts["sockets_joined"].as_u64().unwrap();
+            println!("sockmap {on}, {side}: {counts}");
+            if on {
+                assert!(
+                    redirected > 100,
+                    "{side}: the hop is on but moved {redirected} messages: {capture}"
+                );
+                assert!(capture.contains("\"sock_ops_daemon\""), "{side}: {capture}");
+                // The uploads and the download went past the cap: their rest went by TCP,
+                // after what the map moved, and arrived in order (the checksums above).
+                assert!(
+                    left_on_tcp > 0,
+                    "{side}: nothing went back to TCP: {capture}"
+                );
+            } else {
+                assert_eq!(
+                    redirected + left_on_tcp + joined,
+                    0,
+                    "{side}: the hop is off: {capture}"
+                );
+            }
+        }
         if on {
+            let capture = admin_get(&pair.b.host, "/debug/capture");
+            let json: serde_json::Value = serde_json::from_str(&capture).unwrap();
+            let joined = json["sockmap"]["sockets_joined"].as_u64().unwrap();
             assert!(
-                redirected > 100,
-                "the hop is on but moved {redirected} messages: {capture}"
+                joined >= 2 * DELIVERIES,
+                "B: {joined} sockets joined for {DELIVERIES} deliveries: {capture}"
             );
-            assert!(capture.contains("\"sock_ops_daemon\""), "{capture}");
-            // The uploads went past the cap: their rest went by TCP, after what the map
-            // moved, and arrived in order (the checksums above).
-            assert!(left_on_tcp > 0, "nothing went back to TCP: {capture}");
-        } else {
-            assert_eq!(redirected + left_on_tcp, 0, "the hop is off: {capture}");
         }
     }
 }

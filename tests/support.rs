@@ -290,6 +290,15 @@ impl Pair {
         server
     }
 
+    /// As [`Self::serve_on_b`], as a process of B's workload `workload` (inside B's capture
+    /// cgroup, as a host's workloads are).
+    pub fn serve_on_b_as(&self, workload: &str, args: &[&str], port: u16) -> Proc {
+        let mut server = self.b.spawn_probe(&self.testbed, workload, args);
+        server.wait_for("listening", SHORT);
+        self.b.host.wait_for_listener(port, SHORT);
+        server
+    }
+
     /// Runs netprobe on host A as workload `frontend`.
     pub fn frontend(&self, args: &[&str]) -> testbed::Output {
         self.a.probe(&self.testbed, "frontend", args)

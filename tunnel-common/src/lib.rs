@@ -52,14 +52,17 @@ pub const MAP_POD_LISTENERS: &str = "POD_LISTENERS";
 pub const MAP_NODE_ADDRESSES: &str = "NODE_ADDRESSES";
 
 /// Map: `SockHash<SocketTuple>`, both ends of each captured application's connection to the
-/// daemon's outbound listener, each keyed by its own view of the connection (local end in
-/// `src`) when the sockmap hop is on ([`FLAG_SOCKMAP`]). `redirect_local`, attached to it,
+/// daemon's outbound listener, and both ends of the daemon's deliveries to workloads of this
+/// host, each keyed by its own view of the connection (local end in `src`) when the sockmap
+/// hop is on ([`FLAG_SOCKMAP`]). `redirect_local`, attached to it,
 /// moves what one end sends straight into the other's receive queue. The kernel removes a
 /// socket when it closes.
 pub const MAP_LOCAL_PEERS: &str = "LOCAL_PEERS";
 /// Map: `SkStorage<u64>`, on each socket of [`MAP_LOCAL_PEERS`]: the bytes it has moved
 /// through the map, or [`LOCAL_ON_TCP`] once it has gone back to TCP for good (its share
 /// spent, or no peer found). Made when the socket joins, freed with it.
+/// The daemon makes it (value 0) on a delivery socket before its `connect()`: the mark that
+/// lets that socket join when it is established.
 pub const MAP_LOCAL_SENT: &str = "LOCAL_SENT";
 /// [`MAP_LOCAL_SENT`]'s value for a sender that stays on TCP.
 pub const LOCAL_ON_TCP: u64 = u64::MAX;
@@ -79,9 +82,14 @@ pub const LOCAL_FELL_BACK: u32 = 1;
 pub const LOCAL_JOINED: u32 = 2;
 pub const LOCAL_JOIN_FAILED: u32 = 3;
 pub const LOCAL_COUNTERS: u32 = 4;
+/// Map: `LruHashMap<SocketTuple, u8>`, the daemon's deliveries that joined
+/// [`MAP_LOCAL_PEERS`] (under the daemon's view), until the workload's end of the
+/// connection is established and joins too. LRU: a workload outside the capture cgroup
+/// never consumes its entry.
+pub const MAP_LOCAL_DELIVERIES: &str = "LOCAL_DELIVERIES";
 
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
-pub const MAP_NAMES: [&str; 18] = [
+pub const MAP_NAMES: [&str; 19] = [
     MAP_CONFIG,
     MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6,
@@ -100,10 +108,12 @@ pub const MAP_NAMES: [&str; 18] = [
     MAP_LOCAL_PEERS,
     MAP_LOCAL_SENT,
     MAP_LOCAL_COUNTS,
+    MAP_LOCAL_DELIVERIES,
 ];
 
 /// Version of the map layout above. A daemon only reuses pinned maps of its own layout; a
-/// change to any type in this file must bump it.
+/// change to any type in this file must bump it. A map added to the list needs no bump: a
+/// daemon that finds it unpinned makes it, and one that does not know it leaves it alone.
 pub const MAP_LAYOUT_VERSION: u32 = 3;
 
 /// Registered pods' addresses (two per dual-stack pod).
@@ -127,7 +137,7 @@ pub const MAX_CGROUP_DEPTH: u32 = 32;
 /// establishment to close). Beyond it the LRU map drops the least recently used entries,
 /// those of connections the daemon accepted long ago and will not look up again.
 pub const MAX_TRACKED_CONNECTIONS: u32 = 65536;
-/// Sockets in [`MAP_LOCAL_PEERS`], two per connection. Past it a connection keeps the TCP
+/// Sockets in [`MAP_LOCAL_PEERS`], two per connection (captured or delivered). Past it a connection keeps the TCP
 /// path (its insertion fails; nothing is evicted).
 pub const MAX_LOCAL_PEERS: u32 = 2 * MAX_TRACKED_CONNECTIONS;
 
@@ -137,8 +147,8 @@ pub const PROGRAM_CONNECT6: &str = "connect6";
 pub const PROGRAM_GETPEERNAME4: &str = "getpeername4";
 pub const PROGRAM_GETPEERNAME6: &str = "getpeername6";
 pub const PROGRAM_SOCK_OPS: &str = "sock_ops";
-/// `sock_ops` on the daemon's own cgroup: its end of a captured connection joins
-/// [`MAP_LOCAL_PEERS`].
+/// `sock_ops` on the daemon's own cgroup: its end of a captured connection, and its end of
+/// a delivery it marked, join [`MAP_LOCAL_PEERS`].
 pub const PROGRAM_SOCK_OPS_DAEMON: &str = "sock_ops_daemon";
 /// The `sk_msg` program, attached to [`MAP_LOCAL_PEERS`] (not a cgroup).
 pub const PROGRAM_REDIRECT_LOCAL: &str = "redirect_local";

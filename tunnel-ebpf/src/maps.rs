@@ -69,15 +69,24 @@ pub static POD_LISTENERS: SockMap<{ MAX_POD_LISTENERS as usize }> = SockMap::new
 #[btf_map]
 pub static NODE_ADDRESSES: HashMap<IpKey, u8, { MAX_NODE_ADDRESSES as usize }> = HashMap::new();
 
-/// Both ends of captured connections to the daemon's outbound listener, each under its own
-/// view of the connection; `redirect_local` is attached to it.
+/// Both ends of captured connections to the daemon's outbound listener, and of the daemon's
+/// deliveries to workloads of this host, each under its own view of the connection;
+/// `redirect_local` is attached to it.
 #[btf_map]
 pub static LOCAL_PEERS: SockHash<SocketTuple, { MAX_LOCAL_PEERS as usize }> = SockHash::new();
 
 /// On each socket of `LOCAL_PEERS`: bytes it moved, or `LOCAL_ON_TCP` (see
-/// `redirect_local`). Lives and dies with the socket.
+/// `redirect_local`). Lives and dies with the socket. The daemon makes it on a delivery
+/// socket before connecting, which is how `sock_ops_daemon` knows that socket.
 #[btf_map]
 pub static LOCAL_SENT: SkStorage<u64> = SkStorage::new();
+
+/// Deliveries whose daemon end joined `LOCAL_PEERS`, under the daemon's view, until the
+/// workload's end joins (`sock_ops` takes the entry then). LRU: an entry no workload end
+/// takes (a workload outside the capture cgroup) is dropped when room is needed.
+#[btf_map]
+pub static LOCAL_DELIVERIES: LruHashMap<SocketTuple, u8, { MAX_TRACKED_CONNECTIONS as usize }> =
+    LruHashMap::new();
 
 /// What the sockmap hop did, per CPU (`LOCAL_REDIRECTED` and the other indexes).
 #[btf_map]

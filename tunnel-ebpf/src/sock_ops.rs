@@ -11,6 +11,14 @@
 //! cgroup) at `PASSIVE_ESTABLISHED`, when the final ACK reaches the listener, before
 //! `accept()` returns it. `redirect_local` then moves each end's sends into the other's
 //! receive queue.
+//!
+//! The called host's hop (the daemon delivering to a workload here) joins the same way the
+//! other way round: the daemon marks its socket (makes its `LOCAL_SENT` storage) before
+//! `connect()`; `sock_ops_daemon` puts the marked socket in the map at
+//! `ACTIVE_ESTABLISHED` and records it in `LOCAL_DELIVERIES`; the workload's accepted socket
+//! joins here at `PASSIVE_ESTABLISHED` when its reversed tuple is recorded. The daemon's end
+//! is established (and joined) before its final ACK leaves, so before the workload's end
+//! can be; whatever either end sends before its peer is in the map goes by TCP.
 
 use core::ffi::c_void;
 
@@ -23,10 +31,15 @@ use aya_ebpf::{
     macros::sock_ops,
     programs::SockOpsContext,
 };
-use tunnel_common::{FLAG_SOCKMAP, LOCAL_JOIN_FAILED, LOCAL_JOINED, OriginalDst, SocketTuple};
+use tunnel_common::{
+    FLAG_SOCKMAP, LOCAL_JOIN_FAILED, LOCAL_JOINED, OriginalDst, PRESENT, SocketTuple,
+};
 
 use crate::{
-    maps::{CONFIG, LOCAL_PEERS, LOCAL_SENT, ORIGINAL_DST_BY_SOCKET, ORIGINAL_DST_BY_TUPLE},
+    maps::{
+        CONFIG, LOCAL_DELIVERIES, LOCAL_PEERS, LOCAL_SENT, ORIGINAL_DST_BY_SOCKET,
+        ORIGINAL_DST_BY_TUPLE,
+    },
     redirect::count,
     tuple::{SocketFields, reversed, socket_tuple},
 };
@@ -37,14 +50,16 @@ const DONE: u32 = 1;
 pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(&ctx),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB if sockmap_on() => on_delivered(&ctx),
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => on_close(&ctx),
         _ => {}
     }
     DONE
 }
 
-/// The daemon's end of a captured connection: accepted by the outbound listener from a
-/// socket `sock_ops` published. Attached to the daemon's own cgroup.
+/// The daemon's end of a captured connection (accepted by the outbound listener from a
+/// socket `sock_ops` published) and of a delivery it marked. Attached to the daemon's own
+/// cgroup.
 #[sock_ops]
 pub fn sock_ops_daemon(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
@@ -54,9 +69,41 @@ pub fn sock_ops_daemon(ctx: SockOpsContext) -> u32 {
                 join_local_peers(&ctx, tuple);
             }
         }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if sockmap_on() && marked_by_daemon(&ctx) => {
+            let tuple = tuple(&ctx);
+            if LOCAL_DELIVERIES.insert(&tuple, &PRESENT, 0).is_ok() {
+                join_local_peers(&ctx, tuple);
+            } else {
+                count(LOCAL_JOIN_FAILED);
+            }
+        }
         _ => {}
     }
     DONE
+}
+
+/// A workload's end of a delivery whose daemon end joined (see `sock_ops_daemon`).
+fn on_delivered(ctx: &SockOpsContext) {
+    let tuple = tuple(ctx);
+    let daemon_end = reversed(&tuple);
+    if LOCAL_DELIVERIES.get_ptr(daemon_end).is_some() {
+        let _ = LOCAL_DELIVERIES.remove(daemon_end);
+        join_local_peers(ctx, tuple);
+    }
+}
+
+/// Whether the daemon made this socket's `LOCAL_SENT` storage (before its `connect()`):
+/// only delivery sockets have it at `ACTIVE_ESTABLISHED`.
+fn marked_by_daemon(ctx: &SockOpsContext) -> bool {
+    // SAFETY: as in `join_local_peers`.
+    let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return false;
+    }
+    let map = (&raw const LOCAL_SENT).cast_mut().cast::<c_void>();
+    // SAFETY: `map` is the socket storage map, `sk` a non-null socket from the context; flags
+    // 0 creates nothing; only the result's nullness is used.
+    !unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), 0) }.is_null()
 }
 
 fn on_established(ctx: &SockOpsContext) {

@@ -217,6 +217,7 @@ impl Daemon {
         }
         let CaptureParts {
             original_dst,
+            delivery_marks,
             state: capture,
             pod_steering,
             queue_migration,
@@ -259,7 +260,8 @@ impl Daemon {
             &telemetry,
             &budget,
         );
-        let inbound_inputs = wiring::inbound_inputs(&config, &credentials, &telemetry, &budget);
+        let inbound_inputs =
+            wiring::inbound_inputs(&config, &credentials, &telemetry, &budget, delivery_marks);
         telemetry.metrics.certificates.follow(&credentials);
         let plaintext_inputs = Arc::new(wiring::plaintext_inputs(&config, &inbound_inputs));
         let outbound_inputs = Arc::new(outbound_inputs);

@@ -40,13 +40,15 @@ use aya::{
 pub use aya_error::AyaError;
 pub use inventory::{CaptureState, MapView, ProgramView, SockmapCounts};
 use ipnet::IpNet;
+pub use local_hop::DeliveryMarks;
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
 pub use pod_steering::{PodSteering, Steered};
 pub use queue_migration::QueueMigration;
 use tunnel_common::{
-    MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4,
-    PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_SOCK_OPS_DAEMON, PROGRAM_STEER_INBOUND,
+    MAP_LOCAL_SENT, MAP_NAMES, MAP_ORIGINAL_DST_BY_TUPLE, PROGRAM_CONNECT4, PROGRAM_CONNECT6,
+    PROGRAM_GETPEERNAME4, PROGRAM_GETPEERNAME6, PROGRAM_SOCK_OPS, PROGRAM_SOCK_OPS_DAEMON,
+    PROGRAM_STEER_INBOUND,
 };
 
 use crate::cgroup::CgroupDir;
@@ -160,12 +162,15 @@ pub struct Capture {
     pod_steering: PodSteering,
     queue_migration: QueueMigration,
     local_hop: Option<local_hop::RedirectAttached>,
+    delivery_marks: Option<DeliveryMarks>,
 }
 
 /// What the rest of the daemon keeps of an installed capture.
 pub struct CaptureParts {
     /// Where accepted connections find their original destination.
     pub original_dst: Arc<OriginalDstTable>,
+    /// With the sockmap hop on: what marks the daemon's deliveries to join it.
+    pub delivery_marks: Option<Arc<DeliveryMarks>>,
     /// What the admin API shows of the capture.
     pub state: CaptureState,
     pub pod_steering: PodSteering,
@@ -253,6 +258,11 @@ impl Capture {
             Path::new(OWN_NETNS),
         ));
 
+        let delivery_marks = if sockmap {
+            Some(DeliveryMarks::open(&layout.map_pin(MAP_LOCAL_SENT))?)
+        } else {
+            None
+        };
         let retired_generations = layout.retire_older_runs()?;
         let map = ebpf
             .take_map(MAP_ORIGINAL_DST_BY_TUPLE)
@@ -274,6 +284,7 @@ impl Capture {
             pod_steering,
             queue_migration,
             local_hop,
+            delivery_marks,
         })
     }
 
@@ -288,6 +299,7 @@ impl Capture {
         };
         CaptureParts {
             original_dst,
+            delivery_marks: self.delivery_marks.map(Arc::new),
             state,
             pod_steering: self.pod_steering,
             queue_migration: self.queue_migration,

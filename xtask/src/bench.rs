@@ -156,7 +156,10 @@ pub fn run(options: &Options) -> Result<()> {
             cgroup: plain.clone(),
             http: "http://127.0.0.1:9080/".into(),
             iperf: ("127.0.0.1".into(), 9201),
-            proxies: vec![testbed.cgroup("stunnel"), testbed.cgroup("nginx")],
+            proxies: vec![
+                testbed.cgroup("stunnel"),
+                testbed.cgroup(baseline::NGINX_CGROUP),
+            ],
         },
     ];
 

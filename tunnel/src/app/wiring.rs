@@ -9,7 +9,7 @@ use std::{
 use crate::{
     config::Config,
     credentials::{Credentials, Spec},
-    ebpf::OriginalDstTable,
+    ebpf::{DeliveryMarks, OriginalDstTable},
     identity::SpiffeId,
     policy::{LivePolicy, Policy},
     proxy::{
@@ -117,6 +117,7 @@ pub fn inbound_inputs(
     credentials: &Credentials,
     telemetry: &Arc<Telemetry>,
     budget: &Arc<BufferBudget>,
+    delivery_marks: Option<Arc<DeliveryMarks>>,
 ) -> InboundInputs {
     let workloads_by_port = config
         .workloads
@@ -159,6 +160,7 @@ pub fn inbound_inputs(
         telemetry: telemetry.clone(),
         deliver_to_loopback: false,
         budget: budget.clone(),
+        delivery_marks,
     }
 }
 
@@ -176,6 +178,7 @@ pub fn plaintext_inputs(config: &Config, inbound: &InboundInputs) -> PlaintextIn
         proxy_protocol_ports: inbound.proxy_protocol_ports.clone(),
         xfcc_ports: inbound.xfcc_ports.clone(),
         telemetry: inbound.telemetry.clone(),
+        delivery_marks: inbound.delivery_marks.clone(),
     }
 }
 

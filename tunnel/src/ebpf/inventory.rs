@@ -10,11 +10,11 @@ use serde::Serialize;
 use tunnel_common::{
     IpKey, LOCAL_FELL_BACK, LOCAL_JOIN_FAILED, LOCAL_JOINED, LOCAL_REDIRECTED, MAP_CONFIG,
     MAP_DESTINATIONS_V4, MAP_DESTINATIONS_V6, MAP_EXCLUDES_V4, MAP_EXCLUDES_V6, MAP_EXEMPT_CGROUPS,
-    MAP_LOCAL_COUNTS, MAP_LOCAL_PEERS, MAP_LOCAL_SENT, MAP_NODE_ADDRESSES,
+    MAP_LOCAL_COUNTS, MAP_LOCAL_DELIVERIES, MAP_LOCAL_PEERS, MAP_LOCAL_SENT, MAP_NODE_ADDRESSES,
     MAP_ORIGINAL_DST_BY_SOCKET, MAP_ORIGINAL_DST_BY_TUPLE, MAP_PLAINTEXT_LISTENERS,
     MAP_POD_ADDRESSES, MAP_POD_LISTENERS, MAP_PORTS, MAP_STEER_PORTS, MAP_WORKLOAD_CGROUPS,
     PROGRAM_CONNECT4, PROGRAM_CONNECT6, PROGRAM_GETPEERNAME4, PROGRAM_GETPEERNAME6,
-    PROGRAM_SOCK_OPS, PROGRAM_SOCK_OPS_DAEMON, PROGRAM_STEER_INBOUND, PodSteer,
+    PROGRAM_SOCK_OPS, PROGRAM_SOCK_OPS_DAEMON, PROGRAM_STEER_INBOUND, PodSteer, SocketTuple,
 };
 
 use super::OriginalDstTable;
@@ -142,7 +142,7 @@ impl CaptureState {
 }
 
 /// What the sockmap hop did since its maps were made: messages it moved between an
-/// application and the daemon, those it left on TCP (no peer in the map), sockets that
+/// application or a workload and the daemon, those it left on TCP (no peer in the map), sockets that
 /// joined the map and those the map refused (full).
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct SockmapCounts {
@@ -251,6 +251,7 @@ fn count(name: &str, map: &Map) -> Count {
             "socket-local storage: entries live on the sockets and cannot be listed from userspace",
         ),
         MAP_LOCAL_COUNTS => Count::Not("counters (see sockmap)"),
+        MAP_LOCAL_DELIVERIES => hash!(SocketTuple),
         MAP_ORIGINAL_DST_BY_SOCKET => Count::Not(
             "socket-local storage: entries live on the sockets and cannot be listed from userspace",
         ),

@@ -8,7 +8,7 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::{netns::PodNetwork, sys};
+use crate::{ebpf::DeliveryMarks, netns::PodNetwork, sys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -37,12 +37,15 @@ impl DialError {
 /// first proves the address is local (the kernel refuses with EADDRNOTAVAIL otherwise,
 /// unless non-local binds are allowed, which `nonlocal_bind` keeps the daemon from running
 /// with), so a CONNECT can never make the daemon dial another machine.
-/// `preamble` (a PROXY protocol header) is written before anything else.
+/// `preamble` (a PROXY protocol header) is written before anything else. With `marks` (the
+/// sockmap hop on) the socket is marked before it connects, so its bytes to and from the
+/// workload move through the sockmap.
 pub async fn dial_local(
     dst: SocketAddr,
     timeout: Duration,
     preamble: Option<&[u8]>,
     via: Option<&PodNetwork>,
+    marks: Option<&DeliveryMarks>,
 ) -> Result<TcpStream, DialError> {
     // A pod's workload is reached from inside its namespace, where its address is local.
     let socket = match via {
@@ -57,6 +60,9 @@ pub async fn dial_local(
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return Err(DialError::NotLocal),
         Err(e) => return Err(DialError::local(e)),
+    }
+    if let Some(marks) = marks {
+        marks.mark(&socket);
     }
     let mut stream = tokio::time::timeout(timeout, socket.connect(dst))
         .await

@@ -97,6 +97,8 @@ pub struct InboundInputs {
     pub known_sources: Vec<IpNet>,
     /// Charged for each connection's receive window and each copy's reads.
     pub budget: Arc<super::budget::BufferBudget>,
+    /// With the sockmap hop on: marks each delivery to join it.
+    pub delivery_marks: Option<Arc<crate::ebpf::DeliveryMarks>>,
 }
 
 /// The caps on what peers can make the inbound side hold: the `[inbound]` config table.

@@ -57,6 +57,8 @@ pub struct PlaintextInputs {
     /// caller's is removed (and none is added: the caller has no identity).
     pub xfcc_ports: BTreeSet<u16>,
     pub telemetry: Arc<Telemetry>,
+    /// With the sockmap hop on: marks each delivery to join it.
+    pub delivery_marks: Option<Arc<crate::ebpf::DeliveryMarks>>,
 }
 
 /// The listeners `steer_inbound` hands connections to, with their slots in its socket map.
@@ -231,8 +233,15 @@ async fn pass(
         .proxy_protocol_ports
         .contains(&dst.port())
         .then(|| proxy_protocol::header(caller, dst, None));
-    let mut target = match dial_local(dst, inputs.connect_timeout, header.as_deref(), via.as_ref())
-        .await
+    let marks = inputs.delivery_marks.as_deref();
+    let mut target = match dial_local(
+        dst,
+        inputs.connect_timeout,
+        header.as_deref(),
+        via.as_ref(),
+        marks,
+    )
+    .await
     {
         Ok(target) => target,
         Err(e) => {

@@ -64,14 +64,21 @@ pub fn certificates(testbed: &Testbed, tunnel: &Path) -> Result<Certs> {
     Ok(Certs { a, b })
 }
 
-/// On B: nginx serving a small HTTP response on 10.0.0.2:8080 (the server of every path),
-/// nginx stream TLS terminators for the baseline on 8443 (→ 8080) and 8444 (→ 5201), and
-/// `iperf3 -s` on 10.0.0.2:5201; the same HTTP server on [`DIRECT_HTTP_PORT`] and a second
-/// `iperf3 -s` on [`DIRECT_IPERF_PORT`] for the direct path.
 /// Ports of the direct path's servers on B: owned by no workload, so never steered.
 pub const DIRECT_HTTP_PORT: u16 = 8081;
 pub const DIRECT_IPERF_PORT: u16 = 5202;
 
+/// nginx's cgroup (the stunnel+nginx path's proxy CPU is read from it). B's servers run in
+/// B's capture cgroup, as a host's workloads do: the daemon's deliveries to them join the
+/// sockmap hop when it is on, and nothing else changes for them (they make no outbound
+/// connections to capture).
+pub const NGINX_CGROUP: &str = "b/workloads/nginx";
+const IPERF3_CGROUP: &str = "b/workloads/iperf3";
+
+/// On B: nginx serving a small HTTP response on 10.0.0.2:8080 (the server of every path),
+/// nginx stream TLS terminators for the baseline on 8443 (→ 8080) and 8444 (→ 5201), and
+/// `iperf3 -s` on 10.0.0.2:5201; the same HTTP server on [`DIRECT_HTTP_PORT`] and a second
+/// `iperf3 -s` on [`DIRECT_IPERF_PORT`] for the direct path.
 pub fn servers(testbed: &Testbed, b: &Host, certs: &Certs) -> Result<Vec<Proc>> {
     let prefix = testbed.dir().join("nginx");
     fs::create_dir_all(prefix.join("logs"))?;
@@ -136,20 +143,20 @@ stream {{
         .arg(&prefix)
         .args(["-c"])
         .arg(&config_path)
-        .in_cgroup(&testbed.cgroup("nginx"))
+        .in_cgroup(&testbed.cgroup(NGINX_CGROUP))
         .spawn();
     b.wait_for_listener(8443, READY);
     b.wait_for_listener(8080, READY);
     let iperf = b
         .command("iperf3")
         .args(["-s", "-B", "10.0.0.2", "-p", "5201"])
-        .in_cgroup(&testbed.cgroup("iperf3"))
+        .in_cgroup(&testbed.cgroup(IPERF3_CGROUP))
         .spawn();
     b.wait_for_listener(5201, READY);
     let direct_iperf = b
         .command("iperf3")
         .args(["-s", "-B", "10.0.0.2", "-p", &DIRECT_IPERF_PORT.to_string()])
-        .in_cgroup(&testbed.cgroup("iperf3"))
+        .in_cgroup(&testbed.cgroup(IPERF3_CGROUP))
         .spawn();
     b.wait_for_listener(DIRECT_IPERF_PORT, READY);
     Ok(vec![nginx, iperf, direct_iperf])

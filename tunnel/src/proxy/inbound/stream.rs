@@ -333,7 +333,8 @@ async fn admit(
         .contains(&dst.port())
         .then(|| proxy_protocol::header(peer, dst, Some(&caller.to_string())));
     let via = pod.map(|p| &p.network);
-    match dial_local(dst, inputs.connect_timeout, header.as_deref(), via).await {
+    let marks = inputs.delivery_marks.as_deref();
+    match dial_local(dst, inputs.connect_timeout, header.as_deref(), via, marks).await {
         Ok(target) => Ok(Admitted {
             dst,
             target,

@@ -223,6 +223,7 @@ from = ["spiffe://example.org/batch/*"]
             &self.credentials,
             &self.telemetry,
             &BufferBudget::new(self.config.limits.max_buffered_bytes),
+            None,
         );
         inputs.deliver_to_loopback = true;
         inputs.refusals = Arc::new(Refusals::new(Duration::ZERO));
