@@ -388,6 +388,41 @@ fn the_sockmap_hop_carries_bytes_in_order_and_only_when_on() {
             out.stderr
         );
 
+        // A long connection whose receivers keep up (16 KiB echoed in lock-step, megabytes
+        // in all): what waits unread never nears the bound, so it stays on the map however
+        // much it moves, where a bound on bytes ever moved would send it to TCP after 128 KiB.
+        let sockmap_counts = || {
+            let capture = admin_get(&pair.a.host, "/debug/capture");
+            let json: serde_json::Value = serde_json::from_str(&capture).unwrap();
+            let count = |name: &str| json["sockmap"][name].as_u64().unwrap();
+            (count("redirected"), count("left_on_tcp"))
+        };
+        let (redirected_before, left_before) = sockmap_counts();
+        let out = pair.frontend(&["load", "10.0.0.2", "8082", "2", "1", "2"]);
+        let (redirected, left) = sockmap_counts();
+        let echoed: u64 = out
+            .stdout
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("echoed_bytes="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no echoed_bytes= in {}", out.stdout));
+        assert!(
+            out.stdout.contains("long_failed=0 corrupted_bytes=0") && echoed > 1 << 20,
+            "sockmap {on}: the lock-step echo: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        let (moved, on_tcp) = (redirected - redirected_before, left - left_before);
+        println!(
+            "sockmap {on}: lock-step echo of {echoed} bytes: {moved} messages moved, {on_tcp} by TCP"
+        );
+        if on {
+            assert!(
+                moved > 100 && on_tcp * 20 < moved,
+                "the lock-step echo left the map: {moved} moved, {on_tcp} by TCP"
+            );
+        }
+
         // Every call above was one delivery on B: both its ends joined there.
         const DELIVERIES: u64 = 3 + 200;
         for (host, side) in [(&pair.a.host, "A"), (&pair.b.host, "B")] {

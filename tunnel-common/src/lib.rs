@@ -73,6 +73,16 @@ pub const LOCAL_ON_TCP: u64 = u64::MAX;
 /// hop: "Cannot allocate memory"). TCP's own default receive buffer (`tcp_rmem`'s middle
 /// value) bounds what waits unread, as TCP would let it.
 pub const LOCAL_MAX_MOVED: u64 = 128 * 1024;
+/// Bytes that may wait unread in the receiver's queue of redirected messages before a
+/// direction goes back to TCP, where the kernel says how many wait ([`KernelLayout`] known):
+/// the same bound as [`LOCAL_MAX_MOVED`], on what waits instead of on what ever moved, so a
+/// connection whose receiver keeps up (requests and responses) stays on the map for good. A
+/// sender can overshoot it by one message (the one whose redirect revealed the queue).
+pub const LOCAL_MAX_UNREAD: u64 = 128 * 1024;
+/// Map: `Array<KernelLayout, 1>`, where this kernel keeps what `redirect_local` reads of
+/// the receiving socket (from its BTF, written by the daemon); all zero when unknown, and
+/// then [`LOCAL_MAX_MOVED`] bounds each direction instead.
+pub const MAP_LOCAL_LAYOUT: &str = "LOCAL_LAYOUT";
 /// Map: `PerCpuArray<u64>`, messages `redirect_local` moved ([`LOCAL_REDIRECTED`]) and left
 /// on TCP ([`LOCAL_FELL_BACK`]), sockets that joined [`MAP_LOCAL_PEERS`]
 /// ([`LOCAL_JOINED`]) and those the map refused ([`LOCAL_JOIN_FAILED`]: full).
@@ -89,7 +99,7 @@ pub const LOCAL_COUNTERS: u32 = 4;
 pub const MAP_LOCAL_DELIVERIES: &str = "LOCAL_DELIVERIES";
 
 /// Every map the programs use; the daemon pins each under `<bpf_dir>/maps-v<LAYOUT>/`.
-pub const MAP_NAMES: [&str; 19] = [
+pub const MAP_NAMES: [&str; 20] = [
     MAP_CONFIG,
     MAP_DESTINATIONS_V4,
     MAP_DESTINATIONS_V6,
@@ -109,6 +119,7 @@ pub const MAP_NAMES: [&str; 19] = [
     MAP_LOCAL_SENT,
     MAP_LOCAL_COUNTS,
     MAP_LOCAL_DELIVERIES,
+    MAP_LOCAL_LAYOUT,
 ];
 
 /// Version of the map layout above. A daemon only reuses pinned maps of its own layout; a
@@ -184,6 +195,27 @@ pub struct CaptureConfig {
     pub flags: u32,
 }
 
+/// Byte offsets of the kernel fields behind the unread count of a socket in
+/// [`MAP_LOCAL_PEERS`]: `struct sk_msg`'s `sk_redir` (the receiver a redirect chose),
+/// `struct sock`'s `sk_user_data` (its `struct sk_psock`, tagged in the low bits) and
+/// `struct sk_psock`'s `msg_tot_len` (bytes of redirected messages not yet read; Linux 6.18
+/// has it). Each is below [`KERNEL_OFFSET_LIMIT`]; zero means unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KernelLayout {
+    pub sk_msg_sk_redir: u32,
+    pub sock_user_data: u32,
+    pub psock_unread: u32,
+    pub _reserved: u32,
+}
+
+/// Offsets in [`KernelLayout`] are masked to this in the program (the verifier needs the
+/// bound to add one to the context pointer); the daemon refuses a layout past it.
+pub const KERNEL_OFFSET_LIMIT: u32 = 4096;
+/// `SK_USER_DATA_PSOCK`: the tag on `sk_user_data` when it is a psock; the low three bits
+/// are tags (`SK_USER_DATA_PTRMASK`).
+pub const SK_USER_DATA_PSOCK: u64 = 4;
+
 /// The destination an application dialled, and who dialled it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -256,6 +288,7 @@ mod pod {
     // (40) and `SocketTuple` (48) are 8-aligned by their u64s, and every field starts at an
     // offset that is a multiple of its own alignment.
     unsafe impl aya::Pod for super::CaptureConfig {}
+    unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::OriginalDst {}
     unsafe impl aya::Pod for super::SocketTuple {}
     // SAFETY: as above: `IpKey` is 5 u32s (20 bytes, 4-aligned), `PodSteer` a u32 and two

@@ -7,9 +7,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use tunnel_common::{
-    CaptureConfig, IpKey, LOCAL_COUNTERS, MAX_CIDRS, MAX_EXEMPT_CGROUPS, MAX_LOCAL_PEERS,
-    MAX_NODE_ADDRESSES, MAX_POD_ADDRESSES, MAX_POD_LISTENERS, MAX_PORTS, MAX_TRACKED_CONNECTIONS,
-    MAX_WORKLOAD_CGROUPS, OriginalDst, PodSteer, SocketTuple,
+    CaptureConfig, IpKey, KernelLayout, LOCAL_COUNTERS, MAX_CIDRS, MAX_EXEMPT_CGROUPS,
+    MAX_LOCAL_PEERS, MAX_NODE_ADDRESSES, MAX_POD_ADDRESSES, MAX_POD_LISTENERS, MAX_PORTS,
+    MAX_TRACKED_CONNECTIONS, MAX_WORKLOAD_CGROUPS, OriginalDst, PodSteer, SocketTuple,
 };
 
 #[btf_map]
@@ -87,6 +87,10 @@ pub static LOCAL_SENT: SkStorage<u64> = SkStorage::new();
 #[btf_map]
 pub static LOCAL_DELIVERIES: LruHashMap<SocketTuple, u8, { MAX_TRACKED_CONNECTIONS as usize }> =
     LruHashMap::new();
+
+/// Where this kernel keeps a receiving socket's unread count (written by the daemon).
+#[btf_map]
+pub static LOCAL_LAYOUT: Array<KernelLayout, 1> = Array::new();
 
 /// What the sockmap hop did, per CPU (`LOCAL_REDIRECTED` and the other indexes).
 #[btf_map]

@@ -8,25 +8,31 @@
 //! first byte each direction is redirected. A receiver reads the bytes queued by redirects
 //! before those TCP queued, so a direction may go from the map to TCP (what it sent earlier
 //! is read first) but never back: once on TCP, a sender stays there (`LOCAL_SENT` says
-//! `LOCAL_ON_TCP`). It goes there when it finds no peer (the map was full) and when it has
-//! moved `LOCAL_MAX_MOVED` bytes: redirected bytes wait outside TCP's flow control, so only
-//! that much may ever wait unread; a bulk transfer moves its first 128 KiB here and the rest
-//! by TCP, while requests and responses of short connections move entirely.
+//! `LOCAL_ON_TCP`). It goes there when it finds no peer (the map was full) and when its
+//! receiver has `LOCAL_MAX_UNREAD` bytes of redirected messages unread: those wait outside
+//! TCP's flow control, so only that much (and the message that showed it) may wait. A
+//! receiver that keeps up (requests and responses, however many) stays on the map; a bulk
+//! transfer faster than its reader goes to TCP once the reader falls behind. The unread count
+//! is the receiver's psock's `msg_tot_len`, read through the redirect's choice of receiver
+//! (`sk_msg.sk_redir`) at offsets the daemon found in the kernel's BTF (`LOCAL_LAYOUT`).
+//! Without them (a kernel without that count) the bound is on the bytes ever moved
+//! instead: `LOCAL_MAX_MOVED` per direction, then TCP.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, sk_action::SK_PASS},
-    helpers::{bpf_get_netns_cookie, generated::bpf_sk_storage_get},
+    helpers::{bpf_get_netns_cookie, bpf_probe_read_kernel, generated::bpf_sk_storage_get},
     macros::sk_msg,
     programs::SkMsgContext,
 };
 use tunnel_common::{
-    LOCAL_FELL_BACK, LOCAL_MAX_MOVED, LOCAL_ON_TCP, LOCAL_REDIRECTED, SocketTuple,
+    KERNEL_OFFSET_LIMIT, KernelLayout, LOCAL_FELL_BACK, LOCAL_MAX_MOVED, LOCAL_MAX_UNREAD,
+    LOCAL_ON_TCP, LOCAL_REDIRECTED, SK_USER_DATA_PSOCK, SocketTuple,
 };
 
 use crate::{
-    maps::{LOCAL_COUNTS, LOCAL_PEERS, LOCAL_SENT},
+    maps::{LOCAL_COUNTS, LOCAL_LAYOUT, LOCAL_PEERS, LOCAL_SENT},
     tuple::{SocketFields, reversed, socket_tuple},
 };
 
@@ -42,14 +48,24 @@ pub fn redirect_local(ctx: SkMsgContext) -> u32 {
     // held by the send, serializes its messages.
     let already = unsafe { *moved };
     let size = u64::from(ctx.size());
-    if already != LOCAL_ON_TCP && already + size <= LOCAL_MAX_MOVED {
+    let layout = kernel_layout();
+    let within_bound = layout.is_some() || already.saturating_add(size) <= LOCAL_MAX_MOVED;
+    if already != LOCAL_ON_TCP && within_bound {
         let mut peer = reversed(&tuple(&ctx));
         // Sets the redirect and answers SK_PASS when the peer is in the map, SK_DROP when it
         // is not; the verdict is what this program returns.
         let flags = u64::from(BPF_F_INGRESS);
         if LOCAL_PEERS.redirect_msg(&ctx, &mut peer, flags) == i64::from(SK_PASS) {
+            let next = match layout {
+                // This message goes; the next ones go by TCP once the receiver is behind.
+                Some(layout) => match unread_by_receiver(&ctx, &layout) {
+                    Some(unread) if unread + size <= LOCAL_MAX_UNREAD => already + size,
+                    _ => LOCAL_ON_TCP,
+                },
+                None => already + size,
+            };
             // SAFETY: as above.
-            unsafe { *moved = already + size };
+            unsafe { *moved = next };
             count(LOCAL_REDIRECTED);
             return SK_PASS;
         }
@@ -58,6 +74,40 @@ pub fn redirect_local(ctx: SkMsgContext) -> u32 {
     unsafe { *moved = LOCAL_ON_TCP };
     count(LOCAL_FELL_BACK);
     SK_PASS
+}
+
+/// The daemon's `LOCAL_LAYOUT`, if it found every offset.
+fn kernel_layout() -> Option<KernelLayout> {
+    let layout = *LOCAL_LAYOUT.get(0)?;
+    (layout.sk_msg_sk_redir != 0 && layout.sock_user_data != 0 && layout.psock_unread != 0)
+        .then_some(layout)
+}
+
+/// Bytes of redirected messages the receiver `redirect_msg` just chose has not read yet,
+/// or `None` if they cannot be read (then the sender goes to TCP).
+fn unread_by_receiver(ctx: &SkMsgContext, layout: &KernelLayout) -> Option<u64> {
+    // The context is the kernel's `struct sk_msg`; the mask keeps the verifier's bound on
+    // the pointer it is added to (the daemon writes no offset past the limit).
+    let sk_redir = ctx
+        .msg
+        .cast::<u8>()
+        .wrapping_add((layout.sk_msg_sk_redir & (KERNEL_OFFSET_LIMIT - 1)) as usize);
+    // SAFETY: the helper copies kernel memory without faulting; a bad address is an error,
+    // which is answered with `None`.
+    let receiver = unsafe { bpf_probe_read_kernel(sk_redir.cast::<u64>()) }.ok()?;
+    if receiver == 0 {
+        return None;
+    }
+    let user_data = receiver + u64::from(layout.sock_user_data);
+    // SAFETY: as above.
+    let psock = unsafe { bpf_probe_read_kernel(user_data as *const u64) }.ok()?;
+    if psock & SK_USER_DATA_PSOCK == 0 {
+        return None;
+    }
+    let unread = (psock & !7) + u64::from(layout.psock_unread);
+    // SAFETY: as above.
+    let unread = unsafe { bpf_probe_read_kernel(unread as *const u32) }.ok()?;
+    Some(u64::from(unread))
 }
 
 /// The sending socket's count in `LOCAL_SENT` (made when it joined the map).

@@ -221,6 +221,9 @@ impl Capture {
             None
         };
         let sockmap = local_hop.is_some();
+        if sockmap {
+            local_hop::write_kernel_layout(&mut ebpf)?;
+        }
         maps::sync(&mut ebpf, spec, sockmap)?;
         // The listeners go in before the steering program attaches, so it never finds an
         // empty slot while this daemon runs.

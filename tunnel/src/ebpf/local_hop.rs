@@ -16,10 +16,14 @@ use std::{fs::File, os::fd::AsRawFd, path::Path, sync::Mutex};
 
 use aya::{
     Ebpf,
-    maps::{Map, MapData, SkStorage, SockHash},
+    maps::{Array, Map, MapData, SkStorage, SockHash},
     programs::{ProgramError, SkMsg, sk_msg::SkMsgLink},
 };
-use tunnel_common::{MAP_LOCAL_PEERS, MAP_LOCAL_SENT, PROGRAM_REDIRECT_LOCAL, SocketTuple};
+use btf_rs::{Backend, Btf, Type};
+use tunnel_common::{
+    KERNEL_OFFSET_LIMIT, KernelLayout, MAP_LOCAL_LAYOUT, MAP_LOCAL_PEERS, MAP_LOCAL_SENT,
+    PROGRAM_REDIRECT_LOCAL, SocketTuple,
+};
 
 use super::EbpfError;
 
@@ -108,5 +112,102 @@ impl DeliveryMarks {
         if let Err(e) = storage.insert(socket, 0, 0) {
             tracing::debug!(error = %e, "sockmap: a delivery stays on loopback TCP: its socket could not be marked");
         }
+    }
+}
+
+/// The kernel's own type information.
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Writes `LOCAL_LAYOUT`: where this kernel keeps a receiving socket's count of redirected
+/// bytes not yet read, so `redirect_local` bounds what waits unread rather than what ever
+/// moved. A kernel without that count (or without BTF) gets zeros and the moved-bytes bound;
+/// the log says which bound is in force.
+pub(super) fn write_kernel_layout(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    let layout = match kernel_layout(Path::new(KERNEL_BTF)) {
+        Ok(layout) => {
+            tracing::info!(
+                ?layout,
+                "sockmap: a direction goes back to TCP when its receiver has 128 KiB unread"
+            );
+            layout
+        }
+        Err(why) => {
+            tracing::info!(%why, "sockmap: this kernel does not say what a receiver has unread; each direction moves at most 128 KiB through the map, then TCP");
+            KernelLayout::default()
+        }
+    };
+    let map = ebpf
+        .map_mut(MAP_LOCAL_LAYOUT)
+        .ok_or(EbpfError::MissingMap(MAP_LOCAL_LAYOUT))?;
+    let mut array: Array<&mut MapData, KernelLayout> =
+        Array::try_from(map).map_err(|source| EbpfError::Map {
+            name: MAP_LOCAL_LAYOUT,
+            source,
+        })?;
+    array.set(0, layout, 0).map_err(|source| EbpfError::Map {
+        name: MAP_LOCAL_LAYOUT,
+        source,
+    })
+}
+
+/// The offsets from the BTF at `path`, or what is missing.
+fn kernel_layout(path: &Path) -> Result<KernelLayout, String> {
+    let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(KernelLayout {
+        sk_msg_sk_redir: field_offset(&btf, "sk_msg", "sk_redir")?,
+        sock_user_data: field_offset(&btf, "sock", "sk_user_data")?,
+        psock_unread: field_offset(&btf, "sk_psock", "msg_tot_len")?,
+        _reserved: 0,
+    })
+}
+
+/// Byte offset of `field`, a direct member of `struct name`: non-zero, whole bytes and
+/// below the limit the program masks with.
+fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32, String> {
+    let missing = || format!("no struct {name}.{field} in the kernel's BTF");
+    let types = btf.resolve_types_by_name(name).map_err(|_| missing())?;
+    let member = types
+        .iter()
+        .filter_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .flat_map(|s| s.members.iter())
+        .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == field))
+        .ok_or_else(missing)?;
+    let bits = member.bit_offset();
+    let offset = bits / 8;
+    if bits % 8 != 0 || offset == 0 || offset >= KERNEL_OFFSET_LIMIT {
+        return Err(format!(
+            "struct {name}.{field} is at bit {bits}, which the program cannot read"
+        ));
+    }
+    Ok(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_kernels_btf_says_where_a_receivers_unread_count_is() {
+        let path = Path::new(KERNEL_BTF);
+        if !path.exists() {
+            eprintln!("skipped: {KERNEL_BTF} does not exist on this kernel");
+            return;
+        }
+        let layout = kernel_layout(path).expect("the offsets of a 6.18 kernel");
+        // `sk_redir` follows the scatterlist ring in `struct sk_msg`; `sk_user_data` is deep in
+        // `struct sock`; `msg_tot_len` is after the psock's queues.
+        assert!(layout.sk_msg_sk_redir > 64, "{layout:?}");
+        assert!(layout.sock_user_data > 64, "{layout:?}");
+        assert!(layout.psock_unread > 64, "{layout:?}");
+        let missing = Btf::from_file_with_backend(path, Backend::Mmap).unwrap();
+        assert_eq!(
+            field_offset(&missing, "sk_psock", "no_such_field").unwrap_err(),
+            "no struct sk_psock.no_such_field in the kernel's BTF"
+        );
+        assert!(kernel_layout(Path::new("/nonexistent/btf")).is_err());
     }
 }
