@@ -195,17 +195,21 @@ pub struct CaptureConfig {
     pub flags: u32,
 }
 
-/// Byte offsets of the kernel fields behind the unread count of a socket in
-/// [`MAP_LOCAL_PEERS`]: `struct sk_msg`'s `sk_redir` (the receiver a redirect chose),
-/// `struct sock`'s `sk_user_data` (its `struct sk_psock`, tagged in the low bits) and
-/// `struct sk_psock`'s `msg_tot_len` (bytes of redirected messages not yet read; Linux 6.18
-/// has it). Each is below [`KERNEL_OFFSET_LIMIT`]; zero means unknown.
+/// Byte offsets of the kernel fields `redirect_local` reads: behind the unread count of a
+/// socket in [`MAP_LOCAL_PEERS`], `struct sk_msg`'s `sk_redir` (the receiver a redirect
+/// chose), `struct sock`'s `sk_user_data` (its `struct sk_psock`, tagged in the low bits)
+/// and `struct sk_psock`'s `msg_tot_len` (bytes of redirected messages not yet read; Linux
+/// 6.18 has it); behind TCP's memory pressure, `struct sock`'s `sk_prot` (in its
+/// `__sk_common`) and `struct proto`'s `memory_pressure`. Each is below
+/// [`KERNEL_OFFSET_LIMIT`]; zero means unknown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct KernelLayout {
     pub sk_msg_sk_redir: u32,
     pub sock_user_data: u32,
     pub psock_unread: u32,
+    pub sock_prot: u32,
+    pub proto_memory_pressure: u32,
     pub _reserved: u32,
 }
 

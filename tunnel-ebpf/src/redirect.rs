@@ -17,12 +17,22 @@
 //! (`sk_msg.sk_redir`) at offsets the daemon found in the kernel's BTF (`LOCAL_LAYOUT`).
 //! Without them (a kernel without that count) the bound is on the bytes ever moved
 //! instead: `LOCAL_MAX_MOVED` per direction, then TCP.
+//!
+//! A sender also goes to TCP, before its message moves, while TCP is under memory pressure
+//! (the protocol's `memory_pressure`, read through the sender's `sk_prot`): a redirected
+//! message is charged to the receiver like TCP's own, but where TCP makes a sender wait for
+//! memory, the redirect fails the sender's write with ENOMEM, which applications (and the
+//! daemon) take as fatal. Seen in the hardening test, whose attack takes the TCP memory of
+//! the one kernel its test hosts share: with the hop on, a legitimate download was reset.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, sk_action::SK_PASS},
-    helpers::{bpf_get_netns_cookie, bpf_probe_read_kernel, generated::bpf_sk_storage_get},
+    helpers::{
+        bpf_get_netns_cookie, bpf_probe_read_kernel,
+        generated::{bpf_sk_storage_get, bpf_skc_to_tcp_sock},
+    },
     macros::sk_msg,
     programs::SkMsgContext,
 };
@@ -49,7 +59,10 @@ pub fn redirect_local(ctx: SkMsgContext) -> u32 {
     let already = unsafe { *moved };
     let size = u64::from(ctx.size());
     let layout = kernel_layout();
-    let within_bound = layout.is_some() || already.saturating_add(size) <= LOCAL_MAX_MOVED;
+    let within_bound = match layout {
+        Some(layout) => !tcp_memory_pressure(&ctx, &layout),
+        None => already.saturating_add(size) <= LOCAL_MAX_MOVED,
+    };
     if already != LOCAL_ON_TCP && within_bound {
         let mut peer = reversed(&tuple(&ctx));
         // Sets the redirect and answers SK_PASS when the peer is in the map, SK_DROP when it
@@ -79,8 +92,50 @@ pub fn redirect_local(ctx: SkMsgContext) -> u32 {
 /// The daemon's `LOCAL_LAYOUT`, if it found every offset.
 fn kernel_layout() -> Option<KernelLayout> {
     let layout = *LOCAL_LAYOUT.get(0)?;
-    (layout.sk_msg_sk_redir != 0 && layout.sock_user_data != 0 && layout.psock_unread != 0)
-        .then_some(layout)
+    let offsets = [
+        layout.sk_msg_sk_redir,
+        layout.sock_user_data,
+        layout.psock_unread,
+        layout.sock_prot,
+        layout.proto_memory_pressure,
+    ];
+    offsets.iter().all(|o| *o != 0).then_some(layout)
+}
+
+/// Whether the sender's protocol (TCP) is under memory pressure; `true` when it cannot be
+/// read (then the sender goes to TCP, which is always safe).
+fn tcp_memory_pressure(ctx: &SkMsgContext, layout: &KernelLayout) -> bool {
+    // SAFETY: `ctx.msg` is this program's context; the verifier lets it read `sk`.
+    let sk = unsafe { (*ctx.msg).__bindgen_anon_3.sk };
+    if sk.is_null() {
+        return true;
+    }
+    // SAFETY: `sk` is the context's non-null socket; the helper answers null for one that
+    // is not TCP. The result is only used as an address to copy from.
+    let tcp = unsafe { bpf_skc_to_tcp_sock(sk.cast()) };
+    if tcp.is_null() {
+        return true;
+    }
+    let prot = tcp
+        .cast::<u8>()
+        .wrapping_add((layout.sock_prot & (KERNEL_OFFSET_LIMIT - 1)) as usize);
+    // SAFETY: the helper copies kernel memory without faulting; an error means "under
+    // pressure" here.
+    let Ok(proto) = (unsafe { bpf_probe_read_kernel(prot.cast::<u64>()) }) else {
+        return true;
+    };
+    let pointer = proto + u64::from(layout.proto_memory_pressure);
+    // SAFETY: as above.
+    let Ok(flag_address) = (unsafe { bpf_probe_read_kernel(pointer as *const u64) }) else {
+        return true;
+    };
+    if flag_address == 0 {
+        // A protocol without the flag is never under pressure.
+        return false;
+    }
+    // SAFETY: as above.
+    let flag = unsafe { bpf_probe_read_kernel(flag_address as *const u64) };
+    flag != Ok(0)
 }
 
 /// Bytes of redirected messages the receiver `redirect_msg` just chose has not read yet,

@@ -40,7 +40,7 @@ use aya::{
 pub use aya_error::AyaError;
 pub use inventory::{CaptureState, MapView, ProgramView, SockmapCounts};
 use ipnet::IpNet;
-pub use local_hop::DeliveryMarks;
+pub use local_hop::{DeliveryMarks, receiver_unread_count};
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
 pub use pod_steering::{PodSteering, Steered};

@@ -94,10 +94,20 @@ fn sockmap(lines: &mut Lines<'_>, config: &Config) {
         "[capture] sockmap is off"
     };
     match (map, program) {
-        (Ok(true), Ok(true)) => lines.ok(
-            check,
-            format!("the kernel has socket hash maps and sk_msg programs ({wanted})"),
-        ),
+        (Ok(true), Ok(true)) => {
+            let bound = match crate::ebpf::receiver_unread_count() {
+                Ok(_) => {
+                    "a direction goes back to TCP when its receiver has 128 KiB unread".to_string()
+                }
+                Err(why) => format!(
+                    "{why}, so each direction moves at most 128 KiB through the map, then TCP"
+                ),
+            };
+            lines.ok(
+                check,
+                format!("the kernel has socket hash maps and sk_msg programs; {bound} ({wanted})"),
+            );
+        }
         (map, program) => {
             let why = match (map, program) {
                 (Err(e), _) | (_, Err(e)) => format!("cannot probe: {e}"),

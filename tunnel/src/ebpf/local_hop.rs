@@ -120,10 +120,10 @@ const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Writes `LOCAL_LAYOUT`: where this kernel keeps a receiving socket's count of redirected
 /// bytes not yet read, so `redirect_local` bounds what waits unread rather than what ever
-/// moved. A kernel without that count (or without BTF) gets zeros and the moved-bytes bound;
+/// moved, and TCP's memory-pressure flag, under which it leaves senders on TCP. A kernel without that count (or without BTF) gets zeros and the moved-bytes bound;
 /// the log says which bound is in force.
 pub(super) fn write_kernel_layout(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
-    let layout = match kernel_layout(Path::new(KERNEL_BTF)) {
+    let layout = match receiver_unread_count() {
         Ok(layout) => {
             tracing::info!(
                 ?layout,
@@ -150,14 +150,24 @@ pub(super) fn write_kernel_layout(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     })
 }
 
+/// Where this kernel keeps a receiving socket's unread count, from its BTF, or why it
+/// cannot be read (`tunnel check` says which bound the hop will use).
+pub fn receiver_unread_count() -> Result<KernelLayout, String> {
+    kernel_layout(Path::new(KERNEL_BTF))
+}
+
 /// The offsets from the BTF at `path`, or what is missing.
 fn kernel_layout(path: &Path) -> Result<KernelLayout, String> {
     let btf = Btf::from_file_with_backend(path, Backend::Mmap)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // `sk_prot` is `__sk_common.skc_prot`; `__sk_common` opens `struct sock`.
+    let common = field_offset_from(&btf, "sock", "__sk_common", 0)?;
     Ok(KernelLayout {
         sk_msg_sk_redir: field_offset(&btf, "sk_msg", "sk_redir")?,
         sock_user_data: field_offset(&btf, "sock", "sk_user_data")?,
         psock_unread: field_offset(&btf, "sk_psock", "msg_tot_len")?,
+        sock_prot: common + field_offset(&btf, "sock_common", "skc_prot")?,
+        proto_memory_pressure: field_offset(&btf, "proto", "memory_pressure")?,
         _reserved: 0,
     })
 }
@@ -165,6 +175,11 @@ fn kernel_layout(path: &Path) -> Result<KernelLayout, String> {
 /// Byte offset of `field`, a direct member of `struct name`: non-zero, whole bytes and
 /// below the limit the program masks with.
 fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32, String> {
+    field_offset_from(btf, name, field, 1)
+}
+
+/// As [`field_offset`], with `lowest` the smallest offset accepted.
+fn field_offset_from(btf: &Btf, name: &str, field: &str, lowest: u32) -> Result<u32, String> {
     let missing = || format!("no struct {name}.{field} in the kernel's BTF");
     let types = btf.resolve_types_by_name(name).map_err(|_| missing())?;
     let member = types
@@ -178,7 +193,7 @@ fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32, String> {
         .ok_or_else(missing)?;
     let bits = member.bit_offset();
     let offset = bits / 8;
-    if bits % 8 != 0 || offset == 0 || offset >= KERNEL_OFFSET_LIMIT {
+    if bits % 8 != 0 || offset < lowest || offset >= KERNEL_OFFSET_LIMIT {
         return Err(format!(
             "struct {name}.{field} is at bit {bits}, which the program cannot read"
         ));
@@ -203,6 +218,10 @@ mod tests {
         assert!(layout.sk_msg_sk_redir > 64, "{layout:?}");
         assert!(layout.sock_user_data > 64, "{layout:?}");
         assert!(layout.psock_unread > 64, "{layout:?}");
+        assert!(
+            layout.sock_prot > 0 && layout.proto_memory_pressure > 0,
+            "{layout:?}"
+        );
         let missing = Btf::from_file_with_backend(path, Backend::Mmap).unwrap();
         assert_eq!(
             field_offset(&missing, "sk_psock", "no_such_field").unwrap_err(),
