@@ -70,8 +70,8 @@ pub const DIRECT_IPERF_PORT: u16 = 5202;
 
 /// nginx's cgroup (the stunnel+nginx path's proxy CPU is read from it). B's servers run in
 /// B's capture cgroup, as a host's workloads do: the daemon's deliveries to them join the
-/// sockmap hop when it is on, and nothing else changes for them (they make no outbound
-/// connections to capture).
+/// sockmap hop when it is on. nginx's own connections to its backends (the stunnel+nginx
+/// path) go to B's address, which B's config excludes from capture.
 pub const NGINX_CGROUP: &str = "b/workloads/nginx";
 const IPERF3_CGROUP: &str = "b/workloads/iperf3";
 
