@@ -59,11 +59,13 @@ pub fn redirect_local(ctx: SkMsgContext) -> u32 {
     let already = unsafe { *moved };
     let size = u64::from(ctx.size());
     let layout = kernel_layout();
-    let within_bound = match layout {
-        Some(layout) => !tcp_memory_pressure(&ctx, &layout),
-        None => already.saturating_add(size) <= LOCAL_MAX_MOVED,
-    };
-    if already != LOCAL_ON_TCP && within_bound {
+    // A sender already on TCP reads nothing more (the bulk of a long transfer).
+    let may_move = already != LOCAL_ON_TCP
+        && match layout {
+            Some(layout) => !tcp_memory_pressure(&ctx, &layout),
+            None => already.saturating_add(size) <= LOCAL_MAX_MOVED,
+        };
+    if may_move {
         let mut peer = reversed(&tuple(&ctx));
         // Sets the redirect and answers SK_PASS when the peer is in the map, SK_DROP when it
         // is not; the verdict is what this program returns.
