@@ -148,8 +148,8 @@ pub const MAX_CGROUP_DEPTH: u32 = 32;
 /// establishment to close). Beyond it the LRU map drops the least recently used entries,
 /// those of connections the daemon accepted long ago and will not look up again.
 pub const MAX_TRACKED_CONNECTIONS: u32 = 65536;
-/// Sockets in [`MAP_LOCAL_PEERS`], two per connection (captured or delivered). Past it a connection keeps the TCP
-/// path (its insertion fails; nothing is evicted).
+/// Sockets in [`MAP_LOCAL_PEERS`], two per connection (captured or delivered). Past it a
+/// connection keeps the TCP path (its insertion fails; nothing is evicted).
 pub const MAX_LOCAL_PEERS: u32 = 2 * MAX_TRACKED_CONNECTIONS;
 
 /// Program names, as the `#[...]` attributes in `tunnel-ebpf` name the functions.
@@ -216,9 +216,6 @@ pub struct KernelLayout {
 /// Offsets in [`KernelLayout`] are masked to this in the program (the verifier needs the
 /// bound to add one to the context pointer); the daemon refuses a layout past it.
 pub const KERNEL_OFFSET_LIMIT: u32 = 4096;
-/// `SK_USER_DATA_PSOCK`: the tag on `sk_user_data` when it is a psock; the low three bits
-/// are tags (`SK_USER_DATA_PTRMASK`).
-pub const SK_USER_DATA_PSOCK: u64 = 4;
 
 /// The destination an application dialled, and who dialled it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use aya_ebpf::{
 };
 use tunnel_common::{
     KERNEL_OFFSET_LIMIT, KernelLayout, LOCAL_FELL_BACK, LOCAL_MAX_MOVED, LOCAL_MAX_UNREAD,
-    LOCAL_ON_TCP, LOCAL_REDIRECTED, SK_USER_DATA_PSOCK, SocketTuple,
+    LOCAL_ON_TCP, LOCAL_REDIRECTED, SocketTuple,
 };
 
 use crate::{
@@ -57,14 +57,17 @@ pub fn redirect_local(ctx: SkMsgContext) -> u32 {
     // SAFETY: this socket's own storage, valid while the program runs; the socket's lock,
     // held by the send, serializes its messages.
     let already = unsafe { *moved };
+    if already == LOCAL_ON_TCP {
+        // Nothing more to read or decide (the bulk of a long transfer).
+        count(LOCAL_FELL_BACK);
+        return SK_PASS;
+    }
     let size = u64::from(ctx.size());
     let layout = kernel_layout();
-    // A sender already on TCP reads nothing more (the bulk of a long transfer).
-    let may_move = already != LOCAL_ON_TCP
-        && match layout {
-            Some(layout) => !tcp_memory_pressure(&ctx, &layout),
-            None => already.saturating_add(size) <= LOCAL_MAX_MOVED,
-        };
+    let may_move = match layout {
+        Some(layout) => !tcp_memory_pressure(&ctx, &layout),
+        None => already.saturating_add(size) <= LOCAL_MAX_MOVED,
+    };
     if may_move {
         let mut peer = reversed(&tuple(&ctx));
         // Sets the redirect and answers SK_PASS when the peer is in the map, SK_DROP when it
@@ -121,23 +124,17 @@ fn tcp_memory_pressure(ctx: &SkMsgContext, layout: &KernelLayout) -> bool {
     let prot = tcp
         .cast::<u8>()
         .wrapping_add((layout.sock_prot & (KERNEL_OFFSET_LIMIT - 1)) as usize);
-    // SAFETY: the helper copies kernel memory without faulting; an error means "under
-    // pressure" here.
-    let Ok(proto) = (unsafe { bpf_probe_read_kernel(prot.cast::<u64>()) }) else {
+    let Some(proto) = read_kernel::<u64>(prot) else {
         return true;
     };
-    let pointer = proto + u64::from(layout.proto_memory_pressure);
-    // SAFETY: as above.
-    let Ok(flag_address) = (unsafe { bpf_probe_read_kernel(pointer as *const u64) }) else {
+    let Some(flag_address) = read_kernel::<u64>(at(proto, layout.proto_memory_pressure)) else {
         return true;
     };
     if flag_address == 0 {
         // A protocol without the flag is never under pressure.
         return false;
     }
-    // SAFETY: as above.
-    let flag = unsafe { bpf_probe_read_kernel(flag_address as *const u64) };
-    flag != Ok(0)
+    read_kernel::<u64>(at(flag_address, 0)) != Some(0)
 }
 
 /// Bytes of redirected messages the receiver `redirect_msg` just chose has not read yet,
@@ -149,22 +146,33 @@ fn unread_by_receiver(ctx: &SkMsgContext, layout: &KernelLayout) -> Option<u64> 
         .msg
         .cast::<u8>()
         .wrapping_add((layout.sk_msg_sk_redir & (KERNEL_OFFSET_LIMIT - 1)) as usize);
-    // SAFETY: the helper copies kernel memory without faulting; a bad address is an error,
-    // which is answered with `None`.
-    let receiver = unsafe { bpf_probe_read_kernel(sk_redir.cast::<u64>()) }.ok()?;
+    let receiver = read_kernel::<u64>(sk_redir)?;
     if receiver == 0 {
         return None;
     }
-    let user_data = receiver + u64::from(layout.sock_user_data);
-    // SAFETY: as above.
-    let psock = unsafe { bpf_probe_read_kernel(user_data as *const u64) }.ok()?;
+    let psock = read_kernel::<u64>(at(receiver, layout.sock_user_data))?;
     if psock & SK_USER_DATA_PSOCK == 0 {
         return None;
     }
-    let unread = (psock & !7) + u64::from(layout.psock_unread);
-    // SAFETY: as above.
-    let unread = unsafe { bpf_probe_read_kernel(unread as *const u32) }.ok()?;
+    let unread = read_kernel::<u32>(at(psock & SK_USER_DATA_PTRMASK, layout.psock_unread))?;
     Some(u64::from(unread))
+}
+
+/// `SK_USER_DATA_PSOCK`: the tag on `sk_user_data` when it is a psock.
+const SK_USER_DATA_PSOCK: u64 = 4;
+/// `SK_USER_DATA_PTRMASK`: `sk_user_data` without its tags (the low three bits).
+const SK_USER_DATA_PTRMASK: u64 = !7;
+
+/// The kernel address `offset` bytes into the object at `base`.
+fn at(base: u64, offset: u32) -> *const u8 {
+    (base + u64::from(offset)) as *const u8
+}
+
+/// A `T` copied from kernel memory at `address`; `None` where nothing can be read there.
+fn read_kernel<T>(address: *const u8) -> Option<T> {
+    // SAFETY: the helper copies kernel memory without faulting (a bad address is an error,
+    // answered with `None`); every caller reads a plain integer, valid for any bits.
+    unsafe { bpf_probe_read_kernel(address.cast::<T>()) }.ok()
 }
 
 /// The sending socket's count in `LOCAL_SENT` (made when it joined the map).

@@ -95,15 +95,22 @@ fn on_delivered(ctx: &SockOpsContext) {
 /// Whether the daemon made this socket's `LOCAL_SENT` storage (before its `connect()`):
 /// only delivery sockets have it at `ACTIVE_ESTABLISHED`.
 fn marked_by_daemon(ctx: &SockOpsContext) -> bool {
-    // SAFETY: as in `join_local_peers`.
+    !socket_storage(ctx, (&raw const LOCAL_SENT).cast_mut().cast(), 0).is_null()
+}
+
+/// This socket's value in the socket storage map `map`, made zeroed first with
+/// `SK_STORAGE_CREATE` in `flags`; null when there is none (or no socket, or no memory).
+fn socket_storage(ctx: &SockOpsContext, map: *mut c_void, flags: u64) -> *mut c_void {
+    // SAFETY: `ctx.ops` is the `bpf_sock_ops` context the kernel passed to this program; the
+    // verifier lets it read `sk`, typed as a socket pointer that may be null (checked).
     let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return false;
+        return core::ptr::null_mut();
     }
-    let map = (&raw const LOCAL_SENT).cast_mut().cast::<c_void>();
-    // SAFETY: `map` is the socket storage map, `sk` a non-null socket from the context; flags
-    // 0 creates nothing; only the result's nullness is used.
-    !unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), 0) }.is_null()
+    // SAFETY: `map` is a socket storage map (every caller passes one), `sk` a non-null socket
+    // from the context; with F_CREATE and no initial value the kernel makes a zeroed value,
+    // without it nothing is made. Callers check the result for null.
+    unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), flags) }
 }
 
 fn on_established(ctx: &SockOpsContext) {
@@ -136,19 +143,8 @@ fn sockmap_on() -> bool {
 /// `LOCAL_PEERS` under its own view of the connection. If either fails (memory, or the map
 /// is full) the socket stays out of the map and its connection on TCP.
 fn join_local_peers(ctx: &SockOpsContext, mut tuple: SocketTuple) {
-    // SAFETY: `ctx.ops` is the `bpf_sock_ops` context the kernel passed to this program; the
-    // verifier lets it read `sk`, typed as a socket pointer that may be null (checked).
-    let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        count(LOCAL_JOIN_FAILED);
-        return;
-    }
-    let map = (&raw const LOCAL_SENT).cast_mut().cast::<c_void>();
-    // SAFETY: `map` is the socket storage map, `sk` a non-null socket from the context; with
-    // F_CREATE and no initial value the kernel makes a zeroed value; the result is checked.
-    let moved =
-        unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), SK_STORAGE_CREATE) };
-    if moved.is_null() {
+    let map = (&raw const LOCAL_SENT).cast_mut().cast();
+    if socket_storage(ctx, map, SK_STORAGE_CREATE).is_null() {
         count(LOCAL_JOIN_FAILED);
         return;
     }
@@ -169,20 +165,8 @@ fn join_local_peers(ctx: &SockOpsContext, mut tuple: SocketTuple) {
 const SK_STORAGE_CREATE: u64 = 1;
 
 fn original_dst(ctx: &SockOpsContext) -> Option<OriginalDst> {
-    // SAFETY: `ctx.ops` is the `bpf_sock_ops` context the kernel passed to this program; the
-    // verifier lets it read `sk`, typed as a socket pointer that may be null (checked below).
-    let sk: *mut bpf_sock = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        return None;
-    }
-    let map = (&raw const ORIGINAL_DST_BY_SOCKET)
-        .cast_mut()
-        .cast::<c_void>();
-    // SAFETY: `map` is the socket storage map, `sk` a non-null socket from the context; with
-    // flags 0 nothing is created, so no initial value is needed; the result is checked for
-    // null before use.
-    let slot = unsafe { bpf_sk_storage_get(map, sk.cast(), core::ptr::null_mut(), 0) }
-        .cast::<OriginalDst>();
+    let map = (&raw const ORIGINAL_DST_BY_SOCKET).cast_mut().cast();
+    let slot = socket_storage(ctx, map, 0).cast::<OriginalDst>();
     if slot.is_null() {
         None
     } else {

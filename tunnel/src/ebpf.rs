@@ -40,7 +40,7 @@ use aya::{
 pub use aya_error::AyaError;
 pub use inventory::{CaptureState, MapView, ProgramView, SockmapCounts};
 use ipnet::IpNet;
-pub use local_hop::{DeliveryMarks, receiver_unread_count};
+pub use local_hop::{DeliveryMarks, bound_in_force, receiver_unread_count};
 pub use original_dst::{OriginalDestination, OriginalDstTable};
 pub use pins::{Uninstalled, check_bpf_dir};
 pub use pod_steering::{PodSteering, Steered};
@@ -146,6 +146,13 @@ pub enum EbpfError {
     Remove { path: PathBuf, source: io::Error },
     #[error("map {name} is full ({capacity} entries)")]
     Full { name: &'static str, capacity: u32 },
+}
+
+impl EbpfError {
+    /// Adapts an error of map `name` (for `map_err`).
+    fn map(name: &'static str) -> impl Fn(aya::maps::MapError) -> Self {
+        move |source| Self::Map { name, source }
+    }
 }
 
 /// Installed capture. Dropping it leaves capture in place (it is pinned); only

@@ -15,8 +15,8 @@ pub struct View {
     pub detached: Vec<&'static str>,
     pub maps_dir: Option<PathBuf>,
     pub maps: Vec<MapView>,
-    /// Messages between applications or workloads and the daemon that the sockmap hop moved, and those
-    /// it left on TCP, since the maps were made (`[capture] sockmap`).
+    /// Messages between applications or workloads and the daemon that the sockmap hop
+    /// moved, and those it left on TCP, since the maps were made (`[capture] sockmap`).
     pub sockmap: Option<SockmapCounts>,
 }
 

@@ -95,14 +95,7 @@ fn sockmap(lines: &mut Lines<'_>, config: &Config) {
     };
     match (map, program) {
         (Ok(true), Ok(true)) => {
-            let bound = match crate::ebpf::receiver_unread_count() {
-                Ok(_) => {
-                    "a direction goes back to TCP when its receiver has 128 KiB unread".to_string()
-                }
-                Err(why) => format!(
-                    "{why}, so each direction moves at most 128 KiB through the map, then TCP"
-                ),
-            };
+            let bound = ebpf::bound_in_force(&ebpf::receiver_unread_count());
             lines.ok(
                 check,
                 format!("the kernel has socket hash maps and sk_msg programs; {bound} ({wanted})"),

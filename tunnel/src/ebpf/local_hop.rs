@@ -16,13 +16,13 @@ use std::{fs::File, os::fd::AsRawFd, path::Path, sync::Mutex};
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, SkStorage, SockHash},
+    maps::{Map, MapData, SkStorage, SockHash},
     programs::{ProgramError, SkMsg, sk_msg::SkMsgLink},
 };
 use btf_rs::{Backend, Btf, Type};
 use tunnel_common::{
-    KERNEL_OFFSET_LIMIT, KernelLayout, MAP_LOCAL_LAYOUT, MAP_LOCAL_PEERS, MAP_LOCAL_SENT,
-    PROGRAM_REDIRECT_LOCAL, SocketTuple,
+    KERNEL_OFFSET_LIMIT, KernelLayout, LOCAL_MAX_MOVED, LOCAL_MAX_UNREAD, MAP_LOCAL_LAYOUT,
+    MAP_LOCAL_PEERS, MAP_LOCAL_SENT, PROGRAM_REDIRECT_LOCAL, SocketTuple,
 };
 
 use super::EbpfError;
@@ -92,15 +92,9 @@ pub struct DeliveryMarks {
 impl DeliveryMarks {
     /// Opens `LOCAL_SENT` from its pin.
     pub(super) fn open(pin: &Path) -> Result<Self, EbpfError> {
-        let map = MapData::from_pin(pin).map_err(|source| EbpfError::Map {
-            name: MAP_LOCAL_SENT,
-            source,
-        })?;
+        let map = MapData::from_pin(pin).map_err(EbpfError::map(MAP_LOCAL_SENT))?;
         let storage =
-            SkStorage::try_from(Map::SkStorage(map)).map_err(|source| EbpfError::Map {
-                name: MAP_LOCAL_SENT,
-                source,
-            })?;
+            SkStorage::try_from(Map::SkStorage(map)).map_err(EbpfError::map(MAP_LOCAL_SENT))?;
         Ok(Self {
             storage: Mutex::new(storage),
         })
@@ -120,34 +114,28 @@ const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Writes `LOCAL_LAYOUT`: where this kernel keeps a receiving socket's count of redirected
 /// bytes not yet read, so `redirect_local` bounds what waits unread rather than what ever
-/// moved, and TCP's memory-pressure flag, under which it leaves senders on TCP. A kernel without that count (or without BTF) gets zeros and the moved-bytes bound;
-/// the log says which bound is in force.
+/// moved, and TCP's memory-pressure flag, under which it leaves senders on TCP. A kernel
+/// without them (or without BTF) gets zeros and the moved-bytes bound; the log says which
+/// bound is in force.
 pub(super) fn write_kernel_layout(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
-    let layout = match receiver_unread_count() {
-        Ok(layout) => {
-            tracing::info!(
-                ?layout,
-                "sockmap: a direction goes back to TCP when its receiver has 128 KiB unread"
-            );
-            layout
-        }
-        Err(why) => {
-            tracing::info!(%why, "sockmap: this kernel does not say what a receiver has unread; each direction moves at most 128 KiB through the map, then TCP");
-            KernelLayout::default()
-        }
-    };
-    let map = ebpf
-        .map_mut(MAP_LOCAL_LAYOUT)
-        .ok_or(EbpfError::MissingMap(MAP_LOCAL_LAYOUT))?;
-    let mut array: Array<&mut MapData, KernelLayout> =
-        Array::try_from(map).map_err(|source| EbpfError::Map {
-            name: MAP_LOCAL_LAYOUT,
-            source,
-        })?;
-    array.set(0, layout, 0).map_err(|source| EbpfError::Map {
-        name: MAP_LOCAL_LAYOUT,
-        source,
-    })
+    let found = receiver_unread_count();
+    tracing::info!("sockmap: {}", bound_in_force(&found));
+    super::maps::set_only_slot(ebpf, MAP_LOCAL_LAYOUT, found.unwrap_or_default())
+}
+
+/// Which bound sends a direction back to TCP, given what [`receiver_unread_count`] found
+/// (the start log and `tunnel check` say it).
+pub fn bound_in_force(found: &Result<KernelLayout, String>) -> String {
+    match found {
+        Ok(_) => format!(
+            "a direction goes back to TCP when its receiver has {} KiB unread",
+            LOCAL_MAX_UNREAD / 1024
+        ),
+        Err(why) => format!(
+            "{why}, so each direction moves at most {} KiB through the map, then TCP",
+            LOCAL_MAX_MOVED / 1024
+        ),
+    }
 }
 
 /// Where this kernel keeps a receiving socket's unread count, from its BTF, or why it

@@ -83,20 +83,21 @@ fn sync_set<K: Pod + Ord>(
     phase: Phase,
 ) -> Result<(), EbpfError> {
     let map = ebpf.map_mut(name).ok_or(EbpfError::MissingMap(name))?;
-    let mut set: HashMap<&mut MapData, K, u8> = HashMap::try_from(map).map_err(map_error(name))?;
+    let mut set: HashMap<&mut MapData, K, u8> =
+        HashMap::try_from(map).map_err(EbpfError::map(name))?;
     match phase {
         Phase::AddNew => {
             for key in wanted {
-                set.insert(key, PRESENT, 0).map_err(map_error(name))?;
+                set.insert(key, PRESENT, 0).map_err(EbpfError::map(name))?;
             }
         }
         Phase::RemoveStale => {
             let present: Vec<K> = set
                 .keys()
                 .collect::<Result<_, _>>()
-                .map_err(map_error(name))?;
+                .map_err(EbpfError::map(name))?;
             for key in present.iter().filter(|key| !wanted.contains(key)) {
-                set.remove(key).map_err(map_error(name))?;
+                set.remove(key).map_err(EbpfError::map(name))?;
             }
         }
     }
@@ -111,22 +112,22 @@ fn sync_trie<const N: usize>(
 ) -> Result<(), EbpfError> {
     let map = ebpf.map_mut(name).ok_or(EbpfError::MissingMap(name))?;
     let mut trie: LpmTrie<&mut MapData, [u8; N], u8> =
-        LpmTrie::try_from(map).map_err(map_error(name))?;
+        LpmTrie::try_from(map).map_err(EbpfError::map(name))?;
     match phase {
         Phase::AddNew => {
             for (prefix_len, addr) in wanted {
                 trie.insert(&Key::new(*prefix_len, *addr), PRESENT, 0)
-                    .map_err(map_error(name))?;
+                    .map_err(EbpfError::map(name))?;
             }
         }
         Phase::RemoveStale => {
             let present: Vec<Key<[u8; N]>> = trie
                 .keys()
                 .collect::<Result<_, _>>()
-                .map_err(map_error(name))?;
+                .map_err(EbpfError::map(name))?;
             for key in present {
                 if !wanted.contains(&(key.prefix_len(), key.data())) {
-                    trie.remove(&key).map_err(map_error(name))?;
+                    trie.remove(&key).map_err(EbpfError::map(name))?;
                 }
             }
         }
@@ -142,9 +143,12 @@ pub fn set_plaintext_listeners(
 ) -> Result<(), EbpfError> {
     let name = MAP_PLAINTEXT_LISTENERS;
     let map = ebpf.map_mut(name).ok_or(EbpfError::MissingMap(name))?;
-    let mut sockets: SockMap<&mut MapData> = SockMap::try_from(map).map_err(map_error(name))?;
+    let mut sockets: SockMap<&mut MapData> =
+        SockMap::try_from(map).map_err(EbpfError::map(name))?;
     for (slot, socket) in listeners {
-        sockets.set(*slot, socket, 0).map_err(map_error(name))?;
+        sockets
+            .set(*slot, socket, 0)
+            .map_err(EbpfError::map(name))?;
     }
     Ok(())
 }
@@ -167,12 +171,18 @@ fn write_config(ebpf: &mut Ebpf, spec: &CaptureSpec, sockmap: bool) -> Result<()
         listener_v6_port,
         flags,
     };
-    let map = ebpf
-        .map_mut(MAP_CONFIG)
-        .ok_or(EbpfError::MissingMap(MAP_CONFIG))?;
-    let mut array: Array<&mut MapData, CaptureConfig> =
-        Array::try_from(map).map_err(map_error(MAP_CONFIG))?;
-    array.set(0, config, 0).map_err(map_error(MAP_CONFIG))
+    set_only_slot(ebpf, MAP_CONFIG, config)
+}
+
+/// Writes `value` to the one slot of the array map `name`.
+pub(super) fn set_only_slot<T: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    value: T,
+) -> Result<(), EbpfError> {
+    let map = ebpf.map_mut(name).ok_or(EbpfError::MissingMap(name))?;
+    let mut array: Array<&mut MapData, T> = Array::try_from(map).map_err(EbpfError::map(name))?;
+    array.set(0, value, 0).map_err(EbpfError::map(name))
 }
 
 /// Trie keys: (prefix length, network address bytes).
@@ -198,8 +208,4 @@ pub fn ipv6_words(octets: [u8; 16]) -> [u32; 4] {
         *word = u32::from_ne_bytes(chunk.try_into().expect("chunks_exact(4) yields 4 bytes"));
     }
     words
-}
-
-fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
-    move |source| EbpfError::Map { name, source }
 }

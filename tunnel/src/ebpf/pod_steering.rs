@@ -65,22 +65,19 @@ fn key(ip: IpAddr) -> IpKey {
     }
 }
 
-fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
-    move |source| EbpfError::Map { name, source }
-}
-
 impl PodSteering {
     /// From the install's loaded object (its `steer_inbound` already loaded) and its pinned
     /// maps.
     pub(super) fn new(ebpf: Ebpf, maps_dir: &Path, bpf_dir: &Path) -> Result<Self, EbpfError> {
-        let open =
-            |name: &'static str| MapData::from_pin(maps_dir.join(name)).map_err(map_error(name));
+        let open = |name: &'static str| {
+            MapData::from_pin(maps_dir.join(name)).map_err(EbpfError::map(name))
+        };
         let addresses = HashMap::try_from(aya::maps::Map::HashMap(open(MAP_POD_ADDRESSES)?))
-            .map_err(map_error(MAP_POD_ADDRESSES))?;
+            .map_err(EbpfError::map(MAP_POD_ADDRESSES))?;
         let listeners = SockMap::try_from(aya::maps::Map::SockMap(open(MAP_POD_LISTENERS)?))
-            .map_err(map_error(MAP_POD_LISTENERS))?;
+            .map_err(EbpfError::map(MAP_POD_LISTENERS))?;
         let node_addresses = HashMap::try_from(aya::maps::Map::HashMap(open(MAP_NODE_ADDRESSES)?))
-            .map_err(map_error(MAP_NODE_ADDRESSES))?;
+            .map_err(EbpfError::map(MAP_NODE_ADDRESSES))?;
         let pins = bpf_dir.join("pods");
         fs::create_dir_all(&pins).map_err(|source| EbpfError::CreateDir {
             path: pins.clone(),
@@ -194,7 +191,7 @@ impl PodSteering {
             // The listener goes in before any address points at it.
             maps.listeners
                 .set(slot, socket, 0)
-                .map_err(map_error(MAP_POD_LISTENERS))?;
+                .map_err(EbpfError::map(MAP_POD_LISTENERS))?;
             slot_of_family.insert(*ipv6, slot);
         }
         for ip in ips {
@@ -209,7 +206,7 @@ impl PodSteering {
             let key = key(*ip);
             maps.addresses
                 .insert(key, entry, 0)
-                .map_err(map_error(MAP_POD_ADDRESSES))?;
+                .map_err(EbpfError::map(MAP_POD_ADDRESSES))?;
             steered.addresses.push(key);
         }
         Ok(())
@@ -250,7 +247,7 @@ impl PodSteering {
         for key in wanted.difference(&present) {
             maps.node_addresses
                 .insert(key, PRESENT, 0)
-                .map_err(map_error(MAP_NODE_ADDRESSES))?;
+                .map_err(EbpfError::map(MAP_NODE_ADDRESSES))?;
         }
         for key in present.difference(&wanted) {
             let _ = maps.node_addresses.remove(key);
