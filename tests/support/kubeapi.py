@@ -116,7 +116,9 @@ usage: kubeapi.py DIR PORT TOKEN PODS_JSON [SERVICES_JSON [SLICES_JSON]]
 Control, for the test harness, with nothing a real server would not have on the wire: write
 one command (a line) to DIR/control (best written as DIR/control.tmp, then renamed); it is
 read within 50 ms and the file removed once the command has taken effect, so a harness that
-waits for the file to go knows it has.
+waits for the file to go knows it has. The source files are read again (a half-written one
+waited for) before a command is taken: it applies to every edit the harness finished before
+writing it.
   drop-watches         end every open watch stream at once (the terminating chunk, then the
                        connection closed), as an API server that restarts does.
   drop-watches abrupt  the same, but the connections are cut with no terminating chunk.
@@ -945,6 +947,10 @@ def control(store, path):
     if not command:
         return  # being written
     log("control: " + " ".join(command))
+    # An edit finished before the command was written may have been read half-written (and
+    # skipped) in this same poll round: read the files again, so that `compact` after an edit
+    # forgets the edit's event too instead of leaving it for the next round.
+    store.refresh(wait=True)
     with store.cond:
         if command[0] == "drop-watches":
             store.abrupt = command[1:] == ["abrupt"]
