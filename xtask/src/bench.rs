@@ -62,6 +62,28 @@ pub struct Options {
     /// `[runtime] threads` for both daemons: their data-plane runtimes (unset: the default).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Only these measurements (unset: all of them, and the tunnel-only figures: connect()
+    /// with the hook, RSS per idle connection). Idle RSS and the first call are always
+    /// measured: they cost a second. For quick A/B of one lever.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Measurement>,
+}
+
+/// One of the measurements each run makes on every path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Measurement {
+    Throughput,
+    Keepalive,
+    Latency,
+    Newconn,
+    FirstByte,
+    Burst,
+}
+
+impl Options {
+    fn measures(&self, what: Measurement) -> bool {
+        self.only.is_empty() || self.only.contains(&what)
+    }
 }
 const IPERF_SECONDS: u32 = 10;
 const WRK_SECONDS: u32 = 5;
@@ -179,12 +201,27 @@ pub fn run(options: &Options) -> Result<()> {
         .map(|p| report::PathResult::new(p.name))
         .collect();
     for run in 1..=options.runs {
-        measure_run(&a, &paths, &mut results, &xtask, run, profiler.as_ref())?;
+        measure_run(
+            &a,
+            &paths,
+            &mut results,
+            &xtask,
+            run,
+            profiler.as_ref(),
+            options,
+        )?;
         for result in &results {
             eprintln!("bench: {} run {run}: {}", result.name, result.last_run());
         }
     }
-    let mut extra = tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?;
+    let mut extra = if options.only.is_empty() {
+        tunnel_only(&testbed, &a, &xtask, &daemons, idle_rss, options.runs)?
+    } else {
+        report::TunnelResult {
+            idle_rss_kib: idle_rss,
+            ..Default::default()
+        }
+    };
     extra.first_call_us = first_call_us;
     extra.record_cipher = record_cipher;
     let report = report::Report {
@@ -209,90 +246,104 @@ fn measure_run(
     xtask: &std::path::Path,
     run: usize,
     profiler: Option<&Profiler>,
+    options: &Options,
 ) -> Result<()> {
+    use Measurement::*;
     use report::Metric;
     let seconds = WRK_SECONDS.to_string();
-    for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let ((gbps, bytes), cpu) = under_load(path, profiler, "throughput", run, || {
-            tools::iperf3(
-                tools::tool(a, "iperf3", &path.cgroup),
-                &path.iperf.0,
-                path.iperf.1,
-                IPERF_SECONDS,
-            )
-        })?;
-        result.push(Metric::Throughput, gbps);
-        if let Some(cpu) = cpu {
-            result.push(Metric::CpuPerGb, cpu / (bytes as f64 / 1e9));
+    if options.measures(Throughput) {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let ((gbps, bytes), cpu) = under_load(path, profiler, "throughput", run, || {
+                tools::iperf3(
+                    tools::tool(a, "iperf3", &path.cgroup),
+                    &path.iperf.0,
+                    path.iperf.1,
+                    IPERF_SECONDS,
+                )
+            })?;
+            result.push(Metric::Throughput, gbps);
+            if let Some(cpu) = cpu {
+                result.push(Metric::CpuPerGb, cpu / (bytes as f64 / 1e9));
+            }
         }
     }
-    for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let ((rps, p50, p99), cpu) = under_load(path, profiler, "keepalive", run, || {
-            tools::wrk(
-                tools::tool(a, "wrk", &path.cgroup),
-                &path.http,
-                false,
-                WRK_SECONDS,
-            )
-        })?;
-        result.push(Metric::KeepaliveRps, rps);
-        result.push(Metric::KeepaliveP50, p50);
-        result.push(Metric::KeepaliveP99, p99);
-        if let Some(cpu) = cpu {
-            let requests = rps * f64::from(WRK_SECONDS);
-            result.push(Metric::CpuPer1kRequests, cpu * 1e6 / requests);
+    if options.measures(Keepalive) {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let ((rps, p50, p99), cpu) = under_load(path, profiler, "keepalive", run, || {
+                tools::wrk(
+                    tools::tool(a, "wrk", &path.cgroup),
+                    &path.http,
+                    false,
+                    WRK_SECONDS,
+                )
+            })?;
+            result.push(Metric::KeepaliveRps, rps);
+            result.push(Metric::KeepaliveP50, p50);
+            result.push(Metric::KeepaliveP99, p99);
+            if let Some(cpu) = cpu {
+                let requests = rps * f64::from(WRK_SECONDS);
+                result.push(Metric::CpuPer1kRequests, cpu * 1e6 / requests);
+            }
         }
     }
     // Latency without saturation, as published for ztunnel: one request at a time at a
     // fixed rate.
     let rate = FIXED_RATE.to_string();
-    for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let target = path.target();
-        eprintln!("bench: run {run}, {}: latency at {rate} req/s", path.name);
-        let args = ["probe-rate", &target, &rate, &seconds];
-        let fixed = Probe::run(a, xtask, &path.cgroup, &args);
-        result.push(Metric::FixedRateP50, fixed.field("p50_us=")?);
-        result.push(Metric::FixedRateP99, fixed.field("p99_us=")?);
-    }
-    for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let ((conn_rps, _, _), cpu) = under_load(path, profiler, "newconn", run, || {
-            tools::wrk(
-                tools::tool(a, "wrk", &path.cgroup),
-                &path.http,
-                true,
-                WRK_SECONDS,
-            )
-        })?;
-        result.push(Metric::NewConnRps, conn_rps);
-        if let Some(cpu) = cpu {
-            let connections = conn_rps * f64::from(WRK_SECONDS);
-            result.push(Metric::CpuPer1kConnections, cpu * 1e6 / connections);
+    if options.measures(Latency) {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let target = path.target();
+            eprintln!("bench: run {run}, {}: latency at {rate} req/s", path.name);
+            let args = ["probe-rate", &target, &rate, &seconds];
+            let fixed = Probe::run(a, xtask, &path.cgroup, &args);
+            result.push(Metric::FixedRateP50, fixed.field("p50_us=")?);
+            result.push(Metric::FixedRateP99, fixed.field("p99_us=")?);
         }
     }
-    for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let target = path.target();
-        eprintln!("bench: run {run}, {}: connect to first byte", path.name);
-        let args = ["probe-first-byte", &target, "16", &seconds];
-        let first_byte = Probe::run(a, xtask, &path.cgroup, &args);
-        result.push(Metric::FirstByteP99, first_byte.field("p99_us=")?);
+    if options.measures(Newconn) {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let ((conn_rps, _, _), cpu) = under_load(path, profiler, "newconn", run, || {
+                tools::wrk(
+                    tools::tool(a, "wrk", &path.cgroup),
+                    &path.http,
+                    true,
+                    WRK_SECONDS,
+                )
+            })?;
+            result.push(Metric::NewConnRps, conn_rps);
+            if let Some(cpu) = cpu {
+                let connections = conn_rps * f64::from(WRK_SECONDS);
+                result.push(Metric::CpuPer1kConnections, cpu * 1e6 / connections);
+            }
+        }
     }
-    for (path, result) in paths.iter().zip(results.iter_mut()) {
-        let target = path.target();
-        eprintln!(
-            "bench: run {run}, {}: a burst of {BURST} connects",
-            path.name
-        );
-        let count = BURST.to_string();
-        let burst =
-            Probe::run_with_files(a, xtask, &path.cgroup, &["probe-burst", &target, &count]);
-        result.push(Metric::BurstP50, burst.field("p50_us=")?);
-        result.push(Metric::BurstP99, burst.field("p99_us=")?);
-        let errors = burst.field("errors=")?;
-        if errors > 0.0 {
+    if options.measures(FirstByte) {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let target = path.target();
+            eprintln!("bench: run {run}, {}: connect to first byte", path.name);
+            let args = ["probe-first-byte", &target, "16", &seconds];
+            let first_byte = Probe::run(a, xtask, &path.cgroup, &args);
+            result.push(Metric::FirstByteP99, first_byte.field("p99_us=")?);
+        }
+    }
+    if options.measures(Burst) {
+        for (path, result) in paths.iter().zip(results.iter_mut()) {
+            let target = path.target();
             eprintln!(
-                "bench: run {run}, {}: {errors} of the burst's {BURST} connections failed",
+                "bench: run {run}, {}: a burst of {BURST} connects",
                 path.name
             );
+            let count = BURST.to_string();
+            let burst =
+                Probe::run_with_files(a, xtask, &path.cgroup, &["probe-burst", &target, &count]);
+            result.push(Metric::BurstP50, burst.field("p50_us=")?);
+            result.push(Metric::BurstP99, burst.field("p99_us=")?);
+            let errors = burst.field("errors=")?;
+            if errors > 0.0 {
+                eprintln!(
+                    "bench: run {run}, {}: {errors} of the burst's {BURST} connections failed",
+                    path.name
+                );
+            }
         }
     }
     Ok(())

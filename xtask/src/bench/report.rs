@@ -197,31 +197,34 @@ impl Report {
             "| daemon idle RSS (A / B)                 | {} KiB / {} KiB |",
             t.idle_rss_kib[0], t.idle_rss_kib[1]
         );
-        let _ = writeln!(
-            out,
-            "| {} idle tunnelled connections: RSS A   | {} → {} KiB ({:.2} KiB per connection) |",
-            t.idle_connections,
-            t.rss_before_kib[0],
-            t.rss_after_kib[0],
-            per_conn(0)
-        );
-        let _ = writeln!(
-            out,
-            "| {} idle tunnelled connections: RSS B   | {} → {} KiB ({:.2} KiB per connection) |",
-            t.idle_connections,
-            t.rss_before_kib[1],
-            t.rss_after_kib[1],
-            per_conn(1)
-        );
-        let (captured, plain) = (
-            median(&t.connect_captured_us).unwrap_or(0.0),
-            median(&t.connect_plain_us).unwrap_or(0.0),
-        );
-        let _ = writeln!(
-            out,
-            "| connect() median: captured / not captured | {captured:.1} µs / {plain:.1} µs (hook adds {:.1} µs) |",
-            captured - plain
-        );
+        // Not measured under `--only`: no rows rather than rows of zeros.
+        if t.idle_connections > 0 {
+            let _ = writeln!(
+                out,
+                "| {} idle tunnelled connections: RSS A   | {} → {} KiB ({:.2} KiB per connection) |",
+                t.idle_connections,
+                t.rss_before_kib[0],
+                t.rss_after_kib[0],
+                per_conn(0)
+            );
+            let _ = writeln!(
+                out,
+                "| {} idle tunnelled connections: RSS B   | {} → {} KiB ({:.2} KiB per connection) |",
+                t.idle_connections,
+                t.rss_before_kib[1],
+                t.rss_after_kib[1],
+                per_conn(1)
+            );
+            let (captured, plain) = (
+                median(&t.connect_captured_us).unwrap_or(0.0),
+                median(&t.connect_plain_us).unwrap_or(0.0),
+            );
+            let _ = writeln!(
+                out,
+                "| connect() median: captured / not captured | {captured:.1} µs / {plain:.1} µs (hook adds {:.1} µs) |",
+                captured - plain
+            );
+        }
         let _ = writeln!(
             out,
             "| first call after start / warm call (connect to first byte) | {:.0} µs / {:.0} µs |",
