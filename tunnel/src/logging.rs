@@ -37,6 +37,19 @@ pub use windows::{LogNow, LogWindows};
 pub const ACCESS: &str = "tunnel::access";
 /// The auth-failure stream's target.
 pub const AUTH: &str = "tunnel::auth";
+/// A value of a line that may be unknown, written as `-` then (as the access log writes
+/// what it does not know), without formatting it into a `String` first.
+pub struct OrDash<T>(pub Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// The level of the access log's lines.
 const ACCESS_LINES: LevelFilter = LevelFilter::INFO;
 /// The level of the auth-failure stream's lines.

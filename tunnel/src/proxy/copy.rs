@@ -17,6 +17,7 @@
 //!   with EAGAIN after every read — one per request/response exchange.
 
 use std::{
+    borrow::Cow,
     future::{Future, poll_fn},
     net::Shutdown,
     pin::pin,
@@ -66,17 +67,19 @@ pub enum CopyEnd {
 
 /// Why a carried connection ended, in the access log's words: `closed`, a reset and which
 /// side sent it, or what closed its tunnel connection under it (a certificate expired...).
-pub fn close_reason(end: CopyEnd, connection_ended: Option<&String>) -> String {
+/// The usual ends are constants: nothing is allocated for them, once per connection.
+pub fn close_reason(end: CopyEnd, connection_ended: Option<&String>) -> Cow<'static, str> {
     match (end, connection_ended) {
         (CopyEnd::Closed, _) => "closed".into(),
         (CopyEnd::SocketReset, _) => "reset by the local side".into(),
-        (CopyEnd::StreamReset, Some(why)) => why.clone(),
+        (CopyEnd::StreamReset, Some(why)) => why.clone().into(),
         (CopyEnd::StreamReset, None) => "reset by the tunnel side".into(),
-        (CopyEnd::Unframeable(why), _) => format!("reset: {why}"),
+        (CopyEnd::Unframeable(why), _) => format!("reset: {why}").into(),
         (CopyEnd::Stalled, _) => format!(
             "reset: the peer took nothing for {}s while the buffer budget was spent",
             budget::STALL.as_secs()
-        ),
+        )
+        .into(),
     }
 }
 

@@ -14,9 +14,15 @@
 mod connection;
 mod route;
 
-use std::{collections::HashMap, io, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
 
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
@@ -32,7 +38,7 @@ use crate::{
     sys,
     telemetry::{
         Direction, FailReason, Telemetry,
-        metrics::{Label, ReasonLabels},
+        metrics::{Label, ProxyMetrics, ReasonLabels, WorkloadLabels},
     },
 };
 
@@ -50,6 +56,9 @@ pub struct OutboundWorkload {
     pub spiffe_id: SpiffeId,
     /// `spiffe_id` as text, for its connections' labels and lines.
     pub principal: Label,
+    /// Its `tunnel_capture_connections` counter, looked up in the family on its first
+    /// connection and kept: the family's lookup hashes the labels under a lock.
+    captured: OnceLock<Counter>,
 }
 
 impl OutboundWorkload {
@@ -58,7 +67,22 @@ impl OutboundWorkload {
             name,
             principal: spiffe_id.to_string().into(),
             spiffe_id,
+            captured: OnceLock::new(),
         }
+    }
+
+    /// Counts one of its connections captured.
+    pub fn count_captured(&self, metrics: &ProxyMetrics) {
+        self.captured
+            .get_or_init(|| {
+                metrics
+                    .capture_connections
+                    .get_or_create(&WorkloadLabels {
+                        workload: self.name.clone(),
+                    })
+                    .clone()
+            })
+            .inc();
     }
 }
 

@@ -3,6 +3,7 @@
 //! logs the reason, with peer-supplied text shortened.
 
 use std::{
+    borrow::Cow,
     net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
     time::Instant,
@@ -151,7 +152,7 @@ struct Carried {
     decision: &'static str,
     rule: String,
     stats: CopyStats,
-    close_reason: String,
+    close_reason: Cow<'static, str>,
 }
 
 /// Copies both ways (through the XFCC rewriter on its ports), counted in the metrics and
@@ -218,7 +219,7 @@ async fn carry(
                 to_stream: live.bytes_sent.load(Ordering::Relaxed),
                 to_socket: live.bytes_received.load(Ordering::Relaxed),
             };
-            (stats, "closed by a policy reload".to_string())
+            (stats, "closed by a policy reload".into())
         }
     };
     drop(tracked);
@@ -260,7 +261,7 @@ fn log_access(
         bytes_sent = carried.stats.to_stream,
         bytes_received = carried.stats.to_socket,
         duration_ms = started.elapsed().as_millis() as u64,
-        close_reason = carried.close_reason,
+        close_reason = &*carried.close_reason,
         "connection closed"
     );
 }

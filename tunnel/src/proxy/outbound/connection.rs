@@ -4,6 +4,7 @@
 //! refuses returns a [`Refused`]; [`refuse`] is the one place that logs, counts and resets.
 
 use std::{
+    cell::RefCell,
     io,
     net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
@@ -32,7 +33,7 @@ use crate::{
     sys,
     telemetry::{
         ConnectionInfo, Direction, FailReason,
-        metrics::{ReasonLabels, TcpLabels, UNKNOWN, WorkloadLabels, unknown},
+        metrics::{ReasonLabels, TcpLabels, UNKNOWN, unknown},
     },
     tls::Credential,
 };
@@ -140,15 +141,7 @@ async fn open(
     inputs: &OutboundInputs,
 ) -> Result<Opened, Refused> {
     route::check_host(dst, inputs).map_err(Refused::Unroutable)?;
-    inputs
-        .telemetry
-        .metrics
-        .proxy
-        .capture_connections
-        .get_or_create(&WorkloadLabels {
-            workload: workload.name.clone(),
-        })
-        .inc();
+    workload.count_captured(&inputs.telemetry.metrics.proxy);
     let snapshot = inputs.snapshots.borrow().clone();
     let Routes { service, routes } =
         route::route(dst, caller, workload, pod, inputs, &snapshot).map_err(Refused::Unroutable)?;
@@ -358,7 +351,7 @@ async fn deliver(
         %dst,
         dst_service = %service.as_deref().unwrap_or("-"),
         upstream = %target,
-        dst_workload = %dst_workload.as_ref().map_or_else(|| "-".to_string(), ToString::to_string),
+        dst_workload = %logging::OrDash(dst_workload.as_ref()),
         workload = %workload.name,
         pid = original.pid,
         %peer,
@@ -369,7 +362,7 @@ async fn deliver(
         bytes_sent = stats.to_stream,
         bytes_received = stats.to_socket,
         duration_ms = started.elapsed().as_millis() as u64,
-        close_reason,
+        close_reason = &*close_reason,
         "connection closed"
     );
 }
@@ -377,15 +370,23 @@ async fn deliver(
 /// What the application has already sent (client-speaks-first protocols usually have by
 /// the time the connection is accepted), read without waiting; empty if nothing is queued.
 /// Read past tokio, whose readiness for a just-accepted socket is not known until its next
-/// poll of epoll and would report nothing.
+/// poll of epoll and would report nothing. Read into a buffer of the thread's, kept for the
+/// next connection, and copied out at its length: a request's head is a few hundred bytes,
+/// and a fresh `EARLY_READ` buffer per connection is, for glibc's malloc, a large block
+/// (past its per-thread cache; making one first merges every small free block).
 fn queued_bytes(app: &TcpStream) -> io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(EARLY_READ);
-    match sys::recv_queued(app, &mut buf) {
-        Ok(0) => Ok(Bytes::new()),
-        Ok(_) => Ok(buf.freeze()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
-        Err(e) => Err(e),
+    thread_local! {
+        static EARLY: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     }
+    EARLY.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.reserve(EARLY_READ);
+        match sys::recv_queued(app, buf) {
+            Ok(_) => Ok(Bytes::copy_from_slice(buf)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
+            Err(e) => Err(e),
+        }
+    })
 }
 
 #[cfg(test)]
