@@ -251,6 +251,18 @@ fn measure_run(
     use Measurement::*;
     use report::Metric;
     let seconds = WRK_SECONDS.to_string();
+    // wrk from A's path cgroup for WRK_SECONDS, the proxies' CPU metered: keep-alive, or a
+    // new connection per request (`close`).
+    let wrk = |path: &Path, measurement: &str, close: bool| {
+        under_load(path, profiler, measurement, run, || {
+            tools::wrk(
+                tools::tool(a, "wrk", &path.cgroup),
+                &path.http,
+                close,
+                WRK_SECONDS,
+            )
+        })
+    };
     if options.measures(Throughput) {
         for (path, result) in paths.iter().zip(results.iter_mut()) {
             let ((gbps, bytes), cpu) = under_load(path, profiler, "throughput", run, || {
@@ -269,14 +281,7 @@ fn measure_run(
     }
     if options.measures(Keepalive) {
         for (path, result) in paths.iter().zip(results.iter_mut()) {
-            let ((rps, p50, p99), cpu) = under_load(path, profiler, "keepalive", run, || {
-                tools::wrk(
-                    tools::tool(a, "wrk", &path.cgroup),
-                    &path.http,
-                    false,
-                    WRK_SECONDS,
-                )
-            })?;
+            let ((rps, p50, p99), cpu) = wrk(path, "keepalive", false)?;
             result.push(Metric::KeepaliveRps, rps);
             result.push(Metric::KeepaliveP50, p50);
             result.push(Metric::KeepaliveP99, p99);
@@ -301,14 +306,7 @@ fn measure_run(
     }
     if options.measures(Newconn) {
         for (path, result) in paths.iter().zip(results.iter_mut()) {
-            let ((conn_rps, _, _), cpu) = under_load(path, profiler, "newconn", run, || {
-                tools::wrk(
-                    tools::tool(a, "wrk", &path.cgroup),
-                    &path.http,
-                    true,
-                    WRK_SECONDS,
-                )
-            })?;
+            let ((conn_rps, _, _), cpu) = wrk(path, "newconn", true)?;
             result.push(Metric::NewConnRps, conn_rps);
             if let Some(cpu) = cpu {
                 let connections = conn_rps * f64::from(WRK_SECONDS);
