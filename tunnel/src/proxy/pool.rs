@@ -300,16 +300,16 @@ impl Pool {
                     }
                     format!("no answer to CONNECT within {timeout:?}")
                 }
-                Err(StreamFailure::ConnectionGone(reason)) => {
+                Err(StreamFailure::ConnectionGone { reason, cleanly }) => {
                     connection.closed.store(true, Ordering::Release);
-                    let kind = connection
-                        .tls_failure
-                        .get()
-                        .map_or(tls::RefusalKind::Other, tls::RefusalKind::of);
-                    let reason = connection.tls_failure.get().map_or(reason, tls::explain);
-                    // A fresh connection failing here is the server refusing our certificate:
-                    // in TLS 1.3 its verdict arrives after the client side has finished.
-                    if fresh {
+                    let tls_failure = connection.tls_failure.get();
+                    let kind = tls_failure.map_or(tls::RefusalKind::Other, tls::RefusalKind::of);
+                    let reason = tls_failure.map_or(reason, tls::explain);
+                    // A fresh connection failing here is the server refusing our certificate
+                    // (in TLS 1.3 its verdict arrives after the client side has finished),
+                    // unless it said goodbye without error: it began to drain, or its
+                    // certificate was replaced, as we dialled. That one is retried.
+                    if fresh && (tls_failure.is_some() || !cleanly) {
                         if !connection.refusal_reported.swap(true, Ordering::AcqRel) {
                             self.report_refusal(key, connection.peer_identity.as_ref(), &reason);
                         }

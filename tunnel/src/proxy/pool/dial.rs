@@ -58,6 +58,25 @@ struct Dialled {
     window: Option<Charge>,
 }
 
+/// Why a handshake gave no connection.
+enum HandshakeFailure {
+    /// The peer ended the new connection in good order (a close, or a GOAWAY without error)
+    /// before its first answer: it began to drain, or its certificate was replaced, while we
+    /// dialled. Nothing was sent on it, so one more dial is safe.
+    EndedCleanly,
+    Failed(PoolError),
+}
+
+impl From<PoolError> for HandshakeFailure {
+    fn from(error: PoolError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+/// What a second connection ended as [`HandshakeFailure::EndedCleanly`] says.
+const ENDED_CLEANLY: &str =
+    "the peer closed the connection before answering HTTP/2, twice (its log says why)";
+
 /// What a connection's driver holds until the connection ends: its place in the pool's
 /// gauge and its receive window's charge.
 struct Held {
@@ -74,15 +93,37 @@ impl Pool {
     ) -> Result<Arc<Connection>, PoolError> {
         let settings = &self.inner.settings;
         let peer = key.peer;
-        let dialled = tokio::time::timeout(
-            settings.connect_timeout,
-            handshake(key, tls, self.inner.snapshots.as_ref(), settings),
-        )
-        .await
-        .unwrap_or(Err(PoolError::Timeout {
-            peer,
-            timeout: settings.connect_timeout,
-        }));
+        // Both attempts within the one connect timeout.
+        let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+        let mut redialled = false;
+        let dialled = loop {
+            let attempt = tokio::time::timeout_at(
+                deadline,
+                handshake(key, tls, self.inner.snapshots.as_ref(), settings),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(dialled)) => break Ok(dialled),
+                Ok(Err(HandshakeFailure::EndedCleanly)) if !redialled => {
+                    debug!(%peer, "the peer closed the new connection in good order before answering (draining, or its certificate replaced): dialling again");
+                    redialled = true;
+                }
+                Ok(Err(HandshakeFailure::EndedCleanly)) => {
+                    break Err(PoolError::Handshake {
+                        peer,
+                        reason: ENDED_CLEANLY.into(),
+                        kind: tls::RefusalKind::Other,
+                    });
+                }
+                Ok(Err(HandshakeFailure::Failed(error))) => break Err(error),
+                Err(_) => {
+                    break Err(PoolError::Timeout {
+                        peer,
+                        timeout: settings.connect_timeout,
+                    });
+                }
+            }
+        };
         let metrics = &self.inner.telemetry.metrics.proxy;
         let dialled = match dialled {
             Ok(dialled) => dialled,
@@ -143,7 +184,7 @@ async fn handshake(
     tls: &Arc<ClientTls>,
     snapshots: Option<&watch::Receiver<Arc<Snapshot>>>,
     settings: &PoolSettings,
-) -> Result<Dialled, PoolError> {
+) -> Result<Dialled, HandshakeFailure> {
     let peer = key.peer;
     let tcp = match &key.via {
         None => TcpStream::connect(peer).await,
@@ -214,7 +255,7 @@ async fn first_ping(
     driver: &mut Driver,
     peer: SocketAddr,
     tls_failure: &OnceLock<rustls::Error>,
-) -> Result<h2::PingPong, PoolError> {
+) -> Result<h2::PingPong, HandshakeFailure> {
     let mut pings = driver
         .ping_pong()
         .expect("a new connection still has its PingPong");
@@ -226,7 +267,8 @@ async fn first_ping(
             Err(ping_error) => Some(
                 match tokio::time::timeout(Duration::from_millis(100), &mut *driver).await {
                     Ok(Err(ended)) => Some(ended),
-                    _ => Some(ping_error),
+                    Ok(Ok(())) => None,
+                    Err(_) => Some(ping_error),
                 },
             ),
         },
@@ -235,19 +277,15 @@ async fn first_ping(
     let Some(error) = failed else {
         return Ok(pings);
     };
-    let kind = match (tls_failure.get(), &error) {
-        (Some(tls_error), _) => tls::RefusalKind::of(tls_error),
-        (None, Some(e)) => tls::RefusalKind::in_chain(e),
-        (None, None) => tls::RefusalKind::Other,
+    let (reason, kind) = match (tls_failure.get(), error) {
+        (Some(tls_error), _) => (tls::explain(tls_error), tls::RefusalKind::of(tls_error)),
+        (None, Some(e)) if !super::stream::ended_cleanly(&e) => (
+            tls::describe_connection_error(&e, Phase::Handshake),
+            tls::RefusalKind::in_chain(&e),
+        ),
+        (None, _) => return Err(HandshakeFailure::EndedCleanly),
     };
-    let reason = match (tls_failure.get(), error) {
-        (Some(tls_error), _) => tls::explain(tls_error),
-        (None, Some(e)) => tls::describe_connection_error(&e, Phase::Handshake),
-        (None, None) => {
-            "the peer closed the connection before answering HTTP/2 (its log says why)".into()
-        }
-    };
-    Err(PoolError::Handshake { peer, reason, kind })
+    Err(PoolError::Handshake { peer, reason, kind }.into())
 }
 
 /// Runs a pooled connection until it ends: the peer closes or breaks it, a PING goes

@@ -17,8 +17,13 @@ use crate::{
 };
 
 pub(super) enum StreamFailure {
-    /// The connection died under us (GOAWAY, I/O error): worth one retry.
-    ConnectionGone(String),
+    /// The connection died under us (GOAWAY, I/O error): worth one retry. `cleanly`: the
+    /// peer sent a GOAWAY without error (it is draining, or its certificate was replaced),
+    /// which is never its verdict on our certificate.
+    ConnectionGone {
+        reason: String,
+        cleanly: bool,
+    },
     /// No answer within the connect timeout: the connection is silent; worth one retry.
     Unanswered,
     Refused(PoolError),
@@ -37,7 +42,10 @@ pub(super) async fn connect_stream(
     let gone = |e: h2::Error| {
         let reason = tls::describe_connection_error(&e, phase);
         if e.is_io() || e.is_go_away() {
-            StreamFailure::ConnectionGone(reason)
+            StreamFailure::ConnectionGone {
+                reason,
+                cleanly: ended_cleanly(&e),
+            }
         } else {
             StreamFailure::Refused(PoolError::Stream { peer, reason })
         }
@@ -62,4 +70,11 @@ pub(super) async fn connect_stream(
         }));
     }
     Ok((send, response.into_body()))
+}
+
+/// Whether the peer ended the connection with a GOAWAY that reports no error: it closes
+/// the connection in good order (a drain, a replaced certificate), having processed none of
+/// the streams past the GOAWAY's last one.
+pub(super) fn ended_cleanly(e: &h2::Error) -> bool {
+    e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR)
 }

@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 pub use clients::{Ended, H2Client, connect_from, echo_round_trip, request, wait_end};
 use rustls::sign::CertifiedKey;
-pub use servers::{Echo, Relay, Silent};
+pub use servers::{Echo, GoodbyeFirst, Relay, Silent};
 use tokio::{sync::watch, task::JoinHandle};
 
 pub use crate::test_support::Logs;

@@ -1,5 +1,5 @@
-//! Servers around the daemon: workloads, a peer that never answers, and a relay that can
-//! go silent.
+//! Servers around the daemon: workloads, a peer that never answers, a relay that can go
+//! silent, and a peer that closes its first connections in good order.
 
 use std::{
     net::SocketAddr,
@@ -18,6 +18,7 @@ use tokio::{
     },
     sync::{Notify, watch},
 };
+use tokio_rustls::TlsAcceptor;
 
 /// A workload server: echoes each connection until EOF, then closes its side.
 pub struct Echo {
@@ -193,5 +194,70 @@ async fn pump(
                 return;
             },
         }
+    }
+}
+
+/// A peer daemon that closes its first `goodbyes` connections in good order right after
+/// their TLS and HTTP/2 handshakes (a GOAWAY without error, no stream processed), as a
+/// daemon does when its certificate is replaced or it begins to drain while a caller dials;
+/// every later connection is relayed to `to`.
+pub struct GoodbyeFirst {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl GoodbyeFirst {
+    pub async fn start(
+        to: SocketAddr,
+        node: Arc<rustls::sign::CertifiedKey>,
+        goodbyes: usize,
+    ) -> Self {
+        let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(node)));
+        config.alpn_protocols = vec![crate::tls::ALPN_H2.to_vec()];
+        let tls = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let _ = client.set_nodelay(true);
+                if counted.fetch_add(1, Ordering::SeqCst) >= goodbyes {
+                    let Ok(mut upstream) = TcpStream::connect(to).await else {
+                        continue;
+                    };
+                    let _ = upstream.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    });
+                    continue;
+                }
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = tls.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut connection) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    while connection.accept().await.is_some() {}
+                    // Held a moment, as the daemon does: closed at once with the caller's
+                    // frames unread, the socket would send a reset instead of the goodbye.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    drop(connection);
+                });
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    /// Connections accepted so far, closed or relayed.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
