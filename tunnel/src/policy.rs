@@ -19,7 +19,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    sync::{Arc, RwLock},
+    sync::{Arc, LazyLock, RwLock},
 };
 
 use tracing::info;
@@ -68,7 +68,10 @@ struct Rule {
     /// The rule as the config has it.
     conditions: config::Policy,
     /// Where the rule is written, for logs: `policy[2] (line 41)`.
-    origin: String,
+    origin: Arc<str>,
+    /// Why it allows, said once when the policy is built: an allowed connection, the usual
+    /// case, then costs no formatting or allocation.
+    allows_because: Arc<str>,
 }
 
 /// What a decision is about.
@@ -83,16 +86,23 @@ pub struct Request<'a> {
 
 /// The outcome, with enough detail to say why in one log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `rule`: the deciding rule's origin (`policy[2] (line 41)`), or `mode` when no rule
+/// decided (the workload's mode, or no allow rule matching); shared with the rule, so a
+/// decision costs no allocation for it.
 pub enum Decision {
     Allow {
-        because: String,
+        because: Arc<str>,
+        rule: Arc<str>,
     },
     /// Allowed in audit mode, where strict mode would refuse for `because`.
     Audit {
-        because: String,
+        because: Arc<str>,
+        rule: Arc<str>,
     },
     Deny {
-        because: String,
+        because: Arc<str>,
+        rule: Arc<str>,
     },
 }
 
@@ -108,14 +118,18 @@ impl Decision {
 
     /// The deciding rule's origin (`policy[2] (line 41)`), or `mode` when no rule decided
     /// (the workload's mode, or no allow rule matching).
-    pub fn rule(&self) -> &str {
-        let (Self::Allow { because } | Self::Audit { because } | Self::Deny { because }) = self;
-        because
-            .strip_prefix(ALLOW_RULE)
-            .or_else(|| because.strip_prefix(DENY_RULE))
-            .unwrap_or("mode")
+    pub fn rule(&self) -> &Arc<str> {
+        let (Self::Allow { rule, .. } | Self::Audit { rule, .. } | Self::Deny { rule, .. }) = self;
+        rule
     }
 }
+
+/// The `rule` of a decision no rule made.
+static MODE: LazyLock<Arc<str>> = LazyLock::new(|| "mode".into());
+
+/// Why permissive mode allows a workload without allow rules.
+static PERMISSIVE: LazyLock<Arc<str>> =
+    LazyLock::new(|| "permissive mode (no allow rule for this workload)".into());
 
 /// How a decision made by a rule begins, before the rule's origin.
 const ALLOW_RULE: &str = "allow rule ";
@@ -123,18 +137,20 @@ const DENY_RULE: &str = "deny rule ";
 
 impl Rule {
     fn from_config(policy: &config::Policy) -> Self {
+        let origin = {
+            let at = match policy.site.line {
+                Some(line) => format!("{} (line {line})", policy.site.key),
+                None => policy.site.key.clone(),
+            };
+            match &policy.file {
+                Some(file) => format!("{}: {at}", file.display()),
+                None => at,
+            }
+        };
         Self {
             conditions: policy.clone(),
-            origin: {
-                let at = match policy.site.line {
-                    Some(line) => format!("{} (line {line})", policy.site.key),
-                    None => policy.site.key.clone(),
-                };
-                match &policy.file {
-                    Some(file) => format!("{}: {at}", file.display()),
-                    None => at,
-                }
-            },
+            allows_because: format!("{ALLOW_RULE}{origin}").into(),
+            origin: origin.into(),
         }
     }
 
@@ -209,7 +225,7 @@ impl Policy {
     pub fn rules(&self) -> impl Iterator<Item = (&config::Policy, &str)> {
         self.rules
             .iter()
-            .map(|rule| (&rule.conditions, rule.origin.as_str()))
+            .map(|rule| (&rule.conditions, &*rule.origin))
     }
 
     /// A workload's mode and the ports of it that differ, as in force (reloads change them).
@@ -225,16 +241,27 @@ impl Policy {
     pub fn evaluate(&self, request: &Request<'_>) -> Decision {
         if self.modes_of(request.workload).is_none() {
             return Decision::Deny {
-                because: format!("no workload {:?}", request.workload),
+                because: format!("no workload {:?}", request.workload).into(),
+                rule: MODE.clone(),
             };
         }
         let mode = self.mode(request.workload, request.port);
-        let matching: Vec<&Rule> = self.rules.iter().filter(|r| r.matches(request)).collect();
-        self.log_observers(request, &matching);
-        let enforced = |action: Action| matching.iter().find(|r| r.enforces(action)).copied();
-        if let Some(rule) = enforced(Action::Deny) {
+        // One pass over the rules that match, in order, without collecting them (this runs
+        // for every stream): the observers report, the first enforcing deny and allow count.
+        let (mut deny, mut allow) = (None, None);
+        for rule in self.rules.iter().filter(|r| r.matches(request)) {
+            Self::log_observer(request, rule);
+            if deny.is_none() && rule.enforces(Action::Deny) {
+                deny = Some(rule);
+            }
+            if allow.is_none() && rule.enforces(Action::Allow) {
+                allow = Some(rule);
+            }
+        }
+        if let Some(rule) = deny {
             return Decision::Deny {
-                because: format!("{DENY_RULE}{}", rule.origin),
+                because: format!("{DENY_RULE}{}", rule.origin).into(),
+                rule: rule.origin.clone(),
             };
         }
         let has_allow_rules = self
@@ -248,43 +275,47 @@ impl Policy {
             );
             return match mode {
                 Mode::Strict => Decision::Deny {
-                    because: strict_refusal,
+                    because: strict_refusal.into(),
+                    rule: MODE.clone(),
                 },
                 Mode::Permissive => Decision::Allow {
-                    because: "permissive mode (no allow rule for this workload)".into(),
+                    because: PERMISSIVE.clone(),
+                    rule: MODE.clone(),
                 },
                 Mode::Audit => Decision::Audit {
-                    because: strict_refusal,
+                    because: strict_refusal.into(),
+                    rule: MODE.clone(),
                 },
             };
         }
-        match enforced(Action::Allow) {
+        match allow {
             Some(rule) => Decision::Allow {
-                because: format!("{ALLOW_RULE}{}", rule.origin),
+                because: rule.allows_because.clone(),
+                rule: rule.origin.clone(),
             },
             None => Decision::Deny {
                 because: format!(
                     "no allow rule of workload {:?} matches {} from {} to port {}",
                     request.workload, request.caller, request.source, request.port
-                ),
+                )
+                .into(),
+                rule: MODE.clone(),
             },
         }
     }
 
     /// `audit` rules and `dry_run` rules only report.
-    fn log_observers(&self, request: &Request<'_>, matching: &[&Rule]) {
-        for rule in matching {
-            let what = match (rule.conditions.action, rule.conditions.dry_run) {
-                (Action::Audit, _) => "audit rule matched",
-                (Action::Deny, true) => "dry-run: this rule would deny",
-                (Action::Allow, true) => "dry-run: this rule would allow",
-                _ => continue,
-            };
-            info!(
-                rule = %rule.origin, caller = %request.caller, source = %request.source,
-                workload = request.workload, port = request.port, "policy: {what}"
-            );
-        }
+    fn log_observer(request: &Request<'_>, rule: &Rule) {
+        let what = match (rule.conditions.action, rule.conditions.dry_run) {
+            (Action::Audit, _) => "audit rule matched",
+            (Action::Deny, true) => "dry-run: this rule would deny",
+            (Action::Allow, true) => "dry-run: this rule would allow",
+            _ => return,
+        };
+        info!(
+            rule = %rule.origin, caller = %request.caller, source = %request.source,
+            workload = request.workload, port = request.port, "policy: {what}"
+        );
     }
 }
 

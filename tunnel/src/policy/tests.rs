@@ -70,7 +70,7 @@ fn a_workload_without_allow_rules_follows_its_mode() {
     assert!(allowed(&to_orders(&policy("permissive", ""), "frontend")));
     let decision = to_orders(&policy("audit", ""), "frontend");
     assert!(
-        matches!(&decision, Decision::Audit { because } if because.contains("strict mode admits nobody")),
+        matches!(&decision, Decision::Audit { because, .. } if because.contains("strict mode admits nobody")),
         "{decision:?}"
     );
 }
@@ -138,7 +138,7 @@ fn deny_wins_over_allow() {
     assert!(allowed(&to_orders(&policy, "frontend")));
     let decision = to_orders(&policy, "intruder");
     assert!(
-        matches!(&decision, Decision::Deny { because } if because.contains("deny rule policy[1]")),
+        matches!(&decision, Decision::Deny { because, .. } if because.contains("deny rule policy[1]")),
         "{decision:?}"
     );
 }

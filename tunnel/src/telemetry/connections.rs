@@ -4,7 +4,6 @@
 //! atomics the copy loop adds to (no lock per read).
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex, Weak,
@@ -14,6 +13,7 @@ use std::{
 };
 
 use serde::Serialize;
+use slab::Slab;
 
 use super::metrics::Label;
 
@@ -34,12 +34,13 @@ pub struct ConnectionInfo {
 
 /// One open connection: its info and what it has carried.
 pub struct Live {
+    /// Unique for the daemon's life (a slab slot is reused; this is not).
+    id: u64,
     pub info: ConnectionInfo,
     /// Towards the peer (outbound: what the workload sent; inbound: what it answered).
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     opened: Instant,
-    opened_at: SystemTime,
 }
 
 /// A connection as `/connections` lists it.
@@ -55,16 +56,18 @@ pub struct ConnectionView {
     pub opened_at: u64,
 }
 
+/// The open connections in a slab: a connection takes a free slot and gives it back, with
+/// no hashing and no allocation once the slab has grown to the most open at once.
 #[derive(Default)]
 pub struct Connections {
-    open: Mutex<HashMap<u64, Arc<Live>>>,
+    open: Mutex<Slab<Arc<Live>>>,
     next_id: AtomicU64,
 }
 
 /// Keeps a connection listed; dropping it removes the entry.
 pub struct Tracked {
     live: Arc<Live>,
-    id: u64,
+    slot: usize,
     registry: Weak<Connections>,
 }
 
@@ -75,40 +78,45 @@ impl Connections {
 
     /// Lists `info` until the returned handle drops.
     pub fn open(self: &Arc<Self>, info: ConnectionInfo) -> Tracked {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let live = Arc::new(Live {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
             info,
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             opened: Instant::now(),
-            opened_at: SystemTime::now(),
         });
-        self.open
+        let slot = self
+            .open
             .lock()
             .expect("connections lock poisoned")
-            .insert(id, live.clone());
+            .insert(live.clone());
         Tracked {
             live,
-            id,
+            slot,
             registry: Arc::downgrade(self),
         }
     }
 
     /// Every open connection, oldest first.
     pub fn list(&self) -> Vec<ConnectionView> {
+        let now = SystemTime::now();
         let open = self.open.lock().expect("connections lock poisoned");
         let mut views: Vec<ConnectionView> = open
             .iter()
-            .map(|(id, live)| ConnectionView {
-                id: *id,
-                info: live.info.clone(),
-                bytes_sent: live.bytes_sent.load(Ordering::Relaxed),
-                bytes_received: live.bytes_received.load(Ordering::Relaxed),
-                age_seconds: live.opened.elapsed().as_secs_f64(),
-                opened_at: live
-                    .opened_at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+            .map(|(_, live)| {
+                let age = live.opened.elapsed();
+                ConnectionView {
+                    id: live.id,
+                    info: live.info.clone(),
+                    bytes_sent: live.bytes_sent.load(Ordering::Relaxed),
+                    bytes_received: live.bytes_received.load(Ordering::Relaxed),
+                    age_seconds: age.as_secs_f64(),
+                    // From the monotonic age (one clock read per connection, not two).
+                    opened_at: now
+                        .checked_sub(age)
+                        .and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs()),
+                }
             })
             .collect();
         views.sort_by_key(|v| v.id);
@@ -137,7 +145,7 @@ impl Drop for Tracked {
                 .open
                 .lock()
                 .expect("connections lock poisoned")
-                .remove(&self.id);
+                .try_remove(self.slot);
         }
     }
 }

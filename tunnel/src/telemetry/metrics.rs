@@ -162,7 +162,7 @@ pub struct DecisionLabels {
     /// allow | deny | audit
     pub decision: &'static str,
     /// The deciding rule's origin, or `mode`.
-    pub rule: String,
+    pub rule: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

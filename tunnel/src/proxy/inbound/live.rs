@@ -82,7 +82,7 @@ impl LiveStreams {
                 workload: &entry.workload,
                 port: entry.port,
             });
-            if let Decision::Deny { because } = decision {
+            if let Decision::Deny { because, .. } = decision {
                 info!(
                     caller = %entry.caller, source = %entry.source, workload = %entry.workload,
                     port = entry.port, reason = %because,

@@ -150,7 +150,7 @@ struct Carried {
     dst: SocketAddr,
     workload: Arc<str>,
     decision: &'static str,
-    rule: String,
+    rule: Arc<str>,
     stats: CopyStats,
     close_reason: Cow<'static, str>,
 }
@@ -273,7 +273,7 @@ struct Admitted {
     target: TcpStream,
     workload: Arc<str>,
     decision: &'static str,
-    rule: String,
+    rule: Arc<str>,
 }
 
 /// The checks on a requested destination, in order, then the dial: the connected target
@@ -304,18 +304,18 @@ async fn admit(
         .get_or_create(&DecisionLabels {
             workload: workload.clone(),
             decision: decision.name(),
-            rule: decision.rule().to_string(),
+            rule: decision.rule().clone(),
         })
         .inc();
-    let (decision_name, rule) = (decision.name(), decision.rule().to_string());
+    let (decision_name, rule) = (decision.name(), decision.rule().clone());
     match decision {
-        Decision::Allow { because } => {
+        Decision::Allow { because, .. } => {
             debug!(%caller, %dst, %workload, %because, "allowed");
         }
-        Decision::Audit { because } => {
+        Decision::Audit { because, .. } => {
             info!(%caller, %dst, %workload, strict_would_refuse = %because, "audit: allowed, strict mode would refuse");
         }
-        Decision::Deny { because } => {
+        Decision::Deny { because, .. } => {
             return Err(Refused::forbidden(
                 "policy_denied",
                 format!("no policy allows {caller} to reach {workload} ({dst}): {because}"),
