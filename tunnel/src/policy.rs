@@ -84,12 +84,9 @@ pub struct Request<'a> {
     pub port: u16,
 }
 
-/// The outcome, with enough detail to say why in one log line.
+/// The outcome, with enough detail to say why in one log line. `rule` is what
+/// [`Decision::rule`] returns, shared with the rule, so a decision costs no allocation for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-///
-/// `rule`: the deciding rule's origin (`policy[2] (line 41)`), or `mode` when no rule
-/// decided (the workload's mode, or no allow rule matching); shared with the rule, so a
-/// decision costs no allocation for it.
 pub enum Decision {
     Allow {
         because: Arc<str>,
