@@ -2,7 +2,10 @@
 //! ways at once, until both directions have ended.
 //!
 //! - Half-close is carried: EOF from the socket becomes END_STREAM, END_STREAM becomes a FIN
-//!   (`shutdown(SHUT_WR)`), and the other direction keeps flowing.
+//!   (`shutdown(SHUT_WR)`), and the other direction keeps flowing. When the socket's EOF
+//!   came first, END_STREAM ends the copy and the FIN is the close's: the caller closes the
+//!   socket as soon as the copy returns, and a `shutdown` before it would be a system call
+//!   per connection for the same FIN (nothing is left unread to turn the close into a RST).
 //! - Aborts are carried: a reset or error on one side resets the other (RST_STREAM CANCEL
 //!   towards the peer, an abortive close towards the socket), so a broken connection never
 //!   looks like a clean end to either application.
@@ -23,7 +26,7 @@ use std::{
     pin::pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::Poll,
     time::Duration,
@@ -92,7 +95,8 @@ pub struct CopyStats {
 
 /// Runs both directions to completion. `live`, when given, is the connection's entry in
 /// `/connections`: each read adds to its byte counters (one relaxed atomic add). Reads from
-/// the socket are charged to `budget` (the party's: whoever drains the stream).
+/// the socket are charged to `budget` (the party's: whoever drains the stream). The caller
+/// closes the socket as soon as it returns: a clean end may have left the FIN to the close.
 pub async fn bidirectional(
     socket: &mut TcpStream,
     send: SendStream<Chunk>,
@@ -127,20 +131,28 @@ pub async fn bidirectional_rewriting(
     budget: &ReadBudget,
 ) -> (CopyStats, CopyEnd) {
     let mut stats = CopyStats::default();
+    let socket_ended = AtomicBool::new(false);
     let (shown_sent, shown_received) = (
         Shown(live.map(|l| &l.bytes_sent)),
         Shown(live.map(|l| &l.bytes_received)),
     );
     let end = {
         let (reader, writer) = socket.split();
-        let upstream =
-            socket_to_stream(reader, &mut send, &mut stats.to_stream, shown_sent, budget);
+        let upstream = socket_to_stream(
+            reader,
+            &mut send,
+            &mut stats.to_stream,
+            shown_sent,
+            budget,
+            &socket_ended,
+        );
         let downstream = stream_to_socket(
             &mut recv,
             writer,
             &mut stats.to_socket,
             rewriter,
             shown_received,
+            &socket_ended,
         );
         tokio::pin!(upstream, downstream);
         let (mut upstream_done, mut downstream_done) = (false, false);
@@ -185,6 +197,7 @@ async fn socket_to_stream(
     moved: &mut u64,
     shown: Shown<'_>,
     reads: &ReadBudget,
+    ended: &AtomicBool,
 ) -> Result<(), Failure> {
     let mut read_size = INITIAL_READ;
     let hold = Arc::new(StreamHold::default());
@@ -224,6 +237,7 @@ async fn socket_to_stream(
                 // EOF: the application closed its write side. Carry it as END_STREAM.
                 send.send_data(Chunk::default(), true)
                     .map_err(|_| Failure::Stream)?;
+                ended.store(true, Ordering::Relaxed);
                 return Ok(());
             }
             Poll::Ready(Ok(n)) => n,
@@ -291,6 +305,7 @@ async fn stream_to_socket(
     moved: &mut u64,
     mut rewriter: Option<RequestRewriter>,
     shown: Shown<'_>,
+    socket_ended: &AtomicBool,
 ) -> Result<(), Failure> {
     let mut rewritten = Vec::new();
     loop {
@@ -316,8 +331,11 @@ async fn stream_to_socket(
             }
             Some(Err(_)) => return Err(Failure::Stream),
             None => {
-                // END_STREAM: the peer's application closed its write side.
-                let _ = socket2::SockRef::from(writer.as_ref()).shutdown(Shutdown::Write);
+                // END_STREAM: the peer's application closed its write side. With the
+                // socket's EOF already read, the copy ends now and the close sends the FIN.
+                if !socket_ended.load(Ordering::Relaxed) {
+                    let _ = socket2::SockRef::from(writer.as_ref()).shutdown(Shutdown::Write);
+                }
                 return Ok(());
             }
         }

@@ -222,6 +222,8 @@ async fn carry(
             (stats, "closed by a policy reload".into())
         }
     };
+    // Closed at once: the copy may have left the FIN to the close.
+    drop(target);
     drop(tracked);
     counted.close(stats.to_stream, stats.to_socket);
     Carried {

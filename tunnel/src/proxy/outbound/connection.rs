@@ -338,6 +338,8 @@ async fn deliver(
         &reads,
     )
     .await;
+    // Closed before the line is written: the copy may have left the FIN to the close.
+    drop(app);
     stats.to_stream += early_len;
     counted.close(stats.to_stream, stats.to_socket);
     drop(tracked);
