@@ -11,8 +11,9 @@
 //! direct is the median of each run's own ratio, so slow drifts in the machine's load
 //! (these VMs share their host) fall on both sides of a ratio. Results are
 //! printed as a table and written to `target/bench/latest.json`. `--perf` also records a
-//! call-graph profile of both daemons during each tunnel measurement
-//! (`target/bench/perf-<measurement>.data`; read with `perf report -i FILE`); `--syscalls`
+//! call-graph profile of both daemons during each tunnel measurement, unwound through their
+//! user-space frames too (`target/bench/perf-<measurement>-<run>.data`, tens of MB each;
+//! read with `perf report -i FILE`, `--children` for inclusive costs); `--syscalls`
 //! writes each daemon's system-call counts instead (`target/bench/syscalls-<measurement>-
 //! <run>-<a|b>.txt`, from `perf trace -s`). Both slow the daemons down: read their figures
 //! as a profile, not as a result.
