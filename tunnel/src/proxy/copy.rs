@@ -197,7 +197,7 @@ async fn socket_to_stream(
     moved: &mut u64,
     shown: Shown<'_>,
     reads: &ReadBudget,
-    ended: &AtomicBool,
+    socket_ended: &AtomicBool,
 ) -> Result<(), Failure> {
     let mut read_size = INITIAL_READ;
     let hold = Arc::new(StreamHold::default());
@@ -237,7 +237,7 @@ async fn socket_to_stream(
                 // EOF: the application closed its write side. Carry it as END_STREAM.
                 send.send_data(Chunk::default(), true)
                     .map_err(|_| Failure::Stream)?;
-                ended.store(true, Ordering::Relaxed);
+                socket_ended.store(true, Ordering::Relaxed);
                 return Ok(());
             }
             Poll::Ready(Ok(n)) => n,
